@@ -1,0 +1,462 @@
+//! MessagePack encoding and decoding of [`Value`].
+//!
+//! Written against the MessagePack spec rather than through a general serde
+//! codec because the server needs three things a generic codec does not give:
+//! a nesting limit checked *while* decoding (a 100,000-deep array is refused
+//! before it can overflow the stack), no allocation sized by a length the
+//! peer merely claims (capacity is capped by the bytes actually present), and
+//! public low-level writers so hot paths (DELTA fanout) can frame bytes
+//! without building an intermediate value.
+//!
+//! Integers are always written in their most compact form.
+
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::value::{Map, Value};
+
+/// Default maximum nesting depth of a decoded value.
+pub const DEFAULT_MAX_DEPTH: usize = 64;
+
+/// Why bytes could not be decoded.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("truncated MessagePack data")]
+    Truncated,
+    #[error("invalid MessagePack marker 0x{0:02x}")]
+    InvalidMarker(u8),
+    #[error("MessagePack extension types are not supported")]
+    Extension,
+    #[error("string is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("map keys must be strings")]
+    NonStringKey,
+    #[error("value nested deeper than the limit of {0}")]
+    TooDeep(usize),
+    #[error("{0} unexpected bytes after the value")]
+    TrailingBytes(usize),
+}
+
+/// Decodes exactly one value from `bytes`; trailing bytes are an error.
+pub fn decode_value(bytes: &[u8], max_depth: usize) -> Result<Value, DecodeError> {
+    let mut dec = Decoder::new(bytes, max_depth);
+    let v = dec.value(0)?;
+    dec.finish()?;
+    Ok(v)
+}
+
+/// Encodes `value` into a new buffer.
+pub fn encode_value(value: &Value) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(64);
+    write_value(&mut buf, value);
+    buf
+}
+
+/// A cursor over MessagePack bytes.
+pub struct Decoder<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    max_depth: usize,
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(buf: &'a [u8], max_depth: usize) -> Self {
+        Decoder {
+            buf,
+            pos: 0,
+            max_depth,
+        }
+    }
+
+    /// Errors if any bytes are left.
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        match self.buf.len() - self.pos {
+            0 => Ok(()),
+            n => Err(DecodeError::TrailingBytes(n)),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
+        let s = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn be<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn len8(&mut self) -> Result<usize, DecodeError> {
+        Ok(self.byte()? as usize)
+    }
+    fn len16(&mut self) -> Result<usize, DecodeError> {
+        Ok(u16::from_be_bytes(self.be()?) as usize)
+    }
+    fn len32(&mut self) -> Result<usize, DecodeError> {
+        Ok(u32::from_be_bytes(self.be()?) as usize)
+    }
+
+    /// Reads an array header and returns its length, or `None` (without
+    /// consuming anything) if the next item is not an array.
+    pub fn array_len(&mut self) -> Result<Option<usize>, DecodeError> {
+        let start = self.pos;
+        let len = match self.byte()? {
+            m @ 0x90..=0x9f => (m & 0x0f) as usize,
+            0xdc => self.len16()?,
+            0xdd => self.len32()?,
+            _ => {
+                self.pos = start;
+                return Ok(None);
+            }
+        };
+        Ok(Some(len))
+    }
+
+    /// Reads one value; `depth` is the nesting level of the enclosing container.
+    pub fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
+        let marker = self.byte()?;
+        Ok(match marker {
+            0x00..=0x7f => Value::Int(marker as i64),
+            0x80..=0x8f => self.map((marker & 0x0f) as usize, depth)?,
+            0x90..=0x9f => self.array((marker & 0x0f) as usize, depth)?,
+            0xa0..=0xbf => self.str((marker & 0x1f) as usize)?,
+            0xc0 => Value::Nil,
+            0xc2 => Value::Bool(false),
+            0xc3 => Value::Bool(true),
+            0xc4 => {
+                let n = self.len8()?;
+                Value::Bin(self.take(n)?.to_vec())
+            }
+            0xc5 => {
+                let n = self.len16()?;
+                Value::Bin(self.take(n)?.to_vec())
+            }
+            0xc6 => {
+                let n = self.len32()?;
+                Value::Bin(self.take(n)?.to_vec())
+            }
+            0xc7..=0xc9 | 0xd4..=0xd8 => return Err(DecodeError::Extension),
+            0xca => Value::Float(f32::from_be_bytes(self.be()?) as f64),
+            0xcb => Value::Float(f64::from_be_bytes(self.be()?)),
+            0xcc => Value::Int(self.byte()? as i64),
+            0xcd => Value::Int(u16::from_be_bytes(self.be()?) as i64),
+            0xce => Value::Int(u32::from_be_bytes(self.be()?) as i64),
+            0xcf => Value::from(u64::from_be_bytes(self.be()?)),
+            0xd0 => Value::Int(i8::from_be_bytes(self.be()?) as i64),
+            0xd1 => Value::Int(i16::from_be_bytes(self.be()?) as i64),
+            0xd2 => Value::Int(i32::from_be_bytes(self.be()?) as i64),
+            0xd3 => Value::Int(i64::from_be_bytes(self.be()?)),
+            0xd9 => {
+                let n = self.len8()?;
+                self.str(n)?
+            }
+            0xda => {
+                let n = self.len16()?;
+                self.str(n)?
+            }
+            0xdb => {
+                let n = self.len32()?;
+                self.str(n)?
+            }
+            0xdc => {
+                let n = self.len16()?;
+                self.array(n, depth)?
+            }
+            0xdd => {
+                let n = self.len32()?;
+                self.array(n, depth)?
+            }
+            0xde => {
+                let n = self.len16()?;
+                self.map(n, depth)?
+            }
+            0xdf => {
+                let n = self.len32()?;
+                self.map(n, depth)?
+            }
+            0xe0..=0xff => Value::Int(marker as i8 as i64),
+            0xc1 => return Err(DecodeError::InvalidMarker(marker)),
+        })
+    }
+
+    fn string(&mut self, n: usize) -> Result<String, DecodeError> {
+        let bytes = self.take(n)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::InvalidUtf8)
+    }
+
+    fn str(&mut self, n: usize) -> Result<Value, DecodeError> {
+        self.string(n).map(Value::Str)
+    }
+
+    /// Each element takes at least one byte, so a claimed length beyond the
+    /// remaining input is rejected before any allocation.
+    fn claimed(&self, n: usize, min_item: usize) -> Result<(), DecodeError> {
+        if n.saturating_mul(min_item) > self.buf.len() - self.pos {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(())
+    }
+
+    fn array(&mut self, n: usize, depth: usize) -> Result<Value, DecodeError> {
+        if depth >= self.max_depth {
+            return Err(DecodeError::TooDeep(self.max_depth));
+        }
+        self.claimed(n, 1)?;
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            items.push(self.value(depth + 1)?);
+        }
+        Ok(Value::Array(Arc::new(items)))
+    }
+
+    fn map(&mut self, n: usize, depth: usize) -> Result<Value, DecodeError> {
+        if depth >= self.max_depth {
+            return Err(DecodeError::TooDeep(self.max_depth));
+        }
+        self.claimed(n, 2)?;
+        let mut map = Map::with_capacity(n);
+        for _ in 0..n {
+            let key = match self.byte()? {
+                m @ 0xa0..=0xbf => self.string((m & 0x1f) as usize)?,
+                0xd9 => {
+                    let n = self.len8()?;
+                    self.string(n)?
+                }
+                0xda => {
+                    let n = self.len16()?;
+                    self.string(n)?
+                }
+                0xdb => {
+                    let n = self.len32()?;
+                    self.string(n)?
+                }
+                _ => return Err(DecodeError::NonStringKey),
+            };
+            let v = self.value(depth + 1)?;
+            map.insert(key, v);
+        }
+        Ok(Value::Map(Arc::new(map)))
+    }
+}
+
+/// Appends the MessagePack encoding of `value`.
+pub fn write_value(buf: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Nil => buf.push(0xc0),
+        Value::Bool(b) => buf.push(if *b { 0xc3 } else { 0xc2 }),
+        Value::Int(i) => write_int(buf, *i),
+        Value::UInt(u) => write_uint(buf, *u),
+        Value::Float(f) => {
+            buf.push(0xcb);
+            buf.extend_from_slice(&f.to_be_bytes());
+        }
+        Value::Str(s) => write_str(buf, s),
+        Value::Bin(b) => write_bin(buf, b),
+        Value::Array(a) => {
+            write_array_len(buf, a.len());
+            for v in a.iter() {
+                write_value(buf, v);
+            }
+        }
+        Value::Map(m) => {
+            write_map_len(buf, m.len());
+            for (k, v) in m.iter() {
+                write_str(buf, k);
+                write_value(buf, v);
+            }
+        }
+    }
+}
+
+pub fn write_nil(buf: &mut Vec<u8>) {
+    buf.push(0xc0);
+}
+
+pub fn write_bool(buf: &mut Vec<u8>, b: bool) {
+    buf.push(if b { 0xc3 } else { 0xc2 });
+}
+
+pub fn write_uint(buf: &mut Vec<u8>, u: u64) {
+    if u < 0x80 {
+        buf.push(u as u8);
+    } else if u <= u8::MAX as u64 {
+        buf.extend_from_slice(&[0xcc, u as u8]);
+    } else if u <= u16::MAX as u64 {
+        buf.push(0xcd);
+        buf.extend_from_slice(&(u as u16).to_be_bytes());
+    } else if u <= u32::MAX as u64 {
+        buf.push(0xce);
+        buf.extend_from_slice(&(u as u32).to_be_bytes());
+    } else {
+        buf.push(0xcf);
+        buf.extend_from_slice(&u.to_be_bytes());
+    }
+}
+
+pub fn write_int(buf: &mut Vec<u8>, i: i64) {
+    if i >= 0 {
+        write_uint(buf, i as u64);
+    } else if i >= -32 {
+        buf.push(i as i8 as u8);
+    } else if i >= i8::MIN as i64 {
+        buf.extend_from_slice(&[0xd0, i as i8 as u8]);
+    } else if i >= i16::MIN as i64 {
+        buf.push(0xd1);
+        buf.extend_from_slice(&(i as i16).to_be_bytes());
+    } else if i >= i32::MIN as i64 {
+        buf.push(0xd2);
+        buf.extend_from_slice(&(i as i32).to_be_bytes());
+    } else {
+        buf.push(0xd3);
+        buf.extend_from_slice(&i.to_be_bytes());
+    }
+}
+
+pub fn write_str(buf: &mut Vec<u8>, s: &str) {
+    let n = s.len();
+    if n < 32 {
+        buf.push(0xa0 | n as u8);
+    } else if n <= u8::MAX as usize {
+        buf.extend_from_slice(&[0xd9, n as u8]);
+    } else if n <= u16::MAX as usize {
+        buf.push(0xda);
+        buf.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        buf.push(0xdb);
+        buf.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+    buf.extend_from_slice(s.as_bytes());
+}
+
+pub fn write_bin(buf: &mut Vec<u8>, b: &[u8]) {
+    let n = b.len();
+    if n <= u8::MAX as usize {
+        buf.extend_from_slice(&[0xc4, n as u8]);
+    } else if n <= u16::MAX as usize {
+        buf.push(0xc5);
+        buf.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        buf.push(0xc6);
+        buf.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+    buf.extend_from_slice(b);
+}
+
+pub fn write_array_len(buf: &mut Vec<u8>, n: usize) {
+    if n < 16 {
+        buf.push(0x90 | n as u8);
+    } else if n <= u16::MAX as usize {
+        buf.push(0xdc);
+        buf.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        buf.push(0xdd);
+        buf.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
+pub fn write_map_len(buf: &mut Vec<u8>, n: usize) {
+    if n < 16 {
+        buf.push(0x80 | n as u8);
+    } else if n <= u16::MAX as usize {
+        buf.push(0xde);
+        buf.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        buf.push(0xdf);
+        buf.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt(v: Value) {
+        let bytes = encode_value(&v);
+        assert_eq!(decode_value(&bytes, DEFAULT_MAX_DEPTH).unwrap(), v);
+    }
+
+    #[test]
+    fn integers_round_trip_compactly() {
+        for i in [
+            0i64,
+            1,
+            127,
+            128,
+            255,
+            256,
+            65535,
+            65536,
+            -1,
+            -32,
+            -33,
+            -128,
+            -129,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            rt(Value::Int(i));
+        }
+        rt(Value::UInt(u64::MAX));
+        assert_eq!(encode_value(&Value::Int(5)), vec![5]);
+        assert_eq!(encode_value(&Value::Int(-1)), vec![0xff]);
+        assert_eq!(encode_value(&Value::Int(200)), vec![0xcc, 200]);
+    }
+
+    #[test]
+    fn containers_round_trip() {
+        let v: Value =
+            serde_json::json!({"a": [1, "x", null, 2.5, {"b": false}], "long": "y".repeat(300)})
+                .into();
+        rt(v);
+        rt(Value::Bin(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn hostile_depth_is_refused_without_overflow() {
+        let mut bytes = vec![0x91; 100_000];
+        bytes.push(0xc0);
+        assert_eq!(
+            decode_value(&bytes, DEFAULT_MAX_DEPTH),
+            Err(DecodeError::TooDeep(DEFAULT_MAX_DEPTH))
+        );
+    }
+
+    #[test]
+    fn claimed_lengths_do_not_allocate() {
+        // array32 claiming 4 billion elements, with nothing after it.
+        let bytes = [0xdd, 0xff, 0xff, 0xff, 0xff];
+        assert_eq!(decode_value(&bytes, 64), Err(DecodeError::Truncated));
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert_eq!(
+            decode_value(&[0xc1], 64),
+            Err(DecodeError::InvalidMarker(0xc1))
+        );
+        assert_eq!(decode_value(&[0xd4, 1, 2], 64), Err(DecodeError::Extension));
+        assert_eq!(
+            decode_value(&[0x81, 0x01, 0x02], 64),
+            Err(DecodeError::NonStringKey)
+        );
+        assert_eq!(
+            decode_value(&[0xa1, 0xff], 64),
+            Err(DecodeError::InvalidUtf8)
+        );
+        assert_eq!(
+            decode_value(&[0x01, 0x02], 64),
+            Err(DecodeError::TrailingBytes(1))
+        );
+        assert_eq!(decode_value(&[], 64), Err(DecodeError::Truncated));
+    }
+}

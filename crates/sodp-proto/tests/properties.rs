@@ -1,0 +1,60 @@
+//! Property tests: diff/apply agree, apply never mutates, codecs round-trip,
+//! and the decoder never panics on arbitrary bytes.
+
+use proptest::prelude::*;
+use sodp_proto::codec::{decode_value, encode_value};
+use sodp_proto::merge::merge_patch;
+use sodp_proto::{apply, diff, Frame, Map, Value};
+
+fn arb_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Nil),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::Int),
+        (-1e9f64..1e9).prop_map(Value::Float),
+        "[a-z/~]{0,6}".prop_map(Value::Str),
+        prop::collection::vec(any::<u8>(), 0..4).prop_map(Value::Bin),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+            prop::collection::vec(("[a-c/~]{1,3}", inner), 0..6)
+                .prop_map(|kv| Value::from(kv.into_iter().collect::<Map>())),
+        ]
+    })
+}
+
+proptest! {
+    #[test]
+    fn apply_of_diff_gives_target(a in arb_value(), b in arb_value()) {
+        let a_before = a.clone();
+        let ops = diff(&a, &b);
+        let got = apply(&a, &ops).unwrap();
+        prop_assert_eq!(&got, &b);
+        prop_assert_eq!(&a, &a_before);
+    }
+
+    #[test]
+    fn diff_of_equal_values_is_empty(a in arb_value()) {
+        prop_assert!(diff(&a, &a.clone()).is_empty());
+    }
+
+    #[test]
+    fn patch_ops_replay_to_the_merged_value(a in arb_value(), p in prop::collection::vec(("[a-c]{1,2}", arb_value()), 0..4)) {
+        let patch: Map = p.into_iter().collect();
+        let (merged, ops) = merge_patch(&a, &patch);
+        let replayed = apply(&a, &ops).unwrap();
+        prop_assert_eq!(replayed, merged);
+    }
+
+    #[test]
+    fn codec_round_trips(a in arb_value()) {
+        prop_assert_eq!(decode_value(&encode_value(&a), 64).unwrap(), a);
+    }
+
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        let _ = decode_value(&bytes, 16);
+        let _ = Frame::decode(&bytes, 16);
+    }
+}

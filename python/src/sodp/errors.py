@@ -1,0 +1,104 @@
+"""Exceptions raised by the SODP client.
+
+Every exception the client raises on purpose derives from :class:`SodpError`.
+Where a standard exception has the same meaning, the SODP one also derives from
+it, so ``except ConnectionError`` and ``except TimeoutError`` keep working::
+
+    SodpError
+    ├── ConnectionLost      (also ConnectionError)  a call was in flight when the
+    │                                               connection dropped, or the
+    │                                               client was closed
+    ├── CallTimeout         (also TimeoutError)     no RESULT within call_timeout
+    ├── CallError                                   RESULT success=false; .code,
+    │                                               .message, .method
+    ├── ServerError                                 an ERROR frame that is not
+    │                                               about auth; .code, .message,
+    │                                               .stream_id, .key
+    ├── AuthError                                   401, or no token to send; stops
+    │                                               reconnecting, raised by
+    │                                               ``await client.ready``
+    ├── ProtocolError       (also ValueError)       the server sent something that
+    │   │                                           is not valid SODP
+    │   └── FrameError                              bytes that are not a frame
+    └── DeltaError          (also ValueError)       a DELTA that cannot be applied
+                                                    (unknown op, impossible path)
+
+``ServerError``, ``AuthError``, ``ProtocolError`` and ``DeltaError`` are also
+delivered to the client's ``on_error`` callback; none of them is ever pinned on
+an unrelated pending call.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "CallError",
+    "CallTimeout",
+    "ConnectionLost",
+    "DeltaError",
+    "FrameError",
+    "ProtocolError",
+    "ServerError",
+    "SodpError",
+]
+
+
+class SodpError(Exception):
+    """Base class of every error raised by this package."""
+
+
+class ConnectionLost(SodpError, ConnectionError):
+    """The connection dropped (or the client closed) before a RESULT arrived.
+
+    The server may or may not have applied the call.
+    """
+
+
+class CallTimeout(SodpError, TimeoutError):
+    """No RESULT arrived within the call timeout."""
+
+
+class CallError(SodpError):
+    """The server answered a CALL with ``success: false``."""
+
+    def __init__(self, code: int, message: str, method: str = "") -> None:
+        self.code = code
+        self.message = message
+        self.method = method
+        where = f" {method}" if method else ""
+        super().__init__(f"call{where} failed ({code}): {message}")
+
+
+class ServerError(SodpError):
+    """An ERROR frame from the server (a denied WATCH, a rate limit, ...)."""
+
+    def __init__(
+        self, code: int, message: str, stream_id: int = 0, key: str | None = None
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.stream_id = stream_id
+        self.key = key
+        about = f" [{key}]" if key else ""
+        super().__init__(f"server error {code}{about}: {message}")
+
+
+class AuthError(SodpError):
+    """Authentication failed; the client stops reconnecting."""
+
+    def __init__(self, message: str, code: int = 401) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"authentication failed ({code}): {message}")
+
+
+class ProtocolError(SodpError, ValueError):
+    """The server sent something that is not valid SODP."""
+
+
+class FrameError(ProtocolError):
+    """Bytes that do not decode to a ``[type, stream_id, seq, body]`` frame."""
+
+
+class DeltaError(SodpError, ValueError):
+    """A delta op that cannot be applied: unknown ``op`` or an impossible path."""
