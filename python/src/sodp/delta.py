@@ -28,6 +28,7 @@ read-only: the new value shares unchanged subtrees with the old one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -35,6 +36,7 @@ from .errors import DeltaError
 
 __all__ = ["apply_ops", "escape_segment", "parse_pointer"]
 
+_BAD_ESCAPE = re.compile(r"~(?![01])")
 _ADD = "ADD"
 _UPDATE = "UPDATE"
 _REMOVE = "REMOVE"
@@ -53,6 +55,8 @@ def parse_pointer(path: str) -> list[str]:
         raise DeltaError(f"path must start with '/': {path!r}")
     parts = path[1:].split("/")
     if "~" in path:
+        if _BAD_ESCAPE.search(path):
+            raise DeltaError(f"bad escape in path {path!r}: '~' must be followed by 0 or 1")
         # ~1 first, then ~0, so that "~01" decodes to "~1" and not "/".
         parts = [p.replace("~1", "/").replace("~0", "~") for p in parts]
     return parts
@@ -82,12 +86,7 @@ def _own(node: Any, segment: str, owned: dict[int, Any]) -> Any:
     """A container we may mutate standing for *node*, copying it if needed."""
     if id(node) in owned:
         return node
-    if isinstance(node, dict):
-        node = node.copy()
-    elif isinstance(node, list):
-        node = node.copy()
-    else:
-        node = _new_container(segment)
+    node = node.copy() if isinstance(node, (dict, list)) else _new_container(segment)
     owned[id(node)] = node
     return node
 
@@ -134,10 +133,10 @@ def _apply_one(root: Any, op: Mapping[str, Any], owned: dict[int, Any]) -> Any:
             if mine is not child:
                 node[seg] = mine
         else:
+            if removing and not (seg.isdigit() and int(seg) < len(node)):
+                return new_root  # nothing there to remove
             idx = _index(seg, len(node), path)
             if idx == len(node):
-                if removing:
-                    return new_root
                 mine = _own(None, nxt, owned)
                 node.append(mine)
             else:
@@ -157,14 +156,17 @@ def _apply_one(root: Any, op: Mapping[str, Any], owned: dict[int, Any]) -> Any:
             node[seg] = op.get("value")
         return new_root
 
-    idx = _index(seg, len(node), path)
     if removing:
         if seg == "-":
             if node:
                 node.pop()
-        elif idx < len(node):
-            del node[idx]
-    elif idx == len(node):
+        elif seg.isdigit() and int(seg) < len(node):
+            del node[int(seg)]
+        elif not seg.isdigit():
+            raise DeltaError(f"bad array index {seg!r} in {path!r}")
+        return new_root  # out of range: nothing to remove
+    idx = _index(seg, len(node), path)
+    if idx == len(node):
         node.append(op.get("value"))
     else:
         node[idx] = op.get("value")

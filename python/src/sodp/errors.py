@@ -72,9 +72,7 @@ class CallError(SodpError):
 class ServerError(SodpError):
     """An ERROR frame from the server (a denied WATCH, a rate limit, ...)."""
 
-    def __init__(
-        self, code: int, message: str, stream_id: int = 0, key: str | None = None
-    ) -> None:
+    def __init__(self, code: int, message: str, stream_id: int = 0, key: str | None = None) -> None:
         self.code = code
         self.message = message
         self.stream_id = stream_id

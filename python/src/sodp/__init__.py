@@ -1,0 +1,48 @@
+"""sodp — asyncio client for the State-Oriented Data Protocol.
+
+Layout:
+
+* :mod:`sodp.frames` — bytes <-> ``[type, stream_id, seq, body]``
+* :mod:`sodp.delta` — applying DeltaOps (path copying, never mutates)
+* :mod:`sodp.protocol` — the sans-I/O client state machine
+* :mod:`sodp.backoff`, :mod:`sodp.jwt` — reconnect delays, token expiry
+* :mod:`sodp.client` — :class:`SodpClient` and :class:`StateRef` over asyncio
+* :mod:`sodp.errors` — the exception tree (see its docstring)
+* :mod:`sodp.bench` — ``python -m sodp.bench``
+"""
+
+from .client import SodpClient, StateRef, TokenProvider
+from .delta import apply_ops
+from .errors import (
+    AuthError,
+    CallError,
+    CallTimeout,
+    ConnectionLost,
+    DeltaError,
+    FrameError,
+    ProtocolError,
+    ServerError,
+    SodpError,
+)
+from .protocol import WatchCallback, WatchMeta
+
+__version__ = "0.3.0"
+
+__all__ = [
+    "AuthError",
+    "CallError",
+    "CallTimeout",
+    "ConnectionLost",
+    "DeltaError",
+    "FrameError",
+    "ProtocolError",
+    "ServerError",
+    "SodpClient",
+    "SodpError",
+    "StateRef",
+    "TokenProvider",
+    "WatchCallback",
+    "WatchMeta",
+    "__version__",
+    "apply_ops",
+]

@@ -1,0 +1,603 @@
+"""The asyncio layer: :class:`SodpClient` and :class:`StateRef`.
+
+Everything about the protocol lives in :class:`~sodp.protocol.ClientProtocol`;
+this module only moves bytes between it and a ``websockets`` connection, runs
+the reconnect loop, calls the token provider, fires callbacks and resolves the
+futures of pending calls. Three tasks per client:
+
+* ``_run`` — connect, read messages, feed the protocol, reconnect with backoff;
+* a writer per connection — drains ``protocol.data_to_send()`` in order;
+* ``_run_async_callbacks`` — awaits async callbacks one at a time, in order,
+  so a slow callback never stalls reading (and heartbeat echoes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Any, Self
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from .backoff import Backoff
+from .errors import AuthError, CallTimeout, ConnectionLost, SodpError
+from .jwt import jwt_expiry, refresh_delay
+from .protocol import (
+    AuthRequired,
+    CallFailed,
+    CallSucceeded,
+    ClientProtocol,
+    ErrorReceived,
+    Event,
+    Ready,
+    StateChanged,
+    TokenRefreshed,
+    WatchCallback,
+)
+
+__all__ = ["SodpClient", "StateRef", "TokenProvider"]
+
+logger = logging.getLogger("sodp")
+
+TokenProvider = Callable[[], str | Awaitable[str]]
+Hook = Callable[[], Awaitable[None] | None]
+ErrorHook = Callable[[SodpError], Awaitable[None] | None]
+
+_SCHEMES = {"ws://": "ws://", "wss://": "wss://", "sodp://": "ws://", "sodps://": "wss://"}
+_UNSET: Any = object()
+
+
+def _normalize_url(url: str) -> str:
+    for prefix, scheme in _SCHEMES.items():
+        if url.startswith(prefix):
+            return scheme + url[len(prefix) :]
+    raise ValueError(f"unsupported URL {url!r}: use ws://, wss://, sodp:// or sodps://")
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as retrieved, so asyncio does not log it."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+class SodpClient:
+    """Async client for the State-Oriented Data Protocol.
+
+    Construct it inside a running event loop; it connects in the background at
+    once. ``await client.ready`` (or ``await client``) waits for the first
+    successful connection and authentication; ``async with SodpClient(...) as
+    client`` does the same and closes on exit.
+
+    Reconnects with exponential backoff and jitter (``reconnect_delay`` doubling
+    up to ``max_reconnect_delay``, see :mod:`sodp.backoff`). After a reconnect,
+    keys with a known version are RESUMEd (missed deltas are replayed) and the
+    others WATCHed again.
+
+    ``token_provider`` (sync or async) supersedes ``token`` and is called on
+    every connect; if it raises, the connection is retried with backoff. When
+    the server advertises ``capabilities.token_refresh`` and the token has an
+    ``exp``, the provider is also called shortly before expiry and the new token
+    is sent in-band, so the session never drops.
+
+    A 401 during the handshake is permanent: reconnecting stops, ``ready`` and
+    pending calls raise :class:`~sodp.errors.AuthError`. ERROR frames and other
+    protocol problems go to ``on_error`` (and the log), never to a call.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        token_provider: TokenProvider | None = None,
+        reconnect: bool = True,
+        reconnect_delay: float = 1.0,
+        max_reconnect_delay: float = 30.0,
+        on_connect: Hook | None = None,
+        on_disconnect: Hook | None = None,
+        on_error: ErrorHook | None = None,
+        call_timeout: float | None = 30.0,
+        open_timeout: float | None = 10.0,
+        ping_interval: float | None = 20.0,
+        max_message_size: int | None = None,
+    ) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "SodpClient must be created inside a running event loop "
+                "(in an async function or under asyncio.run())"
+            ) from None
+        self._url = _normalize_url(url)
+        self._token = token
+        self._token_provider = token_provider
+        self._reconnect = reconnect
+        self._on_connect = on_connect
+        self._on_disconnect = on_disconnect
+        self._on_error = on_error
+        self._call_timeout = call_timeout
+        self._open_timeout = open_timeout
+        self._ping_interval = ping_interval
+        self._max_message_size = max_message_size
+
+        self._protocol = ClientProtocol()
+        self._backoff = Backoff(reconnect_delay, max_reconnect_delay)
+        self._ready: asyncio.Future[None] = self._loop.create_future()
+        self._ready.add_done_callback(_consume)
+        self._futures: dict[str, asyncio.Future[Any]] = {}
+        self._closed = False
+        self._fatal: SodpError | None = None
+        self._ws: ClientConnection | None = None
+        self._wakeup = asyncio.Event()
+        self._session_token: str | None = None  # the token the live session uses
+        self._callbacks: asyncio.Queue[tuple[Awaitable[Any], str]] = asyncio.Queue()
+        self._callback_task = self._loop.create_task(
+            self._run_async_callbacks(), name="sodp-callbacks"
+        )
+        self._task = self._loop.create_task(self._run(), name="sodp-client")
+
+    # ── readiness and lifetime ────────────────────────────────────────────────
+
+    @property
+    def ready(self) -> Awaitable[None]:
+        """Resolves once connected and authenticated; raises AuthError on refusal."""
+        return asyncio.shield(self._ready)
+
+    def __await__(self) -> Any:
+        return self._wait_ready().__await__()
+
+    async def _wait_ready(self) -> Self:
+        await asyncio.shield(self._ready)
+        return self
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._wait_ready()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        """The ``capabilities`` of the server's last HELLO (empty before the first)."""
+        return self._protocol.capabilities
+
+    @property
+    def connected(self) -> bool:
+        """True while a session is live (connected and authenticated)."""
+        return self._protocol.ready
+
+    def close(self) -> None:
+        """Close the connection and stop reconnecting (returns at once)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._fail_everything(ConnectionLost("client closed"))
+        self._task.cancel()
+        self._callback_task.cancel()
+
+    async def aclose(self) -> None:
+        """Close with a proper WebSocket close handshake, and wait until done."""
+        if not self._closed:
+            self._closed = True
+            self._fail_everything(ConnectionLost("client closed"))
+            ws = self._ws
+            if ws is not None:
+                with contextlib.suppress(Exception):  # already broken: nothing to close
+                    await ws.close()
+            self._task.cancel()
+            self._callback_task.cancel()
+        for task in (self._task, self._callback_task):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _fail_everything(self, exc: SodpError) -> None:
+        if not self._ready.done():
+            self._ready.set_exception(exc)
+        self._protocol.drop_queued_calls()
+        for fut in self._futures.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._futures.clear()
+
+    # ── connection loop ───────────────────────────────────────────────────────
+
+    async def _run(self) -> None:
+        while not self._closed and self._fatal is None:
+            try:
+                await self._connect_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("[SODP] unexpected error in the connection loop")
+            if self._closed or self._fatal is not None:
+                break
+            if not self._reconnect:
+                self._fail_everything(ConnectionLost("disconnected (reconnect=False)"))
+                self._closed = True
+                break
+            delay = self._backoff.next_delay()
+            logger.debug("[SODP] reconnecting in %.2fs (attempt %d)", delay, self._backoff.attempts)
+            await asyncio.sleep(delay)
+
+    async def _connect_once(self) -> None:
+        try:
+            ws = await connect(
+                self._url,
+                open_timeout=self._open_timeout,
+                ping_interval=self._ping_interval,
+                ping_timeout=self._ping_interval,
+                max_size=self._max_message_size,
+                compression=None,
+            )
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            logger.debug("[SODP] connect to %s failed: %s", self._url, exc)
+            return
+        except InvalidURI as exc:
+            self._give_up(ConnectionLost(f"invalid URL: {exc}"))
+            return
+        self._ws = ws
+        self._protocol.connection_made()
+        self._session_token = None
+        tasks: dict[str, asyncio.Task[None]] = {}
+        was_ready = False
+        writer = asyncio.create_task(self._writer(ws), name="sodp-writer")
+        try:
+            async for message in ws:
+                if isinstance(message, str):
+                    logger.warning("[SODP] ignoring a text message from the server")
+                    continue
+                for event in self._protocol.receive_data(message):
+                    if isinstance(event, Ready):
+                        was_ready = True
+                    self._handle(event, tasks)
+                self._wakeup.set()
+                if self._fatal is not None:
+                    break
+        except ConnectionClosed as exc:
+            logger.debug("[SODP] connection closed: %s", exc)
+        finally:
+            for task in (writer, *tasks.values()):
+                task.cancel()
+            self._ws = None
+            for cid in self._protocol.connection_lost():
+                fut = self._futures.pop(cid, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(ConnectionLost("connection lost before the RESULT arrived"))
+            with contextlib.suppress(Exception):  # closing a broken connection
+                await asyncio.shield(ws.close())
+            if was_ready:
+                self._fire_hook(self._on_disconnect)
+
+    async def _writer(self, ws: ClientConnection) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            for data in self._protocol.data_to_send():
+                await ws.send(data)
+
+    def _handle(self, event: Event, tasks: dict[str, asyncio.Task[None]]) -> None:
+        if isinstance(event, StateChanged):
+            self._dispatch(event)
+        elif isinstance(event, CallSucceeded):
+            fut = self._futures.pop(event.call_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(event.data)
+        elif isinstance(event, CallFailed):
+            fut = self._futures.pop(event.call_id, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(event.error)
+        elif isinstance(event, AuthRequired):
+            tasks["auth"] = asyncio.create_task(self._authenticate(), name="sodp-auth")
+        elif isinstance(event, Ready):
+            self._backoff.reset()
+            if not self._ready.done():
+                self._ready.set_result(None)
+            logger.debug("[SODP] connected to %s (sub=%s)", self._url, event.sub)
+            self._schedule_refresh(tasks)
+            self._fire_hook(self._on_connect)
+        elif isinstance(event, TokenRefreshed):
+            logger.debug("[SODP] token refreshed in-band (sub=%s)", event.sub)
+            self._schedule_refresh(tasks)
+        elif isinstance(event, ErrorReceived):
+            self._report(event.error)
+            if event.fatal:
+                self._give_up(event.error)
+
+    def _give_up(self, exc: SodpError) -> None:
+        """A permanent failure: stop reconnecting and fail everything waiting."""
+        self._fatal = exc
+        self._fail_everything(exc)
+
+    # ── authentication ────────────────────────────────────────────────────────
+
+    async def _fetch_token(self) -> str | None:
+        if self._token_provider is None:
+            return self._token
+        result = self._token_provider()
+        if inspect.isawaitable(result):
+            result = await result
+        if not isinstance(result, str):
+            raise TypeError(f"token_provider returned {type(result).__name__}, not str")
+        return result
+
+    async def _authenticate(self) -> None:
+        try:
+            token = await self._fetch_token()
+        except Exception as exc:
+            # Not fatal: the provider may be briefly unavailable. Drop this
+            # connection; the reconnect loop retries with backoff.
+            logger.warning("[SODP] token_provider failed, retrying with backoff: %r", exc)
+            if self._ws is not None:
+                await self._ws.close()
+            return
+        if not token:
+            err = AuthError("the server requires a token and none was given")
+            self._report(err)
+            self._give_up(err)
+            if self._ws is not None:
+                await self._ws.close()
+            return
+        self._session_token = token
+        self._protocol.authenticate(token)
+        self._wakeup.set()
+
+    def _schedule_refresh(self, tasks: dict[str, asyncio.Task[None]]) -> None:
+        if (
+            self._token_provider is None
+            or self._session_token is None
+            or not self._protocol.capabilities.get("token_refresh")
+        ):
+            return
+        exp = jwt_expiry(self._session_token)
+        if exp is None:
+            return
+        old = tasks.get("refresh")
+        if old is not None and old is not asyncio.current_task():
+            old.cancel()
+        tasks["refresh"] = asyncio.create_task(self._refresh(exp), name="sodp-refresh")
+
+    async def _refresh(self, exp: float) -> None:
+        """Fetch a newer token shortly before *exp* and send it in-band."""
+        await asyncio.sleep(refresh_delay(exp, time.time()))
+        retry = Backoff(0.25, 5.0)
+        while True:
+            try:
+                token = await self._fetch_token()
+            except Exception as exc:
+                logger.warning("[SODP] token_provider failed during refresh: %r", exc)
+                token = None
+            if token:
+                new_exp = jwt_expiry(token)
+                if new_exp is None or new_exp > exp:
+                    self._session_token = token
+                    self._protocol.authenticate(token)
+                    self._wakeup.set()
+                    return
+            remaining = exp - time.time()
+            if remaining <= 0:
+                return  # too late: the server closes the session and we reconnect
+            await asyncio.sleep(min(retry.next_delay(), remaining))
+
+    # ── callbacks ─────────────────────────────────────────────────────────────
+
+    def _dispatch(self, event: StateChanged) -> None:
+        for cb in event.callbacks:
+            try:
+                result = cb(event.value, event.meta)
+            except Exception:
+                logger.exception("[SODP] watch callback for %r raised", event.key)
+                continue
+            if inspect.isawaitable(result):
+                self._callbacks.put_nowait((result, event.key))
+
+    def _fire_hook(self, hook: Hook | None) -> None:
+        if hook is None:
+            return
+        try:
+            result = hook()
+        except Exception:
+            logger.exception("[SODP] %s hook raised", getattr(hook, "__name__", "hook"))
+            return
+        if inspect.isawaitable(result):
+            self._callbacks.put_nowait((result, ""))
+
+    def _report(self, exc: SodpError) -> None:
+        logger.warning("[SODP] %s", exc)
+        if self._on_error is None:
+            return
+        try:
+            result = self._on_error(exc)
+        except Exception:
+            logger.exception("[SODP] on_error raised")
+            return
+        if inspect.isawaitable(result):
+            self._callbacks.put_nowait((result, ""))
+
+    async def _run_async_callbacks(self) -> None:
+        while True:
+            awaitable, key = await self._callbacks.get()
+            try:
+                await awaitable
+            except Exception:
+                logger.exception("[SODP] async callback for %r raised", key)
+
+    # ── subscriptions ─────────────────────────────────────────────────────────
+
+    def watch(
+        self, key: str, callback: WatchCallback, *, params: dict[str, Any] | None = None
+    ) -> Callable[[], None]:
+        """Subscribe to *key*; ``callback(value, meta)`` fires on every update.
+
+        Fires at once (``meta.source == "cache"``) if the key is already known.
+        The callback may be a plain or an async function. Several ``watch()``
+        calls for one key share one server subscription; *params* is sent with
+        the first. Returns a function that removes only this callback (the
+        subscription stays until :meth:`unwatch`).
+        """
+        reg, cached = self._protocol.watch(key, callback, params)
+        self._wakeup.set()
+        if cached is not None:
+            self._dispatch(cached)
+
+        def unsub() -> None:
+            self._protocol.unsubscribe(reg)
+
+        return unsub
+
+    def watch_many(
+        self,
+        keys: Iterable[str],
+        callback: WatchCallback,
+        *,
+        params: dict[str, Any] | None = None,
+    ) -> Callable[[], None]:
+        """Subscribe *callback* to several keys with one multi-key WATCH frame.
+
+        ``meta.key`` tells which key an invocation is about. Returns one
+        function that removes the callback from every key.
+        """
+        regs, cached = self._protocol.watch_many(list(keys), callback, params)
+        self._wakeup.set()
+        for event in cached:
+            self._dispatch(event)
+
+        def unsub() -> None:
+            for reg in regs:
+                self._protocol.unsubscribe(reg)
+
+        return unsub
+
+    def unwatch(self, key: str) -> None:
+        """Cancel the server subscription for *key* and clear its local state."""
+        self._protocol.unwatch(key)
+        self._wakeup.set()
+
+    def get(self, key: str) -> Any:
+        """The cached value of *key*, or ``None`` (not watched, or no value yet)."""
+        return self._protocol.get(key)
+
+    def is_watching(self, key: str) -> bool:
+        """True if this client has a subscription for *key*."""
+        return self._protocol.is_watching(key)
+
+    def state(self, key: str) -> StateRef:
+        """A handle scoped to *key*."""
+        return StateRef(self, key)
+
+    # ── calls ─────────────────────────────────────────────────────────────────
+
+    async def call(
+        self,
+        method: str,
+        args: dict[str, Any],
+        *,
+        timeout: float | None = _UNSET,  # noqa: ASYNC109
+    ) -> Any:
+        """Invoke a server method and return the RESULT's data.
+
+        Raises :class:`~sodp.errors.CallError` (with ``.code``) when the server
+        refuses, :class:`~sodp.errors.ConnectionLost` if the connection drops
+        while the call is in flight, :class:`~sodp.errors.CallTimeout` after
+        *timeout* (default: the client's ``call_timeout``). Calls made while
+        not connected are queued and sent once the session is ready.
+        """
+        if self._fatal is not None:
+            raise self._fatal
+        if self._closed:
+            raise ConnectionLost("client closed")
+        limit = self._call_timeout if timeout is _UNSET else timeout
+        cid = self._protocol.call(method, args)
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._futures[cid] = fut
+        self._wakeup.set()
+        try:
+            async with asyncio.timeout(limit):
+                return await fut
+        except TimeoutError:
+            if fut.done():
+                raise
+            raise CallTimeout(f"no RESULT for {method} within {limit}s") from None
+        finally:
+            self._futures.pop(cid, None)
+            self._protocol.cancel_call(cid)
+
+    async def set(self, key: str, value: Any) -> Any:
+        """Replace the value of *key*."""
+        return await self.call("state.set", {"state": key, "value": value})
+
+    async def patch(self, key: str, partial: dict[str, Any]) -> Any:
+        """Deep-merge *partial* into the value of *key*."""
+        return await self.call("state.patch", {"state": key, "patch": partial})
+
+    async def set_in(self, key: str, path: str, value: Any) -> Any:
+        """Set one location of *key* by JSON Pointer, creating intermediates."""
+        return await self.call("state.set_in", {"state": key, "path": path, "value": value})
+
+    async def delete(self, key: str) -> Any:
+        """Remove *key* on the server."""
+        return await self.call("state.delete", {"state": key})
+
+    async def presence(self, key: str, path: str, value: Any) -> Any:
+        """Set *path* in *key* and bind it to this session: removed when it ends."""
+        return await self.call("state.presence", {"state": key, "path": path, "value": value})
+
+
+class StateRef:
+    """A key-scoped handle: ``client.state("game.player")``."""
+
+    __slots__ = ("_client", "key")
+
+    def __init__(self, client: SodpClient, key: str) -> None:
+        self._client = client
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"StateRef({self.key!r})"
+
+    def watch(
+        self, callback: WatchCallback, *, params: dict[str, Any] | None = None
+    ) -> Callable[[], None]:
+        """Subscribe to this key; returns an unsubscribe function."""
+        return self._client.watch(self.key, callback, params=params)
+
+    def get(self) -> Any:
+        """The cached value."""
+        return self._client.get(self.key)
+
+    def is_watching(self) -> bool:
+        return self._client.is_watching(self.key)
+
+    def unwatch(self) -> None:
+        """Cancel the subscription and clear the local state of this key."""
+        self._client.unwatch(self.key)
+
+    async def set(self, value: Any) -> Any:
+        return await self._client.set(self.key, value)
+
+    async def patch(self, partial: dict[str, Any]) -> Any:
+        return await self._client.patch(self.key, partial)
+
+    async def set_in(self, path: str, value: Any) -> Any:
+        return await self._client.set_in(self.key, path, value)
+
+    async def delete(self) -> Any:
+        return await self._client.delete(self.key)
+
+    async def presence(self, path: str, value: Any) -> Any:
+        return await self._client.presence(self.key, path, value)
