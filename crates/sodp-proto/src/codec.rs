@@ -58,6 +58,10 @@ pub struct Decoder<'a> {
     buf: &'a [u8],
     pos: usize,
     max_depth: usize,
+    /// When set, a too-deep subtree is skipped (decoded as nil) and noted in
+    /// `skipped_too_deep` instead of failing the whole decode.
+    skip_too_deep: bool,
+    skipped_too_deep: bool,
 }
 
 impl<'a> Decoder<'a> {
@@ -66,7 +70,63 @@ impl<'a> Decoder<'a> {
             buf,
             pos: 0,
             max_depth,
+            skip_too_deep: false,
+            skipped_too_deep: false,
         }
+    }
+
+    /// Skip too-deep subtrees instead of failing, so a caller can still read
+    /// the shallow fields (a CALL's `call_id`) and answer precisely.
+    pub fn skipping_too_deep(mut self) -> Self {
+        self.skip_too_deep = true;
+        self
+    }
+
+    /// Whether a too-deep subtree was skipped.
+    pub fn skipped_too_deep(&self) -> bool {
+        self.skipped_too_deep
+    }
+
+    /// Skips one item and its children without recursion.
+    fn skip_items(&mut self, mut remaining: usize) -> Result<(), DecodeError> {
+        while remaining > 0 {
+            remaining -= 1;
+            let marker = self.byte()?;
+            let (skip_bytes, children) = match marker {
+                0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (0, 0),
+                0x80..=0x8f => (0, 2 * (marker & 0x0f) as usize),
+                0x90..=0x9f => (0, (marker & 0x0f) as usize),
+                0xa0..=0xbf => ((marker & 0x1f) as usize, 0),
+                0xc4 | 0xd9 => (self.len8()?, 0),
+                0xc5 | 0xda => (self.len16()?, 0),
+                0xc6 | 0xdb => (self.len32()?, 0),
+                0xca => (4, 0),
+                0xcb => (8, 0),
+                0xcc | 0xd0 => (1, 0),
+                0xcd | 0xd1 => (2, 0),
+                0xce | 0xd2 => (4, 0),
+                0xcf | 0xd3 => (8, 0),
+                0xdc => (0, self.len16()?),
+                0xdd => (0, self.len32()?),
+                0xde => (0, 2 * self.len16()?),
+                0xdf => (0, 2 * self.len32()?),
+                0xc7..=0xc9 | 0xd4..=0xd8 => return Err(DecodeError::Extension),
+                0xc1 => return Err(DecodeError::InvalidMarker(marker)),
+            };
+            self.take(skip_bytes)?;
+            self.claimed(children, 1)?;
+            remaining += children;
+        }
+        Ok(())
+    }
+
+    fn too_deep(&mut self, children: usize) -> Result<Value, DecodeError> {
+        if !self.skip_too_deep {
+            return Err(DecodeError::TooDeep(self.max_depth));
+        }
+        self.skipped_too_deep = true;
+        self.skip_items(children)?;
+        Ok(Value::Nil)
     }
 
     /// Errors if any bytes are left.
@@ -209,7 +269,7 @@ impl<'a> Decoder<'a> {
 
     fn array(&mut self, n: usize, depth: usize) -> Result<Value, DecodeError> {
         if depth >= self.max_depth {
-            return Err(DecodeError::TooDeep(self.max_depth));
+            return self.too_deep(n);
         }
         self.claimed(n, 1)?;
         let mut items = Vec::with_capacity(n);
@@ -221,7 +281,7 @@ impl<'a> Decoder<'a> {
 
     fn map(&mut self, n: usize, depth: usize) -> Result<Value, DecodeError> {
         if depth >= self.max_depth {
-            return Err(DecodeError::TooDeep(self.max_depth));
+            return self.too_deep(n.saturating_mul(2));
         }
         self.claimed(n, 2)?;
         let mut map = Map::with_capacity(n);
@@ -428,6 +488,26 @@ mod tests {
         assert_eq!(
             decode_value(&bytes, DEFAULT_MAX_DEPTH),
             Err(DecodeError::TooDeep(DEFAULT_MAX_DEPTH))
+        );
+    }
+
+    #[test]
+    fn too_deep_subtrees_can_be_skipped() {
+        // {"id": "x", "v": [[[[1]]]]} with a depth limit of 3.
+        let v: Value = serde_json::json!({"id": "x", "v": [[[[1]]]], "w": 2}).into();
+        let bytes = encode_value(&v);
+        let mut dec = Decoder::new(&bytes, 3).skipping_too_deep();
+        let got = dec.value(0).unwrap();
+        dec.finish().unwrap();
+        assert!(dec.skipped_too_deep());
+        assert_eq!(got.get("id"), Some(&Value::from("x")));
+        assert_eq!(got.get("w"), Some(&Value::Int(2)));
+        let mut hostile = vec![0x91; 100_000];
+        hostile.push(0xc0);
+        let mut dec = Decoder::new(&hostile, 3).skipping_too_deep();
+        assert_eq!(
+            dec.value(0).unwrap(),
+            Value::from(vec![Value::from(vec![Value::from(vec![Value::Nil])])])
         );
     }
 

@@ -80,7 +80,7 @@ impl DeltaOp {
     pub fn to_value(&self) -> Value {
         let mut m = Map::with_capacity(3);
         m.insert("op".into(), self.kind.as_str().into());
-        m.insert("path".into(), self.path.clone().into());
+        m.insert("path".into(), self.path.to_owned().into());
         if let Some(v) = &self.value {
             m.insert("value".into(), v.clone());
         }
@@ -168,7 +168,7 @@ pub fn apply_in_place(target: &mut Value, op: &DeltaOp) -> Result<(), ApplyError
         return Ok(());
     };
     let bad = |reason| ApplyError::BadPath {
-        path: op.path.clone(),
+        path: op.path.to_owned(),
         reason,
     };
 
@@ -288,11 +288,11 @@ pub fn lookup<'v>(value: &'v Value, segments: &[String]) -> Option<&'v Value> {
 /// index; anything else is one UPDATE of the whole array.
 pub fn diff(old: &Value, new: &Value) -> Vec<DeltaOp> {
     let mut ops = Vec::new();
-    diff_at(old, new, &mut String::from("/"), &mut ops);
+    diff_at(old, new, "/", &mut ops);
     ops
 }
 
-fn diff_at(old: &Value, new: &Value, path: &mut String, ops: &mut Vec<DeltaOp>) {
+fn diff_at(old: &Value, new: &Value, path: &str, ops: &mut Vec<DeltaOp>) {
     if old == new {
         return;
     }
@@ -308,19 +308,18 @@ fn diff_at(old: &Value, new: &Value, path: &mut String, ops: &mut Vec<DeltaOp>) 
                     None => ops.push(DeltaOp::add(pointer::child(path, k), nv.clone())),
                     Some(ov) => {
                         if ov != nv {
-                            let mut p = pointer::child(path, k);
-                            diff_at(ov, nv, &mut p, ops);
+                            diff_at(ov, nv, &pointer::child(path, k), ops);
                         }
                     }
                 }
             }
         }
         (Value::Array(a), Value::Array(b)) => diff_arrays(a, b, path, ops),
-        _ => ops.push(DeltaOp::update(path.clone(), new.clone())),
+        _ => ops.push(DeltaOp::update(path.to_owned(), new.clone())),
     }
 }
 
-fn diff_arrays(a: &[Value], b: &[Value], path: &mut String, ops: &mut Vec<DeltaOp>) {
+fn diff_arrays(a: &[Value], b: &[Value], path: &str, ops: &mut Vec<DeltaOp>) {
     let common = a.len().min(b.len());
     let prefix_equal = a[..common] == b[..common];
     if b.len() > a.len() && prefix_equal {
@@ -337,17 +336,16 @@ fn diff_arrays(a: &[Value], b: &[Value], path: &mut String, ops: &mut Vec<DeltaO
     } else if a.len() == b.len() {
         let changed = a.iter().zip(b).filter(|(x, y)| x != y).count();
         if changed * 2 > a.len() {
-            ops.push(DeltaOp::update(path.clone(), Value::from(b.to_vec())));
+            ops.push(DeltaOp::update(path.to_owned(), Value::from(b.to_vec())));
             return;
         }
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
             if x != y {
-                let mut p = pointer::child(path, &i.to_string());
-                diff_at(x, y, &mut p, ops);
+                diff_at(x, y, &pointer::child(path, &i.to_string()), ops);
             }
         }
     } else {
-        ops.push(DeltaOp::update(path.clone(), Value::from(b.to_vec())));
+        ops.push(DeltaOp::update(path.to_owned(), Value::from(b.to_vec())));
     }
 }
 

@@ -74,13 +74,23 @@ pub enum FrameError {
     },
     #[error("unknown frame type 0x{kind:02x}")]
     UnknownType { kind: u8, stream_id: u32 },
+    /// The frame is well formed but nests deeper than allowed. The shallow
+    /// parts are kept so a CALL can still be answered by its `call_id`.
+    #[error("value nested deeper than the limit")]
+    TooDeep {
+        kind: u8,
+        stream_id: u32,
+        call_id: Option<String>,
+    },
 }
 
 impl FrameError {
     /// The stream the offending frame named, when it could be read.
     pub fn stream_id(&self) -> u32 {
         match self {
-            FrameError::UnknownType { stream_id, .. } => *stream_id,
+            FrameError::UnknownType { stream_id, .. } | FrameError::TooDeep { stream_id, .. } => {
+                *stream_id
+            }
             _ => 0,
         }
     }
@@ -99,7 +109,7 @@ impl Frame {
     /// Decodes one frame. `max_depth` bounds the nesting of the whole frame
     /// (the frame array itself is level 1).
     pub fn decode(bytes: &[u8], max_depth: usize) -> Result<Frame, FrameError> {
-        let mut dec = Decoder::new(bytes, max_depth);
+        let mut dec = Decoder::new(bytes, max_depth).skipping_too_deep();
         let len = match dec.array_len()? {
             Some(len) => len,
             None => {
@@ -139,6 +149,16 @@ impl Frame {
             return Err(FrameError::BadField {
                 field: "body",
                 expected: "a map or nil",
+            });
+        }
+        if dec.skipped_too_deep() {
+            return Err(FrameError::TooDeep {
+                kind,
+                stream_id,
+                call_id: body
+                    .get("call_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
             });
         }
         let kind = FrameType::from_u8(kind).ok_or(FrameError::UnknownType { kind, stream_id })?;
@@ -185,6 +205,24 @@ mod tests {
             body: Value::map_from([("call_id", Value::from("a"))]),
         };
         assert_eq!(Frame::decode(&f.encode(), 64).unwrap(), f);
+    }
+
+    #[test]
+    fn too_deep_call_keeps_its_call_id() {
+        let mut deep = Value::Int(1);
+        for _ in 0..10 {
+            deep = Value::from(vec![deep]);
+        }
+        let body = Value::map_from([("call_id", Value::from("c1")), ("args", deep)]);
+        let bytes = Frame::new(FrameType::Call, 0, body).encode();
+        assert_eq!(
+            Frame::decode(&bytes, 5),
+            Err(FrameError::TooDeep {
+                kind: 5,
+                stream_id: 0,
+                call_id: Some("c1".into())
+            })
+        );
     }
 
     #[test]

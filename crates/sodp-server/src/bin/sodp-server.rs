@@ -1,0 +1,67 @@
+//! `sodp-server`: parse options, start logging, serve until SIGTERM/Ctrl-C.
+
+use clap::Parser;
+use sodp_server::cli::Args;
+use sodp_server::Server;
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let config = match Args::parse().into_config() {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("sodp-server: {message}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let server = match Server::bind(config.clone()).await {
+        Ok(server) => server,
+        Err(e) => {
+            error!(addr = %config.addr, error = %e, "cannot listen");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let addr = server
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    info!(
+        "sodp-server {} listening on ws://{addr} (GET /health on the same port)",
+        env!("CARGO_PKG_VERSION")
+    );
+    server.run(shutdown_signal()).await;
+    info!("stopped");
+    std::process::ExitCode::SUCCESS
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

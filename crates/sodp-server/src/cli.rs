@@ -1,0 +1,249 @@
+//! Command-line flags and `SODP_*` environment variables → [`Config`].
+//!
+//! Accepts the reference server's positional form
+//! `sodp-server ADDR [LOG_DIR] [SCHEMA_FILE]` as well as flags; a flag or
+//! variable for a feature this build does not have yet is refused with a
+//! clear message rather than silently ignored.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::config::{Config, Limits};
+
+/// SODP state-synchronisation server (WebSocket + MessagePack).
+#[derive(Debug, Parser)]
+#[command(name = "sodp-server", version, about, long_about = None)]
+pub struct Args {
+    /// Address to listen on (host:port, or just a port).
+    #[arg(value_name = "ADDR")]
+    pub addr_positional: Option<String>,
+    /// Directory for the durable log (not supported yet).
+    #[arg(value_name = "LOG_DIR")]
+    pub log_dir_positional: Option<PathBuf>,
+    /// Schema file validating values per key (not supported yet).
+    #[arg(value_name = "SCHEMA_FILE")]
+    pub schema_positional: Option<PathBuf>,
+
+    /// Address to listen on; the positional ADDR wins if both are given.
+    #[arg(long, env = "SODP_ADDR", default_value = "127.0.0.1:7777")]
+    pub addr: String,
+    /// Port to listen on, overriding the port of --addr.
+    #[arg(long, env = "SODP_PORT")]
+    pub port: Option<u16>,
+    /// Extra port (on the same host) answering only GET /health.
+    #[arg(long, env = "SODP_HEALTH_PORT")]
+    pub health_port: Option<u16>,
+
+    /// Largest accepted WebSocket message, in bytes.
+    #[arg(long, env = "SODP_MAX_FRAME_BYTES", default_value_t = Limits::default().max_message_bytes)]
+    pub max_message_bytes: usize,
+    /// Deepest nesting of a value.
+    #[arg(long, env = "SODP_MAX_DEPTH", default_value_t = Limits::default().max_depth)]
+    pub max_depth: usize,
+    /// Longest key, in bytes.
+    #[arg(long, env = "SODP_MAX_KEY_LEN", default_value_t = Limits::default().max_key_len)]
+    pub max_key_len: usize,
+    /// Most keys one session may watch.
+    #[arg(long, env = "SODP_MAX_SUBSCRIPTIONS", default_value_t = Limits::default().max_subscriptions)]
+    pub max_subscriptions: usize,
+    /// Most keys the server holds (unlimited if unset).
+    #[arg(long, env = "SODP_MAX_KEYS")]
+    pub max_keys: Option<usize>,
+    /// Changes kept per key for RESUME.
+    #[arg(long, env = "SODP_HISTORY", default_value_t = Config::default().history_len)]
+    pub history: usize,
+    /// Total bytes of RESUME history across all keys.
+    #[arg(long, env = "SODP_HISTORY_BYTES", default_value_t = Config::default().history_bytes)]
+    pub history_bytes: usize,
+    /// Outbound queue per session, in frames; a subscriber this far behind is evicted.
+    #[arg(long, env = "SODP_BACKPRESSURE_LIMIT", default_value_t = Config::default().outbound_queue)]
+    pub outbound_queue: usize,
+    /// Seconds between server HEARTBEATs; two silent intervals close a connection.
+    #[arg(long, env = "SODP_WS_PING_INTERVAL", default_value_t = 30.0)]
+    pub heartbeat_secs: f64,
+    /// Seconds a client has to send its HTTP upgrade request.
+    #[arg(long, env = "SODP_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub handshake_timeout_secs: f64,
+
+    /// Durable log directory (not supported yet).
+    #[arg(long, env = "SODP_LOG_DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Schema file (not supported yet).
+    #[arg(long, env = "SODP_SCHEMA_FILE")]
+    pub schema_file: Option<PathBuf>,
+    /// HS256 JWT secret (not supported yet).
+    #[arg(long, env = "SODP_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// RS256 public key, inline PEM (not supported yet).
+    #[arg(long, env = "SODP_JWT_PUBLIC_KEY", hide_env_values = true)]
+    pub jwt_public_key: Option<String>,
+    /// RS256 public key file (not supported yet).
+    #[arg(long, env = "SODP_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// ACL file (not supported yet).
+    #[arg(long, env = "SODP_ACL_FILE")]
+    pub acl_file: Option<PathBuf>,
+    /// Writes per second per session (not supported yet).
+    #[arg(long, env = "SODP_RATE_WRITES_PER_SEC")]
+    pub rate_writes_per_sec: Option<u32>,
+    /// WATCH/RESUME per second per session (not supported yet).
+    #[arg(long, env = "SODP_RATE_WATCHES_PER_SEC")]
+    pub rate_watches_per_sec: Option<u32>,
+    /// Maximum concurrent connections (not supported yet).
+    #[arg(long, env = "SODP_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Redis URL for clustering (not supported yet).
+    #[arg(long, env = "SODP_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prometheus metrics port (not supported yet).
+    #[arg(long, env = "SODP_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+}
+
+impl Args {
+    /// Builds the configuration, or explains what is wrong.
+    pub fn into_config(self) -> Result<Config, String> {
+        let unsupported = [
+            (
+                "LOG_DIR / --log-dir / SODP_LOG_DIR (durable log)",
+                self.log_dir.is_some() || self.log_dir_positional.is_some(),
+            ),
+            (
+                "SCHEMA_FILE / --schema-file / SODP_SCHEMA_FILE",
+                self.schema_file.is_some() || self.schema_positional.is_some(),
+            ),
+            ("--jwt-secret / SODP_JWT_SECRET", self.jwt_secret.is_some()),
+            (
+                "--jwt-public-key / SODP_JWT_PUBLIC_KEY",
+                self.jwt_public_key.is_some(),
+            ),
+            (
+                "--jwt-public-key-file / SODP_JWT_PUBLIC_KEY_FILE",
+                self.jwt_public_key_file.is_some(),
+            ),
+            ("--acl-file / SODP_ACL_FILE", self.acl_file.is_some()),
+            (
+                "--rate-writes-per-sec / SODP_RATE_WRITES_PER_SEC",
+                self.rate_writes_per_sec.is_some(),
+            ),
+            (
+                "--rate-watches-per-sec / SODP_RATE_WATCHES_PER_SEC",
+                self.rate_watches_per_sec.is_some(),
+            ),
+            (
+                "--max-connections / SODP_MAX_CONNECTIONS",
+                self.max_connections.is_some(),
+            ),
+            (
+                "--redis-url / SODP_REDIS_URL (clustering)",
+                self.redis_url.is_some(),
+            ),
+            (
+                "--metrics-port / SODP_METRICS_PORT",
+                self.metrics_port.is_some(),
+            ),
+        ];
+        if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
+            return Err(format!(
+                "{name} is not supported yet by this build of sodp-server"
+            ));
+        }
+
+        let mut addr = resolve(self.addr_positional.as_deref().unwrap_or(&self.addr))?;
+        if let Some(port) = self.port {
+            addr.set_port(port);
+        }
+        let health_addr = self.health_port.map(|p| SocketAddr::new(addr.ip(), p));
+        let secs = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(format!(
+                    "{name} must be a positive number of seconds, got {v}"
+                ))
+            }
+        };
+        if self.max_depth == 0 || self.max_message_bytes == 0 || self.outbound_queue == 0 {
+            return Err(
+                "--max-depth, --max-message-bytes and --outbound-queue must be positive".into(),
+            );
+        }
+        Ok(Config {
+            addr,
+            health_addr,
+            limits: Limits {
+                max_message_bytes: self.max_message_bytes,
+                max_depth: self.max_depth,
+                max_key_len: self.max_key_len,
+                max_subscriptions: self.max_subscriptions,
+                max_keys: self.max_keys,
+            },
+            heartbeat_interval: secs("--heartbeat-secs", self.heartbeat_secs)?,
+            history_len: self.history,
+            history_bytes: self.history_bytes,
+            outbound_queue: self.outbound_queue,
+            handshake_timeout: secs("--handshake-timeout-secs", self.handshake_timeout_secs)?,
+            ..Config::default()
+        })
+    }
+}
+
+/// `host:port`, `:port` or a bare port (on 127.0.0.1).
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = addr.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let addr = if addr.starts_with(':') {
+        format!("127.0.0.1{addr}")
+    } else {
+        addr.to_owned()
+    };
+    addr.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve listen address {addr:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("listen address {addr:?} resolves to nothing"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["sodp-server"];
+        argv.extend_from_slice(args);
+        Args::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .into_config()
+    }
+
+    #[test]
+    fn defaults_serve_localhost_7777() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.addr, "127.0.0.1:7777".parse().unwrap());
+        assert_eq!(c.history_len, 1000);
+        assert_eq!(c.outbound_queue, 1024);
+    }
+
+    #[test]
+    fn positional_and_flags() {
+        assert_eq!(
+            parse(&["0.0.0.0:9000"]).unwrap().addr,
+            "0.0.0.0:9000".parse().unwrap()
+        );
+        assert_eq!(parse(&["9001"]).unwrap().addr.port(), 9001);
+        assert_eq!(
+            parse(&["--addr", "127.0.0.1:1", "--port", "2"])
+                .unwrap()
+                .addr
+                .port(),
+            2
+        );
+        assert!(parse(&["127.0.0.1:1", "/tmp/log"])
+            .unwrap_err()
+            .contains("not supported yet"));
+        assert!(parse(&["--heartbeat-secs", "0"]).is_err());
+    }
+}

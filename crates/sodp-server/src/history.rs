@@ -1,0 +1,119 @@
+//! Per-key history of recent changes, kept as the encoded DELTA frames so a
+//! RESUME replays them without re-encoding.
+//!
+//! Two bounds: a number of changes per key, and a byte budget shared by all
+//! keys (`HistoryBudget`). A write that pushes the total over the budget
+//! trims its own key's oldest entries, so the total never exceeds the budget
+//! by more than one frame; a key starved by the budget simply answers
+//! RESUME with a fresh STATE_INIT.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+
+/// The server-wide history limits and the bytes currently held.
+#[derive(Debug)]
+pub struct HistoryBudget {
+    max_entries: usize,
+    max_bytes: usize,
+    used_bytes: AtomicUsize,
+}
+
+impl HistoryBudget {
+    pub fn new(max_entries: usize, max_bytes: usize) -> HistoryBudget {
+        HistoryBudget {
+            max_entries,
+            max_bytes,
+            used_bytes: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes of history currently held across all keys.
+    pub fn used_bytes(&self) -> usize {
+        self.used_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// The retained changes of one key, oldest first.
+#[derive(Debug, Default)]
+pub struct History {
+    entries: VecDeque<(u64, Bytes)>,
+    /// The newest version that is no longer retained (0: nothing dropped).
+    /// A RESUME from below it cannot be served by replay.
+    floor: u64,
+}
+
+impl History {
+    /// Records a change and trims to the budget.
+    pub fn push(&mut self, version: u64, frame: Bytes, budget: &HistoryBudget) {
+        budget.used_bytes.fetch_add(frame.len(), Ordering::Relaxed);
+        self.entries.push_back((version, frame));
+        while self.entries.len() > budget.max_entries
+            || (budget.used_bytes() > budget.max_bytes && !self.entries.is_empty())
+        {
+            self.drop_oldest(budget);
+        }
+    }
+
+    fn drop_oldest(&mut self, budget: &HistoryBudget) {
+        if let Some((v, frame)) = self.entries.pop_front() {
+            budget.used_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+            self.floor = v;
+        }
+    }
+
+    /// The frames of every change after `since`, if all of them are still
+    /// held and `since` is not ahead of `current` (the key's version).
+    pub fn replay_since(&self, since: u64, current: u64) -> Option<impl Iterator<Item = &Bytes>> {
+        if since < self.floor || since > current {
+            return None;
+        }
+        let start = self.entries.partition_point(|(v, _)| *v <= since);
+        Some(self.entries.range(start..).map(|(_, f)| f))
+    }
+
+    /// Releases everything (the key is being dropped).
+    pub fn clear(&mut self, budget: &HistoryBudget) {
+        while !self.entries.is_empty() {
+            self.drop_oldest(budget);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u8) -> Bytes {
+        Bytes::from(vec![n; 10])
+    }
+
+    #[test]
+    fn replays_only_what_is_complete() {
+        let budget = HistoryBudget::new(3, 1 << 20);
+        let mut h = History::default();
+        for v in [2, 5, 9, 11] {
+            h.push(v, frame(v as u8), &budget);
+        }
+        // Version 2 was trimmed: resuming from 1 or 0 is impossible.
+        assert!(h.replay_since(1, 11).is_none());
+        assert_eq!(h.replay_since(2, 11).unwrap().count(), 3);
+        assert_eq!(h.replay_since(9, 11).unwrap().count(), 1);
+        assert_eq!(h.replay_since(11, 11).unwrap().count(), 0);
+        assert!(h.replay_since(12, 11).is_none(), "ahead of the key");
+    }
+
+    #[test]
+    fn byte_budget_is_shared_and_bounded() {
+        let budget = HistoryBudget::new(1000, 25);
+        let (mut a, mut b) = (History::default(), History::default());
+        a.push(1, frame(1), &budget);
+        a.push(2, frame(2), &budget);
+        b.push(3, frame(3), &budget);
+        assert!(budget.used_bytes() <= 25);
+        b.clear(&budget);
+        a.clear(&budget);
+        assert_eq!(budget.used_bytes(), 0);
+    }
+}

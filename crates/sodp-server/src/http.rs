@@ -1,0 +1,142 @@
+//! The HTTP side of a connection: read the request head, then either answer
+//! `GET /health` or complete the WebSocket upgrade ourselves.
+//!
+//! Doing the upgrade here (rather than inside tungstenite's `accept`) lets
+//! one port serve both, and lets the server refuse an upgrade with a proper
+//! HTTP status before any session exists.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+/// Longest request head accepted.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// What the client asked for.
+#[derive(Debug)]
+pub enum Request {
+    Health,
+    /// A WebSocket upgrade. `leftover` holds bytes read past the head.
+    Upgrade {
+        accept_key: String,
+        origin: Option<String>,
+        leftover: Vec<u8>,
+    },
+    /// Anything else: answer with this status and message.
+    Refuse(u16, &'static str),
+}
+
+/// Reads and classifies the request head within `timeout`.
+pub async fn read_request(stream: &mut TcpStream, timeout: Duration) -> io::Result<Request> {
+    match time::timeout(timeout, read_head(stream)).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request head timed out",
+        )),
+    }
+}
+
+async fn read_head(stream: &mut TcpStream) -> io::Result<Request> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let mut chunk = [0u8; 2048];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed before the request head",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => return Ok(classify(&req, buf[len..].to_vec())),
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => continue,
+            Ok(httparse::Status::Partial) => {
+                return Ok(Request::Refuse(431, "request head too large"))
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                return Ok(Request::Refuse(431, "too many headers"))
+            }
+            Err(_) => return Ok(Request::Refuse(400, "malformed HTTP request")),
+        }
+    }
+}
+
+fn classify(req: &httparse::Request<'_, '_>, leftover: Vec<u8>) -> Request {
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+    };
+    let has_token = |name: &str, token: &str| {
+        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if req.method != Some("GET") {
+        return Request::Refuse(405, "only GET is supported");
+    }
+    let path = req.path.unwrap_or("/");
+    let path = path.split('?').next().unwrap_or(path);
+    if has_token("upgrade", "websocket") && has_token("connection", "upgrade") {
+        if header("sec-websocket-version") != Some("13") {
+            return Request::Refuse(426, "WebSocket version 13 required");
+        }
+        let Some(key) = header("sec-websocket-key") else {
+            return Request::Refuse(400, "missing Sec-WebSocket-Key");
+        };
+        return Request::Upgrade {
+            accept_key: derive_accept_key(key.trim().as_bytes()),
+            origin: header("origin").map(str::to_owned),
+            leftover,
+        };
+    }
+    match path {
+        "/health" => Request::Health,
+        "/" => Request::Refuse(
+            426,
+            "this is a SODP WebSocket endpoint: connect with a WebSocket client",
+        ),
+        _ => Request::Refuse(404, "not found"),
+    }
+}
+
+/// Completes the upgrade (101 Switching Protocols).
+pub async fn accept_upgrade(stream: &mut TcpStream, accept_key: &str) -> io::Result<()> {
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept_key}\r\n\r\n"
+    );
+    stream.write_all(response.as_bytes()).await
+}
+
+/// Writes a complete HTTP response and closes the write side.
+pub async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &str,
+) -> io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}

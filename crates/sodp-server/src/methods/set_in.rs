@@ -1,0 +1,13 @@
+//! `state.set_in {state, path, value}`: set one location by JSON Pointer,
+//! creating missing intermediates (`/-` appends, `/N` indexes an array).
+
+use super::Args;
+use crate::error::Rejection;
+use crate::store::Mutation;
+
+pub(super) fn parse(args: &Args<'_>) -> Result<Mutation, Rejection> {
+    Ok(Mutation::SetIn {
+        path: args.str("path")?.to_owned(),
+        value: args.value("value")?.clone(),
+    })
+}

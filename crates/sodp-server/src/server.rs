@@ -1,0 +1,217 @@
+//! The listener: accepts TCP connections, routes each to `/health` or a
+//! session, counts connections, and shuts down gracefully.
+//!
+//! Shutdown: stop accepting, tell every session (they close with a
+//! WebSocket close frame and release their presence paths), then wait —
+//! bounded — until the last connection task has finished.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::http::{self, Request};
+use crate::session;
+use crate::store::{Store, StoreOptions};
+
+/// State shared by every connection.
+pub struct Shared {
+    pub config: Config,
+    pub store: Store,
+    connections: AtomicUsize,
+    next_session: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Shared {
+        let store = Store::new(StoreOptions {
+            history_len: config.history_len,
+            history_bytes: config.history_bytes,
+            max_keys: config.limits.max_keys,
+            max_depth: config.limits.max_depth,
+            validator: None,
+        });
+        Shared {
+            config,
+            store,
+            connections: AtomicUsize::new(0),
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    /// Open WebSocket sessions.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    fn health_json(&self) -> String {
+        serde_json::json!({
+            "status": "ok",
+            "connections": self.connections(),
+            "keys": self.store.key_count(),
+            "version": env!("CARGO_PKG_VERSION"),
+        })
+        .to_string()
+    }
+}
+
+/// Decrements the connection count when a session ends, however it ends.
+struct ConnectionGuard(Arc<Shared>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A bound, not yet running, server.
+pub struct Server {
+    listener: TcpListener,
+    health_listener: Option<TcpListener>,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> io::Result<Server> {
+        let listener = TcpListener::bind(config.addr).await?;
+        let health_listener = match config.health_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        Ok(Server {
+            listener,
+            health_listener,
+            shared: Arc::new(Shared::new(config)),
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Serves until `shutdown` completes, then closes every session.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // Each connection task holds a clone; `recv` returns None once all
+        // of them have finished.
+        let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        if let Some(listener) = self.health_listener {
+            tokio::spawn(serve_health_only(
+                listener,
+                self.shared.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let task = connection(tcp, peer, self.shared.clone(), stop_rx.clone(), alive_tx.clone());
+                        tokio::spawn(task);
+                    }
+                    Err(e) => {
+                        // Typically EMFILE: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = &mut shutdown => break,
+            }
+        }
+        info!(connections = self.shared.connections(), "shutting down");
+        drop(self.listener);
+        let _ = stop_tx.send(true);
+        drop(alive_tx);
+        let grace = self.shared.config.shutdown_grace + Duration::from_secs(1);
+        if time::timeout(grace, alive_rx.recv()).await.is_err() {
+            warn!("some connections did not finish within the grace period");
+        }
+    }
+}
+
+async fn connection(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let request = match http::read_request(&mut tcp, shared.config.handshake_timeout).await {
+        Ok(r) => r,
+        Err(e) => {
+            debug!(%peer, error = %e, "no request");
+            return;
+        }
+    };
+    match request {
+        Request::Health => {
+            let _ = http::respond(&mut tcp, 200, "application/json", &shared.health_json()).await;
+        }
+        Request::Refuse(status, message) => {
+            let _ = http::respond(&mut tcp, status, "text/plain", message).await;
+        }
+        Request::Upgrade {
+            accept_key,
+            leftover,
+            origin: _,
+        } => {
+            if http::accept_upgrade(&mut tcp, &accept_key).await.is_err() {
+                return;
+            }
+            let limits = &shared.config.limits;
+            let ws_config = WebSocketConfig::default()
+                .max_message_size(Some(limits.max_message_bytes))
+                .max_frame_size(Some(limits.max_message_bytes));
+            let ws =
+                WebSocketStream::from_partially_read(tcp, leftover, Role::Server, Some(ws_config))
+                    .await;
+            shared.connections.fetch_add(1, Ordering::Relaxed);
+            let _guard = ConnectionGuard(shared.clone());
+            let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, session = id, "session started");
+            session::run(ws, shared.clone(), id, stop).await;
+        }
+    }
+}
+
+/// The optional health-only listener (`--health-addr`).
+async fn serve_health_only(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((mut tcp, _)) = accepted else { continue };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let status = match http::read_request(&mut tcp, shared.config.handshake_timeout).await {
+                        Ok(Request::Health) => 200,
+                        Ok(_) => 404,
+                        Err(_) => return,
+                    };
+                    let body = if status == 200 { shared.health_json() } else { "not found".into() };
+                    let _ = http::respond(&mut tcp, status, "application/json", &body).await;
+                });
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}

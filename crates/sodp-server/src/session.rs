@@ -1,0 +1,499 @@
+//! One client connection, from HELLO to the last close frame.
+//!
+//! Two tasks per connection: this one reads frames and runs the state
+//! machine; a writer task (`write_loop`) drains the session's [`Outbox`]
+//! into the socket, batching whatever is queued into one flush. Every frame
+//! the session produces goes through the outbox too, so STATE_INIT, RESULT
+//! and DELTA keep the order in which they were produced.
+//!
+//! When the session ends — client close, network error, heartbeat timeout,
+//! eviction, shutdown — `finish` unsubscribes every key and releases every
+//! presence path this session still owns.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use sodp_proto::frame::FrameError;
+use sodp_proto::key::validate_key;
+use sodp_proto::{pointer, Frame, FrameType, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::{self, Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+use tracing::{debug, info};
+
+use crate::error::Rejection;
+use crate::methods;
+use crate::outbox::{Close, Outbox, OutboxReceiver, SessionId};
+use crate::server::Shared;
+use crate::store::Mutation;
+use crate::wire;
+
+/// Levels the frame adds around a state value: frame array → body → args →
+/// value. The decoder's limit is the value limit plus these.
+const FRAME_NESTING: usize = 3;
+
+/// Runs a session on an upgraded WebSocket until it ends.
+pub async fn run<S>(
+    ws: WebSocketStream<S>,
+    shared: Arc<Shared>,
+    id: SessionId,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &shared.config;
+    let (sink, mut stream) = ws.split();
+    let (outbox, outbox_rx) = Outbox::new(id, config.outbound_queue);
+    let outbox = Arc::new(outbox);
+    let mut writer = tokio::spawn(write_loop(sink, outbox_rx));
+    let mut closing = outbox.watch_close();
+
+    let mut session = Session::new(id, shared.clone(), outbox.clone());
+    session.send_hello();
+
+    let period = config.heartbeat_interval;
+    let mut heartbeat = time::interval_at(Instant::now() + period, period);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+    loop {
+        tokio::select! {
+            msg = stream.next() => {
+                if !session.on_message(msg) {
+                    break;
+                }
+            }
+            _ = heartbeat.tick() => session.on_heartbeat_tick(),
+            _ = closing.changed() => break,
+            _ = shutdown.changed() => outbox.close(Close::SHUTDOWN),
+        }
+        if outbox.closing().is_some() {
+            break;
+        }
+    }
+
+    session.finish();
+    outbox.close(Close::NORMAL);
+    let close = outbox.closing().unwrap_or(Close::NORMAL);
+    if close.flush {
+        if time::timeout(config.shutdown_grace, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+    } else {
+        // Evicted or dead: nothing useful can be flushed; drop the socket.
+        writer.abort();
+    }
+    drop(stream);
+    debug!(
+        session = id,
+        code = close.code,
+        reason = close.reason,
+        "session ended"
+    );
+}
+
+/// Drains the outbox into the socket; on close, flushes what is queued (if
+/// the close asks for it) and sends the close frame.
+async fn write_loop<S>(mut sink: SplitSink<WebSocketStream<S>, Message>, mut rx: OutboxReceiver)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = rx.closing.changed() => break,
+            frame = rx.frames.recv() => frame,
+        };
+        let Some(frame) = frame else { break };
+        if sink.feed(Message::Binary(frame)).await.is_err() {
+            return;
+        }
+        while let Ok(frame) = rx.frames.try_recv() {
+            if sink.feed(Message::Binary(frame)).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let close = rx.closing.borrow().unwrap_or(Close::NORMAL);
+    if close.flush {
+        while let Ok(frame) = rx.frames.try_recv() {
+            if sink.feed(Message::Binary(frame)).await.is_err() {
+                return;
+            }
+        }
+    }
+    let frame = CloseFrame {
+        code: CloseCode::from(close.code),
+        reason: close.reason.into(),
+    };
+    let _ = sink.send(Message::Close(Some(frame))).await;
+    let _ = sink.close().await;
+}
+
+/// The per-connection protocol state.
+struct Session {
+    id: SessionId,
+    shared: Arc<Shared>,
+    outbox: Arc<Outbox>,
+    /// Sequence number of the last frame this session numbered.
+    seq: u64,
+    watched: HashSet<String>,
+    /// (key, normalised path) bound by `state.presence`.
+    presence: HashSet<(String, String)>,
+    /// A server HEARTBEAT is waiting for its echo.
+    awaiting_echo: bool,
+    last_received: Instant,
+}
+
+type Incoming = Option<Result<Message, WsError>>;
+
+impl Session {
+    fn new(id: SessionId, shared: Arc<Shared>, outbox: Arc<Outbox>) -> Session {
+        Session {
+            id,
+            shared,
+            outbox,
+            seq: 0,
+            watched: HashSet::new(),
+            presence: HashSet::new(),
+            awaiting_echo: false,
+            last_received: Instant::now(),
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn send(&self, frame: bytes::Bytes) {
+        self.outbox.push(frame);
+    }
+
+    fn send_error(&mut self, stream_id: u32, rejection: &Rejection) {
+        let seq = self.next_seq();
+        self.send(wire::error(stream_id, seq, rejection));
+    }
+
+    fn send_hello(&mut self) {
+        let config = &self.shared.config;
+        let capabilities = Value::map_from([
+            ("multi_watch", Value::Bool(true)),
+            ("params", Value::Bool(true)),
+            ("resume", Value::Bool(true)),
+            ("unwatch", Value::Bool(true)),
+            ("presence", Value::Bool(true)),
+            (
+                "backpressure_limit",
+                Value::from(config.outbound_queue as u64),
+            ),
+            ("history_limit", Value::from(config.history_len as u64)),
+            (
+                "max_message_bytes",
+                Value::from(config.limits.max_message_bytes as u64),
+            ),
+            (
+                "heartbeat_interval_ms",
+                Value::from(config.heartbeat_interval.as_millis() as u64),
+            ),
+        ]);
+        let body = Value::map_from([
+            ("protocol", Value::from("sodp")),
+            ("version", Value::from("1.0")),
+            (
+                "server",
+                Value::from(concat!("sodp-server/", env!("CARGO_PKG_VERSION"))),
+            ),
+            ("auth", Value::Bool(false)),
+            ("capabilities", capabilities),
+        ]);
+        let seq = self.next_seq();
+        self.send(wire::encode(FrameType::Hello, 0, seq, body));
+    }
+
+    /// Handles one read from the socket. Returns false when the session
+    /// must end.
+    fn on_message(&mut self, msg: Incoming) -> bool {
+        self.last_received = Instant::now();
+        match msg {
+            Some(Ok(Message::Binary(bytes))) => self.on_frame(&bytes),
+            Some(Ok(Message::Text(_))) => {
+                self.send_error(
+                    0,
+                    &Rejection::bad_request(
+                        "text messages are not part of SODP: send binary MessagePack frames",
+                    ),
+                );
+            }
+            Some(Ok(Message::Close(_))) | None => return false,
+            Some(Ok(_)) => {} // Ping/Pong: tungstenite answers pings itself.
+            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                self.send_error(
+                    0,
+                    &Rejection::bad_request(format!(
+                        "message of {size} bytes exceeds the limit of {max_size} bytes"
+                    )),
+                );
+                self.outbox.close(Close::TOO_BIG);
+                return false;
+            }
+            Some(Err(e)) => {
+                debug!(session = self.id, error = %e, "read failed");
+                return false;
+            }
+        }
+        true
+    }
+
+    fn on_heartbeat_tick(&mut self) {
+        let interval = self.shared.config.heartbeat_interval;
+        if self.last_received.elapsed() >= interval * 2 {
+            info!(
+                session = self.id,
+                "no frame for two heartbeat intervals; closing"
+            );
+            self.outbox.close(Close::HEARTBEAT_TIMEOUT);
+            return;
+        }
+        self.awaiting_echo = true;
+        self.send(wire::heartbeat());
+    }
+
+    fn on_frame(&mut self, bytes: &[u8]) {
+        let limits = &self.shared.config.limits;
+        let frame = match Frame::decode(bytes, limits.max_depth + FRAME_NESTING) {
+            Ok(frame) => frame,
+            Err(e) => return self.on_bad_frame(e),
+        };
+        match frame.kind {
+            FrameType::Heartbeat => self.on_heartbeat(),
+            FrameType::Watch => self.on_watch(&frame),
+            FrameType::Resume => self.on_resume(&frame),
+            FrameType::Unwatch => self.on_unwatch(&frame),
+            FrameType::Call => self.on_call(&frame),
+            FrameType::Auth => self.send_error(
+                frame.stream_id,
+                &Rejection::bad_request("this server does not require authentication"),
+            ),
+            kind @ (FrameType::Hello
+            | FrameType::StateInit
+            | FrameType::Delta
+            | FrameType::Result
+            | FrameType::Error
+            | FrameType::AuthOk) => self.send_error(
+                frame.stream_id,
+                &Rejection::bad_request(format!(
+                    "frame type {kind:?} is sent by servers, not clients"
+                )),
+            ),
+        }
+    }
+
+    fn on_bad_frame(&mut self, error: FrameError) {
+        let max_depth = self.shared.config.limits.max_depth;
+        let rejection = match &error {
+            FrameError::TooDeep { .. } => {
+                Rejection::bad_request(format!("value nested deeper than the limit of {max_depth}"))
+            }
+            e => Rejection::bad_request(format!("malformed frame: {e}")),
+        };
+        match error {
+            FrameError::TooDeep {
+                kind: 0x05,
+                call_id: Some(call_id),
+                ..
+            } => {
+                let seq = self.next_seq();
+                self.send(wire::result_err(seq, &call_id, &rejection));
+            }
+            e => self.send_error(e.stream_id(), &rejection),
+        }
+    }
+
+    /// A client HEARTBEAT is the echo of ours if we are waiting for one;
+    /// otherwise it is a ping and gets an answer. (Echoing an echo would
+    /// make the two sides ping-pong forever.)
+    fn on_heartbeat(&mut self) {
+        if self.awaiting_echo {
+            self.awaiting_echo = false;
+        } else {
+            self.send(wire::heartbeat());
+        }
+    }
+
+    /// The keys a WATCH/UNWATCH names: `{state}` or `{states: [...]}`.
+    fn keys_of(frame: &Frame) -> Result<Vec<&str>, Rejection> {
+        if let Some(key) = frame.body.get("state") {
+            return key
+                .as_str()
+                .map(|k| vec![k])
+                .ok_or_else(|| Rejection::bad_request("`state` must be a string"));
+        }
+        let keys = frame
+            .body
+            .get("states")
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                Rejection::bad_request("expected `state` (a key) or `states` (a list of keys)")
+            })?;
+        if keys.is_empty() {
+            return Err(Rejection::bad_request("`states` is empty"));
+        }
+        keys.iter()
+            .map(|k| {
+                k.as_str()
+                    .ok_or_else(|| Rejection::bad_request("`states` must hold strings"))
+            })
+            .collect()
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), Rejection> {
+        validate_key(key, self.shared.config.limits.max_key_len)
+            .map_err(|e| Rejection::bad_request(format!("bad key {key:?}: {e}")))
+    }
+
+    /// Checks that one more key may be watched.
+    fn check_subscription_room(&self, key: &str) -> Result<(), Rejection> {
+        let max = self.shared.config.limits.max_subscriptions;
+        if !self.watched.contains(key) && self.watched.len() >= max {
+            return Err(Rejection::bad_request(format!(
+                "subscription limit reached: a session may watch at most {max} keys"
+            )));
+        }
+        Ok(())
+    }
+
+    fn on_watch(&mut self, frame: &Frame) {
+        let keys = match Self::keys_of(frame) {
+            Ok(keys) => keys,
+            Err(e) => return self.send_error(frame.stream_id, &e),
+        };
+        let params = frame.body.get("params");
+        for key in keys {
+            let result = self
+                .check_key(key)
+                .and_then(|()| self.check_subscription_room(key))
+                .and_then(|()| {
+                    let seq = self.next_seq();
+                    self.shared.store.watch(key, &self.outbox, seq, params)
+                });
+            match result {
+                Ok(_) => {
+                    self.watched.insert(key.to_owned());
+                }
+                Err(e) => self.send_error(frame.stream_id, &e),
+            }
+        }
+    }
+
+    fn on_resume(&mut self, frame: &Frame) {
+        let body = &frame.body;
+        let parsed = (|| {
+            let key = body
+                .get("state")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Rejection::bad_request("RESUME needs `state` (a key)"))?;
+            let since = body
+                .get("since_version")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| {
+                    Rejection::bad_request("RESUME needs `since_version` (an unsigned integer)")
+                })?;
+            self.check_key(key)?;
+            self.check_subscription_room(key)?;
+            Ok((key, since))
+        })();
+        let (key, since) = match parsed {
+            Ok(p) => p,
+            Err(e) => return self.send_error(frame.stream_id, &e),
+        };
+        let seq = self.next_seq();
+        match self
+            .shared
+            .store
+            .resume(key, since, &self.outbox, seq, body.get("params"))
+        {
+            Ok(replayed) => {
+                debug!(session = self.id, key, since, ?replayed, "resumed");
+                self.watched.insert(key.to_owned());
+            }
+            Err(e) => self.send_error(frame.stream_id, &e),
+        }
+    }
+
+    fn on_unwatch(&mut self, frame: &Frame) {
+        let keys = match Self::keys_of(frame) {
+            Ok(keys) => keys,
+            Err(e) => return self.send_error(frame.stream_id, &e),
+        };
+        for key in keys {
+            if self.watched.remove(key) {
+                self.shared.store.unwatch(key, self.id);
+            }
+        }
+    }
+
+    fn on_call(&mut self, frame: &Frame) {
+        let Some(call_id) = frame.body.get("call_id").and_then(Value::as_str) else {
+            return self.send_error(
+                frame.stream_id,
+                &Rejection::bad_request("CALL needs `call_id` (a string)"),
+            );
+        };
+        let result = self.call(&frame.body);
+        let seq = self.next_seq();
+        let reply = match result {
+            Ok(version) => wire::result_ok(
+                seq,
+                call_id,
+                Value::map_from([("version", Value::from(version))]),
+            ),
+            Err(e) => wire::result_err(seq, call_id, &e),
+        };
+        self.send(reply);
+    }
+
+    fn call(&mut self, body: &Value) -> Result<u64, Rejection> {
+        let method = body
+            .get("method")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Rejection::bad_request("CALL needs `method` (a string)"))?;
+        let args = body.get("args").unwrap_or(&Value::Nil);
+        let call = methods::parse(method, args, self.id)?;
+        self.check_key(&call.key)?;
+        let presence_path = match &call.mutation {
+            Mutation::Presence { path, .. } => {
+                pointer::parse(path).ok().map(|s| pointer::format(&s))
+            }
+            _ => None,
+        };
+        let version = self.shared.store.write(&call.key, call.mutation)?;
+        if let Some(path) = presence_path {
+            self.presence.insert((call.key, path));
+        }
+        Ok(version)
+    }
+
+    /// Releases everything the session holds in the store.
+    fn finish(&mut self) {
+        let store = &self.shared.store;
+        for key in self.watched.drain() {
+            store.unwatch(&key, self.id);
+        }
+        for (key, path) in self.presence.drain() {
+            store.release_presence(&key, &path, self.id);
+        }
+    }
+}

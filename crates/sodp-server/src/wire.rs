@@ -1,0 +1,132 @@
+//! Builders for the frames the server sends.
+//!
+//! DELTA is written straight to bytes from the ops (no intermediate map),
+//! once per mutation; the same bytes go to every subscriber and into the
+//! key's history for RESUME. That is why DELTAs carry seq 0 and the key's
+//! server-wide stream id: nothing in them is per-session.
+
+use bytes::Bytes;
+use sodp_proto::codec::{self, write_map_len, write_str, write_uint};
+use sodp_proto::frame::{write_header, FrameType};
+use sodp_proto::{DeltaOp, Frame, Value};
+
+use crate::error::Rejection;
+
+/// `[DELTA, stream_id, 0, {version, ops, state}]`.
+pub fn delta(stream_id: u32, key: &str, version: u64, ops: &[DeltaOp]) -> Bytes {
+    let mut buf = Vec::with_capacity(48 + key.len());
+    write_header(&mut buf, FrameType::Delta, stream_id, 0);
+    write_map_len(&mut buf, 3);
+    write_str(&mut buf, "version");
+    write_uint(&mut buf, version);
+    write_str(&mut buf, "ops");
+    codec::write_array_len(&mut buf, ops.len());
+    for op in ops {
+        op.write(&mut buf);
+    }
+    write_str(&mut buf, "state");
+    write_str(&mut buf, key);
+    Bytes::from(buf)
+}
+
+/// `STATE_INIT {state, version, value, initialized, params?}`.
+pub fn state_init(
+    stream_id: u32,
+    seq: u64,
+    key: &str,
+    version: u64,
+    value: &Value,
+    initialized: bool,
+    params: Option<&Value>,
+) -> Bytes {
+    let mut buf = Vec::with_capacity(64 + key.len());
+    write_header(&mut buf, FrameType::StateInit, stream_id, seq);
+    write_map_len(&mut buf, if params.is_some() { 5 } else { 4 });
+    write_str(&mut buf, "state");
+    write_str(&mut buf, key);
+    write_str(&mut buf, "version");
+    write_uint(&mut buf, version);
+    write_str(&mut buf, "value");
+    codec::write_value(&mut buf, value);
+    write_str(&mut buf, "initialized");
+    codec::write_bool(&mut buf, initialized);
+    if let Some(p) = params {
+        write_str(&mut buf, "params");
+        codec::write_value(&mut buf, p);
+    }
+    Bytes::from(buf)
+}
+
+/// A successful `RESULT {call_id, success: true, data}`.
+pub fn result_ok(seq: u64, call_id: &str, data: Value) -> Bytes {
+    let body = Value::map_from([
+        ("call_id", Value::from(call_id)),
+        ("success", Value::Bool(true)),
+        ("data", data),
+    ]);
+    encode(FrameType::Result, 0, seq, body)
+}
+
+/// A failed `RESULT {call_id, success: false, data: message, code}`.
+pub fn result_err(seq: u64, call_id: &str, rejection: &Rejection) -> Bytes {
+    let body = Value::map_from([
+        ("call_id", Value::from(call_id)),
+        ("success", Value::Bool(false)),
+        ("data", Value::from(rejection.message.as_str())),
+        ("code", Value::Int(rejection.code as i64)),
+    ]);
+    encode(FrameType::Result, 0, seq, body)
+}
+
+/// `ERROR {code, message}` on `stream_id`.
+pub fn error(stream_id: u32, seq: u64, rejection: &Rejection) -> Bytes {
+    let body = Value::map_from([
+        ("code", Value::Int(rejection.code as i64)),
+        ("message", Value::from(rejection.message.as_str())),
+    ]);
+    encode(FrameType::Error, stream_id, seq, body)
+}
+
+/// `HEARTBEAT` with seq 0 (it needs no acknowledgement).
+pub fn heartbeat() -> Bytes {
+    Bytes::from_static(&[0x94, FrameType::Heartbeat as u8, 0, 0, 0xc0])
+}
+
+pub fn encode(kind: FrameType, stream_id: u32, seq: u64, body: Value) -> Bytes {
+    Bytes::from(
+        Frame {
+            kind,
+            stream_id,
+            seq,
+            body,
+        }
+        .encode(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delta_decodes_to_the_contract_shape() {
+        let bytes = delta(
+            12,
+            "game.player",
+            7,
+            &[DeltaOp::update("/x", Value::Int(5))],
+        );
+        let f = Frame::decode(&bytes, 16).unwrap();
+        assert_eq!(f.kind, FrameType::Delta);
+        assert_eq!(f.stream_id, 12);
+        assert_eq!(f.body.get("version"), Some(&Value::Int(7)));
+        assert_eq!(f.body.get("state"), Some(&Value::from("game.player")));
+        let ops = DeltaOp::list_from_value(f.body.get("ops").unwrap()).unwrap();
+        assert_eq!(ops, vec![DeltaOp::update("/x", Value::Int(5))]);
+    }
+
+    #[test]
+    fn heartbeat_matches_the_encoder() {
+        assert_eq!(heartbeat(), encode(FrameType::Heartbeat, 0, 0, Value::Nil));
+    }
+}
