@@ -1,0 +1,209 @@
+//! `sodp-bench`: a load generator for SODP servers.
+//!
+//! Scenarios (see each module): `fanout`, `writes`, `conns`, `roundtrip`.
+//! Every run is bounded in count and time, prints one JSON line of results
+//! on stdout and a human summary on stderr, and exits non-zero when the run
+//! was not clean (missing, duplicated or out-of-order deltas, failed calls,
+//! a failed liveness check). With `--server-pid` the server's CPU time and
+//! RSS are read from /proc around the measured phase.
+//!
+//! The generator runs on one thread (tokio current-thread runtime) so that
+//! on a 2-core machine it can be pinned to the core the server is not on.
+
+mod clock;
+mod conns;
+mod fanout;
+mod procfs;
+mod report;
+mod roundtrip;
+mod stats;
+mod wire;
+mod writes;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sodp-bench",
+    version,
+    about = "Load generator for SODP servers (loopback benchmarks)"
+)]
+struct Cli {
+    /// Server URL (ws:// or sodp://).
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:7777")]
+    url: String,
+    /// Server process id: read its CPU time and RSS from /proc.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Upper bound on the measured phase, in seconds.
+    #[arg(long, global = true, default_value_t = 300.0)]
+    timeout: f64,
+    /// Connections opened concurrently while setting up.
+    #[arg(long, global = true, default_value_t = 200)]
+    connect_concurrency: usize,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// N subscribers watch one key; one writer patches it W times.
+    Fanout {
+        /// Subscribers.
+        #[arg(long, default_value_t = 100)]
+        subs: usize,
+        /// Writes.
+        #[arg(long, default_value_t = 1000)]
+        writes: usize,
+        /// Writes per second (open loop); omit for closed loop.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Closed loop: writes in flight (acked and delivered to all = done).
+        #[arg(long, default_value_t = 8)]
+        window: usize,
+        /// Give up after this many seconds without progress.
+        #[arg(long, default_value_t = 5.0)]
+        stall: f64,
+    },
+    /// C connections pipeline set/patch over K keys for S seconds.
+    Writes {
+        #[arg(long, default_value_t = 32)]
+        conns: usize,
+        #[arg(long, default_value_t = 32)]
+        keys: usize,
+        /// Seconds.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// CALLs in flight per connection.
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+    },
+    /// N watching connections held for S seconds, then a liveness write.
+    Conns {
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Seconds to hold the connections.
+        #[arg(long, default_value_t = 5.0)]
+        hold: f64,
+        /// Seconds to wait after closing before the last RSS reading.
+        #[arg(long, default_value_t = 2.0)]
+        settle: f64,
+    },
+    /// Sequential set → own RESULT and own DELTA, N times.
+    Roundtrip {
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let fd_limit = procfs::raise_nofile_limit();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sodp-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let timeout = Duration::from_secs_f64(cli.timeout.max(0.001));
+    let url = cli.url.clone();
+    let pid = cli.server_pid;
+    let result = runtime.block_on(async {
+        let work = async {
+            match cli.scenario {
+                Scenario::Fanout {
+                    subs,
+                    writes,
+                    rate,
+                    window,
+                    stall,
+                } => {
+                    if subs + 16 > fd_limit as usize {
+                        return Err(format!(
+                            "{subs} subscribers need more than the fd limit {fd_limit}"
+                        )
+                        .into());
+                    }
+                    let p = fanout::Params {
+                        subs,
+                        writes,
+                        rate,
+                        window: window.max(1),
+                        stall: Duration::from_secs_f64(stall),
+                        timeout,
+                        connect_concurrency: cli.connect_concurrency,
+                    };
+                    fanout::run(&url, pid, &p).await
+                }
+                Scenario::Writes {
+                    conns,
+                    keys,
+                    duration,
+                    window,
+                } => {
+                    let p = writes::Params {
+                        conns,
+                        keys,
+                        duration: Duration::from_secs_f64(duration.min(cli.timeout)),
+                        window,
+                        drain: Duration::from_secs(10),
+                    };
+                    writes::run(&url, pid, &p).await
+                }
+                Scenario::Conns {
+                    count,
+                    hold,
+                    settle,
+                } => {
+                    if count + 16 > fd_limit as usize {
+                        return Err(format!(
+                            "{count} connections need more than the fd limit {fd_limit}"
+                        )
+                        .into());
+                    }
+                    let p = conns::Params {
+                        count,
+                        hold: Duration::from_secs_f64(hold.min(cli.timeout)),
+                        settle: Duration::from_secs_f64(settle),
+                        liveness_timeout: Duration::from_secs(30),
+                        connect_concurrency: cli.connect_concurrency,
+                    };
+                    conns::run(&url, pid, &p).await
+                }
+                Scenario::Roundtrip { count } => {
+                    let p = roundtrip::Params {
+                        count,
+                        timeout: Duration::from_secs(10),
+                    };
+                    roundtrip::run(&url, pid, &p).await
+                }
+            }
+        };
+        // Setup is bounded too: the measured phase plus a generous margin.
+        match tokio::time::timeout(timeout + Duration::from_secs(120), work).await {
+            Ok(r) => r,
+            Err(_) => Err("timed out".into()),
+        }
+    });
+    match result {
+        Ok(report) => {
+            report.print();
+            if report.json.get("ok").and_then(|v| v.as_bool()) == Some(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        Err(e) => {
+            eprintln!("sodp-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! `writes`: C connections pipeline writes (alternating `state.set` and
+//! `state.patch`) over K keys for S seconds, each keeping up to `--window`
+//! CALLs in flight. Reports acked writes/s and ack latency (CALL flushed →
+//! RESULT decoded), and with `--server-pid` the server's CPU per acked
+//! write, which is the figure that still separates servers once a
+//! single-core load generator saturates.
+//!
+//! Each connection is one task; replies already buffered are drained
+//! without waiting and the refill goes out in one flush.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use serde_json::json;
+use sodp_proto::FrameType;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::clock::now_ns;
+use crate::procfs::{self, round, Usage};
+use crate::report::{per_second, Report};
+use crate::stats::summarize;
+use crate::wire::{self, CallTemplate, Error, Ws};
+
+/// Parameters of a writes run.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub conns: usize,
+    pub keys: usize,
+    pub duration: Duration,
+    pub window: usize,
+    /// After the duration, how long to wait for outstanding acks.
+    pub drain: Duration,
+}
+
+#[derive(Default)]
+struct ConnStats {
+    sent: u64,
+    acked: u64,
+    failed: u64,
+    errors: u64,
+    latencies: Vec<u64>,
+}
+
+/// The pre-encoded set and patch calls for every key.
+struct Templates {
+    set: Vec<CallTemplate>,
+    patch: Vec<CallTemplate>,
+}
+
+pub async fn run(url: &str, pid: Option<u32>, p: &Params) -> Result<Report, Error> {
+    if p.conns == 0 || p.keys == 0 || p.window == 0 {
+        return Err("writes needs --conns, --keys and --window >= 1".into());
+    }
+    let base = wire::run_key("writes", "");
+    let keys: Vec<String> = (0..p.keys).map(|k| format!("{base}.k{k}")).collect();
+    let templates = Arc::new(Templates {
+        set: keys
+            .iter()
+            .map(|k| CallTemplate::new("state.set", k, "value"))
+            .collect(),
+        patch: keys
+            .iter()
+            .map(|k| CallTemplate::new("state.patch", k, "patch"))
+            .collect(),
+    });
+    let mut conns = Vec::with_capacity(p.conns);
+    for _ in 0..p.conns {
+        conns.push(wire::connect(url, 64 * 1024).await?);
+    }
+
+    let before = pid.and_then(procfs::sample);
+    let start = now_ns();
+    let stop = start + p.duration.as_nanos() as u64;
+    let give_up = stop + p.drain.as_nanos() as u64;
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(c, ws)| {
+            let t = templates.clone();
+            let window = p.window;
+            tokio::spawn(async move { drive(ws, c, t, window, stop, give_up).await })
+        })
+        .collect();
+    let mut total = ConnStats::default();
+    let mut first_error = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(s)) => {
+                total.sent += s.sent;
+                total.acked += s.acked;
+                total.failed += s.failed;
+                total.errors += s.errors;
+                total.latencies.extend(s.latencies);
+            }
+            Ok(Err(e)) => first_error = first_error.or(Some(e.to_string())),
+            Err(e) => first_error = first_error.or(Some(e.to_string())),
+        }
+    }
+    let end = now_ns();
+    let after = pid.and_then(procfs::sample);
+    let elapsed = (end - start) as f64 / 1e9;
+    let lat = summarize(&mut total.latencies);
+    let usage = before
+        .zip(after)
+        .map(|(before, after)| Usage { before, after });
+    let clean = first_error.is_none()
+        && total.failed == 0
+        && total.errors == 0
+        && total.acked == total.sent;
+    let json = json!({
+        "scenario": "writes",
+        "url": url,
+        "conns": p.conns,
+        "keys": p.keys,
+        "duration_s": p.duration.as_secs_f64(),
+        "window": p.window,
+        "elapsed_s": round(elapsed),
+        "writes_sent": total.sent,
+        "writes_acked": total.acked,
+        "failed_calls": total.failed,
+        "error_frames": total.errors,
+        "connection_error": first_error,
+        "ok": clean,
+        "writes_per_s": per_second(total.acked, elapsed),
+        "ack_latency": lat.to_json(),
+        "server": usage.map(|u| u.to_json(&[("write", total.acked)])),
+    });
+    let mut summary = format!(
+        "writes: {} conns × window {} over {} keys for {:.1}s — {} acked ({:.0}/s), {} failed, {} errors{}\n  ack latency {}",
+        p.conns,
+        p.window,
+        p.keys,
+        elapsed,
+        total.acked,
+        total.acked as f64 / elapsed,
+        total.failed,
+        total.errors,
+        first_error.map(|e| format!(", connection error: {e}")).unwrap_or_default(),
+        lat.line(),
+    );
+    if let Some(u) = usage {
+        summary.push_str(&format!(
+            "\n  server CPU {:.0} ms: {:.2} µs/write; RSS {} → {} KiB",
+            u.cpu_us() / 1e3,
+            u.cpu_us_per(total.acked).unwrap_or(0.0),
+            u.before.rss_kib,
+            u.after.rss_kib
+        ));
+    }
+    Ok(Report { json, summary })
+}
+
+/// One pipelining connection until `stop` (no new calls after it) and
+/// then until every call is answered or `give_up`.
+async fn drive(
+    mut ws: Ws,
+    conn: usize,
+    t: Arc<Templates>,
+    window: usize,
+    stop: u64,
+    give_up: u64,
+) -> Result<ConnStats, Error> {
+    let mut st = ConnStats {
+        latencies: Vec::with_capacity(1 << 16),
+        ..ConnStats::default()
+    };
+    let keys = t.set.len();
+    let mut in_flight: HashMap<u64, u64> = HashMap::with_capacity(window * 2);
+    let mut n = 0u64;
+    let give_up_at =
+        tokio::time::Instant::now() + Duration::from_nanos(give_up.saturating_sub(now_ns()));
+    let deadline = tokio::time::sleep_until(give_up_at);
+    tokio::pin!(deadline);
+    loop {
+        // Refill the window and flush once.
+        let now = now_ns();
+        if now < stop && in_flight.len() < window {
+            while in_flight.len() < window {
+                let k = (conn + n as usize) % keys;
+                let id = format!("c{n}");
+                let f = if n % 2 == 0 {
+                    t.set[k].frame(n, &id, |b| {
+                        wire::write_uint_map(b, &[("n", n), ("c", conn as u64)])
+                    })
+                } else {
+                    t.patch[k].frame(n, &id, |b| wire::write_uint_map(b, &[("n", n)]))
+                };
+                ws.feed(wire::message(f)).await?;
+                in_flight.insert(n, now);
+                n += 1;
+                st.sent += 1;
+            }
+            ws.flush().await?;
+        } else if in_flight.is_empty() {
+            break;
+        }
+        // Wait for one reply, then take whatever else is already buffered.
+        let first = tokio::select! {
+            m = ws.next() => m,
+            _ = &mut deadline => break,
+        };
+        let mut next = Some(first);
+        while let Some(m) = next {
+            let bytes = match m {
+                Some(Ok(Message::Binary(b))) => b,
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    return Err("connection closed by the server".into())
+                }
+                Some(Ok(_)) => {
+                    next = ws.next().now_or_never();
+                    continue;
+                }
+            };
+            let now = now_ns();
+            let f = wire::decode(&bytes)?;
+            match f.kind {
+                FrameType::Result => {
+                    if let Some(sent_at) =
+                        wire::call_number(&f.body, "c").and_then(|c| in_flight.remove(&c))
+                    {
+                        st.latencies.push(now.saturating_sub(sent_at));
+                        st.acked += 1;
+                        if f.body.get("success").and_then(|v| v.as_bool()) != Some(true) {
+                            st.failed += 1;
+                        }
+                    }
+                }
+                FrameType::Heartbeat => ws.send(wire::message(wire::heartbeat_frame())).await?,
+                FrameType::Error => st.errors += 1,
+                _ => {}
+            }
+            next = ws.next().now_or_never();
+        }
+    }
+    Ok(st)
+}
