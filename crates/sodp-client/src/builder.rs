@@ -1,0 +1,189 @@
+//! Client configuration, mirroring the Python client's constructor options.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backoff::Backoff;
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::token::TokenSource;
+
+pub(crate) type Hook = Arc<dyn Fn() + Send + Sync>;
+pub(crate) type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
+
+/// Everything the connection task needs to know, fixed at build time.
+#[derive(Clone)]
+pub(crate) struct Config {
+    /// Normalised to `ws://` or `wss://`.
+    pub url: String,
+    pub token: TokenSource,
+    pub reconnect: bool,
+    pub retry_first_connect: bool,
+    pub backoff: Backoff,
+    pub connect_timeout: Duration,
+    pub call_timeout: Option<Duration>,
+    pub on_connect: Option<Hook>,
+    pub on_disconnect: Option<Hook>,
+    pub on_error: Option<ErrorHook>,
+}
+
+impl Config {
+    pub fn report(&self, error: &Error) {
+        if let Some(hook) = &self.on_error {
+            hook(error);
+        }
+    }
+}
+
+/// Builds a [`Client`]. Start with [`Client::builder`].
+///
+/// ```no_run
+/// # async fn demo() -> sodp_client::Result<()> {
+/// use std::time::Duration;
+/// let client = sodp_client::Client::builder("ws://localhost:7777")
+///     .token_provider(|| async { Ok::<_, std::io::Error>(std::env::var("SODP_TOKEN").unwrap_or_default()) })
+///     .reconnect_delay(Duration::from_millis(500))
+///     .on_disconnect(|| eprintln!("lost the server, reconnecting"))
+///     .build()?;
+/// client.ready().await?;
+/// # Ok(()) }
+/// ```
+pub struct ClientBuilder {
+    url: String,
+    config: Config,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", &self.url)
+            .field("token", &self.config.token)
+            .field("reconnect", &self.config.reconnect)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    pub(crate) fn new(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            url: url.into(),
+            config: Config {
+                url: String::new(),
+                token: TokenSource::None,
+                reconnect: true,
+                retry_first_connect: true,
+                backoff: Backoff {
+                    base: Duration::from_secs(1),
+                    max: Duration::from_secs(30),
+                },
+                connect_timeout: Duration::from_secs(10),
+                call_timeout: Some(Duration::from_secs(30)),
+                on_connect: None,
+                on_disconnect: None,
+                on_error: None,
+            },
+        }
+    }
+
+    /// A static JWT sent in AUTH when the server asks for one.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.config.token = TokenSource::Static(token.into());
+        self
+    }
+
+    /// An async token provider, called on every connect and reconnect (and
+    /// before expiry when the server supports in-band refresh). Supersedes
+    /// [`token`](Self::token).
+    pub fn token_provider<F, Fut, E>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<String, E>> + Send + 'static,
+        E: fmt::Display,
+    {
+        self.config.token = TokenSource::from_async(provider);
+        self
+    }
+
+    /// A synchronous token provider; see [`token_provider`](Self::token_provider).
+    pub fn token_provider_sync<F, E>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> std::result::Result<String, E> + Send + Sync + 'static,
+        E: fmt::Display,
+    {
+        self.config.token = TokenSource::from_sync(provider);
+        self
+    }
+
+    /// Reconnect automatically after the connection drops (default: on).
+    pub fn reconnect(mut self, on: bool) -> Self {
+        self.config.reconnect = on;
+        self
+    }
+
+    /// Keep retrying when the *first* connection attempt fails (default: on).
+    /// Off, `ready()` returns the first connection error instead of waiting,
+    /// while later drops are still retried when `reconnect` is on.
+    pub fn retry_first_connect(mut self, on: bool) -> Self {
+        self.config.retry_first_connect = on;
+        self
+    }
+
+    /// Base reconnect delay (default 1 s), doubled per failed attempt.
+    pub fn reconnect_delay(mut self, delay: Duration) -> Self {
+        self.config.backoff.base = delay;
+        self
+    }
+
+    /// Maximum reconnect delay (default 30 s).
+    pub fn max_reconnect_delay(mut self, delay: Duration) -> Self {
+        self.config.backoff.max = delay;
+        self
+    }
+
+    /// How long the WebSocket upgrade plus HELLO/AUTH may take (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a call waits for its RESULT (default 30 s; `None` = forever).
+    /// Includes time spent queued while the client is (re)connecting.
+    pub fn call_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.call_timeout = timeout;
+        self
+    }
+
+    /// Called each time a connection is established and authenticated.
+    /// Runs on the connection task: keep it short and non-blocking.
+    pub fn on_connect(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.config.on_connect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called each time an established connection drops.
+    pub fn on_disconnect(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.config.on_disconnect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called for errors no caller is waiting on: failed connection attempts,
+    /// denied watches, undecodable frames, deltas that do not apply.
+    pub fn on_error(mut self, hook: impl Fn(&Error) + Send + Sync + 'static) -> Self {
+        self.config.on_error = Some(Arc::new(hook));
+        self
+    }
+
+    /// Validates the configuration and starts connecting in the background.
+    /// Must be called inside a Tokio runtime.
+    pub fn build(mut self) -> Result<Client> {
+        self.config.url = crate::url::normalize(&self.url)?;
+        if self.config.backoff.max < self.config.backoff.base {
+            self.config.backoff.max = self.config.backoff.base;
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::Config("the client must be built inside a Tokio runtime".into()))?;
+        Ok(Client::start(self.config, runtime))
+    }
+}

@@ -1,0 +1,303 @@
+//! The public handle: a cheap-to-clone [`Client`] talking to one background
+//! connection task through a command channel.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sodp_proto::{Frame, Value};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::builder::{ClientBuilder, Config};
+use crate::connection::Driver;
+use crate::convert;
+use crate::error::{Error, Result};
+use crate::state_ref::StateRef;
+use crate::subscriptions::Subscriptions;
+use crate::update::Meta;
+
+/// Where the connection stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Dialling, authenticating, or waiting to retry.
+    Connecting,
+    /// Connected and authenticated.
+    Connected,
+    /// Stopped for good: `None` after [`Client::close`], otherwise the error
+    /// that ended it (a rejected token, or a failure with reconnect off).
+    Closed(Option<Error>),
+}
+
+/// A call waiting to be sent or answered.
+pub(crate) struct PendingCall {
+    pub method: String,
+    pub args: Value,
+    pub reply: oneshot::Sender<Result<Value>>,
+}
+
+/// What the public API asks of the connection task.
+pub(crate) enum Command {
+    /// WATCH, UNWATCH or a resync. Dropped while disconnected: the
+    /// subscription table already records the intent, and the next connection
+    /// resubscribes from it.
+    Send(Frame),
+    /// Queued while disconnected, failed if in flight when the connection drops.
+    Call(PendingCall),
+    Close,
+}
+
+/// State shared between the handles and the connection task.
+pub(crate) struct Shared {
+    /// A std mutex: it is never held across an `.await`, only for table
+    /// updates and non-blocking channel sends.
+    pub subs: Mutex<Subscriptions>,
+    pub status: watch::Sender<Status>,
+}
+
+impl Shared {
+    pub fn subs(&self) -> MutexGuard<'_, Subscriptions> {
+        // A panic in a user callback never happens under this lock (callbacks
+        // run on their own tasks), so poisoning can only come from a bug
+        // here; the table is still consistent enough to keep serving.
+        self.subs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub(crate) struct Inner {
+    pub shared: Arc<Shared>,
+    pub commands: mpsc::UnboundedSender<Command>,
+    pub runtime: Handle,
+    config: Config,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Close);
+    }
+}
+
+/// A connection to an SODP server that reconnects on its own.
+///
+/// Cloning is cheap and every clone shares the one connection. The
+/// connection closes when [`close`](Self::close) is called or when the last
+/// clone (and the last watch guard or stream, which hold a clone) is dropped.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.inner.config.url)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Starts configuring a client for `url` (`ws://`, `wss://`, `sodp://`,
+    /// `sodps://`).
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(url)
+    }
+
+    /// Connects with default options and waits until ready.
+    pub async fn connect(url: impl Into<String>) -> Result<Client> {
+        let client = Client::builder(url).build()?;
+        client.ready().await?;
+        Ok(client)
+    }
+
+    pub(crate) fn start(config: Config, runtime: Handle) -> Client {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            subs: Mutex::new(Subscriptions::default()),
+            status: watch::channel(Status::Connecting).0,
+        });
+        runtime.spawn(Driver::new(shared.clone(), config.clone(), rx).run());
+        Client {
+            inner: Arc::new(Inner {
+                shared,
+                commands,
+                runtime,
+                config,
+            }),
+        }
+    }
+
+    /// Waits until the client is connected and authenticated. Fails if the
+    /// client stopped for good (rejected token, closed, or the connection
+    /// failed with reconnecting off).
+    pub async fn ready(&self) -> Result<()> {
+        let mut rx = self.inner.shared.status.subscribe();
+        let status = rx
+            .wait_for(|s| !matches!(s, Status::Connecting))
+            .await
+            .map(|s| s.clone())
+            .unwrap_or(Status::Closed(None));
+        match status {
+            Status::Connected => Ok(()),
+            Status::Closed(e) => Err(e.unwrap_or(Error::Closed)),
+            Status::Connecting => unreachable!(),
+        }
+    }
+
+    /// The current connection status.
+    pub fn status(&self) -> Status {
+        self.inner.shared.status.borrow().clone()
+    }
+
+    /// Invokes a server method and returns its result data.
+    ///
+    /// Calls made before the first connection (or while reconnecting) are
+    /// queued and sent once connected; a call in flight when the connection
+    /// drops fails at once with [`Error::Connection`].
+    pub async fn call(&self, method: &str, args: impl Into<Value>) -> Result<Value> {
+        if let Status::Closed(e) = self.status() {
+            return Err(e.unwrap_or(Error::Closed));
+        }
+        let (reply, rx) = oneshot::channel();
+        let call = PendingCall {
+            method: method.to_owned(),
+            args: args.into(),
+            reply,
+        };
+        if self.inner.commands.send(Command::Call(call)).is_err() {
+            return Err(self.closed_error());
+        }
+        let answer = match self.inner.config.call_timeout {
+            Some(t) => tokio::time::timeout(t, rx)
+                .await
+                .map_err(|_| Error::Timeout)?,
+            None => rx.await,
+        };
+        answer.unwrap_or_else(|_| Err(self.closed_error()))
+    }
+
+    fn closed_error(&self) -> Error {
+        match self.status() {
+            Status::Closed(Some(e)) => e,
+            _ => Error::Closed,
+        }
+    }
+
+    /// Replaces the value of `key`. Returns the version of the write.
+    pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<u64> {
+        let value = convert::to_value(value)?;
+        self.write("state.set", key, [("value", value)]).await
+    }
+
+    /// Deep-merges `patch` (an object) into the value of `key`.
+    pub async fn patch<T: Serialize + ?Sized>(&self, key: &str, patch: &T) -> Result<u64> {
+        let patch = convert::to_value(patch)?;
+        if patch.as_map().is_none() {
+            return Err(Error::Serde(format!(
+                "a patch must be an object, got {}",
+                patch.type_name()
+            )));
+        }
+        self.write("state.patch", key, [("patch", patch)]).await
+    }
+
+    /// Sets one location of `key` by JSON Pointer (e.g. `/position/x`).
+    pub async fn set_in<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        path: &str,
+        value: &T,
+    ) -> Result<u64> {
+        let value = convert::to_value(value)?;
+        self.write(
+            "state.set_in",
+            key,
+            [("path", path.into()), ("value", value)],
+        )
+        .await
+    }
+
+    /// Removes `key` on the server; watchers see it become nil.
+    pub async fn delete(&self, key: &str) -> Result<u64> {
+        self.write("state.delete", key, []).await
+    }
+
+    /// Sets `path` of `key` and binds it to this connection: the server
+    /// removes it when the connection ends for any reason.
+    pub async fn presence<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        path: &str,
+        value: &T,
+    ) -> Result<u64> {
+        let value = convert::to_value(value)?;
+        self.write(
+            "state.presence",
+            key,
+            [("path", path.into()), ("value", value)],
+        )
+        .await
+    }
+
+    async fn write<const N: usize>(
+        &self,
+        method: &str,
+        key: &str,
+        args: [(&str, Value); N],
+    ) -> Result<u64> {
+        let args = Value::map_from(std::iter::once(("state", Value::from(key))).chain(args));
+        let data = self.call(method, args).await?;
+        Ok(data.get("version").and_then(Value::as_u64).unwrap_or(0))
+    }
+
+    /// The cached value of a watched key; `None` when the key is not watched
+    /// or its first STATE_INIT has not arrived yet.
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.inner.shared.subs().get(key).map(|(v, _)| v)
+    }
+
+    /// The cached value converted to `T`; `Ok(None)` when unknown or nil.
+    pub fn get_as<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.get(key) {
+            Some(v) => convert::from_value(&v),
+            None => Ok(None),
+        }
+    }
+
+    /// The cached value's version and flags.
+    pub fn meta(&self, key: &str) -> Option<Meta> {
+        self.inner.shared.subs().get(key).map(|(_, m)| m)
+    }
+
+    /// True when this client has a subscription for `key`.
+    pub fn is_watching(&self, key: &str) -> bool {
+        self.inner.shared.subs().is_watching(key)
+    }
+
+    /// Cancels the server subscription for `key`, drops its cache, and ends
+    /// every callback and stream watching it.
+    pub fn unwatch(&self, key: &str) {
+        let frame = self.inner.shared.subs().remove_key(key);
+        if let Some(frame) = frame {
+            let _ = self.inner.commands.send(Command::Send(frame));
+        }
+    }
+
+    /// A handle scoped to one key.
+    pub fn state(&self, key: impl Into<String>) -> StateRef {
+        StateRef::new(self.clone(), key.into())
+    }
+
+    /// Closes the connection and stops reconnecting. Pending calls fail with
+    /// [`Error::Closed`]; streams end.
+    pub fn close(&self) {
+        let _ = self.inner.commands.send(Command::Close);
+    }
+
+    /// Waits until the connection task has stopped (after [`close`](Self::close)
+    /// or a fatal error).
+    pub async fn closed(&self) {
+        let mut rx = self.inner.shared.status.subscribe();
+        let _ = rx.wait_for(|s| matches!(s, Status::Closed(_))).await;
+    }
+}

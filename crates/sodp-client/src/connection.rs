@@ -1,0 +1,322 @@
+//! The background task that owns the connection: connects, authenticates,
+//! restores subscriptions, routes incoming frames, and reconnects with
+//! backoff until the client is closed or a fatal error stops it.
+//!
+//! One task per client does all socket I/O, so frames go out in the order
+//! the API produced them and no lock is ever held across an `.await`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use sodp_proto::{Frame, FrameType, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::oneshot;
+
+use crate::builder::Config;
+use crate::client::{Command, PendingCall, Shared, Status};
+use crate::error::{Error, Result};
+use crate::handshake::{self, Session};
+use crate::messages;
+use crate::refresh::TokenRefresh;
+use crate::socket::{Connection, Incoming};
+use crate::subscriptions::Subscriptions;
+
+/// How a session ended.
+enum End {
+    /// `close()` or the last handle dropped.
+    Closed,
+    /// Worth reconnecting.
+    Lost(Error),
+    /// Not worth reconnecting (a rejected token).
+    Fatal(Error),
+}
+
+impl From<Error> for End {
+    fn from(e: Error) -> End {
+        End::Lost(e)
+    }
+}
+
+type Replies = HashMap<String, oneshot::Sender<Result<Value>>>;
+
+pub(crate) struct Driver {
+    shared: Arc<Shared>,
+    config: Config,
+    commands: UnboundedReceiver<Command>,
+    /// Calls waiting for a connection.
+    queued: VecDeque<PendingCall>,
+    next_call: u64,
+}
+
+impl Driver {
+    pub fn new(shared: Arc<Shared>, config: Config, commands: UnboundedReceiver<Command>) -> Self {
+        Driver {
+            shared,
+            config,
+            commands,
+            queued: VecDeque::new(),
+            next_call: 0,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let error = self.connect_loop().await;
+        self.shared
+            .status
+            .send_replace(Status::Closed(error.clone()));
+        let error = error.unwrap_or(Error::Closed);
+        self.commands.close();
+        while let Ok(cmd) = self.commands.try_recv() {
+            if let Command::Call(call) = cmd {
+                self.queued.push_back(call);
+            }
+        }
+        for call in self.queued.drain(..) {
+            let _ = call.reply.send(Err(error.clone()));
+        }
+        // Dropping every watcher's sender ends all streams and callback tasks.
+        *self.shared.subs() = Subscriptions::default();
+    }
+
+    /// Returns `None` when closed on request, else the error that stopped it.
+    async fn connect_loop(&mut self) -> Option<Error> {
+        let mut attempt = 0u32;
+        let mut ever_connected = false;
+        loop {
+            self.shared.status.send_if_modified(|s| {
+                let changed = *s != Status::Connecting;
+                *s = Status::Connecting;
+                changed
+            });
+            let connected = tokio::select! {
+                r = handshake::connect(&self.config) => r,
+                () = idle(&mut self.commands, &mut self.queued) => return None,
+            };
+            match connected {
+                Ok(session) => {
+                    ever_connected = true;
+                    attempt = 0;
+                    match self.serve(session).await {
+                        End::Closed => return None,
+                        End::Fatal(e) => return Some(e),
+                        End::Lost(e) => {
+                            self.config.report(&e);
+                            if !self.config.reconnect {
+                                return Some(e);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.config.report(&e);
+                    let give_up = e.is_fatal()
+                        || !self.config.reconnect
+                        || (!ever_connected && !self.config.retry_first_connect);
+                    if give_up {
+                        return Some(e);
+                    }
+                }
+            }
+            let delay = self.config.backoff.delay(attempt);
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = idle(&mut self.commands, &mut self.queued) => return None,
+            }
+        }
+    }
+
+    /// Runs one authenticated session until it ends.
+    async fn serve(&mut self, session: Session) -> End {
+        let Session {
+            mut conn,
+            hello,
+            token,
+        } = session;
+        self.shared.status.send_replace(Status::Connected);
+        if let Some(hook) = &self.config.on_connect {
+            hook();
+        }
+        let mut replies = Replies::new();
+        let refresh = TokenRefresh::new(hello.token_refresh, &self.config.token, token.as_deref());
+        let end = match self.session_loop(&mut conn, &mut replies, refresh).await {
+            Ok(never) => match never {},
+            Err(end) => end,
+        };
+
+        // In-flight calls fail now rather than at their timeout: nobody can
+        // tell whether the server applied them, and the caller should decide.
+        let error = match &end {
+            End::Closed => Error::Closed,
+            End::Lost(e) | End::Fatal(e) => e.clone(),
+        };
+        for (_, reply) in replies.drain() {
+            let _ = reply.send(Err(error.clone()));
+        }
+        if matches!(end, End::Closed) {
+            conn.close().await;
+        } else {
+            self.shared.status.send_replace(Status::Connecting);
+        }
+        if let Some(hook) = &self.config.on_disconnect {
+            hook();
+        }
+        end
+    }
+
+    async fn session_loop(
+        &mut self,
+        conn: &mut Connection,
+        replies: &mut Replies,
+        mut refresh: TokenRefresh,
+    ) -> Result<std::convert::Infallible, End> {
+        let resubscribe = self.shared.subs().resubscribe();
+        for frame in resubscribe {
+            conn.send(frame).await?;
+        }
+        while let Some(call) = self.queued.pop_front() {
+            self.send_call(conn, replies, call).await?;
+        }
+        loop {
+            tokio::select! {
+                incoming = conn.recv() => match incoming {
+                    Incoming::Frame(frame) => self.on_frame(conn, replies, &mut refresh, frame).await?,
+                    Incoming::Invalid(e) => self.config.report(&e),
+                    Incoming::Closed(why) => {
+                        let why = if why.is_empty() { String::new() } else { format!(": {why}") };
+                        return Err(End::Lost(Error::Connection(format!(
+                            "connection to {} lost{why}", conn.url()
+                        ))));
+                    }
+                },
+                cmd = self.commands.recv() => match cmd {
+                    None | Some(Command::Close) => return Err(End::Closed),
+                    Some(Command::Send(frame)) => conn.send(frame).await?,
+                    Some(Command::Call(call)) => self.send_call(conn, replies, call).await?,
+                },
+                () = sleep_until(refresh.due), if refresh.due.is_some() => refresh.start_fetch(),
+                result = join(&mut refresh.fetching), if refresh.fetching.is_some() => {
+                    match refresh.fetched(result) {
+                        Ok(Some(token)) => conn.send(messages::auth(&token)).await?,
+                        Ok(None) => {}
+                        Err(e) => self.config.report(&Error::Connection(format!(
+                            "token refresh failed: {e}"
+                        ))),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_call(
+        &mut self,
+        conn: &mut Connection,
+        replies: &mut Replies,
+        call: PendingCall,
+    ) -> Result<(), End> {
+        if call.reply.is_closed() {
+            return Ok(()); // timed out while queued
+        }
+        self.next_call += 1;
+        let id = self.next_call.to_string();
+        let frame = messages::call(&id, &call.method, call.args);
+        // Forget calls whose caller gave up, so a silent server cannot grow this.
+        replies.retain(|_, reply| !reply.is_closed());
+        replies.insert(id, call.reply);
+        conn.send(frame).await?;
+        Ok(())
+    }
+
+    async fn on_frame(
+        &mut self,
+        conn: &mut Connection,
+        replies: &mut Replies,
+        refresh: &mut TokenRefresh,
+        frame: Frame,
+    ) -> Result<(), End> {
+        match frame.kind {
+            FrameType::Heartbeat => conn.send(messages::heartbeat()).await?,
+            FrameType::StateInit => {
+                let result = self
+                    .shared
+                    .subs()
+                    .on_state_init(frame.stream_id, &frame.body);
+                if let Err(e) = result {
+                    self.config.report(&e);
+                }
+            }
+            FrameType::Delta => {
+                let result = self.shared.subs().on_delta(frame.stream_id, &frame.body);
+                if let Err(failure) = result {
+                    self.config.report(&failure.error);
+                    conn.send(failure.resync).await?;
+                }
+            }
+            FrameType::Result => match messages::parse_result(&frame.body) {
+                Ok((id, outcome)) => {
+                    if let Some(reply) = replies.remove(&id) {
+                        let _ = reply.send(outcome);
+                    }
+                }
+                Err(e) => self.config.report(&e),
+            },
+            FrameType::Error => {
+                let (code, message) = messages::parse_error(&frame.body);
+                if code == 401 {
+                    // The server closes after this. A live expiry with a token
+                    // provider is worth a reconnect (the provider can mint a
+                    // new token); a static token will not get better.
+                    let e = Error::Auth(message);
+                    return Err(if self.config.token.can_refresh() {
+                        End::Lost(e)
+                    } else {
+                        End::Fatal(e)
+                    });
+                }
+                let key = self.shared.subs().key_of_stream(frame.stream_id);
+                let message = match key {
+                    Some(key) => format!("{key}: {message}"),
+                    None => message,
+                };
+                self.config.report(&Error::Server { code, message });
+            }
+            FrameType::AuthOk => refresh.confirmed(),
+            FrameType::Hello => {}
+            other => self.config.report(&Error::Protocol(format!(
+                "unexpected {other:?} frame from the server"
+            ))),
+        }
+        Ok(())
+    }
+}
+
+/// While not connected: queue calls, drop subscription frames (the table
+/// replays them on connect), and return only when asked to close.
+async fn idle(commands: &mut UnboundedReceiver<Command>, queued: &mut VecDeque<PendingCall>) {
+    loop {
+        match commands.recv().await {
+            None | Some(Command::Close) => return,
+            Some(Command::Call(call)) => {
+                queued.retain(|c| !c.reply.is_closed());
+                queued.push_back(call);
+            }
+            Some(Command::Send(_)) => {}
+        }
+    }
+}
+
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn join<T>(
+    task: &mut Option<tokio::task::JoinHandle<T>>,
+) -> std::result::Result<T, tokio::task::JoinError> {
+    match task {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}

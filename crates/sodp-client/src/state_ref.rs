@@ -1,0 +1,105 @@
+//! [`StateRef`]: a handle scoped to one key, for per-key code.
+
+use std::future::Future;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sodp_proto::Value;
+
+use crate::client::Client;
+use crate::error::Result;
+use crate::update::{Meta, Update};
+use crate::watch::{Subscription, WatchGuard};
+
+/// One key of one client. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo(client: sodp_client::Client) -> sodp_client::Result<()> {
+/// let player = client.state("game.player");
+/// let _guard = player.watch(|u| println!("{:?}", u.value));
+/// player.set(&serde_json::json!({"name": "Alice", "health": 100})).await?;
+/// player.patch(&serde_json::json!({"health": 80})).await?;
+/// player.set_in("/position/x", &5).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct StateRef {
+    client: Client,
+    key: String,
+}
+
+impl StateRef {
+    pub(crate) fn new(client: Client, key: String) -> StateRef {
+        StateRef { client, key }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// See [`Client::watch`].
+    pub fn watch<F: FnMut(Update) + Send + 'static>(&self, callback: F) -> WatchGuard {
+        self.client.watch(&self.key, callback)
+    }
+
+    /// See [`Client::watch_async`].
+    pub fn watch_async<F, Fut>(&self, callback: F) -> WatchGuard
+    where
+        F: FnMut(Update) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        self.client.watch_async(&self.key, callback)
+    }
+
+    /// See [`Client::subscribe`].
+    pub fn subscribe(&self) -> Subscription {
+        self.client.subscribe(&self.key)
+    }
+
+    /// See [`Client::unwatch`].
+    pub fn unwatch(&self) {
+        self.client.unwatch(&self.key)
+    }
+
+    pub fn is_watching(&self) -> bool {
+        self.client.is_watching(&self.key)
+    }
+
+    /// The cached value (see [`Client::get`]).
+    pub fn get(&self) -> Option<Value> {
+        self.client.get(&self.key)
+    }
+
+    /// The cached value as `T` (see [`Client::get_as`]).
+    pub fn get_as<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.client.get_as(&self.key)
+    }
+
+    pub fn meta(&self) -> Option<Meta> {
+        self.client.meta(&self.key)
+    }
+
+    pub async fn set<T: Serialize + ?Sized>(&self, value: &T) -> Result<u64> {
+        self.client.set(&self.key, value).await
+    }
+
+    pub async fn patch<T: Serialize + ?Sized>(&self, patch: &T) -> Result<u64> {
+        self.client.patch(&self.key, patch).await
+    }
+
+    pub async fn set_in<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<u64> {
+        self.client.set_in(&self.key, path, value).await
+    }
+
+    pub async fn delete(&self) -> Result<u64> {
+        self.client.delete(&self.key).await
+    }
+
+    pub async fn presence<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<u64> {
+        self.client.presence(&self.key, path, value).await
+    }
+}

@@ -1,0 +1,453 @@
+//! The client's view of every watched key: cached value and version, the
+//! stream ids that carry it, and the watchers to notify.
+//!
+//! This is the sans-I/O core of the client. The connection task feeds it the
+//! STATE_INIT and DELTA bodies it reads and sends whatever frames it returns;
+//! the public API registers and removes watchers. Watchers are unbounded
+//! channels, and updates are pushed into them while the table's lock is held,
+//! so each watcher sees a key's updates in order and a newly registered
+//! watcher's cache update always comes before any later change.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sodp_proto::frame::FIRST_SUBSCRIPTION_STREAM;
+use sodp_proto::{apply, DeltaOp, Frame, OpKind, Value};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::Error;
+use crate::messages;
+use crate::update::{Meta, Source, Update};
+
+/// Identifies one watcher of one key.
+pub type WatcherId = u64;
+
+struct Entry {
+    key: Arc<str>,
+    value: Value,
+    version: u64,
+    initialized: bool,
+    /// A STATE_INIT has been seen, so `value`/`version` are meaningful (and a
+    /// reconnect can RESUME from `version`).
+    known: bool,
+    /// The stream id this client suggests for the key.
+    local_stream: u32,
+    watchers: Vec<(WatcherId, UnboundedSender<Update>)>,
+}
+
+impl Entry {
+    fn update(&self, source: Source, ops: Arc<[DeltaOp]>) -> Update {
+        Update {
+            key: self.key.clone(),
+            value: self.value.clone(),
+            meta: Meta {
+                version: self.version,
+                initialized: self.initialized,
+                source,
+            },
+            ops,
+        }
+    }
+
+    fn broadcast(&mut self, update: Update) {
+        self.watchers
+            .retain(|(_, tx)| tx.send(update.clone()).is_ok());
+    }
+}
+
+/// What a DELTA did.
+#[derive(Debug, PartialEq)]
+pub enum DeltaOutcome {
+    Applied,
+    /// Already applied (a RESUME replay overlapping what we had), for a key
+    /// nobody watches any more, or arriving before the key's first STATE_INIT.
+    Ignored,
+}
+
+/// A DELTA that could not be applied: the key must be re-synchronised with a
+/// fresh WATCH, and the error reported.
+#[derive(Debug)]
+pub struct DeltaFailure {
+    pub resync: Frame,
+    pub error: Error,
+}
+
+/// All watched keys.
+#[derive(Default)]
+pub struct Subscriptions {
+    entries: HashMap<Arc<str>, Entry>,
+    /// Stream id (ours or the server's) → key.
+    streams: HashMap<u32, Arc<str>>,
+    next_stream: u32,
+    next_watcher: WatcherId,
+}
+
+impl Subscriptions {
+    /// Registers a watcher of `key`. Replays the cached value to it when the
+    /// key is known. Returns the watcher's id and, for the first watcher of
+    /// the key, the WATCH frame to send.
+    pub fn add_watcher(
+        &mut self,
+        key: &str,
+        tx: UnboundedSender<Update>,
+    ) -> (WatcherId, Option<Frame>) {
+        self.next_watcher += 1;
+        let id = self.next_watcher;
+        if let Some(entry) = self.entries.get_mut(key) {
+            if entry.known {
+                let _ = tx.send(entry.update(Source::Cache, Arc::from([])));
+            }
+            entry.watchers.push((id, tx));
+            return (id, None);
+        }
+        let stream = self.alloc_stream();
+        let key: Arc<str> = Arc::from(key);
+        self.streams.insert(stream, key.clone());
+        self.entries.insert(
+            key.clone(),
+            Entry {
+                key: key.clone(),
+                value: Value::Nil,
+                version: 0,
+                initialized: false,
+                known: false,
+                local_stream: stream,
+                watchers: vec![(id, tx)],
+            },
+        );
+        (id, Some(messages::watch(stream, &key)))
+    }
+
+    /// Removes one watcher. When it was the key's last, forgets the key and
+    /// returns the UNWATCH frame to send.
+    pub fn remove_watcher(&mut self, key: &str, id: WatcherId) -> Option<Frame> {
+        let entry = self.entries.get_mut(key)?;
+        entry.watchers.retain(|(w, _)| *w != id);
+        if entry.watchers.is_empty() {
+            self.remove_key(key)
+        } else {
+            None
+        }
+    }
+
+    /// Forgets `key` and all its watchers (their streams end). Returns the
+    /// UNWATCH frame to send, if the key was watched.
+    pub fn remove_key(&mut self, key: &str) -> Option<Frame> {
+        let entry = self.entries.remove(key)?;
+        self.streams.retain(|_, k| **k != *key);
+        Some(messages::unwatch(entry.local_stream, key))
+    }
+
+    pub fn is_watching(&self, key: &str) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// The cached value and its metadata, once the key's STATE_INIT arrived.
+    pub fn get(&self, key: &str) -> Option<(Value, Meta)> {
+        let e = self.entries.get(key).filter(|e| e.known)?;
+        Some((
+            e.value.clone(),
+            Meta {
+                version: e.version,
+                initialized: e.initialized,
+                source: Source::Cache,
+            },
+        ))
+    }
+
+    /// The key a stream id stands for.
+    pub fn key_of_stream(&self, stream_id: u32) -> Option<Arc<str>> {
+        self.streams.get(&stream_id).cloned()
+    }
+
+    /// The frames that restore every subscription on a new connection:
+    /// RESUME from the cached version for known keys, WATCH for the rest.
+    pub fn resubscribe(&self) -> Vec<Frame> {
+        let mut frames: Vec<Frame> = self
+            .entries
+            .values()
+            .map(|e| {
+                if e.known {
+                    messages::resume(e.local_stream, &e.key, e.version)
+                } else {
+                    messages::watch(e.local_stream, &e.key)
+                }
+            })
+            .collect();
+        frames.sort_by_key(|f| f.stream_id);
+        frames
+    }
+
+    /// Handles a STATE_INIT: the new baseline for its key.
+    pub fn on_state_init(&mut self, stream_id: u32, body: &Value) -> Result<(), Error> {
+        let key = body
+            .get("state")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::Protocol("STATE_INIT without `state`".into()))?;
+        let version = body
+            .get("version")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| Error::Protocol(format!("STATE_INIT for {key:?} without `version`")))?;
+        let value = body.get("value").cloned().unwrap_or_default();
+        let initialized = body
+            .get("initialized")
+            .and_then(Value::as_bool)
+            .unwrap_or(!value.is_nil());
+        let Some(entry) = self.entries.get_mut(key) else {
+            return Ok(()); // unwatched meanwhile
+        };
+        if stream_id != 0 {
+            self.streams.insert(stream_id, entry.key.clone());
+        }
+        entry.value = value;
+        entry.version = version;
+        entry.initialized = initialized;
+        entry.known = true;
+        let update = entry.update(Source::Init, Arc::from([]));
+        entry.broadcast(update);
+        Ok(())
+    }
+
+    /// Handles a DELTA, routed by its `state` field when present and by the
+    /// stream id otherwise.
+    pub fn on_delta(&mut self, stream_id: u32, body: &Value) -> Result<DeltaOutcome, DeltaFailure> {
+        let key = match body.get("state").and_then(Value::as_str) {
+            Some(k) => self.entries.get_key_value(k).map(|(k, _)| k.clone()),
+            None => self.key_of_stream(stream_id),
+        };
+        let Some(entry) = key.and_then(|k| self.entries.get_mut(&k)) else {
+            return Ok(DeltaOutcome::Ignored);
+        };
+        let version = body.get("version").and_then(Value::as_u64);
+        if !entry.known || version.is_some_and(|v| v <= entry.version) {
+            return Ok(DeltaOutcome::Ignored);
+        }
+        let result = body
+            .get("ops")
+            .ok_or(sodp_proto::ApplyError::MalformedOp("DELTA without `ops`"))
+            .and_then(DeltaOp::list_from_value)
+            .and_then(|ops| apply(&entry.value, &ops).map(|v| (v, ops)));
+        let (value, ops) = match result {
+            Ok(ok) => ok,
+            Err(e) => {
+                // Our copy can no longer be trusted: drop it and ask again.
+                entry.known = false;
+                return Err(DeltaFailure {
+                    resync: messages::watch(entry.local_stream, &entry.key),
+                    error: Error::Protocol(format!("DELTA for {:?}: {e}", entry.key)),
+                });
+            }
+        };
+        for op in &ops {
+            if op.path == "/" || op.path.is_empty() {
+                entry.initialized = op.kind != OpKind::Remove;
+            } else {
+                entry.initialized = true;
+            }
+        }
+        entry.value = value;
+        if let Some(v) = version {
+            entry.version = v;
+        }
+        let update = entry.update(Source::Delta, Arc::from(ops));
+        entry.broadcast(update);
+        Ok(DeltaOutcome::Applied)
+    }
+
+    fn alloc_stream(&mut self) -> u32 {
+        if self.next_stream < FIRST_SUBSCRIPTION_STREAM {
+            self.next_stream = FIRST_SUBSCRIPTION_STREAM;
+        }
+        let id = self.next_stream;
+        self.next_stream = self
+            .next_stream
+            .checked_add(1)
+            .unwrap_or(FIRST_SUBSCRIPTION_STREAM);
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use sodp_proto::FrameType;
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+    fn v(j: serde_json::Value) -> Value {
+        Value::from(j)
+    }
+
+    fn drain(rx: &mut UnboundedReceiver<Update>) -> Vec<(Source, u64, serde_json::Value)> {
+        let mut out = vec![];
+        while let Ok(u) = rx.try_recv() {
+            out.push((u.meta.source, u.meta.version, u.value.to_json()));
+        }
+        out
+    }
+
+    #[test]
+    fn shared_subscription_sends_one_watch_and_replays_cache() {
+        let mut subs = Subscriptions::default();
+        let (tx1, mut rx1) = unbounded_channel();
+        let (id1, watch) = subs.add_watcher("game.player", tx1);
+        let watch = watch.expect("first watcher sends WATCH");
+        assert_eq!(watch.kind, FrameType::Watch);
+        assert!(watch.stream_id >= FIRST_SUBSCRIPTION_STREAM);
+
+        subs.on_state_init(
+            77,
+            &v(json!({"state": "game.player", "version": 3, "value": {"hp": 1}, "initialized": true})),
+        )
+        .unwrap();
+        assert_eq!(drain(&mut rx1), [(Source::Init, 3, json!({"hp": 1}))]);
+
+        let (tx2, mut rx2) = unbounded_channel();
+        let (id2, again) = subs.add_watcher("game.player", tx2);
+        assert!(again.is_none(), "second watcher shares the subscription");
+        assert_eq!(drain(&mut rx2), [(Source::Cache, 3, json!({"hp": 1}))]);
+
+        // Routed by stream id alone (no `state` in the body).
+        let out = subs
+            .on_delta(
+                77,
+                &v(json!({"version": 5, "ops": [{"op": "UPDATE", "path": "/hp", "value": 2}]})),
+            )
+            .unwrap();
+        assert_eq!(out, DeltaOutcome::Applied);
+        assert_eq!(drain(&mut rx1), [(Source::Delta, 5, json!({"hp": 2}))]);
+        assert_eq!(drain(&mut rx2), [(Source::Delta, 5, json!({"hp": 2}))]);
+
+        assert!(subs.remove_watcher("game.player", id1).is_none());
+        let unwatch = subs
+            .remove_watcher("game.player", id2)
+            .expect("last watcher");
+        assert_eq!(unwatch.kind, FrameType::Unwatch);
+        assert!(!subs.is_watching("game.player"));
+        assert!(subs.key_of_stream(77).is_none());
+    }
+
+    #[test]
+    fn deltas_route_by_state_and_skip_replayed_versions() {
+        let mut subs = Subscriptions::default();
+        let (tx, mut rx) = unbounded_channel();
+        subs.add_watcher("a", tx.clone());
+        subs.add_watcher("b", tx);
+        subs.on_state_init(
+            10,
+            &v(json!({"state": "a", "version": 1, "value": null, "initialized": false})),
+        )
+        .unwrap();
+        subs.on_state_init(11, &v(json!({"state": "b", "version": 2, "value": [1]})))
+            .unwrap();
+        drain(&mut rx);
+
+        // Stream 10 but `state` says b: `state` wins.
+        let d =
+            json!({"state": "b", "version": 4, "ops": [{"op": "ADD", "path": "/-", "value": 2}]});
+        assert_eq!(
+            subs.on_delta(10, &v(d.clone())).unwrap(),
+            DeltaOutcome::Applied
+        );
+        assert_eq!(subs.on_delta(10, &v(d)).unwrap(), DeltaOutcome::Ignored);
+        assert_eq!(drain(&mut rx), [(Source::Delta, 4, json!([1, 2]))]);
+        assert_eq!(subs.get("a").unwrap().0, Value::Nil);
+        assert!(!subs.get("a").unwrap().1.initialized);
+
+        // A delete makes the key uninitialized again.
+        let del = json!({"state": "b", "version": 6, "ops": [{"op": "REMOVE", "path": "/"}]});
+        subs.on_delta(0, &v(del)).unwrap();
+        let (value, meta) = subs.get("b").unwrap();
+        assert!(value.is_nil() && !meta.initialized && meta.version == 6);
+    }
+
+    #[test]
+    fn resubscribe_resumes_known_keys_and_watches_the_rest() {
+        let mut subs = Subscriptions::default();
+        let (tx, _rx) = unbounded_channel();
+        subs.add_watcher("known", tx.clone());
+        subs.add_watcher("fresh", tx);
+        subs.on_state_init(0, &v(json!({"state": "known", "version": 9, "value": 1})))
+            .unwrap();
+        let frames = subs.resubscribe();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].kind, FrameType::Resume);
+        assert_eq!(frames[0].body.get("since_version"), Some(&Value::Int(9)));
+        assert_eq!(frames[1].kind, FrameType::Watch);
+    }
+
+    #[test]
+    fn unknown_op_fails_loudly_and_asks_for_resync() {
+        let mut subs = Subscriptions::default();
+        let (tx, mut rx) = unbounded_channel();
+        subs.add_watcher("k", tx);
+        subs.on_state_init(0, &v(json!({"state": "k", "version": 1, "value": {}})))
+            .unwrap();
+        drain(&mut rx);
+        let bad = json!({"state": "k", "version": 2, "ops": [{"op": "MOVE", "path": "/a"}]});
+        let failure = subs.on_delta(0, &v(bad)).unwrap_err();
+        assert!(matches!(failure.error, Error::Protocol(_)));
+        assert_eq!(failure.resync.kind, FrameType::Watch);
+        assert!(drain(&mut rx).is_empty());
+        assert!(
+            subs.get("k").is_none(),
+            "cache invalid until the next STATE_INIT"
+        );
+    }
+
+    #[test]
+    fn deltas_for_unwatched_or_unknown_keys_are_ignored() {
+        let mut subs = Subscriptions::default();
+        let d =
+            v(json!({"state": "x", "version": 1, "ops": [{"op": "ADD", "path": "/", "value": 1}]}));
+        assert_eq!(subs.on_delta(10, &d).unwrap(), DeltaOutcome::Ignored);
+        let (tx, _rx) = unbounded_channel();
+        subs.add_watcher("x", tx);
+        assert_eq!(
+            subs.on_delta(10, &d).unwrap(),
+            DeltaOutcome::Ignored,
+            "before STATE_INIT"
+        );
+    }
+
+    /// The shared vectors (`tests/vectors/*.json`), run through the client's
+    /// own path: STATE_INIT with `before`/`old`, then a DELTA with `ops`; the
+    /// watcher must see `after`/`new` (or the DELTA must fail loudly).
+    #[test]
+    fn shared_vectors_through_state_init_and_delta() {
+        let load = |name: &str| -> Vec<serde_json::Value> {
+            let path = format!("{}/../../tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            serde_json::from_str(&text).unwrap()
+        };
+        let mut cases: Vec<(serde_json::Value, &str, &str)> = vec![];
+        cases.extend(
+            load("apply.json")
+                .into_iter()
+                .map(|c| (c, "before", "after")),
+        );
+        cases.extend(load("diff.json").into_iter().map(|c| (c, "old", "new")));
+        assert!(cases.len() > 30);
+        for (case, from, to) in cases {
+            let name = case["name"].as_str().unwrap();
+            let mut subs = Subscriptions::default();
+            let (tx, mut rx) = unbounded_channel();
+            subs.add_watcher("k", tx);
+            let init =
+                json!({"state": "k", "version": 1, "value": case[from], "initialized": true});
+            subs.on_state_init(10, &v(init)).unwrap();
+            drain(&mut rx);
+            let delta = json!({"state": "k", "version": 2, "ops": case["ops"]});
+            match subs.on_delta(10, &v(delta)) {
+                Ok(_) if case.get("error").is_none() => {
+                    let got = drain(&mut rx);
+                    assert_eq!(got, [(Source::Delta, 2, case[to].clone())], "{name}");
+                }
+                Err(f) if case.get("error").is_some() => {
+                    assert!(matches!(f.error, Error::Protocol(_)), "{name}")
+                }
+                other => panic!("{name}: unexpected {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Watching keys: callbacks with a drop guard, and the `Stream` form.
+//!
+//! Every watcher, callback or stream, is an unbounded channel registered in
+//! the subscription table. A callback watcher gets its own task that drains
+//! the channel, so a slow or panicking callback never stalls the connection
+//! or other watchers, and updates reach it strictly in order: the cached
+//! value first (when known), then each STATE_INIT and DELTA.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
+use tokio::sync::mpsc::{self, UnboundedReceiver};
+
+use crate::client::{Client, Command};
+use crate::subscriptions::WatcherId;
+use crate::update::Update;
+
+/// Keeps one watcher registered; dropping it (or calling
+/// [`unwatch`](Self::unwatch)) removes that watcher. When the last watcher of
+/// a key goes, the client sends UNWATCH and forgets the key's cache.
+#[must_use = "dropping the guard removes the watcher at once"]
+pub struct WatchGuard {
+    client: Client,
+    key: Arc<str>,
+    id: WatcherId,
+    /// Cleared on removal so a callback task stops even with updates queued.
+    active: Arc<AtomicBool>,
+    detached: bool,
+}
+
+impl std::fmt::Debug for WatchGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchGuard")
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl WatchGuard {
+    /// The watched key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Removes this watcher now (the same as dropping the guard).
+    pub fn unwatch(self) {}
+
+    /// Keeps the watcher for as long as the key stays watched (until
+    /// [`Client::unwatch`] or the client closes), without holding a guard.
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
+        self.active.store(false, Ordering::Release);
+        let frame = self
+            .client
+            .inner
+            .shared
+            .subs()
+            .remove_watcher(&self.key, self.id);
+        if let Some(frame) = frame {
+            let _ = self.client.inner.commands.send(Command::Send(frame));
+        }
+    }
+}
+
+/// A stream of [`Update`]s for one key, from [`Client::subscribe`].
+///
+/// Ends when the key is unwatched or the client closes for good. Dropping it
+/// removes the watcher, like dropping a [`WatchGuard`]. Updates queue without
+/// bound while nobody polls.
+#[must_use = "streams do nothing unless polled"]
+pub struct Subscription {
+    rx: UnboundedReceiver<Update>,
+    guard: WatchGuard,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("key", &self.guard.key)
+            .finish()
+    }
+}
+
+impl Subscription {
+    /// The watched key.
+    pub fn key(&self) -> &str {
+        &self.guard.key
+    }
+
+    /// The next update; `None` once the subscription has ended.
+    pub async fn recv(&mut self) -> Option<Update> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Update;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Update>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Client {
+    fn register(&self, key: &str) -> (UnboundedReceiver<Update>, WatchGuard) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (id, frame) = self.inner.shared.subs().add_watcher(key, tx);
+        if let Some(frame) = frame {
+            let _ = self.inner.commands.send(Command::Send(frame));
+        }
+        let guard = WatchGuard {
+            client: self.clone(),
+            key: Arc::from(key),
+            id,
+            active: Arc::new(AtomicBool::new(true)),
+            detached: false,
+        };
+        (rx, guard)
+    }
+
+    /// Subscribes to `key` as a stream of updates: the cached value first
+    /// (source `Cache`) when the key is already known, then the server's
+    /// baseline (`Init`) and each change (`Delta`). Several watchers of one
+    /// key share a single server subscription.
+    pub fn subscribe(&self, key: &str) -> Subscription {
+        let (rx, guard) = self.register(key);
+        Subscription { rx, guard }
+    }
+
+    /// Calls `callback` for every update of `key` (see
+    /// [`subscribe`](Self::subscribe) for which updates). The callback runs
+    /// on its own task; it stops when the returned guard is dropped.
+    pub fn watch<F>(&self, key: &str, mut callback: F) -> WatchGuard
+    where
+        F: FnMut(Update) + Send + 'static,
+    {
+        let (mut rx, guard) = self.register(key);
+        let active = guard.active.clone();
+        self.inner.runtime.spawn(async move {
+            while let Some(update) = rx.recv().await {
+                if !active.load(Ordering::Acquire) {
+                    break;
+                }
+                callback(update);
+            }
+        });
+        guard
+    }
+
+    /// Like [`watch`](Self::watch) with an async callback; each call is
+    /// awaited before the next update is delivered.
+    pub fn watch_async<F, Fut>(&self, key: &str, mut callback: F) -> WatchGuard
+    where
+        F: FnMut(Update) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let (mut rx, guard) = self.register(key);
+        let active = guard.active.clone();
+        self.inner.runtime.spawn(async move {
+            while let Some(update) = rx.recv().await {
+                if !active.load(Ordering::Acquire) {
+                    break;
+                }
+                callback(update).await;
+            }
+        });
+        guard
+    }
+}
