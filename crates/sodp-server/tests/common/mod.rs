@@ -1,0 +1,273 @@
+//! Test harness: a real server on an ephemeral port and a raw protocol
+//! client that speaks frames over a real WebSocket.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use sodp_proto::{DeltaOp, Frame, FrameType, Value};
+use sodp_server::{Config, Server, Shared};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A server running in this process; stopped on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::with(|_| {}).await
+    }
+
+    pub async fn with(configure: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..Config::default()
+        };
+        configure(&mut config);
+        let server = Server::bind(config).await.expect("bind");
+        let addr = server.local_addr().unwrap();
+        let shared = server.shared();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            shared,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    pub async fn client(&self) -> TestClient {
+        TestClient::connect(&self.url()).await
+    }
+
+    /// Stops the server and waits until it has shut down.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A protocol client with no smarts: it sends the frames it is told to and
+/// returns what arrives.
+pub struct TestClient {
+    pub ws: Ws,
+    next_call: u64,
+    /// Frames that arrived while `call` waited for its RESULT.
+    pending: std::collections::VecDeque<Frame>,
+    pub hello: Frame,
+}
+
+pub fn v(j: serde_json::Value) -> Value {
+    Value::from(j)
+}
+
+impl TestClient {
+    pub async fn connect(url: &str) -> TestClient {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        let mut c = TestClient {
+            ws,
+            next_call: 0,
+            pending: Default::default(),
+            hello: Frame::new(FrameType::Hello, 0, Value::Nil),
+        };
+        c.hello = c.recv().await;
+        assert_eq!(c.hello.kind, FrameType::Hello);
+        c
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) {
+        self.ws.send(msg).await.expect("send");
+    }
+
+    pub async fn send(&mut self, kind: FrameType, stream_id: u32, body: Value) {
+        let bytes = Frame::new(kind, stream_id, body).encode();
+        self.send_raw(Message::Binary(bytes.into())).await;
+    }
+
+    /// The next frame, skipping server HEARTBEATs.
+    pub async fn recv(&mut self) -> Frame {
+        if let Some(f) = self.pending.pop_front() {
+            return f;
+        }
+        loop {
+            let f = self.recv_any().await;
+            if f.kind != FrameType::Heartbeat {
+                return f;
+            }
+        }
+    }
+
+    async fn next_from_socket(&mut self) -> Frame {
+        loop {
+            let f = self.recv_any().await;
+            if f.kind != FrameType::Heartbeat {
+                return f;
+            }
+        }
+    }
+
+    /// The next frame from the socket, whatever it is.
+    pub async fn recv_any(&mut self) -> Frame {
+        loop {
+            let msg = tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("connection ended")
+                .expect("read failed");
+            match msg {
+                Message::Binary(b) => {
+                    return Frame::decode(&b, 128).expect("server sent a bad frame")
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected message {other:?}"),
+            }
+        }
+    }
+
+    /// Asserts that nothing but heartbeats arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        assert!(
+            self.pending.is_empty(),
+            "unexpected frames {:?}",
+            self.pending
+        );
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Binary(b)))) => {
+                    let f = Frame::decode(&b, 128).unwrap();
+                    assert_eq!(f.kind, FrameType::Heartbeat, "unexpected frame {f:?}");
+                }
+                Ok(other) => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Waits for the server to close the connection; returns the close code.
+    pub async fn expect_close(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .expect("timed out waiting for close")
+            {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    pub async fn watch(&mut self, key: &str) -> Frame {
+        self.send(FrameType::Watch, 10, v(json!({"state": key})))
+            .await;
+        let f = self.recv().await;
+        assert_eq!(f.kind, FrameType::StateInit, "{f:?}");
+        f
+    }
+
+    /// Sends a CALL and returns its RESULT body (skipping other frames).
+    pub async fn call(&mut self, method: &str, args: serde_json::Value) -> Value {
+        self.call_value(method, v(args)).await
+    }
+
+    pub async fn call_value(&mut self, method: &str, args: Value) -> Value {
+        self.next_call += 1;
+        let call_id = format!("c{}", self.next_call);
+        let body = Value::map_from([
+            ("call_id", Value::from(call_id.as_str())),
+            ("method", Value::from(method)),
+            ("args", args),
+        ]);
+        self.send(FrameType::Call, 0, body).await;
+        loop {
+            let f = self.next_from_socket().await;
+            if f.kind == FrameType::Result
+                && f.body.get("call_id") == Some(&Value::from(call_id.as_str()))
+            {
+                return f.body;
+            }
+            self.pending.push_back(f);
+        }
+    }
+
+    /// A CALL that must succeed; returns the new version.
+    pub async fn ok(&mut self, method: &str, args: serde_json::Value) -> u64 {
+        let r = self.call(method, args).await;
+        assert_eq!(r.get("success"), Some(&Value::Bool(true)), "{r:?}");
+        r.get("data")
+            .and_then(|d| d.get("version"))
+            .and_then(Value::as_u64)
+            .unwrap()
+    }
+
+    /// The next frame must be a DELTA; returns (version, ops).
+    pub async fn delta(&mut self) -> (u64, Vec<DeltaOp>) {
+        let f = self.recv().await;
+        assert_eq!(f.kind, FrameType::Delta, "{f:?}");
+        let version = f.body.get("version").and_then(Value::as_u64).unwrap();
+        let ops = DeltaOp::list_from_value(f.body.get("ops").unwrap()).unwrap();
+        (version, ops)
+    }
+}
+
+/// Result body helpers.
+pub fn failure_code(result: &Value) -> Option<i64> {
+    if result.get("success") == Some(&Value::Bool(false)) {
+        result.get("code").and_then(Value::as_i64)
+    } else {
+        None
+    }
+}
+
+/// Waits until `cond` holds (polling), or panics.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
