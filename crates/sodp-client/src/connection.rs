@@ -5,7 +5,7 @@
 //! One task per client does all socket I/O, so frames go out in the order
 //! the API produced them and no lock is ever held across an `.await`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use sodp_proto::{Frame, FrameType, Value};
@@ -133,10 +133,6 @@ impl Driver {
             hello,
             token,
         } = session;
-        self.shared.status.send_replace(Status::Connected);
-        if let Some(hook) = &self.config.on_connect {
-            hook();
-        }
         let mut replies = Replies::new();
         let refresh = TokenRefresh::new(hello.token_refresh, &self.config.token, token.as_deref());
         let end = match self.session_loop(&mut conn, &mut replies, refresh).await {
@@ -170,12 +166,20 @@ impl Driver {
         replies: &mut Replies,
         mut refresh: TokenRefresh,
     ) -> Result<std::convert::Infallible, End> {
+        // Keys with a WATCH/RESUME out on this connection: a watch registered
+        // while the subscriptions were being restored must not go out twice.
+        let mut subscribed = HashSet::new();
         let resubscribe = self.shared.subs().resubscribe();
         for frame in resubscribe {
+            subscribed.insert(key_of(&frame));
             conn.send(frame).await?;
         }
         while let Some(call) = self.queued.pop_front() {
             self.send_call(conn, replies, call).await?;
+        }
+        self.shared.status.send_replace(Status::Connected);
+        if let Some(hook) = &self.config.on_connect {
+            hook();
         }
         loop {
             tokio::select! {
@@ -191,7 +195,15 @@ impl Driver {
                 },
                 cmd = self.commands.recv() => match cmd {
                     None | Some(Command::Close) => return Err(End::Closed),
-                    Some(Command::Send(frame)) => conn.send(frame).await?,
+                    Some(Command::Send(frame)) => {
+                        let fresh = match frame.kind {
+                            FrameType::Unwatch => subscribed.remove(&key_of(&frame)),
+                            _ => subscribed.insert(key_of(&frame)),
+                        };
+                        if fresh {
+                            conn.send(frame).await?;
+                        }
+                    }
                     Some(Command::Call(call)) => self.send_call(conn, replies, call).await?,
                 },
                 () = sleep_until(refresh.due), if refresh.due.is_some() => refresh.start_fetch(),
@@ -303,6 +315,16 @@ async fn idle(commands: &mut UnboundedReceiver<Command>, queued: &mut VecDeque<P
             Some(Command::Send(_)) => {}
         }
     }
+}
+
+/// The `state` of a WATCH/RESUME/UNWATCH frame.
+fn key_of(frame: &Frame) -> String {
+    frame
+        .body
+        .get("state")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 async fn sleep_until(due: Option<tokio::time::Instant>) {

@@ -1,0 +1,173 @@
+//! One function per subcommand, each a few calls into `sodp-client`.
+
+use futures_util::stream::{select_all, StreamExt};
+use serde_json::Value as Json;
+use sodp_client::{Client, Source};
+use tokio::sync::mpsc;
+
+use crate::args::{Cli, Command};
+use crate::error::CliError;
+use crate::json_arg;
+use crate::output;
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match &cli.command {
+        Command::Watch { keys, ops } => watch(&cli, keys, *ops).await,
+        Command::Get { key } => get(&cli, key).await,
+        Command::Set { key, json } => {
+            let value = json_arg::parse("VALUE", json)?;
+            call(&cli, "state.set", args(key, [("value", value)])).await
+        }
+        Command::Patch { key, json } => {
+            let patch = json_arg::parse_object("PATCH", json)?;
+            call(&cli, "state.patch", args(key, [("patch", patch)])).await
+        }
+        Command::SetIn { key, path, json } => {
+            let value = json_arg::parse("VALUE", json)?;
+            let a = args(key, [("path", Json::from(path.as_str())), ("value", value)]);
+            call(&cli, "state.set_in", a).await
+        }
+        Command::Delete { key } => call(&cli, "state.delete", args(key, [])).await,
+        Command::Presence { key, path, json } => {
+            let value = json_arg::parse("VALUE", json)?;
+            presence(&cli, key, path, value).await
+        }
+        Command::Call { method, json } => {
+            let a = json_arg::parse_object("ARGS", json)?;
+            call(&cli, method, a).await
+        }
+    }
+}
+
+fn args<const N: usize>(key: &str, rest: [(&str, Json); N]) -> Json {
+    let mut map = serde_json::Map::new();
+    map.insert("state".into(), key.into());
+    for (k, v) in rest {
+        map.insert(k.into(), v);
+    }
+    Json::Object(map)
+}
+
+/// A client for one-shot commands: no retries, so an unreachable server is
+/// an immediate, clear error.
+async fn connect_once(cli: &Cli) -> Result<Client, CliError> {
+    let mut builder = Client::builder(&cli.url)
+        .reconnect(false)
+        .connect_timeout(cli.timeout())
+        .call_timeout(Some(cli.timeout()));
+    if let Some(token) = &cli.token {
+        builder = builder.token(token);
+    }
+    let client = builder.build()?;
+    client.ready().await?;
+    Ok(client)
+}
+
+/// A client for long-running commands: fails fast if the server is not
+/// there at the start, reconnects (with warnings on stderr) afterwards.
+fn connect_lasting(
+    cli: &Cli,
+    on_connect: impl Fn() + Send + Sync + 'static,
+) -> Result<Client, CliError> {
+    let mut builder = Client::builder(&cli.url)
+        .retry_first_connect(false)
+        .connect_timeout(cli.timeout())
+        .call_timeout(Some(cli.timeout()))
+        .max_reconnect_delay(std::time::Duration::from_secs(5))
+        .on_connect(on_connect)
+        .on_error(|e| eprintln!("sodp: warning: {e}"));
+    if let Some(token) = &cli.token {
+        builder = builder.token(token);
+    }
+    Ok(builder.build()?)
+}
+
+async fn call(cli: &Cli, method: &str, args: Json) -> Result<(), CliError> {
+    let client = connect_once(cli).await?;
+    let data = client.call(method, args).await?;
+    client.close();
+    output::print_line(&data.to_json().to_string());
+    Ok(())
+}
+
+async fn get(cli: &Cli, key: &str) -> Result<(), CliError> {
+    let client = connect_once(cli).await?;
+    let mut sub = client.subscribe(key);
+    let update = sub.recv().await;
+    client.close();
+    match update {
+        Some(u) => {
+            output::print_line(&u.value.to_json().to_string());
+            Ok(())
+        }
+        None => Err(closed_error(&client)),
+    }
+}
+
+async fn watch(cli: &Cli, keys: &[String], ops: bool) -> Result<(), CliError> {
+    let client = connect_lasting(cli, || {})?;
+    client.ready().await?;
+    let mut updates = select_all(keys.iter().map(|k| client.subscribe(k)));
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        tokio::select! {
+            update = updates.next() => match update {
+                Some(u) => {
+                    if u.meta.source != Source::Cache && !output::print_line(&output::update_line(&u, ops)) {
+                        return Ok(()); // stdout closed
+                    }
+                }
+                None => return Err(closed_error(&client)),
+            },
+            _ = &mut interrupted => {
+                client.close();
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Holds a presence entry until Ctrl-C, setting it again after every
+/// reconnect (the server removed it when the old connection ended).
+async fn presence(cli: &Cli, key: &str, path: &str, value: Json) -> Result<(), CliError> {
+    let (connected_tx, mut connected) = mpsc::unbounded_channel();
+    let client = connect_lasting(cli, move || {
+        let _ = connected_tx.send(());
+    })?;
+    client.ready().await?;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let mut first = true;
+    loop {
+        tokio::select! {
+            event = connected.recv() => {
+                if event.is_none() {
+                    return Err(closed_error(&client));
+                }
+                match client.presence(key, path, &value).await {
+                    Ok(version) if first => {
+                        output::print_line(&format!("{{\"version\":{version}}}"));
+                        first = false;
+                    }
+                    Ok(_) => eprintln!("sodp: presence restored after reconnect"),
+                    Err(e) if first => return Err(e.into()),
+                    Err(e) => eprintln!("sodp: warning: cannot restore presence: {e}"),
+                }
+            }
+            _ = &mut interrupted => {
+                client.close();
+                client.closed().await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn closed_error(client: &Client) -> CliError {
+    match client.status() {
+        sodp_client::Status::Closed(Some(e)) => e.into(),
+        _ => sodp_client::Error::Closed.into(),
+    }
+}

@@ -1,0 +1,74 @@
+//! What `sodp` prints: one compact JSON text per line, fields in a fixed
+//! order (`key`, `version`, `source`, then `value` or `ops`).
+
+use std::io::{self, Write};
+
+use serde_json::Value as Json;
+use sodp_client::{Source, Update};
+
+/// The line for one update. With `ops`, a DELTA prints its raw ops instead
+/// of the whole value (baselines still print the value).
+pub fn update_line(update: &Update, ops: bool) -> String {
+    let head = format!(
+        "{{\"key\":{},\"version\":{},\"source\":\"{}\"",
+        Json::from(&*update.key),
+        update.meta.version,
+        update.meta.source
+    );
+    if ops && update.meta.source == Source::Delta {
+        let ops: Vec<Json> = update
+            .ops
+            .iter()
+            .map(|op| op.to_value().to_json())
+            .collect();
+        format!("{head},\"ops\":{}}}", Json::Array(ops))
+    } else {
+        format!("{head},\"value\":{}}}", update.value.to_json())
+    }
+}
+
+/// Prints one line to stdout. Returns false when stdout is gone (e.g. the
+/// reading end of a pipe closed), so the caller can stop quietly.
+pub fn print_line(line: &str) -> bool {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use sodp_client::{DeltaOp, Meta, Value};
+
+    fn update(source: Source, ops: Vec<DeltaOp>) -> Update {
+        Update {
+            key: Arc::from("game.player"),
+            value: Value::from(serde_json::json!({"hp": 2})),
+            meta: Meta {
+                version: 7,
+                initialized: true,
+                source,
+            },
+            ops: Arc::from(ops),
+        }
+    }
+
+    #[test]
+    fn value_lines() {
+        assert_eq!(
+            update_line(&update(Source::Init, vec![]), true),
+            r#"{"key":"game.player","version":7,"source":"init","value":{"hp":2}}"#
+        );
+    }
+
+    #[test]
+    fn ops_lines() {
+        let u = update(Source::Delta, vec![DeltaOp::update("/hp", Value::Int(2))]);
+        assert_eq!(
+            update_line(&u, true),
+            r#"{"key":"game.player","version":7,"source":"delta","ops":[{"op":"UPDATE","path":"/hp","value":2}]}"#
+        );
+        assert!(update_line(&u, false).ends_with(r#""value":{"hp":2}}"#));
+    }
+}
