@@ -101,7 +101,7 @@ pub fn v(j: serde_json::Value) -> Value {
 
 impl TestClient {
     pub async fn connect(url: &str) -> TestClient {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .expect("connect");
         let mut c = TestClient {

@@ -1,0 +1,325 @@
+//! Bad input: each malformed frame gets a clear error, the connection stays
+//! usable, and nothing is lost. Limits refuse with errors, not crashes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use sodp_proto::codec::encode_value;
+use sodp_proto::{Frame, FrameType, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+fn frame_of(items: Vec<Value>) -> Vec<u8> {
+    encode_value(&Value::from(items))
+}
+
+async fn expect_error(c: &mut TestClient, code: i64, needle: &str) {
+    let f = c.recv().await;
+    assert_eq!(f.kind, FrameType::Error, "{f:?}");
+    assert_eq!(
+        f.body.get("code").and_then(Value::as_i64),
+        Some(code),
+        "{f:?}"
+    );
+    let message = f.body.get("message").and_then(Value::as_str).unwrap();
+    assert!(
+        message.contains(needle),
+        "{message:?} should mention {needle:?}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_frames_each_get_an_error_and_the_connection_survives() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    c.ok("state.set", json!({"state": "survivor", "value": 0}))
+        .await;
+    let cases: Vec<(&str, Message, &str)> = vec![
+        (
+            "not msgpack",
+            Message::Binary(vec![0xc1].into()),
+            "MessagePack",
+        ),
+        (
+            "truncated",
+            Message::Binary(vec![0x94, 0x01].into()),
+            "truncated",
+        ),
+        (
+            "not an array",
+            Message::Binary(encode_value(&Value::Int(5)).into()),
+            "array",
+        ),
+        (
+            "wrong arity",
+            Message::Binary(frame_of(vec![2i64.into(), 0i64.into()]).into()),
+            "4 elements",
+        ),
+        ("text message", Message::Text("hello".into()), "binary"),
+        (
+            "type not an int",
+            Message::Binary(
+                frame_of(vec!["x".into(), 0i64.into(), 0i64.into(), Value::Nil]).into(),
+            ),
+            "type",
+        ),
+        (
+            "negative stream id",
+            Message::Binary(
+                frame_of(vec![2i64.into(), (-1i64).into(), 0i64.into(), Value::Nil]).into(),
+            ),
+            "stream_id",
+        ),
+        (
+            "body not a map",
+            Message::Binary(
+                frame_of(vec![2i64.into(), 0i64.into(), 0i64.into(), 5i64.into()]).into(),
+            ),
+            "body",
+        ),
+        (
+            "unknown frame type",
+            Message::Binary(
+                frame_of(vec![0x08i64.into(), 0i64.into(), 0i64.into(), Value::Nil]).into(),
+            ),
+            "unknown frame type",
+        ),
+        (
+            "extension type",
+            Message::Binary(vec![0x94, 0x02, 0x00, 0x00, 0xd4, 0x01, 0x01].into()),
+            "extension",
+        ),
+        (
+            "non-string map key",
+            Message::Binary(vec![0x94, 0x02, 0x00, 0x00, 0x81, 0x01, 0x01].into()),
+            "map keys",
+        ),
+        (
+            "server-only frame",
+            Message::Binary(Frame::new(FrameType::Delta, 0, Value::Nil).encode().into()),
+            "sent by servers",
+        ),
+        (
+            "WATCH without state",
+            Message::Binary(
+                Frame::new(FrameType::Watch, 10, v(json!({})))
+                    .encode()
+                    .into(),
+            ),
+            "state",
+        ),
+        (
+            "WATCH of a bad key",
+            Message::Binary(
+                Frame::new(FrameType::Watch, 10, v(json!({"state": "a..b"})))
+                    .encode()
+                    .into(),
+            ),
+            "bad key",
+        ),
+        (
+            "RESUME without since_version",
+            Message::Binary(
+                Frame::new(FrameType::Resume, 10, v(json!({"state": "a"})))
+                    .encode()
+                    .into(),
+            ),
+            "since_version",
+        ),
+        (
+            "CALL without call_id",
+            Message::Binary(
+                Frame::new(FrameType::Call, 0, v(json!({"method": "state.set"})))
+                    .encode()
+                    .into(),
+            ),
+            "call_id",
+        ),
+    ];
+    for (name, msg, needle) in cases {
+        c.send_raw(msg).await;
+        expect_error(&mut c, 400, needle).await;
+        // Still usable, and nothing was lost.
+        let r = c
+            .call("state.set", json!({"state": "survivor", "value": 0}))
+            .await;
+        assert_eq!(
+            r.get("success"),
+            Some(&Value::Bool(true)),
+            "after {name}: {r:?}"
+        );
+    }
+    assert_eq!(server.shared.store.snapshot("survivor").value, v(json!(0)));
+}
+
+#[tokio::test]
+async fn wrong_argument_types_fail_the_call_only() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    for (method, args) in [
+        ("state.set", json!({"state": "k"})),
+        ("state.set", json!({"state": ["k"], "value": 1})),
+        ("state.patch", json!({"state": "k", "patch": [1, 2]})),
+        ("state.set_in", json!({"state": "k", "path": 5, "value": 1})),
+        ("state.presence", json!({"state": "k", "path": "/p"})),
+    ] {
+        let r = c.call(method, args.clone()).await;
+        assert_eq!(failure_code(&r), Some(400), "{method} {args}");
+    }
+    let r = c.call_value("state.set", Value::Int(3)).await;
+    assert_eq!(failure_code(&r), Some(400), "args not a map");
+    c.ok("state.set", json!({"state": "k", "value": 1})).await;
+}
+
+#[tokio::test]
+async fn hostile_nesting_is_refused_and_answered_by_call_id() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    // A 100,000-deep array as the value of a CALL.
+    let mut bytes = vec![0x94, 0x05, 0x00, 0x01];
+    bytes.extend_from_slice(
+        &encode_value(&v(json!({"call_id": "deep", "method": "state.set"})))[..],
+    );
+    // Rewrite: body map with 4 entries, the last being args.value = deep array.
+    let mut body = vec![0x83];
+    body.extend_from_slice(&encode_value(&Value::from("call_id")));
+    body.extend_from_slice(&encode_value(&Value::from("deep")));
+    body.extend_from_slice(&encode_value(&Value::from("method")));
+    body.extend_from_slice(&encode_value(&Value::from("state.set")));
+    body.extend_from_slice(&encode_value(&Value::from("args")));
+    body.push(0x82);
+    body.extend_from_slice(&encode_value(&Value::from("state")));
+    body.extend_from_slice(&encode_value(&Value::from("k")));
+    body.extend_from_slice(&encode_value(&Value::from("value")));
+    body.extend(std::iter::repeat_n(0x91, 100_000));
+    body.push(0xc0);
+    let mut frame = vec![0x94, 0x05, 0x00, 0x01];
+    frame.extend(body);
+    drop(bytes);
+    c.send_raw(Message::Binary(frame.into())).await;
+    let f = c.recv().await;
+    assert_eq!(f.kind, FrameType::Result, "{f:?}");
+    assert_eq!(f.body.get("call_id"), Some(&Value::from("deep")));
+    assert_eq!(failure_code(&f.body), Some(400));
+    assert!(f
+        .body
+        .get("data")
+        .and_then(Value::as_str)
+        .unwrap()
+        .contains("nested deeper"));
+    // Deep but within the limit is fine; deep via a long set_in path is not.
+    let mut ok = json!(1);
+    for _ in 0..60 {
+        ok = json!([ok]);
+    }
+    c.ok("state.set", json!({"state": "k", "value": ok})).await;
+    let long_path = "/a".repeat(100);
+    let r = c
+        .call(
+            "state.set_in",
+            json!({"state": "k2", "path": long_path, "value": 1}),
+        )
+        .await;
+    assert_eq!(failure_code(&r), Some(400));
+    assert_eq!(server.shared.connections(), 1);
+}
+
+#[tokio::test]
+async fn oversized_message_gets_400_then_close_1009() {
+    let server = TestServer::with(|c| c.limits.max_message_bytes = 64 * 1024).await;
+    let mut bystander = server.client().await;
+    let mut c = server.client().await;
+    let big = "x".repeat(100 * 1024);
+    let body =
+        v(json!({"call_id": "big", "method": "state.set", "args": {"state": "k", "value": big}}));
+    c.send(FrameType::Call, 0, body).await;
+    expect_error(&mut c, 400, "exceeds the limit").await;
+    assert_eq!(c.expect_close().await, Some(1009));
+    // The server and other sessions carry on.
+    bystander
+        .ok("state.set", json!({"state": "k", "value": 1}))
+        .await;
+}
+
+#[tokio::test]
+async fn key_and_subscription_limits() {
+    let server = TestServer::with(|c| {
+        c.limits.max_subscriptions = 2;
+        c.limits.max_key_len = 16;
+        c.limits.max_keys = Some(3);
+    })
+    .await;
+    let mut c = server.client().await;
+    c.watch("a").await;
+    c.send(FrameType::Watch, 10, v(json!({"states": ["b", "c"]})))
+        .await;
+    assert_eq!(c.recv().await.kind, FrameType::StateInit);
+    expect_error(&mut c, 400, "subscription limit").await;
+    // Watching an already-watched key is not a new subscription.
+    c.watch("a").await;
+
+    let r = c
+        .call("state.set", json!({"state": "k".repeat(17), "value": 1}))
+        .await;
+    assert_eq!(failure_code(&r), Some(400));
+    c.ok("state.set", json!({"state": "c", "value": 1})).await;
+    let r = c.call("state.set", json!({"state": "d", "value": 1})).await;
+    assert_eq!(failure_code(&r), Some(400), "max keys");
+    assert!(r
+        .get("data")
+        .and_then(Value::as_str)
+        .unwrap()
+        .contains("maximum of 3 keys"));
+    c.expect_silence(Duration::from_millis(50)).await;
+}
+
+#[tokio::test]
+async fn watching_random_keys_does_not_grow_the_store() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    for i in 0..200 {
+        let key = format!("tmp.k{i}");
+        c.watch(&key).await;
+        c.send(FrameType::Unwatch, 0, v(json!({"state": key})))
+            .await;
+    }
+    c.ok("state.set", json!({"state": "kept", "value": 1}))
+        .await;
+    assert_eq!(server.shared.store.key_count(), 1);
+}
+
+#[tokio::test]
+async fn http_health_and_non_websocket_requests() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    let _c = server.client().await;
+    let get = |path: &'static str| {
+        let addr = server.addr;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        }
+    };
+    let health = get("/health").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let body: serde_json::Value =
+        serde_json::from_str(health.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["connections"], 1);
+    assert!(body["version"].is_string());
+    assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+    assert!(get("/").await.starts_with("HTTP/1.1 426"));
+    // Garbage instead of HTTP.
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"\x00\x01\x02 nonsense\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+}
