@@ -18,6 +18,7 @@
 pub mod codec;
 pub mod delta;
 pub mod frame;
+pub mod fuzzing;
 pub mod key;
 pub mod merge;
 pub mod pointer;
