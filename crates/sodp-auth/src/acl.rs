@@ -342,20 +342,21 @@ fn parse_acl(json: &Json) -> Result<Acl, ParseError> {
         "top level",
     )?;
 
-    let preset =
-        match top.get("preset") {
-            None => Preset::Generic,
-            Some(Json::String(s)) => match Preset::parse(s) {
-                Some(p) => p,
-                None => return err(
+    let preset = match top.get("preset") {
+        None => Preset::Generic,
+        Some(Json::String(s)) => match Preset::parse(s) {
+            Some(p) => p,
+            None => {
+                return err(
                     "preset",
                     format!(
                         "unknown preset {s:?} (expected keycloak, auth0, okta, cognito or generic)"
                     ),
-                ),
-            },
-            Some(_) => return err("preset", "expected a string"),
-        };
+                )
+            }
+        },
+        Some(_) => return err("preset", "expected a string"),
+    };
     let namespace = match top.get("namespace") {
         None => None,
         Some(_) if preset != Preset::Auth0 => {
