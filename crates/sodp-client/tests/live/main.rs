@@ -1,0 +1,72 @@
+//! Integration tests against the real `sodp-server`, started as a child
+//! process on a free port (see `tests/common`).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod methods;
+mod presence;
+mod reconnect;
+mod watching;
+
+use std::time::Duration;
+
+use sodp_client::{Client, Source, Subscription, Update};
+
+pub use common::{Proxy, TestServer};
+
+/// A client with short reconnect delays, ready to use.
+pub async fn client(url: &str) -> Client {
+    let client = Client::builder(url)
+        .reconnect_delay(Duration::from_millis(50))
+        .max_reconnect_delay(Duration::from_millis(300))
+        .call_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), client.ready())
+        .await
+        .expect("ready in time")
+        .expect("connected");
+    client
+}
+
+/// The next update of a subscription (5 s at most).
+pub async fn next(sub: &mut Subscription) -> Update {
+    tokio::time::timeout(Duration::from_secs(5), sub.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no update for {} within 5 s", sub.key()))
+        .expect("subscription ended")
+}
+
+/// Skips updates until one has the given source.
+pub async fn next_from(sub: &mut Subscription, source: Source) -> Update {
+    loop {
+        let u = next(sub).await;
+        if u.meta.source == source {
+            return u;
+        }
+    }
+}
+
+/// Asserts that nothing arrives within `ms` milliseconds.
+pub async fn quiet(sub: &mut Subscription, ms: u64) {
+    if let Ok(u) = tokio::time::timeout(Duration::from_millis(ms), sub.recv()).await {
+        panic!("unexpected update: {u:?}");
+    }
+}
+
+/// Polls `cond` until it holds (5 s at most).
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn json(v: &sodp_client::Value) -> serde_json::Value {
+    v.to_json()
+}
