@@ -200,8 +200,8 @@ class SodpClient:
             if ws is not None:
                 with contextlib.suppress(Exception):  # already broken: nothing to close
                     await ws.close()
-            self._task.cancel()
-            self._callback_task.cancel()
+        self._task.cancel()
+        self._callback_task.cancel()
         for task in (self._task, self._callback_task):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -507,7 +507,7 @@ class SodpClient:
         method: str,
         args: dict[str, Any],
         *,
-        timeout: float | None = _UNSET,  # noqa: ASYNC109
+        timeout: float | None = _UNSET,
     ) -> Any:
         """Invoke a server method and return the RESULT's data.
 
@@ -530,8 +530,6 @@ class SodpClient:
             async with asyncio.timeout(limit):
                 return await fut
         except TimeoutError:
-            if fut.done():
-                raise
             raise CallTimeout(f"no RESULT for {method} within {limit}s") from None
         finally:
             self._futures.pop(cid, None)

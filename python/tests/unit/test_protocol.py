@@ -115,7 +115,7 @@ def test_watch_before_and_after_ready() -> None:
     assert ev.meta == WatchMeta(5, True, "init", "k")
     assert ev.value == {"a": 1} and len(ev.callbacks) == 1
     # a second watch shares the subscription and gets the cache at once
-    reg2, cached = p.watch("k", noop)
+    _reg2, cached = p.watch("k", noop)
     assert sent(p) == []
     assert cached is not None and cached.meta.source == "cache" and cached.callbacks == (noop,)
     assert cached.value == {"a": 1}

@@ -1,0 +1,334 @@
+"""The asyncio layer against a scripted server: calls, errors, auth, lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+
+from sodp import (
+    AuthError,
+    CallError,
+    CallTimeout,
+    ConnectionLost,
+    ServerError,
+    SodpClient,
+    SodpError,
+    WatchMeta,
+)
+from sodp.frames import FrameType as T
+
+from .conftest import FakeServer
+
+
+def make_jwt(sub: str, exp: float) -> str:
+    def enc(obj: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{enc({'alg': 'HS256'})}.{enc({'sub': sub, 'exp': exp})}.sig"
+
+
+def test_needs_a_running_loop() -> None:
+    with pytest.raises(RuntimeError, match="running event loop"):
+        SodpClient("ws://127.0.0.1:1")
+
+
+async def test_bad_url_scheme() -> None:
+    with pytest.raises(ValueError, match="unsupported URL"):
+        SodpClient("http://127.0.0.1:1")
+
+
+async def test_sodp_scheme_and_await_client(server: FakeServer) -> None:
+    client = SodpClient(f"sodp://127.0.0.1:{server.port}")
+    assert await client is client
+    assert client.capabilities["resume"] is True
+    assert client.connected
+    client.close()
+
+
+async def test_calls_made_before_connecting_are_queued(server: FakeServer) -> None:
+    server.auth = True
+    client = SodpClient(server.url, token="t0")
+    call = asyncio.create_task(client.set("a", 1))
+    conn = await server.accept()
+    auth = await conn.expect(T.AUTH)
+    assert auth.body == {"token": "t0"}
+    await asyncio.sleep(0.05)
+    assert conn.frames.empty()  # nothing but AUTH before AUTH_OK
+    await conn.send(T.AUTH_OK, {"sub": "u"})
+    frame = await conn.expect(T.CALL)
+    assert frame.body["method"] == "state.set"
+    assert frame.body["args"] == {"state": "a", "value": 1}
+    await conn.result(frame, {"version": 1})
+    assert await call == {"version": 1}
+    await client.aclose()
+
+
+async def test_failed_call_raises_call_error_with_code(server: FakeServer) -> None:
+    async with SodpClient(server.url) as client:
+        conn = await server.accept()
+        task = asyncio.create_task(client.call("nope", {}))
+        frame = await conn.expect(T.CALL)
+        body = {"call_id": frame.body["call_id"], "success": False, "data": "no such method"}
+        await conn.send(T.RESULT, {**body, "code": 404})
+        with pytest.raises(CallError) as info:
+            await task
+        assert info.value.code == 404 and info.value.message == "no such method"
+        assert isinstance(info.value, SodpError)
+
+
+async def test_error_frames_go_to_on_error_never_to_a_call(server: FakeServer) -> None:
+    errors: list[SodpError] = []
+    async with SodpClient(server.url, on_error=errors.append) as client:
+        conn = await server.accept()
+        task = asyncio.create_task(client.set("a", 1))
+        frame = await conn.expect(T.CALL)
+        await conn.send(T.ERROR, {"code": 429, "message": "too many watches"})
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        await conn.result(frame, {"version": 2})
+        assert await task == {"version": 2}
+        assert len(errors) == 1 and isinstance(errors[0], ServerError) and errors[0].code == 429
+
+
+async def test_in_flight_calls_fail_promptly_on_disconnect(server: FakeServer) -> None:
+    client = SodpClient(server.url, reconnect_delay=0.05)
+    await client.ready
+    conn = await server.accept()
+    task = asyncio.create_task(client.set("a", 1))
+    await conn.expect(T.CALL)
+    started = time.monotonic()
+    await conn.ws.close()
+    with pytest.raises(ConnectionError):  # ConnectionLost is a ConnectionError
+        await task
+    assert time.monotonic() - started < 1.0
+    # ... and the client comes back by itself
+    conn2 = await server.accept()
+    task = asyncio.create_task(client.set("a", 2))
+    await conn2.result(await conn2.expect(T.CALL), {"version": 3})
+    assert await task == {"version": 3}
+    await client.aclose()
+
+
+async def test_call_timeout(server: FakeServer) -> None:
+    async with SodpClient(server.url, call_timeout=0.1) as client:
+        with pytest.raises(CallTimeout):
+            await client.set("a", 1)
+        with pytest.raises(TimeoutError):
+            await client.call("state.set", {"state": "a", "value": 1}, timeout=0.05)
+
+
+async def test_handshake_401_stops_reconnecting(server: FakeServer) -> None:
+    server.auth = True
+    errors: list[SodpError] = []
+    client = SodpClient(server.url, token="bad", reconnect_delay=0.05, on_error=errors.append)
+    queued = asyncio.create_task(client.set("a", 1))
+    conn = await server.accept()
+    await conn.expect(T.AUTH)
+    await conn.send(T.ERROR, {"code": 401, "message": "invalid token"})
+    with pytest.raises(AuthError):
+        await client.ready
+    with pytest.raises(AuthError):
+        await queued
+    with pytest.raises(AuthError):
+        await client.set("a", 2)
+    await asyncio.sleep(0.3)
+    assert len(server.all) == 1  # no reconnect
+    assert [type(e) for e in errors] == [AuthError]
+    await client.aclose()
+
+
+async def test_missing_token_is_an_auth_error(server: FakeServer) -> None:
+    server.auth = True
+    client = SodpClient(server.url)
+    with pytest.raises(AuthError, match="requires a token"):
+        await asyncio.wait_for(client.ready, 5)
+    await client.aclose()
+
+
+async def test_token_provider_sync_async_and_retried(server: FakeServer) -> None:
+    server.auth = True
+    calls: list[int] = []
+
+    async def provider() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("token service down")
+        return f"tok{len(calls)}"
+
+    client = SodpClient(server.url, token_provider=provider, token="ignored", reconnect_delay=0.05)
+    first = await server.accept()  # provider fails: this connection is dropped
+    await asyncio.wait_for(first.closed.wait(), 5)
+    conn = await server.accept()
+    assert (await conn.expect(T.AUTH)).body == {"token": "tok2"}
+    await conn.send(T.AUTH_OK, {"sub": "u"})
+    await client.ready
+    await conn.ws.close()  # reconnect: the provider is called again
+    conn = await server.accept()
+    assert (await conn.expect(T.AUTH)).body == {"token": "tok3"}
+    await client.aclose()
+
+    sync_client = SodpClient(server.url, token_provider=lambda: "sync-tok")
+    conn = await server.accept()
+    assert (await conn.expect(T.AUTH)).body == {"token": "sync-tok"}
+    await sync_client.aclose()
+
+
+async def test_in_band_token_refresh_before_expiry(server: FakeServer) -> None:
+    server.auth = True
+    server.capabilities["token_refresh"] = True
+    issued: list[str] = []
+
+    def provider() -> str:
+        issued.append(make_jwt("alice", time.time() + 1.0 + len(issued)))
+        return issued[-1]
+
+    client = SodpClient(server.url, token_provider=provider)
+    conn = await server.accept()
+    assert (await conn.expect(T.AUTH)).body["token"] == issued[0]
+    await conn.send(T.AUTH_OK, {"sub": "alice"})
+    await client.ready
+    refresh = await conn.expect(T.AUTH, timeout=3)  # on the same connection
+    assert refresh.body["token"] == issued[1]
+    assert time.time() < json.loads(base64.urlsafe_b64decode(issued[0].split(".")[1] + "=="))["exp"]
+    await conn.send(T.AUTH_OK, {"sub": "alice"})
+    third = await conn.expect(T.AUTH, timeout=4)  # and again for the new token
+    assert third.body["token"] == issued[2]
+    assert len(server.all) == 1
+    await client.aclose()
+
+
+async def test_live_401_reconnects_with_a_provider(server: FakeServer) -> None:
+    server.auth = True
+    client = SodpClient(server.url, token_provider=lambda: "tok", reconnect_delay=0.05)
+    conn = await server.accept()
+    await conn.expect(T.AUTH)
+    await conn.send(T.AUTH_OK, {"sub": "u"})
+    await client.ready
+    await conn.send(T.ERROR, {"code": 401, "message": "token expired"})
+    await conn.ws.close()
+    conn2 = await server.accept()
+    await conn2.expect(T.AUTH)
+    await client.aclose()
+
+
+async def test_callbacks_errors_are_isolated_and_async_callbacks_ordered(
+    server: FakeServer,
+) -> None:
+    seen: list[tuple[str, Any, str]] = []
+
+    def bad(value: Any, meta: WatchMeta) -> None:
+        raise RuntimeError("boom")
+
+    async def slow(value: Any, meta: WatchMeta) -> None:
+        await asyncio.sleep(0.02 if meta.source == "init" else 0)
+        seen.append(("async", value, meta.source))
+
+    def good(value: Any, meta: WatchMeta) -> None:
+        seen.append(("sync", value, meta.source))
+
+    async with SodpClient(server.url) as client:
+        conn = await server.accept()
+        client.watch("k", bad)
+        client.watch("k", slow)
+        client.watch("k", good)
+        watch = await conn.expect(T.WATCH)
+        assert watch.body == {"state": "k"}  # one subscription for three callbacks
+        await conn.send(
+            T.STATE_INIT, {"state": "k", "version": 1, "value": 1, "initialized": True}, 77
+        )
+        await conn.send(
+            T.DELTA,
+            {"state": "k", "version": 2, "ops": [{"op": "UPDATE", "path": "/", "value": 2}]},
+            77,
+        )
+        for _ in range(100):
+            if len(seen) == 4:
+                break
+            await asyncio.sleep(0.01)
+        assert [s for s in seen if s[0] == "sync"] == [("sync", 1, "init"), ("sync", 2, "delta")]
+        assert [s for s in seen if s[0] == "async"] == [("async", 1, "init"), ("async", 2, "delta")]
+        # the connection survived the raising callback
+        task = asyncio.create_task(client.set("k", 3))
+        await conn.result(await conn.expect(T.CALL), {"version": 3})
+        assert await task == {"version": 3}
+
+
+async def test_aclose_sends_a_close_frame(server: FakeServer) -> None:
+    async with SodpClient(server.url):
+        conn = await server.accept()
+    await asyncio.wait_for(conn.closed.wait(), 5)
+    assert conn.close_code == 1000
+
+
+async def test_close_is_sync_and_fails_waiters(server: FakeServer) -> None:
+    server.send_hello = False
+    client = SodpClient(server.url)
+    await server.accept()
+    call = asyncio.create_task(client.set("a", 1))
+    await asyncio.sleep(0.01)
+    client.close()
+    with pytest.raises(ConnectionLost):
+        await client.ready
+    with pytest.raises(ConnectionLost):
+        await call
+    with pytest.raises(ConnectionError):
+        await client.set("a", 1)
+
+
+async def test_no_reconnect_makes_ready_fail() -> None:
+    client = SodpClient("ws://127.0.0.1:9", reconnect=False)
+    with pytest.raises(ConnectionLost):
+        await asyncio.wait_for(client.ready, 5)
+    await client.aclose()
+
+
+async def test_reconnect_resumes_with_the_known_version(server: FakeServer) -> None:
+    changes: list[tuple[Any, str, int]] = []
+    connects: list[int] = []
+    disconnects: list[int] = []
+    client = SodpClient(
+        server.url,
+        reconnect_delay=0.05,
+        on_connect=lambda: connects.append(1),
+        on_disconnect=lambda: disconnects.append(1),
+    )
+    client.watch("k", lambda v, m: changes.append((v, m.source, m.version)))
+    conn = await server.accept()
+    await conn.expect(T.WATCH)
+    await conn.send(
+        T.STATE_INIT, {"state": "k", "version": 4, "value": {"n": 1}, "initialized": True}, 30
+    )
+    await asyncio.sleep(0.05)
+    await conn.ws.close()
+    conn = await server.accept()
+    resume = await conn.expect(T.RESUME)
+    assert resume.body == {"state": "k", "since_version": 4}
+    await conn.send(
+        T.DELTA,
+        {"state": "k", "version": 6, "ops": [{"op": "UPDATE", "path": "/n", "value": 2}]},
+        31,
+    )
+    await conn.send(
+        T.STATE_INIT, {"state": "k", "version": 6, "value": {"n": 2}, "initialized": True}, 31
+    )
+    for _ in range(100):
+        if len(changes) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert changes == [({"n": 1}, "init", 4), ({"n": 2}, "delta", 6), ({"n": 2}, "init", 6)]
+    assert client.get("k") == {"n": 2}
+    assert (len(connects), len(disconnects)) == (2, 1)
+    await client.aclose()
+
+
+async def test_heartbeat_is_echoed(server: FakeServer) -> None:
+    async with SodpClient(server.url):
+        conn = await server.accept()
+        await conn.send(T.HEARTBEAT)
+        echo = await conn.expect(T.HEARTBEAT)
+        assert echo.body is None
