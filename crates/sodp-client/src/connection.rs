@@ -99,22 +99,20 @@ impl Driver {
                     match self.serve(session).await {
                         End::Closed => return None,
                         End::Fatal(e) => return Some(e),
-                        End::Lost(e) => {
-                            self.config.report(&e);
-                            if !self.config.reconnect {
-                                return Some(e);
-                            }
-                        }
+                        // The final error goes to `ready()` and the status;
+                        // `on_error` hears about the ones retried.
+                        End::Lost(e) if !self.config.reconnect => return Some(e),
+                        End::Lost(e) => self.config.report(&e),
                     }
                 }
                 Err(e) => {
-                    self.config.report(&e);
                     let give_up = e.is_fatal()
                         || !self.config.reconnect
                         || (!ever_connected && !self.config.retry_first_connect);
                     if give_up {
                         return Some(e);
                     }
+                    self.config.report(&e);
                 }
             }
             let delay = self.config.backoff.delay(attempt);
