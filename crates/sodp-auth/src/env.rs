@@ -281,6 +281,12 @@ mod tests {
     }
 
     #[test]
+    fn policy_can_be_shared_across_tasks() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Policy>();
+    }
+
+    #[test]
     fn nothing_set_means_everything_off() {
         let c = SecurityConfig::from_lookup(lookup(&[])).expect("config");
         assert!(!c.jwt.is_enabled());

@@ -172,9 +172,8 @@ impl Claims {
     }
 }
 
-/// Seconds since the Unix epoch by the system clock; 0 if the clock is set
-/// before 1970 (which then makes every token look unexpired-but-not-yet-valid
-/// only if it has `nbf`; `exp` still applies).
+/// Seconds since the Unix epoch by the system clock (0 for a clock set
+/// before 1970, rather than a panic).
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
