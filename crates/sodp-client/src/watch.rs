@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use futures_util::Stream;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
-use crate::client::{Client, Command};
+use crate::client::{Client, Command, Status};
 use crate::subscriptions::WatcherId;
 use crate::update::Update;
 
@@ -116,9 +116,15 @@ impl Stream for Subscription {
 impl Client {
     fn register(&self, key: &str) -> (UnboundedReceiver<Update>, WatchGuard) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (id, frame) = self.inner.shared.subs().add_watcher(key, tx);
-        if let Some(frame) = frame {
-            let _ = self.inner.commands.send(Command::Send(frame));
+        let mut id = 0;
+        // A stopped client has nobody to feed a watcher: dropping `tx` ends
+        // the stream at once instead of leaving it pending forever.
+        if !matches!(self.status(), Status::Closed(_)) {
+            let (watcher, frame) = self.inner.shared.subs().add_watcher(key, tx);
+            id = watcher;
+            if let Some(frame) = frame {
+                let _ = self.inner.commands.send(Command::Send(frame));
+            }
         }
         let guard = WatchGuard {
             client: self.clone(),

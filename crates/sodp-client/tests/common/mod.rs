@@ -2,9 +2,9 @@
 //! real `sodp-server` as a child process on a free port, and a TCP proxy
 //! that can cut connections while the server keeps running.
 //!
-//! The server binary is `$SODP_SERVER_BIN`, or `sodp-server` next to the
-//! test's own target directory, built with `cargo build -p sodp-server` when
-//! missing.
+//! The server binary is `$SODP_SERVER_BIN`, or `sodp-server` in the test's
+//! own target directory (`cargo build --workspace --bins` puts it there; when
+//! it is missing it is built into a separate target directory).
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -32,15 +32,25 @@ pub fn server_bin() -> PathBuf {
             return PathBuf::from(bin);
         }
         let bin = profile_dir().join("sodp-server");
-        if !bin.exists() {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-p", "sodp-server"])
-                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-                .status()
-                .expect("run cargo build -p sodp-server");
-            assert!(status.success(), "cargo build -p sodp-server failed");
+        if bin.exists() {
+            return bin;
         }
+        // `cargo test` keeps its target directory locked while tests run, so
+        // a nested build there would deadlock: build into a directory of its own.
+        let target = profile_dir().join("..").join("sodp-server-for-tests");
+        eprintln!(
+            "sodp-server not built; building it into {}",
+            target.display()
+        );
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "sodp-server", "--target-dir"])
+            .arg(&target)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .status()
+            .expect("run cargo build -p sodp-server");
+        assert!(status.success(), "cargo build -p sodp-server failed");
+        let bin = target.join("debug").join("sodp-server");
         assert!(
             bin.exists(),
             "{} missing; set SODP_SERVER_BIN",

@@ -162,4 +162,10 @@ async fn close_fails_later_calls() {
     c.closed().await;
     assert_eq!(c.set("k", &1).await, Err(Error::Closed));
     assert_eq!(c.ready().await, Err(Error::Closed));
+    let mut late = c.subscribe("k");
+    assert!(
+        late.recv().await.is_none(),
+        "streams of a closed client end"
+    );
+    assert!(!c.is_watching("k"));
 }
