@@ -9,7 +9,10 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use clap::Parser;
+use sodp_auth::SecurityConfig;
 
 use crate::config::{Config, Limits};
 
@@ -71,30 +74,57 @@ pub struct Args {
     /// Durable log directory (not supported yet).
     #[arg(long, env = "SODP_LOG_DIR")]
     pub log_dir: Option<PathBuf>,
-    /// Schema file (not supported yet).
+    /// JSON schema file: value types per key (see docs/SECURITY.md).
     #[arg(long, env = "SODP_SCHEMA_FILE")]
     pub schema_file: Option<PathBuf>,
-    /// HS256 JWT secret (not supported yet).
+    /// HS256 shared secret; enables JWT authentication.
     #[arg(long, env = "SODP_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
-    /// RS256 public key, inline PEM (not supported yet).
+    /// File holding the HS256 secret.
+    #[arg(long, env = "SODP_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<String>,
+    /// RS256 public key, inline PEM.
     #[arg(long, env = "SODP_JWT_PUBLIC_KEY", hide_env_values = true)]
     pub jwt_public_key: Option<String>,
-    /// RS256 public key file (not supported yet).
+    /// RS256 public key file (PEM).
     #[arg(long, env = "SODP_JWT_PUBLIC_KEY_FILE")]
-    pub jwt_public_key_file: Option<PathBuf>,
-    /// ACL file (not supported yet).
+    pub jwt_public_key_file: Option<String>,
+    /// ES256 (P-256) public key, inline PEM.
+    #[arg(long, env = "SODP_JWT_ES256_PUBLIC_KEY", hide_env_values = true)]
+    pub jwt_es256_public_key: Option<String>,
+    /// ES256 public key file (PEM).
+    #[arg(long, env = "SODP_JWT_ES256_PUBLIC_KEY_FILE")]
+    pub jwt_es256_public_key_file: Option<String>,
+    /// Required `iss` claim.
+    #[arg(long, env = "SODP_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "SODP_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Clock-skew allowance for `exp`/`nbf`, seconds (default 0).
+    #[arg(long, env = "SODP_JWT_LEEWAY_SECS")]
+    pub jwt_leeway_secs: Option<String>,
+    /// Seconds a client has to authenticate after HELLO (default 10).
+    #[arg(long, env = "SODP_AUTH_TIMEOUT_SECS")]
+    pub auth_timeout_secs: Option<String>,
+    /// ACL file: per-key read/write rules (see docs/SECURITY.md).
     #[arg(long, env = "SODP_ACL_FILE")]
-    pub acl_file: Option<PathBuf>,
-    /// Writes per second per session (not supported yet).
+    pub acl_file: Option<String>,
+    /// Writes per second per session (beyond: 429).
     #[arg(long, env = "SODP_RATE_WRITES_PER_SEC")]
-    pub rate_writes_per_sec: Option<u32>,
-    /// WATCH/RESUME per second per session (not supported yet).
+    pub rate_writes_per_sec: Option<String>,
+    /// WATCH/RESUME frames per second per session (beyond: 429).
     #[arg(long, env = "SODP_RATE_WATCHES_PER_SEC")]
-    pub rate_watches_per_sec: Option<u32>,
-    /// Maximum concurrent connections (not supported yet).
+    pub rate_watches_per_sec: Option<String>,
+    /// Comma-separated allowed WebSocket `Origin`s (`*` = any; unset = any).
+    #[arg(long, env = "SODP_ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+    /// Maximum concurrent connections (0 or unset = unlimited).
     #[arg(long, env = "SODP_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
+    pub max_connections: Option<String>,
+    /// Maximum concurrent connections per client IP.
+    #[arg(long, env = "SODP_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<String>,
     /// Redis URL for clustering (not supported yet).
     #[arg(long, env = "SODP_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -109,7 +139,11 @@ impl Args {
         let unsupported = [
             (
                 "LOG_DIR / --log-dir / SODP_LOG_DIR (durable log)",
-                self.log_dir.is_some() || self.log_dir_positional.is_some(),
+                self.log_dir.is_some()
+                    || self
+                        .log_dir_positional
+                        .as_ref()
+                        .is_some_and(|p| !p.as_os_str().is_empty()),
             ),
             (
                 "SCHEMA_FILE / --schema-file / SODP_SCHEMA_FILE",
@@ -152,6 +186,7 @@ impl Args {
             ));
         }
 
+        let security = self.security_config()?;
         let mut addr = resolve(self.addr_positional.as_deref().unwrap_or(&self.addr))?;
         if let Some(port) = self.port {
             addr.set_port(port);
@@ -186,8 +221,48 @@ impl Args {
             history_bytes: self.history_bytes,
             outbound_queue: self.outbound_queue,
             handshake_timeout: secs("--handshake-timeout-secs", self.handshake_timeout_secs)?,
+            security,
             ..Config::default()
         })
+    }
+}
+
+impl Args {
+    /// The security options, validated by the same code that reads them
+    /// from the environment (flags and variables share names and rules).
+    fn security_config(&self) -> Result<SecurityConfig, String> {
+        use sodp_auth::env::*;
+        let schema = self
+            .schema_file
+            .as_ref()
+            .or(self.schema_positional.as_ref());
+        let values: HashMap<&str, Option<String>> = HashMap::from([
+            (SODP_JWT_SECRET, self.jwt_secret.clone()),
+            (SODP_JWT_SECRET_FILE, self.jwt_secret_file.clone()),
+            (SODP_JWT_PUBLIC_KEY, self.jwt_public_key.clone()),
+            (SODP_JWT_PUBLIC_KEY_FILE, self.jwt_public_key_file.clone()),
+            (SODP_JWT_ES256_PUBLIC_KEY, self.jwt_es256_public_key.clone()),
+            (
+                SODP_JWT_ES256_PUBLIC_KEY_FILE,
+                self.jwt_es256_public_key_file.clone(),
+            ),
+            (SODP_JWT_ISSUER, self.jwt_issuer.clone()),
+            (SODP_JWT_AUDIENCE, self.jwt_audience.clone()),
+            (SODP_JWT_LEEWAY_SECS, self.jwt_leeway_secs.clone()),
+            (SODP_AUTH_TIMEOUT_SECS, self.auth_timeout_secs.clone()),
+            (SODP_ACL_FILE, self.acl_file.clone()),
+            (SODP_SCHEMA_FILE, schema.map(|p| p.display().to_string())),
+            (SODP_RATE_WRITES_PER_SEC, self.rate_writes_per_sec.clone()),
+            (SODP_RATE_WATCHES_PER_SEC, self.rate_watches_per_sec.clone()),
+            (SODP_ALLOWED_ORIGINS, self.allowed_origins.clone()),
+            (SODP_MAX_CONNECTIONS, self.max_connections.clone()),
+            (
+                SODP_MAX_CONNECTIONS_PER_IP,
+                self.max_connections_per_ip.clone(),
+            ),
+        ]);
+        SecurityConfig::from_lookup(|name| values.get(name).cloned().flatten())
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sodp_auth::SecurityConfig;
+
 /// Everything the server can be told.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -27,6 +29,9 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// How long shutdown waits for sessions to say goodbye.
     pub shutdown_grace: Duration,
+    /// JWT, ACL, schema, rate limits, origins, connection caps (see
+    /// `docs/SECURITY.md`). Validated and loaded when the server binds.
+    pub security: SecurityConfig,
 }
 
 /// Limits on what a client may send or hold.
@@ -68,6 +73,7 @@ impl Default for Config {
             outbound_queue: 1024,
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
+            security: SecurityConfig::default(),
         }
     }
 }

@@ -19,34 +19,69 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
+use sodp_auth::{Policy, PolicyError};
+
 use crate::config::Config;
+use crate::error::{ErrorCode, Rejection};
 use crate::http::{self, Request};
 use crate::session;
-use crate::store::{Store, StoreOptions};
+use crate::store::{Store, StoreOptions, Validator};
 
 /// State shared by every connection.
 pub struct Shared {
     pub config: Config,
     pub store: Store,
+    /// Who may connect, read and write (loaded from `config.security`).
+    pub policy: Arc<Policy>,
     connections: AtomicUsize,
     next_session: AtomicU64,
 }
 
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error("security configuration: {0}")]
+    Policy(#[from] PolicyError),
+}
+
+/// The schema, as the store's pre-commit check.
+struct SchemaValidator(Arc<Policy>);
+
+impl Validator for SchemaValidator {
+    fn validate(&self, key: &str, value: &sodp_proto::Value) -> Result<(), Rejection> {
+        match &self.0.schema {
+            Some(schema) => schema
+                .validate(key, value)
+                .map_err(|e| Rejection::new(ErrorCode::Unprocessable, e.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Shared {
-    pub fn new(config: Config) -> Shared {
+    /// Loads the security policy (files included) and builds the store.
+    pub fn new(config: Config) -> Result<Shared, PolicyError> {
+        let policy = Arc::new(config.security.build()?);
+        let validator: Option<Arc<dyn Validator>> = match policy.schema {
+            Some(_) => Some(Arc::new(SchemaValidator(policy.clone()))),
+            None => None,
+        };
         let store = Store::new(StoreOptions {
             history_len: config.history_len,
             history_bytes: config.history_bytes,
             max_keys: config.limits.max_keys,
             max_depth: config.limits.max_depth,
-            validator: None,
+            validator,
         });
-        Shared {
+        Ok(Shared {
             config,
             store,
+            policy,
             connections: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
-        }
+        })
     }
 
     /// Open WebSocket sessions.
@@ -82,16 +117,23 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn bind(config: Config) -> io::Result<Server> {
-        let listener = TcpListener::bind(config.addr).await?;
-        let health_listener = match config.health_addr {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
+    /// Loads the policy and binds the listeners.
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        let shared = Arc::new(Shared::new(config)?);
+        let listen = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })
+        };
+        let listener = listen(shared.config.addr).await?;
+        let health_listener = match shared.config.health_addr {
+            Some(addr) => Some(listen(addr).await?),
             None => None,
         };
         Ok(Server {
             listener,
             health_listener,
-            shared: Arc::new(Shared::new(config)),
+            shared,
         })
     }
 
@@ -169,8 +211,22 @@ async fn connection(
         Request::Upgrade {
             accept_key,
             leftover,
-            origin: _,
+            origin,
         } => {
+            if !shared.policy.origins.allows(origin.as_deref()) {
+                debug!(%peer, ?origin, "origin refused");
+                let _ = http::respond(&mut tcp, 403, "text/plain", "origin not allowed").await;
+                return;
+            }
+            // Held for the session's life; dropping it frees the slot.
+            let _permit = match shared.policy.connections.try_acquire(peer.ip()) {
+                Ok(permit) => permit,
+                Err(e) => {
+                    debug!(%peer, error = %e, "connection refused");
+                    let _ = http::respond(&mut tcp, 503, "text/plain", &e.to_string()).await;
+                    return;
+                }
+            };
             if http::accept_upgrade(&mut tcp, &accept_key).await.is_err() {
                 return;
             }

@@ -12,9 +12,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
+use sodp_auth::{Identity, RateLimiter};
 use sodp_proto::frame::FrameError;
 use sodp_proto::key::validate_key;
 use sodp_proto::{pointer, Frame, FrameType, Value};
@@ -28,7 +30,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info};
 
-use crate::error::Rejection;
+use crate::error::{ErrorCode, Rejection};
 use crate::methods;
 use crate::outbox::{Close, Outbox, OutboxReceiver, SessionId};
 use crate::server::Shared;
@@ -63,6 +65,7 @@ pub async fn run<S>(
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     loop {
+        let deadline = session.deadline();
         tokio::select! {
             msg = stream.next() => {
                 if !session.on_message(msg) {
@@ -70,6 +73,7 @@ pub async fn run<S>(
                 }
             }
             _ = heartbeat.tick() => session.on_heartbeat_tick(),
+            _ = sleep_until_some(deadline) => session.on_deadline(),
             _ = closing.changed() => break,
             _ = shutdown.changed() => outbox.close(Close::SHUTDOWN),
         }
@@ -99,6 +103,15 @@ pub async fn run<S>(
         reason = close.reason,
         "session ended"
     );
+}
+
+/// Sleeps until `deadline`, or forever when there is none (no timer is
+/// registered then).
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Drains the outbox into the socket; on close, flushes what is queued (if
@@ -142,11 +155,27 @@ where
     let _ = sink.close().await;
 }
 
+/// Where the session stands with authentication.
+enum AuthState {
+    /// HELLO said `auth: true`; only AUTH and HEARTBEAT until `deadline`.
+    Pending { deadline: Instant },
+    /// Authenticated (or no auth configured). `expires_at` is the token's
+    /// `exp`: the session is closed then unless a refresh moves it.
+    Live {
+        sub: Option<String>,
+        expires_at: Option<Instant>,
+    },
+}
+
 /// The per-connection protocol state.
 struct Session {
     id: SessionId,
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
+    auth: AuthState,
+    identity: Identity,
+    write_limit: RateLimiter,
+    watch_limit: RateLimiter,
     /// Sequence number of the last frame this session numbered.
     seq: u64,
     watched: HashSet<String>,
@@ -161,7 +190,21 @@ type Incoming = Option<Result<Message, WsError>>;
 
 impl Session {
     fn new(id: SessionId, shared: Arc<Shared>, outbox: Arc<Outbox>) -> Session {
+        let policy = &shared.policy;
+        let auth = match policy.jwt {
+            Some(_) => AuthState::Pending {
+                deadline: Instant::now() + Duration::from_secs(policy.auth_timeout_secs),
+            },
+            None => AuthState::Live {
+                sub: None,
+                expires_at: None,
+            },
+        };
         Session {
+            auth,
+            identity: Identity::anonymous(),
+            write_limit: RateLimiter::new(policy.rate_writes_per_sec),
+            watch_limit: RateLimiter::new(policy.rate_watches_per_sec),
             id,
             shared,
             outbox,
@@ -189,7 +232,9 @@ impl Session {
 
     fn send_hello(&mut self) {
         let config = &self.shared.config;
-        let capabilities = Value::map_from([
+        let policy = &self.shared.policy;
+        let mut capabilities = sodp_proto::Map::new();
+        for (name, value) in [
             ("multi_watch", Value::Bool(true)),
             ("params", Value::Bool(true)),
             ("resume", Value::Bool(true)),
@@ -208,7 +253,19 @@ impl Session {
                 "heartbeat_interval_ms",
                 Value::from(config.heartbeat_interval.as_millis() as u64),
             ),
-        ]);
+            ("token_refresh", Value::Bool(policy.jwt.is_some())),
+        ] {
+            capabilities.insert(name.into(), value);
+        }
+        if policy.rate_writes_per_sec > 0 {
+            let n = u64::from(policy.rate_writes_per_sec);
+            capabilities.insert("rate_limit_writes".into(), Value::from(n));
+        }
+        if policy.rate_watches_per_sec > 0 {
+            let n = u64::from(policy.rate_watches_per_sec);
+            capabilities.insert("rate_limit_watches".into(), Value::from(n));
+        }
+        let capabilities = Value::from(capabilities);
         let body = Value::map_from([
             ("protocol", Value::from("sodp")),
             ("version", Value::from("1.0")),
@@ -216,7 +273,7 @@ impl Session {
                 "server",
                 Value::from(concat!("sodp-server/", env!("CARGO_PKG_VERSION"))),
             ),
-            ("auth", Value::Bool(false)),
+            ("auth", Value::Bool(policy.jwt.is_some())),
             ("capabilities", capabilities),
         ]);
         let seq = self.next_seq();
@@ -277,16 +334,23 @@ impl Session {
             Ok(frame) => frame,
             Err(e) => return self.on_bad_frame(e),
         };
+        if let AuthState::Pending { .. } = self.auth {
+            return match frame.kind {
+                FrameType::Auth => self.on_auth(&frame),
+                FrameType::Heartbeat => self.on_heartbeat(),
+                _ => self.refuse_auth(
+                    frame.stream_id,
+                    "authenticate first: only AUTH and HEARTBEAT are accepted before AUTH_OK",
+                ),
+            };
+        }
         match frame.kind {
             FrameType::Heartbeat => self.on_heartbeat(),
             FrameType::Watch => self.on_watch(&frame),
             FrameType::Resume => self.on_resume(&frame),
             FrameType::Unwatch => self.on_unwatch(&frame),
             FrameType::Call => self.on_call(&frame),
-            FrameType::Auth => self.send_error(
-                frame.stream_id,
-                &Rejection::bad_request("this server does not require authentication"),
-            ),
+            FrameType::Auth => self.on_auth(&frame),
             kind @ (FrameType::Hello
             | FrameType::StateInit
             | FrameType::Delta
@@ -299,6 +363,97 @@ impl Session {
                 )),
             ),
         }
+    }
+
+    /// The next moment something must happen without a frame arriving: the
+    /// end of the authentication window, or the token's expiry.
+    fn deadline(&self) -> Option<Instant> {
+        match self.auth {
+            AuthState::Pending { deadline } => Some(deadline),
+            AuthState::Live { expires_at, .. } => expires_at,
+        }
+    }
+
+    fn on_deadline(&mut self) {
+        let message = match self.auth {
+            AuthState::Pending { .. } => "authentication timed out",
+            AuthState::Live { .. } => "token expired",
+        };
+        info!(session = self.id, "{message}; closing");
+        self.refuse_auth(0, message);
+    }
+
+    /// ERROR 401, then close: every authentication failure ends the session.
+    fn refuse_auth(&mut self, stream_id: u32, message: &str) {
+        self.send_error(stream_id, &Rejection::new(ErrorCode::Unauthorized, message));
+        self.outbox.close(Close::UNAUTHORIZED);
+    }
+
+    /// AUTH: the first token on a pending session, or a refresh (same
+    /// `sub`) on a live one. Tokens never reach the logs.
+    fn on_auth(&mut self, frame: &Frame) {
+        let Some(verifier) = &self.shared.policy.jwt else {
+            return self.send_error(
+                frame.stream_id,
+                &Rejection::bad_request("this server does not require authentication"),
+            );
+        };
+        let Some(token) = frame.body.get("token").and_then(Value::as_str) else {
+            return self.refuse_auth(frame.stream_id, "AUTH needs `token` (a string)");
+        };
+        let verified = match &self.auth {
+            AuthState::Live { sub: Some(sub), .. } => verifier.verify_refresh(token, sub),
+            _ => verifier.verify(token),
+        };
+        let claims = match verified {
+            Ok(claims) => claims,
+            Err(e) => {
+                info!(session = self.id, reason = %e, "authentication refused");
+                return self.refuse_auth(frame.stream_id, &e.to_string());
+            }
+        };
+        let refreshed = matches!(self.auth, AuthState::Live { .. });
+        debug!(session = self.id, sub = %claims.sub, refreshed, "authenticated");
+        self.identity = Identity::from_claims(&claims);
+        self.auth = AuthState::Live {
+            sub: Some(claims.sub.clone()),
+            expires_at: Some(Instant::now() + claims.expires_in_now()),
+        };
+        let seq = self.next_seq();
+        let body = Value::map_from([("sub", Value::from(claims.sub))]);
+        self.send(wire::encode(FrameType::AuthOk, frame.stream_id, seq, body));
+    }
+
+    /// ACL read check. The message never says whether the key exists.
+    fn check_read(&self, key: &str) -> Result<(), Rejection> {
+        match &self.shared.policy.acl {
+            Some(acl) if !acl.can_read(key, &self.identity) => {
+                Err(Rejection::new(ErrorCode::Forbidden, "access denied"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn check_write(&self, key: &str) -> Result<(), Rejection> {
+        match &self.shared.policy.acl {
+            Some(acl) if !acl.can_write(key, &self.identity) => {
+                Err(Rejection::new(ErrorCode::Forbidden, "access denied"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn check_watch_rate(&mut self) -> Result<(), Rejection> {
+        if self.watch_limit.try_acquire(std::time::Instant::now()) {
+            return Ok(());
+        }
+        Err(Rejection::new(
+            ErrorCode::TooManyRequests,
+            format!(
+                "rate limit: at most {} WATCH/RESUME frames per second",
+                self.watch_limit.per_sec()
+            ),
+        ))
     }
 
     fn on_bad_frame(&mut self, error: FrameError) {
@@ -376,7 +531,7 @@ impl Session {
     }
 
     fn on_watch(&mut self, frame: &Frame) {
-        let keys = match Self::keys_of(frame) {
+        let keys = match self.check_watch_rate().and_then(|()| Self::keys_of(frame)) {
             Ok(keys) => keys,
             Err(e) => return self.send_error(frame.stream_id, &e),
         };
@@ -384,6 +539,7 @@ impl Session {
         for key in keys {
             let result = self
                 .check_key(key)
+                .and_then(|()| self.check_read(key))
                 .and_then(|()| self.check_subscription_room(key))
                 .and_then(|()| {
                     let seq = self.next_seq();
@@ -399,6 +555,9 @@ impl Session {
     }
 
     fn on_resume(&mut self, frame: &Frame) {
+        if let Err(e) = self.check_watch_rate() {
+            return self.send_error(frame.stream_id, &e);
+        }
         let body = &frame.body;
         let parsed = (|| {
             let key = body
@@ -412,6 +571,7 @@ impl Session {
                     Rejection::bad_request("RESUME needs `since_version` (an unsigned integer)")
                 })?;
             self.check_key(key)?;
+            self.check_read(key)?;
             self.check_subscription_room(key)?;
             Ok((key, since))
         })();
@@ -466,6 +626,15 @@ impl Session {
     }
 
     fn call(&mut self, body: &Value) -> Result<u64, Rejection> {
+        if !self.write_limit.try_acquire(std::time::Instant::now()) {
+            return Err(Rejection::new(
+                ErrorCode::TooManyRequests,
+                format!(
+                    "rate limit: at most {} writes per second",
+                    self.write_limit.per_sec()
+                ),
+            ));
+        }
         let method = body
             .get("method")
             .and_then(Value::as_str)
@@ -473,6 +642,7 @@ impl Session {
         let args = body.get("args").unwrap_or(&Value::Nil);
         let call = methods::parse(method, args, self.id)?;
         self.check_key(&call.key)?;
+        self.check_write(&call.key)?;
         let presence_path = match &call.mutation {
             Mutation::Presence { path, .. } => {
                 pointer::parse(path).ok().map(|s| pointer::format(&s))

@@ -22,10 +22,11 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let server = match Server::bind(config.clone()).await {
+    let server = match Server::bind(config).await {
         Ok(server) => server,
         Err(e) => {
-            error!(addr = %config.addr, error = %e, "cannot listen");
+            error!("{e}");
+            eprintln!("sodp-server: {e}");
             return std::process::ExitCode::from(1);
         }
     };
