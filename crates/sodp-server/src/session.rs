@@ -531,14 +531,16 @@ impl Session {
     }
 
     fn on_watch(&mut self, frame: &Frame) {
-        let keys = match self.check_watch_rate().and_then(|()| Self::keys_of(frame)) {
+        let keys = match Self::keys_of(frame) {
             Ok(keys) => keys,
             Err(e) => return self.send_error(frame.stream_id, &e),
         };
         let params = frame.body.get("params");
         for key in keys {
+            // One rate-limit token per key, so a multi-key WATCH is no loophole.
             let result = self
-                .check_key(key)
+                .check_watch_rate()
+                .and_then(|()| self.check_key(key))
                 .and_then(|()| self.check_read(key))
                 .and_then(|()| self.check_subscription_room(key))
                 .and_then(|()| {
