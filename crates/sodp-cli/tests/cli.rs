@@ -264,3 +264,37 @@ fn watch_and_presence_survive_a_server_restart() {
     ok_json(&url, &["set-in", "room.cursors", "/carol", "2"]);
     assert_eq!(watch.next()["value"], json!({"bob": 1, "carol": 2}));
 }
+
+#[test]
+fn token_option_and_auth_failures() {
+    const SECRET: &str = "test-secret-of-sufficient-length-0123456789";
+    let Some(server) = TestServer::try_start_with(&["--jwt-secret", SECRET]) else {
+        eprintln!("skipped: this sodp-server build does not support --jwt-secret yet");
+        return;
+    };
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "alice", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let url = server.url();
+    let v = ok_json(&url, &["set", "k", "1", "--token", &token]);
+    assert!(v["version"].is_u64());
+
+    let out = sodp(&url, &["get", "k", "--token", "garbage"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("authentication failed"));
+
+    let out = sodp(&url, &["get", "k"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "no token for a server that needs one"
+    );
+}

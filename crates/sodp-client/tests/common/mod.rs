@@ -91,6 +91,32 @@ impl TestServer {
         server
     }
 
+    /// Like [`start_with`](Self::start_with), but `None` when the server
+    /// refuses to start with these arguments (e.g. a feature it lacks).
+    pub fn try_start_with(extra: &[&str]) -> Option<TestServer> {
+        let port = free_port();
+        let mut child = Command::new(server_bin())
+            .arg("--addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        std::thread::sleep(Duration::from_millis(300));
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!("sodp-server refused {extra:?} ({status})");
+            return None;
+        }
+        wait_healthy(port);
+        Some(TestServer {
+            child: Some(child),
+            port,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
     pub fn url(&self) -> String {
         format!("ws://127.0.0.1:{}", self.port)
     }
