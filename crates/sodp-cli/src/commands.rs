@@ -108,7 +108,10 @@ async fn get(cli: &Cli, key: &str) -> Result<(), CliError> {
 async fn watch(cli: &Cli, keys: &[String], ops: bool) -> Result<(), CliError> {
     let client = connect_lasting(cli, || {})?;
     client.ready().await?;
-    let mut updates = select_all(keys.iter().map(|k| client.subscribe(k)));
+    let mut unique = keys.to_vec();
+    unique.sort();
+    unique.dedup();
+    let mut updates = select_all(unique.iter().map(|k| client.subscribe(k)));
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {
