@@ -9,7 +9,7 @@ it, so ``except ConnectionError`` and ``except TimeoutError`` keep working::
     │                                               connection dropped, or the
     │                                               client was closed
     ├── CallTimeout         (also TimeoutError)     no RESULT within call_timeout
-    ├── CallError                                   RESULT success=false; .code,
+    ├── CallError           (also RuntimeError)     RESULT success=false; .code,
     │                                               .message, .method
     ├── ServerError                                 an ERROR frame that is not
     │                                               about auth; .code, .message,
@@ -22,6 +22,10 @@ it, so ``except ConnectionError`` and ``except TimeoutError`` keep working::
     │   └── FrameError                              bytes that are not a frame
     └── DeltaError          (also ValueError)       a DELTA that cannot be applied
                                                     (unknown op, impossible path)
+
+The standard bases keep code written for the published 0.2.x client working:
+it raised ``RuntimeError`` for refused calls, ``TimeoutError`` for timeouts and
+``ConnectionError`` for lost connections.
 
 ``ServerError``, ``AuthError``, ``ProtocolError`` and ``DeltaError`` are also
 delivered to the client's ``on_error`` callback; none of them is ever pinned on
@@ -58,7 +62,7 @@ class CallTimeout(SodpError, TimeoutError):
     """No RESULT arrived within the call timeout."""
 
 
-class CallError(SodpError):
+class CallError(SodpError, RuntimeError):
     """The server answered a CALL with ``success: false``."""
 
     def __init__(self, code: int, message: str, method: str = "") -> None:

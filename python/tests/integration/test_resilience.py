@@ -189,3 +189,26 @@ async def test_close_fails_pending_and_later_calls(sodp_server: ServerProcess) -
     client.close()
     with pytest.raises(ConnectionLost):
         await client.set("x.y", 1)
+
+
+async def test_idle_client_survives_heartbeats_and_pings(sodp_server_bin: Path) -> None:
+    """Server HEARTBEAT every second (closing after two silent intervals) and a
+    WebSocket ping from the client every 0.5 s: an idle client stays connected."""
+    server = ServerProcess(sodp_server_bin, args=["--heartbeat-secs", "1"])
+    server.start()
+    connects: list[int] = []
+    disconnects: list[int] = []
+    try:
+        client = SodpClient(
+            server.url,
+            ping_interval=0.5,
+            on_connect=lambda: connects.append(1),
+            on_disconnect=lambda: disconnects.append(1),
+        )
+        await client.ready
+        await asyncio.sleep(3.5)
+        assert client.connected and connects == [1] and disconnects == []
+        assert (await client.set("hb.k", 1))["version"] == 1
+        await client.aclose()
+    finally:
+        server.stop()
