@@ -14,7 +14,8 @@ it, so ``except ConnectionError`` and ``except TimeoutError`` keep working::
     ├── ServerError                                 an ERROR frame that is not
     │                                               about auth; .code, .message,
     │                                               .stream_id, .key
-    ├── AuthError                                   401, or no token to send; stops
+    ├── AuthError                                   refused at the handshake (401), or
+    │                                               no token to send; stops
     │                                               reconnecting, raised by
     │                                               ``await client.ready``
     ├── ProtocolError       (also ValueError)       the server sent something that
