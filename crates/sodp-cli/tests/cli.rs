@@ -182,6 +182,15 @@ fn presence_is_held_until_interrupted() {
     assert!(held.interrupt().success());
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(ok_json(&url, &["get", "room.cursors"]), json!({}));
+
+    // A holder killed outright (no goodbye) loses its entry too.
+    let mut killed = Running::start(&url, &["presence", "room.cursors", "/bob", "2"]);
+    killed.next();
+    assert_eq!(ok_json(&url, &["get", "room.cursors"]), json!({"bob": 2}));
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ok_json(&url, &["get", "room.cursors"]), json!({}));
 }
 
 #[test]

@@ -82,9 +82,14 @@ impl TestServer {
 
     /// Starts the server with extra command-line arguments.
     pub fn start_with(extra: &[&str]) -> TestServer {
+        TestServer::start_on(free_port(), extra)
+    }
+
+    /// Starts the server on a given port.
+    pub fn start_on(port: u16, extra: &[&str]) -> TestServer {
         let mut server = TestServer {
             child: None,
-            port: free_port(),
+            port,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         server.spawn();

@@ -162,3 +162,27 @@ async fn heartbeats_are_echoed() {
     assert_eq!(disconnects.load(Ordering::SeqCst), 0);
     assert!(c.set("hb", &1).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_waits_for_a_server_that_starts_later() {
+    let port = crate::common::free_port();
+    let (c, connects, _) = counting_client(&format!("ws://127.0.0.1:{port}"));
+    let waiting = tokio::spawn({
+        let c = c.clone();
+        async move { c.ready().await }
+    });
+    let early = tokio::spawn({
+        let c = c.clone();
+        async move { c.set("late.k", &"queued").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "still retrying");
+    assert_eq!(c.status(), Status::Connecting);
+    let server = tokio::task::spawn_blocking(move || TestServer::start_on(port, &[]))
+        .await
+        .unwrap();
+    waiting.await.unwrap().unwrap();
+    assert!(early.await.unwrap().is_ok(), "the queued call went through");
+    assert_eq!(connects.load(Ordering::SeqCst), 1);
+    drop(server);
+}
