@@ -7,10 +7,12 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sodp_proto::{Frame, FrameType, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::builder::Config;
 use crate::client::{Command, PendingCall, Shared, Status};
@@ -133,7 +135,13 @@ impl Driver {
         } = session;
         let mut replies = Replies::new();
         let refresh = TokenRefresh::new(hello.token_refresh, &self.config.token, token.as_deref());
-        let end = match self.session_loop(&mut conn, &mut replies, refresh).await {
+        // Three missed server heartbeats: the peer is gone even if TCP has
+        // not noticed (a silent network drop can take minutes to surface).
+        let silence_limit = hello.heartbeat_interval.map(|h| h * 3);
+        let end = match self
+            .session_loop(&mut conn, &mut replies, refresh, silence_limit)
+            .await
+        {
             Ok(never) => match never {},
             Err(end) => end,
         };
@@ -163,6 +171,7 @@ impl Driver {
         conn: &mut Connection,
         replies: &mut Replies,
         mut refresh: TokenRefresh,
+        silence_limit: Option<Duration>,
     ) -> Result<std::convert::Infallible, End> {
         // Keys with a WATCH/RESUME out on this connection: a watch registered
         // while the subscriptions were being restored must not go out twice.
@@ -179,18 +188,32 @@ impl Driver {
         if let Some(hook) = &self.config.on_connect {
             hook();
         }
+        let mut silent_until = silence_limit.map(|l| Instant::now() + l);
         loop {
             tokio::select! {
-                incoming = conn.recv() => match incoming {
-                    Incoming::Frame(frame) => self.on_frame(conn, replies, &mut refresh, frame).await?,
-                    Incoming::Invalid(e) => self.config.report(&e),
-                    Incoming::Closed(why) => {
-                        let why = if why.is_empty() { String::new() } else { format!(": {why}") };
-                        return Err(End::Lost(Error::Connection(format!(
-                            "connection to {} lost{why}", conn.url()
-                        ))));
+                incoming = conn.recv() => {
+                    silent_until = silence_limit.map(|l| Instant::now() + l);
+                    match incoming {
+                        Incoming::Frame(frame) => {
+                            self.on_frame(conn, replies, &mut refresh, frame).await?
+                        }
+                        Incoming::Invalid(e) => self.config.report(&e),
+                        Incoming::Closed(why) => {
+                            let why = if why.is_empty() { why } else { format!(": {why}") };
+                            return Err(End::Lost(Error::Connection(format!(
+                                "connection to {} lost{why}",
+                                conn.url()
+                            ))));
+                        }
                     }
-                },
+                }
+                () = sleep_until(silent_until), if silent_until.is_some() => {
+                    return Err(End::Lost(Error::Connection(format!(
+                        "connection to {} lost: nothing from the server for {:?}",
+                        conn.url(),
+                        silence_limit.unwrap_or_default()
+                    ))));
+                }
                 cmd = self.commands.recv() => match cmd {
                     None | Some(Command::Close) => return Err(End::Closed),
                     Some(Command::Send(frame)) => {
@@ -325,7 +348,7 @@ fn key_of(frame: &Frame) -> String {
         .to_owned()
 }
 
-async fn sleep_until(due: Option<tokio::time::Instant>) {
+async fn sleep_until(due: Option<Instant>) {
     match due {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -43,7 +43,9 @@
 //!   connection drops fail at once with [`Error::Connection`].
 //! - A rejected token (ERROR 401 during the handshake) stops the client
 //!   with [`Error::Auth`]; so does a live 401 when the token is static.
-//! - Every server HEARTBEAT is echoed.
+//! - Every server HEARTBEAT is echoed; three heartbeat intervals (from
+//!   HELLO's `heartbeat_interval_ms`) without a frame count as a lost
+//!   connection.
 
 pub mod builder;
 pub mod client;

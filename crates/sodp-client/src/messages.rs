@@ -68,6 +68,9 @@ pub struct Hello {
     pub auth: bool,
     /// In-band AUTH refresh on a live session (a project extension).
     pub token_refresh: bool,
+    /// How often the server sends HEARTBEAT (`heartbeat_interval_ms`), when
+    /// it says.
+    pub heartbeat_interval: Option<std::time::Duration>,
     pub capabilities: Value,
 }
 
@@ -87,6 +90,11 @@ impl Hello {
                 .get("token_refresh")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            heartbeat_interval: capabilities
+                .get("heartbeat_interval_ms")
+                .and_then(Value::as_u64)
+                .filter(|ms| *ms > 0)
+                .map(std::time::Duration::from_millis),
             capabilities,
         })
     }
@@ -168,12 +176,16 @@ mod tests {
     fn hello() {
         let h = Hello::parse(&body(json!({
             "protocol": "sodp", "version": "1.0", "auth": true,
-            "capabilities": {"token_refresh": true, "resume": true}
+            "capabilities": {"token_refresh": true, "resume": true, "heartbeat_interval_ms": 30000}
         })))
         .unwrap();
         assert!(h.auth && h.token_refresh);
+        assert_eq!(
+            h.heartbeat_interval,
+            Some(std::time::Duration::from_secs(30))
+        );
         let bare = Hello::parse(&Value::Nil).unwrap();
-        assert!(!bare.auth && !bare.token_refresh);
+        assert!(!bare.auth && !bare.token_refresh && bare.heartbeat_interval.is_none());
         assert!(Hello::parse(&body(json!({"protocol": "http"}))).is_err());
     }
 

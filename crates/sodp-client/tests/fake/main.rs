@@ -415,3 +415,35 @@ async fn heartbeat_is_echoed_and_unwatch_sent_for_the_last_watcher() {
     );
     assert_eq!(fake.accepted.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_silent_server_is_detected_from_its_heartbeat_interval() {
+    let fake = Fake::start().await;
+    let errors = Arc::new(Mutex::new(Vec::<Error>::new()));
+    let e = errors.clone();
+    let client = Client::builder(fake.url())
+        .reconnect_delay(Duration::from_millis(20))
+        .on_error(move |err| e.lock().unwrap().push(err.clone()))
+        .build()
+        .unwrap();
+    let mut conn = fake.accept().await;
+    conn.hello(false, json!({"heartbeat_interval_ms": 100}))
+        .await;
+    client.ready().await.unwrap();
+    // Heartbeats keep it alive...
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        conn.send(FrameType::Heartbeat, 0, json!(null)).await;
+    }
+    assert_eq!(fake.accepted.load(Ordering::SeqCst), 1);
+    // ...silence (the socket still open) does not: reconnect after ~300 ms.
+    let mut second = fake.accept().await;
+    second.hello(false, json!({})).await;
+    client.ready().await.unwrap();
+    let errors = errors.lock().unwrap();
+    assert!(
+        matches!(&errors[0], Error::Connection(m) if m.contains("nothing from the server")),
+        "{errors:?}"
+    );
+    drop(conn);
+}

@@ -155,10 +155,10 @@ async fn unreachable_server_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_are_echoed() {
     // Two silent heartbeat intervals would close the connection.
-    let server = TestServer::start_with(&["--heartbeat-secs", "0.2"]);
+    let server = TestServer::start_with(&["--heartbeat-secs", "0.3"]);
     let (c, _connects, disconnects) = counting_client(&server.url());
     c.ready().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(disconnects.load(Ordering::SeqCst), 0);
     assert!(c.set("hb", &1).await.is_ok());
 }
