@@ -279,8 +279,13 @@ class SodpClient:
                 fut = self._futures.pop(cid, None)
                 if fut is not None and not fut.done():
                     fut.set_exception(ConnectionLost("connection lost before the RESULT arrived"))
-            with contextlib.suppress(Exception):  # closing a broken connection
-                await asyncio.shield(ws.close())
+            try:
+                with contextlib.suppress(Exception):  # closing a broken connection
+                    await asyncio.shield(ws.close())
+            finally:
+                # Also when cancelled mid-close (close() then the loop ends):
+                # never leave the socket to the garbage collector.
+                ws.transport.abort()
             if was_ready:
                 self._fire_hook(self._on_disconnect)
 

@@ -57,6 +57,7 @@ async def test_presence_removed_when_client_process_is_killed(sodp_server: Serve
             assert time.monotonic() - killed_at < 5
         finally:
             proc.kill()
+            await asyncio.to_thread(proc.communicate)
         last_value, last_meta = seen[-1]
         assert last_value == {} and last_meta.source == "delta"
 

@@ -58,6 +58,7 @@ async def test_presence_removed_when_legacy_process_is_killed(
             await wait_for(lambda: watcher.get("collab.cursors") == {}, timeout=5)
         finally:
             proc.kill()
+            await asyncio.to_thread(proc.communicate)
 
 
 class LegacyWatcher:
