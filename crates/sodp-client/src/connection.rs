@@ -155,12 +155,15 @@ impl Driver {
         for (_, reply) in replies.drain() {
             let _ = reply.send(Err(error.clone()));
         }
+        // Only a session that was announced with on_connect ends with
+        // on_disconnect (it can fail while restoring subscriptions).
+        let was_connected = *self.shared.status.borrow() == Status::Connected;
         if matches!(end, End::Closed) {
             conn.close().await;
         } else {
             self.shared.status.send_replace(Status::Connecting);
         }
-        if let Some(hook) = &self.config.on_disconnect {
+        if let (true, Some(hook)) = (was_connected, &self.config.on_disconnect) {
             hook();
         }
         end
