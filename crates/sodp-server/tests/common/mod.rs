@@ -115,6 +115,20 @@ impl TestClient {
         c
     }
 
+    /// Wraps an already upgraded WebSocket (custom headers, source
+    /// address...) and reads its HELLO.
+    pub async fn from_ws(ws: Ws) -> TestClient {
+        let mut c = TestClient {
+            ws,
+            next_call: 0,
+            pending: Default::default(),
+            hello: Frame::new(FrameType::Hello, 0, Value::Nil),
+        };
+        c.hello = c.recv().await;
+        assert_eq!(c.hello.kind, FrameType::Hello);
+        c
+    }
+
     pub async fn send_raw(&mut self, msg: Message) {
         self.ws.send(msg).await.expect("send");
     }
