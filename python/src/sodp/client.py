@@ -290,11 +290,14 @@ class SodpClient:
                 self._fire_hook(self._on_disconnect)
 
     async def _writer(self, ws: ClientConnection) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            for data in self._protocol.data_to_send():
-                await ws.send(data)
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                for data in self._protocol.data_to_send():
+                    await ws.send(data)
+        except ConnectionClosed:
+            pass  # the reader sees it too and ends the connection
 
     def _handle(self, event: Event, tasks: dict[str, asyncio.Task[None]]) -> None:
         if isinstance(event, StateChanged):
