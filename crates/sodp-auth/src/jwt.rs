@@ -153,9 +153,13 @@ impl Claims {
         Duration::from_secs(self.expires_at().saturating_sub(now_unix))
     }
 
-    /// [`Claims::expires_in`] against the system clock.
+    /// How long from now until the session must end, at sub-second
+    /// precision (whole seconds would let a session outlive `exp` by up to
+    /// a second).
     pub fn expires_in_now(&self) -> Duration {
-        self.expires_in(unix_now())
+        let end = std::time::UNIX_EPOCH + Duration::from_secs(self.expires_at());
+        end.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO)
     }
 
     /// True once the token is no longer valid at `now_unix`.

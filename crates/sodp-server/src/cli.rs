@@ -26,7 +26,7 @@ pub struct Args {
     /// Directory for the durable log (not supported yet).
     #[arg(value_name = "LOG_DIR")]
     pub log_dir_positional: Option<PathBuf>,
-    /// Schema file validating values per key (not supported yet).
+    /// Schema file validating values per key (see docs/SECURITY.md).
     #[arg(value_name = "SCHEMA_FILE")]
     pub schema_positional: Option<PathBuf>,
 
@@ -144,32 +144,6 @@ impl Args {
                         .log_dir_positional
                         .as_ref()
                         .is_some_and(|p| !p.as_os_str().is_empty()),
-            ),
-            (
-                "SCHEMA_FILE / --schema-file / SODP_SCHEMA_FILE",
-                self.schema_file.is_some() || self.schema_positional.is_some(),
-            ),
-            ("--jwt-secret / SODP_JWT_SECRET", self.jwt_secret.is_some()),
-            (
-                "--jwt-public-key / SODP_JWT_PUBLIC_KEY",
-                self.jwt_public_key.is_some(),
-            ),
-            (
-                "--jwt-public-key-file / SODP_JWT_PUBLIC_KEY_FILE",
-                self.jwt_public_key_file.is_some(),
-            ),
-            ("--acl-file / SODP_ACL_FILE", self.acl_file.is_some()),
-            (
-                "--rate-writes-per-sec / SODP_RATE_WRITES_PER_SEC",
-                self.rate_writes_per_sec.is_some(),
-            ),
-            (
-                "--rate-watches-per-sec / SODP_RATE_WATCHES_PER_SEC",
-                self.rate_watches_per_sec.is_some(),
-            ),
-            (
-                "--max-connections / SODP_MAX_CONNECTIONS",
-                self.max_connections.is_some(),
             ),
             (
                 "--redis-url / SODP_REDIS_URL (clustering)",

@@ -6,9 +6,20 @@
 //! queue is full has fallen too far behind and is evicted, so a slow reader
 //! can never slow the writer or other subscribers, and its memory is bounded
 //! by the queue length.
+//!
+//! The queue is a `std::sync::Mutex<VecDeque>` plus one `AtomicWaker` for the
+//! session task, not a channel: a delivery is one uncontended lock, a push
+//! and a wake, and the session takes everything queued in one swap. The
+//! close signal travels through the same waker, so the session task has one
+//! thing to wait on for "something to send or a reason to stop".
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::task::Poll;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use futures_util::task::AtomicWaker;
 
 /// Identifies a session for subscriptions and presence ownership.
 pub type SessionId = u64;
@@ -56,69 +67,108 @@ impl Close {
     };
 }
 
-/// The sending half, shared by the session and every key it watches.
-pub struct Outbox {
-    id: SessionId,
-    queue: mpsc::Sender<Bytes>,
-    closing: watch::Sender<Option<Close>>,
+/// What the session task was woken for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Frames were moved into the caller's batch.
+    Frames,
+    /// The session must end (see [`Outbox::closing`]).
+    Closing,
 }
 
-/// The receiving half, owned by the session's writer task.
-pub struct OutboxReceiver {
-    pub frames: mpsc::Receiver<Bytes>,
-    pub closing: watch::Receiver<Option<Close>>,
+/// Shared by the session and every key it watches.
+pub struct Outbox {
+    id: SessionId,
+    capacity: usize,
+    queue: Mutex<VecDeque<Bytes>>,
+    closing: OnceLock<Close>,
+    session_task: AtomicWaker,
 }
 
 impl Outbox {
-    pub fn new(id: SessionId, capacity: usize) -> (Outbox, OutboxReceiver) {
-        let (queue, frames) = mpsc::channel(capacity.max(1));
-        let (closing, closing_rx) = watch::channel(None);
-        (
-            Outbox { id, queue, closing },
-            OutboxReceiver {
-                frames,
-                closing: closing_rx,
-            },
-        )
+    pub fn new(id: SessionId, capacity: usize) -> Outbox {
+        Outbox {
+            id,
+            capacity: capacity.max(1),
+            queue: Mutex::new(VecDeque::new()),
+            closing: OnceLock::new(),
+            session_task: AtomicWaker::new(),
+        }
     }
 
     pub fn id(&self) -> SessionId {
         self.id
     }
 
-    /// Queues a frame. Returns false if the session is gone or has just been
-    /// evicted because its queue was full.
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Bytes>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a frame. Returns false if the session is ending, or has just
+    /// been evicted because its queue was full.
     pub fn push(&self, frame: Bytes) -> bool {
-        match self.queue.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(Close::EVICTED);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        if self.closing.get().is_some() {
+            return false;
         }
+        {
+            let mut queue = self.queue();
+            if queue.len() >= self.capacity {
+                drop(queue);
+                self.close(Close::EVICTED);
+                return false;
+            }
+            queue.push_back(frame);
+        }
+        self.session_task.wake();
+        true
     }
 
     /// Asks the session to end. The first reason wins.
     pub fn close(&self, close: Close) {
-        self.closing.send_if_modified(|current| {
-            if current.is_none() {
-                *current = Some(close);
-                true
-            } else {
-                false
-            }
-        });
+        if self.closing.set(close).is_ok() {
+            self.session_task.wake();
+        }
     }
 
     /// The reason the session is ending, if it is.
     pub fn closing(&self) -> Option<Close> {
-        *self.closing.borrow()
+        self.closing.get().copied()
     }
 
-    /// A receiver that wakes when the session is asked to end.
-    pub fn watch_close(&self) -> watch::Receiver<Option<Close>> {
-        self.closing.subscribe()
+    /// Waits until there are frames (moved into `batch`) or the session is
+    /// closing. Only the session task calls this.
+    pub async fn next_batch(&self, batch: &mut VecDeque<Bytes>) -> Wake {
+        poll_fn(|cx| {
+            self.session_task.register(cx.waker());
+            if self.closing.get().is_some() {
+                return Poll::Ready(Wake::Closing);
+            }
+            let mut queue = self.queue();
+            if queue.is_empty() {
+                return Poll::Pending;
+            }
+            std::mem::swap(&mut *queue, batch);
+            Poll::Ready(Wake::Frames)
+        })
+        .await
+    }
+
+    /// Resolves once the session is closing without a flush (eviction, dead
+    /// peer): a write to a peer that stopped reading is abandoned then.
+    pub async fn abandoned(&self) {
+        poll_fn(|cx| {
+            self.session_task.register(cx.waker());
+            match self.closing() {
+                Some(close) if !close.flush => Poll::Ready(()),
+                _ => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Moves everything queued into `batch` (for the goodbye flush).
+    pub fn take_all(&self, batch: &mut VecDeque<Bytes>) {
+        batch.append(&mut self.queue());
     }
 }
 
@@ -128,19 +178,47 @@ mod tests {
 
     #[test]
     fn full_queue_evicts() {
-        let (outbox, mut rx) = Outbox::new(1, 2);
+        let outbox = Outbox::new(1, 2);
         assert!(outbox.push(Bytes::from_static(b"a")));
         assert!(outbox.push(Bytes::from_static(b"b")));
         assert!(!outbox.push(Bytes::from_static(b"c")));
         assert_eq!(outbox.closing(), Some(Close::EVICTED));
-        assert_eq!(rx.frames.try_recv().unwrap(), Bytes::from_static(b"a"));
+        let mut batch = VecDeque::new();
+        outbox.take_all(&mut batch);
+        assert_eq!(batch, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        assert!(
+            !outbox.push(Bytes::from_static(b"d")),
+            "nothing queues after a close"
+        );
     }
 
     #[test]
     fn first_close_reason_wins() {
-        let (outbox, _rx) = Outbox::new(1, 2);
+        let outbox = Outbox::new(1, 2);
         outbox.close(Close::SHUTDOWN);
         outbox.close(Close::EVICTED);
         assert_eq!(outbox.closing(), Some(Close::SHUTDOWN));
+    }
+
+    #[tokio::test]
+    async fn next_batch_takes_everything_queued() {
+        let outbox = std::sync::Arc::new(Outbox::new(1, 8));
+        let mut batch = VecDeque::new();
+        let waiter = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                let wake = outbox.next_batch(&mut batch).await;
+                (wake, batch.len())
+            })
+        };
+        tokio::task::yield_now().await;
+        outbox.push(Bytes::from_static(b"a"));
+        outbox.push(Bytes::from_static(b"b"));
+        let (wake, n) = waiter.await.unwrap();
+        assert_eq!(wake, Wake::Frames);
+        assert!(n >= 1);
+        outbox.close(Close::NORMAL);
+        let mut batch = VecDeque::new();
+        assert_eq!(outbox.next_batch(&mut batch).await, Wake::Closing);
     }
 }

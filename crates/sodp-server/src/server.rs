@@ -5,11 +5,12 @@
 //! WebSocket close frame and release their presence paths), then wait —
 //! bounded — until the last connection task has finished.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -24,8 +25,12 @@ use sodp_auth::{Policy, PolicyError};
 use crate::config::Config;
 use crate::error::{ErrorCode, Rejection};
 use crate::http::{self, Request};
+use crate::outbox::{Close, Outbox, SessionId};
 use crate::session;
 use crate::store::{Store, StoreOptions, Validator};
+
+/// Initial read buffer of a connection (see `connection`).
+const READ_BUFFER_BYTES: usize = 4096;
 
 /// State shared by every connection.
 pub struct Shared {
@@ -35,6 +40,9 @@ pub struct Shared {
     pub policy: Arc<Policy>,
     connections: AtomicUsize,
     next_session: AtomicU64,
+    /// Every live session's outbox, so shutdown can close them all.
+    sessions: Mutex<HashMap<SessionId, Arc<Outbox>>>,
+    shutting_down: AtomicBool,
 }
 
 /// Why the server could not start.
@@ -81,12 +89,41 @@ impl Shared {
             policy,
             connections: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
+            sessions: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
         })
     }
 
     /// Open WebSocket sessions.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<Outbox>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new session; it is closed at once if shutdown has begun.
+    fn open_session(&self) -> Arc<Outbox> {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let outbox = Arc::new(Outbox::new(id, self.config.outbound_queue));
+        self.sessions().insert(id, outbox.clone());
+        if self.shutting_down.load(Ordering::SeqCst) {
+            outbox.close(Close::SHUTDOWN);
+        }
+        outbox
+    }
+
+    fn close_session(&self, id: SessionId) {
+        self.sessions().remove(&id);
+    }
+
+    /// Asks every session to say goodbye.
+    fn close_all_sessions(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        for outbox in self.sessions().values() {
+            outbox.close(Close::SHUTDOWN);
+        }
     }
 
     fn health_json(&self) -> String {
@@ -163,7 +200,7 @@ impl Server {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
-                        let task = connection(tcp, peer, self.shared.clone(), stop_rx.clone(), alive_tx.clone());
+                        let task = connection(tcp, peer, self.shared.clone(), alive_tx.clone());
                         tokio::spawn(task);
                     }
                     Err(e) => {
@@ -177,6 +214,7 @@ impl Server {
         }
         info!(connections = self.shared.connections(), "shutting down");
         drop(self.listener);
+        self.shared.close_all_sessions();
         let _ = stop_tx.send(true);
         drop(alive_tx);
         let grace = self.shared.config.shutdown_grace + Duration::from_secs(1);
@@ -190,7 +228,6 @@ async fn connection(
     mut tcp: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
     _alive: mpsc::Sender<()>,
 ) {
     let _ = tcp.set_nodelay(true);
@@ -231,7 +268,11 @@ async fn connection(
                 return;
             }
             let limits = &shared.config.limits;
+            // tungstenite zero-fills its whole read buffer on every read, so
+            // the default 128 KiB would cost 128 KiB of RSS per connection;
+            // larger messages still grow it as needed.
             let ws_config = WebSocketConfig::default()
+                .read_buffer_size(READ_BUFFER_BYTES)
                 .max_message_size(Some(limits.max_message_bytes))
                 .max_frame_size(Some(limits.max_message_bytes));
             let ws =
@@ -239,9 +280,11 @@ async fn connection(
                     .await;
             shared.connections.fetch_add(1, Ordering::Relaxed);
             let _guard = ConnectionGuard(shared.clone());
-            let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+            let outbox = shared.open_session();
+            let id = outbox.id();
             debug!(%peer, session = id, "session started");
-            session::run(ws, shared.clone(), id, stop).await;
+            session::run(ws, shared.clone(), outbox).await;
+            shared.close_session(id);
         }
     }
 }

@@ -1,27 +1,26 @@
 //! One client connection, from HELLO to the last close frame.
 //!
-//! Two tasks per connection: this one reads frames and runs the state
-//! machine; a writer task (`write_loop`) drains the session's [`Outbox`]
-//! into the socket, batching whatever is queued into one flush. Every frame
-//! the session produces goes through the outbox too, so STATE_INIT, RESULT
-//! and DELTA keep the order in which they were produced.
+//! One task per connection reads frames, runs the state machine, and drains
+//! the session's [`Outbox`] into the socket, batching whatever is queued
+//! into one flush. Every frame the session produces goes through the outbox
+//! too, so STATE_INIT, RESULT and DELTA keep the order in which they were
+//! produced.
 //!
 //! When the session ends — client close, network error, heartbeat timeout,
 //! eviction, shutdown — `finish` unsubscribes every key and releases every
 //! presence path this session still owns.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use bytes::Bytes;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use sodp_auth::{Identity, RateLimiter};
 use sodp_proto::frame::FrameError;
 use sodp_proto::key::validate_key;
 use sodp_proto::{pointer, Frame, FrameType, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 use tokio::time::{self, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -32,7 +31,7 @@ use tracing::{debug, info};
 
 use crate::error::{ErrorCode, Rejection};
 use crate::methods;
-use crate::outbox::{Close, Outbox, OutboxReceiver, SessionId};
+use crate::outbox::{Close, Outbox, SessionId, Wake};
 use crate::server::Shared;
 use crate::store::Mutation;
 use crate::wire;
@@ -41,41 +40,67 @@ use crate::wire;
 /// value. The decoder's limit is the value limit plus these.
 const FRAME_NESTING: usize = 3;
 
+/// What woke the session task.
+enum Event {
+    Outbox(Wake),
+    Incoming(Incoming),
+    HeartbeatTick,
+    Deadline,
+}
+
 /// Runs a session on an upgraded WebSocket until it ends.
-pub async fn run<S>(
-    ws: WebSocketStream<S>,
-    shared: Arc<Shared>,
-    id: SessionId,
-    mut shutdown: watch::Receiver<bool>,
-) where
+///
+/// One task does both directions: it waits for whichever comes first — frames
+/// queued in the outbox (or a reason to close), a frame from the client, a
+/// timer — and handles it. Queued frames are written as one batch and
+/// flushed once. Keeping both directions in one task means a delivery wakes
+/// exactly one task, needs no lock between reader and writer, and costs one
+/// task's memory per connection.
+pub async fn run<S>(mut ws: WebSocketStream<S>, shared: Arc<Shared>, outbox: Arc<Outbox>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = &shared.config;
-    let (sink, mut stream) = ws.split();
-    let (outbox, outbox_rx) = Outbox::new(id, config.outbound_queue);
-    let outbox = Arc::new(outbox);
-    let mut writer = tokio::spawn(write_loop(sink, outbox_rx));
-    let mut closing = outbox.watch_close();
-
+    let id = outbox.id();
     let mut session = Session::new(id, shared.clone(), outbox.clone());
     session.send_hello();
 
     let period = config.heartbeat_interval;
     let mut heartbeat = time::interval_at(Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut batch = VecDeque::new();
 
     loop {
         let deadline = session.deadline();
-        tokio::select! {
-            msg = stream.next() => {
+        // Outgoing first: when frames are waiting nothing else is polled,
+        // which keeps a delivery cheap. Reading cannot starve: after each
+        // batch the socket is checked once without waiting (below).
+        let event = tokio::select! {
+            biased;
+            wake = outbox.next_batch(&mut batch) => Event::Outbox(wake),
+            msg = ws.next() => Event::Incoming(msg),
+            _ = heartbeat.tick() => Event::HeartbeatTick,
+            _ = sleep_until_some(deadline) => Event::Deadline,
+        };
+        match event {
+            Event::Outbox(Wake::Frames) => {
+                if !write_batch(&mut ws, &mut batch, &outbox).await {
+                    break;
+                }
+                if let Some(msg) = ws.next().now_or_never() {
+                    if !session.on_message(msg) {
+                        break;
+                    }
+                }
+            }
+            Event::Outbox(Wake::Closing) => break,
+            Event::Incoming(msg) => {
                 if !session.on_message(msg) {
                     break;
                 }
             }
-            _ = heartbeat.tick() => session.on_heartbeat_tick(),
-            _ = sleep_until_some(deadline) => session.on_deadline(),
-            _ = closing.changed() => break,
-            _ = shutdown.changed() => outbox.close(Close::SHUTDOWN),
+            Event::HeartbeatTick => session.on_heartbeat_tick(),
+            Event::Deadline => session.on_deadline(),
         }
         if outbox.closing().is_some() {
             break;
@@ -86,17 +111,11 @@ pub async fn run<S>(
     outbox.close(Close::NORMAL);
     let close = outbox.closing().unwrap_or(Close::NORMAL);
     if close.flush {
-        if time::timeout(config.shutdown_grace, &mut writer)
-            .await
-            .is_err()
-        {
-            writer.abort();
-        }
-    } else {
-        // Evicted or dead: nothing useful can be flushed; drop the socket.
-        writer.abort();
+        let goodbye = say_goodbye(&mut ws, &outbox, close);
+        let _ = time::timeout(config.shutdown_grace, goodbye).await;
     }
-    drop(stream);
+    // Evicted or dead connections are simply dropped: nothing useful can be
+    // flushed to a peer that stopped reading.
     debug!(
         session = id,
         code = close.code,
@@ -114,45 +133,47 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     }
 }
 
-/// Drains the outbox into the socket; on close, flushes what is queued (if
-/// the close asks for it) and sends the close frame.
-async fn write_loop<S>(mut sink: SplitSink<WebSocketStream<S>, Message>, mut rx: OutboxReceiver)
+/// Writes the batch, then flushes once. Gives up (returns false) on a write
+/// error, or as soon as the session is told to close without flushing
+/// (eviction): a peer that stopped reading must not hold the task.
+async fn write_batch<S>(
+    ws: &mut WebSocketStream<S>,
+    batch: &mut VecDeque<Bytes>,
+    outbox: &Outbox,
+) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    loop {
-        let frame = tokio::select! {
-            biased;
-            _ = rx.closing.changed() => break,
-            frame = rx.frames.recv() => frame,
-        };
-        let Some(frame) = frame else { break };
-        if sink.feed(Message::Binary(frame)).await.is_err() {
-            return;
+    let write = async {
+        while let Some(frame) = batch.pop_front() {
+            ws.feed(Message::Binary(frame)).await?;
         }
-        while let Ok(frame) = rx.frames.try_recv() {
-            if sink.feed(Message::Binary(frame)).await.is_err() {
-                return;
-            }
-        }
-        if sink.flush().await.is_err() {
-            return;
-        }
+        ws.flush().await
+    };
+    tokio::select! {
+        result = write => result.is_ok(),
+        _ = outbox.abandoned() => false,
     }
-    let close = rx.closing.borrow().unwrap_or(Close::NORMAL);
-    if close.flush {
-        while let Ok(frame) = rx.frames.try_recv() {
-            if sink.feed(Message::Binary(frame)).await.is_err() {
-                return;
-            }
+}
+
+/// Sends what is still queued, then the close frame.
+async fn say_goodbye<S>(ws: &mut WebSocketStream<S>, outbox: &Outbox, close: Close)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut rest = VecDeque::new();
+    outbox.take_all(&mut rest);
+    for frame in rest {
+        if ws.feed(Message::Binary(frame)).await.is_err() {
+            return;
         }
     }
     let frame = CloseFrame {
         code: CloseCode::from(close.code),
         reason: close.reason.into(),
     };
-    let _ = sink.send(Message::Close(Some(frame))).await;
-    let _ = sink.close().await;
+    let _ = ws.send(Message::Close(Some(frame))).await;
+    let _ = ws.close(None).await;
 }
 
 /// Where the session stands with authentication.
@@ -221,7 +242,7 @@ impl Session {
         self.seq
     }
 
-    fn send(&self, frame: bytes::Bytes) {
+    fn send(&self, frame: Bytes) {
         self.outbox.push(frame);
     }
 

@@ -446,12 +446,13 @@ mod tests {
         })
     }
 
-    fn drain(rx: &mut crate::outbox::OutboxReceiver) -> Vec<Frame> {
-        let mut out = Vec::new();
-        while let Ok(b) = rx.frames.try_recv() {
-            out.push(Frame::decode(&b, 64).unwrap());
-        }
-        out
+    fn drain(outbox: &Outbox) -> Vec<Frame> {
+        let mut batch = std::collections::VecDeque::new();
+        outbox.take_all(&mut batch);
+        batch
+            .iter()
+            .map(|b| Frame::decode(b, 64).unwrap())
+            .collect()
     }
 
     #[test]
@@ -466,12 +467,11 @@ mod tests {
     #[test]
     fn watch_then_write_delivers_init_then_delta() {
         let s = store();
-        let (outbox, mut rx) = Outbox::new(1, 16);
-        let outbox = Arc::new(outbox);
+        let outbox = Arc::new(Outbox::new(1, 16));
         s.watch("k", &outbox, 1, None).unwrap();
         s.write("k", Mutation::Set(json!({"a": 1}).into())).unwrap();
         s.write("k", Mutation::Delete).unwrap();
-        let frames = drain(&mut rx);
+        let frames = drain(&outbox);
         let kinds: Vec<_> = frames.iter().map(|f| f.kind).collect();
         assert_eq!(
             kinds,
@@ -488,10 +488,10 @@ mod tests {
         for i in 0..5i64 {
             s.write("k", Mutation::Set(Value::Int(i))).unwrap();
         }
-        let (outbox, mut rx) = Outbox::new(1, 16);
-        let n = s.resume("k", 3, &Arc::new(outbox), 1, None).unwrap();
+        let outbox = Arc::new(Outbox::new(1, 16));
+        let n = s.resume("k", 3, &outbox, 1, None).unwrap();
         assert_eq!(n, Some(2));
-        let kinds: Vec<_> = drain(&mut rx).iter().map(|f| f.kind).collect();
+        let kinds: Vec<_> = drain(&outbox).iter().map(|f| f.kind).collect();
         assert_eq!(
             kinds,
             [FrameType::Delta, FrameType::Delta, FrameType::StateInit]
@@ -517,8 +517,7 @@ mod tests {
     #[test]
     fn unused_slots_are_retired_and_key_limit_holds() {
         let s = store();
-        let (outbox, _rx) = Outbox::new(7, 16);
-        let outbox = Arc::new(outbox);
+        let outbox = Arc::new(Outbox::new(7, 16));
         for k in ["a", "b", "c"] {
             s.watch(k, &outbox, 1, None).unwrap();
         }

@@ -560,7 +560,7 @@ async fn token_expiry_closes_a_live_session_and_releases_its_presence() {
 }
 
 #[tokio::test]
-#[ignore = "server bug: live expiry fires up to 1 s after exp (timer armed from whole-second unix time)"]
+
 async fn live_expiry_fires_at_exp_not_up_to_a_second_later() {
     let server = TestServer::with(hs_only).await;
     // Authenticate in the middle of a wall-clock second, so that an expiry
@@ -1565,7 +1565,7 @@ impl Drop for Child {
 }
 
 #[tokio::test]
-#[ignore = "server bug: cli.rs still lists SODP_JWT_SECRET / SODP_ACL_FILE as `not supported yet` and exits 2"]
+
 async fn binary_with_jwt_secret_in_the_environment_requires_auth() {
     let port = free_port();
     let mut child = Child(
@@ -1615,7 +1615,7 @@ async fn binary_with_jwt_secret_in_the_environment_requires_auth() {
 }
 
 #[test]
-#[ignore = "server bug: cli.rs still lists SODP_JWT_SECRET / SODP_ACL_FILE as `not supported yet` and exits 2"]
+
 fn binary_refuses_a_malformed_acl_file_naming_the_file_and_rule() {
     let acl = temp_file(
         "bad-acl.json",
