@@ -89,3 +89,26 @@ async fn provider_refreshes_in_band_past_the_first_expiry() {
     );
     assert!(client.set("auth.refresh", &true).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_expiry_of_a_static_token_stops_the_client() {
+    let Some(server) = auth_server() else { return };
+    let client = Client::builder(server.url())
+        .token(token("alice", 1))
+        .reconnect_delay(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    client.ready().await.unwrap();
+    let mut sub = client.subscribe("auth.expiring");
+    // The server sends ERROR 401 at `exp` and closes; a static token cannot
+    // get better, so the client stops and its streams end.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while sub.recv().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "stream ended after the live expiry");
+    assert!(matches!(
+        client.status(),
+        Status::Closed(Some(Error::Auth(_)))
+    ));
+}
