@@ -112,3 +112,50 @@ async fn live_expiry_of_a_static_token_stops_the_client() {
         Status::Closed(Some(Error::Auth(_)))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_denials_are_typed_and_keep_the_connection() {
+    let acl = serde_json::json!({"rules": [
+        {"pattern": "user.{sub}.*", "read": ["{sub}"], "write": ["{sub}"]},
+        {"pattern": "public.*", "read": ["*"], "write": []}
+    ]});
+    let path = std::env::temp_dir().join(format!("sodp-client-acl-{}.json", std::process::id()));
+    std::fs::write(&path, acl.to_string()).unwrap();
+    let server =
+        TestServer::try_start_with(&["--jwt-secret", SECRET, "--acl-file", path.to_str().unwrap()]);
+    let Some(server) = server else {
+        eprintln!("skipped: this sodp-server build does not support --acl-file");
+        return;
+    };
+    let errors = Arc::new(std::sync::Mutex::new(Vec::<Error>::new()));
+    let e = errors.clone();
+    let client = Client::builder(server.url())
+        .token(token("alice", 60))
+        .on_error(move |err| e.lock().unwrap().push(err.clone()))
+        .build()
+        .unwrap();
+    client.ready().await.unwrap();
+
+    assert!(client.set("user.alice.profile", &1).await.is_ok());
+    assert!(matches!(
+        client.set("public.news", &1).await,
+        Err(Error::Call { code: 403, .. })
+    ));
+    let _denied = client.subscribe("user.bob.profile");
+    let mut allowed = client.subscribe("public.news");
+    let init = tokio::time::timeout(Duration::from_secs(5), allowed.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(init.meta.source, sodp_client::Source::Init);
+    crate::eventually("the 403 for the denied watch", || {
+        !errors.lock().unwrap().is_empty()
+    })
+    .await;
+    assert!(
+        matches!(&errors.lock().unwrap()[0], Error::Server { code: 403, .. }),
+        "{errors:?}"
+    );
+    assert_eq!(client.status(), Status::Connected);
+    let _ = std::fs::remove_file(path);
+}
