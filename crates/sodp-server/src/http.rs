@@ -42,17 +42,18 @@ pub async fn read_request(stream: &mut TcpStream, timeout: Duration) -> io::Resu
 }
 
 async fn read_head(stream: &mut TcpStream) -> io::Result<Request> {
+    // Read straight into the heap buffer: a stack array here would be held
+    // inside every connection's future for the connection's whole life.
     let mut buf = Vec::with_capacity(1024);
     loop {
-        let mut chunk = [0u8; 2048];
-        let n = stream.read(&mut chunk).await?;
+        buf.reserve(1024);
+        let n = stream.read_buf(&mut buf).await?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "closed before the request head",
             ));
         }
-        buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {

@@ -30,7 +30,7 @@ use crate::session;
 use crate::store::{Store, StoreOptions, Validator};
 
 /// Initial read buffer of a connection (see `connection`).
-const READ_BUFFER_BYTES: usize = 4096;
+const READ_BUFFER_BYTES: usize = 2048;
 
 /// State shared by every connection.
 pub struct Shared {
