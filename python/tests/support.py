@@ -199,3 +199,17 @@ def run_example(
     )
     assert proc.returncode == 0, f"{name} failed ({proc.returncode}):\n{proc.stderr}"
     return proc.stdout
+
+
+def assert_quick_start_output(out: str) -> None:
+    """The document's quick start prints the init line, then one line per
+    write. Versions come from the server (they start at the server's start
+    time in microseconds, so they keep increasing across restarts): the
+    first write's version is positive and the second is the next one."""
+    lines = out.splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0] == "player: None version=0"
+    first, second = lines[1].rsplit(" version=", 1), lines[2].rsplit(" version=", 1)
+    assert first[0] == "player: {'name': 'Alice', 'health': 100}"
+    assert second[0] == "player: {'name': 'Alice', 'health': 80}"
+    assert int(first[1]) > 0 and int(second[1]) == int(first[1]) + 1

@@ -63,13 +63,17 @@ impl History {
         }
     }
 
-    /// The frames of every change after `since`, if all of them are still
-    /// held and `since` is not ahead of `current` (the key's version).
-    pub fn replay_since(&self, since: u64, current: u64) -> Option<impl Iterator<Item = &Bytes>> {
-        if since < self.floor || since > current {
-            return None;
-        }
-        let start = self.entries.partition_point(|(v, _)| *v <= since);
+    /// The frames of every change after `since`, if `since` is a version
+    /// this key had (in this process) and every change after it is still
+    /// held. Anything else — trimmed history, a version from before a
+    /// restart, a version of another key — cannot be replayed safely.
+    pub fn replay_since(&self, since: u64) -> Option<impl Iterator<Item = &Bytes>> {
+        let start = self.entries.partition_point(|(v, _)| *v < since);
+        let start = match self.entries.get(start) {
+            Some((v, _)) if *v == since => start + 1,
+            _ if since == self.floor => start,
+            _ => return None,
+        };
         Some(self.entries.range(start..).map(|(_, f)| f))
     }
 
@@ -96,12 +100,19 @@ mod tests {
         for v in [2, 5, 9, 11] {
             h.push(v, frame(v as u8), &budget);
         }
-        // Version 2 was trimmed: resuming from 1 or 0 is impossible.
-        assert!(h.replay_since(1, 11).is_none());
-        assert_eq!(h.replay_since(2, 11).unwrap().count(), 3);
-        assert_eq!(h.replay_since(9, 11).unwrap().count(), 1);
-        assert_eq!(h.replay_since(11, 11).unwrap().count(), 0);
-        assert!(h.replay_since(12, 11).is_none(), "ahead of the key");
+        // Version 2 was trimmed: resuming from 1 or 0 is impossible, but
+        // from 2 itself everything after it is still held.
+        assert!(h.replay_since(1).is_none());
+        assert!(h.replay_since(0).is_none());
+        assert_eq!(h.replay_since(2).unwrap().count(), 3);
+        assert_eq!(h.replay_since(9).unwrap().count(), 1);
+        assert_eq!(h.replay_since(11).unwrap().count(), 0);
+        assert!(h.replay_since(12).is_none(), "ahead of the key");
+        assert!(h.replay_since(6).is_none(), "not a version of this key");
+        // Nothing trimmed: a client that never saw a version can replay all.
+        let mut fresh = History::default();
+        fresh.push(4, frame(4), &budget);
+        assert_eq!(fresh.replay_since(0).unwrap().count(), 1);
     }
 
     #[test]

@@ -54,6 +54,16 @@ pub enum StartError {
     Policy(#[from] PolicyError),
 }
 
+/// Microseconds since the Unix epoch: versions issued by this process start
+/// above every version a previous run issued (unless it sustained more than
+/// a million writes per second), so clients can RESUME across restarts
+/// safely and see versions that only ever increase.
+fn version_base() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// The schema, as the store's pre-commit check.
 struct SchemaValidator(Arc<Policy>);
 
@@ -77,6 +87,7 @@ impl Shared {
             None => None,
         };
         let store = Store::new(StoreOptions {
+            version_base: version_base(),
             history_len: config.history_len,
             history_bytes: config.history_bytes,
             max_keys: config.limits.max_keys,

@@ -54,6 +54,11 @@ pub enum Mutation {
 
 /// What the store was built with.
 pub struct StoreOptions {
+    /// The first change gets version `version_base + 1`. The server uses
+    /// the start time in microseconds, so versions keep increasing across
+    /// restarts and a RESUME from before a restart can never be mistaken
+    /// for a position in the new history.
+    pub version_base: u64,
     pub history_len: usize,
     pub history_bytes: usize,
     pub max_keys: Option<usize>,
@@ -117,7 +122,7 @@ impl Store {
     pub fn new(options: StoreOptions) -> Store {
         Store {
             keys: Mutex::new(HashMap::new()),
-            version: AtomicU64::new(0),
+            version: AtomicU64::new(options.version_base),
             next_stream: AtomicU32::new(FIRST_SUBSCRIPTION_STREAM),
             history: HistoryBudget::new(options.history_len, options.history_bytes),
             max_keys: options.max_keys,
@@ -261,7 +266,7 @@ impl Store {
         params: Option<&Value>,
     ) -> Result<Option<usize>, Rejection> {
         self.with_slot(key, |slot, st| {
-            let replayed = st.history.replay_since(since, st.version).map(|frames| {
+            let replayed = st.history.replay_since(since).map(|frames| {
                 let mut n = 0;
                 for frame in frames {
                     outbox.push(frame.clone());
@@ -438,6 +443,7 @@ mod tests {
 
     fn store() -> Store {
         Store::new(StoreOptions {
+            version_base: 0,
             history_len: 1000,
             history_bytes: 1 << 20,
             max_keys: Some(3),

@@ -364,3 +364,56 @@ async fn silent_clients_are_closed_after_two_intervals() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn resume_after_a_restart_never_mixes_histories() {
+    // A client saw version `since` on a server that has since restarted.
+    let before = TestServer::start().await;
+    let mut w = before.client().await;
+    for n in 0..5 {
+        w.ok("state.set", json!({"state": "k", "value": {"old": n}}))
+            .await;
+    }
+    let stale = before.shared.store.snapshot("k");
+    before.shutdown().await;
+
+    // The new process writes more changes than the old one ever did.
+    let after = TestServer::start().await;
+    let mut w = after.client().await;
+    for n in 0..10 {
+        w.ok("state.set", json!({"state": "k", "value": {"new": n}}))
+            .await;
+    }
+    let mut c = after.client().await;
+    c.send(
+        FrameType::Resume,
+        10,
+        v(json!({"state": "k", "since_version": stale.version})),
+    )
+    .await;
+    let (mut value, mut replayed) = (stale.value, 0);
+    loop {
+        let f = c.recv().await;
+        if f.kind == FrameType::StateInit {
+            if replayed > 0 {
+                assert_eq!(
+                    value,
+                    *f.body.get("value").unwrap(),
+                    "a replay must rebuild the live value"
+                );
+            }
+            break;
+        }
+        let ops = DeltaOp::list_from_value(f.body.get("ops").unwrap()).unwrap();
+        value = sodp_proto::apply(&value, &ops).unwrap();
+        replayed += 1;
+    }
+    assert_eq!(
+        replayed, 0,
+        "a version from another process is never replayed from"
+    );
+    assert!(
+        after.shared.store.version() > stale.version,
+        "versions keep increasing across restarts"
+    );
+}

@@ -11,7 +11,7 @@ import pytest
 
 from sodp import CallError, SodpClient, StateRef, WatchMeta
 
-from ..support import ServerProcess, run_example
+from ..support import ServerProcess, assert_quick_start_output, run_example
 
 pytestmark = pytest.mark.integration
 
@@ -24,11 +24,7 @@ async def wait_for(pred: Any, timeout: float = 5.0) -> None:
 
 def test_quick_start_as_written(sodp_server: ServerProcess, tmp_path: Path) -> None:
     out = run_example("quick_start.py", sodp_server.port, tmp_path)
-    assert out.splitlines() == [
-        "player: None version=0",
-        "player: {'name': 'Alice', 'health': 100} version=1",
-        "player: {'name': 'Alice', 'health': 80} version=2",
-    ]
+    assert_quick_start_output(out)
 
 
 def test_state_ref_flow(sodp_server: ServerProcess, tmp_path: Path) -> None:
