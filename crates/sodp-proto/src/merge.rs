@@ -14,20 +14,24 @@ use crate::value::{Map, Value};
 ///
 /// Returns the new value and the ops; no ops means nothing changed.
 pub fn merge_patch(old: &Value, patch: &Map) -> (Value, Vec<DeltaOp>) {
-    let mut ops = Vec::new();
-    let new = match old {
-        Value::Map(m) => {
-            let mut m = Arc::clone(m);
-            merge_into(&mut m, patch, "/", &mut ops);
-            Value::Map(m)
-        }
-        _ => {
-            let new = Value::Map(Arc::new(patch.clone()));
-            ops.push(DeltaOp::update("/", new.clone()));
-            new
-        }
-    };
+    let mut new = old.clone();
+    let ops = merge_patch_in_place(&mut new, patch);
     (new, ops)
+}
+
+/// [`merge_patch`] applied to `target` itself. Containers are copied only
+/// if someone else still holds them (`Arc::make_mut`), so when `target` is
+/// the only holder a patch costs what it touches, however wide the value.
+pub fn merge_patch_in_place(target: &mut Value, patch: &Map) -> Vec<DeltaOp> {
+    let mut ops = Vec::new();
+    match target {
+        Value::Map(m) => merge_into(m, patch, "/", &mut ops),
+        _ => {
+            *target = Value::Map(Arc::new(patch.clone()));
+            ops.push(DeltaOp::update("/", target.clone()));
+        }
+    }
+    ops
 }
 
 fn merge_into(target: &mut Arc<Map>, patch: &Map, path: &str, ops: &mut Vec<DeltaOp>) {

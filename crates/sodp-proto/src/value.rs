@@ -116,6 +116,23 @@ impl Value {
         }
     }
 
+    /// The map inside, owned: free when this value is its only holder (a
+    /// freshly decoded frame), a copy otherwise.
+    pub fn into_map(self) -> Option<Map> {
+        match self {
+            Value::Map(m) => Some(Arc::try_unwrap(m).unwrap_or_else(|shared| (*shared).clone())),
+            _ => None,
+        }
+    }
+
+    /// The string inside, owned.
+    pub fn into_string(self) -> Option<String> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// The field `name` of a map value.
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.as_map()?.get(name)

@@ -317,6 +317,15 @@ impl Store {
                 let ops = diff(&st.value, &value);
                 (value, ops)
             }
+            Mutation::Patch(patch) if self.validator.is_none() && st.initialized => {
+                // In place: the stored value is the only holder of its
+                // containers, so only what the patch touches is written.
+                let ops = merge::merge_patch_in_place(&mut st.value, &patch);
+                return Ok(match ops.is_empty() {
+                    true => st.version,
+                    false => self.commit(slot, st, ops),
+                });
+            }
             Mutation::Patch(patch) => merge::merge_patch(&st.value, &patch),
             Mutation::SetIn { path, value } => self.set_in(st, &path, value)?,
             Mutation::Presence {
@@ -340,7 +349,8 @@ impl Store {
                 if !st.initialized {
                     return Ok(st.version);
                 }
-                let version = self.commit(slot, st, Value::Nil, vec![DeltaOp::remove("/")]);
+                st.value = Value::Nil;
+                let version = self.commit(slot, st, vec![DeltaOp::remove("/")]);
                 st.initialized = false;
                 return Ok(version);
             }
@@ -392,22 +402,24 @@ impl Store {
     ) -> u64 {
         if !st.initialized {
             let ops = vec![DeltaOp::add("/", new.clone())];
-            let version = self.commit(slot, st, new, ops);
+            st.value = new;
+            let version = self.commit(slot, st, ops);
             st.initialized = true;
             version
         } else if ops.is_empty() {
             st.version
         } else {
-            self.commit(slot, st, new, ops)
+            st.value = new;
+            self.commit(slot, st, ops)
         }
     }
 
-    /// The commit point: version, history, value, fanout — under the key lock.
-    fn commit(&self, slot: &KeySlot, st: &mut KeyState, new: Value, ops: Vec<DeltaOp>) -> u64 {
+    /// The commit point, under the key lock: `st.value` already holds the
+    /// new value; take the version, record history, fan out.
+    fn commit(&self, slot: &KeySlot, st: &mut KeyState, ops: Vec<DeltaOp>) -> u64 {
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
         let frame = wire::delta(slot.stream_id, &slot.key, version, &ops);
         st.history.push(version, frame.clone(), &self.history);
-        st.value = new;
         st.version = version;
         // A subscriber whose queue is full is evicted (its outbox closes the
         // session) and dropped here; the others are unaffected.
@@ -425,7 +437,8 @@ impl Store {
             }
             st.presence.remove(path);
             if let Ok(Some((new, op))) = merge::remove_in(&st.value, path) {
-                self.commit(slot, st, new, vec![op]);
+                st.value = new;
+                self.commit(slot, st, vec![op]);
             }
         });
     }

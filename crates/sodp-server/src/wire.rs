@@ -5,6 +5,8 @@
 //! key's history for RESUME. That is why DELTAs carry seq 0 and the key's
 //! server-wide stream id: nothing in them is per-session.
 
+use std::cell::RefCell;
+
 use bytes::Bytes;
 use sodp_proto::codec::{self, write_map_len, write_str, write_uint};
 use sodp_proto::frame::{write_header, FrameType};
@@ -12,21 +14,43 @@ use sodp_proto::{DeltaOp, Frame, Value};
 
 use crate::error::Rejection;
 
+thread_local! {
+    /// Reused encoding buffer: frames are built here, then copied once into
+    /// an exactly-sized `Bytes` (no reallocation while encoding, and no spare
+    /// capacity kept alive in queues and history).
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
+}
+
+/// Encodes with the thread's scratch buffer.
+fn build(encode: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    SCRATCH.with(|scratch| {
+        let mut buf = scratch.borrow_mut();
+        buf.clear();
+        encode(&mut buf);
+        let frame = Bytes::copy_from_slice(&buf);
+        if buf.capacity() > 1 << 20 {
+            // Do not keep a huge buffer around after one huge frame.
+            *buf = Vec::with_capacity(4096);
+        }
+        frame
+    })
+}
+
 /// `[DELTA, stream_id, 0, {version, ops, state}]`.
 pub fn delta(stream_id: u32, key: &str, version: u64, ops: &[DeltaOp]) -> Bytes {
-    let mut buf = Vec::with_capacity(48 + key.len());
-    write_header(&mut buf, FrameType::Delta, stream_id, 0);
-    write_map_len(&mut buf, 3);
-    write_str(&mut buf, "version");
-    write_uint(&mut buf, version);
-    write_str(&mut buf, "ops");
-    codec::write_array_len(&mut buf, ops.len());
-    for op in ops {
-        op.write(&mut buf);
-    }
-    write_str(&mut buf, "state");
-    write_str(&mut buf, key);
-    Bytes::from(buf)
+    build(|buf| {
+        write_header(buf, FrameType::Delta, stream_id, 0);
+        write_map_len(buf, 3);
+        write_str(buf, "version");
+        write_uint(buf, version);
+        write_str(buf, "ops");
+        codec::write_array_len(buf, ops.len());
+        for op in ops {
+            op.write(buf);
+        }
+        write_str(buf, "state");
+        write_str(buf, key);
+    })
 }
 
 /// `STATE_INIT {state, version, value, initialized, params?}`.
@@ -39,22 +63,39 @@ pub fn state_init(
     initialized: bool,
     params: Option<&Value>,
 ) -> Bytes {
-    let mut buf = Vec::with_capacity(64 + key.len());
-    write_header(&mut buf, FrameType::StateInit, stream_id, seq);
-    write_map_len(&mut buf, if params.is_some() { 5 } else { 4 });
-    write_str(&mut buf, "state");
-    write_str(&mut buf, key);
-    write_str(&mut buf, "version");
-    write_uint(&mut buf, version);
-    write_str(&mut buf, "value");
-    codec::write_value(&mut buf, value);
-    write_str(&mut buf, "initialized");
-    codec::write_bool(&mut buf, initialized);
-    if let Some(p) = params {
-        write_str(&mut buf, "params");
-        codec::write_value(&mut buf, p);
-    }
-    Bytes::from(buf)
+    build(|buf| {
+        write_header(buf, FrameType::StateInit, stream_id, seq);
+        write_map_len(buf, if params.is_some() { 5 } else { 4 });
+        write_str(buf, "state");
+        write_str(buf, key);
+        write_str(buf, "version");
+        write_uint(buf, version);
+        write_str(buf, "value");
+        codec::write_value(buf, value);
+        write_str(buf, "initialized");
+        codec::write_bool(buf, initialized);
+        if let Some(p) = params {
+            write_str(buf, "params");
+            codec::write_value(buf, p);
+        }
+    })
+}
+
+/// The reply to a write: `RESULT {call_id, success: true, data: {version}}`,
+/// written straight to bytes (it is sent once per CALL).
+pub fn result_version(seq: u64, call_id: &str, version: u64) -> Bytes {
+    build(|buf| {
+        write_header(buf, FrameType::Result, 0, seq);
+        write_map_len(buf, 3);
+        write_str(buf, "call_id");
+        write_str(buf, call_id);
+        write_str(buf, "success");
+        codec::write_bool(buf, true);
+        write_str(buf, "data");
+        write_map_len(buf, 1);
+        write_str(buf, "version");
+        write_uint(buf, version);
+    })
 }
 
 /// A successful `RESULT {call_id, success: true, data}`.
@@ -123,6 +164,12 @@ mod tests {
         assert_eq!(f.body.get("state"), Some(&Value::from("game.player")));
         let ops = DeltaOp::list_from_value(f.body.get("ops").unwrap()).unwrap();
         assert_eq!(ops, vec![DeltaOp::update("/x", Value::Int(5))]);
+    }
+
+    #[test]
+    fn result_version_matches_the_generic_encoder() {
+        let data = Value::map_from([("version", Value::from(1u64 << 40))]);
+        assert_eq!(result_version(3, "c1", 1 << 40), result_ok(3, "c1", data));
     }
 
     #[test]

@@ -4,6 +4,6 @@ use super::Args;
 use crate::error::Rejection;
 use crate::store::Mutation;
 
-pub(super) fn parse(_args: &Args<'_>) -> Result<Mutation, Rejection> {
+pub(super) fn parse(_args: &mut Args<'_>) -> Result<Mutation, Rejection> {
     Ok(Mutation::Delete)
 }

@@ -21,16 +21,18 @@ pub struct Call {
     pub mutation: Mutation,
 }
 
-/// Parses `method` and its `args`. Unknown methods are 404.
-pub fn parse(method: &str, args: &Value, session: SessionId) -> Result<Call, Rejection> {
-    let args = Args::new(method, args)?;
-    let key = args.str("state")?.to_owned();
+/// Parses `method` and its `args`, taking ownership so that values and
+/// patches move into the mutation instead of being copied. Unknown methods
+/// are 404.
+pub fn parse(method: &str, args: Value, session: SessionId) -> Result<Call, Rejection> {
+    let mut args = Args::new(method, args)?;
+    let key = args.string("state")?;
     let mutation = match method {
-        "state.set" => set::parse(&args)?,
-        "state.patch" => patch::parse(&args)?,
-        "state.set_in" => set_in::parse(&args)?,
-        "state.delete" => delete::parse(&args)?,
-        "state.presence" => presence::parse(&args, session)?,
+        "state.set" => set::parse(&mut args)?,
+        "state.patch" => patch::parse(&mut args)?,
+        "state.set_in" => set_in::parse(&mut args)?,
+        "state.delete" => delete::parse(&mut args)?,
+        "state.presence" => presence::parse(&mut args, session)?,
         _ => unreachable!("Args::new rejects unknown methods"),
     };
     Ok(Call { key, mutation })
@@ -46,13 +48,14 @@ pub const METHODS: [&str; 5] = [
 ];
 
 /// Typed access to a CALL's `args` map, with errors naming the method.
+/// Each argument is taken out of the map (moved, not cloned).
 struct Args<'a> {
     method: &'a str,
-    map: &'a Map,
+    map: Map,
 }
 
 impl<'a> Args<'a> {
-    fn new(method: &'a str, args: &'a Value) -> Result<Args<'a>, Rejection> {
+    fn new(method: &'a str, args: Value) -> Result<Args<'a>, Rejection> {
         if !METHODS.contains(&method) {
             return Err(Rejection::new(
                 ErrorCode::NotFound,
@@ -60,19 +63,19 @@ impl<'a> Args<'a> {
             ));
         }
         let map = args
-            .as_map()
+            .into_map()
             .ok_or_else(|| Rejection::bad_request(format!("{method}: `args` must be a map")))?;
         Ok(Args { method, map })
     }
 
-    fn value(&self, name: &str) -> Result<&'a Value, Rejection> {
-        self.map.get(name).ok_or_else(|| {
+    fn value(&mut self, name: &str) -> Result<Value, Rejection> {
+        self.map.swap_remove(name).ok_or_else(|| {
             Rejection::bad_request(format!("{}: missing argument `{name}`", self.method))
         })
     }
 
-    fn str(&self, name: &str) -> Result<&'a str, Rejection> {
-        self.value(name)?.as_str().ok_or_else(|| {
+    fn string(&mut self, name: &str) -> Result<String, Rejection> {
+        self.value(name)?.into_string().ok_or_else(|| {
             Rejection::bad_request(format!(
                 "{}: argument `{name}` must be a string",
                 self.method
@@ -80,8 +83,8 @@ impl<'a> Args<'a> {
         })
     }
 
-    fn map(&self, name: &str) -> Result<&'a Map, Rejection> {
-        self.value(name)?.as_map().ok_or_else(|| {
+    fn map(&mut self, name: &str) -> Result<Map, Rejection> {
+        self.value(name)?.into_map().ok_or_else(|| {
             Rejection::bad_request(format!("{}: argument `{name}` must be a map", self.method))
         })
     }
@@ -111,22 +114,22 @@ mod tests {
                 json!({"state": "k", "path": "/a", "value": 1}),
             ),
         ] {
-            let call = parse(method, &args(a), 1).unwrap();
+            let call = parse(method, args(a), 1).unwrap();
             assert_eq!(call.key, "k");
         }
     }
 
     #[test]
     fn rejections_name_the_problem() {
-        let e = parse("state.nope", &args(json!({})), 1).unwrap_err();
+        let e = parse("state.nope", args(json!({})), 1).unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound);
-        let e = parse("state.set", &args(json!({"state": "k"})), 1).unwrap_err();
+        let e = parse("state.set", args(json!({"state": "k"})), 1).unwrap_err();
         assert_eq!(e.message, "state.set: missing argument `value`");
-        let e = parse("state.patch", &args(json!({"state": "k", "patch": [1]})), 1).unwrap_err();
+        let e = parse("state.patch", args(json!({"state": "k", "patch": [1]})), 1).unwrap_err();
         assert_eq!(e.message, "state.patch: argument `patch` must be a map");
-        let e = parse("state.set", &args(json!({"state": 5, "value": 1})), 1).unwrap_err();
+        let e = parse("state.set", args(json!({"state": 5, "value": 1})), 1).unwrap_err();
         assert_eq!(e.message, "state.set: argument `state` must be a string");
-        let e = parse("state.set", &Value::Int(1), 1).unwrap_err();
+        let e = parse("state.set", Value::Int(1), 1).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
     }
 }

@@ -5,6 +5,6 @@ use super::Args;
 use crate::error::Rejection;
 use crate::store::Mutation;
 
-pub(super) fn parse(args: &Args<'_>) -> Result<Mutation, Rejection> {
-    Ok(Mutation::Patch(args.map("patch")?.clone()))
+pub(super) fn parse(args: &mut Args<'_>) -> Result<Mutation, Rejection> {
+    Ok(Mutation::Patch(args.map("patch")?))
 }

@@ -7,10 +7,10 @@ use crate::error::Rejection;
 use crate::outbox::SessionId;
 use crate::store::Mutation;
 
-pub(super) fn parse(args: &Args<'_>, session: SessionId) -> Result<Mutation, Rejection> {
+pub(super) fn parse(args: &mut Args<'_>, session: SessionId) -> Result<Mutation, Rejection> {
     Ok(Mutation::Presence {
-        path: args.str("path")?.to_owned(),
-        value: args.value("value")?.clone(),
+        path: args.string("path")?,
+        value: args.value("value")?,
         session,
     })
 }

@@ -5,9 +5,9 @@ use super::Args;
 use crate::error::Rejection;
 use crate::store::Mutation;
 
-pub(super) fn parse(args: &Args<'_>) -> Result<Mutation, Rejection> {
+pub(super) fn parse(args: &mut Args<'_>) -> Result<Mutation, Rejection> {
     Ok(Mutation::SetIn {
-        path: args.str("path")?.to_owned(),
-        value: args.value("value")?.clone(),
+        path: args.string("path")?,
+        value: args.value("value")?,
     })
 }
