@@ -78,7 +78,7 @@ impl DeltaOp {
 
     /// The op as a wire map.
     pub fn to_value(&self) -> Value {
-        let mut m = Map::with_capacity(3);
+        let mut m = Map::with_capacity_and_hasher(3, Default::default());
         m.insert("op".into(), self.kind.as_str().into());
         m.insert("path".into(), self.path.to_owned().into());
         if let Some(v) = &self.value {

@@ -13,7 +13,11 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 /// An object: string keys in insertion order.
-pub type Map = IndexMap<String, Value>;
+///
+/// Hashed with foldhash (randomly seeded per process): decoding maps is the
+/// hottest step of every write, and SipHash costs several times more on
+/// short keys, while a fixed-seed hash would let a client flood one bucket.
+pub type Map = IndexMap<String, Value, foldhash::fast::RandomState>;
 
 /// A state value.
 ///
@@ -54,7 +58,7 @@ impl PartialEq for Value {
 impl Value {
     /// An empty object.
     pub fn empty_map() -> Value {
-        Value::Map(Arc::new(Map::new()))
+        Value::Map(Arc::new(Map::default()))
     }
 
     /// An empty array.

@@ -275,7 +275,7 @@ impl Session {
     fn send_hello(&mut self) {
         let config = &self.shared.config;
         let policy = &self.shared.policy;
-        let mut capabilities = sodp_proto::Map::new();
+        let mut capabilities = sodp_proto::Map::default();
         for (name, value) in [
             ("multi_watch", Value::Bool(true)),
             ("params", Value::Bool(true)),
