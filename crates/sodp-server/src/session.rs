@@ -590,7 +590,7 @@ impl Session {
                     self.shared.store.watch(key, &self.outbox, seq, params)
                 });
             match result {
-                Ok(_) => {
+                Ok(()) => {
                     self.watched.insert(key.to_owned());
                 }
                 Err(e) => self.send_error(frame.stream_id, &e),

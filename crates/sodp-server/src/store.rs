@@ -231,27 +231,15 @@ impl Store {
     }
 
     /// Subscribes `outbox` to `key`: queues STATE_INIT (with `seq` and the
-    /// echoed `params`), then every later DELTA. Returns the stream id.
+    /// echoed `params`), then every later DELTA.
     pub fn watch(
         &self,
         key: &str,
         outbox: &Arc<Outbox>,
         seq: u64,
         params: Option<&Value>,
-    ) -> Result<u32, Rejection> {
-        self.with_slot(key, |slot, st| {
-            outbox.push(wire::state_init(
-                slot.stream_id,
-                seq,
-                &slot.key,
-                st.version,
-                &st.value,
-                st.initialized,
-                params,
-            ));
-            st.subscribers.insert(outbox.id(), outbox.clone());
-            slot.stream_id
-        })
+    ) -> Result<(), Rejection> {
+        self.with_slot(key, |slot, st| subscribe(slot, st, outbox, seq, params))
     }
 
     /// RESUME: replays the DELTAs after `since` if every one is still held,
@@ -274,16 +262,7 @@ impl Store {
                 }
                 n
             });
-            outbox.push(wire::state_init(
-                slot.stream_id,
-                seq,
-                &slot.key,
-                st.version,
-                &st.value,
-                st.initialized,
-                params,
-            ));
-            st.subscribers.insert(outbox.id(), outbox.clone());
+            subscribe(slot, st, outbox, seq, params);
             replayed
         })
     }
@@ -442,6 +421,27 @@ impl Store {
             }
         });
     }
+}
+
+/// Queues STATE_INIT — the key's current state, the "live" marker — and
+/// adds the subscriber, under the key lock so no change slips in between.
+fn subscribe(
+    slot: &KeySlot,
+    st: &mut KeyState,
+    outbox: &Arc<Outbox>,
+    seq: u64,
+    params: Option<&Value>,
+) {
+    outbox.push(wire::state_init(
+        slot.stream_id,
+        seq,
+        &slot.key,
+        st.version,
+        &st.value,
+        st.initialized,
+        params,
+    ));
+    st.subscribers.insert(outbox.id(), outbox.clone());
 }
 
 fn parse_path(path: &str) -> Result<Vec<String>, Rejection> {
