@@ -11,10 +11,13 @@
 //! presence path this session still owns.
 
 use std::collections::{HashSet, VecDeque};
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use sodp_auth::{Identity, RateLimiter};
 use sodp_proto::frame::FrameError;
@@ -154,9 +157,9 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     }
 }
 
-/// Writes the batch, then flushes once. Gives up (returns false) on a write
-/// error, or as soon as the session is told to close without flushing
-/// (eviction): a peer that stopped reading must not hold the task.
+/// Writes the batch. Gives up (returns false) on a write error, or as soon as
+/// the session is told to close without flushing (eviction): a peer that
+/// stopped reading must not hold the task.
 async fn write_batch<S>(
     ws: &mut WebSocketStream<S>,
     batch: &mut VecDeque<Bytes>,
@@ -166,15 +169,56 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let write = async {
-        while let Some(frame) = batch.pop_front() {
-            ws.feed(Message::Binary(frame)).await?;
-        }
-        ws.flush().await
+        // Whatever tungstenite queued itself (a pong, a close reply) goes
+        // first, so raw messages never interleave with its frames.
+        ws.flush().await.map_err(io::Error::other)?;
+        write_raw(ws.get_mut(), batch).await
     };
     tokio::select! {
         result = write => result.is_ok(),
         _ = outbox.abandoned() => false,
     }
+}
+
+/// Most messages handed to one `writev`.
+const MAX_IOVECS: usize = 64;
+
+/// Writes pre-framed WebSocket messages (see `wire`) straight to the socket,
+/// as many per `writev` as are queued: no per-subscriber framing, no copy.
+async fn write_raw<S>(io: &mut S, batch: &mut VecDeque<Bytes>) -> io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    while !batch.is_empty() {
+        let written = poll_fn(|cx| {
+            // Built on each poll so the slices never live in the future.
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let n = batch
+                .iter()
+                .zip(slices.iter_mut())
+                .map(|(message, slice)| *slice = IoSlice::new(message))
+                .count();
+            Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
+        })
+        .await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let mut left = written;
+        while left > 0 {
+            let Some(front) = batch.front_mut() else {
+                break;
+            };
+            if left >= front.len() {
+                left -= front.len();
+                batch.pop_front();
+            } else {
+                front.advance(left);
+                left = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sends what is still queued, then the close frame.
@@ -184,10 +228,8 @@ where
 {
     let mut rest = VecDeque::new();
     outbox.take_all(&mut rest);
-    for frame in rest {
-        if ws.feed(Message::Binary(frame)).await.is_err() {
-            return;
-        }
+    if ws.flush().await.is_err() || write_raw(ws.get_mut(), &mut rest).await.is_err() {
+        return;
     }
     let frame = CloseFrame {
         code: CloseCode::from(close.code),

@@ -470,7 +470,7 @@ mod tests {
         outbox.take_all(&mut batch);
         batch
             .iter()
-            .map(|b| Frame::decode(b, 64).unwrap())
+            .map(|b| Frame::decode(wire::ws_payload(b), 64).unwrap())
             .collect()
     }
 

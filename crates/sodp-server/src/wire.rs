@@ -1,5 +1,10 @@
 //! Builders for the frames the server sends.
 //!
+//! Every builder returns a complete WebSocket binary message — the
+//! WebSocket header followed by the MessagePack frame — so sessions write
+//! these bytes to the socket as they are (`session::write_raw`), with no
+//! per-subscriber framing or copying, several at once with one `writev`.
+//!
 //! DELTA is written straight to bytes from the ops (no intermediate map),
 //! once per mutation; the same bytes go to every subscriber and into the
 //! key's history for RESUME. That is why DELTAs carry seq 0 and the key's
@@ -21,19 +26,48 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
 }
 
-/// Encodes with the thread's scratch buffer.
+/// Encodes a frame with the thread's scratch buffer and returns it as one
+/// WebSocket binary message.
 fn build(encode: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     SCRATCH.with(|scratch| {
         let mut buf = scratch.borrow_mut();
         buf.clear();
         encode(&mut buf);
-        let frame = Bytes::copy_from_slice(&buf);
+        let message = ws_message(&buf);
         if buf.capacity() > 1 << 20 {
             // Do not keep a huge buffer around after one huge frame.
             *buf = Vec::with_capacity(4096);
         }
-        frame
+        message
     })
+}
+
+/// Wraps `payload` in a final, unmasked, binary WebSocket frame (RFC 6455
+/// §5.2; servers never mask).
+pub fn ws_message(payload: &[u8]) -> Bytes {
+    let n = payload.len();
+    let mut out = Vec::with_capacity(n + 10);
+    out.push(0x82);
+    if n < 126 {
+        out.push(n as u8);
+    } else if n <= u16::MAX as usize {
+        out.push(126);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+    out.extend_from_slice(payload);
+    Bytes::from(out)
+}
+
+/// The MessagePack frame inside a message built here (tests and tools).
+pub fn ws_payload(message: &[u8]) -> &[u8] {
+    match message.get(1) {
+        Some(127) => &message[10..],
+        Some(126) => &message[4..],
+        _ => &message[2..],
+    }
 }
 
 /// `[DELTA, stream_id, 0, {version, ops, state}]`.
@@ -130,19 +164,17 @@ pub fn error(stream_id: u32, seq: u64, rejection: &Rejection) -> Bytes {
 
 /// `HEARTBEAT` with seq 0 (it needs no acknowledgement).
 pub fn heartbeat() -> Bytes {
-    Bytes::from_static(&[0x94, FrameType::Heartbeat as u8, 0, 0, 0xc0])
+    Bytes::from_static(&[0x82, 5, 0x94, FrameType::Heartbeat as u8, 0, 0, 0xc0])
 }
 
 pub fn encode(kind: FrameType, stream_id: u32, seq: u64, body: Value) -> Bytes {
-    Bytes::from(
-        Frame {
-            kind,
-            stream_id,
-            seq,
-            body,
-        }
-        .encode(),
-    )
+    let frame = Frame {
+        kind,
+        stream_id,
+        seq,
+        body,
+    };
+    ws_message(&frame.encode())
 }
 
 #[cfg(test)]
@@ -157,7 +189,7 @@ mod tests {
             7,
             &[DeltaOp::update("/x", Value::Int(5))],
         );
-        let f = Frame::decode(&bytes, 16).unwrap();
+        let f = Frame::decode(ws_payload(&bytes), 16).unwrap();
         assert_eq!(f.kind, FrameType::Delta);
         assert_eq!(f.stream_id, 12);
         assert_eq!(f.body.get("version"), Some(&Value::Int(7)));
@@ -170,6 +202,16 @@ mod tests {
     fn result_version_matches_the_generic_encoder() {
         let data = Value::map_from([("version", Value::from(1u64 << 40))]);
         assert_eq!(result_version(3, "c1", 1 << 40), result_ok(3, "c1", data));
+    }
+
+    #[test]
+    fn websocket_headers_for_every_length_class() {
+        for n in [0usize, 125, 126, 65_535, 65_536] {
+            let payload = vec![7u8; n];
+            let message = ws_message(&payload);
+            assert_eq!(message[0], 0x82);
+            assert_eq!(ws_payload(&message), &payload[..], "length {n}");
+        }
     }
 
     #[test]
