@@ -191,6 +191,12 @@ where
 {
     while !batch.is_empty() {
         let written = poll_fn(|cx| {
+            // One message: a plain send. writev goes through the VFS layer
+            // (file-position lock and all), which costs more for a single
+            // buffer than it saves.
+            if batch.len() == 1 {
+                return Pin::new(&mut *io).poll_write(cx, &batch[0]);
+            }
             // Built on each poll so the slices never live in the future.
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let n = batch
