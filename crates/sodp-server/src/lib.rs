@@ -12,6 +12,7 @@
 //! - [`outbox`]: a session's bounded outbound queue and its close signal.
 //! - [`wire`]: the frames the server sends, encoded once.
 //! - [`error`]: error codes and the `Rejection` sent to clients.
+//! - [`memory`]: returning freed memory to the OS after bulk disconnects.
 //!
 //! A write flows: session → `methods::parse` → `Store::write` (key lock:
 //! compute value + ops, version, encode DELTA once, history, push to every
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod history;
 pub mod http;
+pub mod memory;
 pub mod methods;
 pub mod outbox;
 pub mod server;

@@ -25,6 +25,7 @@ use sodp_auth::{Policy, PolicyError};
 use crate::config::Config;
 use crate::error::{ErrorCode, Rejection};
 use crate::http::{self, Request};
+use crate::memory;
 use crate::outbox::{Close, Outbox, SessionId};
 use crate::session;
 use crate::store::{Store, StoreOptions, Validator};
@@ -206,6 +207,7 @@ impl Server {
                 stop_rx.clone(),
             ));
         }
+        let trimmer = tokio::spawn(memory::trim_after_disconnects(self.shared.clone()));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -228,6 +230,7 @@ impl Server {
         self.shared.close_all_sessions();
         let _ = stop_tx.send(true);
         drop(alive_tx);
+        trimmer.abort();
         let grace = self.shared.config.shutdown_grace + Duration::from_secs(1);
         if time::timeout(grace, alive_rx.recv()).await.is_err() {
             warn!("some connections did not finish within the grace period");
