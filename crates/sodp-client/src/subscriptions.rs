@@ -328,6 +328,21 @@ mod tests {
     }
 
     #[test]
+    fn watcher_added_before_state_init_gets_the_init_only() {
+        let mut subs = Subscriptions::default();
+        let (tx1, mut rx1) = unbounded_channel();
+        let (tx2, mut rx2) = unbounded_channel();
+        assert!(subs.add_watcher("k", tx1).1.is_some());
+        // WATCH is out, STATE_INIT not back yet: nothing cached to replay.
+        assert!(subs.add_watcher("k", tx2).1.is_none());
+        assert!(drain(&mut rx2).is_empty());
+        subs.on_state_init(10, &v(json!({"state": "k", "version": 0, "value": null})))
+            .unwrap();
+        assert_eq!(drain(&mut rx1), [(Source::Init, 0, json!(null))]);
+        assert_eq!(drain(&mut rx2), [(Source::Init, 0, json!(null))]);
+    }
+
+    #[test]
     fn deltas_route_by_state_and_skip_replayed_versions() {
         let mut subs = Subscriptions::default();
         let (tx, mut rx) = unbounded_channel();

@@ -148,9 +148,11 @@ async fn acl_denials_are_typed_and_keep_the_connection() {
         .unwrap()
         .unwrap();
     assert_eq!(init.meta.source, sodp_client::Source::Init);
-    crate::eventually("the 403 for the denied watch", || {
-        !errors.lock().unwrap().is_empty()
-    })
+    crate::eventually(
+        "the 403 for the denied watch",
+        || errors.lock().unwrap().clone(),
+        |e| !e.is_empty(),
+    )
     .await;
     assert!(
         matches!(&errors.lock().unwrap()[0], Error::Server { code: 403, .. }),

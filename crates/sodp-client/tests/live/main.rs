@@ -56,13 +56,23 @@ pub async fn quiet(sub: &mut Subscription, ms: u64) {
     }
 }
 
-/// Polls `cond` until it holds (5 s at most).
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+/// Polls `probe` until `done` holds for what it returns (5 s at most). On
+/// timeout the panic shows the last value seen, so a failure says what
+/// arrived instead of only that the right thing did not.
+pub async fn eventually<T: std::fmt::Debug>(
+    what: &str,
+    mut probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !cond() {
+    loop {
+        let seen = probe();
+        if done(&seen) {
+            return seen;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out waiting for {what}; last saw {seen:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -43,7 +43,12 @@ async fn resume_replays_what_was_missed_over_a_cut_connection() {
     assert_eq!(next(&mut sub).await.meta.source, Source::Delta);
 
     proxy.cut();
-    eventually("disconnect", || disconnects.load(Ordering::SeqCst) == 1).await;
+    eventually(
+        "disconnect",
+        || disconnects.load(Ordering::SeqCst),
+        |n| *n == 1,
+    )
+    .await;
     assert_eq!(c.status(), Status::Connecting);
     let mut missed = vec![];
     for n in 1..=3 {
@@ -79,7 +84,12 @@ async fn reconnects_after_a_server_restart() {
     next_from(&mut known, Source::Delta).await;
 
     server.stop();
-    eventually("disconnect", || disconnects.load(Ordering::SeqCst) == 1).await;
+    eventually(
+        "disconnect",
+        || disconnects.load(Ordering::SeqCst),
+        |n| *n == 1,
+    )
+    .await;
     // Watched while down: WATCHed (not resumed) on reconnect.
     let mut fresh = c.subscribe("restart.fresh");
     // A call made while down is queued until the server is back.
