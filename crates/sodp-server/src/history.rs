@@ -12,6 +12,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
+/// Memory an entry costs beyond its frame bytes: the deque slot (version +
+/// `Bytes`), the shared-buffer header and allocator overhead. Counted so the
+/// byte budget bounds real memory, not just payload.
+const ENTRY_OVERHEAD: usize = 96;
+
+fn cost(frame: &Bytes) -> usize {
+    frame.len() + ENTRY_OVERHEAD
+}
+
 /// The server-wide history limits and the bytes currently held.
 #[derive(Debug)]
 pub struct HistoryBudget {
@@ -47,7 +56,7 @@ pub struct History {
 impl History {
     /// Records a change and trims to the budget.
     pub fn push(&mut self, version: u64, frame: Bytes, budget: &HistoryBudget) {
-        budget.used_bytes.fetch_add(frame.len(), Ordering::Relaxed);
+        budget.used_bytes.fetch_add(cost(&frame), Ordering::Relaxed);
         self.entries.push_back((version, frame));
         while self.entries.len() > budget.max_entries
             || (budget.used_bytes() > budget.max_bytes && !self.entries.is_empty())
@@ -58,7 +67,7 @@ impl History {
 
     fn drop_oldest(&mut self, budget: &HistoryBudget) {
         if let Some((v, frame)) = self.entries.pop_front() {
-            budget.used_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+            budget.used_bytes.fetch_sub(cost(&frame), Ordering::Relaxed);
             self.floor = v;
         }
     }
@@ -117,12 +126,13 @@ mod tests {
 
     #[test]
     fn byte_budget_is_shared_and_bounded() {
-        let budget = HistoryBudget::new(1000, 25);
+        let one = cost(&frame(0));
+        let budget = HistoryBudget::new(1000, 2 * one + one / 2);
         let (mut a, mut b) = (History::default(), History::default());
         a.push(1, frame(1), &budget);
         a.push(2, frame(2), &budget);
         b.push(3, frame(3), &budget);
-        assert!(budget.used_bytes() <= 25);
+        assert!(budget.used_bytes() <= 2 * one + one / 2);
         b.clear(&budget);
         a.clear(&budget);
         assert_eq!(budget.used_bytes(), 0);

@@ -143,6 +143,7 @@ impl Shared {
             "status": "ok",
             "connections": self.connections(),
             "keys": self.store.key_count(),
+            "history_bytes": self.store.history_bytes(),
             "version": env!("CARGO_PKG_VERSION"),
         })
         .to_string()
