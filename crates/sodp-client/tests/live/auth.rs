@@ -93,8 +93,10 @@ async fn provider_refreshes_in_band_past_the_first_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_expiry_of_a_static_token_stops_the_client() {
     let Some(server) = auth_server() else { return };
+    // `exp` has whole-second precision: 2 s leaves at least one second to
+    // connect before the token expires.
     let client = Client::builder(server.url())
-        .token(token("alice", 1))
+        .token(token("alice", 2))
         .reconnect_delay(Duration::from_millis(20))
         .build()
         .unwrap();
