@@ -180,6 +180,48 @@ impl<'a> Decoder<'a> {
         Ok(Some(len))
     }
 
+    /// Reads a map header and returns its length, or `None` (consuming
+    /// nothing) if the next item is not a map.
+    pub fn map_len(&mut self) -> Result<Option<usize>, DecodeError> {
+        let start = self.pos;
+        let len = match self.byte()? {
+            m @ 0x80..=0x8f => (m & 0x0f) as usize,
+            0xde => self.len16()?,
+            0xdf => self.len32()?,
+            _ => {
+                self.pos = start;
+                return Ok(None);
+            }
+        };
+        self.claimed(len, 2)?;
+        Ok(Some(len))
+    }
+
+    /// Reads a string borrowed from the input, or `None` (consuming
+    /// nothing) if the next item is not a string.
+    pub fn str_ref(&mut self) -> Result<Option<&'a str>, DecodeError> {
+        let start = self.pos;
+        let n = match self.byte()? {
+            m @ 0xa0..=0xbf => (m & 0x1f) as usize,
+            0xd9 => self.len8()?,
+            0xda => self.len16()?,
+            0xdb => self.len32()?,
+            _ => {
+                self.pos = start;
+                return Ok(None);
+            }
+        };
+        let bytes = self.take(n)?;
+        std::str::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| DecodeError::InvalidUtf8)
+    }
+
+    /// Skips one item (and everything inside it) without building it.
+    pub fn skip(&mut self) -> Result<(), DecodeError> {
+        self.skip_items(1)
+    }
+
     /// Reads one value; `depth` is the nesting level of the enclosing container.
     pub fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
         let marker = self.byte()?;

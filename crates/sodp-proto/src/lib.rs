@@ -7,6 +7,7 @@
 //! - [`codec`]: MessagePack bytes ↔ [`Value`], with a nesting limit so hostile
 //!   input cannot overflow the stack.
 //! - [`frame`]: the 4-element frame `[type, stream_id, seq, body]`.
+//! - [`call`]: a zero-copy fast path for decoding CALL frames.
 //! - [`pointer`]: RFC 6901 JSON Pointers (`~0`, `~1`; the root is `"/"`).
 //! - [`delta`]: `DeltaOp`, `apply` (never mutates its input) and `diff`.
 //! - [`merge`]: the write operations that produce a new value *and* its ops in
@@ -15,6 +16,7 @@
 //!
 //! Nothing here does I/O; everything is a pure function over bytes and values.
 
+pub mod call;
 pub mod codec;
 pub mod delta;
 pub mod frame;

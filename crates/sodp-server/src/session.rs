@@ -20,6 +20,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use sodp_auth::{Identity, RateLimiter};
+use sodp_proto::call::{CallArgs, CallFrame};
 use sodp_proto::frame::FrameError;
 use sodp_proto::key::validate_key;
 use sodp_proto::{pointer, Frame, FrameType, Value};
@@ -419,8 +420,15 @@ impl Session {
     }
 
     fn on_frame(&mut self, bytes: &[u8]) {
-        let limits = &self.shared.config.limits;
-        let frame = match Frame::decode(bytes, limits.max_depth + FRAME_NESTING) {
+        let max_depth = self.shared.config.limits.max_depth + FRAME_NESTING;
+        // Writes are most of the traffic: a well-formed CALL is read without
+        // building its envelope. Anything else takes the general path below.
+        if let (AuthState::Live { .. }, Some(call)) =
+            (&self.auth, CallFrame::decode(bytes, max_depth))
+        {
+            return self.on_call(call);
+        }
+        let frame = match Frame::decode(bytes, max_depth) {
             Ok(frame) => frame,
             Err(e) => return self.on_bad_frame(e),
         };
@@ -439,7 +447,7 @@ impl Session {
             FrameType::Watch => self.on_watch(&frame),
             FrameType::Resume => self.on_resume(&frame),
             FrameType::Unwatch => self.on_unwatch(&frame),
-            FrameType::Call => self.on_call(frame),
+            FrameType::Call => self.on_slow_call(&frame),
             FrameType::Auth => self.on_auth(&frame),
             kind @ (FrameType::Hello
             | FrameType::StateInit
@@ -697,25 +705,35 @@ impl Session {
         }
     }
 
-    fn on_call(&mut self, frame: Frame) {
-        let stream_id = frame.stream_id;
-        let mut body = frame.body.into_map().unwrap_or_default();
-        let Some(call_id) = body.swap_remove("call_id").and_then(Value::into_string) else {
+    /// A CALL the fast path declined: answer exactly what is wrong with it
+    /// (no string `call_id`: ERROR; otherwise a RESULT).
+    fn on_slow_call(&mut self, frame: &Frame) {
+        let Some(call_id) = frame.body.get("call_id").and_then(Value::as_str) else {
             return self.send_error(
-                stream_id,
+                frame.stream_id,
                 &Rejection::bad_request("CALL needs `call_id` (a string)"),
             );
         };
-        let result = self.call(body);
+        self.on_call(CallFrame {
+            stream_id: frame.stream_id,
+            seq: frame.seq,
+            call_id,
+            method: frame.body.get("method").and_then(Value::as_str),
+            args: CallArgs::of_body(&frame.body),
+        });
+    }
+
+    fn on_call(&mut self, call: CallFrame<'_>) {
+        let result = self.call(call.method, call.args);
         let seq = self.next_seq();
         let reply = match result {
-            Ok(version) => wire::result_version(seq, &call_id, version),
-            Err(e) => wire::result_err(seq, &call_id, &e),
+            Ok(version) => wire::result_version(seq, call.call_id, version),
+            Err(e) => wire::result_err(seq, call.call_id, &e),
         };
         self.send(reply);
     }
 
-    fn call(&mut self, mut body: sodp_proto::Map) -> Result<u64, Rejection> {
+    fn call(&mut self, method: Option<&str>, args: CallArgs<'_>) -> Result<u64, Rejection> {
         if !self.write_limit.try_acquire(std::time::Instant::now()) {
             return Err(Rejection::new(
                 ErrorCode::TooManyRequests,
@@ -725,12 +743,9 @@ impl Session {
                 ),
             ));
         }
-        let method = body
-            .swap_remove("method")
-            .and_then(Value::into_string)
-            .ok_or_else(|| Rejection::bad_request("CALL needs `method` (a string)"))?;
-        let args = body.swap_remove("args").unwrap_or(Value::Nil);
-        let call = methods::parse(&method, args, self.id)?;
+        let method =
+            method.ok_or_else(|| Rejection::bad_request("CALL needs `method` (a string)"))?;
+        let call = methods::parse(method, args, self.id)?;
         self.check_key(&call.key)?;
         self.check_write(&call.key)?;
         let presence_path = match &call.mutation {

@@ -8,6 +8,7 @@ mod presence;
 mod set;
 mod set_in;
 
+use sodp_proto::call::CallArgs;
 use sodp_proto::{Map, Value};
 
 use crate::error::{ErrorCode, Rejection};
@@ -24,7 +25,7 @@ pub struct Call {
 /// Parses `method` and its `args`, taking ownership so that values and
 /// patches move into the mutation instead of being copied. Unknown methods
 /// are 404.
-pub fn parse(method: &str, args: Value, session: SessionId) -> Result<Call, Rejection> {
+pub fn parse(method: &str, args: CallArgs<'_>, session: SessionId) -> Result<Call, Rejection> {
     let mut args = Args::new(method, args)?;
     let key = args.string("state")?;
     let mutation = match method {
@@ -47,31 +48,39 @@ pub const METHODS: [&str; 5] = [
     "state.presence",
 ];
 
-/// Typed access to a CALL's `args` map, with errors naming the method.
-/// Each argument is taken out of the map (moved, not cloned).
+/// Typed access to a CALL's `args`, with errors naming the method. Each
+/// argument is taken out (moved, not cloned); the handful of fields is
+/// searched linearly, which beats hashing at this size.
 struct Args<'a> {
     method: &'a str,
-    map: Map,
+    fields: Vec<(&'a str, Value)>,
 }
 
 impl<'a> Args<'a> {
-    fn new(method: &'a str, args: Value) -> Result<Args<'a>, Rejection> {
+    fn new(method: &'a str, args: CallArgs<'a>) -> Result<Args<'a>, Rejection> {
         if !METHODS.contains(&method) {
             return Err(Rejection::new(
                 ErrorCode::NotFound,
                 format!("unknown method {method:?}; known: {}", METHODS.join(", ")),
             ));
         }
-        let map = args
-            .into_map()
-            .ok_or_else(|| Rejection::bad_request(format!("{method}: `args` must be a map")))?;
-        Ok(Args { method, map })
+        match args {
+            CallArgs::Fields(fields) => Ok(Args { method, fields }),
+            CallArgs::Absent | CallArgs::NotAMap => Err(Rejection::bad_request(format!(
+                "{method}: `args` must be a map"
+            ))),
+        }
     }
 
     fn value(&mut self, name: &str) -> Result<Value, Rejection> {
-        self.map.swap_remove(name).ok_or_else(|| {
-            Rejection::bad_request(format!("{}: missing argument `{name}`", self.method))
-        })
+        // The last occurrence wins, as when a map is decoded.
+        match self.fields.iter().rposition(|(n, _)| *n == name) {
+            Some(i) => Ok(self.fields.swap_remove(i).1),
+            None => Err(Rejection::bad_request(format!(
+                "{}: missing argument `{name}`",
+                self.method
+            ))),
+        }
     }
 
     fn string(&mut self, name: &str) -> Result<String, Rejection> {
@@ -95,8 +104,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn args(j: serde_json::Value) -> Value {
-        j.into()
+    fn args(j: serde_json::Value) -> CallArgs<'static> {
+        match Value::from(j) {
+            Value::Map(m) => CallArgs::Fields(
+                m.iter()
+                    .map(|(k, v)| (&*Box::leak(k.clone().into_boxed_str()), v.clone()))
+                    .collect(),
+            ),
+            _ => CallArgs::NotAMap,
+        }
     }
 
     #[test]
@@ -129,7 +145,7 @@ mod tests {
         assert_eq!(e.message, "state.patch: argument `patch` must be a map");
         let e = parse("state.set", args(json!({"state": 5, "value": 1})), 1).unwrap_err();
         assert_eq!(e.message, "state.set: argument `state` must be a string");
-        let e = parse("state.set", Value::Int(1), 1).unwrap_err();
+        let e = parse("state.set", CallArgs::NotAMap, 1).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
     }
 }

@@ -1,0 +1,196 @@
+//! A fast path for the frame a server decodes most often: CALL.
+//!
+//! [`Frame::decode`](crate::Frame::decode) builds a whole value tree — a map
+//! for the body, strings for every field name, the call id and method, a map
+//! for `args`. [`CallFrame::decode`] reads the same bytes but borrows every
+//! string from the input and builds only the argument values, which is what
+//! a write actually keeps. It accepts exactly the well-formed CALLs; for
+//! anything else it returns `None` and the caller decodes the ordinary way,
+//! which classifies the error precisely.
+
+use crate::codec::Decoder;
+use crate::frame::FrameType;
+use crate::value::Value;
+
+/// A CALL frame with borrowed strings.
+#[derive(Debug, PartialEq)]
+pub struct CallFrame<'a> {
+    pub stream_id: u32,
+    pub seq: u64,
+    pub call_id: &'a str,
+    pub method: Option<&'a str>,
+    pub args: CallArgs<'a>,
+}
+
+/// The `args` of a CALL.
+#[derive(Debug, PartialEq)]
+pub enum CallArgs<'a> {
+    /// No `args` field.
+    Absent,
+    /// `args` is not a map.
+    NotAMap,
+    /// The fields of the `args` map, in order (a repeated name: last wins).
+    Fields(Vec<(&'a str, Value)>),
+}
+
+impl<'a> CallArgs<'a> {
+    /// The `args` of an ordinarily decoded CALL body (the slow path).
+    pub fn of_body(body: &'a Value) -> CallArgs<'a> {
+        match body.get("args") {
+            None => CallArgs::Absent,
+            Some(Value::Map(m)) => {
+                CallArgs::Fields(m.iter().map(|(k, v)| (k.as_str(), v.clone())).collect())
+            }
+            Some(_) => CallArgs::NotAMap,
+        }
+    }
+}
+
+impl<'a> CallFrame<'a> {
+    /// Decodes `bytes` if they are a well-formed CALL with a string
+    /// `call_id` and nothing nested deeper than `max_depth` (counted as
+    /// [`Frame::decode`](crate::Frame::decode) counts it).
+    pub fn decode(bytes: &'a [u8], max_depth: usize) -> Option<CallFrame<'a>> {
+        let mut dec = Decoder::new(bytes, max_depth).skipping_too_deep();
+        let frame = Self::read(&mut dec).ok()??;
+        if dec.finish().is_err() || dec.skipped_too_deep() {
+            return None;
+        }
+        Some(frame)
+    }
+
+    fn read(dec: &mut Decoder<'a>) -> Result<Option<CallFrame<'a>>, crate::codec::DecodeError> {
+        if dec.array_len()? != Some(4) {
+            return Ok(None);
+        }
+        if dec.value(1)?.as_u64() != Some(FrameType::Call as u64) {
+            return Ok(None);
+        }
+        let Some(stream_id) = dec.value(1)?.as_u64().and_then(|s| u32::try_from(s).ok()) else {
+            return Ok(None);
+        };
+        let Some(seq) = dec.value(1)?.as_u64() else {
+            return Ok(None);
+        };
+        let Some(fields) = dec.map_len()? else {
+            return Ok(None);
+        };
+        let (mut call_id, mut method, mut args) = (None, None, CallArgs::Absent);
+        for _ in 0..fields {
+            let Some(name) = dec.str_ref()? else {
+                return Ok(None);
+            };
+            match name {
+                "call_id" => call_id = dec.str_ref()?,
+                "method" => method = dec.str_ref()?,
+                "args" => args = Self::read_args(dec)?,
+                _ => dec.skip()?,
+            }
+            // A call_id or method of another type: let the slow path say so.
+            if (name == "call_id" && call_id.is_none()) || (name == "method" && method.is_none()) {
+                return Ok(None);
+            }
+        }
+        Ok(call_id.map(|call_id| CallFrame {
+            stream_id,
+            seq,
+            call_id,
+            method,
+            args,
+        }))
+    }
+
+    fn read_args(dec: &mut Decoder<'a>) -> Result<CallArgs<'a>, crate::codec::DecodeError> {
+        let Some(n) = dec.map_len()? else {
+            dec.skip()?;
+            return Ok(CallArgs::NotAMap);
+        };
+        let mut fields = Vec::with_capacity(n);
+        for _ in 0..n {
+            let Some(name) = dec.str_ref()? else {
+                return Err(crate::codec::DecodeError::NonStringKey);
+            };
+            // body (depth 1) → args (2) → argument values (3).
+            fields.push((name, dec.value(3)?));
+        }
+        Ok(CallArgs::Fields(fields))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Frame;
+
+    fn call(body: serde_json::Value) -> Vec<u8> {
+        Frame::new(FrameType::Call, 3, Value::from(body)).encode()
+    }
+
+    #[test]
+    fn reads_a_call_borrowing_its_strings() {
+        let bytes = call(serde_json::json!({
+            "call_id": "c1", "method": "state.set", "args": {"state": "k", "value": {"a": [1]}}
+        }));
+        let f = CallFrame::decode(&bytes, 16).unwrap();
+        assert_eq!(
+            (f.call_id, f.method, f.stream_id),
+            ("c1", Some("state.set"), 3)
+        );
+        assert_eq!(
+            f.args,
+            CallArgs::Fields(vec![
+                ("state", Value::from("k")),
+                ("value", Value::from(serde_json::json!({"a": [1]}))),
+            ])
+        );
+    }
+
+    #[test]
+    fn leaves_everything_else_to_the_slow_path() {
+        let cases = [
+            call(serde_json::json!({"method": "state.set"})),
+            call(serde_json::json!({"call_id": 5, "method": "state.set"})),
+            call(serde_json::json!({"call_id": "c", "method": 5})),
+            Frame::new(
+                FrameType::Watch,
+                0,
+                Value::from(serde_json::json!({"call_id": "c"})),
+            )
+            .encode(),
+            Frame::new(FrameType::Call, 0, Value::Nil).encode(),
+            vec![0xc1],
+        ];
+        for bytes in cases {
+            assert_eq!(CallFrame::decode(&bytes, 16), None, "{bytes:?}");
+        }
+        let mut trailing = call(serde_json::json!({"call_id": "c"}));
+        trailing.push(0xc0);
+        assert_eq!(CallFrame::decode(&trailing, 16), None);
+        let mut deep = Value::Int(1);
+        for _ in 0..20 {
+            deep = Value::from(vec![deep]);
+        }
+        let body = Value::map_from([
+            ("call_id", Value::from("c")),
+            ("args", Value::map_from([("v", deep)])),
+        ]);
+        assert_eq!(
+            CallFrame::decode(&Frame::new(FrameType::Call, 0, body).encode(), 16),
+            None
+        );
+    }
+
+    #[test]
+    fn args_that_are_not_a_map_are_reported() {
+        let bytes = call(serde_json::json!({"call_id": "c", "method": "m", "args": [1]}));
+        assert_eq!(
+            CallFrame::decode(&bytes, 16).unwrap().args,
+            CallArgs::NotAMap
+        );
+        let bytes = call(serde_json::json!({"call_id": "c", "method": "m"}));
+        assert_eq!(
+            CallFrame::decode(&bytes, 16).unwrap().args,
+            CallArgs::Absent
+        );
+    }
+}
