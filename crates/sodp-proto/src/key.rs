@@ -30,16 +30,22 @@ pub fn validate_key(key: &str, max_len: usize) -> Result<(), KeyError> {
             max: max_len,
         });
     }
-    for segment in key.split('.') {
-        if segment.is_empty() {
-            return Err(KeyError::EmptySegment);
+    // Every allowed character is ASCII, so bytes are enough (and a non-ASCII
+    // byte is reported as the character it starts).
+    let mut segment_len = 0;
+    for (i, b) in key.bytes().enumerate() {
+        match b {
+            b'.' if segment_len == 0 => return Err(KeyError::EmptySegment),
+            b'.' => segment_len = 0,
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' => segment_len += 1,
+            _ => {
+                let c = key[i..].chars().next().unwrap_or('?');
+                return Err(KeyError::BadChar(c));
+            }
         }
-        if let Some(c) = segment
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-        {
-            return Err(KeyError::BadChar(c));
-        }
+    }
+    if segment_len == 0 {
+        return Err(KeyError::EmptySegment);
     }
     Ok(())
 }
@@ -58,6 +64,8 @@ mod tests {
         assert_eq!(validate_key(".a", 256), Err(KeyError::EmptySegment));
         assert_eq!(validate_key("a b", 256), Err(KeyError::BadChar(' ')));
         assert_eq!(validate_key("a/b", 256), Err(KeyError::BadChar('/')));
+        assert_eq!(validate_key("a.é", 256), Err(KeyError::BadChar('é')));
+        assert_eq!(validate_key("a.", 256), Err(KeyError::EmptySegment));
         assert_eq!(
             validate_key("abcd", 3),
             Err(KeyError::TooLong { len: 4, max: 3 })

@@ -97,6 +97,8 @@ where
             }
             Event::Outbox(Wake::Closing) => break,
             Event::Incoming(msg) => {
+                // Once per wake, not per frame: a clock read is not free.
+                session.last_received = Instant::now();
                 if !session.on_message(msg) || !drain_readable(&mut ws, &mut session) {
                     break;
                 }
@@ -136,9 +138,12 @@ fn drain_readable<S>(ws: &mut WebSocketStream<S>, session: &mut Session) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    for _ in 0..READ_BURST {
+    for n in 0..READ_BURST {
         match ws.next().now_or_never() {
             Some(msg) => {
+                if n == 0 {
+                    session.last_received = Instant::now();
+                }
                 if !session.on_message(msg) {
                     return false;
                 }
@@ -374,7 +379,6 @@ impl Session {
     /// Handles one read from the socket. Returns false when the session
     /// must end.
     fn on_message(&mut self, msg: Incoming) -> bool {
-        self.last_received = Instant::now();
         match msg {
             Some(Ok(Message::Binary(bytes))) => self.on_frame(&bytes),
             Some(Ok(Message::Text(_))) => {
@@ -542,7 +546,9 @@ impl Session {
     }
 
     fn check_watch_rate(&mut self) -> Result<(), Rejection> {
-        if self.watch_limit.try_acquire(std::time::Instant::now()) {
+        if self.watch_limit.is_unlimited()
+            || self.watch_limit.try_acquire(std::time::Instant::now())
+        {
             return Ok(());
         }
         Err(Rejection::new(
@@ -734,7 +740,9 @@ impl Session {
     }
 
     fn call(&mut self, method: Option<&str>, args: CallArgs<'_>) -> Result<u64, Rejection> {
-        if !self.write_limit.try_acquire(std::time::Instant::now()) {
+        if !self.write_limit.is_unlimited()
+            && !self.write_limit.try_acquire(std::time::Instant::now())
+        {
             return Err(Rejection::new(
                 ErrorCode::TooManyRequests,
                 format!(

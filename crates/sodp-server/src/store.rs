@@ -398,12 +398,13 @@ impl Store {
     fn commit(&self, slot: &KeySlot, st: &mut KeyState, ops: Vec<DeltaOp>) -> u64 {
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
         let frame = wire::delta(slot.stream_id, &slot.key, version, &ops);
-        st.history.push(version, frame.clone(), &self.history);
         st.version = version;
         // A subscriber whose queue is full is evicted (its outbox closes the
         // session) and dropped here; the others are unaffected.
         st.subscribers
             .retain(|_, outbox| outbox.push(frame.clone()));
+        // Moved, not cloned: with no subscribers the frame is never shared.
+        st.history.push(version, frame, &self.history);
         version
     }
 

@@ -417,3 +417,38 @@ async fn resume_after_a_restart_never_mixes_histories() {
         "versions keep increasing across restarts"
     );
 }
+
+#[tokio::test]
+async fn a_busy_subscriber_that_echoes_is_never_timed_out() {
+    // Deliveries keep the session task busy writing; the echoes it reads in
+    // between must still count as signs of life.
+    let server =
+        TestServer::with(|c| c.heartbeat_interval = std::time::Duration::from_millis(150)).await;
+    let mut watcher = server.client().await;
+    let mut writer = server.client().await;
+    watcher.watch("busy").await;
+    let writes = tokio::spawn(async move {
+        for i in 0..60 {
+            writer
+                .ok("state.set", json!({"state": "busy", "value": i}))
+                .await;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        writer
+    });
+    let mut last = None;
+    while last != Some(v(json!(59))) {
+        let f = watcher.recv_any().await;
+        match f.kind {
+            FrameType::Heartbeat => watcher.send(FrameType::Heartbeat, 0, Value::Nil).await,
+            FrameType::Delta => {
+                last = DeltaOp::list_from_value(f.body.get("ops").unwrap()).unwrap()[0]
+                    .value
+                    .clone()
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let _writer = writes.await.unwrap();
+    assert_eq!(server.shared.connections(), 2, "nobody was timed out");
+}
