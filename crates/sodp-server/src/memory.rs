@@ -1,9 +1,11 @@
 //! Giving memory back to the operating system after bulk disconnects.
 //!
-//! glibc keeps freed heap memory for reuse, so a server that held 10,000
+//! Allocators keep freed memory for reuse, so a server that held 10,000
 //! connections keeps their memory after they leave. A background task
 //! watches the connection count and, when it has fallen well below its
-//! recent peak, asks glibc to trim (`malloc_trim`). A no-op elsewhere.
+//! recent peak, asks the allocator to give free pages back: mimalloc (the
+//! binary's allocator) through `mi_collect`, glibc (used by the library's
+//! tests and embedders) through `malloc_trim`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +34,11 @@ pub async fn trim_after_disconnects(shared: Arc<Shared>) {
 
 /// Returns free heap memory to the OS.
 pub fn release_free_memory() {
+    // SAFETY: mi_collect only walks mimalloc's own heaps and is documented
+    // as callable from any thread at any time.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own heap structures; it is
     // documented as safe to call at any time from any thread.

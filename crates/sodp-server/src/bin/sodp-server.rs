@@ -6,6 +6,10 @@ use sodp_server::Server;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
+/// See the `mimalloc` entry in Cargo.toml for why.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
