@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::clock::now_ns;
 use crate::procfs::{self, round, Usage};
 use crate::report::{per_second, Report};
+use crate::scan;
 use crate::stats::summarize;
 use crate::wire::{self, CallTemplate, Error};
 
@@ -183,52 +184,63 @@ pub async fn run(url: &str, pid: Option<u32>, p: &Params) -> Result<Report, Erro
                     Ok(_) => continue,
                 };
                 let now = now_ns();
-                let Ok(f) = wire::decode(&bytes) else {
-                    faults.decode_errors += 1;
-                    continue;
-                };
-                match f.kind {
-                    FrameType::Delta => {
-                        let s = &mut subs[i];
-                        if f.stream_id != s.stream_id {
-                            faults.wrong_stream += 1;
-                        }
-                        let version = f.body.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
-                        if version <= s.last_version {
-                            faults.version_regressions += 1;
-                        }
-                        s.last_version = version;
-                        let n = match wire::delta_field(&f.body, "n") {
-                            Some(n) if (n as usize) < next_write => n as usize,
-                            _ => {
-                                faults.unknown_write += 1;
-                                continue;
+                // Fast path: read the DELTA in place; anything else is decoded fully.
+                let d = match scan::delta(&bytes, "n") {
+                    Some(d) => d,
+                    None => match wire::decode(&bytes) {
+                        Ok(f) if f.kind == FrameType::Delta => scan::Delta {
+                            stream_id: f.stream_id,
+                            version: f.body.get("version").and_then(|v| v.as_u64()).unwrap_or(0),
+                            field: wire::delta_field(&f.body, "n"),
+                        },
+                        Ok(f) => {
+                            match f.kind {
+                                FrameType::Heartbeat => {
+                                    sinks[i].send(wire::message(wire::heartbeat_frame())).await?;
+                                }
+                                FrameType::Error => faults.error_frames += 1,
+                                _ => {}
                             }
-                        };
-                        if !s.mark(n) {
-                            faults.duplicated += 1;
                             continue;
                         }
-                        if s.max_n.is_some_and(|m| n < m) {
-                            faults.out_of_order += 1;
+                        Err(_) => {
+                            faults.decode_errors += 1;
+                            continue;
                         }
-                        s.max_n = Some(s.max_n.map_or(n, |m| m.max(n)));
-                        latencies.push(now.saturating_sub(send_ts[n]));
-                        delivered[n] += 1;
-                        unique += 1;
-                        last_progress = now;
-                        while completed < next_write
-                            && acked[completed]
-                            && delivered[completed] as usize == p.subs
-                        {
-                            completed += 1;
-                        }
+                    },
+                };
+                let s = &mut subs[i];
+                if d.stream_id != s.stream_id {
+                    faults.wrong_stream += 1;
+                }
+                if d.version <= s.last_version {
+                    faults.version_regressions += 1;
+                }
+                s.last_version = d.version;
+                let n = match d.field {
+                    Some(n) if (n as usize) < next_write => n as usize,
+                    _ => {
+                        faults.unknown_write += 1;
+                        continue;
                     }
-                    FrameType::Heartbeat => {
-                        sinks[i].send(wire::message(wire::heartbeat_frame())).await?;
-                    }
-                    FrameType::Error => faults.error_frames += 1,
-                    _ => {}
+                };
+                if !s.mark(n) {
+                    faults.duplicated += 1;
+                    continue;
+                }
+                if s.max_n.is_some_and(|m| n < m) {
+                    faults.out_of_order += 1;
+                }
+                s.max_n = Some(s.max_n.map_or(n, |m| m.max(n)));
+                latencies.push(now.saturating_sub(send_ts[n]));
+                delivered[n] += 1;
+                unique += 1;
+                last_progress = now;
+                while completed < next_write
+                    && acked[completed]
+                    && delivered[completed] as usize == p.subs
+                {
+                    completed += 1;
                 }
             }
             m = wstream.next() => {

@@ -16,6 +16,7 @@ mod fanout;
 mod procfs;
 mod report;
 mod roundtrip;
+mod scan;
 mod stats;
 mod wire;
 mod writes;

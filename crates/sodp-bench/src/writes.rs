@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::clock::now_ns;
 use crate::procfs::{self, round, Usage};
 use crate::report::{per_second, Report};
+use crate::scan;
 use crate::stats::summarize;
 use crate::wire::{self, CallTemplate, Error, Ws};
 
@@ -214,6 +215,15 @@ async fn drive(
                 }
             };
             let now = now_ns();
+            if let Some(r) = scan::result(&bytes, "c") {
+                if let Some(sent_at) = in_flight.remove(&r.call) {
+                    st.latencies.push(now.saturating_sub(sent_at));
+                    st.acked += 1;
+                    st.failed += u64::from(!r.success);
+                }
+                next = ws.next().now_or_never();
+                continue;
+            }
             let f = wire::decode(&bytes)?;
             match f.kind {
                 FrameType::Result => {
