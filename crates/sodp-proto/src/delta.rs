@@ -249,6 +249,61 @@ pub fn apply_in_place(target: &mut Value, op: &DeltaOp) -> Result<(), ApplyError
     Ok(())
 }
 
+/// Whether an ADD or UPDATE at `segments` would apply to `target`, decided
+/// without changing anything (so a write can then be applied in place with
+/// no way to fail half-way). Mirrors [`apply_in_place`]; a property test
+/// holds the two together.
+pub fn check_write(target: &Value, segments: &[String]) -> Result<(), &'static str> {
+    let Some((last, parents)) = segments.split_last() else {
+        return Ok(());
+    };
+    // `None`: a container this write creates, of the kind implied by the
+    // segment that indexes it (`container_for`), hence empty.
+    let mut node = Some(target).filter(|v| v.is_container());
+    for seg in parents {
+        node = match node {
+            Some(Value::Map(m)) => m.get(seg.as_str()).filter(|c| c.is_container()),
+            Some(Value::Array(a)) => {
+                let idx = index(seg).ok_or("array index must be a number")?;
+                match idx.cmp(&a.len()) {
+                    std::cmp::Ordering::Less => a.get(idx).filter(|c| c.is_container()),
+                    std::cmp::Ordering::Equal => None,
+                    std::cmp::Ordering::Greater => return Err("array index out of range"),
+                }
+            }
+            // A container this write creates (non-containers are never kept).
+            _ => {
+                if container_for(seg).is_array() {
+                    match index(seg) {
+                        Some(0) => {}
+                        Some(_) => return Err("array index out of range"),
+                        None => return Err("array index must be a number"),
+                    }
+                }
+                None
+            }
+        };
+    }
+    match node {
+        Some(Value::Array(a)) => match last.as_str() {
+            "-" => Ok(()),
+            seg => match index(seg) {
+                Some(i) if i <= a.len() => Ok(()),
+                Some(_) => Err("array index out of range"),
+                None => Err("array index must be a number or '-'"),
+            },
+        },
+        Some(_) => Ok(()),
+        // Created by this write: a map takes any name, an empty array only
+        // an append.
+        None if container_for(last).is_array() => match last.as_str() {
+            "-" | "0" => Ok(()),
+            _ => Err("array index out of range"),
+        },
+        None => Ok(()),
+    }
+}
+
 /// The container implied by the segment that will index it: `-` or digits
 /// mean an array, anything else an object.
 fn container_for(segment: &str) -> Value {
@@ -288,65 +343,96 @@ pub fn lookup<'v>(value: &'v Value, segments: &[String]) -> Option<&'v Value> {
 /// index; anything else is one UPDATE of the whole array.
 pub fn diff(old: &Value, new: &Value) -> Vec<DeltaOp> {
     let mut ops = Vec::new();
-    diff_at(old, new, "/", &mut ops);
+    diff_at(old, new, &mut String::new(), &mut ops);
     ops
 }
 
-fn diff_at(old: &Value, new: &Value, path: &str, ops: &mut Vec<DeltaOp>) {
-    if old == new {
-        return;
-    }
-    match (old, new) {
-        (Value::Map(a), Value::Map(b)) => {
-            for k in a.keys() {
-                if !b.contains_key(k.as_str()) {
-                    ops.push(DeltaOp::remove(pointer::child(path, k)));
-                }
-            }
-            for (k, nv) in b.iter() {
-                match a.get(k.as_str()) {
-                    None => ops.push(DeltaOp::add(pointer::child(path, k), nv.clone())),
-                    Some(ov) => {
-                        if ov != nv {
-                            diff_at(ov, nv, &pointer::child(path, k), ops);
-                        }
-                    }
-                }
-            }
-        }
-        (Value::Array(a), Value::Array(b)) => diff_arrays(a, b, path, ops),
-        _ => ops.push(DeltaOp::update(path.to_owned(), new.clone())),
+/// The pointer in `path` (a buffer: `""` is the root, written `"/"`).
+fn at(path: &str) -> String {
+    if path.is_empty() {
+        "/".to_owned()
+    } else {
+        path.to_owned()
     }
 }
 
-fn diff_arrays(a: &[Value], b: &[Value], path: &str, ops: &mut Vec<DeltaOp>) {
+/// Compares each pair of nodes once: containers are skipped when shared
+/// (pointer-equal) and otherwise descended into, scalars compared. The path
+/// lives in one buffer extended and truncated on the way, so unchanged
+/// entries cost no allocation.
+fn diff_at(old: &Value, new: &Value, path: &mut String, ops: &mut Vec<DeltaOp>) {
+    match (old, new) {
+        (Value::Map(a), Value::Map(b)) => {
+            if Arc::ptr_eq(a, b) {
+                return;
+            }
+            let len = path.len();
+            for k in a.keys() {
+                if !b.contains_key(k.as_str()) {
+                    pointer::push(path, k);
+                    ops.push(DeltaOp::remove(path.clone()));
+                    path.truncate(len);
+                }
+            }
+            for (k, nv) in b.iter() {
+                pointer::push(path, k);
+                match a.get(k.as_str()) {
+                    None => ops.push(DeltaOp::add(path.clone(), nv.clone())),
+                    Some(ov) => diff_at(ov, nv, path, ops),
+                }
+                path.truncate(len);
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            if !Arc::ptr_eq(a, b) {
+                diff_arrays(a, b, path, ops);
+            }
+        }
+        _ => {
+            if old != new {
+                ops.push(DeltaOp::update(at(path), new.clone()));
+            }
+        }
+    }
+}
+
+fn diff_arrays(a: &[Value], b: &[Value], path: &mut String, ops: &mut Vec<DeltaOp>) {
+    let len = path.len();
+    let element = |path: &mut String, i: usize| {
+        path.truncate(len);
+        pointer::push(path, &i.to_string());
+    };
     let common = a.len().min(b.len());
     let prefix_equal = a[..common] == b[..common];
     if b.len() > a.len() && prefix_equal {
         for (i, v) in b.iter().enumerate().skip(a.len()) {
-            ops.push(DeltaOp::add(
-                pointer::child(path, &i.to_string()),
-                v.clone(),
-            ));
+            element(path, i);
+            ops.push(DeltaOp::add(path.clone(), v.clone()));
         }
     } else if b.len() < a.len() && prefix_equal {
         for i in (b.len()..a.len()).rev() {
-            ops.push(DeltaOp::remove(pointer::child(path, &i.to_string())));
+            element(path, i);
+            ops.push(DeltaOp::remove(path.clone()));
         }
     } else if a.len() == b.len() {
         let changed = a.iter().zip(b).filter(|(x, y)| x != y).count();
+        if changed == 0 {
+            return;
+        }
         if changed * 2 > a.len() {
-            ops.push(DeltaOp::update(path.to_owned(), Value::from(b.to_vec())));
+            ops.push(DeltaOp::update(at(path), Value::from(b.to_vec())));
             return;
         }
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
             if x != y {
-                diff_at(x, y, &pointer::child(path, &i.to_string()), ops);
+                element(path, i);
+                diff_at(x, y, path, ops);
             }
         }
     } else {
-        ops.push(DeltaOp::update(path.to_owned(), Value::from(b.to_vec())));
+        ops.push(DeltaOp::update(at(path), Value::from(b.to_vec())));
     }
+    path.truncate(len);
 }
 
 #[cfg(test)]

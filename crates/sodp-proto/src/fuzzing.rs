@@ -29,8 +29,13 @@ pub fn frame_and_apply(data: &[u8]) {
         assert_eq!(delta::apply(&base, &ops).expect("patch ops apply"), merged);
     }
     if let Some(path) = frame.body.get("path").and_then(Value::as_str) {
-        let _ = merge::set_in(&base, path, Value::Int(1));
-        let _ = merge::remove_in(&base, path);
+        // An in-place write either succeeds or leaves the value untouched.
+        let mut target = base.clone();
+        if merge::set_in_in_place(&mut target, path, Value::Int(1)).is_err() {
+            assert_eq!(target, base);
+        }
+        let mut target = base.clone();
+        let _ = merge::remove_in_in_place(&mut target, path);
     }
     let _ = frame.encode();
 }

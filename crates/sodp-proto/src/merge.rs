@@ -66,10 +66,24 @@ pub fn set_in(
     path: &str,
     value: Value,
 ) -> Result<Option<(Value, DeltaOp)>, ApplyError> {
+    let mut new = old.clone();
+    let op = set_in_in_place(&mut new, path, value)?;
+    Ok(op.map(|op| (new, op)))
+}
+
+/// [`set_in`] applied to `target` itself: when `target` is the only holder
+/// of its containers, only the containers on the path are written (a
+/// presence entry in a 10,000-entry map costs one entry). On error `target`
+/// is unchanged.
+pub fn set_in_in_place(
+    target: &mut Value,
+    path: &str,
+    value: Value,
+) -> Result<Option<DeltaOp>, ApplyError> {
     let segments = pointer::parse(path)?;
     let existing = match segments.last().map(String::as_str) {
         Some("-") => None,
-        _ => delta::lookup(old, &segments),
+        _ => delta::lookup(target, &segments),
     };
     let kind = match existing {
         Some(cur) if *cur == value => return Ok(None),
@@ -81,19 +95,91 @@ pub fn set_in(
         path: pointer::format(&segments),
         value: Some(value),
     };
-    let new = delta::apply(old, std::slice::from_ref(&op))?;
-    Ok(Some((new, op)))
+    // Decided before anything changes, so the write cannot fail half-way.
+    delta::check_write(target, &segments).map_err(|reason| ApplyError::BadPath {
+        path: op.path.clone(),
+        reason,
+    })?;
+    delta::apply_in_place(target, &op)?;
+    Ok(Some(op))
 }
 
-/// Removes one location (presence cleanup). `None` when it does not exist.
-pub fn remove_in(old: &Value, path: &str) -> Result<Option<(Value, DeltaOp)>, ApplyError> {
+/// Removes one location (presence cleanup), in place. `None` when it does
+/// not exist.
+pub fn remove_in_in_place(target: &mut Value, path: &str) -> Result<Option<DeltaOp>, ApplyError> {
     let segments = pointer::parse(path)?;
-    if segments.is_empty() || delta::lookup(old, &segments).is_none() {
+    if segments.is_empty() || delta::lookup(target, &segments).is_none() {
         return Ok(None);
     }
     let op = DeltaOp::remove(pointer::format(&segments));
-    let new = delta::apply(old, std::slice::from_ref(&op))?;
-    Ok(Some((new, op)))
+    delta::apply_in_place(target, &op)?;
+    Ok(Some(op))
+}
+
+/// What it takes to put back a value changed in place when the change turns
+/// out to be refused after it was made (a schema violation). It holds the previous top-level entries only, so taking
+/// it is cheap (`Arc` clones) however large the value.
+#[derive(Debug, Clone)]
+#[must_use]
+pub enum Undo {
+    /// Nothing was changed.
+    Nothing,
+    /// The whole previous value (it was not a map).
+    Root(Value),
+    /// The previous value of each top-level entry changed (`None`: the
+    /// entry did not exist).
+    Entries(Vec<(String, Option<Value>)>),
+}
+
+impl Undo {
+    /// Records what a change below top-level entry `first` (or of the whole
+    /// value, when `None`) will overwrite.
+    pub fn before_change(target: &Value, first: Option<&str>) -> Undo {
+        match (target, first) {
+            (Value::Map(m), Some(key)) => {
+                Undo::Entries(vec![(key.to_owned(), m.get(key).cloned())])
+            }
+            _ => Undo::Root(target.clone()),
+        }
+    }
+
+    /// Records what [`merge_patch_in_place`] with `patch` will overwrite.
+    pub fn before_patch(target: &Value, patch: &Map) -> Undo {
+        match target {
+            Value::Map(m) => Undo::Entries(
+                patch
+                    .keys()
+                    .map(|k| (k.clone(), m.get(k.as_str()).cloned()))
+                    .collect(),
+            ),
+            _ => Undo::Root(target.clone()),
+        }
+    }
+
+    /// Puts `target` back as it was when this was taken.
+    pub fn restore(self, target: &mut Value) {
+        match self {
+            Undo::Nothing => {}
+            Undo::Root(previous) => *target = previous,
+            Undo::Entries(entries) => {
+                let Value::Map(m) = target else {
+                    return; // A change below an entry keeps the root a map.
+                };
+                let m = Arc::make_mut(m);
+                for (key, previous) in entries.into_iter().rev() {
+                    match previous {
+                        Some(v) => {
+                            m.insert(key, v);
+                        }
+                        // New keys were appended: removing them restores the order.
+                        None => {
+                            m.shift_remove(&key);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -142,6 +142,10 @@ impl Value {
         self.as_map()?.get(name)
     }
 
+    pub fn is_array(&self) -> bool {
+        matches!(self, Value::Array(_))
+    }
+
     /// True for arrays and maps.
     pub fn is_container(&self) -> bool {
         matches!(self, Value::Array(_) | Value::Map(_))

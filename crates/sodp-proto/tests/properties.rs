@@ -58,3 +58,47 @@ proptest! {
         let _ = Frame::decode(&bytes, 16);
     }
 }
+
+fn arb_path() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            Just("a".to_owned()),
+            Just("b".to_owned()),
+            Just("0".to_owned()),
+            Just("1".to_owned()),
+            Just("2".to_owned()),
+            Just("-".to_owned())
+        ],
+        1..5,
+    )
+    .prop_map(|segs| sodp_proto::pointer::format(&segs))
+}
+
+proptest! {
+    #[test]
+    fn check_write_agrees_with_apply(a in arb_value(), path in arb_path()) {
+        let segments = sodp_proto::pointer::parse(&path).unwrap();
+        let checked = sodp_proto::delta::check_write(&a, &segments).is_ok();
+        let applied = apply(&a, &[sodp_proto::DeltaOp::add(path.clone(), Value::Int(7))]).is_ok();
+        prop_assert_eq!(checked, applied, "path {}", path);
+    }
+
+    #[test]
+    fn set_in_in_place_fails_without_changing_anything(a in arb_value(), path in arb_path()) {
+        let mut target = a.clone();
+        match sodp_proto::merge::set_in_in_place(&mut target, &path, Value::Int(7)) {
+            Ok(_) => prop_assert_eq!(target, sodp_proto::merge::set_in(&a, &path, Value::Int(7)).unwrap().map_or(a.clone(), |(v, _)| v)),
+            Err(_) => prop_assert_eq!(target, a),
+        }
+    }
+
+    #[test]
+    fn undo_restores_a_patched_value(a in arb_value(), p in prop::collection::vec(("[a-c]{1,2}", arb_value()), 0..4)) {
+        let patch: Map = p.into_iter().collect();
+        let mut target = a.clone();
+        let undo = sodp_proto::merge::Undo::before_patch(&target, &patch);
+        let _ = sodp_proto::merge::merge_patch_in_place(&mut target, &patch);
+        undo.restore(&mut target);
+        prop_assert_eq!(target, a);
+    }
+}

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sodp_proto::frame::FIRST_SUBSCRIPTION_STREAM;
+use sodp_proto::merge::Undo;
 use sodp_proto::{diff, merge, pointer, DeltaOp, Map, Value};
 
 use crate::error::Rejection;
@@ -285,27 +286,26 @@ impl Store {
         self.with_slot(key, |slot, st| self.apply(slot, st, mutation))?
     }
 
+    /// Applies a mutation to the stored value **in place**: the store is the
+    /// only holder of its containers, so a write copies nothing but what it
+    /// touches, however large the value. If a schema then refuses the
+    /// result, the change is undone before anyone sees it.
     fn apply(
         &self,
         slot: &KeySlot,
         st: &mut KeyState,
         mutation: Mutation,
     ) -> Result<u64, Rejection> {
-        let (new, ops) = match mutation {
+        let (ops, undo) = match mutation {
             Mutation::Set(value) => {
                 let ops = diff(&st.value, &value);
-                (value, ops)
+                let previous = std::mem::replace(&mut st.value, value);
+                (ops, Undo::Root(previous))
             }
-            Mutation::Patch(patch) if self.validator.is_none() && st.initialized => {
-                // In place: the stored value is the only holder of its
-                // containers, so only what the patch touches is written.
-                let ops = merge::merge_patch_in_place(&mut st.value, &patch);
-                return Ok(match ops.is_empty() {
-                    true => st.version,
-                    false => self.commit(slot, st, ops),
-                });
+            Mutation::Patch(patch) => {
+                let undo = self.undo_for(|| Undo::before_patch(&st.value, &patch));
+                (merge::merge_patch_in_place(&mut st.value, &patch), undo)
             }
-            Mutation::Patch(patch) => merge::merge_patch(&st.value, &patch),
             Mutation::SetIn { path, value } => self.set_in(st, &path, value)?,
             Mutation::Presence {
                 path,
@@ -318,11 +318,11 @@ impl Store {
                         "presence needs a path below the root, e.g. \"/alice\"",
                     ));
                 }
-                let change = self.set_in(st, &normalised, value)?;
-                // Validate before binding, so a refused write binds nothing.
-                self.validate(slot, st, &change)?;
+                let (ops, undo) = self.set_in(st, &normalised, value)?;
+                // Bound only once accepted: a refused write binds nothing.
+                let version = self.finish(slot, st, ops, undo)?;
                 st.presence.insert(normalised, session);
-                return Ok(self.commit_if_changed(slot, st, change));
+                return Ok(version);
             }
             Mutation::Delete => {
                 if !st.initialized {
@@ -334,17 +334,25 @@ impl Store {
                 return Ok(version);
             }
         };
-        let change = (new, ops);
-        self.validate(slot, st, &change)?;
-        Ok(self.commit_if_changed(slot, st, change))
+        self.finish(slot, st, ops, undo)
+    }
+
+    /// An undo record, taken only when a schema could refuse the change
+    /// (taking it shares the entries it saves, which costs a copy of each
+    /// when they are then written).
+    fn undo_for(&self, take: impl FnOnce() -> Undo) -> Undo {
+        match self.validator {
+            Some(_) => take(),
+            None => Undo::Nothing,
+        }
     }
 
     fn set_in(
         &self,
-        st: &KeyState,
+        st: &mut KeyState,
         path: &str,
         value: Value,
-    ) -> Result<(Value, Vec<DeltaOp>), Rejection> {
+    ) -> Result<(Vec<DeltaOp>, Undo), Rejection> {
         let segments = parse_path(path)?;
         if segments.len() + value.depth() > self.max_depth {
             return Err(Rejection::bad_request(format!(
@@ -352,45 +360,40 @@ impl Store {
                 self.max_depth
             )));
         }
-        match merge::set_in(&st.value, path, value) {
-            Ok(Some((new, op))) => Ok((new, vec![op])),
-            Ok(None) => Ok((st.value.clone(), Vec::new())),
+        let first = segments.first().map(String::as_str);
+        let undo = self.undo_for(|| Undo::before_change(&st.value, first));
+        match merge::set_in_in_place(&mut st.value, path, value) {
+            Ok(op) => Ok((op.into_iter().collect(), undo)),
             Err(e) => Err(Rejection::bad_request(e.to_string())),
         }
     }
 
-    fn validate(
-        &self,
-        slot: &KeySlot,
-        st: &KeyState,
-        change: &(Value, Vec<DeltaOp>),
-    ) -> Result<(), Rejection> {
-        match &self.validator {
-            Some(v) if !change.1.is_empty() || !st.initialized => v.validate(&slot.key, &change.0),
-            _ => Ok(()),
-        }
-    }
-
-    /// A key's first write is always `ADD "/"` with the whole value; a write
-    /// that changes nothing on an existing key is not a change.
-    fn commit_if_changed(
+    /// After a change made in place: nothing to do if nothing changed;
+    /// otherwise validate (undoing the change if refused) and commit. A key's
+    /// first write is always `ADD "/"` with the whole value.
+    fn finish(
         &self,
         slot: &KeySlot,
         st: &mut KeyState,
-        (new, ops): (Value, Vec<DeltaOp>),
-    ) -> u64 {
-        if !st.initialized {
-            let ops = vec![DeltaOp::add("/", new.clone())];
-            st.value = new;
-            let version = self.commit(slot, st, ops);
-            st.initialized = true;
-            version
-        } else if ops.is_empty() {
-            st.version
-        } else {
-            st.value = new;
-            self.commit(slot, st, ops)
+        ops: Vec<DeltaOp>,
+        undo: Undo,
+    ) -> Result<u64, Rejection> {
+        if st.initialized && ops.is_empty() {
+            return Ok(st.version);
         }
+        if let Some(validator) = &self.validator {
+            if let Err(refusal) = validator.validate(&slot.key, &st.value) {
+                undo.restore(&mut st.value);
+                return Err(refusal);
+            }
+        }
+        let ops = if st.initialized {
+            ops
+        } else {
+            st.initialized = true;
+            vec![DeltaOp::add("/", st.value.clone())]
+        };
+        Ok(self.commit(slot, st, ops))
     }
 
     /// The commit point, under the key lock: `st.value` already holds the
@@ -416,8 +419,7 @@ impl Store {
                 return; // Another session has taken the path since.
             }
             st.presence.remove(path);
-            if let Ok(Some((new, op))) = merge::remove_in(&st.value, path) {
-                st.value = new;
+            if let Ok(Some(op)) = merge::remove_in_in_place(&mut st.value, path) {
                 self.commit(slot, st, vec![op]);
             }
         });
