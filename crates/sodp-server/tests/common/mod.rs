@@ -104,15 +104,7 @@ impl TestClient {
         let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .expect("connect");
-        let mut c = TestClient {
-            ws,
-            next_call: 0,
-            pending: Default::default(),
-            hello: Frame::new(FrameType::Hello, 0, Value::Nil),
-        };
-        c.hello = c.recv().await;
-        assert_eq!(c.hello.kind, FrameType::Hello);
-        c
+        TestClient::from_ws(ws).await
     }
 
     /// Wraps an already upgraded WebSocket (custom headers, source
@@ -140,14 +132,9 @@ impl TestClient {
 
     /// The next frame, skipping server HEARTBEATs.
     pub async fn recv(&mut self) -> Frame {
-        if let Some(f) = self.pending.pop_front() {
-            return f;
-        }
-        loop {
-            let f = self.recv_any().await;
-            if f.kind != FrameType::Heartbeat {
-                return f;
-            }
+        match self.pending.pop_front() {
+            Some(f) => f,
+            None => self.next_from_socket().await,
         }
     }
 
