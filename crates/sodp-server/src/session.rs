@@ -94,6 +94,15 @@ where
                 if !drain_readable(&mut ws, &mut session) {
                     break;
                 }
+                // Under a continuous stream of deliveries the biased select
+                // may never reach the timers: check them here too, so token
+                // expiry and heartbeats are never postponed by traffic.
+                if heartbeat.tick().now_or_never().is_some() {
+                    session.on_heartbeat_tick();
+                }
+                if session.deadline().is_some_and(|d| d <= Instant::now()) {
+                    session.on_deadline();
+                }
             }
             Event::Outbox(Wake::Closing) => break,
             Event::Incoming(msg) => {

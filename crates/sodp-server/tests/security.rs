@@ -1635,3 +1635,52 @@ fn binary_refuses_a_malformed_acl_file_naming_the_file_and_rule() {
     assert!(stderr.contains("rules[1]"), "{stderr}");
     assert!(stderr.contains("last segment"), "{stderr}");
 }
+
+#[tokio::test]
+async fn token_expiry_is_not_postponed_by_a_stream_of_deliveries() {
+    // The expiring session watches a key written back to back, so its task
+    // is busy sending when `exp` comes; the expiry must not wait for a lull.
+    let server = TestServer::with(hs_only).await;
+    let mut writer = authed(
+        &server,
+        &hs256(&json!({"sub": "writer", "exp": unix_now() + 60})),
+        "writer",
+    )
+    .await;
+    let exp = unix_now() + 2;
+    let mut c = authed(
+        &server,
+        &hs256(&json!({"sub": "alice", "exp": exp})),
+        "alice",
+    )
+    .await;
+    c.watch("busy").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let writes = tokio::spawn(async move {
+        let mut i = 0;
+        while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            writer
+                .ok("state.set", json!({"state": "busy", "value": i}))
+                .await;
+            i += 1;
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let f = tokio::time::timeout_at(deadline, c.recv())
+            .await
+            .expect("the session outlived its token by seconds");
+        if f.kind == FrameType::Error {
+            assert_eq!(f.body.get("code").and_then(Value::as_i64), Some(401));
+            break;
+        }
+    }
+    let at = unix_now_f64();
+    assert!(
+        at < exp as f64 + 1.5,
+        "closed at {at}, long after exp {exp}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writes.await.unwrap();
+}
