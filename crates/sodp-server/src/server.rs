@@ -55,6 +55,49 @@ pub enum StartError {
     Policy(#[from] PolicyError),
 }
 
+/// Says at start what the security policy is — never a secret.
+fn log_policy(config: &Config, policy: &Policy) {
+    let security = &config.security;
+    match &policy.jwt {
+        Some(jwt) => info!(
+            algorithms = ?jwt.algorithms(),
+            issuer = security.jwt.issuer.as_deref().unwrap_or("(any)"),
+            audience = security.jwt.audience.as_deref().unwrap_or("(any)"),
+            leeway_secs = security.jwt.leeway_secs,
+            auth_timeout_secs = policy.auth_timeout_secs,
+            "authentication: JWT required"
+        ),
+        None => info!("authentication: off (no JWT key configured)"),
+    }
+    if let (Some(acl), Some(path)) = (&policy.acl, &security.acl_file) {
+        let m = acl.mappings();
+        info!(file = %path.display(), rules = acl.len(), roles = ?m.roles, groups = ?m.groups, permissions = ?m.permissions, "ACL loaded");
+    }
+    if let Some(path) = &security.schema_file {
+        info!(file = %path.display(), "schema loaded");
+    }
+    if policy.rate_writes_per_sec > 0 || policy.rate_watches_per_sec > 0 {
+        info!(
+            writes_per_sec = policy.rate_writes_per_sec,
+            watches_per_sec = policy.rate_watches_per_sec,
+            "rate limits"
+        );
+    }
+    if !policy.origins.allows_any() {
+        info!(
+            origins = security.allowed_origins.as_deref().unwrap_or(""),
+            "origin allow-list"
+        );
+    }
+    if security.max_connections > 0 || security.max_connections_per_ip > 0 {
+        info!(
+            total = security.max_connections,
+            per_ip = security.max_connections_per_ip,
+            "connection caps (0 = none)"
+        );
+    }
+}
+
 /// Microseconds since the Unix epoch: versions issued by this process start
 /// above every version a previous run issued (unless it sustained more than
 /// a million writes per second), so clients can RESUME across restarts
@@ -83,6 +126,7 @@ impl Shared {
     /// Loads the security policy (files included) and builds the store.
     pub fn new(config: Config) -> Result<Shared, PolicyError> {
         let policy = Arc::new(config.security.build()?);
+        log_policy(&config, &policy);
         let validator: Option<Arc<dyn Validator>> = match policy.schema {
             Some(_) => Some(Arc::new(SchemaValidator(policy.clone()))),
             None => None,

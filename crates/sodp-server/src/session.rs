@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use sodp_auth::{Identity, RateLimiter};
+use sodp_auth::{Access, Identity, RateLimiter};
 use sodp_proto::call::{CallArgs, CallFrame};
 use sodp_proto::frame::FrameError;
 use sodp_proto::key::validate_key;
@@ -331,6 +331,7 @@ impl Session {
     }
 
     fn send_error(&mut self, stream_id: u32, rejection: &Rejection) {
+        debug!(session = self.id, stream_id, code = rejection.code as u16, message = %rejection.message, "error sent");
         let seq = self.next_seq();
         self.send(wire::error(stream_id, seq, rejection));
     }
@@ -537,21 +538,33 @@ impl Session {
 
     /// ACL read check. The message never says whether the key exists.
     fn check_read(&self, key: &str) -> Result<(), Rejection> {
-        match &self.shared.policy.acl {
-            Some(acl) if !acl.can_read(key, &self.identity) => {
-                Err(Rejection::new(ErrorCode::Forbidden, "access denied"))
-            }
-            _ => Ok(()),
-        }
+        self.check_access(key, Access::Read)
     }
 
     fn check_write(&self, key: &str) -> Result<(), Rejection> {
-        match &self.shared.policy.acl {
-            Some(acl) if !acl.can_write(key, &self.identity) => {
-                Err(Rejection::new(ErrorCode::Forbidden, "access denied"))
-            }
-            _ => Ok(()),
+        self.check_access(key, Access::Write)
+    }
+
+    /// The ACL decision for `key`. A denial is logged (at debug level, with
+    /// the deciding rule) but the client only hears "access denied", which
+    /// never reveals whether the key exists.
+    fn check_access(&self, key: &str, access: Access) -> Result<(), Rejection> {
+        let Some(acl) = &self.shared.policy.acl else {
+            return Ok(());
+        };
+        let decision = acl.decide(key, access, &self.identity);
+        if decision.allowed {
+            return Ok(());
         }
+        debug!(
+            session = self.id,
+            key,
+            ?access,
+            rule = ?decision.rule,
+            sub = self.identity.sub().unwrap_or("(anonymous)"),
+            "access denied"
+        );
+        Err(Rejection::new(ErrorCode::Forbidden, "access denied"))
     }
 
     fn check_watch_rate(&mut self) -> Result<(), Rejection> {
@@ -743,7 +756,10 @@ impl Session {
         let seq = self.next_seq();
         let reply = match result {
             Ok(version) => wire::result_version(seq, call.call_id, version),
-            Err(e) => wire::result_err(seq, call.call_id, &e),
+            Err(e) => {
+                debug!(session = self.id, method = call.method, code = e.code as u16, message = %e.message, "call refused");
+                wire::result_err(seq, call.call_id, &e)
+            }
         };
         self.send(reply);
     }
