@@ -73,6 +73,7 @@ where
     let mut heartbeat = time::interval_at(Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut batch = VecDeque::new();
+    let mut batches_since_timers = 0;
 
     loop {
         let deadline = session.deadline();
@@ -95,13 +96,18 @@ where
                     break;
                 }
                 // Under a continuous stream of deliveries the biased select
-                // may never reach the timers: check them here too, so token
-                // expiry and heartbeats are never postponed by traffic.
-                if heartbeat.tick().now_or_never().is_some() {
-                    session.on_heartbeat_tick();
-                }
-                if session.deadline().is_some_and(|d| d <= Instant::now()) {
-                    session.on_deadline();
+                // may never reach the timers: every few batches check them
+                // here too, so token expiry and heartbeats are never
+                // postponed by traffic (and a lone delivery stays cheap).
+                batches_since_timers += 1;
+                if batches_since_timers >= TIMER_CHECK_EVERY {
+                    batches_since_timers = 0;
+                    if heartbeat.tick().now_or_never().is_some() {
+                        session.on_heartbeat_tick();
+                    }
+                    if session.deadline().is_some_and(|d| d <= Instant::now()) {
+                        session.on_deadline();
+                    }
                 }
             }
             Event::Outbox(Wake::Closing) => break,
@@ -136,6 +142,9 @@ where
         "session ended"
     );
 }
+
+/// Outgoing batches between explicit timer checks (see `run`).
+const TIMER_CHECK_EVERY: u32 = 16;
 
 /// Most frames handled in one go before replies are written.
 const READ_BURST: usize = 64;

@@ -323,3 +323,47 @@ async fn http_health_and_non_websocket_requests() {
     s.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
 }
+
+#[tokio::test]
+async fn an_oversized_message_is_refused_from_its_header_alone() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Raw TCP, so the client can claim a 100 MB message and send 4 bytes of
+    // it: the server must answer at once, not wait for (or buffer) the rest.
+    let server = TestServer::start().await;
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&(100u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]); // mask
+    frame.extend_from_slice(&[0, 0, 0, 0]); // a little payload, then silence
+    s.write_all(&frame).await.unwrap();
+
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    // Read until the close frame (0x88) has arrived.
+    while !received
+        .windows(2)
+        .any(|w| w == [0x88, 0x02] || w == [0x88, 0x11])
+    {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .expect("the server waited for the rest of the message")
+            .unwrap();
+        assert!(n > 0, "closed without a close frame: {received:?}");
+        received.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        text.contains("exceeds the limit"),
+        "ERROR 400 before the close: {text}"
+    );
+    let close = received.windows(2).position(|w| w[0] == 0x88).unwrap();
+    let code = u16::from_be_bytes([received[close + 2], received[close + 3]]);
+    assert_eq!(code, 1009);
+}
