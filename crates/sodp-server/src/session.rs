@@ -92,6 +92,11 @@ where
                 if !write_batch(&mut ws, &mut batch, &outbox).await {
                     break;
                 }
+                // The batch and the queue trade buffers; after a burst, do
+                // not keep room for a thousand frames per idle connection.
+                if batch.capacity() > 256 {
+                    batch.shrink_to(16);
+                }
                 if !drain_readable(&mut ws, &mut session) {
                     break;
                 }
