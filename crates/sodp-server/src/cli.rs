@@ -52,6 +52,9 @@ pub struct Args {
     /// Most keys one session may watch.
     #[arg(long, env = "SODP_MAX_SUBSCRIPTIONS", default_value_t = Limits::default().max_subscriptions)]
     pub max_subscriptions: usize,
+    /// Most presence paths one session may hold.
+    #[arg(long, env = "SODP_MAX_PRESENCE_PATHS", default_value_t = Limits::default().max_presence_paths)]
+    pub max_presence_paths: usize,
     /// Most keys the server holds (unlimited if unset).
     #[arg(long, env = "SODP_MAX_KEYS")]
     pub max_keys: Option<usize>,
@@ -188,6 +191,7 @@ impl Args {
                 max_depth: self.max_depth,
                 max_key_len: self.max_key_len,
                 max_subscriptions: self.max_subscriptions,
+                max_presence_paths: self.max_presence_paths,
                 max_keys: self.max_keys,
             },
             heartbeat_interval: secs("--heartbeat-secs", self.heartbeat_secs)?,

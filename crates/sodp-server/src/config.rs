@@ -45,6 +45,8 @@ pub struct Limits {
     pub max_key_len: usize,
     /// Most keys one session may watch at once.
     pub max_subscriptions: usize,
+    /// Most presence paths one session may hold at once.
+    pub max_presence_paths: usize,
     /// Most keys the server holds (None: unlimited).
     pub max_keys: Option<usize>,
 }
@@ -56,6 +58,7 @@ impl Default for Limits {
             max_depth: sodp_proto::codec::DEFAULT_MAX_DEPTH,
             max_key_len: sodp_proto::key::DEFAULT_MAX_KEY_LEN,
             max_subscriptions: 1024,
+            max_presence_paths: 1024,
             max_keys: None,
         }
     }

@@ -801,6 +801,15 @@ impl Session {
             }
             _ => None,
         };
+        if let Some(path) = &presence_path {
+            let max = self.shared.config.limits.max_presence_paths;
+            let held = self.presence.contains(&(call.key.clone(), path.clone()));
+            if !held && self.presence.len() >= max {
+                return Err(Rejection::bad_request(format!(
+                    "presence limit reached: a session may hold at most {max} presence paths"
+                )));
+            }
+        }
         let version = self.shared.store.write(&call.key, call.mutation)?;
         if let Some(path) = presence_path {
             self.presence.insert((call.key, path));

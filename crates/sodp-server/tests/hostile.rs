@@ -276,6 +276,35 @@ async fn key_and_subscription_limits() {
 }
 
 #[tokio::test]
+async fn presence_paths_per_session_are_limited() {
+    let server = TestServer::with(|c| c.limits.max_presence_paths = 2).await;
+    let mut c = server.client().await;
+    for p in ["/a", "/b", "/a"] {
+        c.ok(
+            "state.presence",
+            json!({"state": "room", "path": p, "value": 1}),
+        )
+        .await;
+    }
+    let r = c
+        .call(
+            "state.presence",
+            json!({"state": "room", "path": "/c", "value": 1}),
+        )
+        .await;
+    assert_eq!(failure_code(&r), Some(400));
+    assert!(r
+        .get("data")
+        .and_then(Value::as_str)
+        .unwrap()
+        .contains("presence limit"));
+    assert_eq!(
+        server.shared.store.snapshot("room").value,
+        v(json!({"a": 1, "b": 1}))
+    );
+}
+
+#[tokio::test]
 async fn watching_random_keys_does_not_grow_the_store() {
     let server = TestServer::start().await;
     let mut c = server.client().await;
