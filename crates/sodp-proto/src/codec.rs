@@ -351,6 +351,69 @@ impl<'a> Decoder<'a> {
     }
 }
 
+/// The length of `value`'s MessagePack encoding, without encoding it.
+/// Iterative, so any value is safe.
+pub fn encoded_len(value: &Value) -> usize {
+    fn header(n: usize, fix: usize) -> usize {
+        if n < fix {
+            1
+        } else if n <= u16::MAX as usize {
+            3
+        } else {
+            5
+        }
+    }
+    fn str_len(n: usize) -> usize {
+        n + if n < 32 {
+            1
+        } else if n <= u8::MAX as usize {
+            2
+        } else if n <= u16::MAX as usize {
+            3
+        } else {
+            5
+        }
+    }
+    let mut total = 0;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        total += match v {
+            Value::Nil | Value::Bool(_) => 1,
+            Value::Int(i) => match *i {
+                -32..=127 => 1,
+                -128..=255 => 2,
+                -32_768..=65_535 => 3,
+                -2_147_483_648..=4_294_967_295 => 5,
+                _ => 9,
+            },
+            Value::UInt(_) | Value::Float(_) => 9,
+            Value::Str(s) => str_len(s.len()),
+            Value::Bin(b) => {
+                b.len()
+                    + if b.len() <= u8::MAX as usize {
+                        2
+                    } else if b.len() <= u16::MAX as usize {
+                        3
+                    } else {
+                        5
+                    }
+            }
+            Value::Array(a) => {
+                stack.extend(a.iter());
+                header(a.len(), 16)
+            }
+            Value::Map(m) => {
+                for (k, v) in m.iter() {
+                    total += str_len(k.len());
+                    stack.push(v);
+                }
+                header(m.len(), 16)
+            }
+        };
+    }
+    total
+}
+
 /// Appends the MessagePack encoding of `value`.
 pub fn write_value(buf: &mut Vec<u8>, value: &Value) {
     match value {
@@ -512,6 +575,20 @@ mod tests {
         assert_eq!(encode_value(&Value::Int(5)), vec![5]);
         assert_eq!(encode_value(&Value::Int(-1)), vec![0xff]);
         assert_eq!(encode_value(&Value::Int(200)), vec![0xcc, 200]);
+    }
+
+    #[test]
+    fn encoded_len_matches_the_encoder() {
+        let values: Vec<Value> = vec![
+            serde_json::json!({"a": [1, -1, -33, 200, -200, 70000, -70000, 5_000_000_000i64, 2.5, null, true]}).into(),
+            serde_json::json!({"k".repeat(40): "v".repeat(300), "x": {"y": [[], {}]}}).into(),
+            Value::UInt(u64::MAX),
+            Value::Bin(vec![0; 300]),
+            Value::from((0..20).map(Value::Int).collect::<Vec<_>>()),
+        ];
+        for v in values {
+            assert_eq!(encoded_len(&v), encode_value(&v).len(), "{v:?}");
+        }
     }
 
     #[test]

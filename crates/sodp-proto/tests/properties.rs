@@ -102,3 +102,10 @@ proptest! {
         prop_assert_eq!(target, a);
     }
 }
+
+proptest! {
+    #[test]
+    fn encoded_len_is_exact(a in arb_value()) {
+        prop_assert_eq!(sodp_proto::codec::encoded_len(&a), encode_value(&a).len());
+    }
+}

@@ -58,6 +58,9 @@ pub struct Args {
     /// Most keys the server holds (unlimited if unset).
     #[arg(long, env = "SODP_MAX_KEYS")]
     pub max_keys: Option<usize>,
+    /// Largest value one key may hold, in encoded bytes (0 = unlimited).
+    #[arg(long, env = "SODP_MAX_VALUE_BYTES", default_value_t = 16 << 20)]
+    pub max_value_bytes: usize,
     /// Changes kept per key for RESUME.
     #[arg(long, env = "SODP_HISTORY", default_value_t = Config::default().history_len)]
     pub history: usize,
@@ -193,6 +196,7 @@ impl Args {
                 max_subscriptions: self.max_subscriptions,
                 max_presence_paths: self.max_presence_paths,
                 max_keys: self.max_keys,
+                max_value_bytes: (self.max_value_bytes > 0).then_some(self.max_value_bytes),
             },
             heartbeat_interval: secs("--heartbeat-secs", self.heartbeat_secs)?,
             history_len: self.history,

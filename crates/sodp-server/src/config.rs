@@ -49,6 +49,8 @@ pub struct Limits {
     pub max_presence_paths: usize,
     /// Most keys the server holds (None: unlimited).
     pub max_keys: Option<usize>,
+    /// Largest value one key may hold, MessagePack-encoded (None: unlimited).
+    pub max_value_bytes: Option<usize>,
 }
 
 impl Default for Limits {
@@ -60,6 +62,7 @@ impl Default for Limits {
             max_subscriptions: 1024,
             max_presence_paths: 1024,
             max_keys: None,
+            max_value_bytes: Some(16 << 20),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`methods`]: one file per CALL method, parsing `args` into a mutation.
 //! - [`store`]: values, versions, subscribers, presence; the commit point.
 //! - [`history`]: recent changes per key, for RESUME.
+//! - [`size`]: a key's size after a write, judged before it (`--max-value-bytes`).
 //! - [`outbox`]: a session's bounded outbound queue and its close signal.
 //! - [`wire`]: the frames the server sends, encoded once.
 //! - [`error`]: error codes and the `Rejection` sent to clients.
@@ -28,6 +29,7 @@ pub mod methods;
 pub mod outbox;
 pub mod server;
 pub mod session;
+pub mod size;
 pub mod store;
 pub mod wire;
 

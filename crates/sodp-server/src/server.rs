@@ -136,6 +136,7 @@ impl Shared {
             history_len: config.history_len,
             history_bytes: config.history_bytes,
             max_keys: config.limits.max_keys,
+            max_value_bytes: config.limits.max_value_bytes,
             max_depth: config.limits.max_depth,
             validator,
         });

@@ -374,6 +374,10 @@ impl Session {
                 Value::from(config.heartbeat_interval.as_millis() as u64),
             ),
             ("token_refresh", Value::Bool(policy.jwt.is_some())),
+            (
+                "max_value_bytes",
+                Value::from(config.limits.max_value_bytes.unwrap_or(0) as u64),
+            ),
         ] {
             capabilities.insert(name.into(), value);
         }

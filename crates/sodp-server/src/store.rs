@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use sodp_proto::codec::encoded_len;
 use sodp_proto::frame::FIRST_SUBSCRIPTION_STREAM;
 use sodp_proto::merge::Undo;
 use sodp_proto::{diff, merge, pointer, DeltaOp, Map, Value};
@@ -28,6 +29,7 @@ use sodp_proto::{diff, merge, pointer, DeltaOp, Map, Value};
 use crate::error::Rejection;
 use crate::history::{History, HistoryBudget};
 use crate::outbox::{Outbox, SessionId};
+use crate::size;
 use crate::wire;
 
 /// Checks a value before it is stored (the schema, when one is loaded).
@@ -63,6 +65,8 @@ pub struct StoreOptions {
     pub history_len: usize,
     pub history_bytes: usize,
     pub max_keys: Option<usize>,
+    /// Largest encoded value one key may hold.
+    pub max_value_bytes: Option<usize>,
     pub max_depth: usize,
     pub validator: Option<Arc<dyn Validator>>,
 }
@@ -74,6 +78,7 @@ pub struct Store {
     next_stream: AtomicU32,
     history: HistoryBudget,
     max_keys: Option<usize>,
+    max_value_bytes: Option<usize>,
     max_depth: usize,
     validator: Option<Arc<dyn Validator>>,
 }
@@ -89,6 +94,8 @@ pub struct KeySlot {
 #[derive(Default)]
 struct KeyState {
     value: Value,
+    /// Encoded size of `value` (see `size`), for `max_value_bytes`.
+    size: usize,
     version: u64,
     initialized: bool,
     history: History,
@@ -127,6 +134,7 @@ impl Store {
             next_stream: AtomicU32::new(FIRST_SUBSCRIPTION_STREAM),
             history: HistoryBudget::new(options.history_len, options.history_bytes),
             max_keys: options.max_keys,
+            max_value_bytes: options.max_value_bytes,
             max_depth: options.max_depth,
             validator: options.validator,
         }
@@ -296,6 +304,7 @@ impl Store {
         st: &mut KeyState,
         mutation: Mutation,
     ) -> Result<u64, Rejection> {
+        let size = self.check_size(slot, st, &mutation)?;
         let (ops, undo) = match mutation {
             Mutation::Set(value) => {
                 let ops = diff(&st.value, &value);
@@ -320,7 +329,7 @@ impl Store {
                 }
                 let (ops, undo) = self.set_in(st, &normalised, value)?;
                 // Bound only once accepted: a refused write binds nothing.
-                let version = self.finish(slot, st, ops, undo)?;
+                let version = self.finish(slot, st, ops, undo, size)?;
                 st.presence.insert(normalised, session);
                 return Ok(version);
             }
@@ -329,12 +338,38 @@ impl Store {
                     return Ok(st.version);
                 }
                 st.value = Value::Nil;
+                st.size = size;
                 let version = self.commit(slot, st, vec![DeltaOp::remove("/")]);
                 st.initialized = false;
                 return Ok(version);
             }
         };
-        self.finish(slot, st, ops, undo)
+        self.finish(slot, st, ops, undo, size)
+    }
+
+    /// The key's size after `mutation`, refused if it would grow past
+    /// `max_value_bytes` (a write that shrinks an oversized value is fine).
+    fn check_size(
+        &self,
+        slot: &KeySlot,
+        st: &KeyState,
+        mutation: &Mutation,
+    ) -> Result<usize, Rejection> {
+        let after = match mutation {
+            Mutation::Set(value) => encoded_len(value),
+            Mutation::Patch(patch) => size::after_patch(st.size, &st.value, patch),
+            Mutation::SetIn { path, value } | Mutation::Presence { path, value, .. } => {
+                size::after_set_in(st.size, &st.value, path, value)
+            }
+            Mutation::Delete => encoded_len(&Value::Nil),
+        };
+        match self.max_value_bytes {
+            Some(max) if after > max && after > st.size => Err(Rejection::bad_request(format!(
+                "{}: the value would be about {after} bytes, over the limit of {max} bytes per key",
+                slot.key
+            ))),
+            _ => Ok(after),
+        }
     }
 
     /// An undo record, taken only when a schema could refuse the change
@@ -377,6 +412,7 @@ impl Store {
         st: &mut KeyState,
         ops: Vec<DeltaOp>,
         undo: Undo,
+        size: usize,
     ) -> Result<u64, Rejection> {
         if st.initialized && ops.is_empty() {
             return Ok(st.version);
@@ -393,6 +429,7 @@ impl Store {
             st.initialized = true;
             vec![DeltaOp::add("/", st.value.clone())]
         };
+        st.size = size;
         Ok(self.commit(slot, st, ops))
     }
 
@@ -419,7 +456,11 @@ impl Store {
                 return; // Another session has taken the path since.
             }
             st.presence.remove(path);
+            let removed = pointer::parse(path)
+                .ok()
+                .and_then(|segments| delta_lookup_len(&st.value, &segments));
             if let Ok(Some(op)) = merge::remove_in_in_place(&mut st.value, path) {
+                st.size = st.size.saturating_sub(removed.unwrap_or(0));
                 self.commit(slot, st, vec![op]);
             }
         });
@@ -447,6 +488,11 @@ fn subscribe(
     st.subscribers.insert(outbox.id(), outbox.clone());
 }
 
+/// Encoded length of the value at `segments`, if it exists.
+fn delta_lookup_len(value: &Value, segments: &[String]) -> Option<usize> {
+    sodp_proto::delta::lookup(value, segments).map(encoded_len)
+}
+
 fn parse_path(path: &str) -> Result<Vec<String>, Rejection> {
     pointer::parse(path).map_err(|e| Rejection::bad_request(e.to_string()))
 }
@@ -463,6 +509,7 @@ mod tests {
             history_len: 1000,
             history_bytes: 1 << 20,
             max_keys: Some(3),
+            max_value_bytes: Some(4096),
             max_depth: 8,
             validator: None,
         })
@@ -547,6 +594,56 @@ mod tests {
         s.unwatch("a", 7);
         assert_eq!(s.key_count(), 2);
         s.watch("d", &outbox, 1, None).unwrap();
+    }
+
+    #[test]
+    fn values_cannot_grow_past_the_size_limit() {
+        let s = store(); // 4,096 bytes per key
+        let chunk = "x".repeat(1000);
+        s.write("k", Mutation::Set(json!({"a": chunk}).into()))
+            .unwrap();
+        for field in ["b", "c", "d"] {
+            s.write(
+                "k",
+                Mutation::Patch(match Value::from(json!({field: chunk})) {
+                    Value::Map(m) => (*m).clone(),
+                    _ => unreachable!(),
+                }),
+            )
+            .unwrap();
+        }
+        let before = s.snapshot("k");
+        let grow = Mutation::SetIn {
+            path: "/e".into(),
+            value: Value::from(chunk.clone()),
+        };
+        let refused = s.write("k", grow).unwrap_err();
+        assert!(
+            refused.message.contains("over the limit of 4096"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(s.snapshot("k"), before, "nothing changed");
+        // Shrinking is always allowed, and frees room again.
+        s.write(
+            "k",
+            Mutation::SetIn {
+                path: "/a".into(),
+                value: Value::Int(1),
+            },
+        )
+        .unwrap();
+        s.write(
+            "k",
+            Mutation::SetIn {
+                path: "/e".into(),
+                value: Value::from(chunk),
+            },
+        )
+        .unwrap();
+        assert!(s
+            .write("k", Mutation::Set(Value::from("y".repeat(5000))))
+            .is_err());
     }
 
     #[test]

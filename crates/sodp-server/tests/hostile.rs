@@ -276,6 +276,43 @@ async fn key_and_subscription_limits() {
 }
 
 #[tokio::test]
+async fn a_value_cannot_be_grown_past_the_size_limit() {
+    let server = TestServer::with(|c| c.limits.max_value_bytes = Some(10_000)).await;
+    let mut watcher = server.client().await;
+    let mut c = server.client().await;
+    watcher.watch("big").await;
+    let chunk = "x".repeat(3000);
+    for field in ["a", "b", "c"] {
+        c.ok(
+            "state.patch",
+            json!({"state": "big", "patch": {field: chunk}}),
+        )
+        .await;
+        watcher.delta().await;
+    }
+    let r = c
+        .call(
+            "state.patch",
+            json!({"state": "big", "patch": {"d": chunk}}),
+        )
+        .await;
+    assert_eq!(failure_code(&r), Some(400));
+    assert!(r
+        .get("data")
+        .and_then(Value::as_str)
+        .unwrap()
+        .contains("over the limit of 10000 bytes"));
+    watcher.expect_silence(Duration::from_millis(100)).await;
+    assert_eq!(
+        c.hello
+            .body
+            .get("capabilities")
+            .and_then(|c| c.get("max_value_bytes")),
+        Some(&Value::Int(10_000))
+    );
+}
+
+#[tokio::test]
 async fn presence_paths_per_session_are_limited() {
     let server = TestServer::with(|c| c.limits.max_presence_paths = 2).await;
     let mut c = server.client().await;
