@@ -181,7 +181,7 @@ async fn drive(
             while in_flight.len() < window {
                 let k = (conn + n as usize) % keys;
                 let id = format!("c{n}");
-                let f = if n % 2 == 0 {
+                let f = if n.is_multiple_of(2) {
                     t.set[k].frame(n, &id, |b| {
                         wire::write_uint_map(b, &[("n", n), ("c", conn as u64)])
                     })
