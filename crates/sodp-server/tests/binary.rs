@@ -77,3 +77,39 @@ fn help_and_unsupported_options() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet"));
 }
+
+#[tokio::test]
+async fn health_port_answers_health_only() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (port, health) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .args([
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--health-port",
+            &health.to_string(),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_health(health).await;
+    let get = |path: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", health))
+            .await
+            .unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let ok = get("/health").await;
+    assert!(
+        ok.starts_with("HTTP/1.1 200") && ok.contains("\"status\":\"ok\""),
+        "{ok}"
+    );
+    assert!(get("/").await.starts_with("HTTP/1.1 404"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
