@@ -433,3 +433,17 @@ async fn an_oversized_message_is_refused_from_its_header_alone() {
     let code = u16::from_be_bytes([received[close + 2], received[close + 3]]);
     assert_eq!(code, 1009);
 }
+
+#[tokio::test]
+async fn a_connection_that_never_sends_its_request_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::with(|c| c.handshake_timeout = Duration::from_millis(200)).await;
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the server kept a silent connection open")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without a response");
+    assert_eq!(server.shared.connections(), 0);
+}
