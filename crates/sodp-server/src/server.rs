@@ -236,6 +236,13 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The address the health-only listener got, if there is one.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
     }

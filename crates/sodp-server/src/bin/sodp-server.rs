@@ -42,9 +42,25 @@ async fn main() -> std::process::ExitCode {
         "sodp-server {} listening on ws://{addr} (GET /health on the same port)",
         env!("CARGO_PKG_VERSION")
     );
+    // The machine-readable announcement, on stdout whatever RUST_LOG says:
+    // with `--addr 127.0.0.1:0` this is how a supervisor or a test learns
+    // the port the kernel chose (no bind-drop-rebind race).
+    announce(&addr, server.health_addr());
     server.run(shutdown_signal()).await;
     info!("stopped");
     std::process::ExitCode::SUCCESS
+}
+
+/// Prints `listening ws://ADDR` (and `health http://ADDR/health` with
+/// `--health-port`) on stdout, one line each, flushed.
+fn announce(addr: &str, health: Option<std::net::SocketAddr>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening ws://{addr}");
+    if let Some(health) = health {
+        let _ = writeln!(out, "health http://{health}/health");
+    }
+    let _ = out.flush();
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
