@@ -1,10 +1,10 @@
 //! The security options, their environment variable names, and the start-up
 //! step that turns them into a ready [`Policy`].
 //!
-//! Every option is an environment variable (the server mirrors each as a
-//! flag; see docs/SECURITY.md). [`SecurityConfig::from_env`] reads them all;
-//! a server with flags can instead fill [`SecurityConfig`]'s public fields and
-//! call [`SecurityConfig::build`].
+//! Every option has a flag and an environment variable of the names below
+//! (see docs/SECURITY.md). The server's flag parser reads both, once, into
+//! [`SecurityConfig`]'s public fields (secrets through [`read_secret`]) and
+//! calls [`SecurityConfig::build`].
 //!
 //! Conventions:
 //! - A variable set to the empty string counts as unset — **except the JWT
@@ -147,65 +147,6 @@ pub struct Policy {
 }
 
 impl SecurityConfig {
-    /// Reads every `SODP_*` security variable from the process environment.
-    pub fn from_env() -> Result<SecurityConfig, PolicyError> {
-        SecurityConfig::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Reads the options through `get` (a test seam for `std::env::var`).
-    pub fn from_lookup(
-        get: impl Fn(&str) -> Option<String>,
-    ) -> Result<SecurityConfig, PolicyError> {
-        let opt = |var: &str| get(var).filter(|v| !v.is_empty());
-        let num = |var: &'static str| -> Result<Option<u64>, PolicyError> {
-            opt(var)
-                .map(|v| {
-                    v.trim().parse::<u64>().map_err(|_| PolicyError::Var {
-                        var,
-                        problem: format!("expected a non-negative integer, got {v:?}"),
-                    })
-                })
-                .transpose()
-        };
-        let num32 = |var: &'static str| -> Result<u32, PolicyError> {
-            num(var)?
-                .map(|n| {
-                    u32::try_from(n).map_err(|_| PolicyError::Var {
-                        var,
-                        problem: "too large".into(),
-                    })
-                })
-                .transpose()
-                .map(Option::unwrap_or_default)
-        };
-        let size = |var: &'static str| -> Result<usize, PolicyError> {
-            Ok(num(var)?.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)))
-        };
-        let jwt = JwtConfig {
-            hs256_secret: secret(&get, SODP_JWT_SECRET, SODP_JWT_SECRET_FILE)?,
-            rs256_public_key_pem: secret(&get, SODP_JWT_PUBLIC_KEY, SODP_JWT_PUBLIC_KEY_FILE)?,
-            es256_public_key_pem: secret(
-                &get,
-                SODP_JWT_ES256_PUBLIC_KEY,
-                SODP_JWT_ES256_PUBLIC_KEY_FILE,
-            )?,
-            issuer: opt(SODP_JWT_ISSUER),
-            audience: opt(SODP_JWT_AUDIENCE),
-            leeway_secs: num(SODP_JWT_LEEWAY_SECS)?.unwrap_or(0),
-        };
-        Ok(SecurityConfig {
-            jwt,
-            auth_timeout_secs: num(SODP_AUTH_TIMEOUT_SECS)?.unwrap_or(DEFAULT_AUTH_TIMEOUT_SECS),
-            acl_file: opt(SODP_ACL_FILE).map(PathBuf::from),
-            schema_file: opt(SODP_SCHEMA_FILE).map(PathBuf::from),
-            rate_writes_per_sec: num32(SODP_RATE_WRITES_PER_SEC)?,
-            rate_watches_per_sec: num32(SODP_RATE_WATCHES_PER_SEC)?,
-            allowed_origins: opt(SODP_ALLOWED_ORIGINS),
-            max_connections: size(SODP_MAX_CONNECTIONS)?,
-            max_connections_per_ip: size(SODP_MAX_CONNECTIONS_PER_IP)?,
-        })
-    }
-
     /// Validates everything and loads the files. Any error should stop the
     /// server at start, with the error's message.
     pub fn build(&self) -> Result<Policy, PolicyError> {
@@ -231,26 +172,30 @@ impl SecurityConfig {
     }
 }
 
-/// A key or secret given inline (`var`) or as a file (`file_var`).
-fn secret(
-    get: &impl Fn(&str) -> Option<String>,
+/// A key or secret given inline (the option named `var`) or as a file (the
+/// option named `file_var`, for secrets mounted by an orchestrator): at most
+/// one of the two; an empty value is an error, never "authentication off";
+/// a file's trailing newlines are trimmed.
+pub fn read_secret(
     var: &'static str,
+    inline: Option<&str>,
     file_var: &'static str,
+    file: Option<&str>,
 ) -> Result<Option<String>, PolicyError> {
     let empty = |v: &'static str| PolicyError::Var {
         var: v,
         problem: "set but empty (unset it to disable)".into(),
     };
-    match (get(var), get(file_var)) {
+    match (inline, file) {
         (Some(_), Some(_)) => Err(PolicyError::Var {
             var,
             problem: format!("both {var} and {file_var} are set; use one"),
         }),
-        (Some(v), None) if v.is_empty() => Err(empty(var)),
-        (Some(v), None) => Ok(Some(v)),
-        (None, Some(path)) if path.is_empty() => Err(empty(file_var)),
+        (Some(""), None) => Err(empty(var)),
+        (Some(v), None) => Ok(Some(v.to_owned())),
+        (None, Some("")) => Err(empty(file_var)),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| PolicyError::Var {
+            let text = std::fs::read_to_string(path).map_err(|e| PolicyError::Var {
                 var: file_var,
                 problem: format!("cannot read {path}: {e}"),
             })?;
@@ -270,15 +215,6 @@ fn secret(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
 
     #[test]
     fn policy_can_be_shared_across_tasks() {
@@ -288,7 +224,7 @@ mod tests {
 
     #[test]
     fn nothing_set_means_everything_off() {
-        let c = SecurityConfig::from_lookup(lookup(&[])).expect("config");
+        let c = SecurityConfig::default();
         assert!(!c.jwt.is_enabled());
         let p = c.build().expect("policy");
         assert!(p.jwt.is_none() && p.acl.is_none() && p.schema.is_none());
@@ -298,55 +234,19 @@ mod tests {
     }
 
     #[test]
-    fn reads_every_variable() {
-        let c = SecurityConfig::from_lookup(lookup(&[
-            (SODP_JWT_SECRET, "s3cret"),
-            (SODP_JWT_ISSUER, "https://issuer"),
-            (SODP_JWT_AUDIENCE, "sodp"),
-            (SODP_JWT_LEEWAY_SECS, "5"),
-            (SODP_AUTH_TIMEOUT_SECS, "3"),
-            (SODP_ACL_FILE, "/etc/sodp/acl.json"),
-            (SODP_SCHEMA_FILE, "/etc/sodp/schema.json"),
-            (SODP_RATE_WRITES_PER_SEC, "50"),
-            (SODP_RATE_WATCHES_PER_SEC, " 10 "),
-            (SODP_ALLOWED_ORIGINS, "https://a.example"),
-            (SODP_MAX_CONNECTIONS, "1000"),
-            (SODP_MAX_CONNECTIONS_PER_IP, "20"),
-        ]))
-        .expect("config");
-        assert_eq!(c.jwt.hs256_secret.as_deref(), Some("s3cret"));
-        assert_eq!(c.jwt.issuer.as_deref(), Some("https://issuer"));
-        assert_eq!(c.jwt.audience.as_deref(), Some("sodp"));
-        assert_eq!(c.jwt.leeway_secs, 5);
-        assert_eq!(c.auth_timeout_secs, 3);
-        assert_eq!(c.acl_file, Some(PathBuf::from("/etc/sodp/acl.json")));
-        assert_eq!(c.schema_file, Some(PathBuf::from("/etc/sodp/schema.json")));
-        assert_eq!((c.rate_writes_per_sec, c.rate_watches_per_sec), (50, 10));
-        assert_eq!(c.allowed_origins.as_deref(), Some("https://a.example"));
-        assert_eq!((c.max_connections, c.max_connections_per_ip), (1000, 20));
-    }
-
-    #[test]
     fn empty_key_variable_is_an_error_not_auth_off() {
-        let e = SecurityConfig::from_lookup(lookup(&[(SODP_JWT_SECRET, "")])).unwrap_err();
+        let e = read_secret(SODP_JWT_SECRET, Some(""), SODP_JWT_SECRET_FILE, None).unwrap_err();
         assert!(e.to_string().contains(SODP_JWT_SECRET), "{e}");
     }
 
     #[test]
-    fn empty_plain_variable_is_unset() {
-        let c =
-            SecurityConfig::from_lookup(lookup(&[(SODP_ACL_FILE, ""), (SODP_MAX_CONNECTIONS, "")]))
-                .expect("config");
-        assert_eq!(c.acl_file, None);
-        assert_eq!(c.max_connections, 0);
-    }
-
-    #[test]
     fn inline_and_file_together_is_an_error() {
-        let e = SecurityConfig::from_lookup(lookup(&[
-            (SODP_JWT_PUBLIC_KEY, "x"),
-            (SODP_JWT_PUBLIC_KEY_FILE, "/k.pem"),
-        ]))
+        let e = read_secret(
+            SODP_JWT_PUBLIC_KEY,
+            Some("x"),
+            SODP_JWT_PUBLIC_KEY_FILE,
+            Some("/k.pem"),
+        )
         .unwrap_err();
         assert!(e.to_string().contains("both"), "{e}");
     }
@@ -358,38 +258,25 @@ mod tests {
         let path = dir.join("secret");
         std::fs::write(&path, "from-file\n").expect("write");
         let p = path.to_string_lossy().to_string();
-        let c = SecurityConfig::from_lookup(lookup(&[(SODP_JWT_SECRET_FILE, p.as_str())]))
-            .expect("config");
-        assert_eq!(c.jwt.hs256_secret.as_deref(), Some("from-file"));
+        let secret =
+            read_secret(SODP_JWT_SECRET, None, SODP_JWT_SECRET_FILE, Some(&p)).expect("secret");
+        assert_eq!(secret.as_deref(), Some("from-file"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn missing_key_file_names_the_variable() {
-        let e = SecurityConfig::from_lookup(lookup(&[(
+        let e = read_secret(
+            SODP_JWT_ES256_PUBLIC_KEY,
+            None,
             SODP_JWT_ES256_PUBLIC_KEY_FILE,
-            "/nonexistent/sodp/key.pem",
-        )]))
+            Some("/nonexistent/sodp/key.pem"),
+        )
         .unwrap_err();
         assert!(
             e.to_string().starts_with(SODP_JWT_ES256_PUBLIC_KEY_FILE),
             "{e}"
         );
-    }
-
-    #[test]
-    fn bad_numbers_name_the_variable() {
-        for var in [
-            SODP_RATE_WRITES_PER_SEC,
-            SODP_MAX_CONNECTIONS,
-            SODP_JWT_LEEWAY_SECS,
-        ] {
-            let e = SecurityConfig::from_lookup(lookup(&[(var, "ten")])).unwrap_err();
-            assert!(e.to_string().starts_with(var), "{e}");
-        }
-        let e = SecurityConfig::from_lookup(lookup(&[(SODP_RATE_WRITES_PER_SEC, "99999999999")]))
-            .unwrap_err();
-        assert!(e.to_string().contains("too large"), "{e}");
     }
 
     #[test]

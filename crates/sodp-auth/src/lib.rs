@@ -24,7 +24,7 @@
 //! use std::sync::Arc;
 //! use sodp_auth::{SecurityConfig, Policy};
 //!
-//! let config = SecurityConfig::from_env()?;   // or build it from flags
+//! let config = SecurityConfig::default();   // filled from flags/variables
 //! let policy: Arc<Policy> = Arc::new(config.build()?);
 //! // HELLO: auth = policy.jwt.is_some();
 //! //        capabilities.token_refresh = policy.jwt.is_some();

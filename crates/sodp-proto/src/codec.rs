@@ -17,7 +17,7 @@ use thiserror::Error;
 use crate::value::{Map, Value};
 
 /// Default maximum nesting depth of a decoded value.
-pub const DEFAULT_MAX_DEPTH: usize = 64;
+pub const DEFAULT_MAX_DEPTH: usize = 128;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -351,29 +351,35 @@ impl<'a> Decoder<'a> {
     }
 }
 
+/// Encoded length of an array or map header holding `n` entries.
+pub fn container_header_len(n: usize) -> usize {
+    if n < 16 {
+        1
+    } else if n <= u16::MAX as usize {
+        3
+    } else {
+        5
+    }
+}
+
+/// Encoded length of a string of `n` bytes (header included).
+pub fn str_encoded_len(n: usize) -> usize {
+    n + if n < 32 {
+        1
+    } else if n <= u8::MAX as usize {
+        2
+    } else if n <= u16::MAX as usize {
+        3
+    } else {
+        5
+    }
+}
+
 /// The length of `value`'s MessagePack encoding, without encoding it.
 /// Iterative, so any value is safe.
 pub fn encoded_len(value: &Value) -> usize {
-    fn header(n: usize, fix: usize) -> usize {
-        if n < fix {
-            1
-        } else if n <= u16::MAX as usize {
-            3
-        } else {
-            5
-        }
-    }
-    fn str_len(n: usize) -> usize {
-        n + if n < 32 {
-            1
-        } else if n <= u8::MAX as usize {
-            2
-        } else if n <= u16::MAX as usize {
-            3
-        } else {
-            5
-        }
-    }
+    let header = |n: usize, _fix: usize| container_header_len(n);
+    let str_len = str_encoded_len;
     let mut total = 0;
     let mut stack = vec![value];
     while let Some(v) = stack.pop() {

@@ -1,12 +1,14 @@
 //! Server configuration: every limit with its safe default.
 //!
 //! The binary fills this from flags and `SODP_*` environment variables
-//! (`bin/sodp-server.rs`); tests build it directly.
+//! (`bin/sodp-server/`); tests build it directly.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use sodp_auth::SecurityConfig;
+
+use crate::clock::ClockSource;
 
 /// Everything the server can be told.
 #[derive(Debug, Clone)]
@@ -32,6 +34,11 @@ pub struct Config {
     /// JWT, ACL, schema, rate limits, origins, connection caps (see
     /// `docs/SECURITY.md`). Validated and loaded when the server binds.
     pub security: SecurityConfig,
+    /// The clock token expiry is judged by (tests: tokio's paused clock).
+    pub clock: ClockSource,
+    /// Hands freed memory back to the OS after bulk disconnects; the binary
+    /// sets it for its allocator (see `memory`).
+    pub trim_memory: Option<fn()>,
 }
 
 /// Limits on what a client may send or hold.
@@ -51,6 +58,33 @@ pub struct Limits {
     pub max_keys: Option<usize>,
     /// Largest value one key may hold, MessagePack-encoded (None: unlimited).
     pub max_value_bytes: Option<usize>,
+    /// Everything the store holds — values, key slots, presence bindings,
+    /// history — in bytes (see `budget`). Default: [`default_max_memory`].
+    pub max_memory: usize,
+}
+
+/// A quarter of the memory this process may use (the cgroup limit if there
+/// is one, else the machine's RAM; 1 GiB if neither can be read). The
+/// budget counts encoded bytes; a value's in-memory form is typically 2–3×
+/// larger, so a quarter leaves the process well inside the machine.
+pub fn default_max_memory() -> usize {
+    let ram = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+            kib.checked_mul(1024)
+        });
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok());
+    let limit = match (ram, cgroup) {
+        (Some(r), Some(c)) => r.min(c),
+        (Some(r), None) => r,
+        (None, Some(c)) => c,
+        (None, None) => 4 << 30,
+    };
+    limit / 4
 }
 
 impl Default for Limits {
@@ -63,6 +97,7 @@ impl Default for Limits {
             max_presence_paths: 1024,
             max_keys: None,
             max_value_bytes: Some(16 << 20),
+            max_memory: default_max_memory(),
         }
     }
 }
@@ -80,6 +115,8 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             security: SecurityConfig::default(),
+            clock: ClockSource::System,
+            trim_memory: None,
         }
     }
 }

@@ -21,6 +21,8 @@ pub enum ErrorCode {
     TooManyRequests = 429,
     /// Server fault.
     Internal = 500,
+    /// The server's memory budget (`--max-memory`) is exhausted.
+    InsufficientStorage = 507,
 }
 
 /// A refusal to send back as an ERROR frame or a failed RESULT.

@@ -55,11 +55,14 @@ pub struct History {
 
 impl History {
     /// Records a change and trims to the budget.
-    pub fn push(&mut self, version: u64, frame: Bytes, budget: &HistoryBudget) {
+    /// `room` caps the shared budget further (what the server's memory
+    /// budget has left).
+    pub fn push(&mut self, version: u64, frame: Bytes, budget: &HistoryBudget, room: usize) {
+        let max_bytes = budget.max_bytes.min(room);
         budget.used_bytes.fetch_add(cost(&frame), Ordering::Relaxed);
         self.entries.push_back((version, frame));
         while self.entries.len() > budget.max_entries
-            || (budget.used_bytes() > budget.max_bytes && !self.entries.is_empty())
+            || (budget.used_bytes() > max_bytes && !self.entries.is_empty())
         {
             self.drop_oldest(budget);
         }
@@ -107,7 +110,7 @@ mod tests {
         let budget = HistoryBudget::new(3, 1 << 20);
         let mut h = History::default();
         for v in [2, 5, 9, 11] {
-            h.push(v, frame(v as u8), &budget);
+            h.push(v, frame(v as u8), &budget, usize::MAX);
         }
         // Version 2 was trimmed: resuming from 1 or 0 is impossible, but
         // from 2 itself everything after it is still held.
@@ -120,7 +123,7 @@ mod tests {
         assert!(h.replay_since(6).is_none(), "not a version of this key");
         // Nothing trimmed: a client that never saw a version can replay all.
         let mut fresh = History::default();
-        fresh.push(4, frame(4), &budget);
+        fresh.push(4, frame(4), &budget, usize::MAX);
         assert_eq!(fresh.replay_since(0).unwrap().count(), 1);
     }
 
@@ -129,9 +132,9 @@ mod tests {
         let one = cost(&frame(0));
         let budget = HistoryBudget::new(1000, 2 * one + one / 2);
         let (mut a, mut b) = (History::default(), History::default());
-        a.push(1, frame(1), &budget);
-        a.push(2, frame(2), &budget);
-        b.push(3, frame(3), &budget);
+        a.push(1, frame(1), &budget, usize::MAX);
+        a.push(2, frame(2), &budget, usize::MAX);
+        b.push(3, frame(3), &budget, usize::MAX);
         assert!(budget.used_bytes() <= 2 * one + one / 2);
         b.clear(&budget);
         a.clear(&budget);

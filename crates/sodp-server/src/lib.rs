@@ -3,35 +3,52 @@
 //!
 //! # Layout
 //! - [`config`]: every option and limit, with safe defaults.
-//! - [`server`]: the listener, connection caps, graceful shutdown.
+//! - [`shared`]: what every connection shares (config, store, policy,
+//!   clock, the session registry).
+//! - [`server`]: the listeners, graceful shutdown.
 //! - [`http`]: the HTTP side of a connection: `/health`, the WebSocket upgrade.
-//! - [`session`]: one connection's state machine: frames in, frames out.
-//! - [`methods`]: one file per CALL method, parsing `args` into a mutation.
+//! - [`session`]: one connection — the protocol state machine (`session`),
+//!   its I/O loop (`session::io`), AUTH (`session::auth`), WATCH/RESUME/
+//!   UNWATCH (`session::watch`), HELLO (`session::hello`).
+//! - [`holdings`]: what a session holds in the store; released on drop.
+//! - [`access`]: key and ACL checks.
+//! - [`methods`]: one file per CALL method: parse, checks, apply.
 //! - [`store`]: values, versions, subscribers, presence; the commit point.
+//! - [`size`]: a key's exact size after a write, known before it.
+//! - [`budget`]: the server-wide memory budget (`--max-memory`).
 //! - [`history`]: recent changes per key, for RESUME.
-//! - [`size`]: a key's size after a write, judged before it (`--max-value-bytes`).
 //! - [`outbox`]: a session's bounded outbound queue and its close signal.
 //! - [`wire`]: the frames the server sends, encoded once.
 //! - [`error`]: error codes and the `Rejection` sent to clients.
+//! - [`clock`]: wall-clock time behind a seam (tests run on paused time).
 //! - [`memory`]: returning freed memory to the OS after bulk disconnects.
 //!
-//! A write flows: session → `methods::parse` → `Store::write` (key lock:
-//! compute value + ops, version, encode DELTA once, history, push to every
-//! subscriber's `Outbox`) → each session's writer task → socket.
+//! A write flows: `session::io` → `Session::on_frame` → `methods::parse` →
+//! the method's `run` (checks) → `Store::write` (key lock: admit the exact
+//! size, change in place, validate, version, encode the DELTA once, history,
+//! push to every subscriber's `Outbox`) → each subscriber's I/O loop →
+//! socket.
 
-pub mod cli;
+#![forbid(unsafe_code)]
+
+pub mod access;
+pub mod budget;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod history;
+pub mod holdings;
 pub mod http;
 pub mod memory;
 pub mod methods;
 pub mod outbox;
 pub mod server;
 pub mod session;
+pub mod shared;
 pub mod size;
 pub mod store;
 pub mod wire;
 
 pub use config::{Config, Limits};
-pub use server::{Server, Shared};
+pub use server::Server;
+pub use shared::Shared;

@@ -5,12 +5,10 @@
 //! WebSocket close frame and release their presence paths), then wait —
 //! bounded — until the last connection task has finished.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -20,31 +18,16 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
-use sodp_auth::{Policy, PolicyError};
+use sodp_auth::PolicyError;
 
 use crate::config::Config;
-use crate::error::{ErrorCode, Rejection};
 use crate::http::{self, Request};
 use crate::memory;
-use crate::outbox::{Close, Outbox, SessionId};
 use crate::session;
-use crate::store::{Store, StoreOptions, Validator};
+use crate::shared::Shared;
 
 /// Initial read buffer of a connection (see `connection`).
 const READ_BUFFER_BYTES: usize = 2048;
-
-/// State shared by every connection.
-pub struct Shared {
-    pub config: Config,
-    pub store: Store,
-    /// Who may connect, read and write (loaded from `config.security`).
-    pub policy: Arc<Policy>,
-    connections: AtomicUsize,
-    next_session: AtomicU64,
-    /// Every live session's outbox, so shutdown can close them all.
-    sessions: Mutex<HashMap<SessionId, Arc<Outbox>>>,
-    shutting_down: AtomicBool,
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,155 +36,6 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: io::Error },
     #[error("security configuration: {0}")]
     Policy(#[from] PolicyError),
-}
-
-/// Says at start what the security policy is — never a secret.
-fn log_policy(config: &Config, policy: &Policy) {
-    let security = &config.security;
-    match &policy.jwt {
-        Some(jwt) => info!(
-            algorithms = ?jwt.algorithms(),
-            issuer = security.jwt.issuer.as_deref().unwrap_or("(any)"),
-            audience = security.jwt.audience.as_deref().unwrap_or("(any)"),
-            leeway_secs = security.jwt.leeway_secs,
-            auth_timeout_secs = policy.auth_timeout_secs,
-            "authentication: JWT required"
-        ),
-        None => info!("authentication: off (no JWT key configured)"),
-    }
-    if let (Some(acl), Some(path)) = (&policy.acl, &security.acl_file) {
-        let m = acl.mappings();
-        info!(file = %path.display(), rules = acl.len(), roles = ?m.roles, groups = ?m.groups, permissions = ?m.permissions, "ACL loaded");
-    }
-    if let Some(path) = &security.schema_file {
-        info!(file = %path.display(), "schema loaded");
-    }
-    if policy.rate_writes_per_sec > 0 || policy.rate_watches_per_sec > 0 {
-        info!(
-            writes_per_sec = policy.rate_writes_per_sec,
-            watches_per_sec = policy.rate_watches_per_sec,
-            "rate limits"
-        );
-    }
-    if !policy.origins.allows_any() {
-        info!(
-            origins = security.allowed_origins.as_deref().unwrap_or(""),
-            "origin allow-list"
-        );
-    }
-    if security.max_connections > 0 || security.max_connections_per_ip > 0 {
-        info!(
-            total = security.max_connections,
-            per_ip = security.max_connections_per_ip,
-            "connection caps (0 = none)"
-        );
-    }
-}
-
-/// Microseconds since the Unix epoch: versions issued by this process start
-/// above every version a previous run issued (unless it sustained more than
-/// a million writes per second), so clients can RESUME across restarts
-/// safely and see versions that only ever increase.
-fn version_base() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// The schema, as the store's pre-commit check.
-struct SchemaValidator(Arc<Policy>);
-
-impl Validator for SchemaValidator {
-    fn validate(&self, key: &str, value: &sodp_proto::Value) -> Result<(), Rejection> {
-        match &self.0.schema {
-            Some(schema) => schema
-                .validate(key, value)
-                .map_err(|e| Rejection::new(ErrorCode::Unprocessable, e.to_string())),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Shared {
-    /// Loads the security policy (files included) and builds the store.
-    pub fn new(config: Config) -> Result<Shared, PolicyError> {
-        let policy = Arc::new(config.security.build()?);
-        log_policy(&config, &policy);
-        let validator: Option<Arc<dyn Validator>> = match policy.schema {
-            Some(_) => Some(Arc::new(SchemaValidator(policy.clone()))),
-            None => None,
-        };
-        let store = Store::new(StoreOptions {
-            version_base: version_base(),
-            history_len: config.history_len,
-            history_bytes: config.history_bytes,
-            max_keys: config.limits.max_keys,
-            max_value_bytes: config.limits.max_value_bytes,
-            max_depth: config.limits.max_depth,
-            validator,
-        });
-        Ok(Shared {
-            config,
-            store,
-            policy,
-            connections: AtomicUsize::new(0),
-            next_session: AtomicU64::new(1),
-            sessions: Mutex::new(HashMap::new()),
-            shutting_down: AtomicBool::new(false),
-        })
-    }
-
-    /// Open WebSocket sessions.
-    pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::Relaxed)
-    }
-
-    fn sessions(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<Outbox>>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Registers a new session; it is closed at once if shutdown has begun.
-    fn open_session(&self) -> Arc<Outbox> {
-        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let outbox = Arc::new(Outbox::new(id, self.config.outbound_queue));
-        self.sessions().insert(id, outbox.clone());
-        if self.shutting_down.load(Ordering::SeqCst) {
-            outbox.close(Close::SHUTDOWN);
-        }
-        outbox
-    }
-
-    fn close_session(&self, id: SessionId) {
-        self.sessions().remove(&id);
-    }
-
-    /// Asks every session to say goodbye.
-    fn close_all_sessions(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
-        for outbox in self.sessions().values() {
-            outbox.close(Close::SHUTDOWN);
-        }
-    }
-
-    fn health_json(&self) -> String {
-        serde_json::json!({
-            "status": "ok",
-            "connections": self.connections(),
-            "keys": self.store.key_count(),
-            "history_bytes": self.store.history_bytes(),
-            "version": env!("CARGO_PKG_VERSION"),
-        })
-        .to_string()
-    }
-}
-
-/// Decrements the connection count when a session ends, however it ends.
-struct ConnectionGuard(Arc<Shared>);
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// A bound, not yet running, server.
@@ -262,21 +96,12 @@ impl Server {
         }
         let trimmer = tokio::spawn(memory::trim_after_disconnects(self.shared.clone()));
         tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok((tcp, peer)) => {
-                        let task = connection(tcp, peer, self.shared.clone(), alive_tx.clone());
-                        tokio::spawn(task);
-                    }
-                    Err(e) => {
-                        // Typically EMFILE: back off instead of spinning.
-                        warn!(error = %e, "accept failed");
-                        time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-                _ = &mut shutdown => break,
-            }
+        let serve = accept_loop(&self.listener, |tcp, peer| {
+            tokio::spawn(connection(tcp, peer, self.shared.clone(), alive_tx.clone()));
+        });
+        tokio::select! {
+            () = serve => {}
+            () = &mut shutdown => {}
         }
         info!(connections = self.shared.connections(), "shutting down");
         drop(self.listener);
@@ -345,39 +170,97 @@ async fn connection(
             let ws =
                 WebSocketStream::from_partially_read(tcp, leftover, Role::Server, Some(ws_config))
                     .await;
-            shared.connections.fetch_add(1, Ordering::Relaxed);
-            let _guard = ConnectionGuard(shared.clone());
             let outbox = shared.open_session();
-            let id = outbox.id();
-            debug!(%peer, session = id, "session started");
+            debug!(%peer, session = outbox.id(), "session started");
+            // The session deregisters itself when it ends (its `Holdings`).
             session::run(ws, shared.clone(), outbox).await;
-            shared.close_session(id);
         }
     }
 }
 
-/// The optional health-only listener (`--health-addr`).
+/// How long a listener waits after a failed accept (typically EMFILE: out
+/// of file descriptors) before trying again, instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Something connections are accepted from (a `TcpListener`; tests use a
+/// fake that fails).
+pub trait Acceptor {
+    fn accept(&self) -> impl Future<Output = io::Result<(TcpStream, SocketAddr)>> + Send;
+}
+
+impl Acceptor for TcpListener {
+    fn accept(&self) -> impl Future<Output = io::Result<(TcpStream, SocketAddr)>> + Send {
+        TcpListener::accept(self)
+    }
+}
+
+/// Accepts forever, handing each connection to `handle`; backs off after
+/// a failed accept. Both listeners use it.
+pub async fn accept_loop<A: Acceptor>(listener: &A, mut handle: impl FnMut(TcpStream, SocketAddr)) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => handle(tcp, peer),
+            Err(e) => {
+                warn!(error = %e, "accept failed; backing off");
+                time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// The optional health-only listener (`--health-port`).
 async fn serve_health_only(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((mut tcp, _)) = accepted else { continue };
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let status = match http::read_request(&mut tcp, shared.config.handshake_timeout).await {
-                        Ok(Request::Health) => 200,
-                        Ok(_) => 404,
-                        Err(_) => return,
-                    };
-                    let body = if status == 200 { shared.health_json() } else { "not found".into() };
-                    let _ = http::respond(&mut tcp, status, "application/json", &body).await;
-                });
-            }
-            _ = stop.changed() => return,
+    let serve = accept_loop(&listener, |mut tcp, _| {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let status = match http::read_request(&mut tcp, shared.config.handshake_timeout).await {
+                Ok(Request::Health) => 200,
+                Ok(_) => 404,
+                Err(_) => return,
+            };
+            let body = if status == 200 {
+                shared.health_json()
+            } else {
+                "not found".into()
+            };
+            let _ = http::respond(&mut tcp, status, "application/json", &body).await;
+        });
+    });
+    tokio::select! {
+        () = serve => {}
+        _ = stop.changed() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An acceptor whose every accept fails, counting the attempts.
+    struct Failing(AtomicUsize);
+
+    impl Acceptor for Failing {
+        fn accept(&self) -> impl Future<Output = io::Result<(TcpStream, SocketAddr)>> + Send {
+            // A loop that never waits would call this without end: fail the
+            // test instead of hanging it.
+            assert!(self.0.fetch_add(1, Ordering::Relaxed) < 1000, "spinning");
+            std::future::ready(Err(io::Error::from_raw_os_error(24))) // EMFILE
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_accept_backs_off_instead_of_spinning() {
+        let failing = Failing(AtomicUsize::new(0));
+        let run = accept_loop(&failing, |_, _| unreachable!("nothing is accepted"));
+        let _ = time::timeout(Duration::from_secs(1), run).await;
+        let attempts = failing.0.load(Ordering::Relaxed);
+        // One attempt per backoff period (100 ms) in one second of paused
+        // time; a spinning loop would never let the clock advance at all.
+        assert!((10..=11).contains(&attempts), "{attempts} attempts");
     }
 }

@@ -1,15 +1,30 @@
 //! The state store: every key's value, version, history, subscribers and
 //! presence bindings, and the one place where a write becomes a change.
 //!
+//! The store does not know the CALL methods. A method (see `methods/`) hands
+//! [`Store::write`] a closure that edits the key through a [`Doc`] — first
+//! [`Doc::admit`] with the exact size the value will have, then the change
+//! in place — and returns an [`Edit`] (the ops, how to undo, what presence it
+//! binds). The store keeps what every write shares: the key table, the key
+//! lock, the size and memory limits, schema validation (undoing a refused
+//! change), and the commit point.
+//!
 //! # Concurrency
 //! The key table is a `std::sync::Mutex<HashMap>` held only to find or
 //! create a key's slot. Each slot has its own `std::sync::Mutex`: a write
-//! locks its key, computes the new value and ops, takes the next global
-//! version, records history and queues the DELTA to every subscriber before
+//! locks its key, changes the value, takes the next global version, records
+//! history and queues the DELTA to every subscriber's outbox before
 //! unlocking. That single critical section is what makes writes to one key
 //! atomic and keeps every subscriber's versions strictly increasing. Nothing
-//! inside it awaits (queueing is `try_send`), so a blocking mutex is right.
-//! Lock order is table → slot, never the reverse.
+//! inside it awaits (an outbox push never blocks), so a blocking mutex is
+//! right. Lock order is table → slot, never the reverse.
+//!
+//! # Slots
+//! A key's slot lives once the key has been written (a deleted key keeps its
+//! version and history), or while it has a subscriber or a presence
+//! binding. Whatever leaves a slot unused — a refused write, a no-op delete
+//! of a key never written, the last UNWATCH — retires it, so no sequence of
+//! requests can grow the table without bound.
 //!
 //! # Where durability and clustering slot in
 //! [`Store::commit`] is the single point where a change is known (key,
@@ -23,9 +38,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use sodp_proto::codec::encoded_len;
 use sodp_proto::frame::FIRST_SUBSCRIPTION_STREAM;
-use sodp_proto::merge::Undo;
-use sodp_proto::{diff, merge, pointer, DeltaOp, Map, Value};
+use sodp_proto::merge::{self, Undo};
+use sodp_proto::{pointer, DeltaOp, Value};
 
+use crate::budget::{MemoryBudget, PRESENCE_OVERHEAD, SLOT_OVERHEAD};
 use crate::error::Rejection;
 use crate::history::{History, HistoryBudget};
 use crate::outbox::{Outbox, SessionId};
@@ -35,24 +51,6 @@ use crate::wire;
 /// Checks a value before it is stored (the schema, when one is loaded).
 pub trait Validator: Send + Sync {
     fn validate(&self, key: &str, value: &Value) -> Result<(), Rejection>;
-}
-
-/// A write, already parsed from a CALL.
-#[derive(Debug, Clone)]
-pub enum Mutation {
-    Set(Value),
-    Patch(Map),
-    SetIn {
-        path: String,
-        value: Value,
-    },
-    Delete,
-    /// `set_in`, and bind the path to `session` (the newest binder owns it).
-    Presence {
-        path: String,
-        value: Value,
-        session: SessionId,
-    },
 }
 
 /// What the store was built with.
@@ -67,6 +65,8 @@ pub struct StoreOptions {
     pub max_keys: Option<usize>,
     /// Largest encoded value one key may hold.
     pub max_value_bytes: Option<usize>,
+    /// Everything the store holds, in bytes (see `budget`).
+    pub max_memory: usize,
     pub max_depth: usize,
     pub validator: Option<Arc<dyn Validator>>,
 }
@@ -77,6 +77,7 @@ pub struct Store {
     version: AtomicU64,
     next_stream: AtomicU32,
     history: HistoryBudget,
+    memory: MemoryBudget,
     max_keys: Option<usize>,
     max_value_bytes: Option<usize>,
     max_depth: usize,
@@ -94,7 +95,8 @@ pub struct KeySlot {
 #[derive(Default)]
 struct KeyState {
     value: Value,
-    /// Encoded size of `value` (see `size`), for `max_value_bytes`.
+    /// Exact encoded size of `value` (see `size`): what the key counts
+    /// against `max_value_bytes` and the memory budget.
     size: usize,
     version: u64,
     initialized: bool,
@@ -107,6 +109,8 @@ struct KeyState {
 }
 
 impl KeyState {
+    /// Never written (a deleted key keeps its slot: its version and
+    /// history are part of the contract), not watched, nothing bound.
     fn is_unused(&self) -> bool {
         self.version == 0 && self.subscribers.is_empty() && self.presence.is_empty()
     }
@@ -120,10 +124,156 @@ pub struct Snapshot {
     pub initialized: bool,
 }
 
+/// What the store holds, in bytes (see [`Store::memory`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUse {
+    /// Values, key slots and presence bindings.
+    pub counted: usize,
+    /// RESUME history.
+    pub history: usize,
+    pub max: usize,
+}
+
+/// A key, locked, as a write method sees it.
+pub struct Doc<'a> {
+    key: &'a str,
+    st: &'a mut KeyState,
+    store: &'a Store,
+    /// The size admitted for the value after this write, and the budget
+    /// bytes reserved for it.
+    admitted: Option<(usize, usize)>,
+}
+
+impl Doc<'_> {
+    pub fn key(&self) -> &str {
+        self.key
+    }
+
+    pub fn value(&self) -> &Value {
+        &self.st.value
+    }
+
+    /// Whether the key holds a value (a deleted or never-written key does not).
+    pub fn initialized(&self) -> bool {
+        self.st.initialized
+    }
+
+    pub fn version(&self) -> u64 {
+        self.st.version
+    }
+
+    /// The exact encoded size of the current value.
+    pub fn size(&self) -> usize {
+        self.st.size
+    }
+
+    /// The deepest nesting a value may have.
+    pub fn max_depth(&self) -> usize {
+        self.store.max_depth
+    }
+
+    /// Declares the exact size the value will have after this write, before
+    /// anything changes. Refuses a key growing past `max_value_bytes` (400)
+    /// or the server past its memory budget (507); shrinking always passes.
+    pub fn admit(&mut self, size_after: usize) -> Result<(), Rejection> {
+        let current = self.st.size;
+        if let Some(max) = self.store.max_value_bytes {
+            if size_after > max && size_after > current {
+                return Err(Rejection::bad_request(format!(
+                    "{}: the value would be {size_after} bytes, over the limit of {max} bytes per key",
+                    self.key
+                )));
+            }
+        }
+        let growth = size_after.saturating_sub(current);
+        // History is not counted here: it only gets what values leave
+        // free (see `commit`), so it can never crowd out a write.
+        self.store.memory.reserve(growth, 0)?;
+        self.admitted = Some((size_after, growth));
+        Ok(())
+    }
+
+    /// The value, to change in place. Only after [`Doc::admit`].
+    pub fn value_mut(&mut self) -> &mut Value {
+        debug_assert!(self.admitted.is_some(), "admit the size first");
+        &mut self.st.value
+    }
+
+    /// An undo record, taken only when a schema could refuse the change
+    /// (taking it shares the entries it saves, which costs a copy of each
+    /// when they are then written).
+    pub fn undo(&self, take: impl FnOnce(&Value) -> Undo) -> Undo {
+        match self.store.validator {
+            Some(_) => take(&self.st.value),
+            None => Undo::Nothing,
+        }
+    }
+
+    /// Gives back a reservation that was not used (the write failed).
+    fn cancel(&mut self) {
+        if let Some((_, growth)) = self.admitted.take() {
+            self.store.memory.release(growth);
+        }
+    }
+}
+
+/// What a write did to a [`Doc`], for the store to validate and commit.
+#[must_use]
+pub struct Edit {
+    ops: Vec<DeltaOp>,
+    undo: Undo,
+    kind: EditKind,
+    /// A presence path (normalised) to bind to this session once committed.
+    presence: Option<(String, SessionId)>,
+}
+
+enum EditKind {
+    /// The value was changed in place; `ops` describe the change.
+    Change,
+    /// The key was deleted.
+    Delete,
+}
+
+impl Edit {
+    /// A change made in place, described by `ops` (none: nothing changed).
+    pub fn change(ops: Vec<DeltaOp>, undo: Undo) -> Edit {
+        Edit {
+            ops,
+            undo,
+            kind: EditKind::Change,
+            presence: None,
+        }
+    }
+
+    /// The key is deleted (the value was set to nil).
+    pub fn delete() -> Edit {
+        Edit {
+            ops: vec![DeltaOp::remove("/")],
+            undo: Undo::Nothing,
+            kind: EditKind::Delete,
+            presence: None,
+        }
+    }
+
+    /// Binds `path` (a normalised pointer) to `session` when committed.
+    pub fn bind_presence(mut self, path: String, session: SessionId) -> Edit {
+        self.presence = Some((path, session));
+        self
+    }
+}
+
 /// A std mutex whose poisoning (a panic elsewhere while holding it) does not
 /// take the whole server down: the data is still consistent at every unlock.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn slot_cost(key: &str) -> usize {
+    SLOT_OVERHEAD + key.len()
+}
+
+fn presence_cost(path: &str) -> usize {
+    PRESENCE_OVERHEAD + path.len()
 }
 
 impl Store {
@@ -133,6 +283,7 @@ impl Store {
             version: AtomicU64::new(options.version_base),
             next_stream: AtomicU32::new(FIRST_SUBSCRIPTION_STREAM),
             history: HistoryBudget::new(options.history_len, options.history_bytes),
+            memory: MemoryBudget::new(options.max_memory),
             max_keys: options.max_keys,
             max_value_bytes: options.max_value_bytes,
             max_depth: options.max_depth,
@@ -150,9 +301,25 @@ impl Store {
         self.history.used_bytes()
     }
 
+    /// Bytes held against `--max-memory`: values, slots and presence (what
+    /// writes are refused by) plus history (which takes only what is left),
+    /// and the maximum.
+    pub fn memory(&self) -> MemoryUse {
+        MemoryUse {
+            counted: self.memory.used(),
+            history: self.history.used_bytes(),
+            max: self.memory.max(),
+        }
+    }
+
     /// The latest version issued by this server.
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::SeqCst)
+    }
+
+    /// The exact encoded size recorded for `key`'s value (0: no such key).
+    pub fn recorded_size(&self, key: &str) -> usize {
+        self.with_existing(key, |_, st| st.size).unwrap_or(0)
     }
 
     /// The current state of `key` (never-written keys: nil, version 0).
@@ -171,7 +338,8 @@ impl Store {
         }
     }
 
-    /// Runs `f` with `key`'s slot locked, creating the slot if needed.
+    /// Runs `f` with `key`'s slot locked, creating the slot if needed, and
+    /// retires the slot afterwards if `f` left it unused.
     fn with_slot<R>(
         &self,
         key: &str,
@@ -181,7 +349,13 @@ impl Store {
             let slot = self.slot(key)?;
             let mut st = lock(&slot.state);
             if !st.retired {
-                return Ok(f(&slot, &mut st));
+                let result = f(&slot, &mut st);
+                let unused = st.is_unused();
+                drop(st);
+                if unused {
+                    self.retire_if_unused(key);
+                }
+                return Ok(result);
             }
         }
     }
@@ -213,6 +387,9 @@ impl Store {
                 )));
             }
         }
+        // A slot always gets its memory: a WATCH must work on a full
+        // server, and an unused slot is retired right after.
+        self.memory.force(slot_cost(key));
         let key: Arc<str> = Arc::from(key);
         let slot = Arc::new(KeySlot {
             key: key.clone(),
@@ -223,9 +400,8 @@ impl Store {
         Ok(slot)
     }
 
-    /// Drops `key`'s slot if nothing refers to it any more (never written,
-    /// not watched, no presence), so watching random keys cannot grow the
-    /// table without bound.
+    /// Drops `key`'s slot if nothing refers to it any more (no value, not
+    /// watched, no presence), so random keys cannot grow the table.
     fn retire_if_unused(&self, key: &str) {
         let mut keys = lock(&self.keys);
         let Some(slot) = keys.get(key).cloned() else {
@@ -235,6 +411,7 @@ impl Store {
         if st.is_unused() {
             st.retired = true;
             st.history.clear(&self.history);
+            self.memory.release(slot_cost(key) + st.size);
             keys.remove(key);
         }
     }
@@ -287,120 +464,33 @@ impl Store {
         }
     }
 
-    /// Applies a write. Returns the version of the change, or the key's
-    /// current version if the write changed nothing (no version is taken
-    /// and no DELTA is sent in that case).
-    pub fn write(&self, key: &str, mutation: Mutation) -> Result<u64, Rejection> {
-        self.with_slot(key, |slot, st| self.apply(slot, st, mutation))?
-    }
-
-    /// Applies a mutation to the stored value **in place**: the store is the
-    /// only holder of its containers, so a write copies nothing but what it
-    /// touches, however large the value. If a schema then refuses the
-    /// result, the change is undone before anyone sees it.
-    fn apply(
+    /// Applies one write to `key` under its lock. `edit` admits the size
+    /// the value will have, changes it in place and says what it did.
+    /// Returns the version of the change, or the key's current version if
+    /// the write changed nothing (no version is taken and no DELTA is sent
+    /// then). A refused write changes nothing and leaves nothing behind.
+    pub fn write(
         &self,
-        slot: &KeySlot,
-        st: &mut KeyState,
-        mutation: Mutation,
+        key: &str,
+        edit: impl FnOnce(&mut Doc<'_>) -> Result<Edit, Rejection>,
     ) -> Result<u64, Rejection> {
-        let size = self.check_size(slot, st, &mutation)?;
-        let (ops, undo) = match mutation {
-            Mutation::Set(value) => {
-                let ops = diff(&st.value, &value);
-                let previous = std::mem::replace(&mut st.value, value);
-                (ops, Undo::Root(previous))
-            }
-            Mutation::Patch(patch) => {
-                let undo = self.undo_for(|| Undo::before_patch(&st.value, &patch));
-                (merge::merge_patch_in_place(&mut st.value, &patch), undo)
-            }
-            Mutation::SetIn { path, value } => self.set_in(st, &path, value)?,
-            Mutation::Presence {
-                path,
-                value,
-                session,
-            } => {
-                let normalised = pointer::format(&parse_path(&path)?);
-                if normalised == "/" {
-                    return Err(Rejection::bad_request(
-                        "presence needs a path below the root, e.g. \"/alice\"",
-                    ));
+        self.with_slot(key, |slot, st| {
+            let mut doc = Doc {
+                key: &slot.key,
+                st,
+                store: self,
+                admitted: None,
+            };
+            let edit = match edit(&mut doc) {
+                Ok(edit) => edit,
+                Err(refusal) => {
+                    doc.cancel();
+                    return Err(refusal);
                 }
-                let (ops, undo) = self.set_in(st, &normalised, value)?;
-                // Bound only once accepted: a refused write binds nothing.
-                let version = self.finish(slot, st, ops, undo, size)?;
-                st.presence.insert(normalised, session);
-                return Ok(version);
-            }
-            Mutation::Delete => {
-                if !st.initialized {
-                    return Ok(st.version);
-                }
-                st.value = Value::Nil;
-                st.size = size;
-                let version = self.commit(slot, st, vec![DeltaOp::remove("/")]);
-                st.initialized = false;
-                return Ok(version);
-            }
-        };
-        self.finish(slot, st, ops, undo, size)
-    }
-
-    /// The key's size after `mutation`, refused if it would grow past
-    /// `max_value_bytes` (a write that shrinks an oversized value is fine).
-    fn check_size(
-        &self,
-        slot: &KeySlot,
-        st: &KeyState,
-        mutation: &Mutation,
-    ) -> Result<usize, Rejection> {
-        let after = match mutation {
-            Mutation::Set(value) => encoded_len(value),
-            Mutation::Patch(patch) => size::after_patch(st.size, &st.value, patch),
-            Mutation::SetIn { path, value } | Mutation::Presence { path, value, .. } => {
-                size::after_set_in(st.size, &st.value, path, value)
-            }
-            Mutation::Delete => encoded_len(&Value::Nil),
-        };
-        match self.max_value_bytes {
-            Some(max) if after > max && after > st.size => Err(Rejection::bad_request(format!(
-                "{}: the value would be about {after} bytes, over the limit of {max} bytes per key",
-                slot.key
-            ))),
-            _ => Ok(after),
-        }
-    }
-
-    /// An undo record, taken only when a schema could refuse the change
-    /// (taking it shares the entries it saves, which costs a copy of each
-    /// when they are then written).
-    fn undo_for(&self, take: impl FnOnce() -> Undo) -> Undo {
-        match self.validator {
-            Some(_) => take(),
-            None => Undo::Nothing,
-        }
-    }
-
-    fn set_in(
-        &self,
-        st: &mut KeyState,
-        path: &str,
-        value: Value,
-    ) -> Result<(Vec<DeltaOp>, Undo), Rejection> {
-        let segments = parse_path(path)?;
-        if segments.len() + value.depth() > self.max_depth {
-            return Err(Rejection::bad_request(format!(
-                "path and value together nest deeper than the limit of {}",
-                self.max_depth
-            )));
-        }
-        let first = segments.first().map(String::as_str);
-        let undo = self.undo_for(|| Undo::before_change(&st.value, first));
-        match merge::set_in_in_place(&mut st.value, path, value) {
-            Ok(op) => Ok((op.into_iter().collect(), undo)),
-            Err(e) => Err(Rejection::bad_request(e.to_string())),
-        }
+            };
+            let admitted = doc.admitted.take();
+            self.finish(slot, st, edit, admitted)
+        })?
     }
 
     /// After a change made in place: nothing to do if nothing changed;
@@ -410,27 +500,58 @@ impl Store {
         &self,
         slot: &KeySlot,
         st: &mut KeyState,
-        ops: Vec<DeltaOp>,
-        undo: Undo,
-        size: usize,
+        edit: Edit,
+        admitted: Option<(usize, usize)>,
     ) -> Result<u64, Rejection> {
-        if st.initialized && ops.is_empty() {
-            return Ok(st.version);
-        }
-        if let Some(validator) = &self.validator {
-            if let Err(refusal) = validator.validate(&slot.key, &st.value) {
-                undo.restore(&mut st.value);
-                return Err(refusal);
+        let (size_after, growth) = admitted.unwrap_or((st.size, 0));
+        let unchanged = match edit.kind {
+            EditKind::Change => st.initialized && edit.ops.is_empty(),
+            EditKind::Delete => !st.initialized,
+        };
+        debug_assert!(
+            unchanged || admitted.is_some(),
+            "a change must admit its size first"
+        );
+        let version = if unchanged {
+            self.memory.release(growth);
+            st.version
+        } else {
+            if let (Some(validator), EditKind::Change) = (&self.validator, &edit.kind) {
+                if let Err(refusal) = validator.validate(&slot.key, &st.value) {
+                    edit.undo.restore(&mut st.value);
+                    self.memory.release(growth);
+                    return Err(refusal);
+                }
+            }
+            // Growth was reserved by `admit`; shrinking is given back now.
+            self.memory.release(st.size.saturating_sub(size_after));
+            st.size = size_after;
+            match edit.kind {
+                EditKind::Change => {
+                    let ops = if st.initialized {
+                        edit.ops
+                    } else {
+                        st.initialized = true;
+                        vec![DeltaOp::add("/", st.value.clone())]
+                    };
+                    self.commit(slot, st, ops)
+                }
+                EditKind::Delete => {
+                    let version = self.commit(slot, st, edit.ops);
+                    st.initialized = false;
+                    version
+                }
+            }
+        };
+        // Bound even when the value was already there: the newest binder
+        // owns the path.
+        if let Some((path, session)) = edit.presence {
+            let cost = presence_cost(&path);
+            if st.presence.insert(path, session).is_none() {
+                self.memory.force(cost);
             }
         }
-        let ops = if st.initialized {
-            ops
-        } else {
-            st.initialized = true;
-            vec![DeltaOp::add("/", st.value.clone())]
-        };
-        st.size = size;
-        Ok(self.commit(slot, st, ops))
+        Ok(version)
     }
 
     /// The commit point, under the key lock: `st.value` already holds the
@@ -444,26 +565,36 @@ impl Store {
         st.subscribers
             .retain(|_, outbox| outbox.push(frame.clone()));
         // Moved, not cloned: with no subscribers the frame is never shared.
-        st.history.push(version, frame, &self.history);
+        // History gets what the memory budget has left (up to its own
+        // limit): on a full server RESUME falls back to STATE_INIT sooner.
+        let room = self.memory.max().saturating_sub(self.memory.used());
+        st.history.push(version, frame, &self.history, room);
         version
     }
 
     /// Presence cleanup: if `session` still owns `path` on `key`, removes the
     /// path and publishes the change.
     pub fn release_presence(&self, key: &str, path: &str, session: SessionId) {
-        self.with_existing(key, |slot, st| {
+        let now_unused = self.with_existing(key, |slot, st| {
             if st.presence.get(path) != Some(&session) {
-                return; // Another session has taken the path since.
+                return false; // Another session has taken the path since.
             }
             st.presence.remove(path);
-            let removed = pointer::parse(path)
-                .ok()
-                .and_then(|segments| delta_lookup_len(&st.value, &segments));
+            self.memory.release(presence_cost(path));
+            let size_after = match pointer::parse(path) {
+                Ok(segments) => size::after_remove(st.size, &st.value, &segments),
+                Err(_) => st.size,
+            };
             if let Ok(Some(op)) = merge::remove_in_in_place(&mut st.value, path) {
-                st.size = st.size.saturating_sub(removed.unwrap_or(0));
+                self.memory.release(st.size.saturating_sub(size_after));
+                st.size = size_after;
                 self.commit(slot, st, vec![op]);
             }
+            st.is_unused()
         });
+        if now_unused == Some(true) {
+            self.retire_if_unused(key);
+        }
     }
 }
 
@@ -488,30 +619,54 @@ fn subscribe(
     st.subscribers.insert(outbox.id(), outbox.clone());
 }
 
-/// Encoded length of the value at `segments`, if it exists.
-fn delta_lookup_len(value: &Value, segments: &[String]) -> Option<usize> {
-    sodp_proto::delta::lookup(value, segments).map(encoded_len)
-}
-
-fn parse_path(path: &str) -> Result<Vec<String>, Rejection> {
-    pointer::parse(path).map_err(|e| Rejection::bad_request(e.to_string()))
+/// The encoded size of a value, for methods that replace it whole.
+pub fn size_of(value: &Value) -> usize {
+    encoded_len(value)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use serde_json::json;
+    use sodp_proto::diff;
     use sodp_proto::{Frame, FrameType};
 
-    fn store() -> Store {
-        Store::new(StoreOptions {
+    fn options() -> StoreOptions {
+        StoreOptions {
             version_base: 0,
             history_len: 1000,
             history_bytes: 1 << 20,
             max_keys: Some(3),
             max_value_bytes: Some(4096),
+            max_memory: 1 << 30,
             max_depth: 8,
             validator: None,
+        }
+    }
+
+    fn store() -> Store {
+        Store::new(options())
+    }
+
+    /// `state.set`, as its method does it.
+    fn set(s: &Store, key: &str, value: Value) -> Result<u64, Rejection> {
+        s.write(key, |doc| {
+            doc.admit(size::after_set(&value))?;
+            let ops = diff(doc.value(), &value);
+            let previous = std::mem::replace(doc.value_mut(), value);
+            Ok(Edit::change(ops, Undo::Root(previous)))
+        })
+    }
+
+    /// `state.delete`, as its method does it.
+    fn delete(s: &Store, key: &str) -> Result<u64, Rejection> {
+        s.write(key, |doc| {
+            if doc.initialized() {
+                doc.admit(size::after_set(&Value::Nil))?;
+                *doc.value_mut() = Value::Nil;
+            }
+            Ok(Edit::delete())
         })
     }
 
@@ -527,8 +682,8 @@ mod tests {
     #[test]
     fn first_write_adds_root_and_noop_takes_no_version() {
         let s = store();
-        let v1 = s.write("k", Mutation::Set(json!({"a": 1}).into())).unwrap();
-        let v2 = s.write("k", Mutation::Set(json!({"a": 1}).into())).unwrap();
+        let v1 = set(&s, "k", json!({"a": 1}).into()).unwrap();
+        let v2 = set(&s, "k", json!({"a": 1}).into()).unwrap();
         assert_eq!(v1, v2);
         assert_eq!(s.version(), 1);
     }
@@ -538,8 +693,8 @@ mod tests {
         let s = store();
         let outbox = Arc::new(Outbox::new(1, 16));
         s.watch("k", &outbox, 1, None).unwrap();
-        s.write("k", Mutation::Set(json!({"a": 1}).into())).unwrap();
-        s.write("k", Mutation::Delete).unwrap();
+        set(&s, "k", json!({"a": 1}).into()).unwrap();
+        delete(&s, "k").unwrap();
         let frames = drain(&outbox);
         let kinds: Vec<_> = frames.iter().map(|f| f.kind).collect();
         assert_eq!(
@@ -555,7 +710,7 @@ mod tests {
     fn resume_replays_then_marks_live() {
         let s = store();
         for i in 0..5i64 {
-            s.write("k", Mutation::Set(Value::Int(i))).unwrap();
+            set(&s, "k", Value::Int(i)).unwrap();
         }
         let outbox = Arc::new(Outbox::new(1, 16));
         let n = s.resume("k", 3, &outbox, 1, None).unwrap();
@@ -565,22 +720,6 @@ mod tests {
             kinds,
             [FrameType::Delta, FrameType::Delta, FrameType::StateInit]
         );
-    }
-
-    #[test]
-    fn presence_belongs_to_the_newest_binder() {
-        let s = store();
-        let presence = |session| Mutation::Presence {
-            path: "/alice".into(),
-            value: Value::Int(session as i64),
-            session,
-        };
-        s.write("c", presence(1)).unwrap();
-        s.write("c", presence(2)).unwrap();
-        s.release_presence("c", "/alice", 1);
-        assert_eq!(s.snapshot("c").value, json!({"alice": 2}).into());
-        s.release_presence("c", "/alice", 2);
-        assert_eq!(s.snapshot("c").value, json!({}).into());
     }
 
     #[test]
@@ -597,67 +736,69 @@ mod tests {
     }
 
     #[test]
+    fn refused_and_noop_writes_leave_no_slot_behind() {
+        let s = Store::new(StoreOptions {
+            max_keys: None,
+            ..options()
+        });
+        for i in 0..1000 {
+            delete(&s, &format!("never.written.{i}")).unwrap();
+        }
+        assert_eq!(s.key_count(), 0, "no-op deletes leave nothing");
+        let too_big = Value::from("x".repeat(5000));
+        for i in 0..100 {
+            assert!(set(&s, &format!("too.big.{i}"), too_big.clone()).is_err());
+        }
+        assert_eq!(s.key_count(), 0, "refused writes leave nothing");
+        assert_eq!(s.memory().counted, 0, "and hold no memory");
+        // A deleted key keeps its slot: its version is part of the contract.
+        set(&s, "k", Value::Int(1)).unwrap();
+        let v = delete(&s, "k").unwrap();
+        assert_eq!(s.key_count(), 1);
+        assert_eq!(s.snapshot("k").version, v);
+    }
+
+    #[test]
+    fn the_memory_budget_refuses_growth_and_lets_everything_else_through() {
+        let s = Store::new(StoreOptions {
+            max_keys: None,
+            max_memory: 4000,
+            ..options()
+        });
+        let chunk = Value::from("x".repeat(1000));
+        let mut written = 0;
+        let refusal = loop {
+            match set(&s, &format!("k{written}"), chunk.clone()) {
+                Ok(_) => written += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(refusal.code, ErrorCode::InsufficientStorage);
+        // Each key: a 256-byte slot + its key + 1,003 encoded bytes.
+        assert_eq!(written, 3, "three keys fit in 4,000 bytes");
+        let used = s.memory();
+        assert!(used.counted <= used.max, "{used:?}");
+        assert!(used.counted + used.history <= used.max + 1200, "{used:?}");
+        assert_eq!(s.key_count(), written, "the refused key left no slot");
+        // Shrinking and deleting work on a full server, and free room.
+        set(&s, "k0", Value::Int(1)).unwrap();
+        assert!(s.memory().counted < used.counted);
+        delete(&s, "k1").unwrap();
+        set(&s, "k3", chunk).unwrap();
+    }
+
+    #[test]
     fn values_cannot_grow_past_the_size_limit() {
         let s = store(); // 4,096 bytes per key
-        let chunk = "x".repeat(1000);
-        s.write("k", Mutation::Set(json!({"a": chunk}).into()))
-            .unwrap();
-        for field in ["b", "c", "d"] {
-            s.write(
-                "k",
-                Mutation::Patch(match Value::from(json!({field: chunk})) {
-                    Value::Map(m) => (*m).clone(),
-                    _ => unreachable!(),
-                }),
-            )
-            .unwrap();
-        }
+        set(&s, "k", Value::from("x".repeat(3000))).unwrap();
         let before = s.snapshot("k");
-        let grow = Mutation::SetIn {
-            path: "/e".into(),
-            value: Value::from(chunk.clone()),
-        };
-        let refused = s.write("k", grow).unwrap_err();
+        let refused = set(&s, "k", Value::from("x".repeat(5000))).unwrap_err();
         assert!(
             refused.message.contains("over the limit of 4096"),
             "{}",
             refused.message
         );
         assert_eq!(s.snapshot("k"), before, "nothing changed");
-        // Shrinking is always allowed, and frees room again.
-        s.write(
-            "k",
-            Mutation::SetIn {
-                path: "/a".into(),
-                value: Value::Int(1),
-            },
-        )
-        .unwrap();
-        s.write(
-            "k",
-            Mutation::SetIn {
-                path: "/e".into(),
-                value: Value::from(chunk),
-            },
-        )
-        .unwrap();
-        assert!(s
-            .write("k", Mutation::Set(Value::from("y".repeat(5000))))
-            .is_err());
-    }
-
-    #[test]
-    fn deep_set_in_paths_are_refused() {
-        let s = store();
-        let path = "/a".repeat(20);
-        assert!(s
-            .write(
-                "k",
-                Mutation::SetIn {
-                    path,
-                    value: Value::Int(1)
-                }
-            )
-            .is_err());
+        assert_eq!(s.recorded_size("k"), encoded_len(&before.value));
     }
 }

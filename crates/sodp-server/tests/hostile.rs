@@ -209,13 +209,14 @@ async fn hostile_nesting_is_refused_and_answered_by_call_id() {
         .and_then(Value::as_str)
         .unwrap()
         .contains("nested deeper"));
-    // Deep but within the limit is fine; deep via a long set_in path is not.
+    // Deep but within the default limit (128) is fine — 120 levels, which
+    // the old limit of 64 refused; deep via a long set_in path is not.
     let mut ok = json!(1);
-    for _ in 0..60 {
+    for _ in 0..120 {
         ok = json!([ok]);
     }
     c.ok("state.set", json!({"state": "k", "value": ok})).await;
-    let long_path = "/a".repeat(100);
+    let long_path = "/a".repeat(200);
     let r = c
         .call(
             "state.set_in",

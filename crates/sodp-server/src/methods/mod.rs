@@ -1,6 +1,7 @@
-//! The CALL methods: each file parses one method's `args` into a
-//! [`Mutation`]; the store applies it. Adding a method means adding a file
-//! and a line in [`parse`].
+//! The CALL methods. Each file owns one method whole: parsing its `args`,
+//! the checks it needs (key, ACL), and what it does under the key lock —
+//! the new value, the exact size it will have, and the ops it produces.
+//! Adding a method means adding a file and a row in [`METHODS`].
 
 mod delete;
 mod patch;
@@ -8,62 +9,117 @@ mod presence;
 mod set;
 mod set_in;
 
+use sodp_auth::{Access, Identity};
 use sodp_proto::call::CallArgs;
-use sodp_proto::{Map, Value};
+use sodp_proto::{pointer, Map, Value};
 
+use crate::access::Asker;
 use crate::error::{ErrorCode, Rejection};
+use crate::holdings::Holdings;
 use crate::outbox::SessionId;
-use crate::store::Mutation;
+use crate::shared::Shared;
 
-/// A parsed CALL: which key it writes and how.
-#[derive(Debug)]
-pub struct Call {
-    pub key: String,
-    pub mutation: Mutation,
+/// What a successful CALL answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// `data: {version}` — every write.
+    Version(u64),
+}
+
+/// A parsed CALL, ready to run.
+pub trait Method {
+    /// Runs the call on behalf of the session in `cx`.
+    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection>;
+}
+
+type Parse = fn(&mut Args<'_>) -> Result<Box<dyn Method>, Rejection>;
+
+/// Every method this server implements, with its parser.
+pub const METHODS: &[(&str, Parse)] = &[
+    ("state.set", set::parse),
+    ("state.patch", patch::parse),
+    ("state.set_in", set_in::parse),
+    ("state.delete", delete::parse),
+    ("state.presence", presence::parse),
+];
+
+/// The method names, for messages and HELLO.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    METHODS.iter().map(|(name, _)| *name)
 }
 
 /// Parses `method` and its `args`, taking ownership so that values and
-/// patches move into the mutation instead of being copied. Unknown methods
+/// patches move into the method instead of being copied. Unknown methods
 /// are 404.
-pub fn parse(method: &str, args: CallArgs<'_>, session: SessionId) -> Result<Call, Rejection> {
-    let mut args = Args::new(method, args)?;
-    let key = args.string("state")?;
-    let mutation = match method {
-        "state.set" => set::parse(&mut args)?,
-        "state.patch" => patch::parse(&mut args)?,
-        "state.set_in" => set_in::parse(&mut args)?,
-        "state.delete" => delete::parse(&mut args)?,
-        "state.presence" => presence::parse(&mut args, session)?,
-        _ => unreachable!("Args::new rejects unknown methods"),
+pub fn parse(method: &str, args: CallArgs<'_>) -> Result<Box<dyn Method>, Rejection> {
+    let Some((_, parse)) = METHODS.iter().find(|(name, _)| *name == method) else {
+        return Err(Rejection::new(
+            ErrorCode::NotFound,
+            format!(
+                "unknown method {method:?}; known: {}",
+                names().collect::<Vec<_>>().join(", ")
+            ),
+        ));
     };
-    Ok(Call { key, mutation })
+    let mut args = Args::new(method, args)?;
+    parse(&mut args)
 }
 
-/// The methods this server implements.
-pub const METHODS: [&str; 5] = [
-    "state.set",
-    "state.patch",
-    "state.set_in",
-    "state.delete",
-    "state.presence",
-];
+/// What a method may see and touch of the server and of the calling
+/// session.
+pub struct Context<'a> {
+    pub shared: &'a Shared,
+    pub session: SessionId,
+    pub identity: &'a Identity,
+    pub holdings: &'a mut Holdings,
+}
+
+impl Context<'_> {
+    fn asker(&self) -> Asker<'_> {
+        Asker {
+            shared: self.shared,
+            session: self.session,
+            identity: self.identity,
+        }
+    }
+
+    /// Checks that `key` is well-formed and that this session may write it.
+    pub fn check_writable(&self, key: &str) -> Result<(), Rejection> {
+        self.asker().check(key, Access::Write)
+    }
+
+    /// Checks that `key` is well-formed and that this session may read it.
+    pub fn check_readable(&self, key: &str) -> Result<(), Rejection> {
+        self.asker().check(key, Access::Read)
+    }
+}
+
+/// A JSON Pointer argument, parsed, and its normalised form.
+fn parse_path(path: &str) -> Result<Vec<String>, Rejection> {
+    pointer::parse(path).map_err(|e| Rejection::bad_request(e.to_string()))
+}
+
+/// Refuses a value that would nest deeper than the limit once placed at
+/// `path_depth` levels below the root.
+fn check_depth(path_depth: usize, value: &Value, max_depth: usize) -> Result<(), Rejection> {
+    if path_depth + value.depth() > max_depth {
+        return Err(Rejection::bad_request(format!(
+            "path and value together nest deeper than the limit of {max_depth}"
+        )));
+    }
+    Ok(())
+}
 
 /// Typed access to a CALL's `args`, with errors naming the method. Each
 /// argument is taken out (moved, not cloned); the handful of fields is
 /// searched linearly, which beats hashing at this size.
-struct Args<'a> {
+pub struct Args<'a> {
     method: &'a str,
     fields: Vec<(&'a str, Value)>,
 }
 
 impl<'a> Args<'a> {
     fn new(method: &'a str, args: CallArgs<'a>) -> Result<Args<'a>, Rejection> {
-        if !METHODS.contains(&method) {
-            return Err(Rejection::new(
-                ErrorCode::NotFound,
-                format!("unknown method {method:?}; known: {}", METHODS.join(", ")),
-            ));
-        }
         match args {
             CallArgs::Fields(fields) => Ok(Args { method, fields }),
             CallArgs::Absent | CallArgs::NotAMap => Err(Rejection::bad_request(format!(
@@ -130,22 +186,27 @@ mod tests {
                 json!({"state": "k", "path": "/a", "value": 1}),
             ),
         ] {
-            let call = parse(method, args(a), 1).unwrap();
-            assert_eq!(call.key, "k");
+            assert!(parse(method, args(a)).is_ok(), "{method}");
         }
     }
 
     #[test]
     fn rejections_name_the_problem() {
-        let e = parse("state.nope", args(json!({})), 1).unwrap_err();
+        let e = parse("state.nope", args(json!({}))).err().unwrap();
         assert_eq!(e.code, ErrorCode::NotFound);
-        let e = parse("state.set", args(json!({"state": "k"})), 1).unwrap_err();
+        let e = parse("state.set", args(json!({"state": "k"})))
+            .err()
+            .unwrap();
         assert_eq!(e.message, "state.set: missing argument `value`");
-        let e = parse("state.patch", args(json!({"state": "k", "patch": [1]})), 1).unwrap_err();
+        let e = parse("state.patch", args(json!({"state": "k", "patch": [1]})))
+            .err()
+            .unwrap();
         assert_eq!(e.message, "state.patch: argument `patch` must be a map");
-        let e = parse("state.set", args(json!({"state": 5, "value": 1})), 1).unwrap_err();
+        let e = parse("state.set", args(json!({"state": 5, "value": 1})))
+            .err()
+            .unwrap();
         assert_eq!(e.message, "state.set: argument `state` must be a string");
-        let e = parse("state.set", CallArgs::NotAMap, 1).unwrap_err();
+        let e = parse("state.set", CallArgs::NotAMap).err().unwrap();
         assert_eq!(e.code, ErrorCode::BadRequest);
     }
 }

@@ -1,16 +1,50 @@
 //! `state.presence {state, path, value}`: `set_in`, and bind the path to the
 //! calling session. When the session ends, for any reason, the store removes
-//! the path — unless a newer session has bound it since.
+//! the path — unless a newer session has bound it since. A session may hold
+//! at most `--max-presence-paths` paths.
 
-use super::Args;
+use sodp_proto::{pointer, Value};
+
+use super::{parse_path, set_in, Args, Context, Method, Reply};
 use crate::error::Rejection;
-use crate::outbox::SessionId;
-use crate::store::Mutation;
 
-pub(super) fn parse(args: &mut Args<'_>, session: SessionId) -> Result<Mutation, Rejection> {
-    Ok(Mutation::Presence {
+struct Presence {
+    key: String,
+    path: String,
+    value: Value,
+}
+
+pub(super) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
+    Ok(Box::new(Presence {
+        key: args.string("state")?,
         path: args.string("path")?,
         value: args.value("value")?,
-        session,
-    })
+    }))
+}
+
+impl Method for Presence {
+    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+        let Presence { key, path, value } = *self;
+        cx.check_writable(&key)?;
+        let segments = parse_path(&path)?;
+        let normalised = pointer::format(&segments);
+        if segments.is_empty() {
+            return Err(Rejection::bad_request(
+                "presence needs a path below the root, e.g. \"/alice\"",
+            ));
+        }
+        let max = cx.shared.config.limits.max_presence_paths;
+        if !cx.holdings.holds_presence(&key, &normalised) && cx.holdings.presence_count() >= max {
+            return Err(Rejection::bad_request(format!(
+                "presence limit reached: a session may hold at most {max} presence paths"
+            )));
+        }
+        let session = cx.session;
+        let version = cx.shared.store.write(&key, |doc| {
+            set_in::apply(doc, &normalised, &segments, value)
+                .map(|edit| edit.bind_presence(normalised.clone(), session))
+        })?;
+        cx.holdings.hold_presence(key, normalised);
+        Ok(Reply::Version(version))
+    }
 }

@@ -1,7 +1,11 @@
 //! `sodp-server`: parse options, start logging, serve until SIGTERM/Ctrl-C.
+//! The allocator, the log formatter and the flag parser live here, not in
+//! the library.
+
+mod cli;
 
 use clap::Parser;
-use sodp_server::cli::Args;
+use cli::Args;
 use sodp_server::Server;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
@@ -20,7 +24,10 @@ async fn main() -> std::process::ExitCode {
         .init();
 
     let config = match Args::parse().into_config() {
-        Ok(config) => config,
+        Ok(config) => sodp_server::Config {
+            trim_memory: Some(release_free_memory),
+            ..config
+        },
         Err(message) => {
             eprintln!("sodp-server: {message}");
             return std::process::ExitCode::from(2);
@@ -61,6 +68,16 @@ fn announce(addr: &str, health: Option<std::net::SocketAddr>) {
         let _ = writeln!(out, "health http://{health}/health");
     }
     let _ = out.flush();
+}
+
+/// Returns free heap memory to the OS (the library calls it after bulk
+/// disconnects; see `sodp_server::memory`).
+fn release_free_memory() {
+    // SAFETY: mi_collect only walks mimalloc's own heaps and is documented
+    // as callable from any thread at any time.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

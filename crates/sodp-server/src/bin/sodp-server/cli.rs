@@ -9,12 +9,12 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use std::collections::HashMap;
-
 use clap::Parser;
+use sodp_auth::env::{self as vars, read_secret};
+use sodp_auth::jwt::JwtConfig;
 use sodp_auth::SecurityConfig;
 
-use crate::config::{Config, Limits};
+use sodp_server::config::{default_max_memory, Config, Limits};
 
 /// SODP state-synchronisation server (WebSocket + MessagePack).
 #[derive(Debug, Parser)]
@@ -23,12 +23,12 @@ pub struct Args {
     /// Address to listen on (host:port, or just a port).
     #[arg(value_name = "ADDR")]
     pub addr_positional: Option<String>,
-    /// Directory for the durable log (not supported yet).
+    /// Directory for the durable log (not supported yet; "" = in memory).
     #[arg(value_name = "LOG_DIR")]
-    pub log_dir_positional: Option<PathBuf>,
+    pub log_dir_positional: Option<String>,
     /// Schema file validating values per key (see docs/SECURITY.md).
     #[arg(value_name = "SCHEMA_FILE")]
-    pub schema_positional: Option<PathBuf>,
+    pub schema_positional: Option<String>,
 
     /// Address to listen on; the positional ADDR wins if both are given.
     #[arg(long, env = "SODP_ADDR", default_value = "127.0.0.1:7777")]
@@ -61,6 +61,11 @@ pub struct Args {
     /// Largest value one key may hold, in encoded bytes (0 = unlimited).
     #[arg(long, env = "SODP_MAX_VALUE_BYTES", default_value_t = 16 << 20)]
     pub max_value_bytes: usize,
+    /// Bytes the store may hold in all (values, key slots, presence,
+    /// history); beyond it growing writes get 507. Default: a quarter of the
+    /// machine's (or cgroup's) memory.
+    #[arg(long, env = "SODP_MAX_MEMORY")]
+    pub max_memory: Option<usize>,
     /// Changes kept per key for RESUME.
     #[arg(long, env = "SODP_HISTORY", default_value_t = Config::default().history_len)]
     pub history: usize,
@@ -79,10 +84,10 @@ pub struct Args {
 
     /// Durable log directory (not supported yet).
     #[arg(long, env = "SODP_LOG_DIR")]
-    pub log_dir: Option<PathBuf>,
+    pub log_dir: Option<String>,
     /// JSON schema file: value types per key (see docs/SECURITY.md).
     #[arg(long, env = "SODP_SCHEMA_FILE")]
-    pub schema_file: Option<PathBuf>,
+    pub schema_file: Option<String>,
     /// HS256 shared secret; enables JWT authentication.
     #[arg(long, env = "SODP_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -108,29 +113,29 @@ pub struct Args {
     #[arg(long, env = "SODP_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
     /// Clock-skew allowance for `exp`/`nbf`, seconds (default 0).
-    #[arg(long, env = "SODP_JWT_LEEWAY_SECS")]
-    pub jwt_leeway_secs: Option<String>,
+    #[arg(long, env = "SODP_JWT_LEEWAY_SECS", default_value_t = 0)]
+    pub jwt_leeway_secs: u64,
     /// Seconds a client has to authenticate after HELLO (default 10).
-    #[arg(long, env = "SODP_AUTH_TIMEOUT_SECS")]
-    pub auth_timeout_secs: Option<String>,
+    #[arg(long, env = "SODP_AUTH_TIMEOUT_SECS", default_value_t = vars::DEFAULT_AUTH_TIMEOUT_SECS)]
+    pub auth_timeout_secs: u64,
     /// ACL file: per-key read/write rules (see docs/SECURITY.md).
     #[arg(long, env = "SODP_ACL_FILE")]
     pub acl_file: Option<String>,
     /// Writes per second per session (beyond: 429).
-    #[arg(long, env = "SODP_RATE_WRITES_PER_SEC")]
-    pub rate_writes_per_sec: Option<String>,
+    #[arg(long, env = "SODP_RATE_WRITES_PER_SEC", default_value_t = 0)]
+    pub rate_writes_per_sec: u32,
     /// WATCH/RESUME frames per second per session (beyond: 429).
-    #[arg(long, env = "SODP_RATE_WATCHES_PER_SEC")]
-    pub rate_watches_per_sec: Option<String>,
+    #[arg(long, env = "SODP_RATE_WATCHES_PER_SEC", default_value_t = 0)]
+    pub rate_watches_per_sec: u32,
     /// Comma-separated allowed WebSocket `Origin`s (`*` = any; unset = any).
     #[arg(long, env = "SODP_ALLOWED_ORIGINS")]
     pub allowed_origins: Option<String>,
     /// Maximum concurrent connections (0 or unset = unlimited).
-    #[arg(long, env = "SODP_MAX_CONNECTIONS")]
-    pub max_connections: Option<String>,
+    #[arg(long, env = "SODP_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
     /// Maximum concurrent connections per client IP.
-    #[arg(long, env = "SODP_MAX_CONNECTIONS_PER_IP")]
-    pub max_connections_per_ip: Option<String>,
+    #[arg(long, env = "SODP_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
     /// Redis URL for clustering (not supported yet).
     #[arg(long, env = "SODP_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -145,11 +150,8 @@ impl Args {
         let unsupported = [
             (
                 "LOG_DIR / --log-dir / SODP_LOG_DIR (durable log)",
-                self.log_dir.is_some()
-                    || self
-                        .log_dir_positional
-                        .as_ref()
-                        .is_some_and(|p| !p.as_os_str().is_empty()),
+                non_empty(self.log_dir.as_deref()).is_some()
+                    || non_empty(self.log_dir_positional.as_deref()).is_some(),
             ),
             (
                 "--redis-url / SODP_REDIS_URL (clustering)",
@@ -197,6 +199,7 @@ impl Args {
                 max_presence_paths: self.max_presence_paths,
                 max_keys: self.max_keys,
                 max_value_bytes: (self.max_value_bytes > 0).then_some(self.max_value_bytes),
+                max_memory: self.max_memory.unwrap_or_else(default_max_memory),
             },
             heartbeat_interval: secs("--heartbeat-secs", self.heartbeat_secs)?,
             history_len: self.history,
@@ -210,42 +213,56 @@ impl Args {
 }
 
 impl Args {
-    /// The security options, validated by the same code that reads them
-    /// from the environment (flags and variables share names and rules).
+    /// The security options, read once by clap (flag or variable) and
+    /// validated when the server builds its policy.
     fn security_config(&self) -> Result<SecurityConfig, String> {
-        use sodp_auth::env::*;
-        let schema = self
-            .schema_file
-            .as_ref()
-            .or(self.schema_positional.as_ref());
-        let values: HashMap<&str, Option<String>> = HashMap::from([
-            (SODP_JWT_SECRET, self.jwt_secret.clone()),
-            (SODP_JWT_SECRET_FILE, self.jwt_secret_file.clone()),
-            (SODP_JWT_PUBLIC_KEY, self.jwt_public_key.clone()),
-            (SODP_JWT_PUBLIC_KEY_FILE, self.jwt_public_key_file.clone()),
-            (SODP_JWT_ES256_PUBLIC_KEY, self.jwt_es256_public_key.clone()),
-            (
-                SODP_JWT_ES256_PUBLIC_KEY_FILE,
-                self.jwt_es256_public_key_file.clone(),
-            ),
-            (SODP_JWT_ISSUER, self.jwt_issuer.clone()),
-            (SODP_JWT_AUDIENCE, self.jwt_audience.clone()),
-            (SODP_JWT_LEEWAY_SECS, self.jwt_leeway_secs.clone()),
-            (SODP_AUTH_TIMEOUT_SECS, self.auth_timeout_secs.clone()),
-            (SODP_ACL_FILE, self.acl_file.clone()),
-            (SODP_SCHEMA_FILE, schema.map(|p| p.display().to_string())),
-            (SODP_RATE_WRITES_PER_SEC, self.rate_writes_per_sec.clone()),
-            (SODP_RATE_WATCHES_PER_SEC, self.rate_watches_per_sec.clone()),
-            (SODP_ALLOWED_ORIGINS, self.allowed_origins.clone()),
-            (SODP_MAX_CONNECTIONS, self.max_connections.clone()),
-            (
-                SODP_MAX_CONNECTIONS_PER_IP,
-                self.max_connections_per_ip.clone(),
-            ),
-        ]);
-        SecurityConfig::from_lookup(|name| values.get(name).cloned().flatten())
-            .map_err(|e| e.to_string())
+        let secret = |var, inline: &Option<String>, file_var, file: &Option<String>| {
+            read_secret(var, inline.as_deref(), file_var, file.as_deref())
+                .map_err(|e| e.to_string())
+        };
+        let schema =
+            non_empty(self.schema_file.as_deref()).or(non_empty(self.schema_positional.as_deref()));
+        Ok(SecurityConfig {
+            jwt: JwtConfig {
+                hs256_secret: secret(
+                    vars::SODP_JWT_SECRET,
+                    &self.jwt_secret,
+                    vars::SODP_JWT_SECRET_FILE,
+                    &self.jwt_secret_file,
+                )?,
+                rs256_public_key_pem: secret(
+                    vars::SODP_JWT_PUBLIC_KEY,
+                    &self.jwt_public_key,
+                    vars::SODP_JWT_PUBLIC_KEY_FILE,
+                    &self.jwt_public_key_file,
+                )?,
+                es256_public_key_pem: secret(
+                    vars::SODP_JWT_ES256_PUBLIC_KEY,
+                    &self.jwt_es256_public_key,
+                    vars::SODP_JWT_ES256_PUBLIC_KEY_FILE,
+                    &self.jwt_es256_public_key_file,
+                )?,
+                issuer: non_empty(self.jwt_issuer.as_deref()).map(str::to_owned),
+                audience: non_empty(self.jwt_audience.as_deref()).map(str::to_owned),
+                leeway_secs: self.jwt_leeway_secs,
+            },
+            auth_timeout_secs: self.auth_timeout_secs,
+            acl_file: non_empty(self.acl_file.as_deref()).map(PathBuf::from),
+            schema_file: schema.map(PathBuf::from),
+            rate_writes_per_sec: self.rate_writes_per_sec,
+            rate_watches_per_sec: self.rate_watches_per_sec,
+            allowed_origins: non_empty(self.allowed_origins.as_deref()).map(str::to_owned),
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+        })
     }
+}
+
+/// An option given as the empty string counts as not given (the reference's
+/// `sodp-server ADDR "" SCHEMA_FILE` form) — except secrets, where empty is
+/// an error (`read_secret`).
+fn non_empty(value: Option<&str>) -> Option<&str> {
+    value.filter(|v| !v.is_empty())
 }
 
 /// `host:port`, `:port` or a bare port (on 127.0.0.1).
@@ -302,5 +319,58 @@ mod tests {
             .unwrap_err()
             .contains("not supported yet"));
         assert!(parse(&["--heartbeat-secs", "0"]).is_err());
+    }
+
+    #[test]
+    fn an_empty_log_dir_means_in_memory() {
+        let dir = std::env::temp_dir().join(format!("sodp-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let schema = dir.join("schema.json");
+        std::fs::write(&schema, "{}").unwrap();
+        let c = parse(&["127.0.0.1:7001", "", schema.to_str().unwrap()]).unwrap();
+        assert_eq!(c.addr.port(), 7001);
+        assert_eq!(c.security.schema_file.as_deref(), Some(schema.as_path()));
+        let c = parse(&["127.0.0.1:7001", ""]).unwrap();
+        assert_eq!(c.security.schema_file, None);
+    }
+
+    #[test]
+    fn security_flags_are_typed_once() {
+        let c = parse(&[
+            "--jwt-secret",
+            "s3cret",
+            "--jwt-issuer",
+            "https://issuer",
+            "--jwt-leeway-secs",
+            "5",
+            "--auth-timeout-secs",
+            "3",
+            "--rate-writes-per-sec",
+            "50",
+            "--max-connections-per-ip",
+            "20",
+            "--acl-file",
+            "",
+        ])
+        .unwrap();
+        let s = &c.security;
+        assert_eq!(s.jwt.hs256_secret.as_deref(), Some("s3cret"));
+        assert_eq!(s.jwt.issuer.as_deref(), Some("https://issuer"));
+        assert_eq!((s.jwt.leeway_secs, s.auth_timeout_secs), (5, 3));
+        assert_eq!((s.rate_writes_per_sec, s.max_connections_per_ip), (50, 20));
+        assert_eq!(s.acl_file, None, "empty = not given");
+        let e = parse(&["--rate-writes-per-sec", "ten"]).unwrap_err();
+        assert!(e.contains("rate-writes-per-sec"), "{e}");
+        let e = parse(&["--jwt-secret", ""]).unwrap_err();
+        assert!(e.contains("SODP_JWT_SECRET"), "{e}");
+    }
+
+    #[test]
+    fn the_default_nesting_limit_is_128_and_memory_has_a_budget() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.limits.max_depth, 128);
+        assert!(c.limits.max_memory > 0);
+        let c = parse(&["--max-memory", "1000000"]).unwrap();
+        assert_eq!(c.limits.max_memory, 1_000_000);
     }
 }

@@ -1,0 +1,122 @@
+//! Authentication inside a session: the AUTH window after HELLO, verifying
+//! the first token and in-band refreshes (same `sub`), and the deadline the
+//! token's `exp` sets. Tokens never reach the logs.
+
+use std::time::Duration;
+
+use sodp_auth::Identity;
+use sodp_proto::{Frame, FrameType, Value};
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::Session;
+use crate::error::{ErrorCode, Rejection};
+use crate::outbox::Close;
+use crate::wire;
+
+/// Where the session stands with authentication.
+pub(super) enum AuthState {
+    /// HELLO said `auth: true`; only AUTH and HEARTBEAT until `deadline`.
+    Pending { deadline: Instant },
+    /// Authenticated (or no auth configured). `expires_at` is the token's
+    /// `exp`: the session is closed then unless a refresh moves it.
+    Live {
+        sub: Option<String>,
+        expires_at: Option<Instant>,
+    },
+}
+
+impl AuthState {
+    /// The state a new session starts in.
+    pub(super) fn initial(auth_required: bool, timeout: Duration, now: Instant) -> AuthState {
+        if auth_required {
+            AuthState::Pending {
+                deadline: now + timeout,
+            }
+        } else {
+            AuthState::Live {
+                sub: None,
+                expires_at: None,
+            }
+        }
+    }
+
+    pub(super) fn is_live(&self) -> bool {
+        matches!(self, AuthState::Live { .. })
+    }
+}
+
+impl Session {
+    /// The next moment something must happen without a frame arriving: the
+    /// end of the authentication window, or the token's expiry.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.auth {
+            AuthState::Pending { deadline } => Some(deadline),
+            AuthState::Live { expires_at, .. } => expires_at,
+        }
+    }
+
+    /// The instant the token with `exp` (Unix seconds) runs out, to sub-second
+    /// precision. Checked arithmetic: an `exp` too far away to represent
+    /// (e.g. 10^19) simply never expires the session, and never panics.
+    fn expiry_deadline(&self, exp: u64, now: Instant) -> Option<Instant> {
+        let remaining = Duration::from_secs(exp)
+            .checked_sub(self.shared.clock.since_epoch())
+            .unwrap_or(Duration::ZERO);
+        now.checked_add(remaining)
+    }
+
+    pub fn on_deadline(&mut self, _now: Instant) {
+        let message = match self.auth {
+            AuthState::Pending { .. } => "authentication timed out",
+            AuthState::Live { .. } => "token expired",
+        };
+        info!(session = self.id, "{message}; closing");
+        self.refuse_auth(0, message);
+    }
+
+    /// ERROR 401, then close: every authentication failure ends the session.
+    pub(super) fn refuse_auth(&mut self, stream_id: u32, message: &str) {
+        self.send_error(stream_id, &Rejection::new(ErrorCode::Unauthorized, message));
+        self.outbox.close(Close::UNAUTHORIZED);
+    }
+
+    /// AUTH: the first token on a pending session, or a refresh (same
+    /// `sub`) on a live one. Tokens never reach the logs.
+    pub(super) fn on_auth(&mut self, frame: &Frame) {
+        let Some(verifier) = &self.shared.policy.jwt else {
+            return self.send_error(
+                frame.stream_id,
+                &Rejection::bad_request("this server does not require authentication"),
+            );
+        };
+        let Some(token) = frame.body.get("token").and_then(Value::as_str) else {
+            return self.refuse_auth(frame.stream_id, "AUTH needs `token` (a string)");
+        };
+        let now_unix = self.shared.clock.unix_secs();
+        let verified = match &self.auth {
+            AuthState::Live { sub: Some(sub), .. } => {
+                verifier.verify_refresh_at(token, sub, now_unix)
+            }
+            _ => verifier.verify_at(token, now_unix),
+        };
+        let claims = match verified {
+            Ok(claims) => claims,
+            Err(e) => {
+                info!(session = self.id, reason = %e, "authentication refused");
+                return self.refuse_auth(frame.stream_id, &e.to_string());
+            }
+        };
+        let refreshed = self.auth.is_live();
+        let now = Instant::now();
+        debug!(session = self.id, sub = %claims.sub, refreshed, "authenticated");
+        self.identity = Identity::from_claims(&claims);
+        self.auth = AuthState::Live {
+            sub: Some(claims.sub.clone()),
+            expires_at: self.expiry_deadline(claims.expires_at(), now),
+        };
+        let seq = self.next_seq();
+        let body = Value::map_from([("sub", Value::from(claims.sub))]);
+        self.send(wire::encode(FrameType::AuthOk, frame.stream_id, seq, body));
+    }
+}

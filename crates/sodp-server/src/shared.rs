@@ -1,0 +1,185 @@
+//! The state every connection shares: configuration, the store, the
+//! security policy, the clock, and the registry of live sessions (so
+//! shutdown can reach them all).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sodp_auth::{Policy, PolicyError};
+use tracing::info;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{ErrorCode, Rejection};
+use crate::outbox::{Close, Outbox, SessionId};
+use crate::store::{Store, StoreOptions, Validator};
+
+/// State shared by every connection.
+pub struct Shared {
+    pub config: Config,
+    pub store: Store,
+    /// Who may connect, read and write (loaded from `config.security`).
+    pub policy: Arc<Policy>,
+    /// Wall-clock time for token checks (follows tokio's clock in tests).
+    pub clock: Clock,
+    connections: AtomicUsize,
+    next_session: AtomicU64,
+    /// Every live session's outbox, so shutdown can close them all.
+    sessions: Mutex<HashMap<SessionId, Arc<Outbox>>>,
+    shutting_down: AtomicBool,
+}
+
+/// Says at start what the security policy is — never a secret.
+fn log_policy(config: &Config, policy: &Policy) {
+    let security = &config.security;
+    match &policy.jwt {
+        Some(jwt) => info!(
+            algorithms = ?jwt.algorithms(),
+            issuer = security.jwt.issuer.as_deref().unwrap_or("(any)"),
+            audience = security.jwt.audience.as_deref().unwrap_or("(any)"),
+            leeway_secs = security.jwt.leeway_secs,
+            auth_timeout_secs = policy.auth_timeout_secs,
+            "authentication: JWT required"
+        ),
+        None => info!("authentication: off (no JWT key configured)"),
+    }
+    if let (Some(acl), Some(path)) = (&policy.acl, &security.acl_file) {
+        let m = acl.mappings();
+        info!(file = %path.display(), rules = acl.len(), roles = ?m.roles, groups = ?m.groups, permissions = ?m.permissions, "ACL loaded");
+    }
+    if let Some(path) = &security.schema_file {
+        info!(file = %path.display(), "schema loaded");
+    }
+    if policy.rate_writes_per_sec > 0 || policy.rate_watches_per_sec > 0 {
+        info!(
+            writes_per_sec = policy.rate_writes_per_sec,
+            watches_per_sec = policy.rate_watches_per_sec,
+            "rate limits"
+        );
+    }
+    if !policy.origins.allows_any() {
+        info!(
+            origins = security.allowed_origins.as_deref().unwrap_or(""),
+            "origin allow-list"
+        );
+    }
+    if security.max_connections > 0 || security.max_connections_per_ip > 0 {
+        info!(
+            total = security.max_connections,
+            per_ip = security.max_connections_per_ip,
+            "connection caps (0 = none)"
+        );
+    }
+}
+
+/// Microseconds since the Unix epoch: versions issued by this process start
+/// above every version a previous run issued (unless it sustained more than
+/// a million writes per second), so clients can RESUME across restarts
+/// safely and see versions that only ever increase.
+fn version_base() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The schema, as the store's pre-commit check.
+struct SchemaValidator(Arc<Policy>);
+
+impl Validator for SchemaValidator {
+    fn validate(&self, key: &str, value: &sodp_proto::Value) -> Result<(), Rejection> {
+        match &self.0.schema {
+            Some(schema) => schema
+                .validate(key, value)
+                .map_err(|e| Rejection::new(ErrorCode::Unprocessable, e.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Shared {
+    /// Loads the security policy (files included) and builds the store.
+    pub fn new(config: Config) -> Result<Shared, PolicyError> {
+        let policy = Arc::new(config.security.build()?);
+        log_policy(&config, &policy);
+        let validator: Option<Arc<dyn Validator>> = match policy.schema {
+            Some(_) => Some(Arc::new(SchemaValidator(policy.clone()))),
+            None => None,
+        };
+        let store = Store::new(StoreOptions {
+            version_base: version_base(),
+            history_len: config.history_len,
+            history_bytes: config.history_bytes,
+            max_keys: config.limits.max_keys,
+            max_value_bytes: config.limits.max_value_bytes,
+            max_memory: config.limits.max_memory,
+            max_depth: config.limits.max_depth,
+            validator,
+        });
+        let clock = Clock::new(config.clock);
+        Ok(Shared {
+            config,
+            store,
+            policy,
+            clock,
+            connections: AtomicUsize::new(0),
+            next_session: AtomicU64::new(1),
+            sessions: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// Open WebSocket sessions.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<Outbox>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new session; it is closed at once if shutdown has begun.
+    pub fn open_session(&self) -> Arc<Outbox> {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        let outbox = Arc::new(Outbox::new(id, self.config.outbound_queue));
+        self.sessions().insert(id, outbox.clone());
+        if self.shutting_down.load(Ordering::SeqCst) {
+            outbox.close(Close::SHUTDOWN);
+        }
+        outbox
+    }
+
+    /// Removes a session from the registry (done by its `Holdings` when
+    /// the session ends).
+    pub fn deregister(&self, id: SessionId) {
+        if self.sessions().remove(&id).is_some() {
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Asks every session to say goodbye.
+    pub fn close_all_sessions(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        for outbox in self.sessions().values() {
+            outbox.close(Close::SHUTDOWN);
+        }
+    }
+
+    pub fn health_json(&self) -> String {
+        let memory = self.store.memory();
+        serde_json::json!({
+            "status": "ok",
+            "connections": self.connections(),
+            "keys": self.store.key_count(),
+            "history_bytes": self.store.history_bytes(),
+            "memory": {
+                "used": memory.counted + memory.history,
+                "history": memory.history,
+                "max": memory.max,
+            },
+            "version": env!("CARGO_PKG_VERSION"),
+        })
+        .to_string()
+    }
+}
