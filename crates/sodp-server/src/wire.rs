@@ -132,12 +132,14 @@ pub fn result_version(seq: u64, call_id: &str, version: u64) -> Bytes {
     })
 }
 
-/// A failed `RESULT {call_id, success: false, data: message, code}`.
+/// A failed `RESULT {call_id, success: false, data: "CODE message", code}`.
+/// The message starts with its code (`"404 unknown method …"`): the
+/// published clients show users only `data`.
 pub fn result_err(seq: u64, call_id: &str, rejection: &Rejection) -> Bytes {
     let body = Value::map_from([
         ("call_id", Value::from(call_id)),
         ("success", Value::Bool(false)),
-        ("data", Value::from(rejection.message.as_str())),
+        ("data", Value::from(rejection.to_string())),
         ("code", Value::Int(rejection.code as i64)),
     ]);
     encode(FrameType::Result, 0, seq, body)
