@@ -84,7 +84,8 @@ mod tests {
     fn lagged_lines_print_the_whole_value() {
         let mut u = update(Source::Delta, vec![]);
         u.lagged = 3;
-        let line = r#"{"key":"game.player","version":7,"source":"delta","lagged":3,"value":{"hp":2}}"#;
+        let line =
+            r#"{"key":"game.player","version":7,"source":"delta","lagged":3,"value":{"hp":2}}"#;
         assert_eq!(update_line(&u, true), line);
         assert_eq!(update_line(&u, false), line);
     }

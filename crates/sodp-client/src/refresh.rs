@@ -179,7 +179,11 @@ mod tests {
         // At t = 1030 the new token has 70 s left: refresh at 1070.
         assert_eq!(r.due, Some(start + Duration::from_secs(70)));
         r.confirmed();
-        assert_eq!(r.due, Some(start + Duration::from_secs(70)), "confirmed once");
+        assert_eq!(
+            r.due,
+            Some(start + Duration::from_secs(70)),
+            "confirmed once"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -40,7 +40,6 @@ impl Client {
 }
 
 impl StateRef {
-
     pub fn key(&self) -> &str {
         &self.key
     }

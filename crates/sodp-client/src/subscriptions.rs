@@ -13,12 +13,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sodp_proto::frame::FIRST_SUBSCRIPTION_STREAM;
-use sodp_proto::{apply, DeltaOp, Frame, OpKind, Value};
 use crate::error::Error;
 use crate::mailbox::Sender;
 use crate::messages;
 use crate::update::{Meta, Source, Update};
+use sodp_proto::frame::FIRST_SUBSCRIPTION_STREAM;
+use sodp_proto::{apply, DeltaOp, Frame, OpKind, Value};
 
 /// Identifies one watcher of one key.
 pub type WatcherId = u64;
@@ -52,8 +52,7 @@ impl Entry {
     }
 
     fn broadcast(&mut self, update: Update) {
-        self.watchers
-            .retain(|(_, tx)| tx.send(update.clone()));
+        self.watchers.retain(|(_, tx)| tx.send(update.clone()));
     }
 }
 
@@ -88,11 +87,7 @@ impl Subscriptions {
     /// Registers a watcher of `key`. Replays the cached value to it when the
     /// key is known. Returns the watcher's id and, for the first watcher of
     /// the key, the WATCH frame to send.
-    pub fn add_watcher(
-        &mut self,
-        key: &str,
-        tx: Sender,
-    ) -> (WatcherId, Option<Frame>) {
+    pub fn add_watcher(&mut self, key: &str, tx: Sender) -> (WatcherId, Option<Frame>) {
         self.next_watcher += 1;
         let id = self.next_watcher;
         if let Some(entry) = self.entries.get_mut(key) {
@@ -272,9 +267,9 @@ impl Subscriptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailbox::{mailbox, Receiver};
     use serde_json::json;
     use sodp_proto::FrameType;
-    use crate::mailbox::{mailbox, Receiver};
     use std::task::{Context, Poll, Waker};
 
     /// A watcher whose buffer never fills in these tests.
