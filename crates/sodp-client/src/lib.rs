@@ -71,8 +71,10 @@
 //!
 //! The only unbounded queues left run the other way, from the user to the
 //! connection task, which drains them without waiting for anyone: calls
-//! (each awaited by its caller, and dropped at the call timeout while
-//! disconnected) and WATCH/UNWATCH requests.
+//! (each awaited by its caller; while disconnected they wait in a queue
+//! that drops those past their call timeout — so with `call_timeout(None)`
+//! it is bounded only by how many calls the user has started) and
+//! WATCH/UNWATCH requests, one per watcher added or removed.
 
 #![forbid(unsafe_code)]
 

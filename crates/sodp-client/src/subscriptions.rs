@@ -273,7 +273,7 @@ mod tests {
     use std::task::{Context, Poll, Waker};
 
     /// A watcher whose buffer never fills in these tests.
-    fn unbounded_channel() -> (Sender, Receiver) {
+    fn roomy() -> (Sender, Receiver) {
         mailbox(usize::MAX)
     }
 
@@ -293,7 +293,7 @@ mod tests {
     #[test]
     fn shared_subscription_sends_one_watch_and_replays_cache() {
         let mut subs = Subscriptions::default();
-        let (tx1, mut rx1) = unbounded_channel();
+        let (tx1, mut rx1) = roomy();
         let (id1, watch) = subs.add_watcher("game.player", tx1);
         let watch = watch.expect("first watcher sends WATCH");
         assert_eq!(watch.kind, FrameType::Watch);
@@ -306,7 +306,7 @@ mod tests {
         .unwrap();
         assert_eq!(drain(&mut rx1), [(Source::Init, 3, json!({"hp": 1}))]);
 
-        let (tx2, mut rx2) = unbounded_channel();
+        let (tx2, mut rx2) = roomy();
         let (id2, again) = subs.add_watcher("game.player", tx2);
         assert!(again.is_none(), "second watcher shares the subscription");
         assert_eq!(drain(&mut rx2), [(Source::Cache, 3, json!({"hp": 1}))]);
@@ -334,8 +334,8 @@ mod tests {
     #[test]
     fn watcher_added_before_state_init_gets_the_init_only() {
         let mut subs = Subscriptions::default();
-        let (tx1, mut rx1) = unbounded_channel();
-        let (tx2, mut rx2) = unbounded_channel();
+        let (tx1, mut rx1) = roomy();
+        let (tx2, mut rx2) = roomy();
         assert!(subs.add_watcher("k", tx1).1.is_some());
         // WATCH is out, STATE_INIT not back yet: nothing cached to replay.
         assert!(subs.add_watcher("k", tx2).1.is_none());
@@ -349,8 +349,8 @@ mod tests {
     #[test]
     fn deltas_route_by_state_and_skip_replayed_versions() {
         let mut subs = Subscriptions::default();
-        let (txa, mut rxa) = unbounded_channel();
-        let (txb, mut rxb) = unbounded_channel();
+        let (txa, mut rxa) = roomy();
+        let (txb, mut rxb) = roomy();
         subs.add_watcher("a", txa);
         subs.add_watcher("b", txb);
         subs.on_state_init(
@@ -386,8 +386,8 @@ mod tests {
     #[test]
     fn resubscribe_resumes_known_keys_and_watches_the_rest() {
         let mut subs = Subscriptions::default();
-        let (tx1, _rx1) = unbounded_channel();
-        let (tx2, _rx2) = unbounded_channel();
+        let (tx1, _rx1) = roomy();
+        let (tx2, _rx2) = roomy();
         subs.add_watcher("known", tx1);
         subs.add_watcher("fresh", tx2);
         subs.on_state_init(0, &v(json!({"state": "known", "version": 9, "value": 1})))
@@ -402,7 +402,7 @@ mod tests {
     #[test]
     fn unknown_op_fails_loudly_and_asks_for_resync() {
         let mut subs = Subscriptions::default();
-        let (tx, mut rx) = unbounded_channel();
+        let (tx, mut rx) = roomy();
         subs.add_watcher("k", tx);
         subs.on_state_init(0, &v(json!({"state": "k", "version": 1, "value": {}})))
             .unwrap();
@@ -424,7 +424,7 @@ mod tests {
         let d =
             v(json!({"state": "x", "version": 1, "ops": [{"op": "ADD", "path": "/", "value": 1}]}));
         assert_eq!(subs.on_delta(10, &d).unwrap(), DeltaOutcome::Ignored);
-        let (tx, _rx) = unbounded_channel();
+        let (tx, _rx) = roomy();
         subs.add_watcher("x", tx);
         assert_eq!(
             subs.on_delta(10, &d).unwrap(),
@@ -436,7 +436,7 @@ mod tests {
     #[test]
     fn a_slow_watcher_is_bounded_and_never_holds_back_a_fast_one() {
         let mut subs = Subscriptions::default();
-        let (fast_tx, mut fast) = unbounded_channel();
+        let (fast_tx, mut fast) = roomy();
         let (slow_tx, mut slow) = mailbox(8);
         let gauge = slow.gauge();
         subs.add_watcher("k", fast_tx);
@@ -485,7 +485,7 @@ mod tests {
         for (case, from, to) in cases {
             let name = case["name"].as_str().unwrap();
             let mut subs = Subscriptions::default();
-            let (tx, mut rx) = unbounded_channel();
+            let (tx, mut rx) = roomy();
             subs.add_watcher("k", tx);
             let init =
                 json!({"state": "k", "version": 1, "value": case[from], "initialized": true});
