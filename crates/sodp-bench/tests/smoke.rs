@@ -1,61 +1,21 @@
 //! The load generator against the real server, small and quick: every
 //! scenario must finish clean (exit 0, `"ok": true`) and report the server's
-//! CPU. Needs `target/debug/sodp-server` (scripts/test.sh builds the
-//! workspace binaries before running tests), or `SODP_SERVER_BIN`.
+//! CPU. The server is `$SODP_SERVER_BIN`, or `sodp-server` next to this
+//! test's binaries (built on demand when missing, see the shared
+//! `sodp-client/tests/common`); a server that cannot be found, built or
+//! started fails the test. It binds port 0 and announces the port it got.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "../../sodp-client/tests/common/mod.rs"]
+mod common;
 
-struct Server(Child, u16);
+use std::process::Command;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::TestServer;
 
-fn server_bin() -> Option<PathBuf> {
-    if let Ok(bin) = std::env::var("SODP_SERVER_BIN") {
-        return Some(bin.into());
-    }
-    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/sodp-server");
-    bin.exists().then_some(bin)
-}
-
-fn start() -> Option<Server> {
-    let Some(bin) = server_bin() else {
-        eprintln!("skipping: build sodp-server first (cargo build -p sodp-server)");
-        return None;
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(bin)
-        .args(["--addr", &format!("127.0.0.1:{port}")])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(Server(child, port))
-}
-
-fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
+fn bench(server: &TestServer, args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_sodp-bench"))
-        .args(["--url", &format!("ws://127.0.0.1:{}", server.1)])
-        .args([
-            "--server-pid",
-            &server.0.id().to_string(),
-            "--timeout",
-            "60",
-        ])
+        .args(["--url", &server.url()])
+        .args(["--server-pid", &server.pid().to_string(), "--timeout", "60"])
         .args(args)
         .output()
         .unwrap();
@@ -73,7 +33,7 @@ fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn every_scenario_runs_clean_against_the_real_server() {
-    let Some(server) = start() else { return };
+    let server = TestServer::start();
     let fanout = bench(
         &server,
         &["fanout", "--subs", "20", "--writes", "50", "--window", "4"],

@@ -3,7 +3,7 @@
 use futures_util::stream::{select_all, StreamExt};
 use serde_json::Value as Json;
 use sodp_client::{Client, Source};
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
 use crate::args::{Cli, Command};
 use crate::error::CliError;
@@ -134,10 +134,13 @@ async fn watch(cli: &Cli, keys: &[String], ops: bool) -> Result<(), CliError> {
 
 /// Holds a presence entry until Ctrl-C, setting it again after every
 /// reconnect (the server removed it when the old connection ended).
+///
+/// Connects are counted in a `watch` channel, so however many happen while
+/// a presence call is in flight they cost one slot and one re-set.
 async fn presence(cli: &Cli, key: &str, path: &str, value: Json) -> Result<(), CliError> {
-    let (connected_tx, mut connected) = mpsc::unbounded_channel();
+    let (connected_tx, mut connected) = watch::channel(0u64);
     let client = connect_lasting(cli, move || {
-        let _ = connected_tx.send(());
+        connected_tx.send_modify(|n| *n += 1);
     })?;
     client.ready().await?;
     let interrupted = tokio::signal::ctrl_c();
@@ -145,8 +148,9 @@ async fn presence(cli: &Cli, key: &str, path: &str, value: Json) -> Result<(), C
     let mut first = true;
     loop {
         tokio::select! {
-            event = connected.recv() => {
-                if event.is_none() {
+            event = connected.changed() => {
+                connected.borrow_and_update();
+                if event.is_err() {
                     return Err(closed_error(&client));
                 }
                 match client.presence(key, path, &value).await {
@@ -159,6 +163,9 @@ async fn presence(cli: &Cli, key: &str, path: &str, value: Json) -> Result<(), C
                     Err(e) => eprintln!("sodp: warning: cannot restore presence: {e}"),
                 }
             }
+            // Stopped for good (e.g. a static token expired): nothing will
+            // connect again, so say why instead of holding nothing.
+            () = client.closed() => return Err(closed_error(&client)),
             _ = &mut interrupted => {
                 client.close();
                 client.closed().await;

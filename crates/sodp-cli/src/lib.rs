@@ -7,6 +7,8 @@
 //! - [`output`]: the JSON lines printed.
 //! - [`error`]: failures and their exit codes.
 
+#![forbid(unsafe_code)]
+
 pub mod args;
 pub mod commands;
 pub mod error;

@@ -1,5 +1,6 @@
 //! What `sodp` prints: one compact JSON text per line, fields in a fixed
-//! order (`key`, `version`, `source`, then `value` or `ops`).
+//! order (`key`, `version`, `source`, `lagged` when updates were skipped,
+//! then `value` or `ops`).
 
 use std::io::{self, Write};
 
@@ -7,15 +8,21 @@ use serde_json::Value as Json;
 use sodp_client::{Source, Update};
 
 /// The line for one update. With `ops`, a DELTA prints its raw ops instead
-/// of the whole value (baselines still print the value).
+/// of the whole value (baselines still print the value). An update that
+/// stands for several the client skipped because the reader fell behind
+/// (`lagged > 0`) says how many and prints the whole value, since the
+/// skipped changes' ops are gone.
 pub fn update_line(update: &Update, ops: bool) -> String {
-    let head = format!(
+    let mut head = format!(
         "{{\"key\":{},\"version\":{},\"source\":\"{}\"",
         Json::from(&*update.key),
         update.meta.version,
         update.meta.source
     );
-    if ops && update.meta.source == Source::Delta {
+    if update.lagged > 0 {
+        head.push_str(&format!(",\"lagged\":{}", update.lagged));
+    }
+    if ops && update.meta.source == Source::Delta && update.lagged == 0 {
         let ops: Vec<Json> = update
             .ops
             .iter()
@@ -51,6 +58,7 @@ mod tests {
                 source,
             },
             ops: Arc::from(ops),
+            lagged: 0,
         }
     }
 
@@ -70,5 +78,15 @@ mod tests {
             r#"{"key":"game.player","version":7,"source":"delta","ops":[{"op":"UPDATE","path":"/hp","value":2}]}"#
         );
         assert!(update_line(&u, false).ends_with(r#""value":{"hp":2}}"#));
+    }
+
+    #[test]
+    fn lagged_lines_print_the_whole_value() {
+        let mut u = update(Source::Delta, vec![]);
+        u.lagged = 3;
+        let line =
+            r#"{"key":"game.player","version":7,"source":"delta","lagged":3,"value":{"hp":2}}"#;
+        assert_eq!(update_line(&u, true), line);
+        assert_eq!(update_line(&u, false), line);
     }
 }

@@ -1,39 +1,33 @@
-//! Client configuration, mirroring the Python client's constructor options.
+//! [`ClientBuilder`]: the options a client is built with, mirroring the
+//! Python client's constructor, and the entry points that use it
+//! ([`Client::builder`], [`Client::connect`]). The options themselves live
+//! in `config`; this file only fills them in and validates them.
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backoff::Backoff;
 use crate::client::Client;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::token::TokenSource;
 
-pub(crate) type Hook = Arc<dyn Fn() + Send + Sync>;
-pub(crate) type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
-
-/// Everything the connection task needs to know, fixed at build time.
-#[derive(Clone)]
-pub(crate) struct Config {
-    /// Normalised to `ws://` or `wss://`.
-    pub url: String,
-    pub token: TokenSource,
-    pub reconnect: bool,
-    pub retry_first_connect: bool,
-    pub backoff: Backoff,
-    pub connect_timeout: Duration,
-    pub call_timeout: Option<Duration>,
-    pub on_connect: Option<Hook>,
-    pub on_disconnect: Option<Hook>,
-    pub on_error: Option<ErrorHook>,
-}
-
-impl Config {
-    pub fn report(&self, error: &Error) {
-        if let Some(hook) = &self.on_error {
-            hook(error);
+impl Client {
+    /// Starts configuring a client for `url` (`ws://`, `wss://`, `sodp://`,
+    /// `sodps://`).
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            url: url.into(),
+            config: Config::new(),
         }
+    }
+
+    /// Connects with default options and waits until ready.
+    pub async fn connect(url: impl Into<String>) -> Result<Client> {
+        let client = Client::builder(url).build()?;
+        client.ready().await?;
+        Ok(client)
     }
 }
 
@@ -66,27 +60,6 @@ impl fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
-    pub(crate) fn new(url: impl Into<String>) -> ClientBuilder {
-        ClientBuilder {
-            url: url.into(),
-            config: Config {
-                url: String::new(),
-                token: TokenSource::None,
-                reconnect: true,
-                retry_first_connect: true,
-                backoff: Backoff {
-                    base: Duration::from_secs(1),
-                    max: Duration::from_secs(30),
-                },
-                connect_timeout: Duration::from_secs(10),
-                call_timeout: Some(Duration::from_secs(30)),
-                on_connect: None,
-                on_disconnect: None,
-                on_error: None,
-            },
-        }
-    }
-
     /// A static JWT sent in AUTH when the server asks for one.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.config.token = TokenSource::Static(token.into());
@@ -155,6 +128,15 @@ impl ClientBuilder {
         self
     }
 
+    /// How many undelivered updates each watcher (stream or callback) may
+    /// hold (default 64; 0 is a configuration error). A watcher that falls further behind
+    /// gets the newest value next, with [`Update::lagged`](crate::Update::lagged)
+    /// counting the updates it skipped; see the crate docs.
+    pub fn watch_buffer(mut self, updates: usize) -> Self {
+        self.config.watch_buffer = updates;
+        self
+    }
+
     /// Called each time a connection is established and authenticated.
     /// Runs on the connection task: keep it short and non-blocking.
     pub fn on_connect(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
@@ -179,6 +161,11 @@ impl ClientBuilder {
     /// Must be called inside a Tokio runtime.
     pub fn build(mut self) -> Result<Client> {
         self.config.url = crate::url::normalize(&self.url)?;
+        if self.config.watch_buffer == 0 {
+            return Err(Error::Config(
+                "the watch buffer must hold at least one update".into(),
+            ));
+        }
         if self.config.backoff.max < self.config.backoff.base {
             self.config.backoff.max = self.config.backoff.base;
         }

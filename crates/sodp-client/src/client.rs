@@ -1,74 +1,34 @@
 //! The public handle: a cheap-to-clone [`Client`] talking to one background
-//! connection task through a command channel.
+//! connection task through the command channel of `shared`.
+//!
+//! This file owns starting the task, calls and writes, cache reads,
+//! `unwatch` and `close`. Other modules add to `Client` without this one
+//! importing them: `builder` (`Client::builder`, `Client::connect`),
+//! `watch` (`watch`, `watch_async`, `subscribe`) and `state_ref`
+//! (`Client::state`).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sodp_proto::{Frame, Value};
+use sodp_proto::Value;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 
-use crate::builder::{ClientBuilder, Config};
+use crate::config::Config;
 use crate::connection::Driver;
 use crate::convert;
 use crate::error::{Error, Result};
-use crate::state_ref::StateRef;
-use crate::subscriptions::Subscriptions;
+use crate::shared::{command_channel, Command, CommandSender, PendingCall, Shared};
 use crate::update::Meta;
 
-/// Where the connection stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
-    /// Dialling, authenticating, or waiting to retry.
-    Connecting,
-    /// Connected and authenticated.
-    Connected,
-    /// Stopped for good: `None` after [`Client::close`], otherwise the error
-    /// that ended it (a rejected token, or a failure with reconnect off).
-    Closed(Option<Error>),
-}
-
-/// A call waiting to be sent or answered.
-pub(crate) struct PendingCall {
-    pub method: String,
-    pub args: Value,
-    pub reply: oneshot::Sender<Result<Value>>,
-}
-
-/// What the public API asks of the connection task.
-pub(crate) enum Command {
-    /// WATCH, UNWATCH or a resync. Dropped while disconnected: the
-    /// subscription table already records the intent, and the next connection
-    /// resubscribes from it.
-    Send(Frame),
-    /// Queued while disconnected, failed if in flight when the connection drops.
-    Call(PendingCall),
-    Close,
-}
-
-/// State shared between the handles and the connection task.
-pub(crate) struct Shared {
-    /// A std mutex: it is never held across an `.await`, only for table
-    /// updates and non-blocking channel sends.
-    pub subs: Mutex<Subscriptions>,
-    pub status: watch::Sender<Status>,
-}
-
-impl Shared {
-    pub fn subs(&self) -> MutexGuard<'_, Subscriptions> {
-        // A panic in a user callback never happens under this lock (callbacks
-        // run on their own tasks), so poisoning can only come from a bug
-        // here; the table is still consistent enough to keep serving.
-        self.subs.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+pub use crate::shared::Status;
 
 pub(crate) struct Inner {
     pub shared: Arc<Shared>,
-    pub commands: mpsc::UnboundedSender<Command>,
+    pub commands: CommandSender,
     pub runtime: Handle,
-    config: Config,
+    pub config: Config,
 }
 
 impl Drop for Inner {
@@ -97,25 +57,10 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Starts configuring a client for `url` (`ws://`, `wss://`, `sodp://`,
-    /// `sodps://`).
-    pub fn builder(url: impl Into<String>) -> ClientBuilder {
-        ClientBuilder::new(url)
-    }
-
-    /// Connects with default options and waits until ready.
-    pub async fn connect(url: impl Into<String>) -> Result<Client> {
-        let client = Client::builder(url).build()?;
-        client.ready().await?;
-        Ok(client)
-    }
-
+    /// Spawns the connection task on `runtime` (from `ClientBuilder::build`).
     pub(crate) fn start(config: Config, runtime: Handle) -> Client {
-        let (commands, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            subs: Mutex::new(Subscriptions::default()),
-            status: watch::channel(Status::Connecting).0,
-        });
+        let (commands, rx) = command_channel();
+        let shared = Arc::new(Shared::new());
         runtime.spawn(Driver::new(shared.clone(), config.clone(), rx).run());
         Client {
             inner: Arc::new(Inner {
@@ -281,11 +226,6 @@ impl Client {
         if let Some(frame) = frame {
             let _ = self.inner.commands.send(Command::Send(frame));
         }
-    }
-
-    /// A handle scoped to one key.
-    pub fn state(&self, key: impl Into<String>) -> StateRef {
-        StateRef::new(self.clone(), key.into())
     }
 
     /// Closes the connection and stops reconnecting. Pending calls fail with

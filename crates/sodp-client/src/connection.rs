@@ -10,16 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sodp_proto::{Frame, FrameType, Value};
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::builder::Config;
-use crate::client::{Command, PendingCall, Shared, Status};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::handshake::{self, Session};
 use crate::messages;
 use crate::refresh::TokenRefresh;
+use crate::shared::{Command, CommandReceiver, PendingCall, Shared, Status};
 use crate::socket::{Connection, Incoming};
 use crate::subscriptions::Subscriptions;
 
@@ -44,14 +43,14 @@ type Replies = HashMap<String, oneshot::Sender<Result<Value>>>;
 pub(crate) struct Driver {
     shared: Arc<Shared>,
     config: Config,
-    commands: UnboundedReceiver<Command>,
+    commands: CommandReceiver,
     /// Calls waiting for a connection.
     queued: VecDeque<PendingCall>,
     next_call: u64,
 }
 
 impl Driver {
-    pub fn new(shared: Arc<Shared>, config: Config, commands: UnboundedReceiver<Command>) -> Self {
+    pub fn new(shared: Arc<Shared>, config: Config, commands: CommandReceiver) -> Self {
         Driver {
             shared,
             config,
@@ -134,7 +133,12 @@ impl Driver {
             token,
         } = session;
         let mut replies = Replies::new();
-        let refresh = TokenRefresh::new(hello.token_refresh, &self.config.token, token.as_deref());
+        let refresh = TokenRefresh::new(
+            hello.token_refresh,
+            &self.config.token,
+            token.as_deref(),
+            self.config.wall_clock.clone(),
+        );
         // Three missed server heartbeats: the peer is gone even if TCP has
         // not noticed (a silent network drop can take minutes to surface).
         let silence_limit = hello.heartbeat_interval.map(|h| h * 3);
@@ -328,7 +332,7 @@ impl Driver {
 
 /// While not connected: queue calls, drop subscription frames (the table
 /// replays them on connect), and return only when asked to close.
-async fn idle(commands: &mut UnboundedReceiver<Command>, queued: &mut VecDeque<PendingCall>) {
+async fn idle(commands: &mut CommandReceiver, queued: &mut VecDeque<PendingCall>) {
     loop {
         match commands.recv().await {
             None | Some(Command::Close) => return,

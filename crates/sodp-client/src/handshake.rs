@@ -3,7 +3,7 @@
 
 use sodp_proto::FrameType;
 
-use crate::builder::Config;
+use crate::config::Config;
 use crate::error::Error;
 use crate::messages::{self, Hello};
 use crate::socket::{Connection, Incoming};

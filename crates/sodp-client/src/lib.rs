@@ -19,20 +19,28 @@
 //! ```
 //!
 //! # Layout
-//! - [`builder`]: [`ClientBuilder`], the options (token or token provider,
-//!   reconnect and backoff, hooks, timeouts).
-//! - [`client`]: [`Client`], the cheap-to-clone handle: calls, writes, cache
-//!   reads, `unwatch`, `close`.
-//! - [`watch`]: callbacks with a drop guard ([`WatchGuard`]) and the
-//!   `Stream` form ([`Subscription`]).
-//! - [`state_ref`]: [`StateRef`], the same API scoped to one key.
+//! Each file owns one thing; no two modules import each other (the handle
+//! is extended by `impl Client` blocks in `builder`, `watch` and
+//! `state_ref` rather than `client` importing them).
+//! - [`builder`]: [`ClientBuilder`] (fills in and validates the options),
+//!   [`Client::builder`] and [`Client::connect`].
+//! - [`client`]: [`Client`], the cheap-to-clone handle: starting the
+//!   connection task, calls, writes, cache reads, `unwatch`, `close`.
+//! - [`watch`]: [`Client::watch`] / [`Client::watch_async`] with a drop
+//!   guard ([`WatchGuard`]) and [`Client::subscribe`], the `Stream` form
+//!   ([`Subscription`]).
+//! - [`state_ref`]: [`StateRef`], the same API scoped to one key, and
+//!   [`Client::state`].
 //! - [`update`]: what watchers receive ([`Update`], [`Meta`], [`Source`]).
 //! - [`error`]: the [`Error`] enum.
-//! - Internals: `connection` (the background task: reconnect loop, frame
-//!   routing), `handshake` (HELLO/AUTH), `socket` (frames over WebSocket),
-//!   `subscriptions` (cache + watchers per key, sans-I/O), `messages`
-//!   (frame bodies), `refresh` and `token` (tokens and in-band refresh),
-//!   `backoff`, `url`, `convert` (serde).
+//! - Internals: `config` (the options as the connection task reads them),
+//!   `shared` (what handles and task share: subscription table, [`Status`],
+//!   the command channel and its `Command`s), `connection` (the background
+//!   task: reconnect loop, frame routing), `handshake` (HELLO/AUTH), `socket`
+//!   (frames over WebSocket), `subscriptions` (cache + watchers per key,
+//!   sans-I/O), `mailbox` (one watcher's bounded, conflating buffer),
+//!   `messages` (frame bodies), `refresh` and `token` (tokens and in-band
+//!   refresh), `backoff`, `url`, `convert` (serde).
 //!
 //! # Behaviour
 //! - Several watchers of one key share one server subscription; the last
@@ -46,6 +54,29 @@
 //! - Every server HEARTBEAT is echoed; three heartbeat intervals (from
 //!   HELLO's `heartbeat_interval_ms`) without a frame count as a lost
 //!   connection.
+//!
+//! # Bounded buffers
+//! A watcher that does not keep up never makes the client's memory grow and
+//! never slows anyone else down. Each watcher (stream or callback) has a
+//! buffer of [`ClientBuilder::watch_buffer`] updates (default 64). When an
+//! update arrives for a full buffer, the updates waiting there are dropped
+//! and the new one takes their place with [`Update::lagged`] counting how
+//! many it replaced and its `ops` empty: the watcher reads the newest value
+//! next and knows it skipped changes (treat such an update as a baseline).
+//! The connection task never waits for a watcher, so one stalled consumer
+//! cannot hold back other keys, other watchers, or calls. For live state the
+//! newest value is what matters; a consumer that needs every intermediate
+//! change must keep up (or raise the buffer), and `lagged` tells it when it
+//! did not.
+//!
+//! The only unbounded queues left run the other way, from the user to the
+//! connection task, which drains them without waiting for anyone: calls
+//! (each awaited by its caller; while disconnected they wait in a queue
+//! that drops those past their call timeout — so with `call_timeout(None)`
+//! it is bounded only by how many calls the user has started) and
+//! WATCH/UNWATCH requests, one per watcher added or removed.
+
+#![forbid(unsafe_code)]
 
 pub mod builder;
 pub mod client;
@@ -55,11 +86,14 @@ pub mod update;
 pub mod watch;
 
 mod backoff;
+mod config;
 mod connection;
 mod convert;
 mod handshake;
+mod mailbox;
 mod messages;
 mod refresh;
+mod shared;
 mod socket;
 mod subscriptions;
 mod token;

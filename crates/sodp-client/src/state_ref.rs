@@ -1,4 +1,5 @@
-//! [`StateRef`]: a handle scoped to one key, for per-key code.
+//! [`StateRef`]: a handle scoped to one key, for per-key code, and
+//! [`Client::state`] that makes one.
 
 use std::future::Future;
 
@@ -28,11 +29,17 @@ pub struct StateRef {
     key: String,
 }
 
-impl StateRef {
-    pub(crate) fn new(client: Client, key: String) -> StateRef {
-        StateRef { client, key }
+impl Client {
+    /// A handle scoped to one key.
+    pub fn state(&self, key: impl Into<String>) -> StateRef {
+        StateRef {
+            client: self.clone(),
+            key: key.into(),
+        }
     }
+}
 
+impl StateRef {
     pub fn key(&self) -> &str {
         &self.key
     }

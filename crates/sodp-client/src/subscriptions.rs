@@ -3,21 +3,22 @@
 //!
 //! This is the sans-I/O core of the client. The connection task feeds it the
 //! STATE_INIT and DELTA bodies it reads and sends whatever frames it returns;
-//! the public API registers and removes watchers. Watchers are unbounded
-//! channels, and updates are pushed into them while the table's lock is held,
-//! so each watcher sees a key's updates in order and a newly registered
-//! watcher's cache update always comes before any later change.
+//! the public API registers and removes watchers. Each watcher is a bounded
+//! mailbox (see `mailbox`: a full one conflates to the newest value rather
+//! than growing or blocking), and updates are pushed into them while the
+//! table's lock is held, so each watcher sees a key's updates in order and a
+//! newly registered watcher's cache update always comes before any later
+//! change.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sodp_proto::frame::FIRST_SUBSCRIPTION_STREAM;
-use sodp_proto::{apply, DeltaOp, Frame, OpKind, Value};
-use tokio::sync::mpsc::UnboundedSender;
-
 use crate::error::Error;
+use crate::mailbox::Sender;
 use crate::messages;
 use crate::update::{Meta, Source, Update};
+use sodp_proto::frame::FIRST_SUBSCRIPTION_STREAM;
+use sodp_proto::{apply, DeltaOp, Frame, OpKind, Value};
 
 /// Identifies one watcher of one key.
 pub type WatcherId = u64;
@@ -32,7 +33,7 @@ struct Entry {
     known: bool,
     /// The stream id this client suggests for the key.
     local_stream: u32,
-    watchers: Vec<(WatcherId, UnboundedSender<Update>)>,
+    watchers: Vec<(WatcherId, Sender)>,
 }
 
 impl Entry {
@@ -46,12 +47,12 @@ impl Entry {
                 source,
             },
             ops,
+            lagged: 0,
         }
     }
 
     fn broadcast(&mut self, update: Update) {
-        self.watchers
-            .retain(|(_, tx)| tx.send(update.clone()).is_ok());
+        self.watchers.retain(|(_, tx)| tx.send(update.clone()));
     }
 }
 
@@ -86,16 +87,12 @@ impl Subscriptions {
     /// Registers a watcher of `key`. Replays the cached value to it when the
     /// key is known. Returns the watcher's id and, for the first watcher of
     /// the key, the WATCH frame to send.
-    pub fn add_watcher(
-        &mut self,
-        key: &str,
-        tx: UnboundedSender<Update>,
-    ) -> (WatcherId, Option<Frame>) {
+    pub fn add_watcher(&mut self, key: &str, tx: Sender) -> (WatcherId, Option<Frame>) {
         self.next_watcher += 1;
         let id = self.next_watcher;
         if let Some(entry) = self.entries.get_mut(key) {
             if entry.known {
-                let _ = tx.send(entry.update(Source::Cache, Arc::from([])));
+                tx.send(entry.update(Source::Cache, Arc::from([])));
             }
             entry.watchers.push((id, tx));
             return (id, None);
@@ -270,17 +267,24 @@ impl Subscriptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailbox::{mailbox, Receiver};
     use serde_json::json;
     use sodp_proto::FrameType;
-    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+    use std::task::{Context, Poll, Waker};
+
+    /// A watcher whose buffer never fills in these tests.
+    fn roomy() -> (Sender, Receiver) {
+        mailbox(usize::MAX)
+    }
 
     fn v(j: serde_json::Value) -> Value {
         Value::from(j)
     }
 
-    fn drain(rx: &mut UnboundedReceiver<Update>) -> Vec<(Source, u64, serde_json::Value)> {
+    fn drain(rx: &mut Receiver) -> Vec<(Source, u64, serde_json::Value)> {
+        let mut cx = Context::from_waker(Waker::noop());
         let mut out = vec![];
-        while let Ok(u) = rx.try_recv() {
+        while let Poll::Ready(Some(u)) = rx.poll_recv(&mut cx) {
             out.push((u.meta.source, u.meta.version, u.value.to_json()));
         }
         out
@@ -289,7 +293,7 @@ mod tests {
     #[test]
     fn shared_subscription_sends_one_watch_and_replays_cache() {
         let mut subs = Subscriptions::default();
-        let (tx1, mut rx1) = unbounded_channel();
+        let (tx1, mut rx1) = roomy();
         let (id1, watch) = subs.add_watcher("game.player", tx1);
         let watch = watch.expect("first watcher sends WATCH");
         assert_eq!(watch.kind, FrameType::Watch);
@@ -302,7 +306,7 @@ mod tests {
         .unwrap();
         assert_eq!(drain(&mut rx1), [(Source::Init, 3, json!({"hp": 1}))]);
 
-        let (tx2, mut rx2) = unbounded_channel();
+        let (tx2, mut rx2) = roomy();
         let (id2, again) = subs.add_watcher("game.player", tx2);
         assert!(again.is_none(), "second watcher shares the subscription");
         assert_eq!(drain(&mut rx2), [(Source::Cache, 3, json!({"hp": 1}))]);
@@ -330,8 +334,8 @@ mod tests {
     #[test]
     fn watcher_added_before_state_init_gets_the_init_only() {
         let mut subs = Subscriptions::default();
-        let (tx1, mut rx1) = unbounded_channel();
-        let (tx2, mut rx2) = unbounded_channel();
+        let (tx1, mut rx1) = roomy();
+        let (tx2, mut rx2) = roomy();
         assert!(subs.add_watcher("k", tx1).1.is_some());
         // WATCH is out, STATE_INIT not back yet: nothing cached to replay.
         assert!(subs.add_watcher("k", tx2).1.is_none());
@@ -345,9 +349,10 @@ mod tests {
     #[test]
     fn deltas_route_by_state_and_skip_replayed_versions() {
         let mut subs = Subscriptions::default();
-        let (tx, mut rx) = unbounded_channel();
-        subs.add_watcher("a", tx.clone());
-        subs.add_watcher("b", tx);
+        let (txa, mut rxa) = roomy();
+        let (txb, mut rxb) = roomy();
+        subs.add_watcher("a", txa);
+        subs.add_watcher("b", txb);
         subs.on_state_init(
             10,
             &v(json!({"state": "a", "version": 1, "value": null, "initialized": false})),
@@ -355,7 +360,8 @@ mod tests {
         .unwrap();
         subs.on_state_init(11, &v(json!({"state": "b", "version": 2, "value": [1]})))
             .unwrap();
-        drain(&mut rx);
+        drain(&mut rxa);
+        drain(&mut rxb);
 
         // Stream 10 but `state` says b: `state` wins.
         let d =
@@ -365,7 +371,8 @@ mod tests {
             DeltaOutcome::Applied
         );
         assert_eq!(subs.on_delta(10, &v(d)).unwrap(), DeltaOutcome::Ignored);
-        assert_eq!(drain(&mut rx), [(Source::Delta, 4, json!([1, 2]))]);
+        assert_eq!(drain(&mut rxb), [(Source::Delta, 4, json!([1, 2]))]);
+        assert!(drain(&mut rxa).is_empty());
         assert_eq!(subs.get("a").unwrap().0, Value::Nil);
         assert!(!subs.get("a").unwrap().1.initialized);
 
@@ -379,9 +386,10 @@ mod tests {
     #[test]
     fn resubscribe_resumes_known_keys_and_watches_the_rest() {
         let mut subs = Subscriptions::default();
-        let (tx, _rx) = unbounded_channel();
-        subs.add_watcher("known", tx.clone());
-        subs.add_watcher("fresh", tx);
+        let (tx1, _rx1) = roomy();
+        let (tx2, _rx2) = roomy();
+        subs.add_watcher("known", tx1);
+        subs.add_watcher("fresh", tx2);
         subs.on_state_init(0, &v(json!({"state": "known", "version": 9, "value": 1})))
             .unwrap();
         let frames = subs.resubscribe();
@@ -394,7 +402,7 @@ mod tests {
     #[test]
     fn unknown_op_fails_loudly_and_asks_for_resync() {
         let mut subs = Subscriptions::default();
-        let (tx, mut rx) = unbounded_channel();
+        let (tx, mut rx) = roomy();
         subs.add_watcher("k", tx);
         subs.on_state_init(0, &v(json!({"state": "k", "version": 1, "value": {}})))
             .unwrap();
@@ -416,13 +424,44 @@ mod tests {
         let d =
             v(json!({"state": "x", "version": 1, "ops": [{"op": "ADD", "path": "/", "value": 1}]}));
         assert_eq!(subs.on_delta(10, &d).unwrap(), DeltaOutcome::Ignored);
-        let (tx, _rx) = unbounded_channel();
+        let (tx, _rx) = roomy();
         subs.add_watcher("x", tx);
         assert_eq!(
             subs.on_delta(10, &d).unwrap(),
             DeltaOutcome::Ignored,
             "before STATE_INIT"
         );
+    }
+
+    #[test]
+    fn a_slow_watcher_is_bounded_and_never_holds_back_a_fast_one() {
+        let mut subs = Subscriptions::default();
+        let (fast_tx, mut fast) = roomy();
+        let (slow_tx, mut slow) = mailbox(8);
+        let gauge = slow.gauge();
+        subs.add_watcher("k", fast_tx);
+        subs.add_watcher("k", slow_tx);
+        subs.on_state_init(10, &v(json!({"state": "k", "version": 1, "value": 0})))
+            .unwrap();
+        assert_eq!(drain(&mut fast).len(), 1);
+        for n in 1..=5_000u64 {
+            let d = json!({"state": "k", "version": n + 1,
+                           "ops": [{"op": "UPDATE", "path": "/", "value": n}]});
+            assert_eq!(subs.on_delta(10, &v(d)).unwrap(), DeltaOutcome::Applied);
+            assert!(gauge.queued() <= 8, "slow watcher bounded at delta {n}");
+            // The fast one reads as it goes and sees every change.
+            assert_eq!(drain(&mut fast), [(Source::Delta, n + 1, json!(n))]);
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut seen = vec![];
+        while let Poll::Ready(Some(u)) = slow.poll_recv(&mut cx) {
+            seen.push(u);
+        }
+        let last = seen.last().expect("something queued");
+        assert_eq!(last.meta.version, 5_001);
+        assert_eq!(last.value.to_json(), json!(5_000));
+        // Init + 5000 deltas, each delivered or counted as skipped.
+        assert_eq!(seen.iter().map(|u| 1 + u.lagged).sum::<u64>(), 5_001);
     }
 
     /// The shared vectors (`tests/vectors/*.json`), run through the client's
@@ -446,7 +485,7 @@ mod tests {
         for (case, from, to) in cases {
             let name = case["name"].as_str().unwrap();
             let mut subs = Subscriptions::default();
-            let (tx, mut rx) = unbounded_channel();
+            let (tx, mut rx) = roomy();
             subs.add_watcher("k", tx);
             let init =
                 json!({"state": "k", "version": 1, "value": case[from], "initialized": true});

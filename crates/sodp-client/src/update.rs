@@ -55,8 +55,16 @@ pub struct Update {
     pub value: Value,
     pub meta: Meta,
     /// The ops of the DELTA that produced this value; empty for cache and
-    /// init updates.
+    /// init updates, and for a conflated update (`lagged > 0`).
     pub ops: Arc<[DeltaOp]>,
+    /// How many updates this watcher missed just before this one because it
+    /// fell behind (its buffer, [`ClientBuilder::watch_buffer`], was full).
+    /// 0 normally. When it is not, treat the update as a fresh baseline:
+    /// `value` is the whole current value and `meta` is the newest
+    /// update's, but the skipped changes (and their ops) are gone.
+    ///
+    /// [`ClientBuilder::watch_buffer`]: crate::ClientBuilder::watch_buffer
+    pub lagged: u64,
 }
 
 impl Update {

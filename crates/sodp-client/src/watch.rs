@@ -1,10 +1,15 @@
-//! Watching keys: callbacks with a drop guard, and the `Stream` form.
+//! Watching keys: [`Client::watch`] / [`Client::watch_async`] (callbacks with
+//! a drop guard, [`WatchGuard`]) and [`Client::subscribe`] (the `Stream`
+//! form, [`Subscription`]).
 //!
-//! Every watcher, callback or stream, is an unbounded channel registered in
-//! the subscription table. A callback watcher gets its own task that drains
-//! the channel, so a slow or panicking callback never stalls the connection
-//! or other watchers, and updates reach it strictly in order: the cached
-//! value first (when known), then each STATE_INIT and DELTA.
+//! Every watcher, callback or stream, is a bounded mailbox registered in the
+//! subscription table (see `mailbox` for the policy: at most
+//! `watch_buffer` updates wait; a watcher that falls further behind gets the
+//! newest value next with [`Update::lagged`] set). A callback watcher gets
+//! its own task that drains the mailbox, so a slow or panicking callback
+//! never stalls the connection or other watchers, and updates reach it in
+//! order: the cached value first (when known), then each STATE_INIT and
+//! DELTA.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,9 +18,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
-use tokio::sync::mpsc::{self, UnboundedReceiver};
 
-use crate::client::{Client, Command, Status};
+use crate::client::Client;
+use crate::mailbox::{mailbox, Gauge, Receiver};
+use crate::shared::{Command, Status};
 use crate::subscriptions::WatcherId;
 use crate::update::Update;
 
@@ -30,6 +36,7 @@ pub struct WatchGuard {
     /// Cleared on removal so a callback task stops even with updates queued.
     active: Arc<AtomicBool>,
     detached: bool,
+    gauge: Gauge,
 }
 
 impl std::fmt::Debug for WatchGuard {
@@ -44,6 +51,12 @@ impl WatchGuard {
     /// The watched key.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// How many updates wait to be delivered to this watcher (at most the
+    /// client's [`watch_buffer`](crate::ClientBuilder::watch_buffer)).
+    pub fn queued(&self) -> usize {
+        self.gauge.queued()
     }
 
     /// Removes this watcher now (the same as dropping the guard).
@@ -77,11 +90,13 @@ impl Drop for WatchGuard {
 /// A stream of [`Update`]s for one key, from [`Client::subscribe`].
 ///
 /// Ends when the key is unwatched or the client closes for good. Dropping it
-/// removes the watcher, like dropping a [`WatchGuard`]. Updates queue without
-/// bound while nobody polls.
+/// removes the watcher, like dropping a [`WatchGuard`]. While nobody polls,
+/// at most [`watch_buffer`](crate::ClientBuilder::watch_buffer) updates
+/// wait; beyond that they are conflated into the newest one (see
+/// [`Update::lagged`]).
 #[must_use = "streams do nothing unless polled"]
 pub struct Subscription {
-    rx: UnboundedReceiver<Update>,
+    rx: Receiver,
     guard: WatchGuard,
 }
 
@@ -99,6 +114,12 @@ impl Subscription {
         &self.guard.key
     }
 
+    /// How many updates wait to be read (at most the client's
+    /// [`watch_buffer`](crate::ClientBuilder::watch_buffer)).
+    pub fn queued(&self) -> usize {
+        self.guard.queued()
+    }
+
     /// The next update; `None` once the subscription has ended.
     pub async fn recv(&mut self) -> Option<Update> {
         self.rx.recv().await
@@ -114,8 +135,8 @@ impl Stream for Subscription {
 }
 
 impl Client {
-    fn register(&self, key: &str) -> (UnboundedReceiver<Update>, WatchGuard) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    fn register(&self, key: &str) -> (Receiver, WatchGuard) {
+        let (tx, rx) = mailbox(self.inner.config.watch_buffer);
         let mut id = 0;
         // A stopped client has nobody to feed a watcher: dropping `tx` ends
         // the stream at once instead of leaving it pending forever.
@@ -132,6 +153,7 @@ impl Client {
             id,
             active: Arc::new(AtomicBool::new(true)),
             detached: false,
+            gauge: rx.gauge(),
         };
         (rx, guard)
     }

@@ -1,19 +1,20 @@
-//! Test support shared by the client's and the CLI's integration tests: the
-//! real `sodp-server` as a child process on a free port, and a TCP proxy
-//! that can cut connections while the server keeps running.
+//! Test support shared by the client's, the CLI's and the bench's
+//! integration tests: the real `sodp-server` as a child process on a port
+//! the kernel picked (read back from the server's announcement), and a TCP
+//! proxy that can cut connections while the server keeps running.
 //!
 //! The server binary is `$SODP_SERVER_BIN`, or `sodp-server` in the test's
 //! own target directory (`cargo build --workspace --bins` puts it there; when
 //! it is missing it is built into a separate target directory).
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::Duration;
 
 /// The target profile directory the test binary runs from (`target/debug`).
 pub fn profile_dir() -> PathBuf {
@@ -61,18 +62,32 @@ pub fn server_bin() -> PathBuf {
     .clone()
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+/// A port nothing listens on (the kernel picked it, then it was released):
+/// for tests of "connection refused" only. Never start a server on it —
+/// that is the bind-drop-rebind race; servers bind port 0 and announce the
+/// port they got (see [`TestServer`]).
+pub fn refused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .expect("free port")
+        .expect("a port from the kernel")
         .port()
 }
 
+/// How long a starting server may take to announce its address.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A running `sodp-server`; killed on drop.
+///
+/// Started with `--addr 127.0.0.1:0`: the kernel picks the port and the
+/// server prints `listening ws://127.0.0.1:PORT` as its first stdout line,
+/// which is read (with a timeout) to learn it. A server that exits instead
+/// (e.g. it refuses an argument) fails the test with its stderr. Stderr goes
+/// to a log file in the temp directory, removed on drop.
 pub struct TestServer {
     child: Option<Child>,
     pub port: u16,
     extra: Vec<String>,
+    log: PathBuf,
 }
 
 impl TestServer {
@@ -80,64 +95,82 @@ impl TestServer {
         TestServer::start_with(&[])
     }
 
-    /// Starts the server with extra command-line arguments.
+    /// Starts the server with extra command-line arguments; panics (with the
+    /// server's stderr) if it does not come up.
     pub fn start_with(extra: &[&str]) -> TestServer {
-        TestServer::start_on(free_port(), extra)
-    }
-
-    /// Starts the server on a given port.
-    pub fn start_on(port: u16, extra: &[&str]) -> TestServer {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let log = std::env::temp_dir().join(format!(
+            "sodp-test-server-{}-{}.log",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
         let mut server = TestServer {
             child: None,
-            port,
+            port: 0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            log,
         };
         server.spawn();
         server
-    }
-
-    /// Like [`start_with`](Self::start_with), but `None` when the server
-    /// refuses to start with these arguments (e.g. a feature it lacks).
-    pub fn try_start_with(extra: &[&str]) -> Option<TestServer> {
-        let port = free_port();
-        let mut child = Command::new(server_bin())
-            .arg("--addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        std::thread::sleep(Duration::from_millis(300));
-        if let Ok(Some(status)) = child.try_wait() {
-            eprintln!("sodp-server refused {extra:?} ({status})");
-            return None;
-        }
-        wait_healthy(port);
-        Some(TestServer {
-            child: Some(child),
-            port,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        })
     }
 
     pub fn url(&self) -> String {
         format!("ws://127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id (panics when stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    /// Starts the process on `self.port` (0 the first time) and waits for
+    /// its announcement.
     fn spawn(&mut self) {
-        let child = Command::new(server_bin())
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("server log file");
+        let mut child = Command::new(server_bin())
             .arg("--addr")
             .arg(format!("127.0.0.1:{}", self.port))
             .args(&self.extra)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("spawn sodp-server");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            // Keep reading so the server can never block on a full pipe.
+            for _ in lines {}
+        });
+        let first = rx.recv_timeout(ANNOUNCE_TIMEOUT);
+        let bound = match &first {
+            Ok(Some(Ok(line))) => line
+                .strip_prefix("listening ws://")
+                .and_then(|a| a.trim().parse::<SocketAddr>().ok()),
+            _ => None,
+        };
+        let Some(bound) = bound else {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!(
+                "sodp-server {:?} on port {} did not announce `listening ws://ADDR` \
+                 (first stdout line: {first:?}; exit: {status:?}); stderr:\n{}",
+                self.extra,
+                self.port,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        };
+        if self.port != 0 {
+            assert_eq!(bound.port(), self.port, "restarted on the same port");
+        }
+        self.port = bound.port();
         self.child = Some(child);
-        wait_healthy(self.port);
     }
 
     /// Kills the server (its in-memory state is lost).
@@ -148,7 +181,8 @@ impl TestServer {
         }
     }
 
-    /// Kills the server and starts a fresh one on the same port.
+    /// Kills the server and starts a fresh one on the port the first start
+    /// got.
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
@@ -158,27 +192,8 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_file(&self.log);
     }
-}
-
-/// Waits until `GET /health` answers 200 (10 s at most).
-fn wait_healthy(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-            let req = "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-            let mut answer = String::new();
-            let _ = s
-                .write_all(req.as_bytes())
-                .and_then(|()| s.read_to_string(&mut answer));
-            if answer.starts_with("HTTP/1.1 200") {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("sodp-server on port {port} did not become healthy");
 }
 
 /// A TCP proxy in front of a server. `cut()` drops every proxied connection
@@ -186,7 +201,7 @@ fn wait_healthy(port: u16) {
 pub struct Proxy {
     pub port: u16,
     open: Arc<AtomicBool>,
-    generation: Arc<std::sync::atomic::AtomicU64>,
+    generation: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -194,7 +209,7 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let open = Arc::new(AtomicBool::new(true));
-        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let generation = Arc::new(AtomicU64::new(0));
         let (o, g) = (open.clone(), generation.clone());
         tokio::spawn(async move {
             loop {

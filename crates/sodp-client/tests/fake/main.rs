@@ -192,7 +192,9 @@ async fn provider_is_called_per_connect_and_refreshes_in_band() {
     assert_eq!(client.status(), Status::Connected);
 }
 
-#[tokio::test]
+// Paused time: the 1.2 s below pass exactly (a refresh, were one wrongly
+// scheduled halfway to the 1 s expiry, would fire within them) and at once.
+#[tokio::test(start_paused = true)]
 async fn sync_provider_and_no_refresh_without_the_capability() {
     let fake = Fake::start().await;
     let calls = Arc::new(AtomicUsize::new(0));
@@ -376,7 +378,16 @@ async fn bad_deltas_and_denied_watches_are_reported() {
         json!({"code": 403, "message": "forbidden"}),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while errors.lock().unwrap().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no second error: {:?}",
+            errors.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(errors.lock().unwrap().len(), 2, "{errors:?}");
     assert_eq!(
         errors.lock().unwrap()[1],
         Error::Server {
@@ -416,7 +427,9 @@ async fn heartbeat_is_echoed_and_unwatch_sent_for_the_last_watcher() {
     assert_eq!(fake.accepted.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test]
+// Paused time: the heartbeats below come exactly 100 ms apart (on a loaded
+// machine real sleeps can overshoot the 300 ms silence limit).
+#[tokio::test(start_paused = true)]
 async fn a_silent_server_is_detected_from_its_heartbeat_interval() {
     let fake = Fake::start().await;
     let errors = Arc::new(Mutex::new(Vec::<Error>::new()));
@@ -436,6 +449,8 @@ async fn a_silent_server_is_detected_from_its_heartbeat_interval() {
         conn.send(FrameType::Heartbeat, 0, json!(null)).await;
     }
     assert_eq!(fake.accepted.load(Ordering::SeqCst), 1);
+    assert!(errors.lock().unwrap().is_empty(), "{:?}", errors.lock());
+    assert_eq!(client.status(), Status::Connected);
     // ...silence (the socket still open) does not: reconnect after ~300 ms.
     let mut second = fake.accept().await;
     second.hello(false, json!({})).await;

@@ -1,10 +1,11 @@
 //! Integration tests against the real `sodp-server`, started as a child
-//! process on a free port (see `tests/common`).
+//! process on a port of the kernel's choosing (see `tests/common`).
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod auth;
+mod buffers;
 mod methods;
 mod presence;
 mod reconnect;
@@ -61,10 +62,20 @@ pub async fn quiet(sub: &mut Subscription, ms: u64) {
 /// arrived instead of only that the right thing did not.
 pub async fn eventually<T: std::fmt::Debug>(
     what: &str,
+    probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    eventually_within(Duration::from_secs(5), what, probe, done).await
+}
+
+/// [`eventually`] with a deadline of `limit`.
+pub async fn eventually_within<T: std::fmt::Debug>(
+    limit: Duration,
+    what: &str,
     mut probe: impl FnMut() -> T,
     done: impl Fn(&T) -> bool,
 ) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         let seen = probe();
         if done(&seen) {

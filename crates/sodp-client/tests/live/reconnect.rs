@@ -142,7 +142,7 @@ async fn without_reconnect_a_drop_is_final() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_server_is_a_clear_error() {
-    let port = crate::common::free_port();
+    let port = crate::common::refused_port();
     let c = Client::builder(format!("ws://127.0.0.1:{port}"))
         .retry_first_connect(false)
         .build()
@@ -175,8 +175,10 @@ async fn heartbeats_are_echoed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_waits_for_a_server_that_starts_later() {
-    let port = crate::common::free_port();
-    let (c, connects, _) = counting_client(&format!("ws://127.0.0.1:{port}"));
+    // A port a server got from the kernel, free again once it stops.
+    let mut server = TestServer::start();
+    server.stop();
+    let (c, connects, _) = counting_client(&server.url());
     let waiting = tokio::spawn({
         let c = c.clone();
         async move { c.ready().await }
@@ -188,9 +190,12 @@ async fn ready_waits_for_a_server_that_starts_later() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiting.is_finished(), "still retrying");
     assert_eq!(c.status(), Status::Connecting);
-    let server = tokio::task::spawn_blocking(move || TestServer::start_on(port, &[]))
-        .await
-        .unwrap();
+    let server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
     waiting.await.unwrap().unwrap();
     assert!(early.await.unwrap().is_ok(), "the queued call went through");
     assert_eq!(connects.load(Ordering::SeqCst), 1);
