@@ -203,7 +203,8 @@ async def test_presence_section(sodp_server: ServerProcess) -> None:
 async def test_fastapi_lifespan_example(
     sodp_server: ServerProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fastapi = pytest.importorskip("fastapi")
+    import fastapi  # a test dependency: missing is a failure, not a skip
+
     monkeypatch.setenv("SODP_TOKEN", "unused-by-a-server-without-auth")
     # -- the document's example, with only the URL changed --
     from contextlib import asynccontextmanager

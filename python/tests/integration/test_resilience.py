@@ -172,11 +172,20 @@ async def test_calls_before_first_connect_wait_for_the_server(
     sodp_server_bin: Path,
 ) -> None:
     server = ServerProcess(sodp_server_bin)
-    client = SodpClient(server.url, reconnect_delay=0.1, max_reconnect_delay=0.2)
+    server.start()  # only to learn a port of our own ...
+    server.stop()  # ... where nothing listens now
+    attempts: list[float] = []
+    client = SodpClient(
+        server.url,
+        reconnect_delay=0.05,
+        max_reconnect_delay=0.1,
+        on_connect=lambda: attempts.append(time.monotonic()),
+    )
     call = asyncio.create_task(client.set("early.key", "hello"))
-    await asyncio.sleep(0.3)  # nothing listening yet
-    assert not call.done()
-    await asyncio.to_thread(server.start)
+    # several refused connection attempts, and the call still waits
+    await wait_for(lambda: client._backoff.attempts >= 3)
+    assert not call.done() and attempts == []
+    await asyncio.to_thread(server.start)  # the same port again
     try:
         result = await asyncio.wait_for(call, 10)
         assert result["version"] > 0
