@@ -18,9 +18,9 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -40,6 +40,7 @@ from .protocol import (
     TokenRefreshed,
     WatchCallback,
 )
+from .values import JsonValue, WriteResult
 
 __all__ = ["SodpClient", "StateRef", "TokenProvider"]
 
@@ -130,7 +131,7 @@ class SodpClient:
         self._backoff = Backoff(reconnect_delay, max_reconnect_delay)
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._ready.add_done_callback(_consume)
-        self._futures: dict[str, asyncio.Future[Any]] = {}
+        self._futures: dict[str, asyncio.Future[JsonValue]] = {}
         self._closed = False
         self._fatal: SodpError | None = None
         self._ws: ClientConnection | None = None
@@ -149,7 +150,7 @@ class SodpClient:
         """Resolves once connected and authenticated; raises AuthError on refusal."""
         return asyncio.shield(self._ready)
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, Self]:
         return self._wait_ready().__await__()
 
     async def _wait_ready(self) -> Self:
@@ -173,7 +174,7 @@ class SodpClient:
         await self.aclose()
 
     @property
-    def capabilities(self) -> dict[str, Any]:
+    def capabilities(self) -> dict[str, JsonValue]:
         """The ``capabilities`` of the server's last HELLO (empty before the first)."""
         return self._protocol.capabilities
 
@@ -496,7 +497,7 @@ class SodpClient:
         self._protocol.unwatch(key)
         self._wakeup.set()
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str) -> JsonValue:
         """The cached value of *key*, or ``None`` (not watched, or no value yet)."""
         return self._protocol.get(key)
 
@@ -516,7 +517,7 @@ class SodpClient:
         args: dict[str, Any],
         *,
         timeout: float | None = _UNSET,
-    ) -> Any:
+    ) -> JsonValue:
         """Invoke a server method and return the RESULT's data.
 
         Raises :class:`~sodp.errors.CallError` (with ``.code``) when the server
@@ -531,7 +532,7 @@ class SodpClient:
             raise ConnectionLost("client closed")
         limit = self._call_timeout if timeout is _UNSET else timeout
         cid = self._protocol.call(method, args)
-        fut: asyncio.Future[Any] = self._loop.create_future()
+        fut: asyncio.Future[JsonValue] = self._loop.create_future()
         self._futures[cid] = fut
         self._wakeup.set()
         try:
@@ -543,25 +544,30 @@ class SodpClient:
             self._futures.pop(cid, None)
             self._protocol.cancel_call(cid)
 
-    async def set(self, key: str, value: Any) -> Any:
+    # Values are ``Any``: anything msgpack can pack is sent as is (see sodp.values).
+
+    async def _write(self, method: str, args: dict[str, Any]) -> WriteResult:
+        return cast(WriteResult, await self.call(method, args))
+
+    async def set(self, key: str, value: Any) -> WriteResult:
         """Replace the value of *key*."""
-        return await self.call("state.set", {"state": key, "value": value})
+        return await self._write("state.set", {"state": key, "value": value})
 
-    async def patch(self, key: str, partial: dict[str, Any]) -> Any:
+    async def patch(self, key: str, partial: dict[str, Any]) -> WriteResult:
         """Deep-merge *partial* into the value of *key*."""
-        return await self.call("state.patch", {"state": key, "patch": partial})
+        return await self._write("state.patch", {"state": key, "patch": partial})
 
-    async def set_in(self, key: str, path: str, value: Any) -> Any:
+    async def set_in(self, key: str, path: str, value: Any) -> WriteResult:
         """Set one location of *key* by JSON Pointer, creating intermediates."""
-        return await self.call("state.set_in", {"state": key, "path": path, "value": value})
+        return await self._write("state.set_in", {"state": key, "path": path, "value": value})
 
-    async def delete(self, key: str) -> Any:
+    async def delete(self, key: str) -> WriteResult:
         """Remove *key* on the server."""
-        return await self.call("state.delete", {"state": key})
+        return await self._write("state.delete", {"state": key})
 
-    async def presence(self, key: str, path: str, value: Any) -> Any:
+    async def presence(self, key: str, path: str, value: Any) -> WriteResult:
         """Set *path* in *key* and bind it to this session: removed when it ends."""
-        return await self.call("state.presence", {"state": key, "path": path, "value": value})
+        return await self._write("state.presence", {"state": key, "path": path, "value": value})
 
 
 class StateRef:
@@ -582,7 +588,7 @@ class StateRef:
         """Subscribe to this key; returns an unsubscribe function."""
         return self._client.watch(self.key, callback, params=params)
 
-    def get(self) -> Any:
+    def get(self) -> JsonValue:
         """The cached value."""
         return self._client.get(self.key)
 
@@ -593,17 +599,17 @@ class StateRef:
         """Cancel the subscription and clear the local state of this key."""
         self._client.unwatch(self.key)
 
-    async def set(self, value: Any) -> Any:
+    async def set(self, value: Any) -> WriteResult:
         return await self._client.set(self.key, value)
 
-    async def patch(self, partial: dict[str, Any]) -> Any:
+    async def patch(self, partial: dict[str, Any]) -> WriteResult:
         return await self._client.patch(self.key, partial)
 
-    async def set_in(self, path: str, value: Any) -> Any:
+    async def set_in(self, path: str, value: Any) -> WriteResult:
         return await self._client.set_in(self.key, path, value)
 
-    async def delete(self) -> Any:
+    async def delete(self) -> WriteResult:
         return await self._client.delete(self.key)
 
-    async def presence(self, path: str, value: Any) -> Any:
+    async def presence(self, path: str, value: Any) -> WriteResult:
         return await self._client.presence(self.key, path, value)

@@ -31,11 +31,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 from .delta import apply_ops
 from .errors import AuthError, CallError, DeltaError, ProtocolError, ServerError, SodpError
 from .frames import Frame, FrameType, decode_frame, encode_frame
+from .values import JsonValue
 
 __all__ = [
     "AuthRequired",
@@ -47,6 +48,7 @@ __all__ = [
     "Phase",
     "Ready",
     "Registration",
+    "Source",
     "StateChanged",
     "TokenRefreshed",
     "WatchCallback",
@@ -54,6 +56,9 @@ __all__ = [
 ]
 
 FIRST_STREAM_ID = 10  # streams 1-9 are reserved by the contract
+
+Source: TypeAlias = Literal["cache", "init", "delta"]
+"""Why a watch callback runs: see :class:`WatchMeta`."""
 
 
 @dataclass(frozen=True)
@@ -72,10 +77,13 @@ class WatchMeta:
 
     version: int
     initialized: bool
-    source: str = "delta"
+    source: Source = "delta"
     key: str = ""
 
 
+# The value parameter is ``Any``, not ``JsonValue``: a callback annotated with
+# the shape it expects (``value: dict[str, int] | None``) must stay acceptable,
+# and a parameter type that is a union would reject it (contravariance).
 WatchCallback = Callable[[Any, WatchMeta], Awaitable[None] | None]
 
 
@@ -113,7 +121,7 @@ class StateChanged:
     """A key's value changed (or was delivered): run ``callbacks``."""
 
     key: str
-    value: Any
+    value: JsonValue
     meta: WatchMeta
     callbacks: tuple[WatchCallback, ...]
 
@@ -121,7 +129,7 @@ class StateChanged:
 @dataclass(frozen=True)
 class CallSucceeded:
     call_id: str
-    data: Any
+    data: JsonValue
 
 
 @dataclass(frozen=True)
@@ -167,7 +175,7 @@ class _Entry:
     key: str
     params: dict[str, Any] | None
     registrations: list[Registration] = field(default_factory=list)
-    value: Any = None
+    value: JsonValue = None
     version: int = 0
     initialized: bool = False
     known: bool = False  # a STATE_INIT baseline has been received
@@ -187,7 +195,7 @@ class ClientProtocol:
 
     def __init__(self) -> None:
         self.phase = Phase.CLOSED
-        self.capabilities: dict[str, Any] = {}
+        self.capabilities: dict[str, JsonValue] = {}
         self.server_auth = False
         self.sub: str | None = None
         self._entries: dict[str, _Entry] = {}
@@ -380,7 +388,7 @@ class ClientProtocol:
         key = self._sent_streams.get(stream_id) if stream_id else None
         return [ErrorReceived(ServerError(code, message, stream_id, key))]
 
-    def _changed(self, entry: _Entry, source: str) -> StateChanged:
+    def _changed(self, entry: _Entry, source: Source) -> StateChanged:
         meta = WatchMeta(entry.version, entry.initialized, source, entry.key)
         return StateChanged(entry.key, entry.value, meta, entry.callbacks())
 
@@ -431,7 +439,7 @@ class ClientProtocol:
             self._send(FrameType.UNWATCH, 0, {"state": key})
         self._stream_keys = {s: k for s, k in self._stream_keys.items() if k != key}
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str) -> JsonValue:
         entry = self._entries.get(key)
         return entry.value if entry is not None else None
 
