@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -245,3 +246,16 @@ def assert_quick_start_output(out: str) -> None:
     assert first[0] == "player: {'name': 'Alice', 'health': 100}"
     assert second[0] == "player: {'name': 'Alice', 'health': 80}"
     assert int(first[1]) > 0 and int(second[1]) == int(first[1]) + 1
+
+
+async def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    """Wait until ``predicate()`` is true, polling every few milliseconds;
+    fail with the predicate's source line after *timeout* seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        where = getattr(predicate, "__code__", None)
+        at = f" ({where.co_filename}:{where.co_firstlineno})" if where else ""
+        raise AssertionError(f"condition not met within {timeout}s{at}") from None

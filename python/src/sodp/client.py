@@ -9,15 +9,26 @@ futures of pending calls. Three tasks per client:
 * a writer per connection — drains ``protocol.data_to_send()`` in order;
 * ``_run_async_callbacks`` — awaits async callbacks one at a time, in order,
   so a slow callback never stalls reading (and heartbeat echoes).
+
+Pending async deliveries are bounded (``max_pending_callbacks``): once that
+many wait, a further update for a (callback, key) that already has one waiting
+replaces that waiting one's value (per-key conflation: the callback later gets
+the newest value, with ``meta.skipped`` counting the updates it replaced); an
+update for a (callback, key) with nothing waiting is still queued, so the
+queue holds at most ``max_pending_callbacks`` plus one per (callback, key).
+Async hook and ``on_error`` invocations beyond the bound are dropped (and
+logged). The receive loop never waits for a callback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any, Self, cast
@@ -39,6 +50,7 @@ from .protocol import (
     StateChanged,
     TokenRefreshed,
     WatchCallback,
+    WatchMeta,
 )
 from .values import JsonValue, WriteResult
 
@@ -65,6 +77,27 @@ def _consume(fut: asyncio.Future[Any]) -> None:
     """Mark a future's exception as retrieved, so asyncio does not log it."""
     if not fut.cancelled():
         fut.exception()
+
+
+def _discard(awaitable: Awaitable[Any]) -> None:
+    """Drop an awaitable that will never be awaited, without a warning."""
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()
+    elif isinstance(awaitable, asyncio.Future):
+        awaitable.cancel()
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class _Delivery:
+    """One pending async invocation. ``callback`` is ``None`` for hooks and
+    ``on_error``; ``awaitable`` is ``None`` once conflated (the callback is
+    called again, with ``value``/``meta``, when its turn comes)."""
+
+    callback: WatchCallback | None
+    key: str
+    value: JsonValue
+    meta: WatchMeta | None
+    awaitable: Awaitable[Any] | None
 
 
 class SodpClient:
@@ -107,6 +140,7 @@ class SodpClient:
         open_timeout: float | None = 10.0,
         ping_interval: float | None = 20.0,
         max_message_size: int | None = None,
+        max_pending_callbacks: int = 1024,
     ) -> None:
         try:
             self._loop = asyncio.get_running_loop()
@@ -137,7 +171,15 @@ class SodpClient:
         self._ws: ClientConnection | None = None
         self._wakeup = asyncio.Event()
         self._session_token: str | None = None  # the token the live session uses
-        self._callbacks: asyncio.Queue[tuple[Awaitable[Any], str]] = asyncio.Queue()
+        if max_pending_callbacks < 1:
+            raise ValueError("max_pending_callbacks must be at least 1")
+        self._max_pending = max_pending_callbacks
+        self._pending: deque[_Delivery] = deque()
+        # the last waiting delivery per (id(callback), key): where conflation lands
+        self._pending_slots: dict[tuple[int, str], _Delivery] = {}
+        self._pending_wakeup = asyncio.Event()
+        self._skipped_updates = 0
+        self._dropped_callbacks = 0
         self._callback_task = self._loop.create_task(
             self._run_async_callbacks(), name="sodp-callbacks"
         )
@@ -191,6 +233,7 @@ class SodpClient:
         self._fail_everything(ConnectionLost("client closed"))
         self._task.cancel()
         self._callback_task.cancel()
+        self._drop_pending()
 
     async def aclose(self) -> None:
         """Close with a proper WebSocket close handshake, and wait until done."""
@@ -206,6 +249,7 @@ class SodpClient:
         for task in (self._task, self._callback_task):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._drop_pending()
 
     def _fail_everything(self, exc: SodpError) -> None:
         if not self._ready.done():
@@ -405,26 +449,64 @@ class SodpClient:
 
     # ── callbacks ─────────────────────────────────────────────────────────────
 
+    @property
+    def skipped_updates(self) -> int:
+        """Updates never delivered to a slow async callback because a newer
+        value of the same key replaced them (see ``max_pending_callbacks``)."""
+        return self._skipped_updates
+
     def _dispatch(self, event: StateChanged) -> None:
         for cb in event.callbacks:
+            slot = (id(cb), event.key)
+            waiting = self._pending_slots.get(slot)
+            if waiting is not None and len(self._pending) >= self._max_pending:
+                self._conflate(waiting, event)
+                continue
             try:
                 result = cb(event.value, event.meta)
             except Exception:
                 logger.exception("[SODP] watch callback for %r raised", event.key)
                 continue
             if inspect.isawaitable(result):
-                self._callbacks.put_nowait((result, event.key))
+                delivery = _Delivery(cb, event.key, event.value, event.meta, result)
+                self._pending.append(delivery)
+                self._pending_slots[slot] = delivery
+                self._pending_wakeup.set()
+
+    def _conflate(self, waiting: _Delivery, event: StateChanged) -> None:
+        """Replace a waiting delivery's value with *event*'s, newer one."""
+        if waiting.awaitable is not None:
+            _discard(waiting.awaitable)
+            waiting.awaitable = None
+        skipped = (waiting.meta.skipped if waiting.meta is not None else 0) + 1
+        waiting.value = event.value
+        waiting.meta = dataclasses.replace(event.meta, skipped=skipped)
+        self._skipped_updates += 1
+
+    def _enqueue_hook(self, result: Awaitable[Any], what: str) -> None:
+        if len(self._pending) >= self._max_pending:
+            _discard(result)
+            self._dropped_callbacks += 1
+            logger.warning(
+                "[SODP] %d async callbacks pending: dropped an async %s call",
+                len(self._pending),
+                what,
+            )
+            return
+        self._pending.append(_Delivery(None, "", None, None, result))
+        self._pending_wakeup.set()
 
     def _fire_hook(self, hook: Hook | None) -> None:
         if hook is None:
             return
+        name = getattr(hook, "__name__", "hook")
         try:
             result = hook()
         except Exception:
-            logger.exception("[SODP] %s hook raised", getattr(hook, "__name__", "hook"))
+            logger.exception("[SODP] %s hook raised", name)
             return
         if inspect.isawaitable(result):
-            self._callbacks.put_nowait((result, ""))
+            self._enqueue_hook(result, name)
 
     def _report(self, exc: SodpError) -> None:
         logger.warning("[SODP] %s", exc)
@@ -436,15 +518,34 @@ class SodpClient:
             logger.exception("[SODP] on_error raised")
             return
         if inspect.isawaitable(result):
-            self._callbacks.put_nowait((result, ""))
+            self._enqueue_hook(result, "on_error")
 
     async def _run_async_callbacks(self) -> None:
         while True:
-            awaitable, key = await self._callbacks.get()
+            while not self._pending:
+                self._pending_wakeup.clear()
+                await self._pending_wakeup.wait()
+            delivery = self._pending.popleft()
+            cb = delivery.callback
+            if cb is not None and self._pending_slots.get((id(cb), delivery.key)) is delivery:
+                del self._pending_slots[(id(cb), delivery.key)]
+            awaitable = delivery.awaitable
             try:
-                await awaitable
+                if awaitable is None and cb is not None and delivery.meta is not None:
+                    # conflated: call again with the newest value
+                    result = cb(delivery.value, delivery.meta)
+                    awaitable = result if inspect.isawaitable(result) else None
+                if awaitable is not None:
+                    await awaitable
             except Exception:
-                logger.exception("[SODP] async callback for %r raised", key)
+                logger.exception("[SODP] async callback for %r raised", delivery.key)
+
+    def _drop_pending(self) -> None:
+        for delivery in self._pending:
+            if delivery.awaitable is not None:
+                _discard(delivery.awaitable)
+        self._pending.clear()
+        self._pending_slots.clear()
 
     # ── subscriptions ─────────────────────────────────────────────────────────
 

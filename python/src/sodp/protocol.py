@@ -71,6 +71,9 @@ class WatchMeta:
       ``"init"`` (a STATE_INIT baseline: first load or after a reconnect) or
       ``"delta"`` (an incremental change)
     * ``key`` — the key this is about (useful with ``watch_many``)
+    * ``skipped`` — how many older updates of this key this invocation replaced,
+      because this (async) callback fell ``max_pending_callbacks`` behind; 0
+      normally (see :class:`~sodp.client.SodpClient`)
 
     Use ``source``, not ``initialized``, to tell the baseline from changes.
     """
@@ -79,6 +82,7 @@ class WatchMeta:
     initialized: bool
     source: Source = "delta"
     key: str = ""
+    skipped: int = 0
 
 
 # The value parameter is ``Any``, not ``JsonValue``: a callback annotated with

@@ -22,6 +22,7 @@ from sodp import (
 )
 from sodp.frames import FrameType as T
 
+from ..support import wait_for
 from .conftest import FakeServer
 
 
@@ -332,3 +333,76 @@ async def test_heartbeat_is_echoed(server: FakeServer) -> None:
         await conn.send(T.HEARTBEAT)
         echo = await conn.expect(T.HEARTBEAT)
         assert echo.body is None
+
+
+async def test_slow_async_callback_is_bounded_by_per_key_conflation(server: FakeServer) -> None:
+    """An async callback that does not return: pending deliveries stop at the
+    bound (plus one per other key), older values of a key are replaced by the
+    newest, the receive loop keeps going, and once the callback is released it
+    ends with the newest value of every key, ``meta.skipped`` accounting for
+    every update it never saw."""
+    gate = asyncio.Event()
+    seen: list[tuple[str, Any, int]] = []
+
+    async def stuck(value: Any, meta: WatchMeta) -> None:
+        await gate.wait()
+        seen.append((meta.key, value, meta.skipped))
+
+    async with SodpClient(server.url, max_pending_callbacks=4) as client:
+        conn = await server.accept()
+        client.watch_many(["k", "j"], stuck)
+        await conn.expect(T.WATCH)
+        await conn.send(T.STATE_INIT, {"state": "j", "version": 1, "value": 0}, 40)
+        await conn.send(T.STATE_INIT, {"state": "k", "version": 1, "value": 0}, 41)
+        n = 200
+        for i in range(1, n + 1):
+            op = {"op": "UPDATE", "path": "/", "value": i}
+            await conn.send(T.DELTA, {"state": "k", "version": 1 + i, "ops": [op]}, 41)
+        op = {"op": "UPDATE", "path": "/", "value": "last"}
+        await conn.send(T.DELTA, {"state": "j", "version": 500, "ops": [op]}, 40)
+        await wait_for(lambda: client.get("j") == "last")
+        assert client.get("k") == n
+        # bounded: the bound, plus at most one slot for another key
+        assert len(client._pending) <= 4 + 1
+        assert client.skipped_updates >= n - 5
+        # the receive loop was never blocked: a call still completes
+        task = asyncio.create_task(client.set("x", 1))
+        await conn.result(await conn.expect(T.CALL), {"version": 501})
+        assert await task == {"version": 501}
+
+        gate.set()
+        await wait_for(lambda: not client._pending and ("k", n) in [s[:2] for s in seen])
+        await wait_for(lambda: ("j", "last") in [s[:2] for s in seen])
+        k_seen = [(v, skipped) for key, v, skipped in seen if key == "k"]
+        assert k_seen[-1][0] == n  # the newest value arrives last
+        values = [v for v, _ in k_seen]
+        assert values == sorted(values)  # in order, never an older value after a newer
+        # every update is either delivered or counted as skipped
+        assert len(k_seen) + sum(skipped for _, skipped in k_seen) == n + 1
+        assert len(seen) + client.skipped_updates == n + 3
+        assert [v for key, v, _ in seen if key == "j"][-1] == "last"
+
+
+async def test_under_the_bound_every_update_is_delivered(server: FakeServer) -> None:
+    seen: list[tuple[Any, int]] = []
+
+    async def slow(value: Any, meta: WatchMeta) -> None:
+        await asyncio.sleep(0)
+        seen.append((value, meta.skipped))
+
+    async with SodpClient(server.url, max_pending_callbacks=64) as client:
+        conn = await server.accept()
+        client.watch("k", slow)
+        await conn.expect(T.WATCH)
+        await conn.send(T.STATE_INIT, {"state": "k", "version": 1, "value": 0}, 41)
+        for i in range(1, 51):
+            op = {"op": "UPDATE", "path": "/", "value": i}
+            await conn.send(T.DELTA, {"state": "k", "version": 1 + i, "ops": [op]}, 41)
+        await wait_for(lambda: len(seen) == 51)
+        assert seen == [(i, 0) for i in range(51)]
+        assert client.skipped_updates == 0
+
+
+async def test_max_pending_callbacks_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_pending_callbacks"):
+        SodpClient("ws://127.0.0.1:9", max_pending_callbacks=0)
