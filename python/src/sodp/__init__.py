@@ -12,7 +12,7 @@ Layout:
 * :mod:`sodp.bench` — ``python -m sodp.bench``
 """
 
-from .client import SodpClient, StateRef, TokenProvider
+from .client import SodpClient, StateRef, TokenProvider, WatchHandle
 from .delta import apply_ops
 from .errors import (
     AuthError,
@@ -46,6 +46,7 @@ __all__ = [
     "StateRef",
     "TokenProvider",
     "WatchCallback",
+    "WatchHandle",
     "WatchMeta",
     "WriteResult",
     "__version__",

@@ -50,11 +50,13 @@ from .protocol import (
     StateChanged,
     TokenRefreshed,
     WatchCallback,
+    WatchGroup,
     WatchMeta,
+    WatchSettled,
 )
 from .values import JsonValue, WriteResult
 
-__all__ = ["SodpClient", "StateRef", "TokenProvider"]
+__all__ = ["SodpClient", "StateRef", "TokenProvider", "WatchHandle"]
 
 logger = logging.getLogger("sodp")
 
@@ -122,6 +124,10 @@ class SodpClient:
     A 401 during the handshake is permanent: reconnecting stops, ``ready`` and
     pending calls raise :class:`~sodp.errors.AuthError`. ERROR frames and other
     protocol problems go to ``on_error`` (and the log), never to a call.
+
+    ``max_pending_callbacks`` bounds the async callback invocations waiting
+    to run; beyond it, updates of a key are conflated (see the module
+    docstring and :attr:`skipped_updates`).
     """
 
     def __init__(
@@ -166,6 +172,7 @@ class SodpClient:
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._ready.add_done_callback(_consume)
         self._futures: dict[str, asyncio.Future[JsonValue]] = {}
+        self._groups: dict[WatchGroup, asyncio.Future[None]] = {}  # unsettled watch_many
         self._closed = False
         self._fatal: SodpError | None = None
         self._ws: ClientConnection | None = None
@@ -259,6 +266,10 @@ class SodpClient:
             if not fut.done():
                 fut.set_exception(exc)
         self._futures.clear()
+        for done in self._groups.values():
+            if not done.done():
+                done.set_exception(exc)
+        self._groups.clear()
 
     # ── connection loop ───────────────────────────────────────────────────────
 
@@ -367,10 +378,21 @@ class SodpClient:
         elif isinstance(event, TokenRefreshed):
             logger.debug("[SODP] token refreshed in-band (sub=%s)", event.sub)
             self._schedule_refresh(tasks)
+        elif isinstance(event, WatchSettled):
+            self._settle(event)
         elif isinstance(event, ErrorReceived):
             self._report(event.error)
             if event.fatal:
                 self._give_up(event.error)
+
+    def _settle(self, event: WatchSettled) -> None:
+        done = self._groups.pop(event.group, None)
+        if done is None or done.done():
+            return
+        if event.error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(event.error)
 
     def _give_up(self, exc: SodpError) -> None:
         """A permanent failure: stop reconnecting and fail everything waiting."""
@@ -576,13 +598,32 @@ class SodpClient:
         callback: WatchCallback,
         *,
         params: dict[str, Any] | None = None,
-    ) -> Callable[[], None]:
-        """Subscribe *callback* to several keys with one multi-key WATCH frame.
+    ) -> WatchHandle:
+        """Subscribe *callback* to several keys with one multi-key WATCH frame,
+        all or nothing.
 
-        ``meta.key`` tells which key an invocation is about. Returns one
-        function that removes the callback from every key.
+        ``meta.key`` tells which key an invocation is about. The callback runs
+        for none of the keys until every key has its baseline; then it gets
+        each key's current value (``"init"``, or ``"cache"`` for keys that
+        were already watched). If the server refuses any key (bad key, ACL
+        403, a limit), no key of the call stays subscribed and the error (a
+        :class:`~sodp.errors.ServerError` with ``.code``) is raised by
+        ``await handle`` (and also given to ``on_error``).
+
+        Returns a :class:`WatchHandle`: call it to remove the callback from
+        every key, await it to wait until the call is settled.
         """
-        regs, cached = self._protocol.watch_many(list(keys), callback, params)
+        regs, cached, group = self._protocol.watch_many(keys, callback, params)
+        done: asyncio.Future[None] = self._loop.create_future()
+        done.add_done_callback(_consume)
+        if group is None:
+            done.set_result(None)
+        elif self._fatal is not None:
+            done.set_exception(self._fatal)
+        elif self._closed:
+            done.set_exception(ConnectionLost("client closed"))
+        else:
+            self._groups[group] = done
         self._wakeup.set()
         for event in cached:
             self._dispatch(event)
@@ -591,11 +632,15 @@ class SodpClient:
             for reg in regs:
                 self._protocol.unsubscribe(reg)
 
-        return unsub
+        return WatchHandle(unsub, done)
 
     def unwatch(self, key: str) -> None:
         """Cancel the server subscription for *key* and clear its local state."""
-        self._protocol.unwatch(key)
+        for event in self._protocol.unwatch(key):
+            if isinstance(event, StateChanged):
+                self._dispatch(event)
+            elif isinstance(event, WatchSettled):
+                self._settle(event)
         self._wakeup.set()
 
     def get(self, key: str) -> JsonValue:
@@ -669,6 +714,35 @@ class SodpClient:
     async def presence(self, key: str, path: str, value: Any) -> WriteResult:
         """Set *path* in *key* and bind it to this session: removed when it ends."""
         return await self._write("state.presence", {"state": key, "path": path, "value": value})
+
+
+class WatchHandle:
+    """What :meth:`SodpClient.watch_many` returns.
+
+    Call it (``handle()``) to remove the callback from every key of the call,
+    like the function ``watch()`` returns. Await it (``await handle``) to wait
+    until the call is settled: returns once every key has its baseline;
+    raises :class:`~sodp.errors.ServerError` if the server refused a key (then
+    nothing of the call is subscribed), or what ``ready`` raises if the client
+    gives up first.
+    """
+
+    __slots__ = ("_done", "_unsub")
+
+    def __init__(self, unsub: Callable[[], None], done: asyncio.Future[None]) -> None:
+        self._unsub = unsub
+        self._done = done
+
+    def __call__(self) -> None:
+        self._unsub()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return asyncio.shield(self._done).__await__()
+
+    @property
+    def settled(self) -> bool:
+        """True once the call succeeded or failed."""
+        return self._done.done()
 
 
 class StateRef:
