@@ -167,6 +167,10 @@ class SodpClient:
         self._ping_interval = ping_interval
         self._max_message_size = max_message_size
 
+        # The clock and sleep of every time-dependent decision (reconnect
+        # backoff, token refresh): replaceable, so tests need not wait for real.
+        self._now: Callable[[], float] = time.time
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._protocol = ClientProtocol()
         self._backoff = Backoff(reconnect_delay, max_reconnect_delay)
         self._ready: asyncio.Future[None] = self._loop.create_future()
@@ -289,7 +293,7 @@ class SodpClient:
                 break
             delay = self._backoff.next_delay()
             logger.debug("[SODP] reconnecting in %.2fs (attempt %d)", delay, self._backoff.attempts)
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
     async def _connect_once(self) -> None:
         try:
@@ -449,7 +453,7 @@ class SodpClient:
 
     async def _refresh(self, exp: float) -> None:
         """Fetch a newer token shortly before *exp* and send it in-band."""
-        await asyncio.sleep(refresh_delay(exp, time.time()))
+        await self._sleep(refresh_delay(exp, self._now()))
         retry = Backoff(0.25, 5.0)
         while True:
             try:
@@ -464,10 +468,10 @@ class SodpClient:
                     self._protocol.authenticate(token)
                     self._wakeup.set()
                     return
-            remaining = exp - time.time()
+            remaining = exp - self._now()
             if remaining <= 0:
                 return  # too late: the server closes the session and we reconnect
-            await asyncio.sleep(min(retry.next_delay(), remaining))
+            await self._sleep(min(retry.next_delay(), remaining))
 
     # ── callbacks ─────────────────────────────────────────────────────────────
 

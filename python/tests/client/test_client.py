@@ -58,8 +58,10 @@ async def test_calls_made_before_connecting_are_queued(server: FakeServer) -> No
     conn = await server.accept()
     auth = await conn.expect(T.AUTH)
     assert auth.body == {"token": "t0"}
-    await asyncio.sleep(0.05)
-    assert conn.frames.empty()  # nothing but AUTH before AUTH_OK
+    # a barrier: the echo comes after anything the client sent before it
+    await conn.send(T.HEARTBEAT)
+    assert (await conn.expect(T.HEARTBEAT)).body is None  # nothing but AUTH before AUTH_OK
+    assert conn.frames.empty()
     await conn.send(T.AUTH_OK, {"sub": "u"})
     frame = await conn.expect(T.CALL)
     assert frame.body["method"] == "state.set"
@@ -89,7 +91,9 @@ async def test_error_frames_go_to_on_error_never_to_a_call(server: FakeServer) -
         task = asyncio.create_task(client.set("a", 1))
         frame = await conn.expect(T.CALL)
         await conn.send(T.ERROR, {"code": 429, "message": "too many watches"})
-        await asyncio.sleep(0.05)
+        await conn.send(T.HEARTBEAT)
+        await conn.expect(T.HEARTBEAT)  # the client has handled the ERROR
+        await asyncio.sleep(0)  # and anything the ERROR could have resolved has run
         assert not task.done()
         await conn.result(frame, {"version": 2})
         assert await task == {"version": 2}
@@ -137,8 +141,8 @@ async def test_handshake_401_stops_reconnecting(server: FakeServer) -> None:
         await queued
     with pytest.raises(AuthError):
         await client.set("a", 2)
-    await asyncio.sleep(0.3)
-    assert len(server.all) == 1  # no reconnect
+    await wait_for(client._task.done)  # the connection loop ended ...
+    assert len(server.all) == 1  # ... without a reconnect
     assert [type(e) for e in errors] == [AuthError]
     await client.aclose()
 
@@ -179,27 +183,62 @@ async def test_token_provider_sync_async_and_retried(server: FakeServer) -> None
     await sync_client.aclose()
 
 
+class FakeTime:
+    """A clock and a sleep for the client: sleeping records the delay and
+    moves the clock, at once."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.sleeps.append(delay)
+        self.now += delay
+        await asyncio.sleep(0)
+
+
 async def test_in_band_token_refresh_before_expiry(server: FakeServer) -> None:
     server.auth = True
     server.capabilities["token_refresh"] = True
+    clock = FakeTime()
     issued: list[str] = []
+    lifetimes = [3600.0, 100.0, 100.0]  # each outlives the one it replaces
 
     def provider() -> str:
-        issued.append(make_jwt("alice", time.time() + 1.0 + len(issued)))
+        issued.append(make_jwt("alice", clock.now + lifetimes[len(issued)]))
         return issued[-1]
 
     client = SodpClient(server.url, token_provider=provider)
+    client._now, client._sleep = clock.time, clock.sleep
     conn = await server.accept()
     assert (await conn.expect(T.AUTH)).body["token"] == issued[0]
     await conn.send(T.AUTH_OK, {"sub": "alice"})
     await client.ready
-    refresh = await conn.expect(T.AUTH, timeout=3)  # on the same connection
+    refresh = await conn.expect(T.AUTH)  # on the same connection
     assert refresh.body["token"] == issued[1]
-    assert time.time() < json.loads(base64.urlsafe_b64decode(issued[0].split(".")[1] + "=="))["exp"]
+    assert clock.sleeps == [3600 - 60]  # a minute before a one-hour token expires
     await conn.send(T.AUTH_OK, {"sub": "alice"})
-    third = await conn.expect(T.AUTH, timeout=4)  # and again for the new token
+    third = await conn.expect(T.AUTH)  # and again for the new token
     assert third.body["token"] == issued[2]
+    assert clock.sleeps == [3600 - 60, 75.0]  # a quarter of 100 s early
     assert len(server.all) == 1
+    await client.aclose()
+
+
+async def test_reconnect_waits_the_backoff_delays(server: FakeServer) -> None:
+    server.send_hello = False
+    clock = FakeTime()
+    client = SodpClient(server.url, reconnect_delay=1.0, max_reconnect_delay=4.0)
+    client._now, client._sleep = clock.time, clock.sleep
+    client._backoff.jitter = 0.0
+    for _ in range(4):
+        conn = await server.accept()
+        await conn.ws.close()
+    await wait_for(lambda: len(clock.sleeps) >= 4)
+    assert clock.sleeps[:4] == [1.0, 2.0, 4.0, 4.0]
     await client.aclose()
 
 
@@ -247,10 +286,7 @@ async def test_callbacks_errors_are_isolated_and_async_callbacks_ordered(
             {"state": "k", "version": 2, "ops": [{"op": "UPDATE", "path": "/", "value": 2}]},
             77,
         )
-        for _ in range(100):
-            if len(seen) == 4:
-                break
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: len(seen) == 4)
         assert [s for s in seen if s[0] == "sync"] == [("sync", 1, "init"), ("sync", 2, "delta")]
         assert [s for s in seen if s[0] == "async"] == [("async", 1, "init"), ("async", 2, "delta")]
         # the connection survived the raising callback
@@ -304,7 +340,7 @@ async def test_reconnect_resumes_with_the_known_version(server: FakeServer) -> N
     await conn.send(
         T.STATE_INIT, {"state": "k", "version": 4, "value": {"n": 1}, "initialized": True}, 30
     )
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: len(changes) == 1)
     await conn.ws.close()
     conn = await server.accept()
     resume = await conn.expect(T.RESUME)
@@ -317,10 +353,7 @@ async def test_reconnect_resumes_with_the_known_version(server: FakeServer) -> N
     await conn.send(
         T.STATE_INIT, {"state": "k", "version": 6, "value": {"n": 2}, "initialized": True}, 31
     )
-    for _ in range(100):
-        if len(changes) == 3:
-            break
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: len(changes) == 3)
     assert changes == [({"n": 1}, "init", 4), ({"n": 2}, "delta", 6), ({"n": 2}, "init", 6)]
     assert client.get("k") == {"n": 2}
     assert (len(connects), len(disconnects)) == (2, 1)

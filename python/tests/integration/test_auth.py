@@ -24,7 +24,7 @@ from websockets.asyncio.client import connect
 from sodp import AuthError, SodpClient, SodpError
 from sodp.frames import FrameType, decode_frame
 
-from ..support import ServerProcess
+from ..support import ServerProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -143,8 +143,8 @@ async def test_in_band_refresh_keeps_the_session(jwt_server: ServerProcess) -> N
     )
     await client.ready
     assert client.capabilities.get("token_refresh") is True
-    await asyncio.sleep(4.5)  # past the first two tokens' expiry
-    assert len(issued) >= 3
+    # past the first two tokens' expiry: each was replaced in-band in time
+    await wait_for(lambda: len(issued) >= 3, timeout=15)
     assert connects == [1]  # never dropped
     assert (await client.set("auth.k", 3))["version"] >= 1
     await client.aclose()
@@ -164,7 +164,7 @@ async def test_live_expiry_of_a_static_token(jwt_server: ServerProcess) -> None:
     async with asyncio.timeout(10):
         while not any(isinstance(e, AuthError) for e in errors) or client.connected:
             await asyncio.sleep(0.05)
-    await asyncio.sleep(0.5)
+    await wait_for(client._task.done)  # refused again at the handshake: gave up
     with pytest.raises(AuthError):
         await client.set("auth.k", 1)
     await client.aclose()
