@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
-import json
 import os
+import queue
+import re
 import signal
-import socket
 import subprocess
 import sys
-import time
+import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON_DIR = REPO / "python"
@@ -39,31 +40,30 @@ def server_binary() -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+_LISTENING = re.compile(r"listening ws://127\.0\.0\.1:(\d+)$")
 
 
-def health(port: int, timeout: float = 1.0) -> dict[str, Any] | None:
-    """``GET /health`` on *port*, or ``None`` if nothing answers properly."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", "/health")
-        resp = conn.getresponse()
-        if resp.status != 200:
-            return None
-        body: dict[str, Any] = json.loads(resp.read())
-        return body
-    except (OSError, ValueError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
+def _drain_stdout(stdout: IO[bytes], first: queue.Queue[bytes], log_path: Path) -> None:
+    """Hand the server's first stdout line to *first* (``b""`` at EOF), then
+    append the rest to the log until the server closes its stdout."""
+    first.put(stdout.readline())
+    with log_path.open("ab") as log:
+        for line in stdout:
+            log.write(line)
+            log.flush()
+    stdout.close()
 
 
 class ServerProcess:
-    """One ``sodp-server`` on a fixed port; can be killed and started again."""
+    """One ``sodp-server``; can be killed and started again on the same port.
+
+    The first start passes ``--addr 127.0.0.1:0`` (unless *port* is given), so
+    the kernel picks a free port and nothing can take it between choosing and
+    binding; the server announces it as its first stdout line
+    (``listening ws://127.0.0.1:PORT``). Later starts of the same object bind
+    that port again. Everything else the server prints (stdout and stderr)
+    goes to :attr:`log_path`.
+    """
 
     def __init__(
         self,
@@ -73,11 +73,20 @@ class ServerProcess:
         args: list[str] | None = None,
     ) -> None:
         self.binary = binary
-        self.port = port or free_port()
+        self._port = port
         self.env = {**os.environ, **(env or {})}
         self.args = args or []
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(f"/tmp/sodp-test-server-{self.port}.log")
+        fd, name = tempfile.mkstemp(prefix="sodp-test-server-", suffix=".log")
+        os.close(fd)
+        self.log_path = Path(name)
+        self._drain: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the server has not been started yet: its port is not known")
+        return self._port
 
     @property
     def url(self) -> str:
@@ -85,31 +94,49 @@ class ServerProcess:
 
     def start(self, timeout: float = 15.0) -> None:
         self.env.setdefault("RUST_LOG", "warn")
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [str(self.binary), "--addr", f"127.0.0.1:{self.port}", *self.args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        port = 0 if self._port is None else self._port
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(self.binary), "--addr", f"127.0.0.1:{port}", *self.args],
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+        assert self.proc.stdout is not None
+        first: queue.Queue[bytes] = queue.Queue()
+        self._drain = threading.Thread(
+            target=_drain_stdout,
+            args=(self.proc.stdout, first, self.log_path),
+            name=f"sodp-server-{self.proc.pid}-stdout",
+            daemon=True,
         )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"sodp-server exited with {self.proc.returncode}: {self.log_tail()}"
-                )
-            if health(self.port, timeout=0.5) is not None:
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"sodp-server did not answer /health within {timeout}s")
+        self._drain.start()
+        try:
+            line = first.get(timeout=timeout)
+        except queue.Empty:
+            self.stop()
+            raise RuntimeError(
+                f"sodp-server printed no `listening` line within {timeout}s: {self.log_tail()}"
+            ) from None
+        match = _LISTENING.match(line.decode(errors="replace").strip())
+        if match is None:
+            self.stop()
+            raise RuntimeError(
+                f"sodp-server's first line is not `listening ws://HOST:PORT`: {line!r}; "
+                f"exit code {self.proc.poll()}: {self.log_tail()}"
+            )
+        bound = int(match.group(1))
+        if self._port is not None and bound != self._port:
+            self.stop()
+            raise RuntimeError(f"sodp-server bound port {bound}, not {self._port}")
+        self._port = bound
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no close frames — like a crash."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+        self._join_drain()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -119,6 +146,12 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        self._join_drain()
+
+    def _join_drain(self) -> None:
+        if self._drain is not None:
+            self._drain.join(10)
+            self._drain = None
 
     def log_tail(self, n: int = 2000) -> str:
         with contextlib.suppress(OSError):
@@ -213,3 +246,16 @@ def assert_quick_start_output(out: str) -> None:
     assert first[0] == "player: {'name': 'Alice', 'health': 100}"
     assert second[0] == "player: {'name': 'Alice', 'health': 80}"
     assert int(first[1]) > 0 and int(second[1]) == int(first[1]) + 1
+
+
+async def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    """Wait until ``predicate()`` is true, polling every few milliseconds;
+    fail with the predicate's source line after *timeout* seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        where = getattr(predicate, "__code__", None)
+        at = f" ({where.co_filename}:{where.co_firstlineno})" if where else ""
+        raise AssertionError(f"condition not met within {timeout}s{at}") from None

@@ -8,10 +8,11 @@ Layout:
 * :mod:`sodp.backoff`, :mod:`sodp.jwt` — reconnect delays, token expiry
 * :mod:`sodp.client` — :class:`SodpClient` and :class:`StateRef` over asyncio
 * :mod:`sodp.errors` — the exception tree (see its docstring)
+* :mod:`sodp.values` — ``JsonValue``, ``WriteResult`` (the types of what comes back)
 * :mod:`sodp.bench` — ``python -m sodp.bench``
 """
 
-from .client import SodpClient, StateRef, TokenProvider
+from .client import SodpClient, StateRef, TokenProvider, WatchHandle
 from .delta import apply_ops
 from .errors import (
     AuthError,
@@ -24,7 +25,8 @@ from .errors import (
     ServerError,
     SodpError,
 )
-from .protocol import WatchCallback, WatchMeta
+from .protocol import Source, WatchCallback, WatchMeta
+from .values import JsonValue, WriteResult
 
 __version__ = "0.3.0"
 
@@ -35,14 +37,18 @@ __all__ = [
     "ConnectionLost",
     "DeltaError",
     "FrameError",
+    "JsonValue",
     "ProtocolError",
     "ServerError",
     "SodpClient",
     "SodpError",
+    "Source",
     "StateRef",
     "TokenProvider",
     "WatchCallback",
+    "WatchHandle",
     "WatchMeta",
+    "WriteResult",
     "__version__",
     "apply_ops",
 ]

@@ -9,18 +9,29 @@ futures of pending calls. Three tasks per client:
 * a writer per connection — drains ``protocol.data_to_send()`` in order;
 * ``_run_async_callbacks`` — awaits async callbacks one at a time, in order,
   so a slow callback never stalls reading (and heartbeat echoes).
+
+Pending async deliveries are bounded (``max_pending_callbacks``): once that
+many wait, a further update for a (callback, key) that already has one waiting
+replaces that waiting one's value (per-key conflation: the callback later gets
+the newest value, with ``meta.skipped`` counting the updates it replaced); an
+update for a (callback, key) with nothing waiting is still queued, so the
+queue holds at most ``max_pending_callbacks`` plus one per (callback, key).
+Async hook and ``on_error`` invocations beyond the bound are dropped (and
+logged). The receive loop never waits for a callback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -39,9 +50,13 @@ from .protocol import (
     StateChanged,
     TokenRefreshed,
     WatchCallback,
+    WatchGroup,
+    WatchMeta,
+    WatchSettled,
 )
+from .values import JsonValue, WriteResult
 
-__all__ = ["SodpClient", "StateRef", "TokenProvider"]
+__all__ = ["SodpClient", "StateRef", "TokenProvider", "WatchHandle"]
 
 logger = logging.getLogger("sodp")
 
@@ -66,6 +81,27 @@ def _consume(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
+def _discard(awaitable: Awaitable[Any]) -> None:
+    """Drop an awaitable that will never be awaited, without a warning."""
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()
+    elif isinstance(awaitable, asyncio.Future):
+        awaitable.cancel()
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class _Delivery:
+    """One pending async invocation. ``callback`` is ``None`` for hooks and
+    ``on_error``; ``awaitable`` is ``None`` once conflated (the callback is
+    called again, with ``value``/``meta``, when its turn comes)."""
+
+    callback: WatchCallback | None
+    key: str
+    value: JsonValue
+    meta: WatchMeta | None
+    awaitable: Awaitable[Any] | None
+
+
 class SodpClient:
     """Async client for the State-Oriented Data Protocol.
 
@@ -88,6 +124,10 @@ class SodpClient:
     A 401 during the handshake is permanent: reconnecting stops, ``ready`` and
     pending calls raise :class:`~sodp.errors.AuthError`. ERROR frames and other
     protocol problems go to ``on_error`` (and the log), never to a call.
+
+    ``max_pending_callbacks`` bounds the async callback invocations waiting
+    to run; beyond it, updates of a key are conflated (see the module
+    docstring and :attr:`skipped_updates`).
     """
 
     def __init__(
@@ -106,6 +146,7 @@ class SodpClient:
         open_timeout: float | None = 10.0,
         ping_interval: float | None = 20.0,
         max_message_size: int | None = None,
+        max_pending_callbacks: int = 1024,
     ) -> None:
         try:
             self._loop = asyncio.get_running_loop()
@@ -126,17 +167,30 @@ class SodpClient:
         self._ping_interval = ping_interval
         self._max_message_size = max_message_size
 
+        # The clock and sleep of every time-dependent decision (reconnect
+        # backoff, token refresh): replaceable, so tests need not wait for real.
+        self._now: Callable[[], float] = time.time
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._protocol = ClientProtocol()
         self._backoff = Backoff(reconnect_delay, max_reconnect_delay)
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._ready.add_done_callback(_consume)
-        self._futures: dict[str, asyncio.Future[Any]] = {}
+        self._futures: dict[str, asyncio.Future[JsonValue]] = {}
+        self._groups: dict[WatchGroup, asyncio.Future[None]] = {}  # unsettled watch_many
         self._closed = False
         self._fatal: SodpError | None = None
         self._ws: ClientConnection | None = None
         self._wakeup = asyncio.Event()
         self._session_token: str | None = None  # the token the live session uses
-        self._callbacks: asyncio.Queue[tuple[Awaitable[Any], str]] = asyncio.Queue()
+        if max_pending_callbacks < 1:
+            raise ValueError("max_pending_callbacks must be at least 1")
+        self._max_pending = max_pending_callbacks
+        self._pending: deque[_Delivery] = deque()
+        # the last waiting delivery per (id(callback), key): where conflation lands
+        self._pending_slots: dict[tuple[int, str], _Delivery] = {}
+        self._pending_wakeup = asyncio.Event()
+        self._skipped_updates = 0
+        self._dropped_callbacks = 0
         self._callback_task = self._loop.create_task(
             self._run_async_callbacks(), name="sodp-callbacks"
         )
@@ -149,7 +203,7 @@ class SodpClient:
         """Resolves once connected and authenticated; raises AuthError on refusal."""
         return asyncio.shield(self._ready)
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, Self]:
         return self._wait_ready().__await__()
 
     async def _wait_ready(self) -> Self:
@@ -173,7 +227,7 @@ class SodpClient:
         await self.aclose()
 
     @property
-    def capabilities(self) -> dict[str, Any]:
+    def capabilities(self) -> dict[str, JsonValue]:
         """The ``capabilities`` of the server's last HELLO (empty before the first)."""
         return self._protocol.capabilities
 
@@ -190,6 +244,7 @@ class SodpClient:
         self._fail_everything(ConnectionLost("client closed"))
         self._task.cancel()
         self._callback_task.cancel()
+        self._drop_pending()
 
     async def aclose(self) -> None:
         """Close with a proper WebSocket close handshake, and wait until done."""
@@ -205,6 +260,7 @@ class SodpClient:
         for task in (self._task, self._callback_task):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._drop_pending()
 
     def _fail_everything(self, exc: SodpError) -> None:
         if not self._ready.done():
@@ -214,6 +270,10 @@ class SodpClient:
             if not fut.done():
                 fut.set_exception(exc)
         self._futures.clear()
+        for done in self._groups.values():
+            if not done.done():
+                done.set_exception(exc)
+        self._groups.clear()
 
     # ── connection loop ───────────────────────────────────────────────────────
 
@@ -233,7 +293,7 @@ class SodpClient:
                 break
             delay = self._backoff.next_delay()
             logger.debug("[SODP] reconnecting in %.2fs (attempt %d)", delay, self._backoff.attempts)
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
     async def _connect_once(self) -> None:
         try:
@@ -322,10 +382,21 @@ class SodpClient:
         elif isinstance(event, TokenRefreshed):
             logger.debug("[SODP] token refreshed in-band (sub=%s)", event.sub)
             self._schedule_refresh(tasks)
+        elif isinstance(event, WatchSettled):
+            self._settle(event)
         elif isinstance(event, ErrorReceived):
             self._report(event.error)
             if event.fatal:
                 self._give_up(event.error)
+
+    def _settle(self, event: WatchSettled) -> None:
+        done = self._groups.pop(event.group, None)
+        if done is None or done.done():
+            return
+        if event.error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(event.error)
 
     def _give_up(self, exc: SodpError) -> None:
         """A permanent failure: stop reconnecting and fail everything waiting."""
@@ -382,7 +453,7 @@ class SodpClient:
 
     async def _refresh(self, exp: float) -> None:
         """Fetch a newer token shortly before *exp* and send it in-band."""
-        await asyncio.sleep(refresh_delay(exp, time.time()))
+        await self._sleep(refresh_delay(exp, self._now()))
         retry = Backoff(0.25, 5.0)
         while True:
             try:
@@ -397,33 +468,71 @@ class SodpClient:
                     self._protocol.authenticate(token)
                     self._wakeup.set()
                     return
-            remaining = exp - time.time()
+            remaining = exp - self._now()
             if remaining <= 0:
                 return  # too late: the server closes the session and we reconnect
-            await asyncio.sleep(min(retry.next_delay(), remaining))
+            await self._sleep(min(retry.next_delay(), remaining))
 
     # ── callbacks ─────────────────────────────────────────────────────────────
 
+    @property
+    def skipped_updates(self) -> int:
+        """Updates never delivered to a slow async callback because a newer
+        value of the same key replaced them (see ``max_pending_callbacks``)."""
+        return self._skipped_updates
+
     def _dispatch(self, event: StateChanged) -> None:
         for cb in event.callbacks:
+            slot = (id(cb), event.key)
+            waiting = self._pending_slots.get(slot)
+            if waiting is not None and len(self._pending) >= self._max_pending:
+                self._conflate(waiting, event)
+                continue
             try:
                 result = cb(event.value, event.meta)
             except Exception:
                 logger.exception("[SODP] watch callback for %r raised", event.key)
                 continue
             if inspect.isawaitable(result):
-                self._callbacks.put_nowait((result, event.key))
+                delivery = _Delivery(cb, event.key, event.value, event.meta, result)
+                self._pending.append(delivery)
+                self._pending_slots[slot] = delivery
+                self._pending_wakeup.set()
+
+    def _conflate(self, waiting: _Delivery, event: StateChanged) -> None:
+        """Replace a waiting delivery's value with *event*'s, newer one."""
+        if waiting.awaitable is not None:
+            _discard(waiting.awaitable)
+            waiting.awaitable = None
+        skipped = (waiting.meta.skipped if waiting.meta is not None else 0) + 1
+        waiting.value = event.value
+        waiting.meta = dataclasses.replace(event.meta, skipped=skipped)
+        self._skipped_updates += 1
+
+    def _enqueue_hook(self, result: Awaitable[Any], what: str) -> None:
+        if len(self._pending) >= self._max_pending:
+            _discard(result)
+            self._dropped_callbacks += 1
+            logger.warning(
+                "[SODP] %d async callbacks pending: dropped an async %s call",
+                len(self._pending),
+                what,
+            )
+            return
+        self._pending.append(_Delivery(None, "", None, None, result))
+        self._pending_wakeup.set()
 
     def _fire_hook(self, hook: Hook | None) -> None:
         if hook is None:
             return
+        name = getattr(hook, "__name__", "hook")
         try:
             result = hook()
         except Exception:
-            logger.exception("[SODP] %s hook raised", getattr(hook, "__name__", "hook"))
+            logger.exception("[SODP] %s hook raised", name)
             return
         if inspect.isawaitable(result):
-            self._callbacks.put_nowait((result, ""))
+            self._enqueue_hook(result, name)
 
     def _report(self, exc: SodpError) -> None:
         logger.warning("[SODP] %s", exc)
@@ -435,15 +544,34 @@ class SodpClient:
             logger.exception("[SODP] on_error raised")
             return
         if inspect.isawaitable(result):
-            self._callbacks.put_nowait((result, ""))
+            self._enqueue_hook(result, "on_error")
 
     async def _run_async_callbacks(self) -> None:
         while True:
-            awaitable, key = await self._callbacks.get()
+            while not self._pending:
+                self._pending_wakeup.clear()
+                await self._pending_wakeup.wait()
+            delivery = self._pending.popleft()
+            cb = delivery.callback
+            if cb is not None and self._pending_slots.get((id(cb), delivery.key)) is delivery:
+                del self._pending_slots[(id(cb), delivery.key)]
+            awaitable = delivery.awaitable
             try:
-                await awaitable
+                if awaitable is None and cb is not None and delivery.meta is not None:
+                    # conflated: call again with the newest value
+                    result = cb(delivery.value, delivery.meta)
+                    awaitable = result if inspect.isawaitable(result) else None
+                if awaitable is not None:
+                    await awaitable
             except Exception:
-                logger.exception("[SODP] async callback for %r raised", key)
+                logger.exception("[SODP] async callback for %r raised", delivery.key)
+
+    def _drop_pending(self) -> None:
+        for delivery in self._pending:
+            if delivery.awaitable is not None:
+                _discard(delivery.awaitable)
+        self._pending.clear()
+        self._pending_slots.clear()
 
     # ── subscriptions ─────────────────────────────────────────────────────────
 
@@ -474,13 +602,32 @@ class SodpClient:
         callback: WatchCallback,
         *,
         params: dict[str, Any] | None = None,
-    ) -> Callable[[], None]:
-        """Subscribe *callback* to several keys with one multi-key WATCH frame.
+    ) -> WatchHandle:
+        """Subscribe *callback* to several keys with one multi-key WATCH frame,
+        all or nothing.
 
-        ``meta.key`` tells which key an invocation is about. Returns one
-        function that removes the callback from every key.
+        ``meta.key`` tells which key an invocation is about. The callback runs
+        for none of the keys until every key has its baseline; then it gets
+        each key's current value (``"init"``, or ``"cache"`` for keys that
+        were already watched). If the server refuses any key (bad key, ACL
+        403, a limit), no key of the call stays subscribed and the error (a
+        :class:`~sodp.errors.ServerError` with ``.code``) is raised by
+        ``await handle`` (and also given to ``on_error``).
+
+        Returns a :class:`WatchHandle`: call it to remove the callback from
+        every key, await it to wait until the call is settled.
         """
-        regs, cached = self._protocol.watch_many(list(keys), callback, params)
+        regs, cached, group = self._protocol.watch_many(keys, callback, params)
+        done: asyncio.Future[None] = self._loop.create_future()
+        done.add_done_callback(_consume)
+        if group is None:
+            done.set_result(None)
+        elif self._fatal is not None:
+            done.set_exception(self._fatal)
+        elif self._closed:
+            done.set_exception(ConnectionLost("client closed"))
+        else:
+            self._groups[group] = done
         self._wakeup.set()
         for event in cached:
             self._dispatch(event)
@@ -489,14 +636,18 @@ class SodpClient:
             for reg in regs:
                 self._protocol.unsubscribe(reg)
 
-        return unsub
+        return WatchHandle(unsub, done)
 
     def unwatch(self, key: str) -> None:
         """Cancel the server subscription for *key* and clear its local state."""
-        self._protocol.unwatch(key)
+        for event in self._protocol.unwatch(key):
+            if isinstance(event, StateChanged):
+                self._dispatch(event)
+            elif isinstance(event, WatchSettled):
+                self._settle(event)
         self._wakeup.set()
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str) -> JsonValue:
         """The cached value of *key*, or ``None`` (not watched, or no value yet)."""
         return self._protocol.get(key)
 
@@ -516,7 +667,7 @@ class SodpClient:
         args: dict[str, Any],
         *,
         timeout: float | None = _UNSET,
-    ) -> Any:
+    ) -> JsonValue:
         """Invoke a server method and return the RESULT's data.
 
         Raises :class:`~sodp.errors.CallError` (with ``.code``) when the server
@@ -531,7 +682,7 @@ class SodpClient:
             raise ConnectionLost("client closed")
         limit = self._call_timeout if timeout is _UNSET else timeout
         cid = self._protocol.call(method, args)
-        fut: asyncio.Future[Any] = self._loop.create_future()
+        fut: asyncio.Future[JsonValue] = self._loop.create_future()
         self._futures[cid] = fut
         self._wakeup.set()
         try:
@@ -543,25 +694,59 @@ class SodpClient:
             self._futures.pop(cid, None)
             self._protocol.cancel_call(cid)
 
-    async def set(self, key: str, value: Any) -> Any:
+    # Values are ``Any``: anything msgpack can pack is sent as is (see sodp.values).
+
+    async def _write(self, method: str, args: dict[str, Any]) -> WriteResult:
+        return cast(WriteResult, await self.call(method, args))
+
+    async def set(self, key: str, value: Any) -> WriteResult:
         """Replace the value of *key*."""
-        return await self.call("state.set", {"state": key, "value": value})
+        return await self._write("state.set", {"state": key, "value": value})
 
-    async def patch(self, key: str, partial: dict[str, Any]) -> Any:
+    async def patch(self, key: str, partial: dict[str, Any]) -> WriteResult:
         """Deep-merge *partial* into the value of *key*."""
-        return await self.call("state.patch", {"state": key, "patch": partial})
+        return await self._write("state.patch", {"state": key, "patch": partial})
 
-    async def set_in(self, key: str, path: str, value: Any) -> Any:
+    async def set_in(self, key: str, path: str, value: Any) -> WriteResult:
         """Set one location of *key* by JSON Pointer, creating intermediates."""
-        return await self.call("state.set_in", {"state": key, "path": path, "value": value})
+        return await self._write("state.set_in", {"state": key, "path": path, "value": value})
 
-    async def delete(self, key: str) -> Any:
+    async def delete(self, key: str) -> WriteResult:
         """Remove *key* on the server."""
-        return await self.call("state.delete", {"state": key})
+        return await self._write("state.delete", {"state": key})
 
-    async def presence(self, key: str, path: str, value: Any) -> Any:
+    async def presence(self, key: str, path: str, value: Any) -> WriteResult:
         """Set *path* in *key* and bind it to this session: removed when it ends."""
-        return await self.call("state.presence", {"state": key, "path": path, "value": value})
+        return await self._write("state.presence", {"state": key, "path": path, "value": value})
+
+
+class WatchHandle:
+    """What :meth:`SodpClient.watch_many` returns.
+
+    Call it (``handle()``) to remove the callback from every key of the call,
+    like the function ``watch()`` returns. Await it (``await handle``) to wait
+    until the call is settled: returns once every key has its baseline;
+    raises :class:`~sodp.errors.ServerError` if the server refused a key (then
+    nothing of the call is subscribed), or what ``ready`` raises if the client
+    gives up first.
+    """
+
+    __slots__ = ("_done", "_unsub")
+
+    def __init__(self, unsub: Callable[[], None], done: asyncio.Future[None]) -> None:
+        self._unsub = unsub
+        self._done = done
+
+    def __call__(self) -> None:
+        self._unsub()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return asyncio.shield(self._done).__await__()
+
+    @property
+    def settled(self) -> bool:
+        """True once the call succeeded or failed."""
+        return self._done.done()
 
 
 class StateRef:
@@ -582,7 +767,7 @@ class StateRef:
         """Subscribe to this key; returns an unsubscribe function."""
         return self._client.watch(self.key, callback, params=params)
 
-    def get(self) -> Any:
+    def get(self) -> JsonValue:
         """The cached value."""
         return self._client.get(self.key)
 
@@ -593,17 +778,17 @@ class StateRef:
         """Cancel the subscription and clear the local state of this key."""
         self._client.unwatch(self.key)
 
-    async def set(self, value: Any) -> Any:
+    async def set(self, value: Any) -> WriteResult:
         return await self._client.set(self.key, value)
 
-    async def patch(self, partial: dict[str, Any]) -> Any:
+    async def patch(self, partial: dict[str, Any]) -> WriteResult:
         return await self._client.patch(self.key, partial)
 
-    async def set_in(self, path: str, value: Any) -> Any:
+    async def set_in(self, path: str, value: Any) -> WriteResult:
         return await self._client.set_in(self.key, path, value)
 
-    async def delete(self) -> Any:
+    async def delete(self) -> WriteResult:
         return await self._client.delete(self.key)
 
-    async def presence(self, path: str, value: Any) -> Any:
+    async def presence(self, path: str, value: Any) -> WriteResult:
         return await self._client.presence(self.key, path, value)

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import DeltaError
+from .values import JsonValue
 
 __all__ = ["apply_ops", "escape_segment", "parse_pointer"]
 
@@ -62,7 +63,7 @@ def parse_pointer(path: str) -> list[str]:
     return parts
 
 
-def apply_ops(value: Any, ops: Iterable[Mapping[str, Any]]) -> Any:
+def apply_ops(value: JsonValue, ops: Iterable[Mapping[str, Any]]) -> JsonValue:
     """Return the value after applying *ops* in order; *value* is left untouched.
 
     Raises :class:`~sodp.errors.DeltaError` for an unknown op or an impossible

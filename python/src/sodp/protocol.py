@@ -31,11 +31,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 from .delta import apply_ops
 from .errors import AuthError, CallError, DeltaError, ProtocolError, ServerError, SodpError
 from .frames import Frame, FrameType, decode_frame, encode_frame
+from .values import JsonValue
 
 __all__ = [
     "AuthRequired",
@@ -47,13 +48,19 @@ __all__ = [
     "Phase",
     "Ready",
     "Registration",
+    "Source",
     "StateChanged",
     "TokenRefreshed",
     "WatchCallback",
+    "WatchGroup",
     "WatchMeta",
+    "WatchSettled",
 ]
 
 FIRST_STREAM_ID = 10  # streams 1-9 are reserved by the contract
+
+Source: TypeAlias = Literal["cache", "init", "delta"]
+"""Why a watch callback runs: see :class:`WatchMeta`."""
 
 
 @dataclass(frozen=True)
@@ -66,16 +73,23 @@ class WatchMeta:
       ``"init"`` (a STATE_INIT baseline: first load or after a reconnect) or
       ``"delta"`` (an incremental change)
     * ``key`` — the key this is about (useful with ``watch_many``)
+    * ``skipped`` — how many older updates of this key this invocation replaced,
+      because this (async) callback fell ``max_pending_callbacks`` behind; 0
+      normally (see :class:`~sodp.client.SodpClient`)
 
     Use ``source``, not ``initialized``, to tell the baseline from changes.
     """
 
     version: int
     initialized: bool
-    source: str = "delta"
+    source: Source = "delta"
     key: str = ""
+    skipped: int = 0
 
 
+# The value parameter is ``Any``, not ``JsonValue``: a callback annotated with
+# the shape it expects (``value: dict[str, int] | None``) must stay acceptable,
+# and a parameter type that is a union would reject it (contravariance).
 WatchCallback = Callable[[Any, WatchMeta], Awaitable[None] | None]
 
 
@@ -113,7 +127,7 @@ class StateChanged:
     """A key's value changed (or was delivered): run ``callbacks``."""
 
     key: str
-    value: Any
+    value: JsonValue
     meta: WatchMeta
     callbacks: tuple[WatchCallback, ...]
 
@@ -121,13 +135,23 @@ class StateChanged:
 @dataclass(frozen=True)
 class CallSucceeded:
     call_id: str
-    data: Any
+    data: JsonValue
 
 
 @dataclass(frozen=True)
 class CallFailed:
     call_id: str
     error: CallError
+
+
+@dataclass(frozen=True)
+class WatchSettled:
+    """A ``watch_many`` call is settled: every key has its baseline (``error``
+    is ``None``), or the server refused one and nothing of the call stayed
+    subscribed (``error``)."""
+
+    group: WatchGroup
+    error: ServerError | None
 
 
 @dataclass(frozen=True)
@@ -146,6 +170,7 @@ Event = (
     | CallSucceeded
     | CallFailed
     | ErrorReceived
+    | WatchSettled
 )
 
 
@@ -155,11 +180,36 @@ Event = (
 class Registration:
     """One ``watch()`` registration; removing it removes only that callback."""
 
-    __slots__ = ("callback", "key")
+    __slots__ = ("active", "callback", "key")
 
     def __init__(self, key: str, callback: WatchCallback) -> None:
         self.key = key
         self.callback = callback
+        self.active = True
+
+
+class WatchGroup:
+    """The keys of one ``watch_many`` call, all-or-nothing.
+
+    ``new`` are the keys the call subscribes on the server (sent in one
+    WATCH); ``attach`` are registrations for keys that were already watched,
+    attached only once the call succeeds. Until then no callback of the call
+    runs: the new keys' values are tracked but their baselines are delivered
+    (``"init"``) when the last of them has arrived.
+    """
+
+    __slots__ = ("attach", "new", "params", "regs", "remaining", "settled", "stream_id")
+
+    def __init__(
+        self, new: list[str], attach: list[Registration], regs: list[Registration]
+    ) -> None:
+        self.new = new
+        self.attach = attach
+        self.regs = regs
+        self.params: dict[str, Any] | None = None
+        self.remaining: set[str] = set(new)
+        self.stream_id = 0
+        self.settled = False
 
 
 @dataclass
@@ -167,10 +217,11 @@ class _Entry:
     key: str
     params: dict[str, Any] | None
     registrations: list[Registration] = field(default_factory=list)
-    value: Any = None
+    value: JsonValue = None
     version: int = 0
     initialized: bool = False
     known: bool = False  # a STATE_INIT baseline has been received
+    group: WatchGroup | None = None  # a watch_many call not settled yet
 
     def callbacks(self) -> tuple[WatchCallback, ...]:
         return tuple(r.callback for r in self.registrations)
@@ -182,12 +233,17 @@ class _Call:
     body: dict[str, Any]
 
 
+def _check_key(key: object) -> None:
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"state key must be a non-empty string, got {key!r}")
+
+
 class ClientProtocol:
     """SODP client state machine; see the module docstring."""
 
     def __init__(self) -> None:
         self.phase = Phase.CLOSED
-        self.capabilities: dict[str, Any] = {}
+        self.capabilities: dict[str, JsonValue] = {}
         self.server_auth = False
         self.sub: str | None = None
         self._entries: dict[str, _Entry] = {}
@@ -200,6 +256,8 @@ class ClientProtocol:
         self._next_stream_id = FIRST_STREAM_ID
         self._stream_keys: dict[int, str] = {}  # from STATE_INIT
         self._sent_streams: dict[int, str] = {}  # our WATCH/RESUME stream ids
+        self._groups: list[WatchGroup] = []  # watch_many calls not settled yet
+        self._group_streams: dict[int, WatchGroup] = {}  # their WATCH stream ids
 
     # ── connection ────────────────────────────────────────────────────────────
 
@@ -227,6 +285,7 @@ class ClientProtocol:
         self._next_stream_id = FIRST_STREAM_ID
         self._stream_keys.clear()
         self._sent_streams.clear()
+        self._group_streams.clear()
 
     def authenticate(self, token: str) -> None:
         """Send AUTH: during the handshake, or on a READY session to refresh."""
@@ -290,10 +349,15 @@ class ClientProtocol:
         self.phase = Phase.READY
         self.sub = sub
         for entry in self._entries.values():
+            if entry.group is not None:
+                continue  # re-sent below, as its group
             if entry.known and entry.version > 0:
                 self._send_resume(entry)
             else:
                 self._send_watch([entry.key], entry.params)
+        for group in self._groups:
+            group.remaining = set(group.new)
+            self._send_group(group)
         queued, self._queued = self._queued, []
         for cid in queued:
             self._send_call(cid)
@@ -312,6 +376,10 @@ class ClientProtocol:
         entry.value = body.get("value")
         entry.initialized = bool(body.get("initialized", entry.value is not None))
         entry.known = True
+        group = entry.group
+        if group is not None:
+            group.remaining.discard(key)
+            return self._settle_if_complete(group)
         return [self._changed(entry, "init")]
 
     def _on_delta(self, stream_id: int, body: dict[str, Any]) -> list[Event]:
@@ -341,6 +409,8 @@ class ClientProtocol:
                 entry.initialized = op.get("op") != "REMOVE"
             else:
                 entry.initialized = True
+        if entry.group is not None:
+            return []  # folded into the baseline the group delivers when settled
         return [self._changed(entry, "delta")]
 
     def _resync(self, entry: _Entry) -> list[Event]:
@@ -378,9 +448,77 @@ class ClientProtocol:
             # fresh token from the provider may succeed.
             return [ErrorReceived(AuthError(message), fatal=self.phase is not Phase.READY)]
         key = self._sent_streams.get(stream_id) if stream_id else None
-        return [ErrorReceived(ServerError(code, message, stream_id, key))]
+        error = ServerError(code, message, stream_id, key)
+        group = self._group_streams.get(stream_id) if stream_id else None
+        if group is not None:
+            return [ErrorReceived(error), *self._fail_group(group, error)]
+        return [ErrorReceived(error)]
 
-    def _changed(self, entry: _Entry, source: str) -> StateChanged:
+    # ── watch_many groups ─────────────────────────────────────────────────────
+
+    def _send_group(self, group: WatchGroup) -> None:
+        group.stream_id = self._send_watch(group.new, group.params)
+        self._group_streams[group.stream_id] = group
+
+    def _settle_if_complete(self, group: WatchGroup) -> list[Event]:
+        if group.settled or group.remaining:
+            return []
+        self._end_group(group)
+        events: list[Event] = []
+        attach = {id(r) for r in group.attach}
+        for reg in group.regs:
+            entry = self._entries.get(reg.key)
+            if entry is None or not reg.active:
+                continue
+            if id(reg) in attach:
+                entry.registrations.append(reg)
+                if entry.known:
+                    meta = WatchMeta(entry.version, entry.initialized, "cache", entry.key)
+                    events.append(StateChanged(entry.key, entry.value, meta, (reg.callback,)))
+            elif entry.group is None and entry.known:
+                entry_events = self._changed(entry, "init")
+                events.append(entry_events)
+        events.append(WatchSettled(group, None))
+        return events
+
+    def _fail_group(self, group: WatchGroup, error: ServerError) -> list[Event]:
+        """Undo a refused watch_many: nothing of the call stays subscribed."""
+        self._end_group(group)
+        events: list[Event] = []
+        dropped: list[str] = []
+        mine = {id(r) for r in group.regs}
+        for key in group.new:
+            entry = self._entries.get(key)
+            if entry is None:
+                continue
+            entry.registrations = [r for r in entry.registrations if id(r) not in mine]
+            if entry.registrations:
+                # watch()ed meanwhile by someone else: theirs now, on its own
+                if entry.known:
+                    events.append(self._changed(entry, "init"))
+                continue
+            del self._entries[key]
+            self._stream_keys = {s: k for s, k in self._stream_keys.items() if k != key}
+            dropped.append(key)
+        if dropped and self.ready:
+            body = {"state": dropped[0]} if len(dropped) == 1 else {"states": dropped}
+            self._send(FrameType.UNWATCH, 0, body)
+        for reg in group.regs:
+            reg.active = False
+        events.append(WatchSettled(group, error))
+        return events
+
+    def _end_group(self, group: WatchGroup) -> None:
+        group.settled = True
+        if group in self._groups:
+            self._groups.remove(group)
+        self._group_streams.pop(group.stream_id, None)
+        for key in group.new:
+            entry = self._entries.get(key)
+            if entry is not None and entry.group is group:
+                entry.group = None
+
+    def _changed(self, entry: _Entry, source: Source) -> StateChanged:
         meta = WatchMeta(entry.version, entry.initialized, source, entry.key)
         return StateChanged(entry.key, entry.value, meta, entry.callbacks())
 
@@ -390,48 +528,84 @@ class ClientProtocol:
         self, key: str, callback: WatchCallback, params: dict[str, Any] | None = None
     ) -> tuple[Registration, StateChanged | None]:
         """Register *callback*; returns it with a ``"cache"`` event if the key is known."""
-        regs, cached = self.watch_many([key], callback, params)
-        return regs[0], (cached[0] if cached else None)
+        _check_key(key)
+        entry = self._entries.get(key)
+        cached = None
+        if entry is None:
+            entry = self._entries[key] = _Entry(key, params)
+            if self.ready:
+                self._send_watch([key], params)
+        elif entry.known and entry.group is None:
+            meta = WatchMeta(entry.version, entry.initialized, "cache", key)
+            cached = StateChanged(key, entry.value, meta, (callback,))
+        reg = Registration(key, callback)
+        entry.registrations.append(reg)
+        return reg, cached
 
     def watch_many(
         self, keys: Iterable[str], callback: WatchCallback, params: dict[str, Any] | None = None
-    ) -> tuple[list[Registration], list[StateChanged]]:
-        """Like :meth:`watch` for several keys; new keys go out in one WATCH frame."""
-        regs: list[Registration] = []
-        cached: list[StateChanged] = []
-        new: list[str] = []
+    ) -> tuple[list[Registration], list[StateChanged], WatchGroup | None]:
+        """Subscribe *callback* to several keys, all or nothing.
+
+        Keys not watched yet go out in one WATCH frame and form a
+        :class:`WatchGroup`: nothing of the call is delivered until each has
+        its baseline, and if the server refuses one (an ERROR on that WATCH's
+        stream) the call is undone (UNWATCH) and settles with the error.
+        Returns the registrations, the ``"cache"`` events to fire now (only
+        when every key was already known: no group), and the group.
+        """
+        keys = list(dict.fromkeys(keys))
         for key in keys:
-            if not isinstance(key, str) or not key:
-                raise ValueError(f"state key must be a non-empty string, got {key!r}")
-            entry = self._entries.get(key)
-            if entry is None:
-                entry = self._entries[key] = _Entry(key, params)
-                new.append(key)
-            elif entry.known:
-                meta = WatchMeta(entry.version, entry.initialized, "cache", key)
-                cached.append(StateChanged(key, entry.value, meta, (callback,)))
-            reg = Registration(key, callback)
-            entry.registrations.append(reg)
-            regs.append(reg)
-        if new and self.ready:
-            self._send_watch(new, params)
-        return regs, cached
+            _check_key(key)
+        regs = [Registration(key, callback) for key in keys]
+        new = [key for key in keys if key not in self._entries]
+        if not new:
+            cached: list[StateChanged] = []
+            for reg in regs:
+                entry = self._entries[reg.key]
+                entry.registrations.append(reg)
+                if entry.known and entry.group is None:
+                    meta = WatchMeta(entry.version, entry.initialized, "cache", reg.key)
+                    cached.append(StateChanged(reg.key, entry.value, meta, (callback,)))
+            return regs, cached, None
+        attach = [reg for reg in regs if reg.key not in new]
+        group = WatchGroup(new, attach, regs)
+        group.params = params
+        for reg in regs:
+            if reg.key in group.remaining:
+                entry = self._entries[reg.key] = _Entry(reg.key, params, group=group)
+                entry.registrations.append(reg)
+        self._groups.append(group)
+        if self.ready:
+            self._send_group(group)
+        return regs, [], group
 
     def unsubscribe(self, reg: Registration) -> None:
         """Remove one callback; the server subscription stays until :meth:`unwatch`."""
+        reg.active = False
         entry = self._entries.get(reg.key)
         if entry is not None:
             entry.registrations = [r for r in entry.registrations if r is not reg]
 
-    def unwatch(self, key: str) -> None:
-        """Drop the key: UNWATCH on the server, and forget its value and callbacks."""
-        if self._entries.pop(key, None) is None:
-            return
+    def unwatch(self, key: str) -> list[Event]:
+        """Drop the key: UNWATCH on the server, and forget its value and callbacks.
+
+        Returns events when this settles a ``watch_many`` call that was waiting
+        only for this key."""
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return []
         if self.ready:
             self._send(FrameType.UNWATCH, 0, {"state": key})
         self._stream_keys = {s: k for s, k in self._stream_keys.items() if k != key}
+        group = entry.group
+        if group is not None:
+            group.new = [k for k in group.new if k != key]
+            group.remaining.discard(key)
+            return self._settle_if_complete(group)
+        return []
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str) -> JsonValue:
         entry = self._entries.get(key)
         return entry.value if entry is not None else None
 
@@ -445,12 +619,13 @@ class ClientProtocol:
     def watched_keys(self) -> list[str]:
         return list(self._entries)
 
-    def _send_watch(self, keys: list[str], params: dict[str, Any] | None) -> None:
+    def _send_watch(self, keys: list[str], params: dict[str, Any] | None) -> int:
         body: dict[str, Any] = {"state": keys[0]} if len(keys) == 1 else {"states": keys}
         if params is not None:
             body["params"] = params
         sid = self._new_stream(keys[0] if len(keys) == 1 else None)
         self._send(FrameType.WATCH, sid, body)
+        return sid
 
     def _send_resume(self, entry: _Entry) -> None:
         body: dict[str, Any] = {"state": entry.key, "since_version": entry.version}

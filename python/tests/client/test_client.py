@@ -22,6 +22,7 @@ from sodp import (
 )
 from sodp.frames import FrameType as T
 
+from ..support import wait_for
 from .conftest import FakeServer
 
 
@@ -57,8 +58,10 @@ async def test_calls_made_before_connecting_are_queued(server: FakeServer) -> No
     conn = await server.accept()
     auth = await conn.expect(T.AUTH)
     assert auth.body == {"token": "t0"}
-    await asyncio.sleep(0.05)
-    assert conn.frames.empty()  # nothing but AUTH before AUTH_OK
+    # a barrier: the echo comes after anything the client sent before it
+    await conn.send(T.HEARTBEAT)
+    assert (await conn.expect(T.HEARTBEAT)).body is None  # nothing but AUTH before AUTH_OK
+    assert conn.frames.empty()
     await conn.send(T.AUTH_OK, {"sub": "u"})
     frame = await conn.expect(T.CALL)
     assert frame.body["method"] == "state.set"
@@ -88,7 +91,9 @@ async def test_error_frames_go_to_on_error_never_to_a_call(server: FakeServer) -
         task = asyncio.create_task(client.set("a", 1))
         frame = await conn.expect(T.CALL)
         await conn.send(T.ERROR, {"code": 429, "message": "too many watches"})
-        await asyncio.sleep(0.05)
+        await conn.send(T.HEARTBEAT)
+        await conn.expect(T.HEARTBEAT)  # the client has handled the ERROR
+        await asyncio.sleep(0)  # and anything the ERROR could have resolved has run
         assert not task.done()
         await conn.result(frame, {"version": 2})
         assert await task == {"version": 2}
@@ -136,8 +141,8 @@ async def test_handshake_401_stops_reconnecting(server: FakeServer) -> None:
         await queued
     with pytest.raises(AuthError):
         await client.set("a", 2)
-    await asyncio.sleep(0.3)
-    assert len(server.all) == 1  # no reconnect
+    await wait_for(client._task.done)  # the connection loop ended ...
+    assert len(server.all) == 1  # ... without a reconnect
     assert [type(e) for e in errors] == [AuthError]
     await client.aclose()
 
@@ -178,27 +183,62 @@ async def test_token_provider_sync_async_and_retried(server: FakeServer) -> None
     await sync_client.aclose()
 
 
+class FakeTime:
+    """A clock and a sleep for the client: sleeping records the delay and
+    moves the clock, at once."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.sleeps.append(delay)
+        self.now += delay
+        await asyncio.sleep(0)
+
+
 async def test_in_band_token_refresh_before_expiry(server: FakeServer) -> None:
     server.auth = True
     server.capabilities["token_refresh"] = True
+    clock = FakeTime()
     issued: list[str] = []
+    lifetimes = [3600.0, 100.0, 100.0]  # each outlives the one it replaces
 
     def provider() -> str:
-        issued.append(make_jwt("alice", time.time() + 1.0 + len(issued)))
+        issued.append(make_jwt("alice", clock.now + lifetimes[len(issued)]))
         return issued[-1]
 
     client = SodpClient(server.url, token_provider=provider)
+    client._now, client._sleep = clock.time, clock.sleep
     conn = await server.accept()
     assert (await conn.expect(T.AUTH)).body["token"] == issued[0]
     await conn.send(T.AUTH_OK, {"sub": "alice"})
     await client.ready
-    refresh = await conn.expect(T.AUTH, timeout=3)  # on the same connection
+    refresh = await conn.expect(T.AUTH)  # on the same connection
     assert refresh.body["token"] == issued[1]
-    assert time.time() < json.loads(base64.urlsafe_b64decode(issued[0].split(".")[1] + "=="))["exp"]
+    assert clock.sleeps == [3600 - 60]  # a minute before a one-hour token expires
     await conn.send(T.AUTH_OK, {"sub": "alice"})
-    third = await conn.expect(T.AUTH, timeout=4)  # and again for the new token
+    third = await conn.expect(T.AUTH)  # and again for the new token
     assert third.body["token"] == issued[2]
+    assert clock.sleeps == [3600 - 60, 75.0]  # a quarter of 100 s early
     assert len(server.all) == 1
+    await client.aclose()
+
+
+async def test_reconnect_waits_the_backoff_delays(server: FakeServer) -> None:
+    server.send_hello = False
+    clock = FakeTime()
+    client = SodpClient(server.url, reconnect_delay=1.0, max_reconnect_delay=4.0)
+    client._now, client._sleep = clock.time, clock.sleep
+    client._backoff.jitter = 0.0
+    for _ in range(4):
+        conn = await server.accept()
+        await conn.ws.close()
+    await wait_for(lambda: len(clock.sleeps) >= 4)
+    assert clock.sleeps[:4] == [1.0, 2.0, 4.0, 4.0]
     await client.aclose()
 
 
@@ -246,10 +286,7 @@ async def test_callbacks_errors_are_isolated_and_async_callbacks_ordered(
             {"state": "k", "version": 2, "ops": [{"op": "UPDATE", "path": "/", "value": 2}]},
             77,
         )
-        for _ in range(100):
-            if len(seen) == 4:
-                break
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: len(seen) == 4)
         assert [s for s in seen if s[0] == "sync"] == [("sync", 1, "init"), ("sync", 2, "delta")]
         assert [s for s in seen if s[0] == "async"] == [("async", 1, "init"), ("async", 2, "delta")]
         # the connection survived the raising callback
@@ -303,7 +340,7 @@ async def test_reconnect_resumes_with_the_known_version(server: FakeServer) -> N
     await conn.send(
         T.STATE_INIT, {"state": "k", "version": 4, "value": {"n": 1}, "initialized": True}, 30
     )
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: len(changes) == 1)
     await conn.ws.close()
     conn = await server.accept()
     resume = await conn.expect(T.RESUME)
@@ -316,10 +353,7 @@ async def test_reconnect_resumes_with_the_known_version(server: FakeServer) -> N
     await conn.send(
         T.STATE_INIT, {"state": "k", "version": 6, "value": {"n": 2}, "initialized": True}, 31
     )
-    for _ in range(100):
-        if len(changes) == 3:
-            break
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: len(changes) == 3)
     assert changes == [({"n": 1}, "init", 4), ({"n": 2}, "delta", 6), ({"n": 2}, "init", 6)]
     assert client.get("k") == {"n": 2}
     assert (len(connects), len(disconnects)) == (2, 1)
@@ -332,3 +366,76 @@ async def test_heartbeat_is_echoed(server: FakeServer) -> None:
         await conn.send(T.HEARTBEAT)
         echo = await conn.expect(T.HEARTBEAT)
         assert echo.body is None
+
+
+async def test_slow_async_callback_is_bounded_by_per_key_conflation(server: FakeServer) -> None:
+    """An async callback that does not return: pending deliveries stop at the
+    bound (plus one per other key), older values of a key are replaced by the
+    newest, the receive loop keeps going, and once the callback is released it
+    ends with the newest value of every key, ``meta.skipped`` accounting for
+    every update it never saw."""
+    gate = asyncio.Event()
+    seen: list[tuple[str, Any, int]] = []
+
+    async def stuck(value: Any, meta: WatchMeta) -> None:
+        await gate.wait()
+        seen.append((meta.key, value, meta.skipped))
+
+    async with SodpClient(server.url, max_pending_callbacks=4) as client:
+        conn = await server.accept()
+        client.watch_many(["k", "j"], stuck)
+        await conn.expect(T.WATCH)
+        await conn.send(T.STATE_INIT, {"state": "j", "version": 1, "value": 0}, 40)
+        await conn.send(T.STATE_INIT, {"state": "k", "version": 1, "value": 0}, 41)
+        n = 200
+        for i in range(1, n + 1):
+            op = {"op": "UPDATE", "path": "/", "value": i}
+            await conn.send(T.DELTA, {"state": "k", "version": 1 + i, "ops": [op]}, 41)
+        op = {"op": "UPDATE", "path": "/", "value": "last"}
+        await conn.send(T.DELTA, {"state": "j", "version": 500, "ops": [op]}, 40)
+        await wait_for(lambda: client.get("j") == "last")
+        assert client.get("k") == n
+        # bounded: the bound, plus at most one slot for another key
+        assert len(client._pending) <= 4 + 1
+        assert client.skipped_updates >= n - 5
+        # the receive loop was never blocked: a call still completes
+        task = asyncio.create_task(client.set("x", 1))
+        await conn.result(await conn.expect(T.CALL), {"version": 501})
+        assert await task == {"version": 501}
+
+        gate.set()
+        await wait_for(lambda: not client._pending and ("k", n) in [s[:2] for s in seen])
+        await wait_for(lambda: ("j", "last") in [s[:2] for s in seen])
+        k_seen = [(v, skipped) for key, v, skipped in seen if key == "k"]
+        assert k_seen[-1][0] == n  # the newest value arrives last
+        values = [v for v, _ in k_seen]
+        assert values == sorted(values)  # in order, never an older value after a newer
+        # every update is either delivered or counted as skipped
+        assert len(k_seen) + sum(skipped for _, skipped in k_seen) == n + 1
+        assert len(seen) + client.skipped_updates == n + 3
+        assert [v for key, v, _ in seen if key == "j"][-1] == "last"
+
+
+async def test_under_the_bound_every_update_is_delivered(server: FakeServer) -> None:
+    seen: list[tuple[Any, int]] = []
+
+    async def slow(value: Any, meta: WatchMeta) -> None:
+        await asyncio.sleep(0)
+        seen.append((value, meta.skipped))
+
+    async with SodpClient(server.url, max_pending_callbacks=64) as client:
+        conn = await server.accept()
+        client.watch("k", slow)
+        await conn.expect(T.WATCH)
+        await conn.send(T.STATE_INIT, {"state": "k", "version": 1, "value": 0}, 41)
+        for i in range(1, 51):
+            op = {"op": "UPDATE", "path": "/", "value": i}
+            await conn.send(T.DELTA, {"state": "k", "version": 1 + i, "ops": [op]}, 41)
+        await wait_for(lambda: len(seen) == 51)
+        assert seen == [(i, 0) for i in range(51)]
+        assert client.skipped_updates == 0
+
+
+async def test_max_pending_callbacks_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_pending_callbacks"):
+        SodpClient("ws://127.0.0.1:9", max_pending_callbacks=0)

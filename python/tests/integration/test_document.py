@@ -11,15 +11,9 @@ import pytest
 
 from sodp import CallError, SodpClient, StateRef, WatchMeta
 
-from ..support import ServerProcess, assert_quick_start_output, run_example
+from ..support import ServerProcess, assert_quick_start_output, run_example, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_for(pred: Any, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.01)
 
 
 def test_quick_start_as_written(sodp_server: ServerProcess, tmp_path: Path) -> None:
@@ -158,7 +152,12 @@ async def test_unwatch_get_is_watching(sodp_server: ServerProcess) -> None:
         assert not client.is_watching("k.u") and client.get("k.u") is None
         n = len(seen)
         await client.set("k.u", 2)
-        await asyncio.sleep(0.3)
+        # a later write to a key still watched: it arrives after anything
+        # the server would still have sent for k.u
+        client.watch("k.sentinel", lambda v, m: None)
+        await wait_for(lambda: client.is_watching("k.sentinel"))
+        await client.set("k.sentinel", 1)
+        await wait_for(lambda: client.get("k.sentinel") == 1)
         assert len(seen) == n  # no more callbacks after unwatch
 
 
@@ -203,7 +202,8 @@ async def test_presence_section(sodp_server: ServerProcess) -> None:
 async def test_fastapi_lifespan_example(
     sodp_server: ServerProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fastapi = pytest.importorskip("fastapi")
+    import fastapi  # a test dependency: missing is a failure, not a skip
+
     monkeypatch.setenv("SODP_TOKEN", "unused-by-a-server-without-auth")
     # -- the document's example, with only the URL changed --
     from contextlib import asynccontextmanager

@@ -13,17 +13,12 @@ from typing import Any
 import pytest
 
 from sodp import ConnectionLost, SodpClient, WatchMeta
-from sodp.protocol import ClientProtocol
+from sodp.frames import Frame, FrameType
+from sodp.protocol import ClientProtocol, Event
 
-from ..support import EXAMPLES, CuttableProxy, ServerProcess
+from ..support import EXAMPLES, CuttableProxy, ServerProcess, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_for(pred: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.01)
 
 
 def spawn_presence_holder(url: str, python: str = sys.executable) -> subprocess.Popen[str]:
@@ -172,11 +167,20 @@ async def test_calls_before_first_connect_wait_for_the_server(
     sodp_server_bin: Path,
 ) -> None:
     server = ServerProcess(sodp_server_bin)
-    client = SodpClient(server.url, reconnect_delay=0.1, max_reconnect_delay=0.2)
+    server.start()  # only to learn a port of our own ...
+    server.stop()  # ... where nothing listens now
+    attempts: list[float] = []
+    client = SodpClient(
+        server.url,
+        reconnect_delay=0.05,
+        max_reconnect_delay=0.1,
+        on_connect=lambda: attempts.append(time.monotonic()),
+    )
     call = asyncio.create_task(client.set("early.key", "hello"))
-    await asyncio.sleep(0.3)  # nothing listening yet
-    assert not call.done()
-    await asyncio.to_thread(server.start)
+    # several refused connection attempts, and the call still waits
+    await wait_for(lambda: client._backoff.attempts >= 3)
+    assert not call.done() and attempts == []
+    await asyncio.to_thread(server.start)  # the same port again
     try:
         result = await asyncio.wait_for(call, 10)
         assert result["version"] > 0
@@ -193,13 +197,24 @@ async def test_close_fails_pending_and_later_calls(sodp_server: ServerProcess) -
         await client.set("x.y", 1)
 
 
-async def test_idle_client_survives_heartbeats_and_pings(sodp_server_bin: Path) -> None:
+async def test_idle_client_survives_heartbeats_and_pings(
+    sodp_server_bin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Server HEARTBEAT every second (closing after two silent intervals) and a
     WebSocket ping from the client every 0.5 s: an idle client stays connected."""
     server = ServerProcess(sodp_server_bin, args=["--heartbeat-secs", "1"])
     server.start()
     connects: list[int] = []
     disconnects: list[int] = []
+    heartbeats: list[float] = []
+    original = ClientProtocol.receive_frame
+
+    def spy(self: ClientProtocol, frame: Frame) -> list[Event]:
+        if frame.type == FrameType.HEARTBEAT:
+            heartbeats.append(time.monotonic())
+        return original(self, frame)
+
+    monkeypatch.setattr(ClientProtocol, "receive_frame", spy)
     try:
         client = SodpClient(
             server.url,
@@ -208,7 +223,9 @@ async def test_idle_client_survives_heartbeats_and_pings(sodp_server_bin: Path) 
             on_disconnect=lambda: disconnects.append(1),
         )
         await client.ready
-        await asyncio.sleep(3.5)
+        # three server heartbeats: more than the two silent intervals after
+        # which the server would have closed an unresponsive connection
+        await wait_for(lambda: len(heartbeats) >= 3)
         assert client.connected and connects == [1] and disconnects == []
         assert (await client.set("hb.k", 1))["version"] > 0
         await client.aclose()

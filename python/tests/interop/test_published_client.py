@@ -12,8 +12,15 @@ import pytest
 
 from sodp import SodpClient
 
-from ..integration.test_resilience import spawn_presence_holder, wait_for
-from ..support import EXAMPLES, CuttableProxy, ServerProcess, assert_quick_start_output, run_example
+from ..integration.test_resilience import spawn_presence_holder
+from ..support import (
+    EXAMPLES,
+    CuttableProxy,
+    ServerProcess,
+    assert_quick_start_output,
+    run_example,
+    wait_for,
+)
 from .conftest import legacy_env
 
 pytestmark = pytest.mark.interop

@@ -20,6 +20,7 @@ from sodp.protocol import (
     StateChanged,
     TokenRefreshed,
     WatchMeta,
+    WatchSettled,
 )
 
 T = FrameType
@@ -67,12 +68,11 @@ def test_no_auth_hello_makes_ready_and_flushes_watches_and_calls() -> None:
     frames = sent(p)
     assert [(f.type, f.body) for f in frames] == [
         (T.WATCH, {"state": "a"}),
-        (T.WATCH, {"state": "b", "params": {"x": 1}}),
-        (T.WATCH, {"state": "c", "params": {"x": 1}}),
+        (T.WATCH, {"states": ["b", "c"], "params": {"x": 1}}),  # one watch_many, one frame
         (T.CALL, {"call_id": cid, "method": "state.set", "args": {"state": "a", "value": 1}}),
     ]
-    assert [f.seq for f in frames] == [1, 2, 3, 4]
-    assert all(f.stream_id >= 10 for f in frames[:3])
+    assert [f.seq for f in frames] == [1, 2, 3]
+    assert all(f.stream_id >= 10 for f in frames[:2])
 
 
 def test_auth_handshake() -> None:
@@ -322,17 +322,157 @@ def test_unwatch() -> None:
     assert sent(p) == []
 
 
+def set_root(p: ClientProtocol, key: str, version: int, value: Any) -> list[Event]:
+    op = {"op": "UPDATE", "path": "/", "value": value}
+    return feed(p, T.DELTA, {"state": key, "version": version, "ops": [op]})
+
+
 def test_watch_many_sends_one_frame_for_new_keys() -> None:
     p = ready()
     p.watch("a", noop)
     init(p, "a", 1, 1)
     sent(p)
-    regs, cached = p.watch_many(["a", "b", "c"], noop, params={"q": 1})
-    assert len(regs) == 3 and [c.key for c in cached] == ["a"]
+    regs, cached, group = p.watch_many(["a", "b", "c", "b"], noop, params={"q": 1})
+    assert [r.key for r in regs] == ["a", "b", "c"]  # duplicates once
+    assert cached == []  # held until the call is settled
+    assert group is not None and group.new == ["b", "c"]
     (f,) = sent(p)
     assert (f.type, f.body) == (T.WATCH, {"states": ["b", "c"], "params": {"q": 1}})
     with pytest.raises(ValueError):
         p.watch("", noop)
+
+
+def test_watch_many_of_known_keys_fires_the_cache_at_once() -> None:
+    p = ready()
+    p.watch("a", noop)
+    init(p, "a", 1, 1)
+    _, cached, group = p.watch_many(["a"], noop)
+    assert group is None and [(c.key, c.meta.source) for c in cached] == [("a", "cache")]
+
+
+def test_watch_many_with_a_bad_key_changes_nothing() -> None:
+    p = ready()
+    with pytest.raises(ValueError):
+        p.watch_many(["ok", ""], noop)
+    assert not p.is_watching("ok") and sent(p) == []
+
+
+def test_watch_many_delivers_only_once_every_key_has_its_baseline() -> None:
+    p = ready()
+    p.watch("old", noop)
+    init(p, "old", "o", 1)
+    sent(p)
+    calls: list[tuple[Any, WatchMeta]] = []
+
+    def cb(v: Any, m: WatchMeta) -> None:
+        calls.append((v, m))
+
+    _, _, group = p.watch_many(["x", "old", "y"], cb)
+    assert group is not None
+    (w,) = sent(p)
+    assert init(p, "x", {"n": 1}, 5, sid=200) == []  # held
+    delta = {"state": "x", "version": 6, "ops": [{"op": "UPDATE", "path": "/n", "value": 2}]}
+    assert feed(p, T.DELTA, delta, 200) == []  # applied, folded into the baseline
+    assert p.get("x") == {"n": 2}
+    # the already-watched key is not attached yet: its deltas do not reach cb
+    (ev,) = feed(
+        p,
+        T.DELTA,
+        {"state": "old", "version": 7, "ops": [{"op": "UPDATE", "path": "/", "value": "p"}]},
+    )
+    assert isinstance(ev, StateChanged) and ev.callbacks == (noop,)
+    events = init(p, "y", None, 0, sid=201)
+    assert [type(e) for e in events] == [StateChanged, StateChanged, StateChanged, WatchSettled]
+    changed = [e for e in events if isinstance(e, StateChanged)]
+    assert [(e.key, e.value, e.meta.source, e.meta.version) for e in changed] == [
+        ("x", {"n": 2}, "init", 6),
+        ("old", "p", "cache", 7),
+        ("y", None, "init", 0),
+    ]
+    assert all(e.callbacks == (cb,) for e in changed)
+    settled = events[-1]
+    assert isinstance(settled, WatchSettled) and settled.group is group and settled.error is None
+    # attached now: later changes reach cb
+    (ev,) = feed(
+        p,
+        T.DELTA,
+        {"state": "old", "version": 8, "ops": [{"op": "UPDATE", "path": "/", "value": "q"}]},
+    )
+    assert isinstance(ev, StateChanged) and set(ev.callbacks) == {noop, cb}
+    assert w.body == {"states": ["x", "y"]}
+
+
+def test_refused_watch_many_is_undone() -> None:
+    p = ready()
+    p.watch("old", noop)
+    init(p, "old", "o", 1)
+    sent(p)
+    seen: list[Any] = []
+    _, _, group = p.watch_many(["a", "denied", "old", "c"], lambda v, m: seen.append(v))
+    (w,) = sent(p)
+    assert w.body == {"states": ["a", "denied", "c"]}
+    assert init(p, "a", 1, 2, sid=300) == []  # accepted key, held
+    events = feed(p, T.ERROR, {"code": 403, "message": "access denied"}, w.stream_id)
+    assert [type(e) for e in events] == [ErrorReceived, WatchSettled]
+    err = events[0]
+    assert isinstance(err, ErrorReceived) and isinstance(err.error, ServerError)
+    assert err.error.code == 403 and not err.fatal
+    settled = events[1]
+    assert isinstance(settled, WatchSettled) and settled.group is group
+    assert settled.error is err.error
+    # nothing of the call stays: UNWATCH for every key it subscribed
+    (u,) = sent(p)
+    assert (u.type, u.body) == (T.UNWATCH, {"states": ["a", "denied", "c"]})
+    assert [k for k in ("a", "denied", "c") if p.is_watching(k)] == []
+    assert p.watched_keys() == ["old"]
+    # late answers to the refused WATCH change nothing
+    assert init(p, "c", 3, 4, sid=301) == []
+    (ev,) = feed(
+        p,
+        T.DELTA,
+        {"state": "old", "version": 9, "ops": [{"op": "UPDATE", "path": "/", "value": "n"}]},
+    )
+    assert isinstance(ev, StateChanged) and ev.callbacks == (noop,)  # never attached
+    assert seen == []
+
+
+def test_refused_watch_many_keeps_a_key_someone_else_watched_meanwhile() -> None:
+    p = ready()
+    p.watch_many(["a", "b"], noop)
+    (w,) = sent(p)
+    p.watch("a", noop)
+    assert init(p, "a", 1, 2) == []
+    events = feed(p, T.ERROR, {"code": 403, "message": "access denied"}, w.stream_id)
+    (changed,) = [e for e in events if isinstance(e, StateChanged)]
+    assert changed.key == "a" and changed.meta.source == "init" and len(changed.callbacks) == 1
+    (u,) = sent(p)
+    assert u.body == {"state": "b"}
+    assert p.is_watching("a") and not p.is_watching("b")
+
+
+def test_unsettled_watch_many_is_resent_whole_after_a_reconnect() -> None:
+    p = ready()
+    _, _, group = p.watch_many(["a", "b"], noop)
+    sent(p)
+    assert init(p, "a", 1, 2) == []
+    p.connection_lost()
+    p.connection_made()
+    feed(p, T.HELLO, hello())
+    (w,) = sent(p)
+    assert (w.type, w.body) == (T.WATCH, {"states": ["a", "b"]})
+    assert init(p, "a", 1, 2) == []
+    events = init(p, "b", 2, 3)
+    assert isinstance(events[-1], WatchSettled) and events[-1].error is None
+    assert events[-1].group is group
+
+
+def test_unwatch_of_the_last_pending_key_settles_the_call() -> None:
+    p = ready()
+    p.watch_many(["a", "b"], noop)
+    sent(p)
+    assert init(p, "a", 1, 2) == []
+    events = p.unwatch("b")
+    assert [type(e) for e in events] == [StateChanged, WatchSettled]
 
 
 def test_unappliable_delta_is_reported_and_the_key_resynced() -> None:

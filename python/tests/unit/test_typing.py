@@ -1,0 +1,72 @@
+"""The public signatures, as a user's ``mypy --strict`` sees them."""
+
+from __future__ import annotations
+
+import textwrap
+import typing
+from pathlib import Path
+
+import pytest
+from mypy import api as mypy_api
+
+from sodp import Source, WatchMeta
+
+GOOD = """
+    from typing import Any, assert_type
+    import sodp
+
+    async def main(client: sodp.SodpClient) -> None:
+        result = await client.set("k", {"n": 1})
+        assert_type(result["version"], int)
+        values: dict[str, int] = {"n": 1}
+        await client.set("k", values)  # a narrower dict is accepted
+        value: sodp.JsonValue = client.get("k")
+        data: sodp.JsonValue = await client.call("state.set", {"state": "k", "value": 1})
+
+        def on(value: dict[str, Any] | None, meta: sodp.WatchMeta) -> None:
+            source: sodp.Source = meta.source
+            if meta.source == "delta":
+                print(value, source, data)
+
+        client.watch("k", on)
+"""
+
+BAD = """
+    import sodp
+
+    def on(value: object, meta: sodp.WatchMeta) -> None:
+        if meta.source == "cached":  # no such source
+            pass
+
+    async def main(client: sodp.SodpClient) -> None:
+        result = await client.set("k", 1)
+        result["versoin"]
+        client.get("k") + 1
+"""
+
+
+def run_mypy(tmp_path: Path, code: str) -> tuple[str, int]:
+    src = tmp_path / "user_code.py"
+    src.write_text(textwrap.dedent(code))
+    out, err, status = mypy_api.run(
+        ["--strict", "--no-incremental", "--cache-dir", str(tmp_path / ".mypy"), str(src)]
+    )
+    return out + err, status
+
+
+def test_source_is_the_literal_of_its_three_values() -> None:
+    assert typing.get_args(Source) == ("cache", "init", "delta")
+    hints = typing.get_type_hints(WatchMeta)
+    assert hints["source"] == Source
+
+
+@pytest.mark.parametrize(("code", "clean"), [(GOOD, True), (BAD, False)], ids=["good", "bad"])
+def test_user_code_type_checks(tmp_path: Path, code: str, clean: bool) -> None:
+    out, status = run_mypy(tmp_path, code)
+    if clean:
+        assert status == 0, out
+    else:
+        assert status == 1, out
+        assert "Non-overlapping equality check" in out, out
+        assert '"versoin"' in out, out
+        assert 'Unsupported operand types for + ("None" and "int")' in out, out
