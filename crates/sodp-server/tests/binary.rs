@@ -10,34 +10,13 @@ use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sodp-server");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_for_health(port: u16) {
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(std::time::Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn sigterm_closes_sessions_and_exits_zero() {
-    let port = free_port();
-    let mut child = Command::new(BIN)
-        .arg(format!("127.0.0.1:{port}")) // the reference server's positional form
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_health(port).await;
+    let mut cmd = Command::new(BIN);
+    cmd.arg("127.0.0.1:0") // the reference server's positional form
+        .stderr(Stdio::null());
+    let mut server = Launched::spawn(cmd, false);
+    let port = server.port;
     let mut c = TestClient::connect(&format!("ws://127.0.0.1:{port}")).await;
     c.ok(
         "state.presence",
@@ -45,11 +24,11 @@ async fn sigterm_closes_sessions_and_exits_zero() {
     )
     .await;
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &server.child.id().to_string()])
         .status()
         .unwrap();
     assert_eq!(c.expect_close().await, Some(1001));
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    let status = tokio::task::spawn_blocking(move || server.child.wait())
         .await
         .unwrap()
         .unwrap();
@@ -81,18 +60,11 @@ fn help_and_unsupported_options() {
 #[tokio::test]
 async fn health_port_answers_health_only() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (port, health) = (free_port(), free_port());
-    let mut child = Command::new(BIN)
-        .args([
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--health-port",
-            &health.to_string(),
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_health(health).await;
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--addr", "127.0.0.1:0", "--health-port", "0"])
+        .stderr(Stdio::null());
+    let server = Launched::spawn(cmd, true);
+    let health = server.health_port.unwrap();
     let get = |path: &'static str| async move {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", health))
             .await
@@ -110,6 +82,16 @@ async fn health_port_answers_health_only() {
         "{ok}"
     );
     assert!(get("/").await.starts_with("HTTP/1.1 404"));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
+}
+
+#[test]
+fn the_reference_positional_form_with_an_empty_log_dir_runs_in_memory() {
+    let schema = std::env::temp_dir().join(format!("sodp-bin-schema-{}.json", std::process::id()));
+    std::fs::write(&schema, "{}").unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["127.0.0.1:0", "", schema.to_str().unwrap()])
+        .stderr(Stdio::null());
+    let server = Launched::spawn(cmd, false);
+    assert!(server.port > 0);
 }

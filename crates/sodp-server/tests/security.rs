@@ -1546,14 +1546,6 @@ fn binary() -> Command {
     cmd
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Kills the child on drop, so a failing test leaves no server behind.
 struct Child(std::process::Child);
 
@@ -1567,28 +1559,12 @@ impl Drop for Child {
 #[tokio::test]
 
 async fn binary_with_jwt_secret_in_the_environment_requires_auth() {
-    let port = free_port();
-    let mut child = Child(
-        binary()
-            .arg(format!("127.0.0.1:{port}"))
-            .env("SODP_JWT_SECRET", SECRET)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            let mut stderr = String::new();
-            let _ = child.0.stderr.take().unwrap().read_to_string(&mut stderr);
-            panic!("server exited with {status}: {stderr}");
-        }
-        assert!(std::time::Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut cmd = binary();
+    cmd.arg("127.0.0.1:0")
+        .env("SODP_JWT_SECRET", SECRET)
+        .stderr(Stdio::piped());
+    let mut server = Launched::spawn(cmd, false);
+    let port = server.port;
     let mut c = TestClient::connect(&format!("ws://127.0.0.1:{port}")).await;
     assert_eq!(c.hello.body.get("auth"), Some(&Value::Bool(true)));
     let caps = c.hello.body.get("capabilities").unwrap();
@@ -1603,9 +1579,14 @@ async fn binary_with_jwt_secret_in_the_environment_requires_auth() {
     expect_refused(&mut refused, "invalid token signature").await;
     // Neither the secret nor a token reaches the logs.
     drop(c);
-    let _ = child.0.kill();
+    let _ = server.child.kill();
     let mut stderr = String::new();
-    let _ = child.0.stderr.take().unwrap().read_to_string(&mut stderr);
+    let _ = server
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr);
     assert!(!stderr.contains(SECRET), "secret logged: {stderr}");
     for t in [&token, &bad] {
         for part in t.split('.') {
@@ -1625,7 +1606,7 @@ fn binary_refuses_a_malformed_acl_file_naming_the_file_and_rule() {
         ]}"#,
     );
     let out = binary()
-        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("127.0.0.1:0")
         .env("SODP_ACL_FILE", &acl)
         .output()
         .unwrap();

@@ -272,3 +272,66 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A `sodp-server` process started on port 0, with the addresses it
+/// announced on stdout (`listening ws://…`, `health http://…/health`);
+/// killed on drop.
+pub struct Launched {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub health_port: Option<u16>,
+}
+
+impl Launched {
+    /// Spawns `cmd` (which must make the server listen on port 0) with stdout
+    /// piped, and reads the announcement lines. Panics with the server's
+    /// exit status if it stops first.
+    pub fn spawn(mut cmd: std::process::Command, with_health: bool) -> Launched {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sodp-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let port_of = |line: &str| -> u16 {
+            let rest = line.rsplit(':').next().unwrap_or_default();
+            rest.trim_end_matches("/health").parse().expect("a port")
+        };
+        let mut next = |what: &str| match rx.recv_timeout(TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let status = child.try_wait().ok().flatten();
+                panic!("sodp-server did not announce {what} (exit: {status:?})");
+            }
+        };
+        let first = next("its address");
+        assert!(first.starts_with("listening ws://"), "{first}");
+        let port = port_of(&first);
+        let health_port = with_health.then(|| {
+            let line = next("its health port");
+            assert!(line.starts_with("health http://"), "{line}");
+            port_of(&line)
+        });
+        Launched {
+            child,
+            port,
+            health_port,
+        }
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
