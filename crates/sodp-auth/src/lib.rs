@@ -39,12 +39,16 @@
 //!   the slot.
 //!
 //! In the session:
-//! - AUTH before AUTH_OK: `jwt.verify(token)` → `Ok(claims)`: reply
+//! - AUTH before AUTH_OK: `jwt.verify_at(token, now_unix)` (the session's
+//!   clock; `jwt.verify(token)` reads the system clock) → `Ok(claims)`: reply
 //!   `AUTH_OK {sub: claims.sub}`, build `Identity::from_claims(&claims)`, arm
-//!   the expiry timer with `claims.expires_in_now()`. `Err(e)`: ERROR 401
-//!   with `e.to_string()` (never contains the token), close.
-//! - AUTH on a live session (refresh): `jwt.verify_refresh(token, &sub)` →
-//!   replace the identity and re-arm the timer; `Err` → ERROR 401, close.
+//!   the expiry timer with `claims.expires_in_precise(now)` added to the
+//!   timer's clock with `checked_add` (an `exp` centuries away is valid).
+//!   `Err(e)`: ERROR 401 with `e.to_string()` (never contains the token),
+//!   close.
+//! - AUTH on a live session (refresh):
+//!   `jwt.verify_refresh_at(token, &sub, now_unix)` → replace the identity
+//!   and re-arm the timer; `Err` → ERROR 401, close.
 //! - No JWT configured: `Identity::anonymous()`.
 //! - WATCH / RESUME of `key`: `acl.can_read(key, &identity)` (when an ACL is
 //!   loaded) — false → ERROR 403 for that key only, generic message.
@@ -54,7 +58,9 @@
 //!   would produce → `Err(e)` → RESULT 422 with `e.to_string()`
 //!   (`/position/x: expected Int, got string`).
 //! - Per session: `RateLimiter::new(policy.rate_writes_per_sec)` and one for
-//!   watches; `try_acquire(Instant::now())` false → 429.
+//!   watches; `try_acquire(now)` false → 429.
+
+#![forbid(unsafe_code)]
 
 pub mod acl;
 pub mod env;

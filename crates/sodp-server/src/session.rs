@@ -547,7 +547,9 @@ impl Session {
         self.identity = Identity::from_claims(&claims);
         self.auth = AuthState::Live {
             sub: Some(claims.sub.clone()),
-            expires_at: Some(Instant::now() + claims.expires_in_now()),
+            // Checked: an `exp` beyond what `Instant` can hold means no timer.
+            expires_at: Instant::now()
+                .checked_add(claims.expires_in_precise(sodp_auth::jwt::unix_now_precise())),
         };
         let seq = self.next_seq();
         let body = Value::map_from([("sub", Value::from(claims.sub))]);
