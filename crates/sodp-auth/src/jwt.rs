@@ -476,7 +476,7 @@ fn numeric_date(
                 // Every float below 2^64 from 2^53 on is an integer, so
                 // floor/ceil stay below 2^64 and the `as` is exact (it would
                 // saturate, never wrap, in any case).
-                Some(t) if t.is_finite() && t >= 0.0 && t < TWO_POW_64 => Ok(Some(round(t) as u64)),
+                Some(t) if (0.0..TWO_POW_64).contains(&t) => Ok(Some(round(t) as u64)),
                 _ => Err(AuthError::InvalidClaim(name)),
             }
         }
