@@ -70,6 +70,7 @@ pub mod limits;
 pub mod origin;
 pub mod rate;
 pub mod schema;
+mod tracked;
 
 pub use acl::{Access, Acl, AclError, Decision, Preset};
 pub use env::{Policy, PolicyError, SecurityConfig};
