@@ -8,8 +8,13 @@
 //!   pinned by the configured key (HS256 / RS256 / ES256).
 //! - [`identity`]: [`Identity`], the subject + claims an ACL decides on, and
 //!   claim-path lookup (`cognito:groups`, `realm_access.roles`).
-//! - [`acl`]: [`Acl`], per-key read/write rules with identity-provider presets.
-//! - [`schema`]: [`Schema`], per-key value types checked before a write lands.
+//! - [`acl`]: [`Acl`], per-key read/write rules with identity-provider
+//!   presets, and the ACL file format (serde-derived, `deny_unknown_fields`).
+//! - [`schema`]: [`Schema`], per-key value types checked before a write
+//!   lands, and the schema file format (serde-derived likewise).
+//! - `tracked` (private): the serde `Deserializer` over a parsed JSON tree
+//!   that gives ACL and schema load errors their location (`rules[3].write`,
+//!   `key "player.pos" at fields.x`).
 //! - [`rate`]: [`RateLimiter`], a per-session token bucket.
 //! - [`origin`]: [`OriginPolicy`], the browser `Origin` allow-list.
 //! - [`limits`]: [`ConnectionLimiter`], total and per-IP connection caps.
