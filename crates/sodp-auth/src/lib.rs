@@ -18,7 +18,7 @@
 //! - [`rate`]: [`RateLimiter`], a per-session token bucket.
 //! - [`origin`]: [`OriginPolicy`], the browser `Origin` allow-list.
 //! - [`limits`]: [`ConnectionLimiter`], total and per-IP connection caps.
-//! - [`env`]: the environment variable names, and [`SecurityConfig`], which
+//! - [`env`](mod@env): the environment variable names, and [`SecurityConfig`], which
 //!   reads them all (with `*_FILE` variants) and builds the pieces above.
 //!
 //! # Wiring it into the server

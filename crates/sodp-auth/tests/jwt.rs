@@ -598,6 +598,49 @@ fn ill_typed_sub_and_exp_are_refused() {
 }
 
 #[test]
+fn ill_typed_claims_name_the_claim() {
+    // `sub` and `exp` are judged by us, not jsonwebtoken's "required" list:
+    // a present but ill-typed claim is invalid, not missing.
+    let v = verifier(hs_config());
+    for (bad, expected) in [
+        (
+            json!({"sub": 42, "exp": NOW + 60}),
+            AuthError::InvalidClaim("sub"),
+        ),
+        (
+            json!({"sub": "", "exp": NOW + 60}),
+            AuthError::InvalidClaim("sub"),
+        ),
+        (
+            json!({"sub": null, "exp": NOW + 60}),
+            AuthError::MissingClaim("sub"),
+        ),
+        (
+            json!({"sub": "a", "exp": "tomorrow"}),
+            AuthError::InvalidClaim("exp"),
+        ),
+        (
+            json!({"sub": "a", "exp": -5}),
+            AuthError::InvalidClaim("exp"),
+        ),
+        (
+            json!({"sub": "a", "exp": null}),
+            AuthError::MissingClaim("exp"),
+        ),
+        (
+            json!({"sub": "a", "exp": NOW + 60, "nbf": "now"}),
+            AuthError::InvalidClaim("nbf"),
+        ),
+        (
+            json!({"sub": "a", "exp": NOW + 60, "nbf": -1}),
+            AuthError::InvalidClaim("nbf"),
+        ),
+    ] {
+        assert_eq!(reject(&v, &hs256(&bad)), expected, "{bad}");
+    }
+}
+
+#[test]
 fn non_object_payload_is_refused() {
     let v = verifier(hs_config());
     for payload in [json!("alice"), json!([1, 2]), json!(null), json!(7)] {
