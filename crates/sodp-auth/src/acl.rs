@@ -74,7 +74,7 @@
 
 use std::path::Path;
 
-use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde::de::Deserializer;
 use serde::Deserialize;
 use serde_json::Value as Json;
 use thiserror::Error;
@@ -369,7 +369,8 @@ struct AclFile {
     preset: Option<Preset>,
     namespace: Option<String>,
     claim_mappings: Option<MappingsFile>,
-    rules: Rules,
+    #[serde(deserialize_with = "rules")]
+    rules: Vec<Rule>,
 }
 
 #[derive(Deserialize)]
@@ -386,27 +387,8 @@ struct MappingsFile {
     permissions: Option<Vec<String>>,
 }
 
-/// `rules`: a list, named as such in errors.
-struct Rules(Vec<Rule>);
-
-impl<'de> Deserialize<'de> for Rules {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Rules, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Rules;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an array of rules")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Rules, A::Error> {
-                let mut rules = Vec::new();
-                while let Some(rule) = seq.next_element()? {
-                    rules.push(rule);
-                }
-                Ok(Rules(rules))
-            }
-        }
-        d.deserialize_seq(V)
-    }
+fn rules<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rule>, D::Error> {
+    tracked::list_of(d, "an array of rules")
 }
 
 impl<'de> Deserialize<'de> for Preset {
@@ -484,11 +466,11 @@ impl AclFile {
                 }
             }
         }
-        if self.rules.0.is_empty() {
+        if self.rules.is_empty() {
             return err("rules", "empty: every key would be denied");
         }
         Ok(Acl {
-            rules: self.rules.0,
+            rules: self.rules,
             mappings,
         })
     }

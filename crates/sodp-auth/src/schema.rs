@@ -45,7 +45,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value as Json;
 use sodp_proto::Value;
@@ -342,30 +342,12 @@ struct LongForm {
     nullable: bool,
     fields: Option<Fields>,
     items: Option<Box<Type>>,
-    required: Option<FieldNames>,
+    #[serde(default, deserialize_with = "field_names")]
+    required: Option<Vec<String>>,
 }
 
-/// `required`: a list of field names.
-struct FieldNames(Vec<String>);
-
-impl<'de> Deserialize<'de> for FieldNames {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FieldNames, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = FieldNames;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a list of field names")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FieldNames, A::Error> {
-                let mut names = Vec::new();
-                while let Some(name) = seq.next_element::<String>()? {
-                    names.push(name);
-                }
-                Ok(FieldNames(names))
-            }
-        }
-        d.deserialize_seq(V)
-    }
+fn field_names<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    tracked::list_of(d, "a list of field names").map(Some)
 }
 
 /// `fields`: field names to types, in file order.
@@ -440,7 +422,7 @@ impl LongForm {
         match &mut kind {
             Kind::Object { fields, required } => {
                 *fields = self.fields.map(|f| f.0).unwrap_or_default();
-                *required = self.required.map(|r| r.0).unwrap_or_default();
+                *required = self.required.unwrap_or_default();
             }
             Kind::Array { items } => *items = self.items,
             _ => {}

@@ -342,6 +342,46 @@ where
     deserializer.deserialize_str(V { expecting, parse })
 }
 
+/// Deserializes a list of `T`, saying `expecting` (not serde's "a
+/// sequence") when it is something else. For `deserialize_with` wrappers.
+pub(crate) fn list_of<'de, D, T>(
+    deserializer: D,
+    expecting: &'static str,
+) -> Result<Vec<T>, D::Error>
+where
+    D: de::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct V<T> {
+        expecting: &'static str,
+        item: std::marker::PhantomData<fn() -> T>,
+    }
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Vec<T>, A::Error> {
+            collect(seq)
+        }
+    }
+    deserializer.deserialize_seq(V {
+        expecting,
+        item: std::marker::PhantomData,
+    })
+}
+
+fn collect<'de, A: de::SeqAccess<'de>, T: Deserialize<'de>>(
+    mut seq: A,
+) -> Result<Vec<T>, A::Error> {
+    // The hint is the real length of a parsed array; capped all the same.
+    let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+    while let Some(item) = seq.next_element()? {
+        out.push(item);
+    }
+    Ok(out)
+}
+
 /// Deserializes "one `T` or a list of them": `"*"` and `["*", "role:x"]`
 /// both work. `T` must itself be written as a string. For
 /// `#[serde(deserialize_with)]` wrappers that name what is expected.
@@ -365,12 +405,8 @@ where
         fn visit_str<E: de::Error>(self, s: &str) -> Result<Vec<T>, E> {
             T::deserialize(s.into_deserializer()).map(|one| vec![one])
         }
-        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-            while let Some(item) = seq.next_element()? {
-                out.push(item);
-            }
-            Ok(out)
+        fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Vec<T>, A::Error> {
+            collect(seq)
         }
     }
     deserializer.deserialize_any(V {
