@@ -10,7 +10,8 @@
 //!   "rules": [
 //!     { "pattern": "users.{sub}.*",  "read": ["{sub}", "role:admin"], "write": ["{sub}"] },
 //!     { "pattern": "public.*",       "read": ["*"],                   "write": ["role:editor"] },
-//!     { "pattern": "tenants.acme.*", "read": ["tenant:acme"],         "write": ["perm:write:acme"] }
+//!     { "pattern": "tenants.acme.*", "read": ["tenant:acme"],         "write": ["perm:write:acme"] },
+//!     { "pattern": "feed",           "read": "*",                     "write": "role:admin" }
 //!   ]
 //! }
 //! ```
@@ -22,8 +23,10 @@
 //!   last segment only — `*` (one or more further segments). `"*"` alone
 //!   matches every key. A `{sub}` pattern does not match an anonymous session,
 //!   nor another user's key: evaluation moves on to the next rule.
-//! - `read` / `write`: lists of permissions; absent = nobody. A permission
-//!   grants access when it matches the session:
+//! - `read` / `write`: one permission as a string (the reference format's
+//!   form, `"read": "*"`) or a list of them (`"read": ["*"]`, the same rule);
+//!   absent or `[]` = nobody. A permission grants access when it matches the
+//!   session:
 //!   - `*` — anyone, including anonymous sessions;
 //!   - `{sub}` — any authenticated session (combine with a `{sub}` pattern to
 //!     mean "the owner");
@@ -54,7 +57,14 @@
 //!   over an object (`resource_access.*.roles`).
 //!
 //! Unknown fields anywhere are errors (a typo like `"wirte"` must not silently
-//! deny or allow). Errors name the file, the rule index and the problem.
+//! deny or allow), and so is `null` for any field (leave the field out
+//! instead). Errors name the file, the location and the problem:
+//! `ACL file acl.json: rules[3].write: invalid type: integer `5`, expected a
+//! string or a list of strings`.
+//!
+//! The file is read by serde-derived structs at the end of this file
+//! (`deny_unknown_fields`); the private `tracked` module supplies the
+//! locations.
 //!
 //! # Without authentication
 //!
@@ -64,10 +74,13 @@
 
 use std::path::Path;
 
-use serde_json::{Map as JsonMap, Value as Json};
+use serde::de::Deserializer;
+use serde::Deserialize;
+use serde_json::Value as Json;
 use thiserror::Error;
 
 use crate::identity::{claim_contains, Identity};
+use crate::tracked;
 
 /// A malformed or unreadable ACL file.
 #[derive(Debug, Error)]
@@ -181,10 +194,13 @@ pub struct Acl {
     mappings: ClaimMappings,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an object {pattern, read, write}")]
 struct Rule {
     pattern: Pattern,
+    #[serde(default, deserialize_with = "permissions")]
     read: Vec<Permission>,
+    #[serde(default, deserialize_with = "permissions")]
     write: Vec<Permission>,
 }
 
@@ -217,26 +233,36 @@ impl Acl {
     pub fn load(path: impl AsRef<Path>) -> Result<Acl, AclError> {
         let path = path.as_ref();
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| AclError::Io {
+        let bytes = std::fs::read(path).map_err(|source| AclError::Io {
             file: file.clone(),
             source,
         })?;
-        Acl::parse(&text, &file)
+        Acl::parse(&bytes, &file)
     }
 
     /// Parses an ACL from JSON text (errors name the source as `<inline>`).
     pub fn from_json_str(text: &str) -> Result<Acl, AclError> {
-        Acl::parse(text, "<inline>")
+        Acl::parse(text.as_bytes(), "<inline>")
     }
 
-    fn parse(text: &str, file: &str) -> Result<Acl, AclError> {
-        let invalid = |location: &str, problem: String| AclError::Invalid {
+    /// Parses an ACL from the bytes of a file (errors name the source as
+    /// `<inline>`); invalid UTF-8 is a `JSON` error with its position.
+    pub fn from_json_slice(bytes: &[u8]) -> Result<Acl, AclError> {
+        Acl::parse(bytes, "<inline>")
+    }
+
+    fn parse(bytes: &[u8], file: &str) -> Result<Acl, AclError> {
+        let invalid = |location: String, problem: String| AclError::Invalid {
             file: file.to_owned(),
-            location: location.to_owned(),
+            location,
             problem,
         };
-        let json: Json = serde_json::from_str(text).map_err(|e| invalid("JSON", e.to_string()))?;
-        parse_acl(&json).map_err(|(loc, problem)| invalid(&loc, problem))
+        let json: Json =
+            serde_json::from_slice(bytes).map_err(|e| invalid("JSON".into(), e.to_string()))?;
+        let raw: AclFile = tracked::from_value(&json)
+            .map_err(|e| invalid(tracked::dotted(e.path()), e.problem().to_owned()))?;
+        raw.build()
+            .map_err(|(location, problem)| invalid(location, problem))
     }
 
     /// The claim paths in force (preset, then overrides), for a start-up log.
@@ -326,128 +352,128 @@ impl Pattern {
     }
 }
 
-type ParseError = (String, String);
+// ---- the file, as serde reads it ----
+//
+// Shapes and unknown fields are the derived structs' business; errors are
+// located by `crate::tracked`. What a derive cannot say (a preset name, a
+// pattern's grammar, a permission's form) is checked by the `Deserialize`
+// impls of those types, so it is located too. What spans fields (namespace
+// only with auth0, a non-empty rule list) is checked in `AclFile::build`.
 
-fn err<T>(location: impl Into<String>, problem: impl Into<String>) -> Result<T, ParseError> {
-    Err((location.into(), problem.into()))
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a JSON object {preset, namespace, claim_mappings, rules}"
+)]
+struct AclFile {
+    preset: Option<Preset>,
+    namespace: Option<String>,
+    claim_mappings: Option<MappingsFile>,
+    #[serde(deserialize_with = "rules")]
+    rules: Vec<Rule>,
 }
 
-fn parse_acl(json: &Json) -> Result<Acl, ParseError> {
-    let Some(top) = json.as_object() else {
-        return err("top level", "expected a JSON object");
-    };
-    only_fields(
-        top,
-        &["preset", "namespace", "claim_mappings", "rules"],
-        "top level",
-    )?;
-
-    let preset = match top.get("preset") {
-        None => Preset::Generic,
-        Some(Json::String(s)) => match Preset::parse(s) {
-            Some(p) => p,
-            None => {
-                return err(
-                    "preset",
-                    format!(
-                        "unknown preset {s:?} (expected keycloak, auth0, okta, cognito or generic)"
-                    ),
-                )
-            }
-        },
-        Some(_) => return err("preset", "expected a string"),
-    };
-    let namespace = match top.get("namespace") {
-        None => None,
-        Some(_) if preset != Preset::Auth0 => {
-            return err("namespace", "only used by the auth0 preset")
-        }
-        Some(Json::String(s)) if !s.is_empty() => Some(s.as_str()),
-        Some(_) => return err("namespace", "expected a non-empty string"),
-    };
-    let mut mappings = preset.mappings(namespace);
-    if let Some(m) = top.get("claim_mappings") {
-        let Some(m) = m.as_object() else {
-            return err("claim_mappings", "expected an object");
-        };
-        only_fields(m, &["roles", "groups", "permissions"], "claim_mappings")?;
-        for (name, slot) in [
-            ("roles", &mut mappings.roles),
-            ("groups", &mut mappings.groups),
-            ("permissions", &mut mappings.permissions),
-        ] {
-            if let Some(v) = m.get(name) {
-                *slot = claim_paths(v, &format!("claim_mappings.{name}"))?;
-            }
-        }
-    }
-
-    let rules = match top.get("rules") {
-        None => return err("top level", "missing \"rules\""),
-        Some(Json::Array(rules)) if rules.is_empty() => {
-            return err("rules", "empty: every key would be denied")
-        }
-        Some(Json::Array(rules)) => rules,
-        Some(_) => return err("rules", "expected an array of rules"),
-    };
-    let rules = rules
-        .iter()
-        .enumerate()
-        .map(|(i, r)| parse_rule(r, i))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Acl { rules, mappings })
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object {roles, groups, permissions}"
+)]
+struct MappingsFile {
+    #[serde(default, deserialize_with = "claim_paths")]
+    roles: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "claim_paths")]
+    groups: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "claim_paths")]
+    permissions: Option<Vec<String>>,
 }
 
-fn only_fields(obj: &JsonMap<String, Json>, allowed: &[&str], loc: &str) -> Result<(), ParseError> {
-    match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => err(
-            loc,
-            format!(
-                "unknown field {k:?} (expected one of: {})",
-                allowed.join(", ")
-            ),
-        ),
-        None => Ok(()),
-    }
+fn rules<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rule>, D::Error> {
+    tracked::list_of(d, "an array of rules")
 }
 
-fn claim_paths(v: &Json, loc: &str) -> Result<Vec<String>, ParseError> {
-    let items: Vec<&Json> = match v {
-        Json::Array(a) => a.iter().collect(),
-        other => vec![other],
-    };
-    items
-        .into_iter()
-        .map(|p| match p {
-            Json::String(s) if !s.is_empty() => Ok(s.clone()),
-            _ => err(
-                loc,
-                "expected a claim path or a list of claim paths (non-empty strings)",
-            ),
+impl<'de> Deserialize<'de> for Preset {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Preset, D::Error> {
+        tracked::parsed_str(d, "a preset name", |s| {
+            Preset::parse(s).ok_or_else(|| {
+                format!("unknown preset {s:?} (expected keycloak, auth0, okta, cognito or generic)")
+            })
         })
-        .collect()
+    }
 }
 
-fn parse_rule(rule: &Json, i: usize) -> Result<Rule, ParseError> {
-    let loc = format!("rules[{i}]");
-    let Some(obj) = rule.as_object() else {
-        return err(loc, "expected an object {pattern, read, write}");
-    };
-    only_fields(obj, &["pattern", "read", "write"], &loc)?;
-    let pattern = match obj.get("pattern") {
-        Some(Json::String(p)) => {
-            parse_pattern(p).map_err(|problem| (format!("{loc}.pattern"), problem))?
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Pattern, D::Error> {
+        tracked::parsed_str(d, "a pattern string", parse_pattern)
+    }
+}
+
+impl<'de> Deserialize<'de> for Permission {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Permission, D::Error> {
+        tracked::parsed_str(d, "a permission string", parse_permission)
+    }
+}
+
+/// A claim path: a non-empty string.
+struct ClaimPath(String);
+
+impl<'de> Deserialize<'de> for ClaimPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ClaimPath, D::Error> {
+        tracked::parsed_str(d, "a claim path (a non-empty string)", |s| {
+            if s.is_empty() {
+                Err("empty claim path".into())
+            } else {
+                Ok(ClaimPath(s.to_owned()))
+            }
+        })
+    }
+}
+
+fn claim_paths<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    let paths: Vec<ClaimPath> = tracked::one_or_many(
+        d,
+        "a claim path or a list of claim paths (non-empty strings)",
+    )?;
+    Ok(Some(paths.into_iter().map(|p| p.0).collect()))
+}
+
+/// `read` / `write`: the spec's single string (`"read": "*"`) or a list.
+fn permissions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Permission>, D::Error> {
+    tracked::one_or_many(d, "a string or a list of strings")
+}
+
+impl AclFile {
+    /// The checks that span fields. Errors are `(location, problem)`.
+    fn build(self) -> Result<Acl, (String, String)> {
+        let err = |location: &str, problem: &str| Err((location.to_owned(), problem.to_owned()));
+        let preset = self.preset.unwrap_or(Preset::Generic);
+        let namespace = match self.namespace.as_deref() {
+            None => None,
+            Some(_) if preset != Preset::Auth0 => {
+                return err("namespace", "only used by the auth0 preset")
+            }
+            Some("") => return err("namespace", "expected a non-empty string"),
+            Some(ns) => Some(ns),
+        };
+        let mut mappings = preset.mappings(namespace);
+        if let Some(m) = self.claim_mappings {
+            for (from, slot) in [
+                (m.roles, &mut mappings.roles),
+                (m.groups, &mut mappings.groups),
+                (m.permissions, &mut mappings.permissions),
+            ] {
+                if let Some(paths) = from {
+                    *slot = paths;
+                }
+            }
         }
-        Some(_) => return err(format!("{loc}.pattern"), "expected a string"),
-        None => return err(loc, "missing \"pattern\""),
-    };
-    let read = parse_permissions(obj.get("read"), &format!("{loc}.read"))?;
-    let write = parse_permissions(obj.get("write"), &format!("{loc}.write"))?;
-    Ok(Rule {
-        pattern,
-        read,
-        write,
-    })
+        if self.rules.is_empty() {
+            return err("rules", "empty: every key would be denied");
+        }
+        Ok(Acl {
+            rules: self.rules,
+            mappings,
+        })
+    }
 }
 
 fn parse_pattern(p: &str) -> Result<Pattern, String> {
@@ -477,22 +503,6 @@ fn parse_pattern(p: &str) -> Result<Pattern, String> {
 
 fn is_key_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
-}
-
-fn parse_permissions(v: Option<&Json>, loc: &str) -> Result<Vec<Permission>, ParseError> {
-    let items = match v {
-        None => return Ok(Vec::new()),
-        Some(Json::Array(a)) => a,
-        Some(_) => return err(loc, "expected an array of permission strings"),
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(j, p)| match p {
-            Json::String(s) => parse_permission(s).map_err(|e| (format!("{loc}[{j}]"), e)),
-            _ => err(format!("{loc}[{j}]"), "expected a string"),
-        })
-        .collect()
 }
 
 fn parse_permission(s: &str) -> Result<Permission, String> {

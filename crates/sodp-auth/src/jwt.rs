@@ -9,9 +9,25 @@
 //!
 //! `sub` and `exp` are required; `nbf` is honoured when present; `iss` and `aud`
 //! are checked (and then required) only when configured. Leeway defaults to 0.
-//! Time is an explicit argument in [`JwtVerifier::verify_at`] so that expiry
-//! can be tested without sleeping; [`JwtVerifier::verify`] reads the system
-//! clock.
+//!
+//! # Time
+//!
+//! `exp` and `nbf` are decided by this module, never by jsonwebtoken (whose
+//! own checks read the system clock, and are switched off): only against the
+//! `now_unix` passed to [`JwtVerifier::verify_at`] /
+//! [`JwtVerifier::verify_refresh_at`]. A caller with its own clock (a session
+//! on tokio's paused time, a test) passes that clock's reading. The
+//! conveniences [`JwtVerifier::verify`] and [`JwtVerifier::verify_refresh`],
+//! and [`unix_now`] / [`unix_now_precise`], are the only readers of the
+//! system clock here.
+//!
+//! Claims are attacker-chosen numbers: every computation on them is checked
+//! or saturating. A NumericDate is any non-negative JSON integer that fits a
+//! u64 (taken exactly) or a finite non-negative float below 2^64 (rounded
+//! towards "less valid": `exp` down, `nbf` up); anything else is
+//! [`AuthError::InvalidClaim`]. An `exp` centuries away is valid and simply
+//! never expires in practice: [`Claims::expires_in`] saturates instead of
+//! overflowing.
 //!
 //! No error ever carries the token or any part of it: errors are logged and
 //! sent to clients, tokens are credentials.
@@ -148,18 +164,19 @@ impl Claims {
     }
 
     /// How long from `now_unix` until the session must end (zero if already).
-    /// The server arms its expiry timer with this.
+    /// Saturating: never panics, whatever `exp` is.
     pub fn expires_in(&self, now_unix: u64) -> Duration {
         Duration::from_secs(self.expires_at().saturating_sub(now_unix))
     }
 
-    /// How long from now until the session must end, at sub-second
-    /// precision (whole seconds would let a session outlive `exp` by up to
-    /// a second).
-    pub fn expires_in_now(&self) -> Duration {
-        let end = std::time::UNIX_EPOCH + Duration::from_secs(self.expires_at());
-        end.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO)
+    /// [`Claims::expires_in`] from a sub-second `now` (time since the Unix
+    /// epoch, e.g. [`unix_now_precise`] or an injected clock). The server arms
+    /// its expiry timer with this: whole seconds would let a session outlive
+    /// `exp` by up to a second. Saturating: never panics. The result can be
+    /// centuries long; add it to an `Instant` with `checked_add` (`None` =
+    /// no deadline that the clock can represent).
+    pub fn expires_in_precise(&self, now: Duration) -> Duration {
+        Duration::from_secs(self.expires_at()).saturating_sub(now)
     }
 
     /// True once the token is no longer valid at `now_unix`.
@@ -179,10 +196,15 @@ impl Claims {
 /// Seconds since the Unix epoch by the system clock (0 for a clock set
 /// before 1970, rather than a panic).
 pub fn unix_now() -> u64 {
+    unix_now_precise().as_secs()
+}
+
+/// Time since the Unix epoch by the system clock, at the clock's precision
+/// (zero for a clock set before 1970, rather than a panic).
+pub fn unix_now_precise() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .unwrap_or(Duration::ZERO)
 }
 
 /// Verifies tokens against the configured keys. Cheap to share (`Arc`) across
@@ -264,12 +286,15 @@ impl JwtVerifier {
         .collect()
     }
 
-    /// Verifies `token` against the system clock.
+    /// Verifies `token` against the system clock ([`unix_now`]). Code with
+    /// its own clock calls [`JwtVerifier::verify_at`].
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         self.verify_at(token, unix_now())
     }
 
     /// Verifies `token` as of `now_unix` (seconds since the Unix epoch).
+    /// `exp`, `nbf` and the leeway are judged against `now_unix` only; the
+    /// system clock is never read.
     pub fn verify_at(&self, token: &str, now_unix: u64) -> Result<Claims, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TooLarge);
@@ -295,11 +320,11 @@ impl JwtVerifier {
             Some(_) => return Err(AuthError::InvalidClaim("sub")),
         };
         // Fractional NumericDates round towards "less valid": exp down, nbf up.
-        let exp = match numeric_date(&claims, "exp")? {
-            Some(t) => t.floor() as u64,
+        let exp = match numeric_date(&claims, "exp", f64::floor)? {
+            Some(t) => t,
             None => return Err(AuthError::MissingClaim("exp")),
         };
-        let nbf = numeric_date(&claims, "nbf")?.map(|t| t.ceil() as u64);
+        let nbf = numeric_date(&claims, "nbf", f64::ceil)?;
 
         if now_unix >= exp.saturating_add(self.leeway_secs) {
             return Err(AuthError::Expired);
@@ -318,6 +343,7 @@ impl JwtVerifier {
 
     /// Verifies a refresh: AUTH sent again on a live session whose subject is
     /// `current_sub`. The new token must be valid and for the same subject.
+    /// Reads the system clock; see [`JwtVerifier::verify_refresh_at`].
     pub fn verify_refresh(&self, token: &str, current_sub: &str) -> Result<Claims, AuthError> {
         self.verify_refresh_at(token, current_sub, unix_now())
     }
@@ -338,11 +364,15 @@ impl JwtVerifier {
 
     fn validation(&self, alg: Algorithm) -> Validation {
         let mut v = Validation::new(alg);
-        // exp/nbf are checked by us against an explicit clock.
+        // exp/nbf are checked by us against the caller's `now_unix`:
+        // jsonwebtoken's own checks read the system clock. `sub` and `exp` are
+        // required by us too (so that an ill-typed one is InvalidClaim, not
+        // "missing"), not through `required_spec_claims`.
         v.validate_exp = false;
         v.validate_nbf = false;
         v.leeway = 0;
-        let mut required: HashSet<String> = ["sub", "exp"].map(String::from).into();
+        v.reject_tokens_expiring_in_less_than = 0;
+        let mut required: HashSet<String> = HashSet::new();
         if let Some(iss) = &self.issuer {
             v.set_issuer(&[iss]);
             required.insert("iss".into());
@@ -428,18 +458,34 @@ fn sanitise(s: &str) -> String {
         .collect()
 }
 
-/// A NumericDate claim: `Ok(None)` when absent, an error when not a
-/// non-negative finite number.
-fn numeric_date(claims: &serde_json::Value, name: &'static str) -> Result<Option<f64>, AuthError> {
+/// A NumericDate claim in whole seconds: `Ok(None)` when absent, an error
+/// when not a non-negative number that fits a u64. Integers are taken exactly;
+/// floats (finite, `0 <= t < 2^64`) are rounded by `round` (floor or ceil).
+fn numeric_date(
+    claims: &serde_json::Value,
+    name: &'static str,
+    round: fn(f64) -> f64,
+) -> Result<Option<u64>, AuthError> {
     match claims.get(name) {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::Number(n)) => match n.as_f64() {
-            Some(t) if t.is_finite() && t >= 0.0 && t < u64::MAX as f64 => Ok(Some(t)),
-            _ => Err(AuthError::InvalidClaim(name)),
-        },
+        Some(serde_json::Value::Number(n)) => {
+            if let Some(t) = n.as_u64() {
+                return Ok(Some(t));
+            }
+            match n.as_f64() {
+                // Every float below 2^64 from 2^53 on is an integer, so
+                // floor/ceil stay below 2^64 and the `as` is exact (it would
+                // saturate, never wrap, in any case).
+                Some(t) if (0.0..TWO_POW_64).contains(&t) => Ok(Some(round(t) as u64)),
+                _ => Err(AuthError::InvalidClaim(name)),
+            }
+        }
         Some(_) => Err(AuthError::InvalidClaim(name)),
     }
 }
+
+/// 2^64 as an f64 (exact).
+const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
 
 fn map_error(kind: &ErrorKind) -> AuthError {
     match kind {

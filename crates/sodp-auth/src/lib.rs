@@ -8,12 +8,17 @@
 //!   pinned by the configured key (HS256 / RS256 / ES256).
 //! - [`identity`]: [`Identity`], the subject + claims an ACL decides on, and
 //!   claim-path lookup (`cognito:groups`, `realm_access.roles`).
-//! - [`acl`]: [`Acl`], per-key read/write rules with identity-provider presets.
-//! - [`schema`]: [`Schema`], per-key value types checked before a write lands.
+//! - [`acl`]: [`Acl`], per-key read/write rules with identity-provider
+//!   presets, and the ACL file format (serde-derived, `deny_unknown_fields`).
+//! - [`schema`]: [`Schema`], per-key value types checked before a write
+//!   lands, and the schema file format (serde-derived likewise).
+//! - `tracked` (private): the serde `Deserializer` over a parsed JSON tree
+//!   that gives ACL and schema load errors their location (`rules[3].write`,
+//!   `key "player.pos" at fields.x`).
 //! - [`rate`]: [`RateLimiter`], a per-session token bucket.
 //! - [`origin`]: [`OriginPolicy`], the browser `Origin` allow-list.
 //! - [`limits`]: [`ConnectionLimiter`], total and per-IP connection caps.
-//! - [`env`]: the environment variable names, and [`SecurityConfig`], which
+//! - [`env`](mod@env): the environment variable names, and [`SecurityConfig`], which
 //!   reads them all (with `*_FILE` variants) and builds the pieces above.
 //!
 //! # Wiring it into the server
@@ -39,12 +44,16 @@
 //!   the slot.
 //!
 //! In the session:
-//! - AUTH before AUTH_OK: `jwt.verify(token)` → `Ok(claims)`: reply
+//! - AUTH before AUTH_OK: `jwt.verify_at(token, now_unix)` (the session's
+//!   clock; `jwt.verify(token)` reads the system clock) → `Ok(claims)`: reply
 //!   `AUTH_OK {sub: claims.sub}`, build `Identity::from_claims(&claims)`, arm
-//!   the expiry timer with `claims.expires_in_now()`. `Err(e)`: ERROR 401
-//!   with `e.to_string()` (never contains the token), close.
-//! - AUTH on a live session (refresh): `jwt.verify_refresh(token, &sub)` →
-//!   replace the identity and re-arm the timer; `Err` → ERROR 401, close.
+//!   the expiry timer with `claims.expires_in_precise(now)` added to the
+//!   timer's clock with `checked_add` (an `exp` centuries away is valid).
+//!   `Err(e)`: ERROR 401 with `e.to_string()` (never contains the token),
+//!   close.
+//! - AUTH on a live session (refresh):
+//!   `jwt.verify_refresh_at(token, &sub, now_unix)` → replace the identity
+//!   and re-arm the timer; `Err` → ERROR 401, close.
 //! - No JWT configured: `Identity::anonymous()`.
 //! - WATCH / RESUME of `key`: `acl.can_read(key, &identity)` (when an ACL is
 //!   loaded) — false → ERROR 403 for that key only, generic message.
@@ -54,7 +63,9 @@
 //!   would produce → `Err(e)` → RESULT 422 with `e.to_string()`
 //!   (`/position/x: expected Int, got string`).
 //! - Per session: `RateLimiter::new(policy.rate_writes_per_sec)` and one for
-//!   watches; `try_acquire(Instant::now())` false → 429.
+//!   watches; `try_acquire(now)` false → 429.
+
+#![forbid(unsafe_code)]
 
 pub mod acl;
 pub mod env;
@@ -64,6 +75,7 @@ pub mod limits;
 pub mod origin;
 pub mod rate;
 pub mod schema;
+mod tracked;
 
 pub use acl::{Access, Acl, AclError, Decision, Preset};
 pub use env::{Policy, PolicyError, SecurityConfig};

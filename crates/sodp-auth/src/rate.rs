@@ -87,6 +87,10 @@ impl RateLimiter {
 
 #[cfg(test)]
 mod tests {
+    //! Every test reads the real clock at most once, for a base `Instant`
+    //! (std has no other constructor); all other instants are that base plus
+    //! or minus exact offsets. Nothing sleeps, nothing depends on how fast
+    //! the test runs.
     use super::*;
 
     #[test]

@@ -28,7 +28,12 @@
 //! - A key ending in `.*` covers every key below that prefix (one or more
 //!   segments), and `"*"` covers every key. An exact entry wins over
 //!   patterns; among patterns the longest prefix wins.
-//! - Unknown attributes (a typo like `"nulable"`) are load errors.
+//! - Unknown attributes (a typo like `"nulable"`) are load errors, and so is
+//!   `null` for an attribute (leave it out instead).
+//! - Errors name the file, the key, the place inside its type and the
+//!   problem: `schema file s.json: key "player.pos" at fields.x: unknown type
+//!   "Num" (…)`. The file is read by serde (`deny_unknown_fields` on the long
+//!   form); the private `tracked` module supplies the locations.
 //!
 //! Only values are validated, not deletions: the server skips validation for
 //! `state.delete`. `state.set` with nil is a value and is validated.
@@ -40,9 +45,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
 use serde_json::Value as Json;
 use sodp_proto::Value;
 use thiserror::Error;
+
+use crate::tracked;
 
 /// A malformed or unreadable schema file.
 #[derive(Debug, Error)]
@@ -145,48 +154,41 @@ impl Schema {
     pub fn load(path: impl AsRef<Path>) -> Result<Schema, SchemaLoadError> {
         let path = path.as_ref();
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| SchemaLoadError::Io {
+        let bytes = std::fs::read(path).map_err(|source| SchemaLoadError::Io {
             file: file.clone(),
             source,
         })?;
-        Schema::parse(&text, &file)
+        Schema::parse(&bytes, &file)
     }
 
     /// Parses a schema from JSON text (errors name the source as `<inline>`).
     pub fn from_json_str(text: &str) -> Result<Schema, SchemaLoadError> {
-        Schema::parse(text, "<inline>")
+        Schema::parse(text.as_bytes(), "<inline>")
     }
 
-    fn parse(text: &str, file: &str) -> Result<Schema, SchemaLoadError> {
+    /// Parses a schema from the bytes of a file (errors name the source as
+    /// `<inline>`); invalid UTF-8 is a `JSON` error with its position.
+    pub fn from_json_slice(bytes: &[u8]) -> Result<Schema, SchemaLoadError> {
+        Schema::parse(bytes, "<inline>")
+    }
+
+    fn parse(bytes: &[u8], file: &str) -> Result<Schema, SchemaLoadError> {
         let invalid = |location: String, problem: String| SchemaLoadError::Invalid {
             file: file.to_owned(),
             location,
             problem,
         };
         let json: Json =
-            serde_json::from_str(text).map_err(|e| invalid("JSON".into(), e.to_string()))?;
-        let Some(top) = json.as_object() else {
-            return Err(invalid(
-                "top level".into(),
-                "expected an object mapping keys to types".into(),
-            ));
-        };
+            serde_json::from_slice(bytes).map_err(|e| invalid("JSON".into(), e.to_string()))?;
+        let entries: SchemaFile = tracked::from_value(&json)
+            .map_err(|e| invalid(location(e.path()), e.problem().to_owned()))?;
         let mut schema = Schema::default();
-        for (key, spec) in top {
-            let at = |p: &str| {
-                if p.is_empty() {
-                    format!("key {key:?}")
-                } else {
-                    format!("key {key:?} at {p}")
+        for (key, ty) in entries.0 {
+            match key {
+                SchemaKey::Exact(key) => {
+                    schema.exact.insert(key, ty);
                 }
-            };
-            let ty = parse_type(spec, "").map_err(|(p, problem)| invalid(at(&p), problem))?;
-            match parse_key(key) {
-                Ok(KeySpec::Exact) => {
-                    schema.exact.insert(key.clone(), ty);
-                }
-                Ok(KeySpec::Prefix(prefix)) => schema.patterns.push((prefix, ty)),
-                Err(problem) => return Err(invalid(at(""), problem)),
+                SchemaKey::Prefix(prefix) => schema.patterns.push((prefix, ty)),
             }
         }
         schema
@@ -223,12 +225,62 @@ impl Schema {
     }
 }
 
-enum KeySpec {
-    Exact,
+// ---- the file, as serde reads it ----
+//
+// The shapes and unknown attributes are serde's (`deny_unknown_fields` on the
+// long form); type names, key grammar and which attributes a type admits are
+// checked in the `Deserialize` impls below, so `crate::tracked` locates every
+// error: `key "player.pos" at fields.x`.
+
+/// Where an error is, as written in messages.
+fn location(path: &[tracked::Segment]) -> String {
+    match path.split_first() {
+        None => "top level".into(),
+        Some((tracked::Segment::Key(key), [])) => format!("key {key:?}"),
+        Some((tracked::Segment::Key(key), rest)) => {
+            format!("key {key:?} at {}", tracked::dotted(rest))
+        }
+        // The top level is an object: its children are keys.
+        Some((tracked::Segment::Index(_), _)) => tracked::dotted(path),
+    }
+}
+
+/// The whole file: `(key, type)` in file order.
+struct SchemaFile(Vec<(SchemaKey, Type)>);
+
+impl<'de> Deserialize<'de> for SchemaFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<SchemaFile, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SchemaFile;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object mapping keys to types")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SchemaFile, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<SchemaKey>()? {
+                    entries.push((key, map.next_value::<Type>()?));
+                }
+                Ok(SchemaFile(entries))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A declared key: exact, or `prefix.*` (`*` alone: an empty prefix).
+enum SchemaKey {
+    Exact(String),
     Prefix(Vec<String>),
 }
 
-fn parse_key(key: &str) -> Result<KeySpec, String> {
+impl<'de> Deserialize<'de> for SchemaKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<SchemaKey, D::Error> {
+        tracked::parsed_str(d, "a state key", parse_key)
+    }
+}
+
+fn parse_key(key: &str) -> Result<SchemaKey, String> {
     let parts: Vec<&str> = key.split('.').collect();
     let (last, prefix) = parts.split_last().unwrap_or((&"", &[]));
     let body: &[&str] = if *last == "*" { prefix } else { &parts };
@@ -245,27 +297,23 @@ fn parse_key(key: &str) -> Result<KeySpec, String> {
         }
     }
     Ok(if *last == "*" {
-        KeySpec::Prefix(body.iter().map(|s| s.to_string()).collect())
+        SchemaKey::Prefix(body.iter().map(|s| s.to_string()).collect())
     } else {
-        KeySpec::Exact
+        SchemaKey::Exact(key.to_owned())
     })
 }
 
-type ParseError = (String, String);
+/// A type name, as the short form or the long form's `type`.
+struct TypeName(Kind);
 
-/// Parses one type; `at` is the location within the key's spec, for errors.
-fn parse_type(spec: &Json, at: &str) -> Result<Type, ParseError> {
-    let fail = |problem: String| Err((at.to_owned(), problem));
-    let (name, obj) = match spec {
-        Json::String(name) => (name.as_str(), None),
-        Json::Object(obj) => match obj.get("type") {
-            Some(Json::String(name)) => (name.as_str(), Some(obj)),
-            Some(_) => return fail("\"type\" must be a string".into()),
-            None => return fail("missing \"type\"".into()),
-        },
-        _ => return fail("expected a type name or an object with \"type\"".into()),
-    };
-    let mut kind = match name {
+impl<'de> Deserialize<'de> for TypeName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TypeName, D::Error> {
+        tracked::parsed_str(d, "a type name", parse_type_name)
+    }
+}
+
+fn parse_type_name(name: &str) -> Result<TypeName, String> {
+    Ok(TypeName(match name {
         "String" => Kind::String,
         "Int" => Kind::Int,
         "Float" => Kind::Float,
@@ -277,73 +325,113 @@ fn parse_type(spec: &Json, at: &str) -> Result<Type, ParseError> {
         },
         "Array" => Kind::Array { items: None },
         other => {
-            return fail(format!(
+            return Err(format!(
                 "unknown type {other:?} (expected String, Int, Float, Bool, Object, Array or Any)"
             ))
         }
-    };
-    let Some(obj) = obj else {
-        return Ok(Type {
-            kind,
-            nullable: false,
-        });
-    };
-    let allowed: &[&str] = match kind {
-        Kind::Object { .. } => &["type", "nullable", "fields", "required"],
-        Kind::Array { .. } => &["type", "nullable", "items"],
-        _ => &["type", "nullable"],
-    };
-    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return fail(format!(
-            "attribute {k:?} not allowed on {name} (allowed: {})",
-            allowed.join(", ")
-        ));
-    }
-    let nullable = match obj.get("nullable") {
-        None => false,
-        Some(Json::Bool(b)) => *b,
-        Some(_) => return fail("\"nullable\" must be true or false".into()),
-    };
-    let join = |child: &str| {
-        if at.is_empty() {
-            child.to_owned()
-        } else {
-            format!("{at}.{child}")
-        }
-    };
-    match &mut kind {
-        Kind::Object { fields, required } => {
-            if let Some(f) = obj.get("fields") {
-                let Some(f) = f.as_object() else {
-                    return fail("\"fields\" must be an object".into());
-                };
-                for (name, spec) in f {
-                    fields.push((
-                        name.clone(),
-                        parse_type(spec, &join(&format!("fields.{name}")))?,
-                    ));
+    }))
+}
+
+/// The long form, before the per-type check of its attributes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LongForm {
+    #[serde(rename = "type")]
+    name: TypeName,
+    #[serde(default)]
+    nullable: bool,
+    fields: Option<Fields>,
+    items: Option<Box<Type>>,
+    #[serde(default, deserialize_with = "field_names")]
+    required: Option<Vec<String>>,
+}
+
+fn field_names<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    tracked::list_of(d, "a list of field names").map(Some)
+}
+
+/// `fields`: field names to types, in file order.
+struct Fields(Vec<(String, Type)>);
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Fields, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Fields;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object mapping field names to types")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    fields.push((name, map.next_value::<Type>()?));
                 }
-            }
-            if let Some(r) = obj.get("required") {
-                let names = r.as_array().and_then(|a| {
-                    a.iter()
-                        .map(|n| n.as_str().map(str::to_owned))
-                        .collect::<Option<Vec<_>>>()
-                });
-                let Some(names) = names else {
-                    return fail("\"required\" must be an array of field names".into());
-                };
-                *required = names;
+                Ok(Fields(fields))
             }
         }
-        Kind::Array { items } => {
-            if let Some(i) = obj.get("items") {
-                *items = Some(Box::new(parse_type(i, &join("items"))?));
-            }
-        }
-        _ => {}
+        d.deserialize_map(V)
     }
-    Ok(Type { kind, nullable })
+}
+
+impl<'de> Deserialize<'de> for Type {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Type, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Type;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a type name or an object with \"type\"")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Type, E> {
+                let TypeName(kind) = parse_type_name(name).map_err(E::custom)?;
+                Ok(Type {
+                    kind,
+                    nullable: false,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Type, A::Error> {
+                let long = LongForm::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                long.check().map_err(de::Error::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl LongForm {
+    /// `fields` and `required` only on Object, `items` only on Array.
+    fn check(self) -> Result<Type, String> {
+        let TypeName(mut kind) = self.name;
+        let allowed: &[&str] = match kind {
+            Kind::Object { .. } => &["type", "nullable", "fields", "required"],
+            Kind::Array { .. } => &["type", "nullable", "items"],
+            _ => &["type", "nullable"],
+        };
+        for (attr, present) in [
+            ("fields", self.fields.is_some()),
+            ("items", self.items.is_some()),
+            ("required", self.required.is_some()),
+        ] {
+            if present && !allowed.contains(&attr) {
+                return Err(format!(
+                    "attribute {attr:?} not allowed on {} (allowed: {})",
+                    kind.name(),
+                    allowed.join(", ")
+                ));
+            }
+        }
+        match &mut kind {
+            Kind::Object { fields, required } => {
+                *fields = self.fields.map(|f| f.0).unwrap_or_default();
+                *required = self.required.unwrap_or_default();
+            }
+            Kind::Array { items } => *items = self.items,
+            _ => {}
+        }
+        Ok(Type {
+            kind,
+            nullable: self.nullable,
+        })
+    }
 }
 
 /// One step of the path from the root of the value, for error messages.
@@ -435,9 +523,9 @@ mod tests {
 
     #[test]
     fn key_forms() {
-        assert!(matches!(parse_key("a.b"), Ok(KeySpec::Exact)));
-        assert!(matches!(parse_key("a.*"), Ok(KeySpec::Prefix(p)) if p == ["a"]));
-        assert!(matches!(parse_key("*"), Ok(KeySpec::Prefix(p)) if p.is_empty()));
+        assert!(matches!(parse_key("a.b"), Ok(SchemaKey::Exact(k)) if k == "a.b"));
+        assert!(matches!(parse_key("a.*"), Ok(SchemaKey::Prefix(p)) if p == ["a"]));
+        assert!(matches!(parse_key("*"), Ok(SchemaKey::Prefix(p)) if p.is_empty()));
         assert!(parse_key("a..b").is_err());
         assert!(parse_key("a.*.b").is_err());
         assert!(parse_key("").is_err());

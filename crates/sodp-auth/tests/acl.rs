@@ -367,6 +367,89 @@ fn role_strings_are_not_split_but_permission_strings_are() {
     assert!(a.can_read("r", &user("y", json!({"roles": "admin"}))));
 }
 
+// ---- the reference's string form ----
+
+#[test]
+fn reference_string_form() {
+    // A file written the way the published reference format writes it: every
+    // permission one string (`"read": "*"`, `"write": "role:admin"`).
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/reference_acl.json"
+    );
+    let text = std::fs::read_to_string(path).expect("fixture");
+    let doc: Value = serde_json::from_str(&text).expect("json");
+    for rule in doc["rules"].as_array().expect("rules") {
+        for field in ["read", "write"] {
+            assert!(
+                rule.get(field).is_none_or(Value::is_string),
+                "the fixture must use only the one-string form: {rule}"
+            );
+        }
+    }
+    let a = Acl::load(path).expect("the reference's form loads");
+    assert_eq!(a.len(), 5);
+    let admin = user("root", json!({"roles": ["admin"]}));
+    let anon = Identity::anonymous();
+
+    assert!(a.can_read("public.news", &anon));
+    assert!(!a.can_write("public.news", &alice()));
+    assert!(a.can_write("public.news", &admin));
+
+    assert!(a.can_read("users.alice.profile", &alice()));
+    assert!(a.can_write("users.alice.profile", &alice()));
+    assert!(!a.can_read("users.alice.profile", &bob()));
+    assert!(!a.can_read("users.alice.profile", &anon));
+
+    assert!(a.can_read("admin.panel", &admin));
+    assert!(!a.can_read("admin.panel", &alice()));
+
+    let member = user(
+        "m",
+        json!({"tenant": "acme", "permissions": ["write:acme"]}),
+    );
+    assert!(a.can_read("tenants.acme.x", &member));
+    assert!(a.can_write("tenants.acme.x", &member));
+    assert!(!a.can_write("tenants.acme.x", &user("o", json!({"tenant": "acme"}))));
+
+    // The catch-all: admins read anything, nobody writes it.
+    assert!(a.can_read("misc", &admin));
+    assert!(!a.can_read("misc", &alice()));
+    assert!(!a.can_write("misc", &admin));
+    assert_eq!(
+        a.decide("misc", Access::Read, &admin).rule,
+        Some(4),
+        "rule order kept"
+    );
+}
+
+#[test]
+fn string_and_list_forms_mean_the_same() {
+    let one = acl(json!({"rules": [{"pattern": "k", "read": "*", "write": "role:admin"}]}));
+    let list = acl(json!({"rules": [{"pattern": "k", "read": ["*"], "write": ["role:admin"]}]}));
+    let admin = user("root", json!({"roles": ["admin"]}));
+    for who in [Identity::anonymous(), alice(), admin] {
+        for access in [Access::Read, Access::Write] {
+            assert_eq!(
+                one.decide("k", access, &who),
+                list.decide("k", access, &who),
+                "{access:?} {who:?}"
+            );
+        }
+    }
+    assert!(one.can_read("k", &Identity::anonymous()));
+    assert!(!one.can_write("k", &alice()));
+    // Both forms in one file, and an empty list still means nobody.
+    let mixed = acl(json!({"rules": [
+        {"pattern": "a", "read": "{sub}", "write": ["{sub}", "role:admin"]},
+        {"pattern": "b", "read": [], "write": "*"},
+    ]}));
+    assert!(mixed.can_read("a", &alice()));
+    assert!(!mixed.can_read("a", &Identity::anonymous()));
+    assert!(!mixed.can_read("b", &alice()));
+    assert!(mixed.can_write("b", &Identity::anonymous()));
+}
+
 // ---- loading ----
 
 fn load_error(v: &str) -> String {
@@ -378,84 +461,192 @@ fn load_error(v: &str) -> String {
 
 #[test]
 fn malformed_files_name_the_problem() {
+    // Each needle is "location: problem" (or the part of the problem that
+    // names what is wrong).
     let cases: &[(&str, &str)] = &[
-        ("not json", "JSON"),
-        ("[]", "expected a JSON object"),
-        ("{}", "missing \"rules\""),
-        (r#"{"rules": []}"#, "empty"),
-        (r#"{"rules": {}}"#, "expected an array"),
-        (r#"{"rules": ["x"]}"#, "rules[0]"),
-        (r#"{"rules": [{"read": ["*"]}]}"#, "missing \"pattern\""),
-        (r#"{"rules": [{"pattern": 5}]}"#, "rules[0].pattern"),
-        (r#"{"rules": [{"pattern": ""}]}"#, "empty pattern"),
-        (r#"{"rules": [{"pattern": "a..b"}]}"#, "empty segment"),
-        (r#"{"rules": [{"pattern": "a.*.b"}]}"#, "last segment"),
-        (r#"{"rules": [{"pattern": "a.{user}"}]}"#, "{user}"),
-        (r#"{"rules": [{"pattern": "a.b c"}]}"#, "b c"),
-        (r#"{"rules": [{"pattern": "a.x*"}]}"#, "x*"),
+        ("not json", "JSON: expected ident at line 1 column 2"),
         (
-            r#"{"rules": [{"pattern": "a", "read": "*"}]}"#,
-            "rules[0].read",
+            "[]",
+            "top level: invalid type: sequence, expected a JSON object",
+        ),
+        ("{}", "top level: missing field `rules`"),
+        (r#"{"rules": []}"#, "rules: empty"),
+        (
+            r#"{"rules": {}}"#,
+            "rules: invalid type: map, expected an array of rules",
+        ),
+        (
+            r#"{"rules": ["x"]}"#,
+            "rules[0]: invalid type: string \"x\", expected an object",
+        ),
+        (
+            r#"{"rules": [["a", "*"]]}"#,
+            "rules[0]: invalid type: sequence, expected an object",
+        ),
+        (
+            r#"{"rules": [{"read": ["*"]}]}"#,
+            "rules[0]: missing field `pattern`",
+        ),
+        (
+            r#"{"rules": [{"pattern": 5}]}"#,
+            "rules[0].pattern: invalid type: integer `5`",
+        ),
+        (
+            r#"{"rules": [{"pattern": null}]}"#,
+            "rules[0].pattern: invalid type: null",
+        ),
+        (
+            r#"{"rules": [{"pattern": ""}]}"#,
+            "rules[0].pattern: empty pattern",
+        ),
+        (
+            r#"{"rules": [{"pattern": "a..b"}]}"#,
+            "rules[0].pattern: \"a..b\": empty segment",
+        ),
+        (
+            r#"{"rules": [{"pattern": "a.*.b"}]}"#,
+            "rules[0].pattern: \"a.*.b\": `*` is only allowed as the last segment",
+        ),
+        (
+            r#"{"rules": [{"pattern": "a.{user}"}]}"#,
+            "rules[0].pattern: \"a.{user}\": segment \"{user}\"",
+        ),
+        (
+            r#"{"rules": [{"pattern": "a.b c"}]}"#,
+            "rules[0].pattern: \"a.b c\": segment \"b c\"",
+        ),
+        (
+            r#"{"rules": [{"pattern": "a.x*"}]}"#,
+            "rules[0].pattern: \"a.x*\": segment \"x*\"",
+        ),
+        // `"read": "*"` (one string) is valid: see `reference_string_form`.
+        (
+            r#"{"rules": [{"pattern": "a", "read": 5}]}"#,
+            "rules[0].read: invalid type: integer `5`, expected a string or a list of strings",
+        ),
+        (
+            r#"{"rules": [{"pattern": "a", "write": {"role": "admin"}}]}"#,
+            "rules[0].write: invalid type: map, expected a string or a list of strings",
+        ),
+        (
+            r#"{"rules": [{"pattern": "a", "write": null}]}"#,
+            "rules[0].write: invalid type: null, expected a string or a list of strings",
         ),
         (
             r#"{"rules": [{"pattern": "a", "read": [1]}]}"#,
-            "rules[0].read[0]",
+            "rules[0].read[0]: invalid type: integer `1`, expected a permission string",
+        ),
+        (
+            r#"{"rules": [{"pattern": "a", "read": [["*"]]}]}"#,
+            "rules[0].read[0]: invalid type: sequence, expected a permission string",
         ),
         (
             r#"{"rules": [{"pattern": "a", "read": ["admin"]}]}"#,
-            "\"admin\"",
+            "rules[0].read[0]: \"admin\": expected `*`, `{sub}`",
+        ),
+        (
+            r#"{"rules": [{"pattern": "a", "read": "admin"}]}"#,
+            "rules[0].read: \"admin\": expected `*`, `{sub}`",
         ),
         (
             r#"{"rules": [{"pattern": "a", "write": ["role:"]}]}"#,
-            "rules[0].write[0]",
+            "rules[0].write[0]: \"role:\": empty name after \"role:\"",
+        ),
+        (
+            r#"{"rules": [{"pattern": "a", "write": "role:"}]}"#,
+            "rules[0].write: \"role:\": empty name after \"role:\"",
         ),
         (
             r#"{"rules": [{"pattern": "a", "write": [":x"]}]}"#,
-            "rules[0].write[0]",
+            "rules[0].write[0]: \":x\": expected",
         ),
         (
             r#"{"rules": [{"pattern": "a", "wirte": ["*"]}]}"#,
-            "unknown field \"wirte\"",
+            "rules[0].wirte: unknown field `wirte`, expected one of `pattern`, `read`, `write`",
         ),
         (
             r#"{"rules": [{"pattern": "a"}], "extra": 1}"#,
-            "unknown field \"extra\"",
+            "extra: unknown field `extra`",
         ),
         (
             r#"{"preset": "azure", "rules": [{"pattern": "a"}]}"#,
-            "unknown preset",
+            "preset: unknown preset \"azure\"",
         ),
-        (r#"{"preset": 1, "rules": [{"pattern": "a"}]}"#, "preset"),
+        (
+            r#"{"preset": 1, "rules": [{"pattern": "a"}]}"#,
+            "preset: invalid type: integer `1`, expected a preset name",
+        ),
+        (
+            r#"{"preset": null, "rules": [{"pattern": "a"}]}"#,
+            "preset: invalid type: null",
+        ),
         (
             r#"{"preset": "okta", "namespace": "x", "rules": [{"pattern": "a"}]}"#,
-            "auth0",
+            "namespace: only used by the auth0 preset",
         ),
         (
             r#"{"preset": "auth0", "namespace": "", "rules": [{"pattern": "a"}]}"#,
-            "namespace",
+            "namespace: expected a non-empty string",
+        ),
+        (
+            r#"{"preset": "auth0", "namespace": 7, "rules": [{"pattern": "a"}]}"#,
+            "namespace: invalid type: integer `7`",
         ),
         (
             r#"{"claim_mappings": [], "rules": [{"pattern": "a"}]}"#,
-            "claim_mappings",
+            "claim_mappings: invalid type: sequence, expected an object",
         ),
         (
             r#"{"claim_mappings": {"role": "x"}, "rules": [{"pattern": "a"}]}"#,
-            "unknown field \"role\"",
+            "claim_mappings.role: unknown field `role`",
         ),
         (
             r#"{"claim_mappings": {"roles": ""}, "rules": [{"pattern": "a"}]}"#,
-            "claim_mappings.roles",
+            "claim_mappings.roles: empty claim path",
         ),
         (
             r#"{"claim_mappings": {"roles": [1]}, "rules": [{"pattern": "a"}]}"#,
-            "claim_mappings.roles",
+            "claim_mappings.roles[0]: invalid type: integer `1`, expected a claim path",
         ),
+        (
+            r#"{"claim_mappings": {"roles": 1}, "rules": [{"pattern": "a"}]}"#,
+            "claim_mappings.roles: invalid type: integer `1`, expected a claim path or a list",
+        ),
+        ("\"\\ud800\"", "JSON: "),
     ];
+
     for (text, needle) in cases {
         let msg = load_error(text);
         assert!(msg.contains(needle), "{text}: {msg:?} lacks {needle:?}");
-        assert!(msg.contains("<inline>"), "{msg}");
+        assert!(msg.starts_with("ACL file <inline>: "), "{msg}");
     }
+}
+
+#[test]
+fn error_names_the_rule_index_and_field() {
+    // The shape of message the issue asks for: file, rule index, field, problem.
+    let msg = load_error(
+        r#"{"rules": [{"pattern": "a"}, {"pattern": "b"}, {"pattern": "c"},
+                      {"pattern": "d", "write": 42}]}"#,
+    );
+    assert_eq!(
+        msg,
+        "ACL file <inline>: rules[3].write: invalid type: integer `42`, \
+         expected a string or a list of strings"
+    );
+}
+
+#[test]
+fn invalid_utf8_is_a_located_json_error() {
+    let err = Acl::from_json_slice(b"{\"rules\": [{\"pattern\": \"a\xff\"}]}").unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, AclError::Invalid { .. }), "{msg}");
+    assert!(
+        msg.contains("JSON: invalid unicode code point at line 1"),
+        "{msg}"
+    );
+    let ok = Acl::from_json_slice(br#"{"rules": [{"pattern": "a", "read": "*"}]}"#).expect("valid");
+    assert!(ok.can_read("a", &Identity::anonymous()));
 }
 
 #[test]

@@ -5,7 +5,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use sodp_auth::jwt::{AuthError, ConfigError, JwtConfig, JwtVerifier, MAX_TOKEN_BYTES};
+use std::time::Duration;
+
+use sodp_auth::jwt::{AuthError, Claims, ConfigError, JwtConfig, JwtVerifier, MAX_TOKEN_BYTES};
 
 const NOW: u64 = 1_700_000_000;
 const SECRET: &str = "test-secret-of-reasonable-length-0123456789";
@@ -142,15 +144,55 @@ fn several_keys_each_accept_their_own_algorithm() {
 
 #[test]
 fn verify_uses_the_system_clock() {
-    let now = sodp_auth::jwt::unix_now();
+    // Dates no plausible system clock is near: 1970 and the year ~2^42. The
+    // answers do not depend on when the test runs.
     let v = verifier(hs_config());
-    assert!(v
-        .verify(&hs256(&json!({"sub": "a", "exp": now + 60})))
-        .is_ok());
+    let far = 1u64 << 50;
+    assert!(v.verify(&hs256(&json!({"sub": "a", "exp": far}))).is_ok());
     assert_eq!(
-        v.verify(&hs256(&json!({"sub": "a", "exp": now - 1}))),
+        v.verify(&hs256(&json!({"sub": "a", "exp": 1}))),
         Err(AuthError::Expired)
     );
+    assert_eq!(
+        v.verify(&hs256(&json!({"sub": "a", "exp": far, "nbf": far - 1}))),
+        Err(AuthError::NotYetValid)
+    );
+    assert_eq!(
+        v.verify_refresh(&hs256(&json!({"sub": "a", "exp": 1})), "a"),
+        Err(AuthError::Expired)
+    );
+    assert!(v
+        .verify_refresh(&hs256(&json!({"sub": "a", "exp": far})), "a")
+        .is_ok());
+}
+
+#[test]
+fn verify_at_judges_time_only_by_now_unix() {
+    // If the system clock (years past these dates) were consulted anywhere,
+    // the first token would be expired and the last one valid.
+    let v = verifier(JwtConfig {
+        leeway_secs: 5,
+        ..hs_config()
+    });
+    let early = hs256(&json!({"sub": "a", "exp": 100, "nbf": 50}));
+    assert_eq!(v.verify_at(&early, 0), Err(AuthError::NotYetValid));
+    assert_eq!(v.verify_at(&early, 44), Err(AuthError::NotYetValid));
+    assert!(v.verify_at(&early, 45).is_ok(), "nbf - leeway");
+    assert!(v.verify_at(&early, 104).is_ok(), "exp + leeway - 1");
+    assert_eq!(v.verify_at(&early, 105), Err(AuthError::Expired));
+    assert!(v.verify_refresh_at(&early, "a", 60).is_ok());
+    assert_eq!(
+        v.verify_refresh_at(&early, "a", 200),
+        Err(AuthError::Expired)
+    );
+    // A token valid by the wall clock is refused at a later injected time.
+    let now_ish = hs256(&json!({"sub": "a", "exp": 4_000_000_000u64}));
+    assert_eq!(
+        v.verify_at(&now_ish, u64::MAX),
+        Err(AuthError::Expired),
+        "now_unix at the end of time"
+    );
+    assert!(v.verify_at(&now_ish, 3_999_999_999).is_ok());
 }
 
 // ---- time ----
@@ -220,6 +262,111 @@ fn expires_in_drives_live_expiry() {
     assert_eq!(c.expires_in(NOW + 5).as_secs(), 0);
     assert!(!c.is_expired_at(NOW + 1));
     assert!(c.is_expired_at(NOW + 2));
+}
+
+#[test]
+fn huge_exp_is_valid_and_its_expiry_saturates() {
+    // 10^19 s is past `SystemTime`'s and `Instant`'s range: the old
+    // real-clock expiry (`UNIX_EPOCH + exp`) panicked on it.
+    let v = verifier(JwtConfig {
+        leeway_secs: 300,
+        ..hs_config()
+    });
+    let huge = 10_000_000_000_000_000_000u64;
+    let c = v
+        .verify_at(&hs256(&json!({"sub": "a", "exp": huge})), NOW)
+        .expect("a far-future exp is valid");
+    assert_eq!(c.exp, huge);
+    assert_eq!(c.expires_at(), huge + 300);
+    assert_eq!(c.expires_in(NOW), Duration::from_secs(huge + 300 - NOW));
+    assert_eq!(
+        c.expires_in_precise(Duration::new(NOW, 250_000_000)),
+        Duration::new(huge + 300 - NOW - 1, 750_000_000)
+    );
+    assert!(!c.is_expired_at(NOW));
+    assert!(!c.is_expired_at(huge + 299));
+    assert!(c.is_expired_at(huge + 300));
+
+    // u64::MAX: exp + leeway saturates instead of wrapping to the past.
+    let c = v
+        .verify_at(&hs256(&json!({"sub": "a", "exp": u64::MAX})), NOW)
+        .expect("exp = u64::MAX is valid");
+    assert_eq!(c.exp, u64::MAX);
+    assert_eq!(c.expires_at(), u64::MAX);
+    assert_eq!(c.expires_in(NOW), Duration::from_secs(u64::MAX - NOW));
+    assert_eq!(
+        c.expires_in_precise(Duration::ZERO),
+        Duration::from_secs(u64::MAX)
+    );
+    assert!(!c.is_expired_at(u64::MAX - 1));
+    assert_eq!(
+        v.verify_at(&hs256(&json!({"sub": "a", "exp": u64::MAX})), u64::MAX),
+        Err(AuthError::Expired)
+    );
+
+    // A float just below 2^64 is a date; 2^64 and beyond are not.
+    let c = v
+        .verify_at(&hs256(&json!({"sub": "a", "exp": 1.8e19})), NOW)
+        .expect("1.8e19 is below 2^64");
+    assert_eq!(c.exp, 18_000_000_000_000_000_000);
+    for bad in [
+        json!(1.8446744073709552e19),
+        json!(1e300),
+        json!(-1),
+        json!(-0.5),
+    ] {
+        assert_eq!(
+            v.verify_at(&hs256(&json!({"sub": "a", "exp": bad})), NOW),
+            Err(AuthError::InvalidClaim("exp")),
+            "exp {bad}"
+        );
+        assert_eq!(
+            v.verify_at(
+                &hs256(&json!({"sub": "a", "exp": NOW + 60, "nbf": bad})),
+                NOW
+            ),
+            Err(AuthError::InvalidClaim("nbf")),
+            "nbf {bad}"
+        );
+    }
+    // nbf near u64::MAX: nbf - leeway never underflows into "valid".
+    let t = hs256(&json!({"sub": "a", "exp": u64::MAX, "nbf": u64::MAX}));
+    assert_eq!(v.verify_at(&t, NOW), Err(AuthError::NotYetValid));
+    assert!(v.verify_at(&t, u64::MAX - 300).is_ok());
+}
+
+#[test]
+fn expires_in_precise_keeps_sub_second_precision() {
+    let c = verifier(hs_config())
+        .verify_at(&hs256(&json!({"sub": "a", "exp": NOW + 2})), NOW)
+        .expect("valid");
+    assert_eq!(
+        c.expires_in_precise(Duration::new(NOW, 600_000_000)),
+        Duration::from_millis(1_400)
+    );
+    assert_eq!(
+        c.expires_in_precise(Duration::new(NOW + 2, 1)),
+        Duration::ZERO
+    );
+    assert_eq!(c.expires_in_precise(Duration::MAX), Duration::ZERO);
+}
+
+#[test]
+fn claims_built_by_hand_never_overflow() {
+    // Claims has public fields: any values a caller builds must be safe too.
+    let c = Claims {
+        sub: "a".into(),
+        exp: u64::MAX,
+        nbf: Some(u64::MAX),
+        leeway_secs: u64::MAX,
+        raw: json!({}),
+    };
+    assert_eq!(c.expires_at(), u64::MAX);
+    assert_eq!(c.expires_in(0), Duration::from_secs(u64::MAX));
+    assert_eq!(c.expires_in(u64::MAX), Duration::ZERO);
+    assert_eq!(c.expires_in_precise(Duration::MAX), Duration::ZERO);
+    assert!(!c.is_expired_at(0));
+    assert!(c.is_expired_at(u64::MAX));
 }
 
 // ---- signatures ----
@@ -447,6 +594,49 @@ fn ill_typed_sub_and_exp_are_refused() {
             ),
             "{bad}"
         );
+    }
+}
+
+#[test]
+fn ill_typed_claims_name_the_claim() {
+    // `sub` and `exp` are judged by us, not jsonwebtoken's "required" list:
+    // a present but ill-typed claim is invalid, not missing.
+    let v = verifier(hs_config());
+    for (bad, expected) in [
+        (
+            json!({"sub": 42, "exp": NOW + 60}),
+            AuthError::InvalidClaim("sub"),
+        ),
+        (
+            json!({"sub": "", "exp": NOW + 60}),
+            AuthError::InvalidClaim("sub"),
+        ),
+        (
+            json!({"sub": null, "exp": NOW + 60}),
+            AuthError::MissingClaim("sub"),
+        ),
+        (
+            json!({"sub": "a", "exp": "tomorrow"}),
+            AuthError::InvalidClaim("exp"),
+        ),
+        (
+            json!({"sub": "a", "exp": -5}),
+            AuthError::InvalidClaim("exp"),
+        ),
+        (
+            json!({"sub": "a", "exp": null}),
+            AuthError::MissingClaim("exp"),
+        ),
+        (
+            json!({"sub": "a", "exp": NOW + 60, "nbf": "now"}),
+            AuthError::InvalidClaim("nbf"),
+        ),
+        (
+            json!({"sub": "a", "exp": NOW + 60, "nbf": -1}),
+            AuthError::InvalidClaim("nbf"),
+        ),
+    ] {
+        assert_eq!(reject(&v, &hs256(&bad)), expected, "{bad}");
     }
 }
 

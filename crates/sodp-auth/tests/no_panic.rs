@@ -39,7 +39,60 @@ fn token_like() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A correctly signed HS256 token (secret "secret") with `exp` / `nbf`.
+fn signed(exp: serde_json::Value, nbf: Option<serde_json::Value>) -> String {
+    let mut claims = json!({"sub": "x", "exp": exp});
+    if let Some(nbf) = nbf {
+        claims["nbf"] = nbf;
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+    )
+    .expect("sign")
+}
+
+/// Any JSON number a NumericDate might be.
+fn numeric_date() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        any::<u64>().prop_map(|n| json!(n)),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_map(|f| json!(f)),
+        Just(json!(u64::MAX)),
+        Just(json!(10_000_000_000_000_000_000u64)),
+    ]
+}
+
 proptest! {
+    /// Validly signed tokens with any dates, at any time: verification and
+    /// every expiry computation on the claims are total (no overflow panic).
+    #[test]
+    fn claims_arithmetic_never_panics(
+        exp in numeric_date(),
+        nbf in proptest::option::of(numeric_date()),
+        now in any::<u64>(),
+        nanos in 0u32..1_000_000_000,
+        leeway in 0u64..=300,
+    ) {
+        let v = JwtVerifier::new(&JwtConfig {
+            hs256_secret: Some("secret".into()),
+            leeway_secs: leeway,
+            ..JwtConfig::default()
+        })
+        .expect("config")
+        .expect("enabled");
+        let token = signed(exp, nbf);
+        if let Ok(c) = v.verify_at(&token, now) {
+            prop_assert!(!c.is_expired_at(now));
+            prop_assert!(c.expires_in(now) > std::time::Duration::ZERO);
+            let _ = c.expires_in_precise(std::time::Duration::new(now, nanos));
+            let _ = c.expires_in(0);
+            let _ = c.is_expired_at(u64::MAX);
+        }
+        let _ = v.verify_refresh_at(&token, "x", now);
+    }
+
     #[test]
     fn verifier_never_panics(token in token_like(), now in any::<u64>()) {
         let _ = verifier().verify_at(&token, now);

@@ -226,54 +226,120 @@ fn load_error(text: &str) -> String {
 
 #[test]
 fn malformed_schemas_name_key_and_problem() {
+    // Each needle is "location: problem".
     let cases: &[(&str, &str)] = &[
-        ("nope", "JSON"),
-        ("[]", "expected an object"),
-        (r#"{"k": "Integer"}"#, "unknown type \"Integer\""),
-        (r#"{"k": "int"}"#, "unknown type \"int\""),
-        (r#"{"k": 5}"#, "key \"k\""),
-        (r#"{"k": {}}"#, "missing \"type\""),
-        (r#"{"k": {"type": 1}}"#, "\"type\" must be a string"),
-        (r#"{"k": {"type": "Int", "nulable": true}}"#, "\"nulable\""),
-        (r#"{"k": {"type": "Int", "nullable": "yes"}}"#, "nullable"),
+        ("nope", "JSON: expected ident at line 1 column 2"),
+        (
+            "[]",
+            "top level: invalid type: sequence, expected an object mapping keys to types",
+        ),
+        (r#"{"k": "Integer"}"#, "key \"k\": unknown type \"Integer\""),
+        (r#"{"k": "int"}"#, "key \"k\": unknown type \"int\""),
+        (
+            r#"{"k": 5}"#,
+            "key \"k\": invalid type: integer `5`, expected a type name or an object with \"type\"",
+        ),
+        (
+            r#"{"k": null}"#,
+            "key \"k\": invalid type: null, expected a type name",
+        ),
+        (r#"{"k": {}}"#, "key \"k\": missing field `type`"),
+        (
+            r#"{"k": {"type": 1}}"#,
+            "key \"k\" at type: invalid type: integer `1`, expected a type name",
+        ),
+        (
+            r#"{"k": {"type": "Integer"}}"#,
+            "key \"k\" at type: unknown type \"Integer\"",
+        ),
+        (
+            r#"{"k": {"type": "Int", "nulable": true}}"#,
+            "key \"k\" at nulable: unknown field `nulable`",
+        ),
+        (
+            r#"{"k": {"type": "Int", "nullable": "yes"}}"#,
+            "key \"k\" at nullable: invalid type: string \"yes\", expected a boolean",
+        ),
+        (
+            r#"{"k": {"type": "Int", "nullable": null}}"#,
+            "key \"k\" at nullable: invalid type: null, expected a boolean",
+        ),
         (
             r#"{"k": {"type": "Int", "fields": {}}}"#,
-            "\"fields\" not allowed on Int",
+            "key \"k\": attribute \"fields\" not allowed on Int (allowed: type, nullable)",
         ),
         (
             r#"{"k": {"type": "Object", "items": "Int"}}"#,
-            "\"items\" not allowed on Object",
+            "key \"k\": attribute \"items\" not allowed on Object",
         ),
         (
             r#"{"k": {"type": "Array", "fields": {}}}"#,
-            "\"fields\" not allowed on Array",
+            "key \"k\": attribute \"fields\" not allowed on Array",
+        ),
+        (
+            r#"{"k": {"type": "Array", "required": []}}"#,
+            "key \"k\": attribute \"required\" not allowed on Array",
         ),
         (
             r#"{"k": {"type": "Object", "fields": []}}"#,
-            "\"fields\" must be an object",
+            "key \"k\" at fields: invalid type: sequence, expected an object mapping field names to types",
         ),
         (
             r#"{"k": {"type": "Object", "required": "x"}}"#,
-            "\"required\"",
+            "key \"k\" at required: invalid type: string \"x\", expected a list of field names",
         ),
         (
             r#"{"k": {"type": "Object", "required": [1]}}"#,
-            "\"required\"",
+            "key \"k\" at required[0]: invalid type: integer `1`, expected a string",
         ),
         (
             r#"{"k": {"type": "Object", "fields": {"p": {"type": "Object", "fields": {"x": "Num"}}}}}"#,
-            "key \"k\" at fields.p.fields.x",
+            "key \"k\" at fields.p.fields.x: unknown type \"Num\"",
         ),
-        (r#"{"k": {"type": "Array", "items": "Nope"}}"#, "at items"),
-        (r#"{"a..b": "Int"}"#, "not a state key"),
-        (r#"{"a.*.b": "Int"}"#, "not a state key"),
-        (r#"{"": "Int"}"#, "not a state key"),
-        (r#"{"a b": "Int"}"#, "not a state key"),
+        (
+            r#"{"k": {"type": "Array", "items": "Nope"}}"#,
+            "key \"k\" at items: unknown type \"Nope\"",
+        ),
+        (
+            r#"{"k": {"type": "Array", "items": {"type": "Int", "x": 1}}}"#,
+            "key \"k\" at items.x: unknown field `x`",
+        ),
+        (r#"{"a..b": "Int"}"#, "key \"a..b\": not a state key"),
+        (r#"{"a.*.b": "Int"}"#, "key \"a.*.b\": not a state key"),
+        (r#"{"": "Int"}"#, "key \"\": not a state key"),
+        (r#"{"a b": "Int"}"#, "key \"a b\": not a state key"),
     ];
+
     for (text, needle) in cases {
         let msg = load_error(text);
         assert!(msg.contains(needle), "{text}: {msg:?} lacks {needle:?}");
-        assert!(msg.contains("<inline>"), "{msg}");
+        assert!(msg.starts_with("schema file <inline>: "), "{msg}");
+    }
+}
+
+#[test]
+fn invalid_utf8_is_a_located_json_error() {
+    let err = Schema::from_json_slice(b"{\"k\xff\": \"Int\"}").unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, SchemaLoadError::Invalid { .. }), "{msg}");
+    assert!(
+        msg.contains("JSON: invalid unicode code point at line 1"),
+        "{msg}"
+    );
+    let ok = Schema::from_json_slice(br#"{"k": "Int"}"#).expect("valid");
+    assert!(ok.validate("k", &val(json!("x"))).is_err());
+}
+
+#[test]
+fn long_and_short_forms_build_the_same_types() {
+    let short = schema(json!({"k": "Int", "o": "Object", "a": "Array"}));
+    let long = schema(json!({
+        "k": {"type": "Int"},
+        "o": {"type": "Object", "fields": {}, "required": []},
+        "a": {"type": "Array", "nullable": false},
+    }));
+    for key in ["k", "o", "a"] {
+        assert_eq!(short.type_of(key), long.type_of(key), "{key}");
     }
 }
 
