@@ -1546,16 +1546,6 @@ fn binary() -> Command {
     cmd
 }
 
-/// Kills the child on drop, so a failing test leaves no server behind.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 
 async fn binary_with_jwt_secret_in_the_environment_requires_auth() {

@@ -56,16 +56,6 @@ impl Session {
         }
     }
 
-    /// The instant the token with `exp` (Unix seconds) runs out, to sub-second
-    /// precision. Checked arithmetic: an `exp` too far away to represent
-    /// (e.g. 10^19) simply never expires the session, and never panics.
-    fn expiry_deadline(&self, exp: u64, now: Instant) -> Option<Instant> {
-        let remaining = Duration::from_secs(exp)
-            .checked_sub(self.shared.clock.since_epoch())
-            .unwrap_or(Duration::ZERO);
-        now.checked_add(remaining)
-    }
-
     pub fn on_deadline(&mut self, _now: Instant) {
         let message = match self.auth {
             AuthState::Pending { .. } => "authentication timed out",
@@ -108,12 +98,14 @@ impl Session {
             }
         };
         let refreshed = self.auth.is_live();
+        // Checked: an `exp` too far away for the clock to represent simply
+        // sets no expiry timer (never a panic).
         let now = Instant::now();
         debug!(session = self.id, sub = %claims.sub, refreshed, "authenticated");
         self.identity = Identity::from_claims(&claims);
         self.auth = AuthState::Live {
             sub: Some(claims.sub.clone()),
-            expires_at: self.expiry_deadline(claims.expires_at(), now),
+            expires_at: now.checked_add(claims.expires_in_precise(self.shared.clock.since_epoch())),
         };
         let seq = self.next_seq();
         let body = Value::map_from([("sub", Value::from(claims.sub))]);
