@@ -14,12 +14,17 @@
 //!   one pass: deep-merge patch and `set_in`.
 //! - [`key`]: the key grammar.
 //!
+//! - `fuzzing` (feature `fuzzing`): the bodies of the fuzz targets.
+//!
 //! Nothing here does I/O; everything is a pure function over bytes and values.
+
+#![forbid(unsafe_code)]
 
 pub mod call;
 pub mod codec;
 pub mod delta;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod key;
 pub mod merge;

@@ -22,6 +22,7 @@
 //! - [`error`]: error codes and the `Rejection` sent to clients.
 //! - [`clock`]: wall-clock time behind a seam (tests run on paused time).
 //! - [`memory`]: returning freed memory to the OS after bulk disconnects.
+//! - `fuzzing` (feature `fuzzing`): the session fuzz target's body.
 //!
 //! A write flows: `session::io` → `Session::on_frame` → `methods::parse` →
 //! the method's `run` (checks) → `Store::write` (key lock: admit the exact
@@ -36,6 +37,8 @@ pub mod budget;
 pub mod clock;
 pub mod config;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod history;
 pub mod holdings;
 pub mod http;

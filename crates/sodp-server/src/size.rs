@@ -171,3 +171,64 @@ pub fn after_remove(current: usize, old: &Value, segments: &[String]) -> usize {
     };
     apply(current, change)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sodp_proto::merge;
+    use sodp_proto::pointer;
+
+    fn map_of(n: usize) -> Value {
+        Value::from(serde_json::Value::Object(
+            (0..n)
+                .map(|i| (format!("k{i}"), serde_json::json!(i)))
+                .collect(),
+        ))
+    }
+
+    fn segs(path: &str) -> Vec<String> {
+        pointer::parse(path).unwrap()
+    }
+
+    /// Adding and removing entries across the 16-entry header boundary
+    /// (and with long keys across the 32-byte string boundary).
+    #[test]
+    fn header_and_string_boundaries_are_exact() {
+        for n in 13..19 {
+            for key in ["x", &"y".repeat(31), &"z".repeat(33)] {
+                let old = map_of(n);
+                let current = encoded_len(&old);
+                let path = format!("/{key}");
+                let new = Value::from("v");
+                let mut added = old.clone();
+                merge::set_in_in_place(&mut added, &path, new.clone()).unwrap();
+                assert_eq!(
+                    after_set_in(current, &old, &segs(&path), &new),
+                    encoded_len(&added),
+                    "add {key} to {n}"
+                );
+                let mut removed = added.clone();
+                merge::remove_in_in_place(&mut removed, &path).unwrap();
+                assert_eq!(
+                    after_remove(encoded_len(&added), &added, &segs(&path)),
+                    encoded_len(&removed),
+                    "remove {key} from {}",
+                    n + 1
+                );
+                let list = Value::from(serde_json::json!(vec![1; n]));
+                let mut appended = list.clone();
+                merge::set_in_in_place(&mut appended, "/-", new.clone()).unwrap();
+                assert_eq!(
+                    after_set_in(encoded_len(&list), &list, &segs("/-"), &new),
+                    encoded_len(&appended)
+                );
+                let mut popped = appended.clone();
+                merge::remove_in_in_place(&mut popped, "/0").unwrap();
+                assert_eq!(
+                    after_remove(encoded_len(&appended), &appended, &segs("/0")),
+                    encoded_len(&popped)
+                );
+            }
+        }
+    }
+}

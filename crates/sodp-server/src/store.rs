@@ -92,7 +92,6 @@ pub struct KeySlot {
     state: Mutex<KeyState>,
 }
 
-#[derive(Default)]
 struct KeyState {
     value: Value,
     /// Exact encoded size of `value` (see `size`): what the key counts
@@ -109,6 +108,20 @@ struct KeyState {
 }
 
 impl KeyState {
+    /// A key that was never written: nil, whose encoding is one byte.
+    fn new() -> KeyState {
+        KeyState {
+            value: Value::Nil,
+            size: encoded_len(&Value::Nil),
+            version: 0,
+            initialized: false,
+            history: History::default(),
+            subscribers: HashMap::new(),
+            presence: HashMap::new(),
+            retired: false,
+        }
+    }
+
     /// Never written (a deleted key keeps its slot: its version and
     /// history are part of the contract), not watched, nothing bound.
     fn is_unused(&self) -> bool {
@@ -317,6 +330,16 @@ impl Store {
         self.version.load(Ordering::SeqCst)
     }
 
+    /// Presence bindings held across all keys (walks every key: for tests
+    /// and inspection, not the hot path).
+    pub fn presence_count(&self) -> usize {
+        let slots: Vec<_> = lock(&self.keys).values().cloned().collect();
+        slots
+            .iter()
+            .map(|slot| lock(&slot.state).presence.len())
+            .sum()
+    }
+
     /// The exact encoded size recorded for `key`'s value (0: no such key).
     pub fn recorded_size(&self, key: &str) -> usize {
         self.with_existing(key, |_, st| st.size).unwrap_or(0)
@@ -389,12 +412,13 @@ impl Store {
         }
         // A slot always gets its memory: a WATCH must work on a full
         // server, and an unused slot is retired right after.
-        self.memory.force(slot_cost(key));
+        let state = KeyState::new();
+        self.memory.force(slot_cost(key) + state.size);
         let key: Arc<str> = Arc::from(key);
         let slot = Arc::new(KeySlot {
             key: key.clone(),
             stream_id: self.next_stream.fetch_add(1, Ordering::Relaxed),
-            state: Mutex::new(KeyState::default()),
+            state: Mutex::new(state),
         });
         keys.insert(key, slot.clone());
         Ok(slot)
