@@ -9,6 +9,7 @@ use std::time::Duration;
 use sodp_auth::SecurityConfig;
 
 use crate::clock::ClockSource;
+use crate::storage::durable::Fsync;
 
 /// Everything the server can be told.
 #[derive(Debug, Clone)]
@@ -34,6 +35,8 @@ pub struct Config {
     /// JWT, ACL, schema, rate limits, origins, connection caps (see
     /// `docs/SECURITY.md`). Validated and loaded when the server binds.
     pub security: SecurityConfig,
+    /// Durable state (`--data-dir`); `None` keeps everything in memory.
+    pub storage: Option<StorageConfig>,
     /// The clock token expiry is judged by (tests: tokio's paused clock).
     pub clock: ClockSource,
     /// Hands freed memory back to the OS after bulk disconnects; the binary
@@ -115,8 +118,31 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             security: SecurityConfig::default(),
+            storage: None,
             clock: ClockSource::System,
             trim_memory: None,
+        }
+    }
+}
+
+/// Where and how state is kept on disk.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub dir: std::path::PathBuf,
+    pub fsync: Fsync,
+    /// Log bytes after which a checkpoint is written (and older log deleted).
+    pub checkpoint_bytes: u64,
+    /// Start even if the data directory is damaged, keeping what reads.
+    pub salvage: bool,
+}
+
+impl StorageConfig {
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> StorageConfig {
+        StorageConfig {
+            dir: dir.into(),
+            fsync: Fsync::Always,
+            checkpoint_bytes: 64 << 20,
+            salvage: false,
         }
     }
 }

@@ -19,8 +19,10 @@ pub enum ErrorCode {
     Unprocessable = 422,
     /// Rate limit.
     TooManyRequests = 429,
-    /// Server fault.
+    /// Server fault (also: a write that could not be made durable).
     Internal = 500,
+    /// The storage cannot take more writes right now (retry).
+    Unavailable = 503,
     /// The server's memory budget (`--max-memory`) is exhausted.
     InsufficientStorage = 507,
 }

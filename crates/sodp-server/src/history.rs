@@ -90,6 +90,11 @@ impl History {
     }
 
     /// Releases everything (the key is being dropped).
+    /// Every retained change, oldest first (for checkpoints).
+    pub fn frames(&self) -> impl Iterator<Item = (u64, &Bytes)> {
+        self.entries.iter().map(|(v, f)| (*v, f))
+    }
+
     pub fn clear(&mut self, budget: &HistoryBudget) {
         while !self.entries.is_empty() {
             self.drop_oldest(budget);

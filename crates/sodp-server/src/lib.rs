@@ -17,6 +17,8 @@
 //! - [`size`]: a key's exact size after a write, known before it.
 //! - [`budget`]: the server-wide memory budget (`--max-memory`).
 //! - [`history`]: recent changes per key, for RESUME.
+//! - [`storage`]: the seam to what keeps changes (`Memory`, the durable
+//!   log with group commit and checkpoints, recovery).
 //! - [`outbox`]: a session's bounded outbound queue and its close signal.
 //! - [`wire`]: the frames the server sends, encoded once.
 //! - [`error`]: error codes and the `Rejection` sent to clients.
@@ -49,6 +51,7 @@ pub mod server;
 pub mod session;
 pub mod shared;
 pub mod size;
+pub mod storage;
 pub mod store;
 pub mod wire;
 

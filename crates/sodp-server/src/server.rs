@@ -18,13 +18,12 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
-use sodp_auth::PolicyError;
 
 use crate::config::Config;
 use crate::http::{self, Request};
 use crate::memory;
 use crate::session;
-use crate::shared::Shared;
+use crate::shared::{SetupError, Shared};
 
 /// Initial read buffer of a connection (see `connection`).
 const READ_BUFFER_BYTES: usize = 2048;
@@ -34,8 +33,8 @@ const READ_BUFFER_BYTES: usize = 2048;
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: io::Error },
-    #[error("security configuration: {0}")]
-    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
 }
 
 /// A bound, not yet running, server.
@@ -113,6 +112,9 @@ impl Server {
         if time::timeout(grace, alive_rx.recv()).await.is_err() {
             warn!("some connections did not finish within the grace period");
         }
+        // Every write in flight is written and synced before the exit.
+        let storage = self.shared.store.storage().clone();
+        let _ = tokio::task::spawn_blocking(move || storage.flush()).await;
     }
 }
 

@@ -13,12 +13,26 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{ErrorCode, Rejection};
 use crate::outbox::{Close, Outbox, SessionId};
+use crate::storage::durable::{Durable, DurableOptions, SnapshotSource};
+use crate::storage::recovery::{self, RecoveryError};
+use crate::storage::{Memory, Storage};
 use crate::store::{Store, StoreOptions, Validator};
+
+/// Why the shared state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("security configuration: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("{0}")]
+    Recovery(#[from] RecoveryError),
+    #[error("data directory: {0}")]
+    Storage(#[from] std::io::Error),
+}
 
 /// State shared by every connection.
 pub struct Shared {
     pub config: Config,
-    pub store: Store,
+    pub store: Arc<Store>,
     /// Who may connect, read and write (loaded from `config.security`).
     pub policy: Arc<Policy>,
     /// Wall-clock time for token checks (follows tokio's clock in tests).
@@ -99,15 +113,50 @@ impl Validator for SchemaValidator {
 
 impl Shared {
     /// Loads the security policy (files included) and builds the store.
-    pub fn new(config: Config) -> Result<Shared, PolicyError> {
+    pub fn new(config: Config) -> Result<Shared, SetupError> {
         let policy = Arc::new(config.security.build()?);
         log_policy(&config, &policy);
         let validator: Option<Arc<dyn Validator>> = match policy.schema {
             Some(_) => Some(Arc::new(SchemaValidator(policy.clone()))),
             None => None,
         };
-        let store = Store::new(StoreOptions {
-            version_base: version_base(),
+        let mut recovered = None;
+        let mut durable = None;
+        let mut first_version = 0;
+        if let Some(sc) = &config.storage {
+            let started = std::time::Instant::now();
+            let r = recovery::recover(&sc.dir, sc.salvage, config.history_len)?;
+            for note in &r.notes {
+                tracing::warn!("{note}");
+            }
+            info!(
+                dir = %sc.dir.display(),
+                keys = r.keys.len(),
+                replayed_bytes = r.replayed_bytes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "state recovered"
+            );
+            let engine = Arc::new(Durable::start(
+                DurableOptions {
+                    dir: sc.dir.clone(),
+                    fsync: sc.fsync,
+                    checkpoint_bytes: sc.checkpoint_bytes,
+                    max_pending_bytes: 256 << 20,
+                },
+                r.next_segment,
+                r.version_floor,
+                r.replayed_bytes,
+            )?);
+            first_version = engine.first_version();
+            recovered = Some(r);
+            durable = Some(engine);
+        }
+        let storage: Arc<dyn Storage> = match &durable {
+            Some(engine) => engine.clone(),
+            None => Arc::new(Memory),
+        };
+        let store = Arc::new(Store::new(StoreOptions {
+            version_base: version_base().max(first_version.saturating_sub(1)),
             history_len: config.history_len,
             history_bytes: config.history_bytes,
             max_keys: config.limits.max_keys,
@@ -115,7 +164,16 @@ impl Shared {
             max_memory: config.limits.max_memory,
             max_depth: config.limits.max_depth,
             validator,
-        });
+            storage,
+        }));
+        if let Some(r) = recovered {
+            store.load(r);
+        }
+        if let Some(engine) = &durable {
+            let source: std::sync::Weak<dyn SnapshotSource> =
+                Arc::downgrade(&(store.clone() as Arc<dyn SnapshotSource>));
+            engine.attach(source);
+        }
         let clock = Clock::new(config.clock);
         Ok(Shared {
             config,
@@ -173,6 +231,7 @@ impl Shared {
             "connections": self.connections(),
             "keys": self.store.key_count(),
             "history_bytes": self.store.history_bytes(),
+            "storage": self.store.storage().describe(),
             "memory": {
                 "used": memory.counted + memory.history,
                 "history": memory.history,

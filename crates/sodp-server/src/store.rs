@@ -46,6 +46,10 @@ use crate::error::Rejection;
 use crate::history::{History, HistoryBudget};
 use crate::outbox::{Outbox, SessionId};
 use crate::size;
+use crate::storage::record::KeyImage;
+use crate::storage::recovery::Recovered;
+use crate::storage::durable::SnapshotSource;
+use crate::storage::{Delivery, Memory, Storage, Ticket};
 use crate::wire;
 
 /// Checks a value before it is stored (the schema, when one is loaded).
@@ -69,6 +73,16 @@ pub struct StoreOptions {
     pub max_memory: usize,
     pub max_depth: usize,
     pub validator: Option<Arc<dyn Validator>>,
+    /// Where committed changes are kept (`Memory`: nowhere).
+    pub storage: Arc<dyn Storage>,
+}
+
+/// What a committed (or no-op) write reports: its version, and the ticket
+/// its acknowledgement must wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub version: u64,
+    pub ticket: Ticket,
 }
 
 /// Shared by every session (cheap to share behind an `Arc`).
@@ -82,6 +96,7 @@ pub struct Store {
     max_value_bytes: Option<usize>,
     max_depth: usize,
     validator: Option<Arc<dyn Validator>>,
+    storage: Arc<dyn Storage>,
 }
 
 /// One key. The stream id is fixed for the slot's life and the same on every
@@ -103,6 +118,9 @@ struct KeyState {
     subscribers: HashMap<SessionId, Arc<Outbox>>,
     /// Presence path (normalised pointer) → the session that bound it last.
     presence: HashMap<String, SessionId>,
+    /// The storage ticket of the key's last change: frames showing it wait
+    /// until it is durable.
+    last_ticket: Ticket,
     /// Removed from the table; whoever holds this slot must look again.
     retired: bool,
 }
@@ -118,6 +136,7 @@ impl KeyState {
             history: History::default(),
             subscribers: HashMap::new(),
             presence: HashMap::new(),
+            last_ticket: 0,
             retired: false,
         }
     }
@@ -301,7 +320,20 @@ impl Store {
             max_value_bytes: options.max_value_bytes,
             max_depth: options.max_depth,
             validator: options.validator,
+            storage: options.storage,
         }
+    }
+
+    /// A store for tests and tools: in memory, with the given limits.
+    pub fn in_memory(options: StoreOptions) -> Store {
+        Store::new(StoreOptions {
+            storage: Arc::new(Memory),
+            ..options
+        })
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
     }
 
     /// Number of keys held (written, watched or bound).
@@ -449,7 +481,7 @@ impl Store {
         seq: u64,
         params: Option<&Value>,
     ) -> Result<(), Rejection> {
-        self.with_slot(key, |slot, st| subscribe(slot, st, outbox, seq, params))
+        self.with_slot(key, |slot, st| self.subscribe(slot, st, outbox, seq, params))
     }
 
     /// RESUME: replays the DELTAs after `since` if every one is still held,
@@ -464,15 +496,16 @@ impl Store {
         params: Option<&Value>,
     ) -> Result<Option<usize>, Rejection> {
         self.with_slot(key, |slot, st| {
+            let visible = self.storage.is_visible(st.last_ticket);
             let replayed = st.history.replay_since(since).map(|frames| {
                 let mut n = 0;
                 for frame in frames {
-                    outbox.push(frame.clone());
+                    self.send(visible, st.last_ticket, outbox, frame.clone());
                     n += 1;
                 }
                 n
             });
-            subscribe(slot, st, outbox, seq, params);
+            self.subscribe(slot, st, outbox, seq, params);
             replayed
         })
     }
@@ -497,7 +530,8 @@ impl Store {
         &self,
         key: &str,
         edit: impl FnOnce(&mut Doc<'_>) -> Result<Edit, Rejection>,
-    ) -> Result<u64, Rejection> {
+    ) -> Result<Written, Rejection> {
+        self.storage.check_writable()?;
         self.with_slot(key, |slot, st| {
             let mut doc = Doc {
                 key: &slot.key,
@@ -513,7 +547,11 @@ impl Store {
                 }
             };
             let admitted = doc.admitted.take();
-            self.finish(slot, st, edit, admitted)
+            let version = self.finish(slot, st, edit, admitted)?;
+            Ok(Written {
+                version,
+                ticket: st.last_ticket,
+            })
         })?
     }
 
@@ -571,9 +609,11 @@ impl Store {
         // owns the path.
         if let Some((path, session)) = edit.presence {
             let cost = presence_cost(&path);
-            if st.presence.insert(path, session).is_none() {
+            if st.presence.get(&path).is_none() {
                 self.memory.force(cost);
+                st.last_ticket = self.storage.append_bind(&slot.key, &path);
             }
+            st.presence.insert(path, session);
         }
         Ok(version)
     }
@@ -582,18 +622,131 @@ impl Store {
     /// new value; take the version, record history, fan out.
     fn commit(&self, slot: &KeySlot, st: &mut KeyState, ops: Vec<DeltaOp>) -> u64 {
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        let ticket = self.storage.append_change(version, &slot.key, &ops);
         let frame = wire::delta(slot.stream_id, &slot.key, version, &ops);
         st.version = version;
-        // A subscriber whose queue is full is evicted (its outbox closes the
-        // session) and dropped here; the others are unaffected.
-        st.subscribers
-            .retain(|_, outbox| outbox.push(frame.clone()));
+        st.last_ticket = ticket;
+        if self.storage.is_visible(ticket) {
+            // A subscriber whose queue is full is evicted (its outbox closes
+            // the session) and dropped here; the others are unaffected.
+            st.subscribers
+                .retain(|_, outbox| outbox.push(frame.clone()));
+        } else if !st.subscribers.is_empty() {
+            // Not before the change is durable: no watcher may see what a
+            // crash could take back.
+            let to: Vec<_> = st.subscribers.values().cloned().collect();
+            self.storage
+                .deliver(ticket, Delivery::Fanout(to, frame.clone()));
+        }
         // Moved, not cloned: with no subscribers the frame is never shared.
         // History gets what the memory budget has left (up to its own
         // limit): on a full server RESUME falls back to STATE_INIT sooner.
         let room = self.memory.max().saturating_sub(self.memory.used());
         st.history.push(version, frame, &self.history, room);
         version
+    }
+
+    /// Queues STATE_INIT — the key's current state, the "live" marker — and
+    /// adds the subscriber, under the key lock so no change slips in between.
+    fn subscribe(
+        &self,
+        slot: &KeySlot,
+        st: &mut KeyState,
+        outbox: &Arc<Outbox>,
+        seq: u64,
+        params: Option<&Value>,
+    ) {
+        let frame = wire::state_init(
+            slot.stream_id,
+            seq,
+            &slot.key,
+            st.version,
+            &st.value,
+            st.initialized,
+            params,
+        );
+        let visible = self.storage.is_visible(st.last_ticket);
+        self.send(visible, st.last_ticket, outbox, frame);
+        st.subscribers.insert(outbox.id(), outbox.clone());
+    }
+
+    /// Sends a frame that shows the key as of `ticket`: at once if that is
+    /// durable, else once it is.
+    fn send(&self, visible: bool, ticket: Ticket, outbox: &Arc<Outbox>, frame: bytes::Bytes) {
+        if visible {
+            outbox.push(frame);
+        } else {
+            self.storage
+                .deliver(ticket, Delivery::Frame(outbox.clone(), frame));
+        }
+    }
+
+    /// Loads what recovery read, then removes every presence path a session
+    /// of the previous run still held — as ordinary versioned changes, so
+    /// watchers that RESUME see the removal. Before any connection.
+    pub fn load(&self, recovered: Recovered) {
+        let binds = recovered.binds;
+        for (key, k) in recovered.keys {
+            let Ok(()) = self.with_slot(&key, |slot, st| {
+                st.value = k.value;
+                st.size = encoded_len(&st.value);
+                st.version = k.version;
+                st.initialized = k.initialized;
+                for (version, ops) in k.history {
+                    let frame = wire::delta(slot.stream_id, &slot.key, version, &ops);
+                    st.history.push(version, frame, &self.history, usize::MAX);
+                }
+                self.memory.force(st.size);
+            }) else {
+                continue;
+            };
+        }
+        for (key, path) in binds {
+            self.with_existing(&key, |slot, st| {
+                let size_after = match pointer::parse(&path) {
+                    Ok(segments) => size::after_remove(st.size, &st.value, &segments),
+                    Err(_) => st.size,
+                };
+                if let Ok(Some(op)) = merge::remove_in_in_place(&mut st.value, &path) {
+                    self.memory.release(st.size.saturating_sub(size_after));
+                    st.size = size_after;
+                    self.commit(slot, st, vec![op]);
+                }
+                st.last_ticket = self.storage.append_unbind(&slot.key, &path);
+            });
+        }
+    }
+
+    /// An image of every key, for a checkpoint: values are shared, history
+    /// frames decoded back into ops.
+    pub fn images(&self) -> Vec<KeyImage> {
+        let slots: Vec<_> = lock(&self.keys).values().cloned().collect();
+        slots
+            .iter()
+            .filter_map(|slot| {
+                let st = lock(&slot.state);
+                if st.retired || st.version == 0 {
+                    return None;
+                }
+                let history = st
+                    .history
+                    .frames()
+                    .filter_map(|(version, frame)| {
+                        let f = sodp_proto::Frame::decode(wire::ws_payload(frame), 1024).ok()?;
+                        let ops = DeltaOp::list_from_value(f.body.get("ops")?).ok()?;
+                        Some((version, ops))
+                    })
+                    .collect();
+                Some(KeyImage {
+                    key: slot.key.to_string(),
+                    version: st.version,
+                    initialized: st.initialized,
+                    value: st.value.clone(),
+                    history,
+                    binds: st.presence.keys().cloned().collect(),
+                })
+            })
+            .collect()
     }
 
     /// Presence cleanup: if `session` still owns `path` on `key`, removes the
@@ -605,6 +758,7 @@ impl Store {
             }
             st.presence.remove(path);
             self.memory.release(presence_cost(path));
+            st.last_ticket = self.storage.append_unbind(key, path);
             let size_after = match pointer::parse(path) {
                 Ok(segments) => size::after_remove(st.size, &st.value, &segments),
                 Err(_) => st.size,
@@ -620,27 +774,6 @@ impl Store {
             self.retire_if_unused(key);
         }
     }
-}
-
-/// Queues STATE_INIT — the key's current state, the "live" marker — and
-/// adds the subscriber, under the key lock so no change slips in between.
-fn subscribe(
-    slot: &KeySlot,
-    st: &mut KeyState,
-    outbox: &Arc<Outbox>,
-    seq: u64,
-    params: Option<&Value>,
-) {
-    outbox.push(wire::state_init(
-        slot.stream_id,
-        seq,
-        &slot.key,
-        st.version,
-        &st.value,
-        st.initialized,
-        params,
-    ));
-    st.subscribers.insert(outbox.id(), outbox.clone());
 }
 
 /// The encoded size of a value, for methods that replace it whole.
@@ -666,15 +799,20 @@ mod tests {
             max_memory: 1 << 30,
             max_depth: 8,
             validator: None,
+            storage: Arc::new(Memory),
         }
     }
 
     fn store() -> Store {
-        Store::new(options())
+        Store::in_memory(options())
     }
 
     /// `state.set`, as its method does it.
     fn set(s: &Store, key: &str, value: Value) -> Result<u64, Rejection> {
+        set_written(s, key, value).map(|w| w.version)
+    }
+
+    fn set_written(s: &Store, key: &str, value: Value) -> Result<Written, Rejection> {
         s.write(key, |doc| {
             doc.admit(size::after_set(&value))?;
             let ops = diff(doc.value(), &value);
@@ -692,6 +830,7 @@ mod tests {
             }
             Ok(Edit::delete())
         })
+        .map(|w| w.version)
     }
 
     fn drain(outbox: &Outbox) -> Vec<Frame> {
@@ -761,7 +900,7 @@ mod tests {
 
     #[test]
     fn refused_and_noop_writes_leave_no_slot_behind() {
-        let s = Store::new(StoreOptions {
+        let s = Store::in_memory(StoreOptions {
             max_keys: None,
             ..options()
         });
@@ -784,7 +923,7 @@ mod tests {
 
     #[test]
     fn the_memory_budget_refuses_growth_and_lets_everything_else_through() {
-        let s = Store::new(StoreOptions {
+        let s = Store::in_memory(StoreOptions {
             max_keys: None,
             max_memory: 4000,
             ..options()
@@ -824,5 +963,11 @@ mod tests {
         );
         assert_eq!(s.snapshot("k"), before, "nothing changed");
         assert_eq!(s.recorded_size("k"), encoded_len(&before.value));
+    }
+}
+
+impl SnapshotSource for Store {
+    fn images(&self) -> Vec<KeyImage> {
+        Store::images(self)
     }
 }

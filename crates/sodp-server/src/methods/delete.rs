@@ -22,7 +22,7 @@ pub(super) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
 impl Method for Delete {
     fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         cx.check_writable(&self.key)?;
-        let version = cx.shared.store.write(&self.key, |doc| {
+        let written = cx.shared.store.write(&self.key, |doc| {
             if !doc.initialized() {
                 return Ok(Edit::delete());
             }
@@ -30,6 +30,6 @@ impl Method for Delete {
             *doc.value_mut() = Value::Nil;
             Ok(Edit::delete())
         })?;
-        Ok(Reply::Version(version))
+        Ok(Reply::Written(written))
     }
 }

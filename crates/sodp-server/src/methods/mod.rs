@@ -18,12 +18,13 @@ use crate::error::{ErrorCode, Rejection};
 use crate::holdings::Holdings;
 use crate::outbox::SessionId;
 use crate::shared::Shared;
+use crate::store::Written;
 
 /// What a successful CALL answers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
-    /// `data: {version}` — every write.
-    Version(u64),
+    /// `data: {version}` — every write; sent once its ticket is durable.
+    Written(Written),
 }
 
 /// A parsed CALL, ready to run.

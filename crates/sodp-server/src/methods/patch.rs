@@ -27,12 +27,12 @@ impl Method for Patch {
     fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         let Patch { key, patch } = *self;
         cx.check_writable(&key)?;
-        let version = cx.shared.store.write(&key, |doc| {
+        let written = cx.shared.store.write(&key, |doc| {
             doc.admit(size::after_patch(doc.size(), doc.value(), &patch))?;
             let undo = doc.undo(|v| Undo::before_patch(v, &patch));
             let ops = merge::merge_patch_in_place(doc.value_mut(), &patch);
             Ok(Edit::change(ops, undo))
         })?;
-        Ok(Reply::Version(version))
+        Ok(Reply::Written(written))
     }
 }

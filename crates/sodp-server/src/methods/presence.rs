@@ -40,11 +40,11 @@ impl Method for Presence {
             )));
         }
         let session = cx.session;
-        let version = cx.shared.store.write(&key, |doc| {
+        let written = cx.shared.store.write(&key, |doc| {
             set_in::apply(doc, &normalised, &segments, value)
                 .map(|edit| edit.bind_presence(normalised.clone(), session))
         })?;
         cx.holdings.hold_presence(key, normalised);
-        Ok(Reply::Version(version))
+        Ok(Reply::Written(written))
     }
 }

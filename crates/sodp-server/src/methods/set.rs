@@ -25,12 +25,12 @@ impl Method for Set {
     fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         let Set { key, value } = *self;
         cx.check_writable(&key)?;
-        let version = cx.shared.store.write(&key, |doc| {
+        let written = cx.shared.store.write(&key, |doc| {
             doc.admit(size::after_set(&value))?;
             let ops = diff(doc.value(), &value);
             let previous = std::mem::replace(doc.value_mut(), value);
             Ok(Edit::change(ops, Undo::Root(previous)))
         })?;
-        Ok(Reply::Version(version))
+        Ok(Reply::Written(written))
     }
 }

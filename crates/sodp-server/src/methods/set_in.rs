@@ -28,11 +28,11 @@ impl Method for SetIn {
         let SetIn { key, path, value } = *self;
         cx.check_writable(&key)?;
         let segments = parse_path(&path)?;
-        let version = cx
+        let written = cx
             .shared
             .store
             .write(&key, |doc| apply(doc, &path, &segments, value))?;
-        Ok(Reply::Version(version))
+        Ok(Reply::Written(written))
     }
 }
 

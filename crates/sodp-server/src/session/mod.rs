@@ -33,6 +33,7 @@ use crate::holdings::Holdings;
 use crate::methods::{self, Context, Reply};
 use crate::outbox::{Close, Outbox, SessionId};
 use crate::shared::Shared;
+use crate::storage::Delivery;
 use crate::wire;
 
 use auth::AuthState;
@@ -251,7 +252,22 @@ impl Session {
         let result = self.call(call.method, call.args);
         let seq = self.next_seq();
         let reply = match result {
-            Ok(Reply::Version(version)) => wire::result_version(seq, call.call_id, version),
+            Ok(Reply::Written(written)) => {
+                let storage = self.shared.store.storage();
+                if !storage.is_visible(written.ticket) {
+                    // The RESULT leaves once the write is durable.
+                    return storage.deliver(
+                        written.ticket,
+                        Delivery::Result {
+                            outbox: self.outbox.clone(),
+                            seq,
+                            call_id: call.call_id.to_owned(),
+                            version: written.version,
+                        },
+                    );
+                }
+                wire::result_version(seq, call.call_id, written.version)
+            }
             Err(e) => {
                 debug!(session = self.id, method = call.method, code = e.code as u16, message = %e.message, "call refused");
                 wire::result_err(seq, call.call_id, &e)

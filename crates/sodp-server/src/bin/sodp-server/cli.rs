@@ -14,7 +14,8 @@ use sodp_auth::env::{self as vars, read_secret};
 use sodp_auth::jwt::JwtConfig;
 use sodp_auth::SecurityConfig;
 
-use sodp_server::config::{default_max_memory, Config, Limits};
+use sodp_server::config::{default_max_memory, Config, Limits, StorageConfig};
+use sodp_server::storage::durable::Fsync;
 
 /// SODP state-synchronisation server (WebSocket + MessagePack).
 #[derive(Debug, Parser)]
@@ -23,7 +24,7 @@ pub struct Args {
     /// Address to listen on (host:port, or just a port).
     #[arg(value_name = "ADDR")]
     pub addr_positional: Option<String>,
-    /// Directory for the durable log (not supported yet; "" = in memory).
+    /// Data directory for durable state (the reference's LOG_DIR; "" = in memory).
     #[arg(value_name = "LOG_DIR")]
     pub log_dir_positional: Option<String>,
     /// Schema file validating values per key (see docs/SECURITY.md).
@@ -82,9 +83,26 @@ pub struct Args {
     #[arg(long, env = "SODP_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10.0)]
     pub handshake_timeout_secs: f64,
 
-    /// Durable log directory (not supported yet).
-    #[arg(long, env = "SODP_LOG_DIR")]
-    pub log_dir: Option<String>,
+    /// Data directory: keys, values, versions and history survive restarts.
+    /// Unset or "": in memory.
+    #[arg(long, visible_alias = "log-dir", env = "SODP_LOG_DIR")]
+    pub data_dir: Option<String>,
+    /// When writes reach stable storage: `always` (before the RESULT and the
+    /// DELTAs leave; concurrent writes share one sync), `batch` (within
+    /// --fsync-interval-ms; a crash may take back what watchers saw), `never`
+    /// (the OS decides).
+    #[arg(long, env = "SODP_FSYNC", default_value = "always", value_parser = ["always", "batch", "never"])]
+    pub fsync: String,
+    /// With --fsync batch: the longest a write waits for its sync.
+    #[arg(long, env = "SODP_FSYNC_INTERVAL_MS", default_value_t = 100)]
+    pub fsync_interval_ms: u64,
+    /// Log bytes after which a checkpoint is written and older log deleted.
+    #[arg(long, env = "SODP_CHECKPOINT_BYTES", default_value_t = 64 << 20)]
+    pub checkpoint_bytes: u64,
+    /// Start even if the data directory is damaged, keeping what can be read
+    /// (what was skipped is logged).
+    #[arg(long, env = "SODP_RECOVER")]
+    pub recover: bool,
     /// JSON schema file: value types per key (see docs/SECURITY.md).
     #[arg(long, env = "SODP_SCHEMA_FILE")]
     pub schema_file: Option<String>,
@@ -149,11 +167,6 @@ impl Args {
     pub fn into_config(self) -> Result<Config, String> {
         let unsupported = [
             (
-                "LOG_DIR / --log-dir / SODP_LOG_DIR (durable log)",
-                non_empty(self.log_dir.as_deref()).is_some()
-                    || non_empty(self.log_dir_positional.as_deref()).is_some(),
-            ),
-            (
                 "--redis-url / SODP_REDIS_URL (clustering)",
                 self.redis_url.is_some(),
             ),
@@ -188,9 +201,22 @@ impl Args {
                 "--max-depth, --max-message-bytes and --outbound-queue must be positive".into(),
             );
         }
+        let data_dir = non_empty(self.data_dir.as_deref())
+            .or(non_empty(self.log_dir_positional.as_deref()));
+        let storage = data_dir.map(|dir| StorageConfig {
+            fsync: match self.fsync.as_str() {
+                "batch" => Fsync::Batch(Duration::from_millis(self.fsync_interval_ms.max(1))),
+                "never" => Fsync::Never,
+                _ => Fsync::Always,
+            },
+            checkpoint_bytes: self.checkpoint_bytes.max(1),
+            salvage: self.recover,
+            ..StorageConfig::new(dir)
+        });
         Ok(Config {
             addr,
             health_addr,
+            storage,
             limits: Limits {
                 max_message_bytes: self.max_message_bytes,
                 max_depth: self.max_depth,
@@ -315,9 +341,17 @@ mod tests {
                 .port(),
             2
         );
-        assert!(parse(&["127.0.0.1:1", "/tmp/log"])
-            .unwrap_err()
-            .contains("not supported yet"));
+        let c = parse(&["127.0.0.1:1", "/tmp/log"]).unwrap();
+        assert_eq!(
+            c.storage.unwrap().dir,
+            std::path::PathBuf::from("/tmp/log"),
+            "the positional LOG_DIR is the data directory"
+        );
+        let c = parse(&["--data-dir", "/d", "--fsync", "batch", "--fsync-interval-ms", "20"]).unwrap();
+        let sc = c.storage.unwrap();
+        assert_eq!(sc.fsync, Fsync::Batch(Duration::from_millis(20)));
+        assert!(parse(&["--data-dir", "/d", "--fsync", "sometimes"]).is_err());
+        assert_eq!(parse(&["--fsync", "never"]).unwrap().storage.map(|s| s.dir), None);
         assert!(parse(&["--heartbeat-secs", "0"]).is_err());
     }
 

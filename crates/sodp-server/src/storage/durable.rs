@@ -1,0 +1,497 @@
+//! The durable engine: an append-only log in a data directory, written by
+//! one committer thread, with checkpoints that bound the disk and the
+//! start-up time.
+//!
+//! # Group commit
+//! Writers never touch the disk. [`Storage::append_change`] frames the record
+//! into a shared buffer (under a mutex, in commit order) and wakes the
+//! committer. The committer takes everything pending, writes it with one
+//! `write`, syncs once (`fsync = always`), then delivers every frame that
+//! waited for those records — DELTAs, RESULTs, STATE_INITs — in order. While
+//! it syncs, new writes gather for the next round: concurrent writers share
+//! one sync, the pattern of Redis's `appendfsync always`.
+//!
+//! With `batch` the committer syncs at most every interval and frames are
+//! delivered at once; with `never` the OS decides when data reaches the
+//! disk. What a crash can take back then is said in docs/PROTOCOL.md.
+//!
+//! # Failure
+//! A failed write or sync marks the engine failed: the frames waiting for it
+//! are dropped, their writers get RESULT 500, and every later write is
+//! refused with 500 until the server is restarted (a failed fsync cannot be
+//! retried safely: the kernel may have dropped the dirty pages).
+//!
+//! # Checkpoints
+//! Once the log since the last checkpoint passes `checkpoint_bytes`, the
+//! committer starts a new segment and takes an image of every key (values are
+//! shared, so this is cheap); a background thread writes the images to
+//! `checkpoint-N.sodp.tmp`, syncs, renames it into place and deletes the
+//! segments and checkpoints before N. Recovery loads checkpoint N and replays
+//! segments N and later.
+//!
+//! # Versions
+//! The log reserves versions ahead (`Ceiling` records, a million at a time,
+//! renewed half way), so a restarted server starts above every version the
+//! previous run could have handed out, even one whose write was never
+//! synced.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sodp_proto::codec::{write_array_len, write_int, write_str, write_uint};
+use sodp_proto::DeltaOp;
+use tracing::{error, info, warn};
+
+use super::log::{self, CHECKPOINT_MAGIC, LOG_MAGIC};
+use super::record::{CheckpointRecord, KeyImage, LogRecord};
+use super::{Delivery, Storage, Ticket};
+use crate::error::{ErrorCode, Rejection};
+
+/// Versions reserved by one `Ceiling` record.
+const CEILING_STEP: u64 = 1_000_000;
+
+/// When versions are synced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Before the RESULT and the DELTAs of a write leave.
+    Always,
+    /// At most this long after the write; frames leave at once.
+    Batch(Duration),
+    /// When the OS writes its cache back.
+    Never,
+}
+
+/// How the durable engine runs.
+#[derive(Debug, Clone)]
+pub struct DurableOptions {
+    pub dir: PathBuf,
+    pub fsync: Fsync,
+    /// Log bytes after which a checkpoint is written.
+    pub checkpoint_bytes: u64,
+    /// Pending (unwritten) bytes beyond which writes are refused with 503.
+    pub max_pending_bytes: usize,
+}
+
+/// Takes an image of every key, for a checkpoint (the store).
+pub trait SnapshotSource: Send + Sync {
+    fn images(&self) -> Vec<KeyImage>;
+}
+
+/// What writers and the committer share.
+struct Pending {
+    /// Framed records not yet written.
+    buf: Vec<u8>,
+    /// Frames waiting for their ticket to be durable (`always` only).
+    deliveries: Vec<(Ticket, Delivery)>,
+    /// The last ticket handed out.
+    last_ticket: Ticket,
+    /// Every ticket up to this one is durable (`always`) or written.
+    durable: Ticket,
+    /// Versions up to this one are reserved on disk.
+    ceiling: u64,
+    /// Set when the engine can no longer make anything durable.
+    failed: Option<String>,
+    stop: bool,
+    committer_waiting: bool,
+}
+
+struct Inner {
+    options: DurableOptions,
+    pending: Mutex<Pending>,
+    /// Wakes the committer.
+    work: Condvar,
+    /// Wakes whoever waits for `durable` to advance (`flush`).
+    progress: Condvar,
+    source: OnceLock<Weak<dyn SnapshotSource>>,
+}
+
+/// The durable engine (see the module docs).
+pub struct Durable {
+    inner: Arc<Inner>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Durable {
+    /// Starts the engine after recovery: a fresh segment `segment` is
+    /// created for this run's records; versions above `version_floor` are
+    /// reserved before any is handed out.
+    pub fn start(
+        options: DurableOptions,
+        segment: u64,
+        version_floor: u64,
+        replayed_bytes: u64,
+    ) -> std::io::Result<Durable> {
+        let path = log::segment_path(&options.dir, segment);
+        let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+        let ceiling = version_floor.saturating_add(CEILING_STEP);
+        let mut head = LOG_MAGIC.to_vec();
+        log::frame(&mut head, &LogRecord::Ceiling(ceiling).to_value());
+        file.write_all(&head)?;
+        file.sync_all()?;
+        log::sync_dir(&options.dir)?;
+        let inner = Arc::new(Inner {
+            options,
+            pending: Mutex::new(Pending {
+                buf: Vec::new(),
+                deliveries: Vec::new(),
+                last_ticket: 0,
+                durable: 0,
+                ceiling,
+                failed: None,
+                stop: false,
+                committer_waiting: false,
+            }),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+            source: OnceLock::new(),
+        });
+        let committer = Committer {
+            inner: inner.clone(),
+            file,
+            segment,
+            since_checkpoint: replayed_bytes,
+            checkpointing: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("sodp-committer".into())
+            .spawn(move || committer.run())?;
+        Ok(Durable {
+            inner,
+            committer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Where checkpoints take their images from (set once the store exists).
+    pub fn attach(&self, source: Weak<dyn SnapshotSource>) {
+        let _ = self.inner.source.set(source);
+    }
+
+    /// The first version this run may hand out.
+    pub fn first_version(&self) -> u64 {
+        lock(&self.inner.pending).ceiling - CEILING_STEP + 1
+    }
+
+    fn append(&self, version: Option<u64>, encode: impl FnOnce(&mut Vec<u8>)) -> Ticket {
+        let mut p = lock(&self.inner.pending);
+        if let Some(v) = version {
+            if v.saturating_add(CEILING_STEP / 2) > p.ceiling {
+                p.ceiling = v.saturating_add(CEILING_STEP);
+                let record = LogRecord::Ceiling(p.ceiling).to_value();
+                log::frame(&mut p.buf, &record);
+            }
+        }
+        let mut payload = Vec::with_capacity(64);
+        encode(&mut payload);
+        log::frame_bytes(&mut p.buf, &payload);
+        p.last_ticket += 1;
+        let ticket = p.last_ticket;
+        if p.committer_waiting {
+            p.committer_waiting = false;
+            self.inner.work.notify_one();
+        }
+        ticket
+    }
+}
+
+impl Storage for Durable {
+    fn check_writable(&self) -> Result<(), Rejection> {
+        let p = lock(&self.inner.pending);
+        if let Some(why) = &p.failed {
+            return Err(Rejection::new(
+                ErrorCode::Internal,
+                format!("storage failed ({why}); writes are refused until the server restarts"),
+            ));
+        }
+        if p.buf.len() > self.inner.options.max_pending_bytes {
+            return Err(Rejection::new(
+                ErrorCode::Unavailable,
+                "storage is behind: too many writes waiting for the disk; retry shortly",
+            ));
+        }
+        Ok(())
+    }
+
+    fn append_change(&self, version: u64, key: &str, ops: &[DeltaOp]) -> Ticket {
+        self.append(Some(version), |buf| {
+            write_array_len(buf, 4);
+            write_int(buf, 1);
+            write_uint(buf, version);
+            write_str(buf, key);
+            write_array_len(buf, ops.len());
+            for op in ops {
+                op.write(buf);
+            }
+        })
+    }
+
+    fn append_bind(&self, key: &str, path: &str) -> Ticket {
+        self.append(None, |buf| {
+            write_array_len(buf, 3);
+            write_int(buf, 2);
+            write_str(buf, key);
+            write_str(buf, path);
+        })
+    }
+
+    fn append_unbind(&self, key: &str, path: &str) -> Ticket {
+        self.append(None, |buf| {
+            write_array_len(buf, 3);
+            write_int(buf, 3);
+            write_str(buf, key);
+            write_str(buf, path);
+        })
+    }
+
+    fn deliver(&self, ticket: Ticket, delivery: Delivery) {
+        if self.inner.options.fsync != Fsync::Always {
+            return delivery.deliver();
+        }
+        let mut p = lock(&self.inner.pending);
+        if let Some(why) = p.failed.clone() {
+            drop(p);
+            return delivery.fail(&why);
+        }
+        if ticket <= p.durable {
+            drop(p);
+            return delivery.deliver();
+        }
+        p.deliveries.push((ticket, delivery));
+        if p.committer_waiting {
+            p.committer_waiting = false;
+            self.inner.work.notify_one();
+        }
+    }
+
+    fn is_visible(&self, ticket: Ticket) -> bool {
+        self.inner.options.fsync != Fsync::Always || ticket <= lock(&self.inner.pending).durable
+    }
+
+    fn describe(&self) -> String {
+        let fsync = match self.inner.options.fsync {
+            Fsync::Always => "always".to_owned(),
+            Fsync::Batch(d) => format!("batch ({} ms)", d.as_millis()),
+            Fsync::Never => "never".to_owned(),
+        };
+        format!("{} (fsync {fsync})", self.inner.options.dir.display())
+    }
+
+    /// Writes and syncs everything pending, then stops the committer.
+    fn flush(&self) {
+        {
+            let mut p = lock(&self.inner.pending);
+            p.stop = true;
+            self.inner.work.notify_one();
+        }
+        if let Some(handle) = lock(&self.committer).take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// The committer thread's own state.
+struct Committer {
+    inner: Arc<Inner>,
+    file: File,
+    segment: u64,
+    since_checkpoint: u64,
+    checkpointing: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    fn run(mut self) {
+        let fsync = self.inner.options.fsync;
+        let mut last_sync = Instant::now();
+        let mut unsynced = false;
+        loop {
+            let (buf, deliveries, upto, stop) = {
+                let mut p = lock(&self.inner.pending);
+                while p.buf.is_empty() && p.deliveries.is_empty() && !p.stop {
+                    p.committer_waiting = true;
+                    if let (Fsync::Batch(every), true) = (fsync, unsynced) {
+                        let wait = every.saturating_sub(last_sync.elapsed());
+                        let (guard, timeout) = self
+                            .inner
+                            .work
+                            .wait_timeout(p, wait)
+                            .unwrap_or_else(|e| e.into_inner());
+                        p = guard;
+                        if timeout.timed_out() {
+                            break;
+                        }
+                    } else {
+                        p = self.inner.work.wait(p).unwrap_or_else(|e| e.into_inner());
+                    }
+                }
+                p.committer_waiting = false;
+                (
+                    std::mem::take(&mut p.buf),
+                    std::mem::take(&mut p.deliveries),
+                    p.last_ticket,
+                    p.stop,
+                )
+            };
+            let mut result = Ok(());
+            if !buf.is_empty() {
+                result = self.file.write_all(&buf);
+                self.since_checkpoint += buf.len() as u64;
+                unsynced = true;
+            }
+            let sync_now = match fsync {
+                Fsync::Always => unsynced,
+                Fsync::Batch(every) => unsynced && (stop || last_sync.elapsed() >= every),
+                Fsync::Never => stop && unsynced,
+            };
+            if result.is_ok() && sync_now {
+                result = self.file.sync_data();
+                last_sync = Instant::now();
+                unsynced = false;
+            }
+            if let Err(e) = result {
+                self.fail(format!("{}: {e}", log::segment_path(&self.inner.options.dir, self.segment).display()), deliveries);
+                if stop {
+                    return;
+                }
+                continue;
+            }
+            for (_, delivery) in deliveries {
+                delivery.deliver();
+            }
+            {
+                let mut p = lock(&self.inner.pending);
+                p.durable = p.durable.max(upto);
+                self.inner.progress.notify_all();
+            }
+            if stop {
+                if let Some(h) = self.checkpointing.take() {
+                    let _ = h.join();
+                }
+                return;
+            }
+            if self.since_checkpoint >= self.inner.options.checkpoint_bytes {
+                self.checkpoint();
+            }
+        }
+    }
+
+    fn fail(&mut self, why: String, deliveries: Vec<(Ticket, Delivery)>) {
+        error!(error = %why, "storage failed: writes are refused until restart");
+        let mut p = lock(&self.inner.pending);
+        p.failed.get_or_insert(why.clone());
+        p.buf.clear();
+        let mut waiting = std::mem::take(&mut p.deliveries);
+        drop(p);
+        waiting.splice(0..0, deliveries);
+        for (_, delivery) in waiting {
+            delivery.fail(&why);
+        }
+    }
+
+    /// Starts segment N+1, takes the images and has them written as
+    /// checkpoint N+1 in the background (one at a time).
+    fn checkpoint(&mut self) {
+        if self.checkpointing.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let Some(source) = self.inner.source.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let dir = self.inner.options.dir.clone();
+        let next = self.segment + 1;
+        let opened = (|| {
+            let mut file = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(log::segment_path(&dir, next))?;
+            let ceiling = lock(&self.inner.pending).ceiling;
+            let mut head = LOG_MAGIC.to_vec();
+            log::frame(&mut head, &LogRecord::Ceiling(ceiling).to_value());
+            file.write_all(&head)?;
+            file.sync_all()?;
+            log::sync_dir(&dir)?;
+            Ok::<_, std::io::Error>(file)
+        })();
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "could not start a new log segment; checkpoint postponed");
+                self.since_checkpoint = 0;
+                return;
+            }
+        };
+        // Everything appended from here on goes to the new segment; the
+        // old one is complete (and synced, or will be with `never`).
+        let _ = self.file.sync_data();
+        self.file = file;
+        self.segment = next;
+        self.since_checkpoint = 0;
+        let images = source.images();
+        let ceiling = lock(&self.inner.pending).ceiling;
+        self.checkpointing = std::thread::Builder::new()
+            .name("sodp-checkpoint".into())
+            .spawn(move || match write_checkpoint(&dir, next, images, ceiling) {
+                Ok(n) => info!(checkpoint = next, keys = n, "checkpoint written"),
+                Err(e) => warn!(error = %e, "checkpoint failed; the log is kept"),
+            })
+            .ok();
+    }
+}
+
+/// Writes checkpoint `number`, then deletes what it replaces.
+fn write_checkpoint(
+    dir: &std::path::Path,
+    number: u64,
+    images: Vec<KeyImage>,
+    ceiling: u64,
+) -> std::io::Result<usize> {
+    let path = log::checkpoint_path(dir, number);
+    let tmp = path.with_extension("sodp.tmp");
+    let mut file = File::create(&tmp)?;
+    let mut buf = CHECKPOINT_MAGIC.to_vec();
+    let n = images.len();
+    for image in images {
+        log::frame(&mut buf, &CheckpointRecord::Key(image).to_value());
+        if buf.len() > 1 << 20 {
+            file.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+    log::frame(
+        &mut buf,
+        &CheckpointRecord::End {
+            ceiling,
+            keys: n as u64,
+        }
+        .to_value(),
+    );
+    file.write_all(&buf)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, &path)?;
+    log::sync_dir(dir)?;
+    for (old, p) in log::numbered(dir, "log-")? {
+        if old < number {
+            std::fs::remove_file(p)?;
+        }
+    }
+    for (old, p) in log::numbered(dir, "checkpoint-")? {
+        if old < number {
+            std::fs::remove_file(p)?;
+        }
+    }
+    log::sync_dir(dir)?;
+    Ok(n)
+}

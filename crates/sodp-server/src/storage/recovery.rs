@@ -1,0 +1,278 @@
+//! Start-up: rebuilding the state from the data directory.
+//!
+//! The newest complete checkpoint is loaded, then every log segment from its
+//! number on is replayed in order. A change already in the checkpoint (its
+//! version is not above the key's) is skipped; presence binds and releases
+//! are replayed as set operations (the last one for a path wins), which gives
+//! the paths still bound when the previous run ended.
+//!
+//! Damage: a record that does not check out at the end of the newest segment
+//! is a torn write — the file is cut there and the cut logged. Anywhere else
+//! it is corruption: recovery stops with the file and offset, unless the
+//! operator asked to salvage (`--recover`), which keeps what reads and says
+//! what was skipped.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+
+use sodp_proto::{delta, DeltaOp, Value};
+
+use super::log::{self, Damage, Records, CHECKPOINT_MAGIC, LOG_MAGIC};
+use super::record::{CheckpointRecord, LogRecord};
+
+/// Why the state could not be recovered.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("data directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt at byte offset {offset}: {reason} (start with --recover to salvage what can be read)")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("{path} is missing: the log has a gap (start with --recover to salvage what can be read)")]
+    Missing { path: PathBuf },
+}
+
+/// One key as recovered.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecoveredKey {
+    pub version: u64,
+    pub initialized: bool,
+    pub value: Value,
+    /// The key's last changes (at most the history length), oldest first.
+    pub history: VecDeque<(u64, Vec<DeltaOp>)>,
+}
+
+/// Everything recovered from a data directory.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub keys: BTreeMap<String, RecoveredKey>,
+    /// Presence paths bound by sessions of the previous run.
+    pub binds: HashSet<(String, String)>,
+    /// The highest version seen or reserved: the new run starts above it.
+    pub version_floor: u64,
+    /// The number the next log segment gets.
+    pub next_segment: u64,
+    /// Log bytes replayed (a checkpoint is due when this is large).
+    pub replayed_bytes: u64,
+    /// What was cut or skipped, for the start-up log.
+    pub notes: Vec<String>,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RecoveryError + '_ {
+    move |source| RecoveryError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Reads the data directory `dir` (created if missing).
+pub fn recover(dir: &Path, salvage: bool, history_len: usize) -> Result<Recovered, RecoveryError> {
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let mut out = Recovered::default();
+    let checkpoints = log::numbered(dir, "checkpoint-").map_err(io_error(dir))?;
+    let mut start = 0;
+    if let Some((number, path)) = checkpoints.last() {
+        load_checkpoint(path, &mut out, salvage)?;
+        start = *number;
+    }
+    let segments: Vec<_> = log::numbered(dir, "log-")
+        .map_err(io_error(dir))?
+        .into_iter()
+        .filter(|(n, _)| *n >= start)
+        .collect();
+    let mut expected = segments.first().map_or(start, |(n, _)| *n);
+    if !checkpoints.is_empty() && expected != start && !salvage {
+        return Err(RecoveryError::Missing {
+            path: log::segment_path(dir, start),
+        });
+    }
+    for (i, (number, path)) in segments.iter().enumerate() {
+        if *number != expected {
+            if !salvage {
+                return Err(RecoveryError::Missing {
+                    path: log::segment_path(dir, expected),
+                });
+            }
+            out.notes.push(format!(
+                "salvage: segments {expected}..{number} are missing"
+            ));
+        }
+        expected = number + 1;
+        let newest = i + 1 == segments.len();
+        let records = log::read_file(path, LOG_MAGIC).map_err(io_error(path))?;
+        let bytes = std::fs::metadata(path).map_err(io_error(path))?.len();
+        out.replayed_bytes += bytes;
+        replay(path, records, newest, salvage, history_len, &mut out)?;
+    }
+    out.next_segment = expected.max(start);
+    Ok(out)
+}
+
+fn load_checkpoint(path: &Path, out: &mut Recovered, salvage: bool) -> Result<(), RecoveryError> {
+    let Records { records, damage } =
+        log::read_file(path, CHECKPOINT_MAGIC).map_err(io_error(path))?;
+    let mut complete = false;
+    for (i, record) in records.iter().enumerate() {
+        match CheckpointRecord::from_value(record) {
+            Some(CheckpointRecord::Key(k)) => {
+                for p in &k.binds {
+                    out.binds.insert((k.key.clone(), p.clone()));
+                }
+                out.version_floor = out.version_floor.max(k.version);
+                out.keys.insert(
+                    k.key,
+                    RecoveredKey {
+                        version: k.version,
+                        initialized: k.initialized,
+                        value: k.value,
+                        history: k.history.into(),
+                    },
+                );
+            }
+            Some(CheckpointRecord::End { ceiling, .. }) => {
+                out.version_floor = out.version_floor.max(ceiling);
+                complete = true;
+            }
+            None if salvage => out.notes.push(format!(
+                "salvage: {}: record {i} is not a checkpoint record; skipped",
+                path.display()
+            )),
+            None => {
+                return Err(RecoveryError::Corrupt {
+                    path: path.to_owned(),
+                    offset: 0,
+                    reason: format!("record {i} is not a checkpoint record"),
+                })
+            }
+        }
+    }
+    let problem = match (damage, complete) {
+        (Some(Damage { offset, reason }), _) => Some((offset, reason.to_owned())),
+        (None, false) => Some((
+            std::fs::metadata(path).map_or(0, |m| m.len()),
+            "no end record".to_owned(),
+        )),
+        (None, true) => None,
+    };
+    match problem {
+        None => Ok(()),
+        Some((offset, reason)) if salvage => {
+            out.notes.push(format!(
+                "salvage: {}: {reason} at byte {offset}; kept what was read",
+                path.display()
+            ));
+            Ok(())
+        }
+        Some((offset, reason)) => Err(RecoveryError::Corrupt {
+            path: path.to_owned(),
+            offset,
+            reason,
+        }),
+    }
+}
+
+fn replay(
+    path: &Path,
+    records: Records,
+    newest: bool,
+    salvage: bool,
+    history_len: usize,
+    out: &mut Recovered,
+) -> Result<(), RecoveryError> {
+    for (i, record) in records.records.iter().enumerate() {
+        let corrupt = |reason: String| RecoveryError::Corrupt {
+            path: path.to_owned(),
+            offset: 0,
+            reason: format!("record {i}: {reason}"),
+        };
+        match LogRecord::from_value(record) {
+            Some(LogRecord::Change { version, key, ops }) => {
+                out.version_floor = out.version_floor.max(version);
+                let k = out.keys.entry(key).or_default();
+                if version <= k.version {
+                    continue; // Already in the checkpoint.
+                }
+                let mut value = k.value.clone();
+                let mut initialized = k.initialized;
+                let mut applied = Ok(());
+                for op in &ops {
+                    if op.path == "/" {
+                        initialized = op.kind != sodp_proto::OpKind::Remove;
+                    }
+                    applied = delta::apply_in_place(&mut value, op);
+                    if applied.is_err() {
+                        break;
+                    }
+                }
+                match applied {
+                    Ok(()) => {
+                        k.value = value;
+                        k.initialized = initialized;
+                        k.version = version;
+                        k.history.push_back((version, ops));
+                        while k.history.len() > history_len {
+                            k.history.pop_front();
+                        }
+                    }
+                    Err(e) if salvage => out.notes.push(format!(
+                        "salvage: {}: record {i} does not apply ({e}); skipped",
+                        path.display()
+                    )),
+                    Err(e) => return Err(corrupt(format!("does not apply: {e}"))),
+                }
+            }
+            Some(LogRecord::Bind { key, path: p }) => {
+                out.binds.insert((key, p));
+            }
+            Some(LogRecord::Unbind { key, path: p }) => {
+                out.binds.remove(&(key, p));
+            }
+            Some(LogRecord::Ceiling(v)) => out.version_floor = out.version_floor.max(v),
+            None if salvage => out.notes.push(format!(
+                "salvage: {}: record {i} is not a log record; skipped",
+                path.display()
+            )),
+            None => return Err(corrupt("not a log record".into())),
+        }
+    }
+    let Some(damage) = records.damage else {
+        return Ok(());
+    };
+    if newest {
+        // A torn tail: the write that was in progress when the process
+        // died. Nothing after it was acknowledged; cut it off.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_error(path))?;
+        file.set_len(damage.offset).map_err(io_error(path))?;
+        file.sync_all().map_err(io_error(path))?;
+        out.notes.push(format!(
+            "{}: cut a torn tail at byte {} ({})",
+            path.display(),
+            damage.offset,
+            damage.reason
+        ));
+        return Ok(());
+    }
+    if salvage {
+        out.notes.push(format!(
+            "salvage: {}: {} at byte {}; the rest of this file is skipped",
+            path.display(),
+            damage.reason,
+            damage.offset
+        ));
+        return Ok(());
+    }
+    Err(RecoveryError::Corrupt {
+        path: path.to_owned(),
+        offset: damage.offset,
+        reason: damage.reason.into(),
+    })
+}
