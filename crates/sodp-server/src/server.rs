@@ -18,7 +18,6 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
-
 use crate::config::Config;
 use crate::http::{self, Request};
 use crate::memory;

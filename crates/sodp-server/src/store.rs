@@ -46,9 +46,9 @@ use crate::error::Rejection;
 use crate::history::{History, HistoryBudget};
 use crate::outbox::{Outbox, SessionId};
 use crate::size;
+use crate::storage::durable::SnapshotSource;
 use crate::storage::record::KeyImage;
 use crate::storage::recovery::Recovered;
-use crate::storage::durable::SnapshotSource;
 use crate::storage::{Delivery, Memory, Storage, Ticket};
 use crate::wire;
 
@@ -481,7 +481,9 @@ impl Store {
         seq: u64,
         params: Option<&Value>,
     ) -> Result<(), Rejection> {
-        self.with_slot(key, |slot, st| self.subscribe(slot, st, outbox, seq, params))
+        self.with_slot(key, |slot, st| {
+            self.subscribe(slot, st, outbox, seq, params)
+        })
     }
 
     /// RESUME: replays the DELTAs after `since` if every one is still held,
@@ -609,7 +611,7 @@ impl Store {
         // owns the path.
         if let Some((path, session)) = edit.presence {
             let cost = presence_cost(&path);
-            if st.presence.get(&path).is_none() {
+            if !st.presence.contains_key(&path) {
                 self.memory.force(cost);
                 st.last_ticket = self.storage.append_bind(&slot.key, &path);
             }
@@ -779,6 +781,12 @@ impl Store {
 /// The encoded size of a value, for methods that replace it whole.
 pub fn size_of(value: &Value) -> usize {
     encoded_len(value)
+}
+
+impl SnapshotSource for Store {
+    fn images(&self) -> Vec<KeyImage> {
+        Store::images(self)
+    }
 }
 
 #[cfg(test)]
@@ -963,11 +971,5 @@ mod tests {
         );
         assert_eq!(s.snapshot("k"), before, "nothing changed");
         assert_eq!(s.recorded_size("k"), encoded_len(&before.value));
-    }
-}
-
-impl SnapshotSource for Store {
-    fn images(&self) -> Vec<KeyImage> {
-        Store::images(self)
     }
 }

@@ -80,7 +80,10 @@ async fn health_port_answers_health_only() {
         ok.starts_with("HTTP/1.1 200") && ok.contains("\"status\":\"ok\""),
         "{ok}"
     );
-    assert!(ok.contains("\"memory\":{") && ok.contains("\"max\":"), "{ok}");
+    assert!(
+        ok.contains("\"memory\":{") && ok.contains("\"max\":"),
+        "{ok}"
+    );
     assert!(get("/").await.starts_with("HTTP/1.1 404"));
     drop(server);
 }

@@ -130,7 +130,10 @@ impl Durable {
         replayed_bytes: u64,
     ) -> std::io::Result<Durable> {
         let path = log::segment_path(&options.dir, segment);
-        let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
         let ceiling = version_floor.saturating_add(CEILING_STEP);
         let mut head = LOG_MAGIC.to_vec();
         log::frame(&mut head, &LogRecord::Ceiling(ceiling).to_value());
@@ -361,7 +364,13 @@ impl Committer {
                 unsynced = false;
             }
             if let Err(e) = result {
-                self.fail(format!("{}: {e}", log::segment_path(&self.inner.options.dir, self.segment).display()), deliveries);
+                self.fail(
+                    format!(
+                        "{}: {e}",
+                        log::segment_path(&self.inner.options.dir, self.segment).display()
+                    ),
+                    deliveries,
+                );
                 if stop {
                     return;
                 }
@@ -403,7 +412,11 @@ impl Committer {
     /// Starts segment N+1, takes the images and has them written as
     /// checkpoint N+1 in the background (one at a time).
     fn checkpoint(&mut self) {
-        if self.checkpointing.as_ref().is_some_and(|h| !h.is_finished()) {
+        if self
+            .checkpointing
+            .as_ref()
+            .is_some_and(|h| !h.is_finished())
+        {
             return;
         }
         let Some(source) = self.inner.source.get().and_then(Weak::upgrade) else {
@@ -442,10 +455,12 @@ impl Committer {
         let ceiling = lock(&self.inner.pending).ceiling;
         self.checkpointing = std::thread::Builder::new()
             .name("sodp-checkpoint".into())
-            .spawn(move || match write_checkpoint(&dir, next, images, ceiling) {
-                Ok(n) => info!(checkpoint = next, keys = n, "checkpoint written"),
-                Err(e) => warn!(error = %e, "checkpoint failed; the log is kept"),
-            })
+            .spawn(
+                move || match write_checkpoint(&dir, next, images, ceiling) {
+                    Ok(n) => info!(checkpoint = next, keys = n, "checkpoint written"),
+                    Err(e) => warn!(error = %e, "checkpoint failed; the log is kept"),
+                },
+            )
             .ok();
     }
 }

@@ -76,32 +76,54 @@ pub fn read_file(path: &Path, magic: &[u8; 8]) -> io::Result<Records> {
 fn parse(data: &[u8], start: usize) -> Records {
     let mut records = Vec::new();
     let mut at = start;
-    let damage = |offset: usize, reason| Some(Damage {
-        offset: offset as u64,
-        reason,
-    });
+    let damage = |offset: usize, reason| {
+        Some(Damage {
+            offset: offset as u64,
+            reason,
+        })
+    };
     while at < data.len() {
         let Some(header) = data.get(at..at + 8) else {
-            return Records { records, damage: damage(at, "truncated record header") };
+            return Records {
+                records,
+                damage: damage(at, "truncated record header"),
+            };
         };
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
         if len > MAX_RECORD_BYTES {
-            return Records { records, damage: damage(at, "record length out of range") };
+            return Records {
+                records,
+                damage: damage(at, "record length out of range"),
+            };
         }
         let Some(payload) = data.get(at + 8..at + 8 + len) else {
-            return Records { records, damage: damage(at, "truncated record") };
+            return Records {
+                records,
+                damage: damage(at, "truncated record"),
+            };
         };
         if crc32fast::hash(payload) != crc {
-            return Records { records, damage: damage(at, "checksum mismatch") };
+            return Records {
+                records,
+                damage: damage(at, "checksum mismatch"),
+            };
         }
         match decode_value(payload, RECORD_DEPTH) {
             Ok(v) => records.push(v),
-            Err(_) => return Records { records, damage: damage(at, "undecodable record") },
+            Err(_) => {
+                return Records {
+                    records,
+                    damage: damage(at, "undecodable record"),
+                }
+            }
         }
         at += 8 + len;
     }
-    Records { records, damage: None }
+    Records {
+        records,
+        damage: None,
+    }
 }
 
 /// `log-00000000000000000007.sodp` and the like, sorted by number.

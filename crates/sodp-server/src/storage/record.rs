@@ -42,7 +42,10 @@ pub struct KeyImage {
 pub enum CheckpointRecord {
     Key(KeyImage),
     /// Written last: a checkpoint without it is incomplete.
-    End { ceiling: u64, keys: u64 },
+    End {
+        ceiling: u64,
+        keys: u64,
+    },
 }
 
 const CHANGE: i64 = 1;

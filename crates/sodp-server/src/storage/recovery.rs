@@ -34,7 +34,9 @@ pub enum RecoveryError {
         offset: u64,
         reason: String,
     },
-    #[error("{path} is missing: the log has a gap (start with --recover to salvage what can be read)")]
+    #[error(
+        "{path} is missing: the log has a gap (start with --recover to salvage what can be read)"
+    )]
     Missing { path: PathBuf },
 }
 

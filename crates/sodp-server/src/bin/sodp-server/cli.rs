@@ -201,8 +201,8 @@ impl Args {
                 "--max-depth, --max-message-bytes and --outbound-queue must be positive".into(),
             );
         }
-        let data_dir = non_empty(self.data_dir.as_deref())
-            .or(non_empty(self.log_dir_positional.as_deref()));
+        let data_dir =
+            non_empty(self.data_dir.as_deref()).or(non_empty(self.log_dir_positional.as_deref()));
         let storage = data_dir.map(|dir| StorageConfig {
             fsync: match self.fsync.as_str() {
                 "batch" => Fsync::Batch(Duration::from_millis(self.fsync_interval_ms.max(1))),
@@ -347,11 +347,22 @@ mod tests {
             std::path::PathBuf::from("/tmp/log"),
             "the positional LOG_DIR is the data directory"
         );
-        let c = parse(&["--data-dir", "/d", "--fsync", "batch", "--fsync-interval-ms", "20"]).unwrap();
+        let c = parse(&[
+            "--data-dir",
+            "/d",
+            "--fsync",
+            "batch",
+            "--fsync-interval-ms",
+            "20",
+        ])
+        .unwrap();
         let sc = c.storage.unwrap();
         assert_eq!(sc.fsync, Fsync::Batch(Duration::from_millis(20)));
         assert!(parse(&["--data-dir", "/d", "--fsync", "sometimes"]).is_err());
-        assert_eq!(parse(&["--fsync", "never"]).unwrap().storage.map(|s| s.dir), None);
+        assert_eq!(
+            parse(&["--fsync", "never"]).unwrap().storage.map(|s| s.dir),
+            None
+        );
         assert!(parse(&["--heartbeat-secs", "0"]).is_err());
     }
 
