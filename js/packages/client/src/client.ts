@@ -848,8 +848,8 @@ export class SodpClient {
   /** Send a CALL (queued until connected); resolves with RESULT `data`. */
   call<D = unknown>(method: string, args: Record<string, unknown>, extra?: Record<string, unknown>, requires: string[] = []): Promise<D> {
     return new Promise<D>((resolve, reject) => {
-      if (this._status === "closed" || this.fatal) {
-        reject(this.fatal ?? new ConnectionLost("client closed"));
+      if (this._status === "closed" || this._status === "disconnected") {
+        reject(this.fatal ?? new ConnectionLost(`client ${this._status}`));
         return;
       }
       const id = this.ids.next();
