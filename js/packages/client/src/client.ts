@@ -328,7 +328,12 @@ export class SodpClient {
   private onSocketGone(): void {
     const wasLive = this.phase === "ready";
     const ws = this.ws;
-    if (ws) ws.onmessage = ws.onclose = ws.onerror = ws.onopen = null;
+    if (ws) {
+      ws.onmessage = ws.onclose = ws.onopen = null;
+      // Keep a listener: `ws` (Node) emits 'error' when closed while connecting,
+      // and an EventEmitter 'error' without one is an uncaught exception.
+      ws.onerror = () => {};
+    }
     this.ws = undefined;
     this.phase = "closed";
     this.clearConnectionTimers();
