@@ -1,5 +1,5 @@
 /** A TCP proxy in front of the server, so a test can cut every connection (as a network loss would). */
-import { type Server, type Socket, createConnection, createServer } from "node:net";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
 
 export interface Proxy {
   url: string;

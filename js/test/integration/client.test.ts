@@ -255,7 +255,10 @@ test("auth: tokenProvider on every connect; a refused token stops reconnecting a
     await until(() => c.status === "connected" && calls === 2, 10_000, "reconnect with a fresh token");
 
     const statuses: ConnectionStatus[] = [];
-    const { c: bad, errors } = connect(authServer.url, { token: signJwt("wrong-secret", { sub: "eve" }), onStatusChange: (s) => statuses.push(s) });
+    const { c: bad, errors } = connect(authServer.url, {
+      token: signJwt("wrong-secret", { sub: "eve" }),
+      onStatusChange: (s) => statuses.push(s),
+    });
     const queued = bad.set("k", 1);
     await assert.rejects(bad.ready, AuthError);
     await assert.rejects(queued, AuthError);

@@ -17,18 +17,9 @@
  */
 
 import { Backoff } from "./backoff.js";
-import { type DeltaOp, applyOps } from "./delta.js";
-import {
-  AuthError,
-  CallError,
-  CallTimeout,
-  ConnectionLost,
-  DeltaError,
-  ServerError,
-  SodpError,
-  UnsupportedError,
-} from "./errors.js";
-import { FrameType, decodeFrame, encodeFrame } from "./frames.js";
+import { applyOps, type DeltaOp } from "./delta.js";
+import { AuthError, CallError, CallTimeout, ConnectionLost, DeltaError, ServerError, SodpError, UnsupportedError } from "./errors.js";
+import { decodeFrame, encodeFrame, FrameType } from "./frames.js";
 import { IdSource } from "./ids.js";
 import { jwtExpiryMs, refreshDelayMs } from "./jwt.js";
 
@@ -152,11 +143,20 @@ const MUTATING = new Set(["state.set", "state.patch", "state.set_in", "state.del
 const SCHEMES: Record<string, string> = { "ws://": "ws://", "wss://": "wss://", "sodp://": "ws://", "sodps://": "wss://" };
 const MAX_TIMER = 2_147_483_647;
 
+/** Run a user callback; what it throws is logged, never allowed to break the session. */
+function safely(what: string, fn: () => void): void {
+  try {
+    fn();
+  } catch (err) {
+    console.error(`[SODP] ${what} threw`, err);
+  }
+}
+
 function normalizeUrl(url: string): string {
   for (const prefix in SCHEMES) {
     if (url.startsWith(prefix)) return (SCHEMES[prefix] as string) + url.slice(prefix.length);
   }
-  throw new SodpError(`[SODP] unsupported URL ${JSON.stringify(url)}: use ws://, wss://, sodp:// or sodps://`, "transport");
+  throw new SodpError(`[SODP] unsupported URL ${url}`, "transport");
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -178,53 +178,53 @@ export class SodpClient {
   /** AUTH_OK `sub` of the current session. */
   sub: string | undefined;
 
-  private readonly opts: SodpClientOptions;
-  private readonly Ctor: WebSocketConstructor;
-  private readonly backoff: Backoff;
-  private readonly ids = new IdSource();
-  private readonly entries = new Map<string, Entry>();
-  private readonly calls = new Map<string, PendingCall>();
-  private queue: string[] = [];
-  private readonly statusListeners = new Set<(s: ConnectionStatus, p: ConnectionStatus) => void>();
+  private readonly _opts: SodpClientOptions;
+  private readonly _Ctor: WebSocketConstructor;
+  private readonly _backoff: Backoff;
+  private readonly _ids = new IdSource();
+  private readonly _entries = new Map<string, Entry>();
+  private readonly _calls = new Map<string, PendingCall>();
+  private _queue: string[] = [];
+  private readonly _statusListeners = new Set<(s: ConnectionStatus, p: ConnectionStatus) => void>();
   private _status: ConnectionStatus = "connecting";
-  private resolveReady!: () => void;
-  private rejectReady!: (err: SodpError) => void;
-  private readySettled = false;
-  private hadSession = false;
-  private fatal: SodpError | undefined;
+  private _resolveReady!: () => void;
+  private _rejectReady!: (err: SodpError) => void;
+  private _readySettled = false;
+  private _hadSession = false;
+  private _fatal: SodpError | undefined;
 
   // per connection
-  private ws: WebSocketLike | undefined;
-  private phase: Phase = "closed";
-  private seq = 0;
-  private nextStream = 10; // streams 1–9 are reserved
-  private readonly streamKeys = new Map<number, string>(); // from STATE_INIT
-  private readonly sentStreams = new Map<number, string>(); // our WATCH/RESUME ids, to name the key of an ERROR
-  private token: string | undefined;
-  private lastRx = 0;
-  private probeAt = 0;
-  private connectTimer: ReturnType<typeof setTimeout> | undefined;
-  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
-  private livenessTimer: ReturnType<typeof setInterval> | undefined;
-  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
-  private detachWake: (() => void) | undefined;
+  private _ws: WebSocketLike | undefined;
+  private _phase: Phase = "closed";
+  private _seq = 0;
+  private _nextStream = 10; // streams 1–9 are reserved
+  private readonly _streamKeys = new Map<number, string>(); // from STATE_INIT
+  private readonly _sentStreams = new Map<number, string>(); // our WATCH/RESUME ids, to name the key of an ERROR
+  private _token: string | undefined;
+  private _lastRx = 0;
+  private _probeAt = 0;
+  private _connectTimer: ReturnType<typeof setTimeout> | undefined;
+  private _reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private _livenessTimer: ReturnType<typeof setInterval> | undefined;
+  private _refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  private _detachWake: (() => void) | undefined;
 
   constructor(url: string, options: SodpClientOptions = {}) {
     this.url = normalizeUrl(url);
-    this.opts = options;
+    this._opts = options;
     const Ctor = (options.WebSocket ?? (globalThis as { WebSocket?: unknown }).WebSocket) as WebSocketConstructor | undefined;
     if (typeof Ctor !== "function") {
-      throw new SodpError("[SODP] no WebSocket implementation: pass { WebSocket } (e.g. from the 'ws' package on Node 20)", "transport");
+      throw new SodpError("[SODP] no WebSocket implementation: pass { WebSocket } (on Node 20: from 'ws')", "transport");
     }
-    this.Ctor = Ctor;
-    this.backoff = new Backoff(options.reconnectDelay ?? 1000, options.maxReconnectDelay ?? 30_000);
+    this._Ctor = Ctor;
+    this._backoff = new Backoff(options.reconnectDelay ?? 1000, options.maxReconnectDelay ?? 30_000);
     this.ready = new Promise<void>((resolve, reject) => {
-      this.resolveReady = resolve;
-      this.rejectReady = reject;
+      this._resolveReady = resolve;
+      this._rejectReady = reject;
     });
     this.ready.catch(() => {}); // a rejection nobody awaits is not an unhandled one
-    if (options.onStatusChange) this.statusListeners.add(options.onStatusChange);
-    this.connect();
+    if (options.onStatusChange) this._statusListeners.add(options.onStatusChange);
+    this._connect();
   }
 
   // ── status ────────────────────────────────────────────────────────────────
@@ -235,14 +235,14 @@ export class SodpClient {
 
   /** True while a session is live (connected and authenticated). */
   get connected(): boolean {
-    return this.phase === "ready";
+    return this._phase === "ready";
   }
 
   /** Listen to status changes; returns the unsubscribe function. */
   onStatusChange(listener: (status: ConnectionStatus, previous: ConnectionStatus) => void): () => void {
-    this.statusListeners.add(listener);
+    this._statusListeners.add(listener);
     return () => {
-      this.statusListeners.delete(listener);
+      this._statusListeners.delete(listener);
     };
   }
 
@@ -251,64 +251,52 @@ export class SodpClient {
     return this.capabilities[name] === true;
   }
 
-  private setStatus(s: ConnectionStatus): void {
+  private _setStatus(s: ConnectionStatus): void {
     const prev = this._status;
     if (prev === s) return;
     this._status = s;
-    for (const l of [...this.statusListeners]) {
-      try {
-        l(s, prev);
-      } catch (err) {
-        console.error("[SODP] status listener threw", err);
-      }
-    }
+    for (const l of [...this._statusListeners]) safely("status listener", () => l(s, prev));
   }
 
-  private report(err: SodpError): void {
-    if (this.opts.onError) {
-      try {
-        this.opts.onError(err);
-      } catch (e) {
-        console.error("[SODP] onError threw", e);
-      }
-    } else {
-      console.warn(err.message);
-    }
+  private _report(err: SodpError): void {
+    const cb = this._opts.onError;
+    if (cb) safely("onError", () => cb(err));
+    else console.warn(err.message);
   }
 
   // ── connection ────────────────────────────────────────────────────────────
 
-  private connect(): void {
-    this.reconnectTimer = undefined;
-    if (this._status === "closed" || this.fatal) return;
-    this.setStatus(this.hadSession ? "reconnecting" : "connecting");
+  private _connect(): void {
+    this._reconnectTimer = undefined;
+    if (this._status === "closed" || this._fatal) return;
+    this._setStatus(this._hadSession ? "reconnecting" : "connecting");
     let ws: WebSocketLike;
     try {
-      ws = new this.Ctor(this.url);
+      ws = new this._Ctor(this.url);
     } catch (err) {
-      this.report(new SodpError(`[SODP] cannot open ${this.url}: ${(err as Error).message}`, "transport"));
-      this.scheduleReconnect();
+      this._report(new SodpError(`[SODP] cannot open ${this.url}: ${(err as Error).message}`, "transport"));
+      this._scheduleReconnect();
       return;
     }
     ws.binaryType = "arraybuffer";
-    this.ws = ws;
-    this.phase = "hello";
-    this.seq = 0;
-    this.nextStream = 10;
-    this.streamKeys.clear();
-    this.sentStreams.clear();
-    this.lastRx = Date.now();
-    this.connectTimer = setTimeout(() => {
-      if (this.ws === ws && this.phase !== "ready") {
-        this.report(new SodpError("[SODP] connect timed out", "transport"));
-        this.drop(ws);
+    this._ws = ws;
+    this._phase = "hello";
+    this._seq = 0;
+    this._nextStream = 10;
+    this._streamKeys.clear();
+    this._sentStreams.clear();
+    this._lastRx = Date.now();
+    this._connectTimer = setTimeout(() => {
+      if (this._ws === ws && this._phase !== "ready") {
+        this._report(new SodpError("[SODP] connect timed out", "transport"));
+        this._drop(ws);
       }
-    }, this.opts.connectTimeout ?? 10_000);
+    }, this._opts.connectTimeout ?? 10_000);
     ws.onmessage = (ev) => {
-      if (this.ws === ws) this.onMessage(ev.data);
+      if (this._ws === ws) this._onMessage(ev.data);
     };
     ws.onclose = () => {
-      if (this.ws === ws) this.onSocketGone();
+      if (this._ws === ws) this._onSocketGone();
     };
     ws.onerror = () => {
       // A close event follows; browsers say nothing about the cause.
@@ -316,214 +304,208 @@ export class SodpClient {
   }
 
   /** Abandon a socket now (dead, timed out, refused): do not wait for its close handshake. */
-  private drop(ws: WebSocketLike, code = 4000): void {
+  private _drop(ws: WebSocketLike, code = 4000): void {
     try {
       ws.close(code);
     } catch {
       // already closing
     }
-    if (this.ws === ws) this.onSocketGone();
+    if (this._ws === ws) this._onSocketGone();
   }
 
-  private onSocketGone(): void {
-    const wasLive = this.phase === "ready";
-    const ws = this.ws;
+  private _onSocketGone(): void {
+    const wasLive = this._phase === "ready";
+    const ws = this._ws;
     if (ws) {
       ws.onmessage = ws.onclose = ws.onopen = null;
       // Keep a listener: `ws` (Node) emits 'error' when closed while connecting,
       // and an EventEmitter 'error' without one is an uncaught exception.
       ws.onerror = () => {};
     }
-    this.ws = undefined;
-    this.phase = "closed";
-    this.clearConnectionTimers();
-    for (const e of this.entries.values()) e.pending = [];
+    this._ws = undefined;
+    this._phase = "closed";
+    this._clearConnectionTimers();
+    for (const e of this._entries.values()) e.pending = [];
     // Calls in flight: with an idempotency key they are resent on the next
     // session (the server applies them once); without, their fate is unknown.
     const requeue: string[] = [];
-    for (const call of this.calls.values()) {
+    for (const call of this._calls.values()) {
       if (!call.sent) continue;
       call.sent = false;
       if (typeof call.body.idempotency_key === "string") requeue.push(call.id);
-      else this.failCall(call, new ConnectionLost("connection lost with the call in flight"));
+      else this._failCall(call, new ConnectionLost("connection lost with the call in flight"));
     }
-    this.queue = [...requeue, ...this.queue];
-    if (wasLive) {
-      try {
-        this.opts.onDisconnect?.();
-      } catch (err) {
-        console.error("[SODP] onDisconnect threw", err);
-      }
-    }
+    this._queue = [...requeue, ...this._queue];
+    if (wasLive) safely("onDisconnect", () => this._opts.onDisconnect?.());
     if (this._status === "closed") return;
-    if (this.fatal) {
-      this.giveUp(this.fatal);
+    if (this._fatal) {
+      this._giveUp(this._fatal);
       return;
     }
-    if (this.opts.reconnect === false) {
-      this.giveUp(new ConnectionLost("disconnected (reconnect is off)"));
+    if (this._opts.reconnect === false) {
+      this._giveUp(new ConnectionLost("disconnected (reconnect is off)"));
       return;
     }
-    this.scheduleReconnect();
+    this._scheduleReconnect();
   }
 
-  private scheduleReconnect(): void {
-    this.setStatus(this.hadSession ? "reconnecting" : "connecting");
-    const delay = this.backoff.next();
-    this.reconnectTimer = setTimeout(() => this.connect(), delay);
+  private _scheduleReconnect(): void {
+    this._setStatus(this._hadSession ? "reconnecting" : "connecting");
+    const delay = this._backoff.next();
+    this._reconnectTimer = setTimeout(() => this._connect(), delay);
   }
 
   /** No more attempts: fail what waits, settle `ready`, status `disconnected`. */
-  private giveUp(err: SodpError): void {
-    for (const call of [...this.calls.values()]) this.failCall(call, err);
-    this.queue = [];
-    if (!this.readySettled) {
-      this.readySettled = true;
-      this.rejectReady(err);
+  private _giveUp(err: SodpError): void {
+    for (const call of [...this._calls.values()]) this._failCall(call, err);
+    this._queue = [];
+    if (!this._readySettled) {
+      this._readySettled = true;
+      this._rejectReady(err);
     }
-    this.setStatus("disconnected");
+    this._setStatus("disconnected");
   }
 
-  private clearConnectionTimers(): void {
-    clearTimeout(this.connectTimer);
-    clearInterval(this.livenessTimer);
-    clearTimeout(this.refreshTimer);
-    this.connectTimer = this.livenessTimer = this.refreshTimer = undefined;
-    this.detachWake?.();
-    this.detachWake = undefined;
+  private _clearConnectionTimers(): void {
+    clearTimeout(this._connectTimer);
+    clearInterval(this._livenessTimer);
+    clearTimeout(this._refreshTimer);
+    this._connectTimer = this._livenessTimer = this._refreshTimer = undefined;
+    this._detachWake?.();
+    this._detachWake = undefined;
   }
 
   /** Close the connection and stop reconnecting. Pending calls reject with `ConnectionLost`. */
   close(): void {
     if (this._status === "closed") return;
-    this.setStatus("closed");
-    clearTimeout(this.reconnectTimer);
+    this._setStatus("closed");
+    clearTimeout(this._reconnectTimer);
     const err = new ConnectionLost("client closed");
-    for (const call of [...this.calls.values()]) this.failCall(call, err);
-    this.queue = [];
-    if (!this.readySettled) {
-      this.readySettled = true;
-      this.rejectReady(err);
+    for (const call of [...this._calls.values()]) this._failCall(call, err);
+    this._queue = [];
+    if (!this._readySettled) {
+      this._readySettled = true;
+      this._rejectReady(err);
     }
-    const ws = this.ws;
+    const ws = this._ws;
     if (ws) {
       try {
         ws.close(1000);
       } catch {
         // already closing
       }
-      this.onSocketGone();
+      this._onSocketGone();
     }
   }
 
-  private send(type: number, streamId: number, body: unknown): void {
-    const ws = this.ws;
+  private _send(type: number, streamId: number, body: unknown): void {
+    const ws = this._ws;
     if (!ws || ws.readyState !== OPEN) return;
-    this.seq++;
-    ws.send(encodeFrame(type, streamId, this.seq, body));
+    this._seq++;
+    ws.send(encodeFrame(type, streamId, this._seq, body));
   }
 
   // ── receiving ─────────────────────────────────────────────────────────────
 
-  private onMessage(data: unknown): void {
-    this.lastRx = Date.now();
+  private _onMessage(data: unknown): void {
+    this._lastRx = Date.now();
     if (typeof data === "string") {
-      this.report(new SodpError("[SODP] text message from server ignored", "protocol"));
+      this._report(new SodpError("[SODP] text message from server ignored", "protocol"));
       return;
     }
     let frame: ReturnType<typeof decodeFrame>;
     try {
       frame = decodeFrame(data as ArrayBuffer);
     } catch (err) {
-      this.report(err as SodpError);
+      this._report(err as SodpError);
       return;
     }
     const body = isRecord(frame.body) ? frame.body : {};
     switch (frame.type) {
       case FrameType.DELTA:
-        this.onDelta(frame.streamId, body);
+        this._onDelta(frame.streamId, body);
         return;
       case FrameType.HEARTBEAT:
-        if (this.probeAt === 0) this.send(FrameType.HEARTBEAT, 0, null);
-        this.probeAt = 0; // an answer to our probe needs no echo (it would start a ping-pong)
+        if (this._probeAt === 0) this._send(FrameType.HEARTBEAT, 0, null);
+        this._probeAt = 0; // an answer to our probe needs no echo (it would start a ping-pong)
         return;
       case FrameType.STATE_INIT:
-        this.onStateInit(frame.streamId, body);
+        this._onStateInit(frame.streamId, body);
         return;
       case FrameType.RESULT:
-        this.onResult(body);
+        this._onResult(body);
         return;
       case FrameType.ERROR:
-        this.onError(frame.streamId, body);
+        this._onError(frame.streamId, body);
         return;
       case FrameType.HELLO:
-        this.onHello(body);
+        this._onHello(body);
         return;
       case FrameType.AUTH_OK:
-        this.onAuthOk(body);
+        this._onAuthOk(body);
         return;
       default:
-        this.report(new SodpError(`[SODP] unexpected frame type ${frame.type}`, "protocol"));
+        this._report(new SodpError(`[SODP] unexpected frame type ${frame.type}`, "protocol"));
     }
   }
 
-  private onHello(body: Record<string, unknown>): void {
-    if (this.phase !== "hello") {
-      this.report(new SodpError("[SODP] unexpected HELLO", "protocol"));
+  private _onHello(body: Record<string, unknown>): void {
+    if (this._phase !== "hello") {
+      this._report(new SodpError("[SODP] unexpected HELLO", "protocol"));
       return;
     }
     this.capabilities = isRecord(body.capabilities) ? { ...body.capabilities } : {};
     if (body.auth !== true) {
-      this.becomeReady(undefined);
+      this._becomeReady(undefined);
       return;
     }
-    this.phase = "auth";
-    const ws = this.ws;
-    this.fetchToken().then(
+    this._phase = "auth";
+    const ws = this._ws;
+    this._fetchToken().then(
       (token) => {
-        if (this.ws !== ws || this.phase !== "auth") return;
+        if (this._ws !== ws || this._phase !== "auth") return;
         if (!token) {
-          this.fatal = new AuthError("[SODP] the server requires a token and none was given");
-          if (ws) this.drop(ws);
+          this._fatal = new AuthError("[SODP] the server requires a token and none was given");
+          if (ws) this._drop(ws);
           return;
         }
-        this.token = token;
-        this.send(FrameType.AUTH, 0, { token });
+        this._token = token;
+        this._send(FrameType.AUTH, 0, { token });
       },
       (err: unknown) => {
-        this.report(new SodpError(`[SODP] tokenProvider failed: ${(err as Error)?.message ?? String(err)}`, "transport"));
-        if (this.ws === ws && ws) this.drop(ws);
+        this._report(new SodpError(`[SODP] tokenProvider failed: ${(err as Error)?.message ?? String(err)}`, "transport"));
+        if (this._ws === ws && ws) this._drop(ws);
       },
     );
   }
 
-  private async fetchToken(): Promise<string | undefined> {
-    if (this.opts.tokenProvider) return await this.opts.tokenProvider();
-    return this.opts.token;
+  private async _fetchToken(): Promise<string | undefined> {
+    if (this._opts.tokenProvider) return await this._opts.tokenProvider();
+    return this._opts.token;
   }
 
-  private onAuthOk(body: Record<string, unknown>): void {
+  private _onAuthOk(body: Record<string, unknown>): void {
     const sub = typeof body.sub === "string" ? body.sub : undefined;
-    if (this.phase === "auth") this.becomeReady(sub);
-    else if (this.phase === "ready") {
+    if (this._phase === "auth") this._becomeReady(sub);
+    else if (this._phase === "ready") {
       this.sub = sub;
-      this.scheduleRefresh();
+      this._scheduleRefresh();
     }
   }
 
-  private becomeReady(sub: string | undefined): void {
-    clearTimeout(this.connectTimer);
-    this.connectTimer = undefined;
-    this.phase = "ready";
+  private _becomeReady(sub: string | undefined): void {
+    clearTimeout(this._connectTimer);
+    this._connectTimer = undefined;
+    this._phase = "ready";
     this.sub = sub;
-    this.hadSession = true;
-    this.backoff.reset();
+    this._hadSession = true;
+    this._backoff.reset();
     // Known keys resume from their version; the rest go in one multi-key WATCH
     // per params object (the server supports it when `multi_watch` is set).
     const fresh = new Map<Record<string, unknown> | undefined, string[]>();
-    for (const e of this.entries.values()) {
+    for (const e of this._entries.values()) {
       if (e.known && e.version > 0 && this.capabilities.resume !== false) {
-        this.sendResume(e);
+        this._sendResume(e);
       } else {
         e.known = false;
         const list = fresh.get(e.params) ?? [];
@@ -531,35 +513,31 @@ export class SodpClient {
         fresh.set(e.params, list);
       }
     }
-    for (const [params, keys] of fresh) this.sendWatch(keys, params);
-    const queued = this.queue;
-    this.queue = [];
+    for (const [params, keys] of fresh) this._sendWatch(keys, params);
+    const queued = this._queue;
+    this._queue = [];
     for (const id of queued) {
-      const call = this.calls.get(id);
-      if (call) this.sendCall(call);
+      const call = this._calls.get(id);
+      if (call) this._sendCall(call);
     }
-    this.startLiveness();
-    this.scheduleRefresh();
-    this.setStatus("connected");
-    if (!this.readySettled) {
-      this.readySettled = true;
-      this.resolveReady();
+    this._startLiveness();
+    this._scheduleRefresh();
+    this._setStatus("connected");
+    if (!this._readySettled) {
+      this._readySettled = true;
+      this._resolveReady();
     }
-    try {
-      this.opts.onConnect?.();
-    } catch (err) {
-      console.error("[SODP] onConnect threw", err);
-    }
+    safely("onConnect", () => this._opts.onConnect?.());
   }
 
-  private onStateInit(streamId: number, body: Record<string, unknown>): void {
+  private _onStateInit(streamId: number, body: Record<string, unknown>): void {
     const key = body.state;
     if (typeof key !== "string") {
-      this.report(new SodpError("[SODP] STATE_INIT without a state key", "protocol"));
+      this._report(new SodpError("[SODP] STATE_INIT without a state key", "protocol"));
       return;
     }
-    this.streamKeys.set(streamId, key);
-    const e = this.entries.get(key);
+    this._streamKeys.set(streamId, key);
+    const e = this._entries.get(key);
     if (!e) return; // unwatched meanwhile
     const version = asNumber(body.version) ?? 0;
     const pending = e.pending;
@@ -572,24 +550,24 @@ export class SodpClient {
       e.version = version;
       e.initialized = typeof body.initialized === "boolean" ? body.initialized : value !== null;
       e.known = true;
-      this.notify(e, "init");
+      this._notify(e, "init");
     }
-    for (const d of pending) this.applyDelta(e, d);
+    for (const d of pending) this._applyDelta(e, d);
   }
 
-  private onDelta(streamId: number, body: DeltaBody): void {
+  private _onDelta(streamId: number, body: DeltaBody): void {
     // Route by `state`: RESUME replays arrive before the STATE_INIT that maps their stream.
-    const key = typeof body.state === "string" ? body.state : this.streamKeys.get(streamId);
-    const e = key === undefined ? undefined : this.entries.get(key);
+    const key = typeof body.state === "string" ? body.state : this._streamKeys.get(streamId);
+    const e = key === undefined ? undefined : this._entries.get(key);
     if (!e) return;
     if (!e.known) {
       e.pending.push(body); // before its STATE_INIT: applied after it if newer
       return;
     }
-    this.applyDelta(e, body);
+    this._applyDelta(e, body);
   }
 
-  private applyDelta(e: Entry, body: DeltaBody): void {
+  private _applyDelta(e: Entry, body: DeltaBody): void {
     const version = asNumber(body.version);
     if (version !== undefined && version <= e.version) return; // already have it
     const ops = Array.isArray(body.ops) ? (body.ops as DeltaOp[]) : [];
@@ -598,8 +576,8 @@ export class SodpClient {
       value = applyOps(e.value, ops);
     } catch (err) {
       const msg = err instanceof Error ? err.message : String(err);
-      this.report(new DeltaError(`[SODP] ${e.key}: ${msg}; resyncing`));
-      this.resync(e);
+      this._report(new DeltaError(`[SODP] ${e.key}: ${msg}; resyncing`));
+      this._resync(e);
       return;
     }
     e.value = value;
@@ -607,28 +585,28 @@ export class SodpClient {
     for (const op of ops) {
       e.initialized = op.path === "/" || op.path === "" ? op.op !== "REMOVE" : true;
     }
-    this.notify(e, "delta");
+    this._notify(e, "delta");
   }
 
   /** The cache of `e` can no longer be trusted: fetch a fresh baseline. */
-  private resync(e: Entry): void {
+  private _resync(e: Entry): void {
     e.known = false;
     e.pending = [];
-    if (this.phase === "ready") {
-      this.send(FrameType.UNWATCH, 0, { state: e.key });
-      this.sendWatch([e.key], e.params);
+    if (this._phase === "ready") {
+      this._send(FrameType.UNWATCH, 0, { state: e.key });
+      this._sendWatch([e.key], e.params);
     }
   }
 
-  private onResult(body: Record<string, unknown>): void {
+  private _onResult(body: Record<string, unknown>): void {
     const id = body.call_id;
     if (typeof id !== "string") {
-      this.report(new SodpError("[SODP] RESULT without a call_id", "protocol"));
+      this._report(new SodpError("[SODP] RESULT without a call_id", "protocol"));
       return;
     }
-    const call = this.calls.get(id);
+    const call = this._calls.get(id);
     if (!call) return; // timed out meanwhile
-    this.calls.delete(id);
+    this._calls.delete(id);
     clearTimeout(call.timer);
     if (body.success === true) {
       call.resolve(body.data);
@@ -640,20 +618,20 @@ export class SodpClient {
     call.reject(new CallError(code, detail, call.method, rest));
   }
 
-  private onError(streamId: number, body: Record<string, unknown>): void {
+  private _onError(streamId: number, body: Record<string, unknown>): void {
     const code = asNumber(body.code) ?? 0;
     const message = typeof body.message === "string" ? body.message : JSON.stringify(body.message);
     if (code === 401) {
       // At the handshake a 401 is final: the token was refused. On a live
       // session it means the token expired: a reconnect asks the provider again.
       const err = new AuthError(`[SODP] authentication failed: ${message}`);
-      if (this.phase !== "ready" || !this.opts.tokenProvider) this.fatal = err;
-      this.report(err);
-      if (this.ws) this.drop(this.ws, 1000);
+      if (this._phase !== "ready" || !this._opts.tokenProvider) this._fatal = err;
+      this._report(err);
+      if (this._ws) this._drop(this._ws, 1000);
       return;
     }
-    const key = streamId ? (this.sentStreams.get(streamId) ?? this.streamKeys.get(streamId)) : undefined;
-    this.report(new ServerError(code, message, streamId, key));
+    const key = streamId ? (this._sentStreams.get(streamId) ?? this._streamKeys.get(streamId)) : undefined;
+    this._report(new ServerError(code, message, streamId, key));
   }
 
   // ── liveness and token refresh ────────────────────────────────────────────
@@ -664,28 +642,28 @@ export class SodpClient {
    * counting timer ticks; and a long silence first sends a probe (the server
    * answers a HEARTBEAT) rather than dropping a connection that may be fine.
    */
-  private startLiveness(): void {
+  private _startLiveness(): void {
     const hb = asNumber(this.capabilities.heartbeat_interval_ms) ?? 30_000;
-    const silence = this.opts.livenessTimeout ?? 2 * hb + 5000;
-    const grace = this.opts.probeTimeout ?? 10_000;
-    this.probeAt = 0;
+    const silence = this._opts.livenessTimeout ?? 2 * hb + 5000;
+    const grace = this._opts.probeTimeout ?? 10_000;
+    this._probeAt = 0;
     const check = () => {
-      const ws = this.ws;
-      if (!ws || this.phase !== "ready") return;
+      const ws = this._ws;
+      if (!ws || this._phase !== "ready") return;
       const now = Date.now();
-      if (this.probeAt !== 0) {
-        if (this.lastRx < this.probeAt && now - this.probeAt >= grace) {
-          this.report(new SodpError("[SODP] server did not answer a probe: reconnecting", "transport"));
-          this.drop(ws);
+      if (this._probeAt !== 0) {
+        if (this._lastRx < this._probeAt && now - this._probeAt >= grace) {
+          this._report(new SodpError("[SODP] server did not answer a probe: reconnecting", "transport"));
+          this._drop(ws);
         }
         return;
       }
-      if (now - this.lastRx >= silence) {
-        this.probeAt = now;
-        this.send(FrameType.HEARTBEAT, 0, null);
+      if (now - this._lastRx >= silence) {
+        this._probeAt = now;
+        this._send(FrameType.HEARTBEAT, 0, null);
       }
     };
-    this.livenessTimer = setInterval(check, Math.max(50, Math.min(silence, grace) / 2));
+    this._livenessTimer = setInterval(check, Math.max(50, Math.min(silence, grace) / 2));
     const g = globalThis as {
       addEventListener?: (t: string, l: () => void) => void;
       removeEventListener?: (t: string, l: () => void) => void;
@@ -693,36 +671,36 @@ export class SodpClient {
     if (typeof g.addEventListener === "function" && typeof g.removeEventListener === "function") {
       // Coming back to the tab or the network: check at once instead of at the next (throttled) tick.
       const wake = () => {
-        if (this.phase === "ready" && Date.now() - this.lastRx >= Math.min(silence, 5000) && this.probeAt === 0) {
-          this.probeAt = Date.now();
-          this.send(FrameType.HEARTBEAT, 0, null);
+        if (this._phase === "ready" && Date.now() - this._lastRx >= Math.min(silence, 5000) && this._probeAt === 0) {
+          this._probeAt = Date.now();
+          this._send(FrameType.HEARTBEAT, 0, null);
         }
       };
       g.addEventListener("online", wake);
       g.addEventListener("focus", wake);
-      this.detachWake = () => {
+      this._detachWake = () => {
         g.removeEventListener?.("online", wake);
         g.removeEventListener?.("focus", wake);
       };
     }
   }
 
-  private scheduleRefresh(): void {
-    clearTimeout(this.refreshTimer);
-    this.refreshTimer = undefined;
-    if (this.capabilities.token_refresh !== true || !this.opts.tokenProvider || !this.token) return;
-    const exp = jwtExpiryMs(this.token);
+  private _scheduleRefresh(): void {
+    clearTimeout(this._refreshTimer);
+    this._refreshTimer = undefined;
+    if (this.capabilities.token_refresh !== true || !this._opts.tokenProvider || !this._token) return;
+    const exp = jwtExpiryMs(this._token);
     if (exp === undefined) return;
-    const ws = this.ws;
-    this.refreshTimer = setTimeout(
+    const ws = this._ws;
+    this._refreshTimer = setTimeout(
       () => {
-        this.fetchToken().then(
+        this._fetchToken().then(
           (token) => {
-            if (this.ws !== ws || this.phase !== "ready" || !token) return;
-            this.token = token;
-            this.send(FrameType.AUTH, 0, { token });
+            if (this._ws !== ws || this._phase !== "ready" || !token) return;
+            this._token = token;
+            this._send(FrameType.AUTH, 0, { token });
           },
-          (err: unknown) => this.report(new SodpError(`[SODP] token refresh failed: ${(err as Error)?.message}`, "transport")),
+          (err: unknown) => this._report(new SodpError(`[SODP] token refresh failed: ${(err as Error)?.message}`, "transport")),
         );
       },
       Math.min(MAX_TIMER, refreshDelayMs(exp, Date.now())),
@@ -731,48 +709,44 @@ export class SodpClient {
 
   // ── subscriptions ─────────────────────────────────────────────────────────
 
-  private newStream(key: string | undefined): number {
-    const sid = this.nextStream++;
-    if (key !== undefined) this.sentStreams.set(sid, key);
+  private _newStream(key: string | undefined): number {
+    const sid = this._nextStream++;
+    if (key !== undefined) this._sentStreams.set(sid, key);
     return sid;
   }
 
-  private sendWatch(keys: string[], params: Record<string, unknown> | undefined): void {
+  private _sendWatch(keys: string[], params: Record<string, unknown> | undefined): void {
     const allowed = keys.filter((k) => {
       if (k.includes("*") && !this.supports("prefix_watch")) {
-        this.report(new UnsupportedError("prefix_watch"));
+        this._report(new UnsupportedError("prefix_watch"));
         return false;
       }
       return true;
     });
     if (allowed.length === 0) return;
     if (allowed.length > 1 && this.capabilities.multi_watch === false) {
-      for (const k of allowed) this.sendWatch([k], params);
+      for (const k of allowed) this._sendWatch([k], params);
       return;
     }
     const body: Record<string, unknown> = allowed.length === 1 ? { state: allowed[0] } : { states: allowed };
     if (params !== undefined) body.params = params;
-    this.send(FrameType.WATCH, this.newStream(allowed.length === 1 ? allowed[0] : undefined), body);
+    this._send(FrameType.WATCH, this._newStream(allowed.length === 1 ? allowed[0] : undefined), body);
   }
 
-  private sendResume(e: Entry): void {
+  private _sendResume(e: Entry): void {
     const body: Record<string, unknown> = { state: e.key, since_version: e.version };
     if (e.params !== undefined) body.params = e.params;
-    this.send(FrameType.RESUME, this.newStream(e.key), body);
+    this._send(FrameType.RESUME, this._newStream(e.key), body);
   }
 
-  private notify(e: Entry, source: WatchMeta["source"]): void {
+  private _notify(e: Entry, source: WatchMeta["source"]): void {
     const meta: WatchMeta = { version: e.version, initialized: e.initialized, source, key: e.key };
     e.meta = meta;
-    for (const r of [...e.regs]) this.deliver(r, e.value, meta);
+    for (const r of [...e.regs]) this._deliver(r, e.value, meta);
   }
 
-  private deliver(r: Registration, value: unknown, meta: WatchMeta): void {
-    try {
-      (r.cb as WatchCallback<unknown>)(value, meta);
-    } catch (err) {
-      console.error(`[SODP] watch callback for ${meta.key} threw`, err);
-    }
+  private _deliver(r: Registration, value: unknown, meta: WatchMeta): void {
+    safely("watch callback", () => (r.cb as WatchCallback<unknown>)(value, meta));
   }
 
   /**
@@ -792,19 +766,19 @@ export class SodpClient {
     const fresh: string[] = [];
     for (const key of keys) {
       if (typeof key !== "string" || key === "") throw new TypeError("[SODP] a state key must be a non-empty string");
-      let e = this.entries.get(key);
+      let e = this._entries.get(key);
       if (!e) {
         e = { key, params, regs: new Set(), value: null, version: 0, initialized: false, known: false, pending: [], meta: null };
-        this.entries.set(key, e);
+        this._entries.set(key, e);
         fresh.push(key);
       }
       const r: Registration = { cb: cb as WatchCallback<never> };
       e.regs.add(r);
       added.push([e, r]);
     }
-    if (fresh.length > 0 && this.phase === "ready") this.sendWatch(fresh, params);
+    if (fresh.length > 0 && this._phase === "ready") this._sendWatch(fresh, params);
     for (const [e, r] of added) {
-      if (e.known) this.deliver(r, e.value, { version: e.version, initialized: e.initialized, source: "cache", key: e.key });
+      if (e.known) this._deliver(r, e.value, { version: e.version, initialized: e.initialized, source: "cache", key: e.key });
     }
     let done = false;
     return () => {
@@ -814,7 +788,7 @@ export class SodpClient {
         e.regs.delete(r);
         if (e.regs.size === 0) {
           queueMicrotask(() => {
-            if (e.regs.size === 0 && this.entries.get(e.key) === e) this.unwatch(e.key);
+            if (e.regs.size === 0 && this._entries.get(e.key) === e) this.unwatch(e.key);
           });
         }
       }
@@ -823,25 +797,25 @@ export class SodpClient {
 
   /** Stop watching `key` now: UNWATCH, drop its callbacks and cached value. */
   unwatch(key: string): void {
-    if (!this.entries.delete(key)) return;
-    if (this.phase === "ready") this.send(FrameType.UNWATCH, 0, { state: key });
-    for (const [sid, k] of this.streamKeys) if (k === key) this.streamKeys.delete(sid);
+    if (!this._entries.delete(key)) return;
+    if (this._phase === "ready") this._send(FrameType.UNWATCH, 0, { state: key });
+    for (const [sid, k] of this._streamKeys) if (k === key) this._streamKeys.delete(sid);
   }
 
   isWatching(key: string): boolean {
-    return this.entries.has(key);
+    return this._entries.has(key);
   }
 
   /** The cached value: `undefined` when not watched, `null` when watched but not (yet) valued. */
   getSnapshot<T = unknown>(key: string): T | null | undefined {
-    const e = this.entries.get(key);
+    const e = this._entries.get(key);
     if (!e) return undefined;
     return e.value as T | null;
   }
 
   /** The meta of the last delivery for `key`, or null before its first. */
   getMeta(key: string): WatchMeta | null {
-    return this.entries.get(key)?.meta ?? null;
+    return this._entries.get(key)?.meta ?? null;
   }
 
   state<T = unknown>(key: string): StateRef<T> {
@@ -854,10 +828,10 @@ export class SodpClient {
   call<D = unknown>(method: string, args: Record<string, unknown>, extra?: Record<string, unknown>, requires: string[] = []): Promise<D> {
     return new Promise<D>((resolve, reject) => {
       if (this._status === "closed" || this._status === "disconnected") {
-        reject(this.fatal ?? new ConnectionLost(`client ${this._status}`));
+        reject(this._fatal ?? new ConnectionLost(`client ${this._status}`));
         return;
       }
-      const id = this.ids.next();
+      const id = this._ids.next();
       const call: PendingCall = {
         id,
         method,
@@ -869,18 +843,18 @@ export class SodpClient {
         reject,
         timer: undefined,
       };
-      const ms = this.opts.callTimeout ?? 30_000;
-      call.timer = setTimeout(() => this.failCall(call, new CallTimeout(method, ms)), ms);
-      this.calls.set(id, call);
-      if (this.phase === "ready") this.sendCall(call);
-      else this.queue.push(id);
+      const ms = this._opts.callTimeout ?? 30_000;
+      call.timer = setTimeout(() => this._failCall(call, new CallTimeout(method, ms)), ms);
+      this._calls.set(id, call);
+      if (this._phase === "ready") this._sendCall(call);
+      else this._queue.push(id);
     });
   }
 
-  private sendCall(call: PendingCall): void {
+  private _sendCall(call: PendingCall): void {
     for (const cap of call.requires) {
       if (!this.supports(cap)) {
-        this.failCall(call, new UnsupportedError(cap));
+        this._failCall(call, new UnsupportedError(cap));
         return;
       }
     }
@@ -889,18 +863,18 @@ export class SodpClient {
       call.body.idempotency_key = call.id;
     }
     call.sent = true;
-    this.send(FrameType.CALL, 0, call.body);
+    this._send(FrameType.CALL, 0, call.body);
   }
 
-  private failCall(call: PendingCall, err: SodpError): void {
-    if (!this.calls.delete(call.id)) return;
+  private _failCall(call: PendingCall, err: SodpError): void {
+    if (!this._calls.delete(call.id)) return;
     clearTimeout(call.timer);
-    const i = this.queue.indexOf(call.id);
-    if (i >= 0) this.queue.splice(i, 1);
+    const i = this._queue.indexOf(call.id);
+    if (i >= 0) this._queue.splice(i, 1);
     call.reject(err);
   }
 
-  private write(method: string, args: Record<string, unknown>, opts?: WriteOptions): Promise<CallResult> {
+  private _write(method: string, args: Record<string, unknown>, opts?: WriteOptions): Promise<CallResult> {
     const requires: string[] = [];
     const extra: Record<string, unknown> = {};
     if (opts?.ifVersion !== undefined) {
@@ -919,26 +893,26 @@ export class SodpClient {
   }
 
   set(key: string, value: unknown, opts?: WriteOptions): Promise<CallResult> {
-    return this.write("state.set", { state: key, value }, opts);
+    return this._write("state.set", { state: key, value }, opts);
   }
 
   /** Deep merge: objects merge recursively; arrays, scalars and null replace. */
   patch(key: string, partial: Record<string, unknown>, opts?: WriteOptions): Promise<CallResult> {
-    return this.write("state.patch", { state: key, patch: partial }, opts);
+    return this._write("state.patch", { state: key, patch: partial }, opts);
   }
 
   /** Set one location by JSON Pointer (`/a/b`, `/list/-`), creating intermediates. */
   setIn(key: string, path: string, value: unknown, opts?: WriteOptions): Promise<CallResult> {
-    return this.write("state.set_in", { state: key, path, value }, opts);
+    return this._write("state.set_in", { state: key, path, value }, opts);
   }
 
   delete(key: string, opts?: WriteOptions): Promise<CallResult> {
-    return this.write("state.delete", { state: key }, opts);
+    return this._write("state.delete", { state: key }, opts);
   }
 
   /** `setIn`, and the server removes the path when this session ends. */
   presence(key: string, path: string, value: unknown): Promise<CallResult> {
-    return this.write("state.presence", { state: key, path, value });
+    return this._write("state.presence", { state: key, path, value });
   }
 
   /** Extension `transaction`: several writes, one version, all or nothing. */

@@ -49,12 +49,12 @@ export function escapeSegment(segment: string): string {
 export function parsePointer(path: string): string[] {
   if (path === "/" || path === "") return [];
   if (path.charCodeAt(0) !== 47 /* / */) {
-    throw new DeltaError(`path must start with '/': ${JSON.stringify(path)}`);
+    throw new DeltaError(`bad path ${path}`);
   }
   const parts = path.slice(1).split("/");
   if (path.indexOf("~") === -1) return parts;
   if (/~(?![01])/.test(path)) {
-    throw new DeltaError(`bad escape in path ${JSON.stringify(path)}: '~' must be followed by 0 or 1`);
+    throw new DeltaError(`bad escape in ${path}`);
   }
   // ~1 first, then ~0, so that "~01" decodes to "~1" and not "/".
   return parts.map((p) => p.replace(/~1/g, "/").replace(/~0/g, "~"));
@@ -113,9 +113,9 @@ function arrayIndex(seg: string, length: number, path: string): number {
   if (DIGITS.test(seg) && (seg === "0" || seg.charCodeAt(0) !== 48)) {
     const idx = Number(seg);
     if (idx <= length) return idx;
-    throw new DeltaError(`array index ${idx} out of range (length ${length}) in ${JSON.stringify(path)}`);
+    throw new DeltaError(`index ${idx} out of range in ${path}`);
   }
-  throw new DeltaError(`bad array index ${JSON.stringify(seg)} in ${JSON.stringify(path)}`);
+  throw new DeltaError(`bad index ${seg} in ${path}`);
 }
 
 /**
@@ -130,13 +130,13 @@ export function applyOps<T = unknown>(value: unknown, ops: ReadonlyArray<DeltaOp
 }
 
 function applyOne(root: unknown, op: DeltaOp, owned: Set<Container>): unknown {
-  if (typeof op !== "object" || op === null) throw new DeltaError(`malformed delta op: ${String(op)}`);
+  if (typeof op !== "object" || op === null) throw new DeltaError("malformed op");
   const kind = op.op;
   if (kind !== "ADD" && kind !== "UPDATE" && kind !== "REMOVE") {
-    throw new DeltaError(`unknown delta op ${JSON.stringify(kind)}; expected ADD, UPDATE or REMOVE`);
+    throw new DeltaError(`unknown op ${String(kind)}`);
   }
   const path = op.path;
-  if (typeof path !== "string") throw new DeltaError(`delta path must be a string, got ${String(path)}`);
+  if (typeof path !== "string") throw new DeltaError("path must be a string");
   const parts = parsePointer(path);
   const removing = kind === "REMOVE";
   const value = removing ? undefined : op.value === undefined ? null : op.value;
@@ -185,7 +185,7 @@ function applyOne(root: unknown, op: DeltaOp, owned: Set<Container>): unknown {
     else if (DIGITS.test(seg)) {
       const idx = Number(seg);
       if (idx < node.length) node.splice(idx, 1);
-    } else throw new DeltaError(`bad array index ${JSON.stringify(seg)} in ${JSON.stringify(path)}`);
+    } else throw new DeltaError(`bad index ${seg} in ${path}`);
     return newRoot;
   }
   const idx = arrayIndex(seg, node.length, path);

@@ -5,7 +5,7 @@
  * structural sharing), `client` (the session, subscriptions and calls),
  * `errors`, `backoff`, `ids` (call ids), `jwt` (token expiry for refresh).
  */
-export { SodpClient, StateRef } from "./client.js";
+
 export type {
   CallResult,
   ConnectionStatus,
@@ -18,8 +18,10 @@ export type {
   WebSocketLike,
   WriteOptions,
 } from "./client.js";
-export { applyOps, escapeSegment, formatPointer, parsePointer } from "./delta.js";
+export { SodpClient, StateRef } from "./client.js";
 export type { DeltaOp, DeltaOpKind } from "./delta.js";
+export { applyOps, escapeSegment, formatPointer, parsePointer } from "./delta.js";
+export type { SodpErrorSource } from "./errors.js";
 export {
   AuthError,
   CallError,
@@ -30,6 +32,5 @@ export {
   SodpError,
   UnsupportedError,
 } from "./errors.js";
-export type { SodpErrorSource } from "./errors.js";
-export { FrameType, decodeFrame, encodeFrame } from "./frames.js";
 export type { Frame } from "./frames.js";
+export { decodeFrame, encodeFrame, FrameType } from "./frames.js";

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, test } from "node:test";
 import { type ConnectionStatus, SodpClient, type SodpClientOptions, type WatchMeta } from "../src/client.ts";
-import { AuthError, CallError, ConnectionLost, DeltaError, ServerError, UnsupportedError } from "../src/errors.ts";
 import type { SodpError } from "../src/errors.ts";
+import { AuthError, CallError, ConnectionLost, DeltaError, ServerError, UnsupportedError } from "../src/errors.ts";
 import { FrameType as T } from "../src/frames.ts";
 import { FakeSocket, last, tick, until } from "./fake.ts";
 
@@ -112,7 +112,9 @@ test("watch: STATE_INIT then DELTAs; shared subscription; cache delivery; UNWATC
   offB(); // idempotent
   await tick();
   assert.deepStrictEqual(
-    last().ofType(T.UNWATCH).map((f) => last().body(f)),
+    last()
+      .ofType(T.UNWATCH)
+      .map((f) => last().body(f)),
     [{ state: "game" }],
   );
   assert.equal(c.isWatching("game"), false);
@@ -178,7 +180,9 @@ test("watchMany: one multi-key WATCH for new keys only, no double delivery over 
   off();
   await tick();
   assert.deepStrictEqual(
-    last().ofType(T.UNWATCH).map((f) => last().body(f).state),
+    last()
+      .ofType(T.UNWATCH)
+      .map((f) => last().body(f).state),
     ["b", "c"],
   );
 });
@@ -457,7 +461,9 @@ test("StateRef mirrors the client", async () => {
   void ref.presence("/who", "me").catch(() => {});
   void ref.delete().catch(() => {});
   assert.deepStrictEqual(
-    last().ofType(T.CALL).map((f) => [last().body(f).method, last().body(f).args]),
+    last()
+      .ofType(T.CALL)
+      .map((f) => [last().body(f).method, last().body(f).args]),
     [
       ["state.set_in", { state: "r", path: "/n", value: 2 }],
       ["state.presence", { state: "r", path: "/who", value: "me" }],

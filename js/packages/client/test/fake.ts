@@ -2,8 +2,9 @@
  * A scripted fake server: a WebSocket constructor whose instances record what
  * the client sends (decoded) and let a test push frames, open and drop.
  */
-import { FrameType, decodeFrame, encodeFrame } from "../src/frames.ts";
+
 import type { Frame } from "../src/frames.ts";
+import { decodeFrame, encodeFrame, FrameType } from "../src/frames.ts";
 
 export class FakeSocket {
   static instances: FakeSocket[] = [];
