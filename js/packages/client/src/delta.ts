@@ -88,11 +88,34 @@ function setOwn(obj: Record<string, unknown>, key: string, value: unknown): void
   }
 }
 
+// Objects above this many keys are copied with a keys loop; below, with a
+// spread. V8 clones a small fast-mode object with a spread in one step (up to
+// 20× faster than a loop), but a large (dictionary-mode) one about 2× slower
+// than a loop. The size class is computed once per object and inherited by
+// its copies.
+const LARGE = 256;
+const sizeClass = new WeakMap<object, boolean>();
+
 function copy(node: Container): Container {
   if (Array.isArray(node)) return node.slice();
-  // Spread uses CreateDataProperty: an own "__proto__" member is copied as
-  // data, and the copy is a plain object whatever `node`'s prototype was.
-  return { ...node };
+  let large = sizeClass.get(node);
+  if (large === undefined) large = Object.keys(node).length > LARGE;
+  let out: Record<string, unknown>;
+  if (large) {
+    // setOwn copies an own "__proto__" member as data.
+    out = {};
+    const keys = Object.keys(node);
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i] as string;
+      setOwn(out, k, node[k]);
+    }
+  } else {
+    // Spread uses CreateDataProperty: an own "__proto__" member is copied as
+    // data, and the copy is a plain object whatever `node`'s prototype was.
+    out = { ...node };
+  }
+  sizeClass.set(out, large);
+  return out;
 }
 
 /** A container standing for `node` that this batch may mutate. */
