@@ -1,5 +1,5 @@
 /** The benchmark: deltas applied per second, ours vs the reference algorithm, same run, same inputs. */
-import { type DeltaOp, applyOps } from "../packages/client/src/delta.ts";
+import { applyOps, type DeltaOp } from "../packages/client/src/delta.ts";
 import { clones, referenceApplyOps } from "./reference-reducer.ts";
 
 export interface Row {
@@ -51,7 +51,11 @@ export function runBench(ms = 1000): Row[] {
   for (const w of [object100(1), map10k(1), object100(10), map10k(10)]) {
     rows.push({ workload: w.name, impl: "ours", deltasPerSec: measure(applyOps, w.value, w.delta, ms) });
     for (const [name, clone] of Object.entries(clones)) {
-      rows.push({ workload: w.name, impl: name, deltasPerSec: measure((v, ops) => referenceApplyOps(v, ops, clone), w.value, w.delta, ms) });
+      rows.push({
+        workload: w.name,
+        impl: name,
+        deltasPerSec: measure((v, ops) => referenceApplyOps(v, ops, clone), w.value, w.delta, ms),
+      });
     }
   }
   return rows;
@@ -66,7 +70,8 @@ export function format(rows: Row[], where: string): string {
     const ours = rs.find((r) => r.impl === "ours") as Row;
     lines.push(`  ${name}: ours ${fmt(ours.deltasPerSec)}/s`);
     for (const r of rs) {
-      if (r !== ours) lines.push(`      vs reference (${r.impl}) ${fmt(r.deltasPerSec)}/s → ${(ours.deltasPerSec / r.deltasPerSec).toFixed(1)}×`);
+      if (r !== ours)
+        lines.push(`      vs reference (${r.impl}) ${fmt(r.deltasPerSec)}/s → ${(ours.deltasPerSec / r.deltasPerSec).toFixed(1)}×`);
     }
   }
   return lines.join("\n");

@@ -34,13 +34,23 @@ for (const pkg of ["client", "react"]) {
 
 const scratch = mkdtempSync(join(tmpdir(), "sodp-pack-"));
 try {
-  for (const pkg of ["client", "react"]) step(`npm pack @sodp/${pkg}`, "npm", ["pack", "--silent", "--pack-destination", scratch, `./packages/${pkg}`]);
+  for (const pkg of ["client", "react"])
+    step(`npm pack @sodp/${pkg}`, "npm", ["pack", "--silent", "--pack-destination", scratch, `./packages/${pkg}`]);
   const tarballs = readdirSync(scratch).filter((f) => f.endsWith(".tgz"));
   writeFileSync(join(scratch, "package.json"), JSON.stringify({ name: "scratch", private: true, type: "module" }));
   step(
     "install the tarballs (+ react, ws)",
     "npm",
-    ["install", "--prefer-offline", "--no-audit", "--no-fund", "--ignore-scripts", ...tarballs.map((t) => `./${t}`), "react@19.3.1", "ws@8.23.0"],
+    [
+      "install",
+      "--prefer-offline",
+      "--no-audit",
+      "--no-fund",
+      "--ignore-scripts",
+      ...tarballs.map((t) => `./${t}`),
+      "react@19.3.1",
+      "ws@8.23.0",
+    ],
     { cwd: scratch },
   );
   writeFileSync(

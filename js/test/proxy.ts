@@ -1,7 +1,7 @@
 /** A TCP proxy in front of the server, so a test can cut every connection (as a network loss would). */
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 
-export interface Proxy {
+export interface CutProxy {
   url: string;
   /** Destroy every proxied connection now; new ones are accepted again afterwards unless `refuse`. */
   cut(refuse?: boolean): void;
@@ -10,7 +10,7 @@ export interface Proxy {
   close(): Promise<void>;
 }
 
-export async function startProxy(targetPort: number): Promise<Proxy> {
+export async function startProxy(targetPort: number): Promise<CutProxy> {
   const pairs = new Set<[Socket, Socket]>();
   let refusing = false;
   const server: Server = createServer((client) => {

@@ -16,7 +16,7 @@ import WebSocket from "ws";
 // @ts-expect-error: plain .mjs without types
 import { serveExample } from "../../example/serve.mjs";
 import { SodpClient } from "../../packages/client/src/index.ts";
-import { type Proxy, startProxy } from "../proxy.ts";
+import { type CutProxy, startProxy } from "../proxy.ts";
 import { type Server, startServer } from "../server.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -24,7 +24,7 @@ const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 const WAIT = { timeout: 15_000 };
 
 let server: Server;
-let proxy: Proxy;
+let proxy: CutProxy;
 let site: { url: string; close(): Promise<void> };
 let context: BrowserContext;
 let profile: string;

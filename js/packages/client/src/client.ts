@@ -108,13 +108,13 @@ interface Registration {
 interface Entry {
   key: string;
   params: Record<string, unknown> | undefined;
-  regs: Set<Registration>;
+  _regs: Set<Registration>;
   value: unknown;
   version: number;
   initialized: boolean;
   /** A baseline (STATE_INIT) has been received; DELTAs before it are buffered in `pending`. */
-  known: boolean;
-  pending: DeltaBody[];
+  _known: boolean;
+  _pending: DeltaBody[];
   meta: WatchMeta | null;
 }
 
@@ -128,12 +128,12 @@ interface PendingCall {
   id: string;
   method: string;
   body: Record<string, unknown>;
-  requires: string[];
-  mutating: boolean;
-  sent: boolean;
+  _requires: string[];
+  _mutating: boolean;
+  _sent: boolean;
   resolve: (data: unknown) => void;
   reject: (err: SodpError) => void;
-  timer: ReturnType<typeof setTimeout> | undefined;
+  _timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 type Phase = "closed" | "hello" | "auth" | "ready";
@@ -156,7 +156,7 @@ function normalizeUrl(url: string): string {
   for (const prefix in SCHEMES) {
     if (url.startsWith(prefix)) return (SCHEMES[prefix] as string) + url.slice(prefix.length);
   }
-  throw new SodpError(`[SODP] unsupported URL ${url}`, "transport");
+  throw new SodpError(`unsupported URL ${url}`, "transport");
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -214,7 +214,7 @@ export class SodpClient {
     this._opts = options;
     const Ctor = (options.WebSocket ?? (globalThis as { WebSocket?: unknown }).WebSocket) as WebSocketConstructor | undefined;
     if (typeof Ctor !== "function") {
-      throw new SodpError("[SODP] no WebSocket implementation: pass { WebSocket } (on Node 20: from 'ws')", "transport");
+      throw new SodpError("no WebSocket implementation: pass { WebSocket } (on Node 20: from 'ws')", "transport");
     }
     this._Ctor = Ctor;
     this._backoff = new Backoff(options.reconnectDelay ?? 1000, options.maxReconnectDelay ?? 30_000);
@@ -274,7 +274,7 @@ export class SodpClient {
     try {
       ws = new this._Ctor(this.url);
     } catch (err) {
-      this._report(new SodpError(`[SODP] cannot open ${this.url}: ${(err as Error).message}`, "transport"));
+      this._report(new SodpError(`cannot open ${this.url}: ${err}`, "transport"));
       this._scheduleReconnect();
       return;
     }
@@ -288,7 +288,7 @@ export class SodpClient {
     this._lastRx = Date.now();
     this._connectTimer = setTimeout(() => {
       if (this._ws === ws && this._phase !== "ready") {
-        this._report(new SodpError("[SODP] connect timed out", "transport"));
+        this._report(new SodpError("connect timed out", "transport"));
         this._drop(ws);
       }
     }, this._opts.connectTimeout ?? 10_000);
@@ -325,13 +325,13 @@ export class SodpClient {
     this._ws = undefined;
     this._phase = "closed";
     this._clearConnectionTimers();
-    for (const e of this._entries.values()) e.pending = [];
+    for (const e of this._entries.values()) e._pending = [];
     // Calls in flight: with an idempotency key they are resent on the next
     // session (the server applies them once); without, their fate is unknown.
     const requeue: string[] = [];
     for (const call of this._calls.values()) {
-      if (!call.sent) continue;
-      call.sent = false;
+      if (!call._sent) continue;
+      call._sent = false;
       if (typeof call.body.idempotency_key === "string") requeue.push(call.id);
       else this._failCall(call, new ConnectionLost("connection lost with the call in flight"));
     }
@@ -410,7 +410,7 @@ export class SodpClient {
   private _onMessage(data: unknown): void {
     this._lastRx = Date.now();
     if (typeof data === "string") {
-      this._report(new SodpError("[SODP] text message from server ignored", "protocol"));
+      this._report(new SodpError("text message ignored", "protocol"));
       return;
     }
     let frame: ReturnType<typeof decodeFrame>;
@@ -445,13 +445,13 @@ export class SodpClient {
         this._onAuthOk(body);
         return;
       default:
-        this._report(new SodpError(`[SODP] unexpected frame type ${frame.type}`, "protocol"));
+        this._report(new SodpError(`unexpected frame type ${frame.type}`, "protocol"));
     }
   }
 
   private _onHello(body: Record<string, unknown>): void {
     if (this._phase !== "hello") {
-      this._report(new SodpError("[SODP] unexpected HELLO", "protocol"));
+      this._report(new SodpError("unexpected HELLO", "protocol"));
       return;
     }
     this.capabilities = isRecord(body.capabilities) ? { ...body.capabilities } : {};
@@ -465,7 +465,7 @@ export class SodpClient {
       (token) => {
         if (this._ws !== ws || this._phase !== "auth") return;
         if (!token) {
-          this._fatal = new AuthError("[SODP] the server requires a token and none was given");
+          this._fatal = new AuthError("no token for a server that requires one");
           if (ws) this._drop(ws);
           return;
         }
@@ -473,7 +473,7 @@ export class SodpClient {
         this._send(FrameType.AUTH, 0, { token });
       },
       (err: unknown) => {
-        this._report(new SodpError(`[SODP] tokenProvider failed: ${(err as Error)?.message ?? String(err)}`, "transport"));
+        this._report(new SodpError(`tokenProvider failed: ${err}`, "transport"));
         if (this._ws === ws && ws) this._drop(ws);
       },
     );
@@ -504,10 +504,10 @@ export class SodpClient {
     // per params object (the server supports it when `multi_watch` is set).
     const fresh = new Map<Record<string, unknown> | undefined, string[]>();
     for (const e of this._entries.values()) {
-      if (e.known && e.version > 0 && this.capabilities.resume !== false) {
+      if (e._known && e.version > 0 && this.capabilities.resume !== false) {
         this._sendResume(e);
       } else {
-        e.known = false;
+        e._known = false;
         const list = fresh.get(e.params) ?? [];
         list.push(e.key);
         fresh.set(e.params, list);
@@ -533,23 +533,23 @@ export class SodpClient {
   private _onStateInit(streamId: number, body: Record<string, unknown>): void {
     const key = body.state;
     if (typeof key !== "string") {
-      this._report(new SodpError("[SODP] STATE_INIT without a state key", "protocol"));
+      this._report(new SodpError("STATE_INIT without a state key", "protocol"));
       return;
     }
     this._streamKeys.set(streamId, key);
     const e = this._entries.get(key);
     if (!e) return; // unwatched meanwhile
     const version = asNumber(body.version) ?? 0;
-    const pending = e.pending;
-    e.pending = [];
+    const pending = e._pending;
+    e._pending = [];
     // After a RESUME replay (or a shared subscription's fresh STATE_INIT) the
     // cache already holds exactly this version: keep its identity, say nothing.
-    if (!(e.known && version === e.version)) {
+    if (!(e._known && version === e.version)) {
       const value = body.value === undefined ? null : body.value;
       e.value = value;
       e.version = version;
       e.initialized = typeof body.initialized === "boolean" ? body.initialized : value !== null;
-      e.known = true;
+      e._known = true;
       this._notify(e, "init");
     }
     for (const d of pending) this._applyDelta(e, d);
@@ -560,8 +560,8 @@ export class SodpClient {
     const key = typeof body.state === "string" ? body.state : this._streamKeys.get(streamId);
     const e = key === undefined ? undefined : this._entries.get(key);
     if (!e) return;
-    if (!e.known) {
-      e.pending.push(body); // before its STATE_INIT: applied after it if newer
+    if (!e._known) {
+      e._pending.push(body); // before its STATE_INIT: applied after it if newer
       return;
     }
     this._applyDelta(e, body);
@@ -575,8 +575,8 @@ export class SodpClient {
     try {
       value = applyOps(e.value, ops);
     } catch (err) {
-      const msg = err instanceof Error ? err.message : String(err);
-      this._report(new DeltaError(`[SODP] ${e.key}: ${msg}; resyncing`));
+      const msg = err instanceof Error ? err.message.replace("[SODP] ", "") : String(err);
+      this._report(new DeltaError(`${e.key}: ${msg}; resyncing`));
       this._resync(e);
       return;
     }
@@ -590,8 +590,8 @@ export class SodpClient {
 
   /** The cache of `e` can no longer be trusted: fetch a fresh baseline. */
   private _resync(e: Entry): void {
-    e.known = false;
-    e.pending = [];
+    e._known = false;
+    e._pending = [];
     if (this._phase === "ready") {
       this._send(FrameType.UNWATCH, 0, { state: e.key });
       this._sendWatch([e.key], e.params);
@@ -601,13 +601,13 @@ export class SodpClient {
   private _onResult(body: Record<string, unknown>): void {
     const id = body.call_id;
     if (typeof id !== "string") {
-      this._report(new SodpError("[SODP] RESULT without a call_id", "protocol"));
+      this._report(new SodpError("RESULT without a call_id", "protocol"));
       return;
     }
     const call = this._calls.get(id);
     if (!call) return; // timed out meanwhile
     this._calls.delete(id);
-    clearTimeout(call.timer);
+    clearTimeout(call._timer);
     if (body.success === true) {
       call.resolve(body.data);
       return;
@@ -624,7 +624,7 @@ export class SodpClient {
     if (code === 401) {
       // At the handshake a 401 is final: the token was refused. On a live
       // session it means the token expired: a reconnect asks the provider again.
-      const err = new AuthError(`[SODP] authentication failed: ${message}`);
+      const err = new AuthError(`authentication failed: ${message}`);
       if (this._phase !== "ready" || !this._opts.tokenProvider) this._fatal = err;
       this._report(err);
       if (this._ws) this._drop(this._ws, 1000);
@@ -653,7 +653,7 @@ export class SodpClient {
       const now = Date.now();
       if (this._probeAt !== 0) {
         if (this._lastRx < this._probeAt && now - this._probeAt >= grace) {
-          this._report(new SodpError("[SODP] server did not answer a probe: reconnecting", "transport"));
+          this._report(new SodpError("no answer to a probe: reconnecting", "transport"));
           this._drop(ws);
         }
         return;
@@ -700,7 +700,7 @@ export class SodpClient {
             this._token = token;
             this._send(FrameType.AUTH, 0, { token });
           },
-          (err: unknown) => this._report(new SodpError(`[SODP] token refresh failed: ${(err as Error)?.message}`, "transport")),
+          (err: unknown) => this._report(new SodpError(`token refresh failed: ${err}`, "transport")),
         );
       },
       Math.min(MAX_TIMER, refreshDelayMs(exp, Date.now())),
@@ -742,7 +742,7 @@ export class SodpClient {
   private _notify(e: Entry, source: WatchMeta["source"]): void {
     const meta: WatchMeta = { version: e.version, initialized: e.initialized, source, key: e.key };
     e.meta = meta;
-    for (const r of [...e.regs]) this._deliver(r, e.value, meta);
+    for (const r of [...e._regs]) this._deliver(r, e.value, meta);
   }
 
   private _deliver(r: Registration, value: unknown, meta: WatchMeta): void {
@@ -768,27 +768,27 @@ export class SodpClient {
       if (typeof key !== "string" || key === "") throw new TypeError("[SODP] a state key must be a non-empty string");
       let e = this._entries.get(key);
       if (!e) {
-        e = { key, params, regs: new Set(), value: null, version: 0, initialized: false, known: false, pending: [], meta: null };
+        e = { key, params, _regs: new Set(), value: null, version: 0, initialized: false, _known: false, _pending: [], meta: null };
         this._entries.set(key, e);
         fresh.push(key);
       }
       const r: Registration = { cb: cb as WatchCallback<never> };
-      e.regs.add(r);
+      e._regs.add(r);
       added.push([e, r]);
     }
     if (fresh.length > 0 && this._phase === "ready") this._sendWatch(fresh, params);
     for (const [e, r] of added) {
-      if (e.known) this._deliver(r, e.value, { version: e.version, initialized: e.initialized, source: "cache", key: e.key });
+      if (e._known) this._deliver(r, e.value, { version: e.version, initialized: e.initialized, source: "cache", key: e.key });
     }
     let done = false;
     return () => {
       if (done) return;
       done = true;
       for (const [e, r] of added) {
-        e.regs.delete(r);
-        if (e.regs.size === 0) {
+        e._regs.delete(r);
+        if (e._regs.size === 0) {
           queueMicrotask(() => {
-            if (e.regs.size === 0 && this._entries.get(e.key) === e) this.unwatch(e.key);
+            if (e._regs.size === 0 && this._entries.get(e.key) === e) this.unwatch(e.key);
           });
         }
       }
@@ -836,15 +836,15 @@ export class SodpClient {
         id,
         method,
         body: { ...extra, call_id: id, method, args },
-        requires,
-        mutating: MUTATING.has(method),
-        sent: false,
+        _requires: requires,
+        _mutating: MUTATING.has(method),
+        _sent: false,
         resolve: resolve as (d: unknown) => void,
         reject,
-        timer: undefined,
+        _timer: undefined,
       };
       const ms = this._opts.callTimeout ?? 30_000;
-      call.timer = setTimeout(() => this._failCall(call, new CallTimeout(method, ms)), ms);
+      call._timer = setTimeout(() => this._failCall(call, new CallTimeout(method, ms)), ms);
       this._calls.set(id, call);
       if (this._phase === "ready") this._sendCall(call);
       else this._queue.push(id);
@@ -852,23 +852,23 @@ export class SodpClient {
   }
 
   private _sendCall(call: PendingCall): void {
-    for (const cap of call.requires) {
+    for (const cap of call._requires) {
       if (!this.supports(cap)) {
         this._failCall(call, new UnsupportedError(cap));
         return;
       }
     }
     // Exactly-once writes: a generated key stays with the call across resends.
-    if (call.mutating && this.supports("idempotency") && call.body.idempotency_key === undefined) {
+    if (call._mutating && this.supports("idempotency") && call.body.idempotency_key === undefined) {
       call.body.idempotency_key = call.id;
     }
-    call.sent = true;
+    call._sent = true;
     this._send(FrameType.CALL, 0, call.body);
   }
 
   private _failCall(call: PendingCall, err: SodpError): void {
     if (!this._calls.delete(call.id)) return;
-    clearTimeout(call.timer);
+    clearTimeout(call._timer);
     const i = this._queue.indexOf(call.id);
     if (i >= 0) this._queue.splice(i, 1);
     call.reject(err);

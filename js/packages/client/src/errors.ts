@@ -23,7 +23,7 @@ export class SodpError extends Error {
   readonly code: number | undefined;
   readonly source: SodpErrorSource;
   constructor(message: string, source: SodpErrorSource, code?: number) {
-    super(message);
+    super(message.startsWith("[SODP]") ? message : `[SODP] ${message}`);
     this.name = "SodpError";
     this.source = source;
     this.code = code;
@@ -56,7 +56,7 @@ export class ServerError extends SodpError {
   readonly streamId: number;
   readonly key: string | undefined;
   constructor(code: number, message: string, streamId: number, key?: string) {
-    super(`[SODP] server error ${code}: ${message}`, "protocol", code);
+    super(`server error ${code}: ${message}`, "protocol", code);
     this.name = "ServerError";
     this.streamId = streamId;
     this.key = key;
@@ -66,7 +66,7 @@ export class ServerError extends SodpError {
 /** The connection dropped before the RESULT, or the client was closed. The server may or may not have applied the call. */
 export class ConnectionLost extends SodpError {
   constructor(message = "connection lost") {
-    super(`[SODP] ${message}`, "transport");
+    super(message, "transport");
     this.name = "ConnectionLost";
   }
 }
@@ -82,7 +82,7 @@ export class CallTimeout extends SodpError {
 export class UnsupportedError extends SodpError {
   readonly capability: string;
   constructor(capability: string) {
-    super(`[SODP] the server does not advertise capability '${capability}'`, "protocol");
+    super(`capability '${capability}' not advertised`, "protocol");
     this.name = "UnsupportedError";
     this.capability = capability;
   }

@@ -43,14 +43,14 @@ export function decodeFrame(data: ArrayBuffer | ArrayBufferView): Frame {
   try {
     raw = decoder.decode(data);
   } catch (err) {
-    throw new SodpError(`[SODP] undecodable frame: ${(err as Error).message}`, "decode");
+    throw new SodpError(`undecodable frame: ${(err as Error).message}`, "decode");
   }
   if (!Array.isArray(raw) || raw.length !== 4) {
-    throw new SodpError("[SODP] a frame must be a 4-element array", "decode");
+    throw new SodpError("bad frame", "decode");
   }
   const [type, streamId, seq, body] = raw as [unknown, unknown, unknown, unknown];
   if (typeof type !== "number" || typeof streamId !== "number") {
-    throw new SodpError("[SODP] frame type and stream id must be integers", "decode");
+    throw new SodpError("bad frame", "decode");
   }
   return { type, streamId, seq: typeof seq === "number" ? seq : 0, body };
 }
