@@ -2,6 +2,7 @@
 // sodp-server for it unless `--server ws://…` is given.
 //   node example/serve.mjs [--port 8080] [--server ws://127.0.0.1:7777]
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import { dirname, extname, join, resolve } from "node:path";
@@ -51,6 +52,10 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   let serverUrl = arg("--server");
   if (!serverUrl) {
     const bin = process.env.SODP_SERVER_BIN ?? resolve(here, "../../target/debug/sodp-server");
+    if (!existsSync(bin)) {
+      console.error(`sodp-server not found at ${bin}: build it (cargo build), set SODP_SERVER_BIN, or pass --server ws://…`);
+      process.exit(1);
+    }
     const proc = spawn(bin, ["--addr", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "inherit"] });
     process.on("exit", () => proc.kill());
     process.on("SIGINT", () => process.exit(0));

@@ -6,7 +6,7 @@
  * One page of each pair goes through a TCP proxy so its WebSocket can be cut.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
@@ -69,10 +69,11 @@ async function connections(): Promise<number> {
   return ((await res.json()) as { connections: number }).connections;
 }
 
-async function openPlain(wsUrl: string, key: string, name: string): Promise<Page> {
+async function openPlain(wsUrl: string, key: string, name: string, insecure = false): Promise<Page> {
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error(`[${name}] page error`, e));
-  await page.goto(`${site.url}/plain.html`);
+  await page.goto(`${site.url}/plain.html${insecure ? "?insecure=1" : ""}`);
+  if (insecure) assert.equal(await page.evaluate(() => (window as unknown as { __insecure: boolean }).__insecure), true);
   // A string, not a function: tsx's transform would add helpers (__name) the page lacks.
   await page.evaluate(`(async () => {
     const log = [];
@@ -97,7 +98,7 @@ const lastValue = (page: Page) =>
 test("IIFE bundle: two pages see each other's writes and presence; closing one removes its presence; a cut WebSocket reconnects and catches up", async () => {
   const key = `e2e.plain.${process.pid}`;
   const a = await openPlain(server.url, key, "alice");
-  const b = await openPlain(proxy.url, key, "bob");
+  const b = await openPlain(proxy.url, key, "bob", true); // and without crypto.randomUUID
   const presenceOf = (p: Page) =>
     p.evaluate(() => {
       const log = (window as unknown as { log: Array<{ v: { presence?: object } | null }> }).log;
@@ -194,8 +195,12 @@ test("React example: StrictMode opens one socket per page; cursors, presence and
   await alice.click('[data-bump="blue"]');
   await bob.waitForSelector('[data-score="blue"]:text("1")', WAIT);
 
-  mkdirSync(join(here, "../../../docs"), { recursive: true });
-  await bob.screenshot({ path: join(here, "../../../docs/js-example.png") });
+  // The README's picture: docs/js-example.png when SODP_UPDATE_DOCS=1, else test-results/.
+  const shot =
+    process.env.SODP_UPDATE_DOCS === "1" ? join(here, "../../../docs/js-example.png") : join(here, "../../test-results/js-example.png");
+  mkdirSync(dirname(shot), { recursive: true });
+  await bob.screenshot({ path: shot });
+  assert.ok(statSync(shot).size > 10_000, "a real screenshot");
 
   // bob's socket is cut; alice scores meanwhile; bob reconnects and catches up
   proxy.cut(true);
