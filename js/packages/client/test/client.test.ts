@@ -474,3 +474,33 @@ test("StateRef mirrors the client", async () => {
   assert.equal(ref.isWatching(), false);
   assert.equal(last().ofType(T.UNWATCH).length, 1);
 });
+
+test("a key whose callbacks all left before a reconnect is neither resumed nor lost: watched again later, it updates", async () => {
+  const { c } = make();
+  last().hello();
+  const off = c.watch("k", () => {});
+  last().push(T.STATE_INIT, 10, { state: "k", version: 4, value: 4, initialized: true });
+  off();
+  await tick();
+  last().drop();
+  await until(() => FakeSocket.instances.length === 2);
+  last().hello();
+  assert.equal(last().sent.length, 0, "nothing to resume");
+  const seen: unknown[] = [];
+  c.watch("k", (v) => seen.push(v));
+  assert.deepStrictEqual(last().body(last().ofType(T.WATCH)[0]), { state: "k" });
+  last().push(T.STATE_INIT, 10, { state: "k", version: 6, value: 6, initialized: true });
+  last().push(T.DELTA, 10, { version: 7, state: "k", ops: [{ op: "UPDATE", path: "/", value: 7 }] });
+  assert.deepStrictEqual(seen, [6, 7]);
+});
+
+test("an undecodable frame is reported (source 'decode') and the session goes on", async () => {
+  const { c, errors } = make();
+  last().hello();
+  await c.ready;
+  last().onmessage?.({ data: new Uint8Array([0xc1]).buffer }); // 0xc1 is never used in MessagePack
+  last().onmessage?.({ data: new Uint8Array([0x93, 1, 2, 3]).buffer }); // a 3-element array
+  assert.equal(errors.length, 2);
+  assert.ok(errors.every((e) => e.source === "decode"));
+  assert.equal(c.status, "connected");
+});
