@@ -159,6 +159,12 @@ function normalizeUrl(url: string): string {
   throw new SodpError(`unsupported URL ${url}`, "transport");
 }
 
+/** (Un)register `fn` for the events after which a connection is worth checking (browsers only). */
+function wakeEvents(method: ((type: string, fn: () => void) => void) | undefined, fn: () => void): void {
+  if (typeof method !== "function") return;
+  for (const type of ["online", "focus", "visibilitychange"]) method.call(globalThis, type, fn);
+}
+
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v) && !ArrayBuffer.isView(v);
 }
@@ -207,7 +213,7 @@ export class SodpClient {
   private _reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private _livenessTimer: ReturnType<typeof setInterval> | undefined;
   private _refreshTimer: ReturnType<typeof setTimeout> | undefined;
-  private _detachWake: (() => void) | undefined;
+  private readonly _wake = () => this._onWake();
 
   constructor(url: string, options: SodpClientOptions = {}) {
     this.url = normalizeUrl(url);
@@ -224,6 +230,7 @@ export class SodpClient {
     });
     this.ready.catch(() => {}); // a rejection nobody awaits is not an unhandled one
     if (options.onStatusChange) this._statusListeners.add(options.onStatusChange);
+    wakeEvents(globalThis.addEventListener, this._wake);
     this._connect();
   }
 
@@ -371,14 +378,13 @@ export class SodpClient {
     clearInterval(this._livenessTimer);
     clearTimeout(this._refreshTimer);
     this._connectTimer = this._livenessTimer = this._refreshTimer = undefined;
-    this._detachWake?.();
-    this._detachWake = undefined;
   }
 
   /** Close the connection and stop reconnecting. Pending calls reject with `ConnectionLost`. */
   close(): void {
     if (this._status === "closed") return;
     this._setStatus("closed");
+    wakeEvents(globalThis.removeEventListener, this._wake);
     clearTimeout(this._reconnectTimer);
     const err = new ConnectionLost("client closed");
     for (const call of [...this._calls.values()]) this._failCall(call, err);
@@ -664,24 +670,22 @@ export class SodpClient {
       }
     };
     this._livenessTimer = setInterval(check, Math.max(50, Math.min(silence, grace) / 2));
-    const g = globalThis as {
-      addEventListener?: (t: string, l: () => void) => void;
-      removeEventListener?: (t: string, l: () => void) => void;
-    };
-    if (typeof g.addEventListener === "function" && typeof g.removeEventListener === "function") {
-      // Coming back to the tab or the network: check at once instead of at the next (throttled) tick.
-      const wake = () => {
-        if (this._phase === "ready" && Date.now() - this._lastRx >= Math.min(silence, 5000) && this._probeAt === 0) {
-          this._probeAt = Date.now();
-          this._send(FrameType.HEARTBEAT, 0, null);
-        }
-      };
-      g.addEventListener("online", wake);
-      g.addEventListener("focus", wake);
-      this._detachWake = () => {
-        g.removeEventListener?.("online", wake);
-        g.removeEventListener?.("focus", wake);
-      };
+  }
+
+  /**
+   * Back online, or back to the tab: probe a live connection now (instead of
+   * at the next, maybe throttled, tick), or end a reconnect wait (background
+   * tabs run the backoff timer late).
+   */
+  private _onWake(): void {
+    if (this._phase === "ready") {
+      if (this._probeAt === 0 && Date.now() - this._lastRx >= 5000) {
+        this._probeAt = Date.now();
+        this._send(FrameType.HEARTBEAT, 0, null);
+      }
+    } else if (this._reconnectTimer !== undefined) {
+      clearTimeout(this._reconnectTimer);
+      this._connect();
     }
   }
 

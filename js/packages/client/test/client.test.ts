@@ -504,3 +504,29 @@ test("an undecodable frame is reported (source 'decode') and the session goes on
   assert.ok(errors.every((e) => e.source === "decode"));
   assert.equal(c.status, "connected");
 });
+
+test("wake events (online, focus, visibilitychange) end a reconnect wait at once, and stop after close()", async () => {
+  const g = globalThis as { addEventListener?: unknown; removeEventListener?: unknown };
+  const target = new EventTarget();
+  g.addEventListener = target.addEventListener.bind(target);
+  g.removeEventListener = target.removeEventListener.bind(target);
+  try {
+    const { c } = make({ reconnectDelay: 60_000, maxReconnectDelay: 60_000 });
+    last().hello();
+    last().drop();
+    assert.equal(c.status, "reconnecting");
+    assert.equal(FakeSocket.instances.length, 1, "waiting a minute");
+    target.dispatchEvent(new Event("online"));
+    assert.equal(FakeSocket.instances.length, 2, "reconnected at once");
+    last().hello();
+    last().drop();
+    target.dispatchEvent(new Event("visibilitychange"));
+    assert.equal(FakeSocket.instances.length, 3);
+    c.close();
+    target.dispatchEvent(new Event("focus"));
+    assert.equal(FakeSocket.instances.length, 3, "no listener left after close()");
+  } finally {
+    g.addEventListener = undefined;
+    g.removeEventListener = undefined;
+  }
+});
