@@ -21,14 +21,18 @@ export interface Server {
 
 const live = new Set<ChildProcess>();
 process.on("exit", () => {
-  for (const p of live) p.kill("SIGKILL");
+  for (const p of live) p.kill("SIGTERM");
 });
+for (const sig of ["SIGTERM", "SIGINT"] as const) process.once(sig, () => process.exit(128 + (sig === "SIGTERM" ? 15 : 2)));
 
-export async function startServer(args: string[] = [], lifetimeMs = 300_000): Promise<Server> {
+export async function startServer(args: string[] = [], lifetimeMs = 120_000): Promise<Server> {
   if (!existsSync(SERVER_BIN)) throw new Error(`sodp-server not found at ${SERVER_BIN} (set SODP_SERVER_BIN)`);
-  const proc = spawn(SERVER_BIN, ["--addr", "127.0.0.1:0", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  // Under coreutils `timeout`: the server has a hard lifetime even if this
+  // process is killed before it can clean up (SIGTERM is forwarded to it).
+  const secs = String(Math.ceil(lifetimeMs / 1000));
+  const proc = spawn("timeout", ["-k", "5", secs, SERVER_BIN, "--addr", "127.0.0.1:0", ...args], { stdio: ["ignore", "pipe", "pipe"] });
   live.add(proc);
-  const cap = setTimeout(() => proc.kill("SIGKILL"), lifetimeMs);
+  const cap = setTimeout(() => proc.kill("SIGKILL"), lifetimeMs + 10_000);
   cap.unref();
   proc.on("exit", () => {
     live.delete(proc);
