@@ -1,0 +1,3 @@
+import { format, runBench } from "./workloads.ts";
+
+(globalThis as Record<string, unknown>).sodpBench = (ms: number, where: string) => format(runBench(ms), where);
