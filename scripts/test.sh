@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs every check and test of the repository: Rust formatting and lints, the
 # whole Rust workspace (unit, property, integration tests against real server
-# processes), and the Python package (ruff, mypy --strict, pytest including the
-# interop suite against the published sodp-client 0.2.2).
+# processes, the durable-state crash test), the Python package (ruff, mypy
+# --strict, pytest including the interop suite against the published
+# sodp-client 0.2.2), and the TypeScript packages (tsc --strict, biome, unit,
+# integration against the real server, end-to-end in Chromium).
 #
-# Python dependencies go into ./.venv (created on first run).
+# Python dependencies go into ./.venv (created on first run); npm packages into
+# js/node_modules. Chromium comes from the distribution (scripts/ci-js-deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,5 +39,8 @@ step "ruff + mypy --strict"
 
 step "pytest"
 SODP_SERVER_BIN="$PWD/target/debug/sodp-server" .venv/bin/pytest -q python/tests
+
+step "TypeScript client + React hooks (js/): lint, unit, integration, browser"
+SODP_SERVER_BIN="$PWD/target/debug/sodp-server" bash scripts/test-js.sh
 
 step "all tests passed"
