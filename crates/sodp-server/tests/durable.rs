@@ -538,3 +538,66 @@ async fn crash_test_every_acknowledged_write_survives_kill_9() {
         "the writers made progress: {total} acknowledged writes"
     );
 }
+
+#[tokio::test]
+async fn a_disk_that_refuses_writes_fails_them_with_500_and_keeps_what_was_acked() {
+    let dir = DataDir::new("full");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    // The log may not grow past 256 KiB (RLIMIT_FSIZE, with SIGXFSZ ignored
+    // so the write fails with EFBIG instead of killing the process): a
+    // stand-in for a full disk that needs no privileges.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f 256; exec {BIN} --addr 127.0.0.1:0 --data-dir {}",
+            dir.0.display()
+        ))
+        .env("RUST_LOG", "error")
+        .stderr(Stdio::null());
+    let server = Launched::spawn(cmd, false);
+    let mut c = TestClient::connect(&url(&server)).await;
+    let chunk = "x".repeat(8 * 1024);
+    let mut acked = Vec::new();
+    let failure = loop {
+        let n = acked.len();
+        let r = c
+            .call(
+                "state.set",
+                json!({"state": format!("k{n}"), "value": chunk}),
+            )
+            .await;
+        match failure_code(&r) {
+            None => acked.push(r.get("data").unwrap().get("version").unwrap().clone()),
+            Some(code) => break (code, r),
+        }
+        assert!(acked.len() < 1000, "the limit never bit");
+    };
+    assert_eq!(failure.0, 500, "{:?}", failure.1);
+    let message = failure
+        .1
+        .get("data")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("durable"), "{message}");
+    // Every later write is refused; the server keeps serving reads.
+    let r = c
+        .call("state.set", json!({"state": "small", "value": 1}))
+        .await;
+    assert_eq!(failure_code(&r), Some(500));
+    let (value, _, _) = read(&server, "k0").await;
+    assert_eq!(value, Value::from(chunk.as_str()));
+    assert!(server_is_alive(&server));
+    kill9(server);
+    // Without the limit, everything acknowledged is there.
+    let server = start(&dir.0, &[]);
+    for (n, version) in acked.iter().enumerate() {
+        let (value, v, _) = read(&server, &format!("k{n}")).await;
+        assert_eq!(Some(v), version.as_u64());
+        assert_eq!(value, Value::from(chunk.as_str()));
+    }
+}
+
+fn server_is_alive(server: &Launched) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", server.port)).is_ok()
+}
