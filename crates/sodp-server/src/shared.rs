@@ -168,6 +168,10 @@ impl Shared {
         }));
         if let Some(r) = recovered {
             store.load(r);
+            // Recovery's own structures are gone: give their memory back.
+            if let Some(trim) = config.trim_memory {
+                trim();
+            }
         }
         if let Some(engine) = &durable {
             let source: std::sync::Weak<dyn SnapshotSource> =

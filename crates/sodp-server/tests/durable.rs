@@ -601,3 +601,23 @@ async fn a_disk_that_refuses_writes_fails_them_with_500_and_keeps_what_was_acked
 fn server_is_alive(server: &Launched) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", server.port)).is_ok()
 }
+
+#[tokio::test]
+async fn batch_and_never_keep_what_reached_the_disk() {
+    for (mode, stop) in [("batch", "kill"), ("never", "term")] {
+        let dir = DataDir::new(mode);
+        let args = ["--fsync", mode, "--fsync-interval-ms", "20"];
+        let server = start(&dir.0, &args);
+        let versions = write_the_fixture(&server).await;
+        if stop == "kill" {
+            // Past the interval, the writes are synced: kill -9 keeps them.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            kill9(server);
+        } else {
+            // SIGTERM writes and syncs what is pending, whatever the mode.
+            sigterm(server);
+        }
+        let server = start(&dir.0, &args);
+        check_the_fixture(&server, &versions).await;
+    }
+}

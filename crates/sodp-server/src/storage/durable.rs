@@ -11,9 +11,10 @@
 //! it syncs, new writes gather for the next round: concurrent writers share
 //! one sync, the pattern of Redis's `appendfsync always`.
 //!
-//! With `batch` the committer syncs at most every interval and frames are
-//! delivered at once; with `never` the OS decides when data reaches the
-//! disk. What a crash can take back then is said in docs/PROTOCOL.md.
+//! With `batch` and `never` frames are delivered at once and the committer
+//! is not woken per write: it writes what gathered every 10 ms (sooner when
+//! 1 MiB is pending); `batch` syncs at most every interval, `never` leaves
+//! that to the OS. What a crash can take back then is in docs/PROTOCOL.md.
 //!
 //! # Failure
 //! A failed write or sync marks the engine failed: the frames waiting for it
@@ -53,6 +54,12 @@ use crate::error::{ErrorCode, Rejection};
 
 /// Versions reserved by one `Ceiling` record.
 const CEILING_STEP: u64 = 1_000_000;
+
+/// With `batch` and `never` nothing waits for the committer, so it is not
+/// woken per write: it writes what gathered every `FLUSH_EVERY`, or as soon
+/// as `FLUSH_BYTES` are pending (bounding the buffer).
+const FLUSH_EVERY: Duration = Duration::from_millis(10);
+const FLUSH_BYTES: usize = 1 << 20;
 
 /// When versions are synced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +203,11 @@ impl Durable {
         log::frame_bytes(&mut p.buf, &payload);
         p.last_ticket += 1;
         let ticket = p.last_ticket;
-        if p.committer_waiting {
+        // `committer_waiting` is set only while the committer waits with no
+        // timeout; with `batch`/`never` a timed wait wakes by itself, unless
+        // the buffer is full.
+        let full = p.buf.len() >= FLUSH_BYTES;
+        if p.committer_waiting || full {
             p.committer_waiting = false;
             self.inner.work.notify_one();
         }
@@ -322,21 +333,37 @@ impl Committer {
         loop {
             let (buf, deliveries, upto, stop) = {
                 let mut p = lock(&self.inner.pending);
-                while p.buf.is_empty() && p.deliveries.is_empty() && !p.stop {
-                    p.committer_waiting = true;
-                    if let (Fsync::Batch(every), true) = (fsync, unsynced) {
-                        let wait = every.saturating_sub(last_sync.elapsed());
-                        let (guard, timeout) = self
-                            .inner
-                            .work
-                            .wait_timeout(p, wait)
-                            .unwrap_or_else(|e| e.into_inner());
-                        p = guard;
-                        if timeout.timed_out() {
-                            break;
+                loop {
+                    let idle = p.buf.is_empty() && p.deliveries.is_empty();
+                    let due = fsync == Fsync::Always || p.buf.len() >= FLUSH_BYTES;
+                    if p.stop || (!idle && due) {
+                        break;
+                    }
+                    // `batch`/`never`: wake every FLUSH_EVERY (or when the
+                    // buffer fills); `batch` also when its sync is due.
+                    let wait = match (fsync, idle) {
+                        (Fsync::Always, _) => None,
+                        (Fsync::Batch(every), true) if unsynced => {
+                            Some(every.saturating_sub(last_sync.elapsed()))
                         }
-                    } else {
-                        p = self.inner.work.wait(p).unwrap_or_else(|e| e.into_inner());
+                        (_, true) => None,
+                        (_, false) => Some(FLUSH_EVERY),
+                    };
+                    // Only an untimed wait needs a writer's wake-up.
+                    p.committer_waiting = wait.is_none();
+                    match wait {
+                        None => p = self.inner.work.wait(p).unwrap_or_else(|e| e.into_inner()),
+                        Some(wait) => {
+                            let (guard, timeout) = self
+                                .inner
+                                .work
+                                .wait_timeout(p, wait)
+                                .unwrap_or_else(|e| e.into_inner());
+                            p = guard;
+                            if timeout.timed_out() {
+                                break;
+                            }
+                        }
                     }
                 }
                 p.committer_waiting = false;
