@@ -16,7 +16,7 @@ use crate::outbox::{Close, Outbox, SessionId};
 use crate::storage::durable::{Durable, DurableOptions, SnapshotSource};
 use crate::storage::recovery::{self, RecoveryError};
 use crate::storage::{Memory, Storage};
-use crate::store::{Store, StoreOptions, Validator};
+use crate::store::{Loader, Store, StoreOptions, Validator};
 
 /// Why the shared state could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -120,43 +120,20 @@ impl Shared {
             Some(_) => Some(Arc::new(SchemaValidator(policy.clone()))),
             None => None,
         };
-        let mut recovered = None;
-        let mut durable = None;
-        let mut first_version = 0;
-        if let Some(sc) = &config.storage {
-            let started = std::time::Instant::now();
-            let r = recovery::recover(&sc.dir, sc.salvage, config.history_len)?;
-            for note in &r.notes {
-                tracing::warn!("{note}");
-            }
-            info!(
-                dir = %sc.dir.display(),
-                keys = r.keys.len(),
-                replayed_bytes = r.replayed_bytes,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "state recovered"
-            );
-            let engine = Arc::new(Durable::start(
-                DurableOptions {
-                    dir: sc.dir.clone(),
-                    fsync: sc.fsync,
-                    checkpoint_bytes: sc.checkpoint_bytes,
-                    max_pending_bytes: 256 << 20,
-                },
-                r.next_segment,
-                r.version_floor,
-                r.replayed_bytes,
-            )?);
-            first_version = engine.first_version();
-            recovered = Some(r);
-            durable = Some(engine);
-        }
+        let durable = config.storage.as_ref().map(|sc| {
+            Arc::new(Durable::new(DurableOptions {
+                dir: sc.dir.clone(),
+                fsync: sc.fsync,
+                checkpoint_bytes: sc.checkpoint_bytes,
+                max_pending_bytes: 256 << 20,
+            }))
+        });
         let storage: Arc<dyn Storage> = match &durable {
             Some(engine) => engine.clone(),
             None => Arc::new(Memory),
         };
         let store = Arc::new(Store::new(StoreOptions {
-            version_base: version_base().max(first_version.saturating_sub(1)),
+            version_base: version_base(),
             history_len: config.history_len,
             history_bytes: config.history_bytes,
             max_keys: config.limits.max_keys,
@@ -166,14 +143,27 @@ impl Shared {
             validator,
             storage,
         }));
-        if let Some(r) = recovered {
-            store.load(r);
-            // Recovery's own structures are gone: give their memory back.
+        if let (Some(engine), Some(sc)) = (&durable, &config.storage) {
+            let started = std::time::Instant::now();
+            let r = recovery::recover(&sc.dir, sc.salvage, &mut Loader(&store))?;
+            for note in &r.notes {
+                tracing::warn!("{note}");
+            }
+            engine.start(r.next_segment, r.version_floor, r.replayed_bytes)?;
+            store.raise_version(engine.first_version().saturating_sub(1));
+            store.finish_recovery(r.binds);
+            info!(
+                dir = %sc.dir.display(),
+                checkpoint_keys = r.images,
+                replayed_changes = r.changes,
+                replayed_bytes = r.replayed_bytes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "state recovered"
+            );
+            // Recovery's buffers are gone: give their memory back.
             if let Some(trim) = config.trim_memory {
                 trim();
             }
-        }
-        if let Some(engine) = &durable {
             let source: std::sync::Weak<dyn SnapshotSource> =
                 Arc::downgrade(&(store.clone() as Arc<dyn SnapshotSource>));
             engine.attach(source);

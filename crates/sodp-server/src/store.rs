@@ -48,7 +48,7 @@ use crate::outbox::{Outbox, SessionId};
 use crate::size;
 use crate::storage::durable::SnapshotSource;
 use crate::storage::record::KeyImage;
-use crate::storage::recovery::Recovered;
+use crate::storage::recovery::Sink;
 use crate::storage::{Delivery, Memory, Storage, Ticket};
 use crate::wire;
 
@@ -355,6 +355,12 @@ impl Store {
             history: self.history.used_bytes(),
             max: self.memory.max(),
         }
+    }
+
+    /// Makes the next version at least `floor + 1` (after recovery: above
+    /// everything the previous run could have handed out).
+    pub fn raise_version(&self, floor: u64) {
+        self.version.fetch_max(floor, Ordering::SeqCst);
     }
 
     /// The latest version issued by this server.
@@ -683,25 +689,17 @@ impl Store {
         }
     }
 
-    /// Loads what recovery read, then removes every presence path a session
-    /// of the previous run still held — as ordinary versioned changes, so
-    /// watchers that RESUME see the removal. Before any connection.
-    pub fn load(&self, recovered: Recovered) {
-        let binds = recovered.binds;
-        for (key, k) in recovered.keys {
-            let Ok(()) = self.with_slot(&key, |slot, st| {
-                st.value = k.value;
-                st.size = encoded_len(&st.value);
-                st.version = k.version;
-                st.initialized = k.initialized;
-                for (version, ops) in k.history {
-                    let frame = wire::delta(slot.stream_id, &slot.key, version, &ops);
-                    st.history.push(version, frame, &self.history, usize::MAX);
-                }
-                self.memory.force(st.size);
-            }) else {
-                continue;
-            };
+    /// Finishes a recovery (see [`Loader`]): every key's recorded size and
+    /// memory are counted, then every presence path a session of the
+    /// previous run still held is removed — as ordinary versioned changes,
+    /// so watchers that RESUME see the removal. Before any connection, and
+    /// after the storage has started (the removals are logged).
+    pub fn finish_recovery(&self, binds: impl IntoIterator<Item = (String, String)>) {
+        let slots: Vec<_> = lock(&self.keys).values().cloned().collect();
+        for slot in slots {
+            let mut st = lock(&slot.state);
+            st.size = encoded_len(&st.value);
+            self.memory.force(st.size);
         }
         for (key, path) in binds {
             self.with_existing(&key, |slot, st| {
@@ -781,6 +779,54 @@ impl Store {
 /// The encoded size of a value, for methods that replace it whole.
 pub fn size_of(value: &Value) -> usize {
     encoded_len(value)
+}
+
+/// Recovery's [`Sink`]: loads keys straight into the store's slots, so a
+/// restart builds no second copy of the state. Sizes and memory are counted
+/// once at the end ([`Store::finish_recovery`]).
+pub struct Loader<'a>(pub &'a Store);
+
+impl Sink for Loader<'_> {
+    fn image(&mut self, image: KeyImage) {
+        let store = self.0;
+        let _ = store.with_slot(&image.key, |slot, st| {
+            st.value = image.value;
+            st.version = image.version;
+            st.initialized = image.initialized;
+            for (version, ops) in image.history {
+                let frame = wire::delta(slot.stream_id, &slot.key, version, &ops);
+                st.history.push(version, frame, &store.history, usize::MAX);
+            }
+        });
+    }
+
+    fn version(&mut self, key: &str) -> u64 {
+        self.0.with_existing(key, |_, st| st.version).unwrap_or(0)
+    }
+
+    fn change(
+        &mut self,
+        version: u64,
+        key: &str,
+        ops: Vec<DeltaOp>,
+    ) -> Result<(), sodp_proto::ApplyError> {
+        let store = self.0;
+        store
+            .with_slot(key, |slot, st| {
+                for op in &ops {
+                    // In place: a patch of a large value costs the patch.
+                    sodp_proto::delta::apply_in_place(&mut st.value, op)?;
+                    if op.path == "/" {
+                        st.initialized = op.kind != sodp_proto::OpKind::Remove;
+                    }
+                }
+                st.version = version;
+                let frame = wire::delta(slot.stream_id, &slot.key, version, &ops);
+                st.history.push(version, frame, &store.history, usize::MAX);
+                Ok(())
+            })
+            .unwrap_or(Ok(()))
+    }
 }
 
 impl SnapshotSource for Store {

@@ -127,15 +127,41 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Durable {
-    /// Starts the engine after recovery: a fresh segment `segment` is
-    /// created for this run's records; versions above `version_floor` are
-    /// reserved before any is handed out.
+    /// An engine that does not write yet: recovery runs first (it must see
+    /// the newest segment of the previous run as the newest), then
+    /// [`Durable::start`].
+    pub fn new(options: DurableOptions) -> Durable {
+        Durable {
+            inner: Arc::new(Inner {
+                options,
+                pending: Mutex::new(Pending {
+                    buf: Vec::new(),
+                    deliveries: Vec::new(),
+                    last_ticket: 0,
+                    durable: 0,
+                    ceiling: 0,
+                    failed: None,
+                    stop: false,
+                    committer_waiting: false,
+                }),
+                work: Condvar::new(),
+                progress: Condvar::new(),
+                source: OnceLock::new(),
+            }),
+            committer: Mutex::new(None),
+        }
+    }
+
+    /// Starts writing after recovery: a fresh segment `segment` for this
+    /// run's records, starting with a reservation of the versions above
+    /// `version_floor` (synced before any is handed out).
     pub fn start(
-        options: DurableOptions,
+        &self,
         segment: u64,
         version_floor: u64,
         replayed_bytes: u64,
-    ) -> std::io::Result<Durable> {
+    ) -> std::io::Result<()> {
+        let options = &self.inner.options;
         let path = log::segment_path(&options.dir, segment);
         let mut file = OpenOptions::new()
             .create_new(true)
@@ -147,24 +173,9 @@ impl Durable {
         file.write_all(&head)?;
         file.sync_all()?;
         log::sync_dir(&options.dir)?;
-        let inner = Arc::new(Inner {
-            options,
-            pending: Mutex::new(Pending {
-                buf: Vec::new(),
-                deliveries: Vec::new(),
-                last_ticket: 0,
-                durable: 0,
-                ceiling,
-                failed: None,
-                stop: false,
-                committer_waiting: false,
-            }),
-            work: Condvar::new(),
-            progress: Condvar::new(),
-            source: OnceLock::new(),
-        });
+        lock(&self.inner.pending).ceiling = ceiling;
         let committer = Committer {
-            inner: inner.clone(),
+            inner: self.inner.clone(),
             file,
             segment,
             since_checkpoint: replayed_bytes,
@@ -173,10 +184,8 @@ impl Durable {
         let handle = std::thread::Builder::new()
             .name("sodp-committer".into())
             .spawn(move || committer.run())?;
-        Ok(Durable {
-            inner,
-            committer: Mutex::new(Some(handle)),
-        })
+        *lock(&self.committer) = Some(handle);
+        Ok(())
     }
 
     /// Where checkpoints take their images from (set once the store exists).

@@ -12,13 +12,13 @@
 //! operator asked to salvage (`--recover`), which keeps what reads and says
 //! what was skipped.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use sodp_proto::{delta, DeltaOp, Value};
+use sodp_proto::{ApplyError, DeltaOp};
 
 use super::log::{self, Damage, Records, CHECKPOINT_MAGIC, LOG_MAGIC};
-use super::record::{CheckpointRecord, LogRecord};
+use super::record::{CheckpointRecord, KeyImage, LogRecord};
 
 /// Why the state could not be recovered.
 #[derive(Debug, thiserror::Error)]
@@ -40,20 +40,25 @@ pub enum RecoveryError {
     Missing { path: PathBuf },
 }
 
-/// One key as recovered.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RecoveredKey {
-    pub version: u64,
-    pub initialized: bool,
-    pub value: Value,
-    /// The key's last changes (at most the history length), oldest first.
-    pub history: VecDeque<(u64, Vec<DeltaOp>)>,
+/// Where recovered state goes: the store, key by key, as it is read — no
+/// second copy of the state is built.
+pub trait Sink {
+    /// A key as a checkpoint holds it.
+    fn image(&mut self, image: KeyImage);
+    /// The version `key` holds so far (0: none), to skip what a checkpoint
+    /// already contains.
+    fn version(&mut self, key: &str) -> u64;
+    /// Applies a logged change to `key` (and records it in the key's RESUME
+    /// window). An error means the record does not fit the value.
+    fn change(&mut self, version: u64, key: &str, ops: Vec<DeltaOp>) -> Result<(), ApplyError>;
 }
 
-/// Everything recovered from a data directory.
+/// What recovery learnt besides the keys themselves.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    pub keys: BTreeMap<String, RecoveredKey>,
+    /// Keys loaded from the checkpoint, changes replayed from the log.
+    pub images: usize,
+    pub changes: usize,
     /// Presence paths bound by sessions of the previous run.
     pub binds: HashSet<(String, String)>,
     /// The highest version seen or reserved: the new run starts above it.
@@ -73,14 +78,14 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RecoveryError + '_ {
     }
 }
 
-/// Reads the data directory `dir` (created if missing).
-pub fn recover(dir: &Path, salvage: bool, history_len: usize) -> Result<Recovered, RecoveryError> {
+/// Reads the data directory `dir` (created if missing) into `sink`.
+pub fn recover(dir: &Path, salvage: bool, sink: &mut dyn Sink) -> Result<Recovered, RecoveryError> {
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let mut out = Recovered::default();
     let checkpoints = log::numbered(dir, "checkpoint-").map_err(io_error(dir))?;
     let mut start = 0;
     if let Some((number, path)) = checkpoints.last() {
-        load_checkpoint(path, &mut out, salvage)?;
+        load_checkpoint(path, &mut out, salvage, sink)?;
         start = *number;
     }
     let segments: Vec<_> = log::numbered(dir, "log-")
@@ -110,13 +115,18 @@ pub fn recover(dir: &Path, salvage: bool, history_len: usize) -> Result<Recovere
         let records = log::read_file(path, LOG_MAGIC).map_err(io_error(path))?;
         let bytes = std::fs::metadata(path).map_err(io_error(path))?.len();
         out.replayed_bytes += bytes;
-        replay(path, records, newest, salvage, history_len, &mut out)?;
+        replay(path, records, newest, salvage, sink, &mut out)?;
     }
     out.next_segment = expected.max(start);
     Ok(out)
 }
 
-fn load_checkpoint(path: &Path, out: &mut Recovered, salvage: bool) -> Result<(), RecoveryError> {
+fn load_checkpoint(
+    path: &Path,
+    out: &mut Recovered,
+    salvage: bool,
+    sink: &mut dyn Sink,
+) -> Result<(), RecoveryError> {
     let Records { records, damage } =
         log::read_file(path, CHECKPOINT_MAGIC).map_err(io_error(path))?;
     let mut complete = false;
@@ -127,15 +137,8 @@ fn load_checkpoint(path: &Path, out: &mut Recovered, salvage: bool) -> Result<()
                     out.binds.insert((k.key.clone(), p.clone()));
                 }
                 out.version_floor = out.version_floor.max(k.version);
-                out.keys.insert(
-                    k.key,
-                    RecoveredKey {
-                        version: k.version,
-                        initialized: k.initialized,
-                        value: k.value,
-                        history: k.history.into(),
-                    },
-                );
+                out.images += 1;
+                sink.image(k);
             }
             Some(CheckpointRecord::End { ceiling, .. }) => {
                 out.version_floor = out.version_floor.max(ceiling);
@@ -184,7 +187,7 @@ fn replay(
     records: Records,
     newest: bool,
     salvage: bool,
-    history_len: usize,
+    sink: &mut dyn Sink,
     out: &mut Recovered,
 ) -> Result<(), RecoveryError> {
     for (i, record) in records.records.iter().enumerate() {
@@ -196,32 +199,11 @@ fn replay(
         match LogRecord::from_value(record) {
             Some(LogRecord::Change { version, key, ops }) => {
                 out.version_floor = out.version_floor.max(version);
-                let k = out.keys.entry(key).or_default();
-                if version <= k.version {
+                if version <= sink.version(&key) {
                     continue; // Already in the checkpoint.
                 }
-                let mut value = k.value.clone();
-                let mut initialized = k.initialized;
-                let mut applied = Ok(());
-                for op in &ops {
-                    if op.path == "/" {
-                        initialized = op.kind != sodp_proto::OpKind::Remove;
-                    }
-                    applied = delta::apply_in_place(&mut value, op);
-                    if applied.is_err() {
-                        break;
-                    }
-                }
-                match applied {
-                    Ok(()) => {
-                        k.value = value;
-                        k.initialized = initialized;
-                        k.version = version;
-                        k.history.push_back((version, ops));
-                        while k.history.len() > history_len {
-                            k.history.pop_front();
-                        }
-                    }
+                match sink.change(version, &key, ops) {
+                    Ok(()) => out.changes += 1,
                     Err(e) if salvage => out.notes.push(format!(
                         "salvage: {}: record {i} does not apply ({e}); skipped",
                         path.display()
