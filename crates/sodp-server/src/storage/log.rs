@@ -50,80 +50,62 @@ pub struct Damage {
     pub reason: &'static str,
 }
 
-/// A file's records, read whole.
-pub struct Records {
-    pub records: Vec<Value>,
-    /// Set when the file does not end at a record boundary.
-    pub damage: Option<Damage>,
-}
-
-/// Reads every record of `path`, which must start with `magic`.
-pub fn read_file(path: &Path, magic: &[u8; 8]) -> io::Result<Records> {
+/// Reads `path`, which must start with `magic`, handing each record to
+/// `each` as it is decoded (one record in memory at a time, besides the
+/// file's bytes). Returns where reading stopped early, if it did; an error
+/// from `each` stops it too.
+pub fn read_file<E>(
+    path: &Path,
+    magic: &[u8; 8],
+    each: impl FnMut(usize, Value) -> Result<(), E>,
+) -> io::Result<Result<Option<Damage>, E>> {
     let mut data = Vec::new();
     File::open(path)?.read_to_end(&mut data)?;
     if data.len() < magic.len() || &data[..magic.len()] != magic {
-        return Ok(Records {
-            records: Vec::new(),
-            damage: Some(Damage {
-                offset: 0,
-                reason: "bad file header",
-            }),
-        });
+        return Ok(Ok(Some(Damage {
+            offset: 0,
+            reason: "bad file header",
+        })));
     }
-    Ok(parse(&data, magic.len()))
+    Ok(parse(&data, magic.len(), each))
 }
 
-fn parse(data: &[u8], start: usize) -> Records {
-    let mut records = Vec::new();
-    let mut at = start;
+fn parse<E>(
+    data: &[u8],
+    start: usize,
+    mut each: impl FnMut(usize, Value) -> Result<(), E>,
+) -> Result<Option<Damage>, E> {
     let damage = |offset: usize, reason| {
-        Some(Damage {
+        Ok(Some(Damage {
             offset: offset as u64,
             reason,
-        })
+        }))
     };
+    let mut at = start;
+    let mut index = 0;
     while at < data.len() {
         let Some(header) = data.get(at..at + 8) else {
-            return Records {
-                records,
-                damage: damage(at, "truncated record header"),
-            };
+            return damage(at, "truncated record header");
         };
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
         if len > MAX_RECORD_BYTES {
-            return Records {
-                records,
-                damage: damage(at, "record length out of range"),
-            };
+            return damage(at, "record length out of range");
         }
         let Some(payload) = data.get(at + 8..at + 8 + len) else {
-            return Records {
-                records,
-                damage: damage(at, "truncated record"),
-            };
+            return damage(at, "truncated record");
         };
         if crc32fast::hash(payload) != crc {
-            return Records {
-                records,
-                damage: damage(at, "checksum mismatch"),
-            };
+            return damage(at, "checksum mismatch");
         }
         match decode_value(payload, RECORD_DEPTH) {
-            Ok(v) => records.push(v),
-            Err(_) => {
-                return Records {
-                    records,
-                    damage: damage(at, "undecodable record"),
-                }
-            }
+            Ok(v) => each(index, v)?,
+            Err(_) => return damage(at, "undecodable record"),
         }
+        index += 1;
         at += 8 + len;
     }
-    Records {
-        records,
-        damage: None,
-    }
+    Ok(None)
 }
 
 /// `log-00000000000000000007.sodp` and the like, sorted by number.
@@ -164,6 +146,17 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// The records and the damage, collected.
+    fn read(data: &[u8]) -> (Vec<Value>, Option<Damage>) {
+        let mut records = Vec::new();
+        let damage = parse(data, 8, |_, v| {
+            records.push(v);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        (records, damage)
+    }
+
     fn file_with(records: &[Value]) -> Vec<u8> {
         let mut buf = LOG_MAGIC.to_vec();
         for r in records {
@@ -176,20 +169,20 @@ mod tests {
     fn reads_back_and_finds_damage() {
         let recs = [Value::from("a"), Value::Int(7), Value::from("ccc")];
         let data = file_with(&recs);
-        let all = parse(&data, 8);
-        assert_eq!(all.records, recs);
-        assert_eq!(all.damage, None);
+        let (all, damage) = read(&data);
+        assert_eq!(all, recs);
+        assert_eq!(damage, None);
         // A torn tail: the last record cut short.
-        let torn = parse(&data[..data.len() - 2], 8);
-        assert_eq!(torn.records.len(), 2);
-        assert_eq!(torn.damage.unwrap().reason, "truncated record");
+        let (torn, damage) = read(&data[..data.len() - 2]);
+        assert_eq!(torn.len(), 2);
+        assert_eq!(damage.unwrap().reason, "truncated record");
         // A flipped byte in the middle record.
         let mut flipped = data.clone();
         let second = 8 + 8 + encode_value(&recs[0]).len();
         flipped[second + 8] ^= 0xff;
-        let bad = parse(&flipped, 8);
-        assert_eq!(bad.records.len(), 1);
-        let damage = bad.damage.unwrap();
+        let (bad, damage) = read(&flipped);
+        assert_eq!(bad.len(), 1);
+        let damage = damage.unwrap();
         assert_eq!(damage.offset, second as u64);
         assert_eq!(damage.reason, "checksum mismatch");
     }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use sodp_proto::{ApplyError, DeltaOp};
 
-use super::log::{self, Damage, Records, CHECKPOINT_MAGIC, LOG_MAGIC};
+use super::log::{self, Damage, CHECKPOINT_MAGIC, LOG_MAGIC};
 use super::record::{CheckpointRecord, KeyImage, LogRecord};
 
 /// Why the state could not be recovered.
@@ -112,10 +112,13 @@ pub fn recover(dir: &Path, salvage: bool, sink: &mut dyn Sink) -> Result<Recover
         }
         expected = number + 1;
         let newest = i + 1 == segments.len();
-        let records = log::read_file(path, LOG_MAGIC).map_err(io_error(path))?;
         let bytes = std::fs::metadata(path).map_err(io_error(path))?.len();
         out.replayed_bytes += bytes;
-        replay(path, records, newest, salvage, sink, &mut out)?;
+        let damage = log::read_file(path, LOG_MAGIC, |i, record| {
+            replay(path, i, &record, salvage, sink, &mut out)
+        })
+        .map_err(io_error(path))??;
+        handle_damage(path, damage, newest, salvage, &mut out)?;
     }
     out.next_segment = expected.max(start);
     Ok(out)
@@ -127,11 +130,9 @@ fn load_checkpoint(
     salvage: bool,
     sink: &mut dyn Sink,
 ) -> Result<(), RecoveryError> {
-    let Records { records, damage } =
-        log::read_file(path, CHECKPOINT_MAGIC).map_err(io_error(path))?;
     let mut complete = false;
-    for (i, record) in records.iter().enumerate() {
-        match CheckpointRecord::from_value(record) {
+    let damage = log::read_file(path, CHECKPOINT_MAGIC, |i, record| {
+        match CheckpointRecord::from_value(&record) {
             Some(CheckpointRecord::Key(k)) => {
                 for p in &k.binds {
                     out.binds.insert((k.key.clone(), p.clone()));
@@ -156,7 +157,9 @@ fn load_checkpoint(
                 })
             }
         }
-    }
+        Ok(())
+    })
+    .map_err(io_error(path))??;
     let problem = match (damage, complete) {
         (Some(Damage { offset, reason }), _) => Some((offset, reason.to_owned())),
         (None, false) => Some((
@@ -182,50 +185,61 @@ fn load_checkpoint(
     }
 }
 
+/// One log record.
 fn replay(
     path: &Path,
-    records: Records,
-    newest: bool,
+    i: usize,
+    record: &sodp_proto::Value,
     salvage: bool,
     sink: &mut dyn Sink,
     out: &mut Recovered,
 ) -> Result<(), RecoveryError> {
-    for (i, record) in records.records.iter().enumerate() {
-        let corrupt = |reason: String| RecoveryError::Corrupt {
-            path: path.to_owned(),
-            offset: 0,
-            reason: format!("record {i}: {reason}"),
-        };
-        match LogRecord::from_value(record) {
-            Some(LogRecord::Change { version, key, ops }) => {
-                out.version_floor = out.version_floor.max(version);
-                if version <= sink.version(&key) {
-                    continue; // Already in the checkpoint.
-                }
-                match sink.change(version, &key, ops) {
-                    Ok(()) => out.changes += 1,
-                    Err(e) if salvage => out.notes.push(format!(
-                        "salvage: {}: record {i} does not apply ({e}); skipped",
-                        path.display()
-                    )),
-                    Err(e) => return Err(corrupt(format!("does not apply: {e}"))),
-                }
+    let corrupt = |reason: String| RecoveryError::Corrupt {
+        path: path.to_owned(),
+        offset: 0,
+        reason: format!("record {i}: {reason}"),
+    };
+    match LogRecord::from_value(record) {
+        Some(LogRecord::Change { version, key, ops }) => {
+            out.version_floor = out.version_floor.max(version);
+            if version <= sink.version(&key) {
+                return Ok(()); // Already in the checkpoint.
             }
-            Some(LogRecord::Bind { key, path: p }) => {
-                out.binds.insert((key, p));
+            match sink.change(version, &key, ops) {
+                Ok(()) => out.changes += 1,
+                Err(e) if salvage => out.notes.push(format!(
+                    "salvage: {}: record {i} does not apply ({e}); skipped",
+                    path.display()
+                )),
+                Err(e) => return Err(corrupt(format!("does not apply: {e}"))),
             }
-            Some(LogRecord::Unbind { key, path: p }) => {
-                out.binds.remove(&(key, p));
-            }
-            Some(LogRecord::Ceiling(v)) => out.version_floor = out.version_floor.max(v),
-            None if salvage => out.notes.push(format!(
-                "salvage: {}: record {i} is not a log record; skipped",
-                path.display()
-            )),
-            None => return Err(corrupt("not a log record".into())),
         }
+        Some(LogRecord::Bind { key, path: p }) => {
+            out.binds.insert((key, p));
+        }
+        Some(LogRecord::Unbind { key, path: p }) => {
+            out.binds.remove(&(key, p));
+        }
+        Some(LogRecord::Ceiling(v)) => out.version_floor = out.version_floor.max(v),
+        None if salvage => out.notes.push(format!(
+            "salvage: {}: record {i} is not a log record; skipped",
+            path.display()
+        )),
+        None => return Err(corrupt("not a log record".into())),
     }
-    let Some(damage) = records.damage else {
+    Ok(())
+}
+
+/// Where a segment stopped reading early: a torn tail of the newest one is
+/// cut; anything else is corruption (or skipped, when salvaging).
+fn handle_damage(
+    path: &Path,
+    damage: Option<Damage>,
+    newest: bool,
+    salvage: bool,
+    out: &mut Recovered,
+) -> Result<(), RecoveryError> {
+    let Some(damage) = damage else {
         return Ok(());
     };
     if newest {
