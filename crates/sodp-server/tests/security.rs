@@ -559,30 +559,8 @@ async fn token_expiry_closes_a_live_session_and_releases_its_presence() {
         .await;
 }
 
-#[tokio::test]
-
-async fn live_expiry_fires_at_exp_not_up_to_a_second_later() {
-    let server = TestServer::with(hs_only).await;
-    // Authenticate in the middle of a wall-clock second, so that an expiry
-    // timer computed from whole seconds would visibly fire half a second late.
-    let frac = unix_now_f64().fract();
-    let wait = if frac < 0.5 { 0.5 - frac } else { 1.5 - frac };
-    tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-    let exp = unix_now() + 2;
-    let mut c = authed(
-        &server,
-        &hs256(&json!({"sub": "alice", "exp": exp})),
-        "alice",
-    )
-    .await;
-    expect_error(&mut c, 401, "token expired").await;
-    let at = unix_now_f64();
-    assert!(
-        at < exp as f64 + 0.3,
-        "token with exp {exp} still live at {at:.3} ({:.3} s late)",
-        at - exp as f64
-    );
-}
+// The expiry timer's sub-second precision is checked on paused time, without
+// the wall clock: `session::tests::a_token_expires_on_paused_time`.
 
 #[tokio::test]
 async fn in_band_refresh_keeps_the_session_alive_past_the_first_expiry() {
@@ -1358,11 +1336,23 @@ async fn write_rate_limit_hit_and_recovered() {
     other
         .ok("state.set", json!({"state": "counter", "value": 3}))
         .await;
-    // Open, and recovered once the bucket refills.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    for i in 0..3 {
-        c.ok("state.set", json!({"state": "counter", "value": 10 + i}))
+    // Open, and recovered once the bucket refills: wait for it, do not
+    // guess how long (the refill itself is tested on paused time in
+    // `session::tests::the_write_rate_limit_runs_on_paused_time`).
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let r = c
+            .call("state.set", json!({"state": "counter", "value": 10}))
             .await;
+        if r.get("success") == Some(&Value::Bool(true)) {
+            break;
+        }
+        assert_failed(&r, 429, "rate limit");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bucket never refilled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -1408,9 +1398,26 @@ async fn watch_rate_limit_counts_each_key_and_recovers() {
     // Writes are not limited here, and the connection is open.
     c.ok("state.set", json!({"state": "w.a", "value": 1})).await;
     let (_, _) = c.delta().await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    c.watch("w.c").await;
-    c.watch("w.d").await;
+    // Recovered once the bucket refills (waited for, not guessed).
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        c.send(FrameType::Watch, 12, v(json!({"state": "w.c"})))
+            .await;
+        let f = c.recv().await;
+        if f.kind == FrameType::StateInit {
+            break;
+        }
+        assert_eq!(
+            f.body.get("code").and_then(Value::as_i64),
+            Some(429),
+            "{f:?}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bucket never refilled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 // --------------------------------------------------------------- origins

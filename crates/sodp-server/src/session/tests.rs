@@ -291,7 +291,13 @@ async fn a_token_expires_on_paused_time() {
     );
     assert_eq!(p.frames()[0].kind, FrameType::AuthOk);
     let deadline = p.session.deadline().expect("the token's exp is a deadline");
-    assert!(deadline > Instant::now() + Duration::from_secs(58));
+    // To the sub-second: `exp` is whole seconds, the clock is not, so the
+    // deadline is (59, 60] s away — a timer computed from whole seconds
+    // would let the session outlive its token by up to a second.
+    let remaining = shared.clock.since_epoch();
+    let expected = Duration::from_secs(exp) - remaining;
+    assert_eq!(deadline - Instant::now(), expected);
+    assert!(expected > Duration::from_secs(59) && expected <= Duration::from_secs(60));
     tokio::time::advance(Duration::from_secs(61)).await;
     assert!(deadline <= Instant::now());
     p.session.on_deadline(Instant::now());
