@@ -18,6 +18,10 @@ use crate::storage::recovery::{self, RecoveryError};
 use crate::storage::{Memory, Storage};
 use crate::store::{Loader, Store, StoreOptions, Validator};
 
+/// A start that replays more log segments than this writes a checkpoint
+/// (each start opens a segment: restarts without writes would pile them up).
+const MAX_SEGMENTS_WITHOUT_CHECKPOINT: usize = 8;
+
 /// Why the shared state could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -167,6 +171,9 @@ impl Shared {
             let source: std::sync::Weak<dyn SnapshotSource> =
                 Arc::downgrade(&(store.clone() as Arc<dyn SnapshotSource>));
             engine.attach(source);
+            if r.replayed_segments > MAX_SEGMENTS_WITHOUT_CHECKPOINT {
+                engine.request_checkpoint();
+            }
         }
         let clock = Clock::new(config.clock);
         Ok(Shared {

@@ -621,3 +621,24 @@ async fn batch_and_never_keep_what_reached_the_disk() {
         check_the_fixture(&server, &versions).await;
     }
 }
+
+#[tokio::test]
+async fn restarts_without_writes_do_not_pile_up_log_segments() {
+    let dir = DataDir::new("restarts");
+    let server = start(&dir.0, &[]);
+    let versions = write_the_fixture(&server).await;
+    sigterm(server);
+    for _ in 0..14 {
+        let server = start(&dir.0, &[]);
+        sigterm(server);
+    }
+    // Each start opens a segment; a start that replays more than 8 writes a
+    // checkpoint and drops the segments before it.
+    assert!(
+        !files(&dir.0, "checkpoint-").is_empty(),
+        "a checkpoint was written"
+    );
+    assert!(dir.segments().len() <= 10, "{:?}", dir.segments());
+    let server = start(&dir.0, &[]);
+    check_the_fixture(&server, &versions).await;
+}

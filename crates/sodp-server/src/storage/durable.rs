@@ -104,6 +104,9 @@ struct Pending {
     failed: Option<String>,
     stop: bool,
     committer_waiting: bool,
+    /// A checkpoint was asked for (after a start that replayed many
+    /// segments), whatever the log size.
+    checkpoint_requested: bool,
 }
 
 struct Inner {
@@ -143,6 +146,7 @@ impl Durable {
                     failed: None,
                     stop: false,
                     committer_waiting: false,
+                    checkpoint_requested: false,
                 }),
                 work: Condvar::new(),
                 progress: Condvar::new(),
@@ -186,6 +190,14 @@ impl Durable {
             .spawn(move || committer.run())?;
         *lock(&self.committer) = Some(handle);
         Ok(())
+    }
+
+    /// Asks for a checkpoint now (a start that replayed many segments:
+    /// restarts without writes would otherwise pile segments up).
+    pub fn request_checkpoint(&self) {
+        let mut p = lock(&self.inner.pending);
+        p.checkpoint_requested = true;
+        self.inner.work.notify_one();
     }
 
     /// Where checkpoints take their images from (set once the store exists).
@@ -340,12 +352,12 @@ impl Committer {
         let mut last_sync = Instant::now();
         let mut unsynced = false;
         loop {
-            let (buf, deliveries, upto, stop) = {
+            let (buf, deliveries, upto, stop, checkpoint_requested) = {
                 let mut p = lock(&self.inner.pending);
                 loop {
                     let idle = p.buf.is_empty() && p.deliveries.is_empty();
                     let due = fsync == Fsync::Always || p.buf.len() >= FLUSH_BYTES;
-                    if p.stop || (!idle && due) {
+                    if p.stop || p.checkpoint_requested || (!idle && due) {
                         break;
                     }
                     // `batch`/`never`: wake every FLUSH_EVERY (or when the
@@ -381,6 +393,7 @@ impl Committer {
                     std::mem::take(&mut p.deliveries),
                     p.last_ticket,
                     p.stop,
+                    std::mem::take(&mut p.checkpoint_requested),
                 )
             };
             let mut result = Ok(());
@@ -426,7 +439,8 @@ impl Committer {
                 }
                 return;
             }
-            if self.since_checkpoint >= self.inner.options.checkpoint_bytes {
+            if checkpoint_requested || self.since_checkpoint >= self.inner.options.checkpoint_bytes
+            {
                 self.checkpoint();
             }
         }

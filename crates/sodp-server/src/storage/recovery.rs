@@ -67,6 +67,9 @@ pub struct Recovered {
     pub next_segment: u64,
     /// Log bytes replayed (a checkpoint is due when this is large).
     pub replayed_bytes: u64,
+    /// Log segments replayed (each start adds one: many restarts without a
+    /// checkpoint make a checkpoint due too).
+    pub replayed_segments: usize,
     /// What was cut or skipped, for the start-up log.
     pub notes: Vec<String>,
 }
@@ -114,6 +117,7 @@ pub fn recover(dir: &Path, salvage: bool, sink: &mut dyn Sink) -> Result<Recover
         let newest = i + 1 == segments.len();
         let bytes = std::fs::metadata(path).map_err(io_error(path))?.len();
         out.replayed_bytes += bytes;
+        out.replayed_segments += 1;
         let damage = log::read_file(path, LOG_MAGIC, |i, record| {
             replay(path, i, &record, salvage, sink, &mut out)
         })

@@ -52,8 +52,9 @@ async fn main() -> std::process::ExitCode {
     // The machine-readable announcement, on stdout whatever RUST_LOG says:
     // with `--addr 127.0.0.1:0` this is how a supervisor or a test learns
     // the port the kernel chose (no bind-drop-rebind race).
+    let shutdown = shutdown_signal();
     announce(&addr, server.health_addr());
-    server.run(shutdown_signal()).await;
+    server.run(shutdown).await;
     info!("stopped");
     std::process::ExitCode::SUCCESS
 }
@@ -80,26 +81,32 @@ fn release_free_memory() {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Installs the SIGTERM and Ctrl-C handlers now — before the server says
+/// it is listening, so a supervisor's SIGTERM is never the default "die" —
+/// and returns a future that resolves on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    // `ctrl_c` installs its handler on first poll: poll it once now.
+    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+    let _ = futures_poll_once(ctrl_c.as_mut());
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = ctrl_c.await;
     }
+}
+
+/// Polls a future once without waiting.
+fn futures_poll_once<F: std::future::Future>(
+    f: std::pin::Pin<&mut F>,
+) -> std::task::Poll<F::Output> {
+    let waker = std::task::Waker::noop();
+    f.poll(&mut std::task::Context::from_waker(waker))
 }
