@@ -236,6 +236,33 @@ impl Durable {
     }
 }
 
+impl Durable {
+    /// `[kind, key, path]`: a bind (2) or an unbind (3), see `record`.
+    fn append_presence(&self, kind: i64, key: &str, path: &str) -> Ticket {
+        self.append(None, |buf| {
+            write_array_len(buf, 3);
+            write_int(buf, kind);
+            write_str(buf, key);
+            write_str(buf, path);
+        })
+    }
+}
+
+/// Creates log segment `number` holding only a reservation of versions up
+/// to `ceiling`, synced with its directory entry.
+fn open_segment(dir: &std::path::Path, number: u64, ceiling: u64) -> std::io::Result<File> {
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(log::segment_path(dir, number))?;
+    let mut head = LOG_MAGIC.to_vec();
+    log::frame(&mut head, &LogRecord::Ceiling(ceiling).to_value());
+    file.write_all(&head)?;
+    file.sync_all()?;
+    log::sync_dir(dir)?;
+    Ok(file)
+}
+
 impl Storage for Durable {
     fn check_writable(&self) -> Result<(), Rejection> {
         let p = lock(&self.inner.pending);
@@ -268,21 +295,11 @@ impl Storage for Durable {
     }
 
     fn append_bind(&self, key: &str, path: &str) -> Ticket {
-        self.append(None, |buf| {
-            write_array_len(buf, 3);
-            write_int(buf, 2);
-            write_str(buf, key);
-            write_str(buf, path);
-        })
+        self.append_presence(2, key, path)
     }
 
     fn append_unbind(&self, key: &str, path: &str) -> Ticket {
-        self.append(None, |buf| {
-            write_array_len(buf, 3);
-            write_int(buf, 3);
-            write_str(buf, key);
-            write_str(buf, path);
-        })
+        self.append_presence(3, key, path)
     }
 
     fn deliver(&self, ticket: Ticket, delivery: Delivery) {
@@ -474,20 +491,8 @@ impl Committer {
         };
         let dir = self.inner.options.dir.clone();
         let next = self.segment + 1;
-        let opened = (|| {
-            let mut file = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(log::segment_path(&dir, next))?;
-            let ceiling = lock(&self.inner.pending).ceiling;
-            let mut head = LOG_MAGIC.to_vec();
-            log::frame(&mut head, &LogRecord::Ceiling(ceiling).to_value());
-            file.write_all(&head)?;
-            file.sync_all()?;
-            log::sync_dir(&dir)?;
-            Ok::<_, std::io::Error>(file)
-        })();
-        let file = match opened {
+        let ceiling = lock(&self.inner.pending).ceiling;
+        let file = match open_segment(&dir, next, ceiling) {
             Ok(f) => f,
             Err(e) => {
                 warn!(error = %e, "could not start a new log segment; checkpoint postponed");
