@@ -532,7 +532,14 @@ async fn crash_test_every_acknowledged_write_survives_kill_9() {
         }
         floor = cycle_max;
         kill9(server);
+        if (cycle + 1) % 50 == 0 {
+            eprintln!(
+                "crash test: {} cycles, {total} acknowledged writes checked",
+                cycle + 1
+            );
+        }
     }
+    eprintln!("crash test: {cycles} cycles, {total} acknowledged writes checked");
     assert!(
         total > 20,
         "the writers made progress: {total} acknowledged writes"
