@@ -124,14 +124,15 @@ impl Shared {
             Some(_) => Some(Arc::new(SchemaValidator(policy.clone()))),
             None => None,
         };
-        let durable = config.storage.as_ref().map(|sc| {
-            Arc::new(Durable::new(DurableOptions {
+        let durable = match &config.storage {
+            Some(sc) => Some(Arc::new(Durable::new(DurableOptions {
                 dir: sc.dir.clone(),
                 fsync: sc.fsync,
                 checkpoint_bytes: sc.checkpoint_bytes,
                 max_pending_bytes: 256 << 20,
-            }))
-        });
+            })?)),
+            None => None,
+        };
         let storage: Arc<dyn Storage> = match &durable {
             Some(engine) => engine.clone(),
             None => Arc::new(Memory),

@@ -649,3 +649,16 @@ async fn restarts_without_writes_do_not_pile_up_log_segments() {
     let server = start(&dir.0, &[]);
     check_the_fixture(&server, &versions).await;
 }
+
+#[tokio::test]
+async fn a_second_server_cannot_open_a_data_directory_in_use() {
+    let dir = DataDir::new("lock");
+    let first = start(&dir.0, &[]);
+    let (ok, stderr) = start_fails(&dir.0, &[]);
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("in use by another sodp-server"), "{stderr}");
+    drop(first);
+    // Once the first is gone, the directory opens again.
+    let again = start(&dir.0, &[]);
+    drop(again);
+}

@@ -123,6 +123,27 @@ struct Inner {
 pub struct Durable {
     inner: Arc<Inner>,
     committer: Mutex<Option<JoinHandle<()>>>,
+    /// `DIR/LOCK`, held (an exclusive `flock`) while this process runs: a
+    /// second server on the same directory would interleave two logs.
+    _lock: File,
+}
+
+/// Takes the data directory's lock, creating the directory if needed.
+pub fn lock_dir(dir: &std::path::Path) -> std::io::Result<File> {
+    std::fs::create_dir_all(dir)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(std::io::Error::other(format!(
+            "{} is in use by another sodp-server",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -133,8 +154,10 @@ impl Durable {
     /// An engine that does not write yet: recovery runs first (it must see
     /// the newest segment of the previous run as the newest), then
     /// [`Durable::start`].
-    pub fn new(options: DurableOptions) -> Durable {
-        Durable {
+    pub fn new(options: DurableOptions) -> std::io::Result<Durable> {
+        let lock = lock_dir(&options.dir)?;
+        Ok(Durable {
+            _lock: lock,
             inner: Arc::new(Inner {
                 options,
                 pending: Mutex::new(Pending {
@@ -153,7 +176,7 @@ impl Durable {
                 source: OnceLock::new(),
             }),
             committer: Mutex::new(None),
-        }
+        })
     }
 
     /// Starts writing after recovery: a fresh segment `segment` for this
