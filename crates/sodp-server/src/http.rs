@@ -1,5 +1,5 @@
 //! The HTTP side of a connection: read the request head, then either answer
-//! `GET /health` or complete the WebSocket upgrade ourselves.
+//! `GET /health` / `GET /ready` or complete the WebSocket upgrade ourselves.
 //!
 //! Doing the upgrade here (rather than inside tungstenite's `accept`) lets
 //! one port serve both, and lets the server refuse an upgrade with a proper
@@ -20,6 +20,8 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 #[derive(Debug)]
 pub enum Request {
     Health,
+    /// Readiness for load balancers and orchestrators.
+    Ready,
     /// A WebSocket upgrade. `leftover` holds bytes read past the head.
     Upgrade {
         accept_key: String,
@@ -100,6 +102,7 @@ fn classify(req: &httparse::Request<'_, '_>, leftover: Vec<u8>) -> Request {
     }
     match path {
         "/health" => Request::Health,
+        "/ready" => Request::Ready,
         "/" => Request::Refuse(
             426,
             "this is a SODP WebSocket endpoint: connect with a WebSocket client",

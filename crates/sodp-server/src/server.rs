@@ -135,6 +135,10 @@ async fn connection(
         Request::Health => {
             let _ = http::respond(&mut tcp, 200, "application/json", &shared.health_json()).await;
         }
+        Request::Ready => {
+            let (status, body) = shared.readiness();
+            let _ = http::respond(&mut tcp, status, "application/json", &body).await;
+        }
         Request::Refuse(status, message) => {
             let _ = http::respond(&mut tcp, status, "text/plain", message).await;
         }

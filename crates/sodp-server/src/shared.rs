@@ -226,6 +226,28 @@ impl Shared {
         }
     }
 
+    /// `GET /ready`: 200 while the server takes traffic — its state is
+    /// recovered (it is, before the listener opens), it is not shutting
+    /// down, and its storage accepts writes; 503 with the reason otherwise.
+    pub fn readiness(&self) -> (u16, String) {
+        let problem = if self.shutting_down.load(Ordering::SeqCst) {
+            Some("shutting down".to_owned())
+        } else {
+            self.store
+                .storage()
+                .check_writable()
+                .err()
+                .map(|r| r.message)
+        };
+        match problem {
+            None => (200, serde_json::json!({"ready": true}).to_string()),
+            Some(why) => (
+                503,
+                serde_json::json!({"ready": false, "reason": why}).to_string(),
+            ),
+        }
+    }
+
     pub fn health_json(&self) -> String {
         let memory = self.store.memory();
         serde_json::json!({
