@@ -262,6 +262,7 @@ impl Shared {
                 "max": memory.max,
             },
             "version": env!("CARGO_PKG_VERSION"),
+            "commit": env!("SODP_COMMIT"),
         })
         .to_string()
     }

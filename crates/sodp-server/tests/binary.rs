@@ -48,6 +48,16 @@ fn help_and_unsupported_options() {
     ] {
         assert!(help.contains(flag), "--help should mention {flag}");
     }
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        version.starts_with(concat!(
+            "sodp-server ",
+            env!("CARGO_PKG_VERSION"),
+            " (commit "
+        )),
+        "{version}"
+    );
     let out = Command::new(BIN)
         .args(["127.0.0.1:0", "--redis-url", "redis://x"])
         .output()

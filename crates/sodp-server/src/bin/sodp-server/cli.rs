@@ -19,7 +19,12 @@ use sodp_server::storage::durable::Fsync;
 
 /// SODP state-synchronisation server (WebSocket + MessagePack).
 #[derive(Debug, Parser)]
-#[command(name = "sodp-server", version, about, long_about = None)]
+#[command(
+    name = "sodp-server",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SODP_COMMIT"), ")"),
+    about,
+    long_about = None
+)]
 pub struct Args {
     /// Address to listen on (host:port, or just a port).
     #[arg(value_name = "ADDR")]
@@ -79,6 +84,9 @@ pub struct Args {
     /// Seconds between server HEARTBEATs; two silent intervals close a connection.
     #[arg(long, env = "SODP_WS_PING_INTERVAL", default_value_t = 30.0)]
     pub heartbeat_secs: f64,
+    /// Seconds SIGTERM waits for sessions to flush and close before exiting.
+    #[arg(long, env = "SODP_SHUTDOWN_GRACE_SECS", default_value_t = 5.0)]
+    pub shutdown_grace_secs: f64,
     /// Seconds a client has to send its HTTP upgrade request.
     #[arg(long, env = "SODP_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10.0)]
     pub handshake_timeout_secs: f64,
@@ -232,6 +240,7 @@ impl Args {
             history_bytes: self.history_bytes,
             outbound_queue: self.outbound_queue,
             handshake_timeout: secs("--handshake-timeout-secs", self.handshake_timeout_secs)?,
+            shutdown_grace: secs("--shutdown-grace-secs", self.shutdown_grace_secs)?,
             security,
             ..Config::default()
         })
