@@ -108,3 +108,51 @@ fn the_reference_positional_form_with_an_empty_log_dir_runs_in_memory() {
     let server = Launched::spawn(cmd, false);
     assert!(server.port > 0);
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--addr", "127.0.0.1:0", "--log-format", "json"])
+        .env("RUST_LOG", "debug")
+        .stderr(Stdio::piped());
+    let mut server = Launched::spawn(cmd, false);
+    let mut c = TestClient::connect(&format!("ws://127.0.0.1:{}", server.port)).await;
+    c.call("state.nope", json!({"state": "k"})).await;
+    drop(c);
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    server.child.wait().unwrap();
+    let mut stderr = String::new();
+    use std::io::Read;
+    server
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.len() >= 3, "{stderr}");
+    for l in &lines {
+        assert!(
+            l.get("level").is_some() && l.get("timestamp").is_some(),
+            "{l}"
+        );
+    }
+    // A refused call is logged with its session, method and code as fields.
+    let refused = lines
+        .iter()
+        .find(|l| l.get("message").and_then(|m| m.as_str()) == Some("call refused"))
+        .unwrap_or_else(|| panic!("no refused call in {stderr}"));
+    assert_eq!(refused.get("code").and_then(|c| c.as_u64()), Some(404));
+    assert_eq!(
+        refused.get("method").and_then(|m| m.as_str()),
+        Some("state.nope")
+    );
+    assert!(refused.get("session").is_some(), "{refused}");
+}

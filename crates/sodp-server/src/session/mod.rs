@@ -116,7 +116,7 @@ impl Session {
     }
 
     fn send_error(&mut self, stream_id: u32, rejection: &Rejection) {
-        debug!(session = self.id, stream_id, code = rejection.code as u16, message = %rejection.message, "error sent");
+        debug!(session = self.id, stream_id, code = rejection.code as u16, reason = %rejection.message, "error sent");
         let seq = self.next_seq();
         self.send(wire::error(stream_id, seq, rejection));
     }
@@ -269,7 +269,7 @@ impl Session {
                 wire::result_version(seq, call.call_id, written.version)
             }
             Err(e) => {
-                debug!(session = self.id, method = call.method, code = e.code as u16, message = %e.message, "call refused");
+                debug!(session = self.id, method = call.method, code = e.code as u16, reason = %e.message, "call refused");
                 wire::result_err(seq, call.call_id, &e)
             }
         };

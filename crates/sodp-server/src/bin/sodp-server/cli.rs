@@ -84,6 +84,10 @@ pub struct Args {
     /// Seconds between server HEARTBEATs; two silent intervals close a connection.
     #[arg(long, env = "SODP_WS_PING_INTERVAL", default_value_t = 30.0)]
     pub heartbeat_secs: f64,
+    /// Log lines as `text` (for people) or `json` (one object per line, for
+    /// collectors). The level comes from RUST_LOG (default info).
+    #[arg(long, env = "SODP_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     /// Seconds SIGTERM waits for sessions to flush and close before exiting.
     #[arg(long, env = "SODP_SHUTDOWN_GRACE_SECS", default_value_t = 5.0)]
     pub shutdown_grace_secs: f64,

@@ -16,14 +16,20 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        // One JSON object per line: timestamp, level, message and the
+        // event's fields (session, key, method, code, …).
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
 
-    let config = match Args::parse().into_config() {
+    let config = match args.into_config() {
         Ok(config) => sodp_server::Config {
             trim_memory: Some(release_free_memory),
             ..config
