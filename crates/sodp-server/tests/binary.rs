@@ -156,3 +156,80 @@ async fn json_logs_are_one_object_per_line() {
     );
     assert!(refused.get("session").is_some(), "{refused}");
 }
+
+fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("sodp-config-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `--print-config` output of the binary with `args` and `env`.
+fn print_config(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .arg("--print-config")
+        .env_remove("SODP_MAX_MEMORY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn config_file_precedence_flags_then_environment_then_file_then_defaults() {
+    let file = temp_config(
+        "precedence",
+        "max_memory = 111111\nrate-writes-per-sec = 7\njwt_secret = \"s3cret-in-file\"\n",
+    );
+    let file = file.to_str().unwrap();
+    let (ok, out, err) = print_config(&["--config", file], &[]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("max_memory = \"111111\"  # config file"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rate_writes_per_sec = \"7\"  # config file"),
+        "{out}"
+    );
+    assert!(out.contains("heartbeat_secs = \"30\"  # default"), "{out}");
+    // Secrets never appear.
+    assert!(out.contains("jwt_secret = \"<redacted>\""), "{out}");
+    assert!(!out.contains("s3cret-in-file"), "{out}");
+    let (_, out, _) = print_config(&["--config", file], &[("SODP_MAX_MEMORY", "222222")]);
+    assert!(
+        out.contains("max_memory = \"222222\"  # environment"),
+        "{out}"
+    );
+    let (_, out, _) = print_config(
+        &["--config", file, "--max-memory", "333333"],
+        &[("SODP_MAX_MEMORY", "222222")],
+    );
+    assert!(out.contains("max_memory = \"333333\"  # flag"), "{out}");
+}
+
+#[test]
+fn config_file_unknown_keys_are_an_error_naming_them() {
+    let file = temp_config("unknown", "max_memroy = 1\nheartbeat_secs = 5\n");
+    let out = Command::new(BIN)
+        .args(["--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown option max_memroy"), "{err}");
+    assert!(err.contains(file.to_str().unwrap()), "{err}");
+    // And a value of the wrong type for its option is clap's clear error.
+    let file = temp_config("badtype", "max_memory = \"lots\"\n");
+    let out = Command::new(BIN)
+        .args(["--config", file.to_str().unwrap(), "--print-config"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max-memory"));
+}

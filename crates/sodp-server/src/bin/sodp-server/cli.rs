@@ -84,6 +84,14 @@ pub struct Args {
     /// Seconds between server HEARTBEATs; two silent intervals close a connection.
     #[arg(long, env = "SODP_WS_PING_INTERVAL", default_value_t = 30.0)]
     pub heartbeat_secs: f64,
+    /// TOML file holding any of these options by their long names
+    /// (`max_memory = 1000000`); flags and SODP_* variables take precedence.
+    #[arg(long, env = "SODP_CONFIG", value_name = "FILE")]
+    pub config: Option<String>,
+    /// Print the effective configuration (with where each value came from,
+    /// secrets redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// Log lines as `text` (for people) or `json` (one object per line, for
     /// collectors). The level comes from RUST_LOG (default info).
     #[arg(long, env = "SODP_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
@@ -175,6 +183,27 @@ pub struct Args {
 }
 
 impl Args {
+    /// Parses the command line, the `SODP_*` variables and the config file.
+    /// With `--print-config`, prints the effective configuration and exits.
+    pub fn load() -> Args {
+        use clap::{CommandFactory, FromArgMatches};
+        let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let (cmd, from_file) = match crate::config_file::apply(Args::command(), &argv) {
+            Ok(applied) => applied,
+            Err(message) => {
+                eprintln!("sodp-server: {message}");
+                std::process::exit(2);
+            }
+        };
+        let matches = cmd.clone().get_matches_from(argv);
+        let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if args.print_config {
+            print!("{}", crate::config_file::render(&matches, &cmd, &from_file));
+            std::process::exit(0);
+        }
+        args
+    }
+
     /// Builds the configuration, or explains what is wrong.
     pub fn into_config(self) -> Result<Config, String> {
         let unsupported = [

@@ -3,8 +3,8 @@
 //! the library.
 
 mod cli;
+mod config_file;
 
-use clap::Parser;
 use cli::Args;
 use sodp_server::Server;
 use tracing::{error, info};
@@ -16,7 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let args = Args::load();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
