@@ -36,6 +36,7 @@ impl Asker<'_> {
         if decision.allowed {
             return Ok(());
         }
+        self.shared.metrics.acl_denials.inc();
         debug!(
             session = self.session,
             key,

@@ -18,6 +18,8 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Optional extra listener that answers only `/health`.
     pub health_addr: Option<SocketAddr>,
+    /// Optional listener for `GET /metrics` (Prometheus).
+    pub metrics_addr: Option<SocketAddr>,
     pub limits: Limits,
     /// The server sends HEARTBEAT this often; two silent intervals close
     /// the connection.
@@ -110,6 +112,7 @@ impl Default for Config {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 7777)),
             health_addr: None,
+            metrics_addr: None,
             limits: Limits::default(),
             heartbeat_interval: Duration::from_secs(30),
             history_len: 1000,

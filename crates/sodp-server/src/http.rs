@@ -22,6 +22,8 @@ pub enum Request {
     Health,
     /// Readiness for load balancers and orchestrators.
     Ready,
+    /// Prometheus scrape (answered on `--metrics-port` only).
+    Metrics,
     /// A WebSocket upgrade. `leftover` holds bytes read past the head.
     Upgrade {
         accept_key: String,
@@ -103,6 +105,7 @@ fn classify(req: &httparse::Request<'_, '_>, leftover: Vec<u8>) -> Request {
     match path {
         "/health" => Request::Health,
         "/ready" => Request::Ready,
+        "/metrics" => Request::Metrics,
         "/" => Request::Refuse(
             426,
             "this is a SODP WebSocket endpoint: connect with a WebSocket client",

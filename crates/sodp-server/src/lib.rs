@@ -24,6 +24,7 @@
 //! - [`error`]: error codes and the `Rejection` sent to clients.
 //! - [`clock`]: wall-clock time behind a seam (tests run on paused time).
 //! - [`memory`]: returning freed memory to the OS after bulk disconnects.
+//! - [`metrics`]: Prometheus metrics (`--metrics-port`).
 //! - `fuzzing` (feature `fuzzing`): the session fuzz target's body.
 //!
 //! A write flows: `session::io` → `Session::on_frame` → `methods::parse` →
@@ -46,6 +47,7 @@ pub mod holdings;
 pub mod http;
 pub mod memory;
 pub mod methods;
+pub mod metrics;
 pub mod outbox;
 pub mod server;
 pub mod session;

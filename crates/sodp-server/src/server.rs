@@ -40,6 +40,7 @@ pub enum StartError {
 pub struct Server {
     listener: TcpListener,
     health_listener: Option<TcpListener>,
+    metrics_listener: Option<TcpListener>,
     shared: Arc<Shared>,
 }
 
@@ -57,15 +58,27 @@ impl Server {
             Some(addr) => Some(listen(addr).await?),
             None => None,
         };
+        let metrics_listener = match shared.config.metrics_addr {
+            Some(addr) => Some(listen(addr).await?),
+            None => None,
+        };
         Ok(Server {
             listener,
             health_listener,
+            metrics_listener,
             shared,
         })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The address the metrics listener got, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The address the health-only listener got, if there is one.
@@ -85,12 +98,14 @@ impl Server {
         // Each connection task holds a clone; `recv` returns None once all
         // of them have finished.
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-        if let Some(listener) = self.health_listener {
-            tokio::spawn(serve_health_only(
-                listener,
-                self.shared.clone(),
-                stop_rx.clone(),
-            ));
+        for (listener, port) in [
+            (self.health_listener, SidePort::Health),
+            (self.metrics_listener, SidePort::Metrics),
+        ] {
+            if let Some(listener) = listener {
+                let (shared, stop) = (self.shared.clone(), stop_rx.clone());
+                tokio::spawn(serve_side_port(listener, shared, stop, port));
+            }
         }
         let trimmer = tokio::spawn(memory::trim_after_disconnects(self.shared.clone()));
         tokio::pin!(shutdown);
@@ -138,6 +153,10 @@ async fn connection(
         Request::Ready => {
             let (status, body) = shared.readiness();
             let _ = http::respond(&mut tcp, status, "application/json", &body).await;
+        }
+        // Metrics only on --metrics-port, never on the public port.
+        Request::Metrics => {
+            let _ = http::respond(&mut tcp, 404, "text/plain", "not found").await;
         }
         Request::Refuse(status, message) => {
             let _ = http::respond(&mut tcp, status, "text/plain", message).await;
@@ -213,26 +232,44 @@ pub async fn accept_loop<A: Acceptor>(listener: &A, mut handle: impl FnMut(TcpSt
     }
 }
 
-/// The optional health-only listener (`--health-port`).
-async fn serve_health_only(
+/// What a side listener answers besides 404.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SidePort {
+    /// `--health-port`: `/health` and `/ready`.
+    Health,
+    /// `--metrics-port`: `/metrics` (and `/health`, `/ready`).
+    Metrics,
+}
+
+/// Content type of the OpenMetrics text exposition.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A side listener (`--health-port`, `--metrics-port`): plain HTTP, no
+/// WebSocket.
+async fn serve_side_port(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
+    port: SidePort,
 ) {
     let serve = accept_loop(&listener, |mut tcp, _| {
         let shared = shared.clone();
         tokio::spawn(async move {
-            let status = match http::read_request(&mut tcp, shared.config.handshake_timeout).await {
-                Ok(Request::Health) => 200,
-                Ok(_) => 404,
-                Err(_) => return,
-            };
-            let body = if status == 200 {
-                shared.health_json()
-            } else {
-                "not found".into()
-            };
-            let _ = http::respond(&mut tcp, status, "application/json", &body).await;
+            let json = "application/json";
+            let (status, kind, body) =
+                match http::read_request(&mut tcp, shared.config.handshake_timeout).await {
+                    Ok(Request::Health) => (200, json, shared.health_json()),
+                    Ok(Request::Ready) => {
+                        let (status, body) = shared.readiness();
+                        (status, json, body)
+                    }
+                    Ok(Request::Metrics) if port == SidePort::Metrics => {
+                        (200, OPENMETRICS, shared.metrics_text())
+                    }
+                    Ok(_) => (404, "text/plain", "not found".to_owned()),
+                    Err(_) => return,
+                };
+            let _ = http::respond(&mut tcp, status, kind, &body).await;
         });
     });
     tokio::select! {

@@ -12,6 +12,7 @@ use tracing::info;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{ErrorCode, Rejection};
+use crate::metrics::{Metrics, StateReading};
 use crate::outbox::{Close, Outbox, SessionId};
 use crate::storage::durable::{Durable, DurableOptions, SnapshotSource};
 use crate::storage::recovery::{self, RecoveryError};
@@ -41,6 +42,7 @@ pub struct Shared {
     pub policy: Arc<Policy>,
     /// Wall-clock time for token checks (follows tokio's clock in tests).
     pub clock: Clock,
+    pub metrics: Arc<Metrics>,
     connections: AtomicUsize,
     next_session: AtomicU64,
     /// Every live session's outbox, so shutdown can close them all.
@@ -124,12 +126,14 @@ impl Shared {
             Some(_) => Some(Arc::new(SchemaValidator(policy.clone()))),
             None => None,
         };
+        let metrics = Arc::new(Metrics::default());
         let durable = match &config.storage {
             Some(sc) => Some(Arc::new(Durable::new(DurableOptions {
                 dir: sc.dir.clone(),
                 fsync: sc.fsync,
                 checkpoint_bytes: sc.checkpoint_bytes,
                 max_pending_bytes: 256 << 20,
+                metrics: metrics.clone(),
             })?)),
             None => None,
         };
@@ -147,6 +151,7 @@ impl Shared {
             max_depth: config.limits.max_depth,
             validator,
             storage,
+            metrics: metrics.clone(),
         }));
         if let (Some(engine), Some(sc)) = (&durable, &config.storage) {
             let started = std::time::Instant::now();
@@ -182,6 +187,7 @@ impl Shared {
             store,
             policy,
             clock,
+            metrics,
             connections: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
             sessions: Mutex::new(HashMap::new()),
@@ -202,6 +208,7 @@ impl Shared {
     pub fn open_session(&self) -> Arc<Outbox> {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         self.connections.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connections.inc();
         let outbox = Arc::new(Outbox::new(id, self.config.outbound_queue));
         self.sessions().insert(id, outbox.clone());
         if self.shutting_down.load(Ordering::SeqCst) {
@@ -215,6 +222,7 @@ impl Shared {
     pub fn deregister(&self, id: SessionId) {
         if self.sessions().remove(&id).is_some() {
             self.connections.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.connections.dec();
         }
     }
 
@@ -246,6 +254,18 @@ impl Shared {
                 serde_json::json!({"ready": false, "reason": why}).to_string(),
             ),
         }
+    }
+
+    /// `GET /metrics`: the exposition, with the state read now.
+    pub fn metrics_text(&self) -> String {
+        let memory = self.store.memory();
+        self.metrics.render(StateReading {
+            keys: self.store.key_count(),
+            history_bytes: memory.history,
+            memory_bytes: memory.counted + memory.history,
+            memory_max_bytes: memory.max,
+            presence_paths: self.store.presence_count(),
+        })
     }
 
     pub fn health_json(&self) -> String {

@@ -44,6 +44,7 @@ use sodp_proto::{pointer, DeltaOp, Value};
 use crate::budget::{MemoryBudget, PRESENCE_OVERHEAD, SLOT_OVERHEAD};
 use crate::error::Rejection;
 use crate::history::{History, HistoryBudget};
+use crate::metrics::{Metrics, Reason};
 use crate::outbox::{Outbox, SessionId};
 use crate::size;
 use crate::storage::durable::SnapshotSource;
@@ -75,6 +76,7 @@ pub struct StoreOptions {
     pub validator: Option<Arc<dyn Validator>>,
     /// Where committed changes are kept (`Memory`: nowhere).
     pub storage: Arc<dyn Storage>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What a committed (or no-op) write reports: its version, and the ticket
@@ -97,6 +99,7 @@ pub struct Store {
     max_depth: usize,
     validator: Option<Arc<dyn Validator>>,
     storage: Arc<dyn Storage>,
+    metrics: Arc<Metrics>,
 }
 
 /// One key. The stream id is fixed for the slot's life and the same on every
@@ -321,6 +324,7 @@ impl Store {
             max_depth: options.max_depth,
             validator: options.validator,
             storage: options.storage,
+            metrics: options.metrics,
         }
     }
 
@@ -634,12 +638,28 @@ impl Store {
         let frame = wire::delta(slot.stream_id, &slot.key, version, &ops);
         st.version = version;
         st.last_ticket = ticket;
-        if self.storage.is_visible(ticket) {
+        if st.subscribers.is_empty() {
+            // Nobody to tell.
+        } else if self.storage.is_visible(ticket) {
             // A subscriber whose queue is full is evicted (its outbox closes
             // the session) and dropped here; the others are unaffected.
+            let started = std::time::Instant::now();
+            let before = st.subscribers.len();
             st.subscribers
                 .retain(|_, outbox| outbox.push(frame.clone()));
-        } else if !st.subscribers.is_empty() {
+            let m = &self.metrics;
+            m.deliveries.inc_by(st.subscribers.len() as u64);
+            if st.subscribers.len() < before {
+                m.evictions
+                    .get_or_create(&Reason {
+                        reason: "queue_full",
+                    })
+                    .inc_by((before - st.subscribers.len()) as u64);
+            }
+            m.fanout_ms
+                .observe(started.elapsed().as_secs_f64() * 1000.0);
+        } else {
+            self.metrics.deliveries.inc_by(st.subscribers.len() as u64);
             // Not before the change is durable: no watcher may see what a
             // crash could take back.
             let to: Vec<_> = st.subscribers.values().cloned().collect();
@@ -854,6 +874,7 @@ mod tests {
             max_depth: 8,
             validator: None,
             storage: Arc::new(Memory),
+            metrics: Arc::default(),
         }
     }
 

@@ -67,6 +67,19 @@ impl Session {
 
     /// ERROR 401, then close: every authentication failure ends the session.
     pub(super) fn refuse_auth(&mut self, stream_id: u32, message: &str) {
+        let reason = match (&self.auth, message) {
+            (AuthState::Pending { .. }, "authentication timed out") => "timeout",
+            (AuthState::Live { .. }, "token expired") => "expired",
+            (AuthState::Pending { .. }, m) if m.starts_with("authenticate first") => {
+                "not_authenticated"
+            }
+            _ => "invalid_token",
+        };
+        self.shared
+            .metrics
+            .auth_failures
+            .get_or_create(&crate::metrics::Reason { reason })
+            .inc();
         self.send_error(stream_id, &Rejection::new(ErrorCode::Unauthorized, message));
         self.outbox.close(Close::UNAUTHORIZED);
     }

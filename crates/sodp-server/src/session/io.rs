@@ -76,7 +76,7 @@ where
         };
         match event {
             Event::Outbox(Wake::Frames) => {
-                if !write_batch(&mut ws, &mut batch, &outbox).await {
+                if !write_batch(&mut ws, &mut batch, &outbox, &shared.metrics.bytes_out).await {
                     break;
                 }
                 // The batch and the queue trade buffers; after a burst, do
@@ -123,6 +123,13 @@ where
     drop(session);
     outbox.close(Close::NORMAL);
     let close = outbox.closing().unwrap_or(Close::NORMAL);
+    shared
+        .metrics
+        .sessions_closed
+        .get_or_create(&crate::metrics::Reason {
+            reason: close.reason,
+        })
+        .inc();
     if close.flush {
         let goodbye = say_goodbye(&mut ws, &outbox, close);
         let _ = time::timeout(config.shutdown_grace, goodbye).await;
@@ -182,20 +189,26 @@ async fn write_batch<S>(
     ws: &mut WebSocketStream<S>,
     batch: &mut VecDeque<Bytes>,
     outbox: &Outbox,
+    sent: &prometheus_client::metrics::counter::Counter,
 ) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let bytes: usize = batch.iter().map(|m| m.len()).sum();
     let write = async {
         // Whatever tungstenite queued itself (a pong, a close reply) goes
         // first, so raw messages never interleave with its frames.
         ws.flush().await.map_err(io::Error::other)?;
         write_raw(ws.get_mut(), batch).await
     };
-    tokio::select! {
+    let ok = tokio::select! {
         result = write => result.is_ok(),
         _ = outbox.abandoned() => false,
+    };
+    if ok {
+        sent.inc_by(bytes as u64);
     }
+    ok
 }
 
 /// Most messages handed to one `writev`.

@@ -157,6 +157,9 @@ impl Session {
     }
 
     pub fn on_frame(&mut self, bytes: &[u8]) {
+        let metrics = &self.shared.metrics;
+        metrics.frames_rx.inc();
+        metrics.bytes_in.inc_by(bytes.len() as u64);
         let max_depth = self.shared.config.limits.max_depth + FRAME_NESTING;
         // Writes are most of the traffic: a well-formed CALL is read without
         // building its envelope. Anything else takes the general path below.
@@ -249,7 +252,13 @@ impl Session {
     }
 
     fn on_call(&mut self, call: CallFrame<'_>) {
+        let started = Instant::now();
         let result = self.call(call.method, call.args);
+        self.shared.metrics.call(
+            methods::static_name(call.method),
+            result.as_ref().err().map(|e| e.code as u16),
+            started.elapsed().as_secs_f64(),
+        );
         let seq = self.next_seq();
         let reply = match result {
             Ok(Reply::Written(written)) => {
@@ -280,6 +289,7 @@ impl Session {
         if !self.write_limit.is_unlimited()
             && !self.write_limit.try_acquire(Instant::now().into_std())
         {
+            self.shared.metrics.rate_limited.inc();
             return Err(Rejection::new(
                 ErrorCode::TooManyRequests,
                 format!(

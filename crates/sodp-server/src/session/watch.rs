@@ -18,6 +18,7 @@ impl Session {
         {
             return Ok(());
         }
+        self.shared.metrics.rate_limited.inc();
         Err(Rejection::new(
             ErrorCode::TooManyRequests,
             format!(

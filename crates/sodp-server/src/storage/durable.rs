@@ -73,7 +73,7 @@ pub enum Fsync {
 }
 
 /// How the durable engine runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DurableOptions {
     pub dir: PathBuf,
     pub fsync: Fsync,
@@ -81,6 +81,7 @@ pub struct DurableOptions {
     pub checkpoint_bytes: u64,
     /// Pending (unwritten) bytes beyond which writes are refused with 503.
     pub max_pending_bytes: usize,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Takes an image of every key, for a checkpoint (the store).
@@ -448,9 +449,15 @@ impl Committer {
                 Fsync::Never => stop && unsynced,
             };
             if result.is_ok() && sync_now {
+                let started = Instant::now();
                 result = self.file.sync_data();
                 last_sync = Instant::now();
                 unsynced = false;
+                self.inner
+                    .options
+                    .metrics
+                    .storage_sync_seconds
+                    .observe((last_sync - started).as_secs_f64());
             }
             if let Err(e) = result {
                 self.fail(

@@ -22,6 +22,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// A server running in this process; stopped on drop.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// With `config.metrics_addr` set: where `/metrics` is served.
+    pub metrics_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -40,6 +42,7 @@ impl TestServer {
         configure(&mut config);
         let server = Server::bind(config).await.expect("bind");
         let addr = server.local_addr().unwrap();
+        let metrics_addr = server.metrics_addr();
         let shared = server.shared();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(server.run(async {
@@ -47,6 +50,7 @@ impl TestServer {
         }));
         TestServer {
             addr,
+            metrics_addr,
             shared,
             stop: Some(stop),
             task: Some(task),

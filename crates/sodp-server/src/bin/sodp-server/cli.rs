@@ -177,7 +177,8 @@ pub struct Args {
     /// Redis URL for clustering (not supported yet).
     #[arg(long, env = "SODP_REDIS_URL")]
     pub redis_url: Option<String>,
-    /// Prometheus metrics port (not supported yet).
+    /// Port (on the listen address's host) serving Prometheus metrics at
+    /// GET /metrics, plus /health and /ready.
     #[arg(long, env = "SODP_METRICS_PORT")]
     pub metrics_port: Option<u16>,
 }
@@ -206,16 +207,10 @@ impl Args {
 
     /// Builds the configuration, or explains what is wrong.
     pub fn into_config(self) -> Result<Config, String> {
-        let unsupported = [
-            (
-                "--redis-url / SODP_REDIS_URL (clustering)",
-                self.redis_url.is_some(),
-            ),
-            (
-                "--metrics-port / SODP_METRICS_PORT",
-                self.metrics_port.is_some(),
-            ),
-        ];
+        let unsupported = [(
+            "--redis-url / SODP_REDIS_URL (clustering)",
+            self.redis_url.is_some(),
+        )];
         if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
             return Err(format!(
                 "{name} is not supported yet by this build of sodp-server"
@@ -228,6 +223,7 @@ impl Args {
             addr.set_port(port);
         }
         let health_addr = self.health_port.map(|p| SocketAddr::new(addr.ip(), p));
+        let metrics_addr = self.metrics_port.map(|p| SocketAddr::new(addr.ip(), p));
         let secs = |name: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(Duration::from_secs_f64(v))
@@ -257,6 +253,7 @@ impl Args {
         Ok(Config {
             addr,
             health_addr,
+            metrics_addr,
             storage,
             limits: Limits {
                 max_message_bytes: self.max_message_bytes,

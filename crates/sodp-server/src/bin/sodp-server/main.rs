@@ -59,20 +59,28 @@ async fn main() -> std::process::ExitCode {
     // with `--addr 127.0.0.1:0` this is how a supervisor or a test learns
     // the port the kernel chose (no bind-drop-rebind race).
     let shutdown = shutdown_signal();
-    announce(&addr, server.health_addr());
+    announce(&addr, server.health_addr(), server.metrics_addr());
     server.run(shutdown).await;
     info!("stopped");
     std::process::ExitCode::SUCCESS
 }
 
-/// Prints `listening ws://ADDR` (and `health http://ADDR/health` with
-/// `--health-port`) on stdout, one line each, flushed.
-fn announce(addr: &str, health: Option<std::net::SocketAddr>) {
+/// Prints `listening ws://ADDR` (then `health http://ADDR/health` with
+/// `--health-port`, `metrics http://ADDR/metrics` with `--metrics-port`) on
+/// stdout, one line each, flushed.
+fn announce(
+    addr: &str,
+    health: Option<std::net::SocketAddr>,
+    metrics: Option<std::net::SocketAddr>,
+) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening ws://{addr}");
     if let Some(health) = health {
         let _ = writeln!(out, "health http://{health}/health");
+    }
+    if let Some(metrics) = metrics {
+        let _ = writeln!(out, "metrics http://{metrics}/metrics");
     }
     let _ = out.flush();
 }

@@ -1,0 +1,296 @@
+//! Prometheus metrics (`--metrics-port`, `GET /metrics`, OpenMetrics text).
+//!
+//! Recording is an atomic add (or a histogram bucket) on a handle resolved
+//! once: label sets are built from `&'static str`s, so the write and fanout
+//! paths never allocate for a metric. Gauges that describe the state — keys,
+//! history bytes, memory, presence paths, process RSS/CPU/fds — are read at
+//! scrape time instead of being kept up to date on every write.
+//!
+//! Names follow the reference server where it has one
+//! (`sodp_connections_active`, `sodp_state_keys`, `sodp_calls_total`,
+//! `sodp_frames_rx_total`, `sodp_rate_limited_total`,
+//! `sodp_delta_fanout_duration_ms`); docs/OPERATIONS.md lists them all.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub method: &'static str,
+    /// `ok` or the error code.
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
+/// Every metric the server records.
+pub struct Metrics {
+    pub calls: Family<CallLabels, Counter>,
+    pub write_seconds: Histogram,
+    pub frames_rx: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub deliveries: Counter,
+    pub fanout_ms: Histogram,
+    pub rate_limited: Counter,
+    pub evictions: Family<Reason, Counter>,
+    pub sessions_closed: Family<Reason, Counter>,
+    pub auth_failures: Family<Reason, Counter>,
+    pub acl_denials: Counter,
+    pub storage_sync_seconds: Histogram,
+    pub connections: Gauge,
+    state: StateGauges,
+}
+
+/// Gauges set from the state at scrape time.
+struct StateGauges {
+    keys: Gauge,
+    history_bytes: Gauge,
+    memory_bytes: Gauge,
+    memory_max_bytes: Gauge,
+    presence_paths: Gauge,
+    process_rss_bytes: Gauge,
+    process_cpu_seconds: Gauge<f64, AtomicU64>,
+    process_open_fds: Gauge,
+}
+
+/// The codes a RESULT can carry, as label values.
+pub fn code_label(code: Option<u16>) -> &'static str {
+    match code {
+        None => "ok",
+        Some(400) => "400",
+        Some(401) => "401",
+        Some(403) => "403",
+        Some(404) => "404",
+        Some(409) => "409",
+        Some(413) => "413",
+        Some(422) => "422",
+        Some(429) => "429",
+        Some(500) => "500",
+        Some(503) => "503",
+        Some(507) => "507",
+        Some(_) => "other",
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let latency = || {
+            Histogram::new([
+                0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+            ])
+        };
+        Metrics {
+            calls: Family::default(),
+            write_seconds: latency(),
+            frames_rx: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            deliveries: Counter::default(),
+            fanout_ms: Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0]),
+            rate_limited: Counter::default(),
+            evictions: Family::default(),
+            sessions_closed: Family::default(),
+            auth_failures: Family::default(),
+            acl_denials: Counter::default(),
+            storage_sync_seconds: latency(),
+            connections: Gauge::default(),
+            state: StateGauges {
+                keys: Gauge::default(),
+                history_bytes: Gauge::default(),
+                memory_bytes: Gauge::default(),
+                memory_max_bytes: Gauge::default(),
+                presence_paths: Gauge::default(),
+                process_rss_bytes: Gauge::default(),
+                process_cpu_seconds: Gauge::default(),
+                process_open_fds: Gauge::default(),
+            },
+        }
+    }
+}
+
+/// What the state gauges read at scrape time.
+pub struct StateReading {
+    pub keys: usize,
+    pub history_bytes: usize,
+    pub memory_bytes: usize,
+    pub memory_max_bytes: usize,
+    pub presence_paths: usize,
+}
+
+impl Metrics {
+    /// Counts one CALL (`code` None = success) and how long it took.
+    pub fn call(&self, method: &'static str, code: Option<u16>, seconds: f64) {
+        self.calls
+            .get_or_create(&CallLabels {
+                method,
+                code: code_label(code),
+            })
+            .inc();
+        self.write_seconds.observe(seconds);
+    }
+
+    /// The text exposition, with the state gauges read now.
+    pub fn render(&self, state: StateReading) -> String {
+        let g = &self.state;
+        g.keys.set(state.keys as i64);
+        g.history_bytes.set(state.history_bytes as i64);
+        g.memory_bytes.set(state.memory_bytes as i64);
+        g.memory_max_bytes.set(state.memory_max_bytes as i64);
+        g.presence_paths.set(state.presence_paths as i64);
+        if let Some(p) = process() {
+            g.process_rss_bytes.set(p.rss_bytes as i64);
+            g.process_cpu_seconds.set(p.cpu_seconds);
+            g.process_open_fds.set(p.open_fds as i64);
+        }
+        let mut registry = Registry::default();
+        let r = &mut registry;
+        r.register(
+            "sodp_calls",
+            "CALLs answered, by method and result code",
+            self.calls.clone(),
+        );
+        r.register(
+            "sodp_call_duration_seconds",
+            "Time from a CALL's arrival to its RESULT being queued (durable writes: to the commit)",
+            self.write_seconds.clone(),
+        );
+        r.register(
+            "sodp_frames_rx",
+            "Frames received from clients",
+            self.frames_rx.clone(),
+        );
+        r.register(
+            "sodp_bytes_in",
+            "WebSocket message bytes received",
+            self.bytes_in.clone(),
+        );
+        r.register(
+            "sodp_bytes_out",
+            "Bytes written to clients",
+            self.bytes_out.clone(),
+        );
+        r.register(
+            "sodp_deliveries",
+            "DELTAs queued to subscribers",
+            self.deliveries.clone(),
+        );
+        r.register(
+            "sodp_delta_fanout_duration_ms",
+            "Time to queue one change's DELTA to all its subscribers",
+            self.fanout_ms.clone(),
+        );
+        r.register(
+            "sodp_rate_limited",
+            "Requests refused by a rate limit (429)",
+            self.rate_limited.clone(),
+        );
+        r.register(
+            "sodp_evictions",
+            "Sessions evicted, by reason",
+            self.evictions.clone(),
+        );
+        r.register(
+            "sodp_sessions_closed",
+            "Sessions ended, by reason",
+            self.sessions_closed.clone(),
+        );
+        r.register(
+            "sodp_auth_failures",
+            "Authentication failures, by reason",
+            self.auth_failures.clone(),
+        );
+        r.register(
+            "sodp_acl_denials",
+            "Requests refused by the ACL (403)",
+            self.acl_denials.clone(),
+        );
+        r.register(
+            "sodp_storage_sync_duration_seconds",
+            "Durable storage: time of one write + sync of a group commit",
+            self.storage_sync_seconds.clone(),
+        );
+        r.register(
+            "sodp_connections_active",
+            "Open WebSocket sessions",
+            self.connections.clone(),
+        );
+        r.register("sodp_state_keys", "Keys held", g.keys.clone());
+        r.register(
+            "sodp_history_bytes",
+            "RESUME history held, bytes",
+            g.history_bytes.clone(),
+        );
+        r.register(
+            "sodp_memory_bytes",
+            "Bytes counted against --max-memory",
+            g.memory_bytes.clone(),
+        );
+        r.register(
+            "sodp_memory_max_bytes",
+            "--max-memory",
+            g.memory_max_bytes.clone(),
+        );
+        r.register(
+            "sodp_presence_paths",
+            "Presence paths bound",
+            g.presence_paths.clone(),
+        );
+        r.register(
+            "process_resident_memory_bytes",
+            "Resident set size",
+            g.process_rss_bytes.clone(),
+        );
+        r.register(
+            "process_cpu_seconds",
+            "User + system CPU time",
+            g.process_cpu_seconds.clone(),
+        );
+        r.register(
+            "process_open_fds",
+            "Open file descriptors",
+            g.process_open_fds.clone(),
+        );
+        let mut out = String::new();
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}
+
+struct Process {
+    rss_bytes: u64,
+    cpu_seconds: f64,
+    open_fds: usize,
+}
+
+/// This process's RSS, CPU time and open fds, from /proc (Linux).
+fn process() -> Option<Process> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count();
+    Some(Process {
+        rss_bytes: rss_kib * 1024,
+        // USER_HZ is 100 on every Linux this runs on.
+        cpu_seconds: ticks as f64 / 100.0,
+        open_fds,
+    })
+}
