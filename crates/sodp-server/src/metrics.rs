@@ -83,8 +83,37 @@ pub fn code_label(code: Option<u16>) -> &'static str {
     }
 }
 
+/// Label values known in advance: their series exist (at 0) from the start,
+/// so dashboards and alerts see them before the first event.
+const EVICTION_REASONS: [&str; 1] = ["queue_full"];
+const AUTH_FAILURE_REASONS: [&str; 4] =
+    ["invalid_token", "expired", "timeout", "not_authenticated"];
+
+impl Metrics {
+    fn with_known_series(self) -> Metrics {
+        for reason in EVICTION_REASONS {
+            self.evictions.get_or_create(&Reason { reason });
+        }
+        for reason in AUTH_FAILURE_REASONS {
+            self.auth_failures.get_or_create(&Reason { reason });
+        }
+        for close in crate::outbox::Close::ALL {
+            self.sessions_closed.get_or_create(&Reason {
+                reason: close.label(),
+            });
+        }
+        self
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::new_empty().with_known_series()
+    }
+}
+
+impl Metrics {
+    fn new_empty() -> Self {
         let latency = || {
             Histogram::new([
                 0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,

@@ -35,6 +35,25 @@ pub struct Close {
 }
 
 impl Close {
+    /// Every way a session is closed (for metrics).
+    pub const ALL: [Close; 6] = [
+        Close::EVICTED,
+        Close::SHUTDOWN,
+        Close::HEARTBEAT_TIMEOUT,
+        Close::TOO_BIG,
+        Close::UNAUTHORIZED,
+        Close::NORMAL,
+    ];
+
+    /// The reason as a label: `normal` for a plain close.
+    pub fn label(&self) -> &'static str {
+        if self.reason.is_empty() {
+            "normal"
+        } else {
+            self.reason
+        }
+    }
+
     pub const EVICTED: Close = Close {
         code: 1008,
         reason: "outbound queue full",

@@ -233,3 +233,14 @@ fn config_file_unknown_keys_are_an_error_naming_them() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max-memory"));
 }
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/sodp.toml");
+    let (ok, out, err) = print_config(&["--config", path], &[]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("metrics_port = \"9777\"  # config file"),
+        "{out}"
+    );
+}

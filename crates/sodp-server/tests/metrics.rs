@@ -166,3 +166,46 @@ async fn refusals_are_counted_by_reason() {
     );
     assert_eq!(sample(&samples, "sodp_connections_active"), Some(0.0));
 }
+
+/// Every metric the shipped Grafana dashboard queries exists in a scrape, so
+/// the dashboard cannot drift from the server.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_metrics_the_server_exposes() {
+    let server = TestServer::with(|c| c.metrics_addr = Some("127.0.0.1:0".parse().unwrap())).await;
+    let mut c = server.client().await;
+    c.ok("state.set", json!({"state": "k", "value": 1})).await;
+    let scrape = get(server.metrics_addr.unwrap(), "/metrics").await;
+    let families: std::collections::HashSet<&str> = scrape
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana-dashboard.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !(word.starts_with("sodp_") || word.starts_with("process_")) {
+                    continue;
+                }
+                let family = ["_total", "_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| word.strip_suffix(s))
+                    .unwrap_or(word);
+                assert!(
+                    families.contains(family),
+                    "{word} (panel {}) is not exposed",
+                    panel["title"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 15, "only {checked} metrics referenced");
+}

@@ -127,7 +127,7 @@ where
         .metrics
         .sessions_closed
         .get_or_create(&crate::metrics::Reason {
-            reason: close.reason,
+            reason: close.label(),
         })
         .inc();
     if close.flush {
