@@ -92,15 +92,15 @@ const AUTH_FAILURE_REASONS: [&str; 4] =
 impl Metrics {
     fn with_known_series(self) -> Metrics {
         for reason in EVICTION_REASONS {
-            self.evictions.get_or_create(&Reason { reason });
+            drop(self.evictions.get_or_create(&Reason { reason }));
         }
         for reason in AUTH_FAILURE_REASONS {
-            self.auth_failures.get_or_create(&Reason { reason });
+            drop(self.auth_failures.get_or_create(&Reason { reason }));
         }
         for close in crate::outbox::Close::ALL {
-            self.sessions_closed.get_or_create(&Reason {
+            drop(self.sessions_closed.get_or_create(&Reason {
                 reason: close.label(),
-            });
+            }));
         }
         self
     }
