@@ -12,13 +12,15 @@
 //! `sodp_delta_fanout_duration_ms`); docs/OPERATIONS.md lists them all.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,9 +35,75 @@ pub struct Reason {
     pub reason: &'static str,
 }
 
+/// A histogram whose `observe` is a few atomic adds: prometheus-client's
+/// own takes a mutex, which every session would contend for on every CALL.
+#[derive(Clone, Debug)]
+pub struct Histogram(std::sync::Arc<HistogramInner>);
+
+#[derive(Debug)]
+pub struct HistogramInner {
+    /// Upper bounds; one more bucket (+Inf) follows.
+    bounds: Vec<f64>,
+    counts: Vec<std::sync::atomic::AtomicU64>,
+    /// The sum, as f64 bits.
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: impl IntoIterator<Item = f64>) -> Histogram {
+        let bounds: Vec<f64> = bounds.into_iter().collect();
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        Histogram(std::sync::Arc::new(HistogramInner {
+            bounds,
+            counts,
+            sum: AtomicU64::new(0f64.to_bits()),
+        }))
+    }
+
+    pub fn observe(&self, v: f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let h = &self.0;
+        let bucket = h
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(h.bounds.len());
+        h.counts[bucket].fetch_add(1, Relaxed);
+        let _ = h.sum.fetch_update(Relaxed, Relaxed, |bits| {
+            Some((f64::from_bits(bits) + v).to_bits())
+        });
+    }
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let h = &self.0;
+        let counts: Vec<u64> = h.counts.iter().map(|c| c.load(Relaxed)).collect();
+        let buckets: Vec<(f64, u64)> = h
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(counts.iter().copied())
+            .collect();
+        let count = counts.iter().sum();
+        let sum = f64::from_bits(h.sum.load(Relaxed));
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 /// Every metric the server records.
 pub struct Metrics {
     pub calls: Family<CallLabels, Counter>,
+    /// `calls` handles by (method, code) index, resolved on first use so a
+    /// CALL costs an index and an atomic add, not a map lookup.
+    call_counters: Vec<OnceLock<Counter>>,
+    method_labels: Vec<&'static str>,
     pub write_seconds: Histogram,
     pub frames_rx: Counter,
     pub bytes_in: Counter,
@@ -64,23 +132,35 @@ struct StateGauges {
     process_open_fds: Gauge,
 }
 
-/// The codes a RESULT can carry, as label values.
-pub fn code_label(code: Option<u16>) -> &'static str {
+/// The codes a RESULT can carry, as label values (`ok` = success).
+const CODES: [&str; 13] = [
+    "ok", "400", "401", "403", "404", "409", "413", "422", "429", "500", "503", "507", "other",
+];
+
+/// Position of a RESULT's code in [`CODES`].
+fn code_index(code: Option<u16>) -> usize {
     match code {
-        None => "ok",
-        Some(400) => "400",
-        Some(401) => "401",
-        Some(403) => "403",
-        Some(404) => "404",
-        Some(409) => "409",
-        Some(413) => "413",
-        Some(422) => "422",
-        Some(429) => "429",
-        Some(500) => "500",
-        Some(503) => "503",
-        Some(507) => "507",
-        Some(_) => "other",
+        None => 0,
+        Some(400) => 1,
+        Some(401) => 2,
+        Some(403) => 3,
+        Some(404) => 4,
+        Some(409) => 5,
+        Some(413) => 6,
+        Some(422) => 7,
+        Some(429) => 8,
+        Some(500) => 9,
+        Some(503) => 10,
+        Some(507) => 11,
+        Some(_) => 12,
     }
+}
+
+/// Method label values: every method, then `unknown`, then `none`.
+fn method_labels() -> Vec<&'static str> {
+    let mut labels: Vec<&'static str> = crate::methods::names().collect();
+    labels.extend(["unknown", "none"]);
+    labels
 }
 
 /// Label values known in advance: their series exist (at 0) from the start,
@@ -119,8 +199,13 @@ impl Metrics {
                 0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
             ])
         };
+        let method_labels = method_labels();
         Metrics {
             calls: Family::default(),
+            call_counters: (0..method_labels.len() * CODES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            method_labels,
             write_seconds: latency(),
             frames_rx: Counter::default(),
             bytes_in: Counter::default(),
@@ -159,11 +244,25 @@ pub struct StateReading {
 
 impl Metrics {
     /// Counts one CALL (`code` None = success) and how long it took.
-    pub fn call(&self, method: &'static str, code: Option<u16>, seconds: f64) {
-        self.calls
-            .get_or_create(&CallLabels {
-                method,
-                code: code_label(code),
+    /// `method` is the name as sent (`None`: absent).
+    pub fn call(&self, method: Option<&str>, code: Option<u16>, seconds: f64) {
+        let m = match method {
+            None => self.method_labels.len() - 1,
+            Some(name) => self
+                .method_labels
+                .iter()
+                .position(|l| *l == name)
+                .unwrap_or(self.method_labels.len() - 2),
+        };
+        let c = code_index(code);
+        self.call_counters[m * CODES.len() + c]
+            .get_or_init(|| {
+                self.calls
+                    .get_or_create(&CallLabels {
+                        method: self.method_labels[m],
+                        code: CODES[c],
+                    })
+                    .clone()
             })
             .inc();
         self.write_seconds.observe(seconds);
@@ -322,4 +421,26 @@ fn process() -> Option<Process> {
         cpu_seconds: ticks as f64 / 100.0,
         open_fds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_in_the_exposition() {
+        let h = Histogram::new([1.0, 10.0]);
+        for v in [0.5, 5.0, 5.0, 50.0] {
+            h.observe(v);
+        }
+        let mut registry = Registry::default();
+        registry.register("t", "test", h);
+        let mut out = String::new();
+        encode(&mut out, &registry).unwrap();
+        assert!(out.contains("t_bucket{le=\"1.0\"} 1"), "{out}");
+        assert!(out.contains("t_bucket{le=\"10.0\"} 3"), "{out}");
+        assert!(out.contains("t_bucket{le=\"+Inf\"} 4"), "{out}");
+        assert!(out.contains("t_count 4"), "{out}");
+        assert!(out.contains("t_sum 60.5"), "{out}");
+    }
 }

@@ -44,15 +44,6 @@ pub const METHODS: &[(&str, Parse)] = &[
     ("state.presence", presence::parse),
 ];
 
-/// `method` as a `&'static str` for metric labels: its name in
-/// [`METHODS`], `unknown` for anything else, `none` when absent.
-pub fn static_name(method: Option<&str>) -> &'static str {
-    match method {
-        None => "none",
-        Some(m) => names().find(|n| *n == m).unwrap_or("unknown"),
-    }
-}
-
 /// The method names, for messages and HELLO.
 pub fn names() -> impl Iterator<Item = &'static str> {
     METHODS.iter().map(|(name, _)| *name)

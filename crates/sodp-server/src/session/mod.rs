@@ -255,7 +255,7 @@ impl Session {
         let started = Instant::now();
         let result = self.call(call.method, call.args);
         self.shared.metrics.call(
-            methods::static_name(call.method),
+            call.method,
             result.as_ref().err().map(|e| e.code as u16),
             started.elapsed().as_secs_f64(),
         );
