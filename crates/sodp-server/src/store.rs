@@ -199,6 +199,24 @@ impl Doc<'_> {
         self.st.size
     }
 
+    /// Extension `conditional`: refuses with 409 (carrying the current
+    /// version) unless the key is at `if_version` — 0 meaning "holds no
+    /// value". Nothing has changed when this refuses.
+    pub fn require(&self, if_version: Option<u64>) -> Result<(), Rejection> {
+        match if_version {
+            Some(wanted) if !condition_holds(self.st.version, self.st.initialized, wanted) => {
+                Err(Rejection::conflict(
+                    format!(
+                        "{}: version is {}, not {wanted} as required by `if_version`",
+                        self.key, self.st.version
+                    ),
+                    self.st.version,
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The deepest nesting a value may have.
     pub fn max_depth(&self) -> usize {
         self.store.max_depth
@@ -291,6 +309,17 @@ impl Edit {
     pub fn bind_presence(mut self, path: String, session: SessionId) -> Edit {
         self.presence = Some((path, session));
         self
+    }
+}
+
+/// Whether a key at `version` (holding a value or not) satisfies
+/// `if_version: wanted`: 0 is "holds no value" (never written or deleted);
+/// any other number must equal the version (a delete's included).
+pub fn condition_holds(version: u64, initialized: bool, wanted: u64) -> bool {
+    if wanted == 0 {
+        !initialized
+    } else {
+        version == wanted
     }
 }
 

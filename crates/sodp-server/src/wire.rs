@@ -135,14 +135,35 @@ pub fn result_version(seq: u64, call_id: &str, version: u64) -> Bytes {
 /// A failed `RESULT {call_id, success: false, data: "CODE message", code}`.
 /// The message starts with its code (`"404 unknown method …"`): the
 /// published clients show users only `data`.
+/// A 409 also carries the key's current `version`, and a failed transaction
+/// op its index as `op` (extensions `conditional`, `transaction`).
 pub fn result_err(seq: u64, call_id: &str, rejection: &Rejection) -> Bytes {
-    let body = Value::map_from([
-        ("call_id", Value::from(call_id)),
-        ("success", Value::Bool(false)),
-        ("data", Value::from(rejection.to_string())),
-        ("code", Value::Int(rejection.code as i64)),
-    ]);
-    encode(FrameType::Result, 0, seq, body)
+    let mut body = sodp_proto::Map::default();
+    body.insert("call_id".into(), Value::from(call_id));
+    body.insert("success".into(), Value::Bool(false));
+    body.insert("data".into(), Value::from(rejection.to_string()));
+    body.insert("code".into(), Value::Int(rejection.code as i64));
+    if let Some(version) = rejection.version {
+        body.insert("version".into(), Value::from(version));
+    }
+    if let Some(op) = rejection.op {
+        body.insert("op".into(), Value::from(op as u64));
+    }
+    encode(FrameType::Result, 0, seq, Value::from(body))
+}
+
+/// `RESULT {call_id, success: true, data}` (reads and remembered replies).
+pub fn result_data(seq: u64, call_id: &str, data: &Value) -> Bytes {
+    build(|buf| {
+        write_header(buf, FrameType::Result, 0, seq);
+        write_map_len(buf, 3);
+        write_str(buf, "call_id");
+        write_str(buf, call_id);
+        write_str(buf, "success");
+        codec::write_bool(buf, true);
+        write_str(buf, "data");
+        codec::write_value(buf, data);
+    })
 }
 
 /// `ERROR {code, message}` on `stream_id`.

@@ -18,7 +18,7 @@ use crate::error::{ErrorCode, Rejection};
 use crate::holdings::Holdings;
 use crate::outbox::SessionId;
 use crate::shared::Shared;
-use crate::store::Written;
+use crate::store::{Doc, Edit, Written};
 
 /// What a successful CALL answers.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +95,60 @@ impl Context<'_> {
     }
 }
 
+/// What a write targets: its key, and the version it requires the key to
+/// be at (extension `conditional`: `if_version`, 0 = "has no value").
+pub struct Target {
+    pub key: String,
+    pub if_version: Option<u64>,
+}
+
+impl Target {
+    fn parse(args: &mut Args<'_>) -> Result<Target, Rejection> {
+        Ok(Target {
+            key: args.string("state")?,
+            if_version: args.opt_u64("if_version")?,
+        })
+    }
+
+    /// Checks the key and the ACL, then runs `edit` under the key lock once
+    /// the condition holds (a failed one is 409 and changes nothing).
+    fn write(
+        &self,
+        cx: &Context<'_>,
+        edit: impl FnOnce(&mut Doc<'_>) -> Result<Edit, Rejection>,
+    ) -> Result<Written, Rejection> {
+        cx.check_writable(&self.key)?;
+        self.write_checked(cx, edit)
+    }
+
+    /// [`Target::write`] for a caller that has checked the key and ACL.
+    fn write_checked(
+        &self,
+        cx: &Context<'_>,
+        edit: impl FnOnce(&mut Doc<'_>) -> Result<Edit, Rejection>,
+    ) -> Result<Written, Rejection> {
+        let if_version = self.if_version;
+        cx.shared.store.write(&self.key, |doc| {
+            doc.require(if_version)?;
+            edit(doc)
+        })
+    }
+}
+
+/// A write's change, to run under its key's lock (a transaction op).
+pub type EditFn = Box<dyn FnOnce(&mut Doc<'_>) -> Result<Edit, Rejection> + Send>;
+
+type ParseOp = fn(&mut Args<'_>) -> Result<(Target, EditFn), Rejection>;
+
+/// The methods a transaction may contain, with their op parsers.
+#[allow(dead_code)] // `state.transaction` comes next
+const TX_METHODS: &[(&str, ParseOp)] = &[
+    ("state.set", set::parse_op),
+    ("state.patch", patch::parse_op),
+    ("state.set_in", set_in::parse_op),
+    ("state.delete", delete::parse_op),
+];
+
 /// A JSON Pointer argument, parsed, and its normalised form.
 fn parse_path(path: &str) -> Result<Vec<String>, Rejection> {
     pointer::parse(path).map_err(|e| Rejection::bad_request(e.to_string()))
@@ -138,6 +192,35 @@ impl<'a> Args<'a> {
                 self.method
             ))),
         }
+    }
+
+    /// Whether `name` is present (the last occurrence counts).
+    fn has(&self, name: &str) -> bool {
+        self.fields.iter().any(|(n, _)| *n == name)
+    }
+
+    /// An optional unsigned integer argument (absent: `None`; present and
+    /// not an integer ≥ 0: 400 naming it).
+    fn opt_u64(&mut self, name: &str) -> Result<Option<u64>, Rejection> {
+        if !self.has(name) {
+            return Ok(None);
+        }
+        let value = self.value(name)?;
+        value.as_u64().map(Some).ok_or_else(|| {
+            Rejection::bad_request(format!(
+                "{}: argument `{name}` must be an integer ≥ 0",
+                self.method
+            ))
+        })
+    }
+
+    /// An optional string argument.
+    #[allow(dead_code)]
+    fn opt_string(&mut self, name: &str) -> Result<Option<String>, Rejection> {
+        if !self.has(name) {
+            return Ok(None);
+        }
+        self.string(name).map(Some)
     }
 
     fn string(&mut self, name: &str) -> Result<String, Rejection> {

@@ -17,6 +17,7 @@ impl Session {
             ("resume", Value::Bool(true)),
             ("unwatch", Value::Bool(true)),
             ("presence", Value::Bool(true)),
+            ("conditional", Value::Bool(true)),
             (
                 "backpressure_limit",
                 Value::from(config.outbound_queue as u64),
