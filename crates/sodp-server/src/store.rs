@@ -32,7 +32,11 @@
 //! appends there before publishing; a cluster engine replaces the version
 //! counter and publishes the encoded frame to other nodes from there.
 
-use std::collections::HashMap;
+mod read;
+
+pub use read::{HistoryPage, KeysPage};
+
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -88,6 +92,9 @@ pub struct Written {
 /// Shared by every session (cheap to share behind an `Arc`).
 pub struct Store {
     keys: Mutex<HashMap<Arc<str>, Arc<KeySlot>>>,
+    /// Every key with a slot, in byte order (`state.keys` pages through it).
+    /// Changed only with `keys` locked (lock order: keys → order → slot).
+    order: Mutex<BTreeSet<Arc<str>>>,
     version: AtomicU64,
     next_stream: AtomicU32,
     history: HistoryBudget,
@@ -341,6 +348,7 @@ impl Store {
     pub fn new(options: StoreOptions) -> Store {
         Store {
             keys: Mutex::new(HashMap::new()),
+            order: Mutex::new(BTreeSet::new()),
             version: AtomicU64::new(options.version_base),
             next_stream: AtomicU32::new(FIRST_SUBSCRIPTION_STREAM),
             history: HistoryBudget::new(options.history_len, options.history_bytes),
@@ -487,6 +495,7 @@ impl Store {
             stream_id: self.next_stream.fetch_add(1, Ordering::Relaxed),
             state: Mutex::new(state),
         });
+        lock(&self.order).insert(key.clone());
         keys.insert(key, slot.clone());
         Ok(slot)
     }
@@ -504,6 +513,7 @@ impl Store {
             st.history.clear(&self.history);
             self.memory.release(slot_cost(key) + st.size);
             keys.remove(key);
+            lock(&self.order).remove(key);
         }
     }
 

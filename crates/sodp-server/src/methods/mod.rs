@@ -4,6 +4,9 @@
 //! Adding a method means adding a file and a row in [`METHODS`].
 
 mod delete;
+mod get;
+mod history;
+mod keys;
 mod patch;
 mod presence;
 mod set;
@@ -18,6 +21,7 @@ use crate::error::{ErrorCode, Rejection};
 use crate::holdings::Holdings;
 use crate::outbox::SessionId;
 use crate::shared::Shared;
+use crate::storage::Ticket;
 use crate::store::{Doc, Edit, Written};
 
 /// What a successful CALL answers.
@@ -25,6 +29,9 @@ use crate::store::{Doc, Edit, Written};
 pub enum Reply {
     /// `data: {version}` — every write; sent once its ticket is durable.
     Written(Written),
+    /// `data` of a read, sent once the storage `ticket` of the newest
+    /// change it shows is durable.
+    Data { data: Value, ticket: Ticket },
 }
 
 /// A parsed CALL, ready to run.
@@ -42,6 +49,9 @@ pub const METHODS: &[(&str, Parse)] = &[
     ("state.set_in", set_in::parse),
     ("state.delete", delete::parse),
     ("state.presence", presence::parse),
+    ("state.get", get::parse),
+    ("state.keys", keys::parse),
+    ("state.history", history::parse),
 ];
 
 /// The method names, for messages and HELLO.
@@ -87,6 +97,12 @@ impl Context<'_> {
     /// Checks that `key` is well-formed and that this session may write it.
     pub fn check_writable(&self, key: &str) -> Result<(), Rejection> {
         self.asker().check(key, Access::Write)
+    }
+
+    /// Whether the ACL lets this session read `key` (a key already known
+    /// to be well-formed; a denial is logged, never revealed).
+    pub fn may_read(&self, key: &str) -> bool {
+        self.asker().allows(key, Access::Read)
     }
 
     /// Checks that `key` is well-formed and that this session may read it.
@@ -215,12 +231,23 @@ impl<'a> Args<'a> {
     }
 
     /// An optional string argument.
-    #[allow(dead_code)]
     fn opt_string(&mut self, name: &str) -> Result<Option<String>, Rejection> {
         if !self.has(name) {
             return Ok(None);
         }
         self.string(name).map(Some)
+    }
+
+    /// An optional `limit`: at least 1 (else 400), `max` at most.
+    fn limit(&mut self, default: usize, max: usize) -> Result<usize, Rejection> {
+        match self.opt_u64("limit")? {
+            None => Ok(default),
+            Some(0) => Err(Rejection::bad_request(format!(
+                "{}: argument `limit` must be at least 1",
+                self.method
+            ))),
+            Some(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX).min(max)),
+        }
     }
 
     fn string(&mut self, name: &str) -> Result<String, Rejection> {

@@ -18,6 +18,7 @@ impl Session {
             ("unwatch", Value::Bool(true)),
             ("presence", Value::Bool(true)),
             ("conditional", Value::Bool(true)),
+            ("read", Value::Bool(true)),
             (
                 "backpressure_limit",
                 Value::from(config.outbound_queue as u64),

@@ -268,6 +268,23 @@ impl Session {
                 }
                 wire::result_version(seq, call.call_id, written.version)
             }
+            Ok(Reply::Data { data, ticket }) => {
+                let frame = wire::result_data(seq, call.call_id, &data);
+                let storage = self.shared.store.storage();
+                if !storage.is_visible(ticket) {
+                    // It shows a change that is not durable yet.
+                    return storage.deliver(
+                        ticket,
+                        Delivery::Reply {
+                            outbox: self.outbox.clone(),
+                            seq,
+                            call_id: call.call_id.to_owned(),
+                            frame,
+                        },
+                    );
+                }
+                frame
+            }
             Err(e) => {
                 debug!(session = self.id, method = call.method, code = e.code as u16, message = %e.message, "call refused");
                 wire::result_err(seq, call.call_id, &e)

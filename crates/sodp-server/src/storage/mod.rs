@@ -46,6 +46,14 @@ pub enum Delivery {
         call_id: String,
         version: u64,
     },
+    /// A RESULT already encoded (a read showing a change not yet durable):
+    /// sent once durable, replaced by 500 if the storage failed.
+    Reply {
+        outbox: Arc<Outbox>,
+        seq: u64,
+        call_id: String,
+        frame: Bytes,
+    },
 }
 
 impl Delivery {
@@ -68,6 +76,9 @@ impl Delivery {
             } => {
                 outbox.push(crate::wire::result_version(seq, &call_id, version));
             }
+            Delivery::Reply { outbox, frame, .. } => {
+                outbox.push(frame);
+            }
         }
     }
 
@@ -75,6 +86,12 @@ impl Delivery {
     /// never acknowledged nor seen; its writer learns 500.
     pub fn fail(self, why: &str) {
         if let Delivery::Result {
+            outbox,
+            seq,
+            call_id,
+            ..
+        }
+        | Delivery::Reply {
             outbox,
             seq,
             call_id,
