@@ -32,9 +32,13 @@
 //! appends there before publishing; a cluster engine replaces the version
 //! counter and publishes the encoded frame to other nodes from there.
 
+mod many;
 mod read;
 
+pub use many::{EditFn, TxOp};
 pub use read::{HistoryPage, KeysPage};
+
+use many::Gathered;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -666,14 +670,32 @@ impl Store {
     }
 
     /// The commit point, under the key lock: `st.value` already holds the
-    /// new value; take the version, record history, fan out.
+    /// new value; take the version, then [`Store::commit_at`].
     fn commit(&self, slot: &KeySlot, st: &mut KeyState, ops: Vec<DeltaOp>) -> u64 {
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        self.commit_at(slot, st, ops, version, None);
+        version
+    }
+
+    /// Commits a change with a version already taken (a transaction gives
+    /// all its keys the same one): storage, DELTA encoded once, history, and
+    /// fanout — now, or, with `gather`, collected per subscriber so that the
+    /// transaction sends each session its DELTAs back to back.
+    fn commit_at(
+        &self,
+        slot: &KeySlot,
+        st: &mut KeyState,
+        ops: Vec<DeltaOp>,
+        version: u64,
+        gather: Option<&mut Gathered>,
+    ) {
         let ticket = self.storage.append_change(version, &slot.key, &ops);
         let frame = wire::delta(slot.stream_id, &slot.key, version, &ops);
         st.version = version;
         st.last_ticket = ticket;
-        if self.storage.is_visible(ticket) {
+        if let Some(gathered) = gather {
+            gathered.add(st.subscribers.values(), &frame);
+        } else if self.storage.is_visible(ticket) {
             // A subscriber whose queue is full is evicted (its outbox closes
             // the session) and dropped here; the others are unaffected.
             st.subscribers
@@ -690,7 +712,6 @@ impl Store {
         // limit): on a full server RESUME falls back to STATE_INIT sooner.
         let room = self.memory.max().saturating_sub(self.memory.used());
         st.history.push(version, frame, &self.history, room);
-        version
     }
 
     /// Queues STATE_INIT — the key's current state, the "live" marker — and

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use sodp_proto::{DeltaOp, Value};
+use sodp_proto::{DeltaOp, FrameType, Value};
 
 const QUIET: Duration = Duration::from_millis(150);
 
@@ -453,4 +453,366 @@ async fn state_history_pages_the_retained_changes() {
         assert_eq!(failure_code(&r), Some(400), "{args}: {r:?}");
         assert!(message(&r).contains(field), "{args}: {r:?}");
     }
+}
+
+// ---- transaction -----------------------------------------------------------
+
+fn op(method: &str, args: serde_json::Value) -> serde_json::Value {
+    json!({"method": method, "args": args})
+}
+
+/// Applies `ops` to `value` with the shared applier.
+fn replay(value: &Value, ops: &[DeltaOp]) -> Value {
+    sodp_proto::delta::apply(value, ops).unwrap()
+}
+
+#[tokio::test]
+async fn transaction_is_advertised() {
+    let server = TestServer::start().await;
+    let c = server.client().await;
+    assert_eq!(caps(&c).get("transaction"), Some(&Value::Bool(true)));
+}
+
+#[tokio::test]
+async fn a_transaction_applies_every_op_with_one_version() {
+    let server = TestServer::start().await;
+    let mut watcher = server.client().await;
+    let mut c = server.client().await;
+    c.ok(
+        "state.set",
+        json!({"state": "tx.a", "value": {"n": 1, "keep": true}}),
+    )
+    .await;
+    c.ok("state.set", json!({"state": "tx.same", "value": 7}))
+        .await;
+    let a0 = v(json!({"n": 1, "keep": true}));
+    for key in ["tx.a", "tx.b", "tx.same"] {
+        watcher.watch(key).await;
+    }
+    let r = c
+        .call(
+            "state.transaction",
+            json!({"ops": [
+                op("state.patch", json!({"state": "tx.a", "patch": {"n": 2}})),
+                op("state.set", json!({"state": "tx.b", "value": {"list": []}})),
+                op("state.set_in", json!({"state": "tx.b", "path": "/list/-", "value": "x"})),
+                op("state.set_in", json!({"state": "tx.a", "path": "/m", "value": 3})),
+                op("state.set", json!({"state": "tx.same", "value": 7})),
+            ]}),
+        )
+        .await;
+    let version = data(&r).get("version").and_then(Value::as_u64).unwrap();
+
+    // Back to back, in key order, one version; the unchanged key gets none.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let f = watcher.recv().await;
+        assert_eq!(f.kind, FrameType::Delta, "{f:?}");
+        let ops = DeltaOp::list_from_value(f.body.get("ops").unwrap()).unwrap();
+        seen.push((
+            f.body.get("state").unwrap().as_str().unwrap().to_owned(),
+            f.body.get("version").and_then(Value::as_u64).unwrap(),
+            ops,
+        ));
+    }
+    watcher.expect_silence(QUIET).await;
+    assert_eq!(seen[0].0, "tx.a");
+    assert_eq!(seen[1].0, "tx.b");
+    assert!(seen.iter().all(|(_, ver, _)| *ver == version));
+    let a1 = replay(&a0, &seen[0].2);
+    assert_eq!(a1, v(json!({"n": 2, "keep": true, "m": 3})));
+    let b1 = replay(&Value::Nil, &seen[1].2);
+    assert_eq!(b1, v(json!({"list": ["x"]})));
+    let store = &server.shared.store;
+    assert_eq!(store.snapshot("tx.a").value, a1);
+    assert_eq!(store.snapshot("tx.a").version, version);
+    assert_eq!(store.snapshot("tx.b").value, b1);
+    assert_eq!(
+        store.version(),
+        version,
+        "one version for the whole transaction"
+    );
+
+    // A delete in a transaction, and history of both keys at the version.
+    let r = c
+        .call(
+            "state.transaction",
+            json!({"ops": [
+                op("state.delete", json!({"state": "tx.b"})),
+                op("state.patch", json!({"state": "tx.a", "patch": {"n": 3}})),
+            ]}),
+        )
+        .await;
+    let v2 = data(&r).get("version").and_then(Value::as_u64).unwrap();
+    assert_eq!(
+        watcher.delta().await,
+        (v2, vec![DeltaOp::update("/n", Value::Int(3))])
+    );
+    assert_eq!(watcher.delta().await, (v2, vec![DeltaOp::remove("/")]));
+    assert!(!store.snapshot("tx.b").initialized);
+}
+
+#[tokio::test]
+async fn one_failed_condition_applies_nothing() {
+    let server = TestServer::start().await;
+    let mut watcher = server.client().await;
+    let mut c = server.client().await;
+    let va = c
+        .ok("state.set", json!({"state": "tx.a", "value": 1}))
+        .await;
+    let vb = c
+        .ok("state.set", json!({"state": "tx.b", "value": 1}))
+        .await;
+    watcher.watch("tx.a").await;
+    watcher.watch("tx.b").await;
+    let r = c
+        .call(
+            "state.transaction",
+            json!({"ops": [
+                op("state.set", json!({"state": "tx.a", "value": 2, "if_version": va})),
+                op("state.set", json!({"state": "tx.c", "value": 2})),
+                op("state.set", json!({"state": "tx.b", "value": 2, "if_version": va})),
+            ]}),
+        )
+        .await;
+    assert_eq!(conflict(&r), vb);
+    assert_eq!(r.get("op"), Some(&Value::Int(2)));
+    watcher.expect_silence(QUIET).await;
+    let store = &server.shared.store;
+    assert_eq!(store.version(), vb, "no version taken");
+    assert_eq!(store.snapshot("tx.a").value, Value::Int(1));
+    assert_eq!(store.snapshot("tx.c").version, 0);
+
+    // Conditions are all compared with the state before the transaction.
+    let r = c
+        .call(
+            "state.transaction",
+            json!({"ops": [
+                op("state.set", json!({"state": "tx.new", "value": {"a": 1}, "if_version": 0})),
+                op("state.patch", json!({"state": "tx.new", "patch": {"b": 2}, "if_version": 0})),
+                op("state.delete", json!({"state": "tx.a", "if_version": va})),
+            ]}),
+        )
+        .await;
+    let v = data(&r).get("version").and_then(Value::as_u64).unwrap();
+    assert_eq!(
+        store.snapshot("tx.new").value,
+        common::v(json!({"a": 1, "b": 2}))
+    );
+    assert_eq!(store.snapshot("tx.a").version, v);
+}
+
+#[tokio::test]
+async fn transaction_arguments_are_checked_before_anything_changes() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let start = server.shared.store.version();
+    let set = |key: &str| op("state.set", json!({"state": key, "value": 1}));
+    let too_many: Vec<_> = (0..65).map(|i| set(&format!("tx.k{i}"))).collect();
+    let just_enough: Vec<_> = (0..64).map(|i| set(&format!("tx.k{i}"))).collect();
+    for (ops, needle, at) in [
+        (json!([]), "1 to 64", None),
+        (json!(too_many), "1 to 64", None),
+        (json!("x"), "`ops`", None),
+        (
+            json!([
+                set("tx.a"),
+                op(
+                    "state.presence",
+                    json!({"state": "tx.a", "path": "/p", "value": 1})
+                )
+            ]),
+            "cannot be part",
+            Some(1),
+        ),
+        (
+            json!([op("state.transaction", json!({"ops": [set("tx.a")]}))]),
+            "cannot be part",
+            Some(0),
+        ),
+        (
+            json!([op("state.nope", json!({}))]),
+            "cannot be part",
+            Some(0),
+        ),
+        (json!([set("tx.a"), json!(5)]), "ops[1]", Some(1)),
+        (
+            json!([set("tx.a"), json!({"args": {}})]),
+            "`method`",
+            Some(1),
+        ),
+        (
+            json!([json!({"method": "state.set", "args": 3})]),
+            "`args`",
+            Some(0),
+        ),
+        (
+            json!([set("tx.a"), op("state.set", json!({"state": "tx.b"}))]),
+            "missing argument `value`",
+            Some(1),
+        ),
+        (
+            json!([op(
+                "state.set",
+                json!({"state": "tx.b", "value": 1, "if_version": "3"})
+            )]),
+            "`if_version`",
+            Some(0),
+        ),
+        (json!([set("tx.a"), set("bad key!")]), "bad key", Some(1)),
+        (
+            json!([
+                set("tx.a"),
+                op(
+                    "state.set_in",
+                    json!({"state": "tx.a", "path": "no-slash", "value": 1})
+                )
+            ]),
+            "ops[1]",
+            Some(1),
+        ),
+    ] {
+        let r = c.call("state.transaction", json!({"ops": ops})).await;
+        assert_eq!(failure_code(&r), Some(400), "{needle}: {r:?}");
+        assert!(message(&r).contains(needle), "{needle}: {r:?}");
+        assert_eq!(
+            r.get("op").and_then(Value::as_u64),
+            at.map(|i| i as u64),
+            "{needle}"
+        );
+    }
+    assert_eq!(server.shared.store.version(), start, "nothing was applied");
+    assert_eq!(server.shared.store.key_count(), 0, "no slot left behind");
+    let r = c
+        .call("state.transaction", json!({"ops": just_enough}))
+        .await;
+    assert!(data(&r).get("version").is_some());
+    assert_eq!(server.shared.store.key_count(), 64);
+}
+
+#[tokio::test]
+async fn transactions_apply_the_acl_to_every_key() {
+    let acl = temp_file(
+        "tx-acl.json",
+        r#"{"rules": [{ "pattern": "public.*", "read": ["*"], "write": ["*"] },
+                      { "pattern": "ro.*", "read": ["*"] }]}"#,
+    );
+    let server = TestServer::with(move |config| config.security.acl_file = Some(acl)).await;
+    let mut c = server.client().await;
+    let start = server.shared.store.version();
+    let r = c
+        .call(
+            "state.transaction",
+            json!({"ops": [
+                op("state.set", json!({"state": "public.a", "value": 1})),
+                op("state.set", json!({"state": "ro.a", "value": 1})),
+            ]}),
+        )
+        .await;
+    assert_eq!(failure_code(&r), Some(403), "{r:?}");
+    assert_eq!(r.get("op"), Some(&Value::Int(1)));
+    assert_eq!(server.shared.store.version(), start);
+}
+
+#[tokio::test]
+async fn transactions_check_the_schema_on_final_values_and_the_size_limit() {
+    let schema = temp_file("tx-schema.json", r#"{"t.int": "Int"}"#);
+    let server = TestServer::with(move |config| {
+        config.security.schema_file = Some(schema);
+        config.limits.max_value_bytes = Some(100);
+    })
+    .await;
+    let mut c = server.client().await;
+    // An intermediate value is not checked, the final one is.
+    let r = c
+        .call(
+            "state.transaction",
+            json!({"ops": [
+                op("state.set", json!({"state": "t.int", "value": "not yet"})),
+                op("state.set", json!({"state": "t.int", "value": 5})),
+            ]}),
+        )
+        .await;
+    assert!(data(&r).get("version").is_some(), "{r:?}");
+    let r = c
+        .call(
+            "state.transaction",
+            json!({"ops": [
+                op("state.set", json!({"state": "other", "value": 1})),
+                op("state.set", json!({"state": "t.int", "value": "no"})),
+            ]}),
+        )
+        .await;
+    assert_eq!(failure_code(&r), Some(422), "{r:?}");
+    let store = &server.shared.store;
+    assert_eq!(store.snapshot("t.int").value, Value::Int(5));
+    assert_eq!(store.snapshot("other").version, 0);
+    // The size limit applies to each op as it would alone.
+    let r = c
+        .call(
+            "state.transaction",
+            json!({"ops": [
+                op("state.set", json!({"state": "other", "value": 1})),
+                op("state.set", json!({"state": "big", "value": "x".repeat(200)})),
+            ]}),
+        )
+        .await;
+    assert_eq!(failure_code(&r), Some(400), "{r:?}");
+    assert_eq!(r.get("op"), Some(&Value::Int(1)));
+    assert_eq!(store.snapshot("other").version, 0);
+}
+
+/// Several clients move units between two counters with conditional
+/// transactions, retrying on 409, each listing the keys in its own order:
+/// the totals are exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_conditional_transactions_keep_exact_totals() {
+    const CLIENTS: usize = 4;
+    const ROUNDS: i64 = 15;
+    let server = TestServer::start().await;
+    let mut tasks = Vec::new();
+    for n in 0..CLIENTS {
+        let url = server.url();
+        tasks.push(tokio::spawn(async move {
+            let mut c = TestClient::connect(&url).await;
+            let mut conflicts = 0;
+            for _ in 0..ROUNDS {
+                loop {
+                    let a = c.call("state.get", json!({"state": "sum.a"})).await;
+                    let b = c.call("state.get", json!({"state": "sum.b"})).await;
+                    let (a, b) = (data(&a).clone(), data(&b).clone());
+                    let count = |d: &Value| d.get("value").and_then(Value::as_i64).unwrap_or(0);
+                    let version = |d: &Value| d.get("version").and_then(Value::as_u64).unwrap();
+                    let mut ops = vec![
+                        op("state.set", json!({"state": "sum.a", "value": count(&a) + 1, "if_version": version(&a)})),
+                        op("state.set", json!({"state": "sum.b", "value": count(&b) + 2, "if_version": version(&b)})),
+                    ];
+                    if n % 2 == 1 {
+                        ops.reverse();
+                    }
+                    let r = c.call("state.transaction", json!({"ops": ops})).await;
+                    match failure_code(&r) {
+                        None => break,
+                        Some(409) => conflicts += 1,
+                        Some(code) => panic!("unexpected {code}: {r:?}"),
+                    }
+                }
+            }
+            conflicts
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("stuck")
+            .unwrap();
+    }
+    let store = &server.shared.store;
+    let total = CLIENTS as i64 * ROUNDS;
+    assert_eq!(store.snapshot("sum.a").value, Value::Int(total));
+    assert_eq!(store.snapshot("sum.b").value, Value::Int(2 * total));
+    assert_eq!(
+        store.snapshot("sum.a").version,
+        store.snapshot("sum.b").version
+    );
 }

@@ -11,6 +11,7 @@ mod patch;
 mod presence;
 mod set;
 mod set_in;
+mod transaction;
 
 use sodp_auth::{Access, Identity};
 use sodp_proto::call::CallArgs;
@@ -52,6 +53,7 @@ pub const METHODS: &[(&str, Parse)] = &[
     ("state.get", get::parse),
     ("state.keys", keys::parse),
     ("state.history", history::parse),
+    ("state.transaction", transaction::parse),
 ];
 
 /// The method names, for messages and HELLO.
@@ -152,12 +154,11 @@ impl Target {
 }
 
 /// A write's change, to run under its key's lock (a transaction op).
-pub type EditFn = Box<dyn FnOnce(&mut Doc<'_>) -> Result<Edit, Rejection> + Send>;
+pub type EditFn = crate::store::EditFn<'static>;
 
 type ParseOp = fn(&mut Args<'_>) -> Result<(Target, EditFn), Rejection>;
 
 /// The methods a transaction may contain, with their op parsers.
-#[allow(dead_code)] // `state.transaction` comes next
 const TX_METHODS: &[(&str, ParseOp)] = &[
     ("state.set", set::parse_op),
     ("state.patch", patch::parse_op),

@@ -19,6 +19,7 @@ impl Session {
             ("presence", Value::Bool(true)),
             ("conditional", Value::Bool(true)),
             ("read", Value::Bool(true)),
+            ("transaction", Value::Bool(true)),
             (
                 "backpressure_limit",
                 Value::from(config.outbound_queue as u64),

@@ -37,6 +37,9 @@ pub type Ticket = u64;
 pub enum Delivery {
     /// One encoded frame to several sessions (a DELTA to its subscribers).
     Fanout(Vec<Arc<Outbox>>, Bytes),
+    /// Several frames per session, each session's back to back (the DELTAs
+    /// of one transaction).
+    Batch(Vec<(Arc<Outbox>, Vec<Bytes>)>),
     /// One encoded frame to one session (STATE_INIT, a replayed DELTA).
     Frame(Arc<Outbox>, Bytes),
     /// A write's RESULT: success once durable, 500 if the storage failed.
@@ -67,6 +70,11 @@ impl Delivery {
             }
             Delivery::Frame(outbox, frame) => {
                 outbox.push(frame);
+            }
+            Delivery::Batch(batch) => {
+                for (outbox, frames) in batch {
+                    outbox.push_all(&frames);
+                }
             }
             Delivery::Result {
                 outbox,
