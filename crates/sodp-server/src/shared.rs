@@ -12,6 +12,7 @@ use tracing::info;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{ErrorCode, Rejection};
+use crate::idempotency::Idempotency;
 use crate::outbox::{Close, Outbox, SessionId};
 use crate::storage::durable::{Durable, DurableOptions, SnapshotSource};
 use crate::storage::recovery::{self, RecoveryError};
@@ -37,6 +38,8 @@ pub struct Shared {
     pub policy: Arc<Policy>,
     /// Wall-clock time for token checks (follows tokio's clock in tests).
     pub clock: Clock,
+    /// Remembered outcomes of idempotent writes (extension `idempotency`).
+    pub idempotency: Idempotency,
     connections: AtomicUsize,
     next_session: AtomicU64,
     /// Every live session's outbox, so shutdown can close them all.
@@ -170,6 +173,7 @@ impl Shared {
         }
         let clock = Clock::new(config.clock);
         Ok(Shared {
+            idempotency: Idempotency::new(config.idempotency_window, config.idempotency_max_keys),
             config,
             store,
             policy,

@@ -816,3 +816,218 @@ async fn concurrent_conditional_transactions_keep_exact_totals() {
         store.snapshot("sum.b").version
     );
 }
+
+// ---- idempotency -----------------------------------------------------------
+
+/// A CALL with `idempotency_key` in its body; returns its RESULT body.
+async fn call_once(
+    c: &mut TestClient,
+    call_id: &str,
+    method: &str,
+    args: serde_json::Value,
+    key: Value,
+) -> Value {
+    let body = Value::map_from([
+        ("call_id", Value::from(call_id)),
+        ("method", Value::from(method)),
+        ("args", v(args)),
+        ("idempotency_key", key),
+    ]);
+    c.send(FrameType::Call, 0, body).await;
+    loop {
+        let f = c.recv().await;
+        if f.kind == FrameType::Result {
+            assert_eq!(f.body.get("call_id"), Some(&Value::from(call_id)));
+            return f.body;
+        }
+    }
+}
+
+fn version_of(r: &Value) -> u64 {
+    data(r).get("version").and_then(Value::as_u64).unwrap()
+}
+
+#[tokio::test]
+async fn idempotency_is_advertised_with_its_window() {
+    let server = TestServer::start().await;
+    let c = server.client().await;
+    assert_eq!(caps(&c).get("idempotency"), Some(&Value::Bool(true)));
+    assert_eq!(
+        caps(&c).get("idempotency_window_ms"),
+        Some(&Value::Int(600_000))
+    );
+    assert_eq!(
+        caps(&c).get("idempotency_max_keys"),
+        Some(&Value::Int(10_000))
+    );
+    let server = TestServer::with(|config| {
+        config.idempotency_window = Duration::from_millis(1500);
+        config.idempotency_max_keys = 7;
+    })
+    .await;
+    let c = server.client().await;
+    assert_eq!(
+        caps(&c).get("idempotency_window_ms"),
+        Some(&Value::Int(1500))
+    );
+    assert_eq!(caps(&c).get("idempotency_max_keys"), Some(&Value::Int(7)));
+}
+
+#[tokio::test]
+async fn a_repeated_idempotent_write_gets_the_original_result_and_changes_nothing() {
+    let server = TestServer::start().await;
+    let mut watcher = server.client().await;
+    watcher.watch("idem.k").await;
+    let mut c = server.client().await;
+    let key = Value::from("write-1");
+    let args = json!({"state": "idem.k", "patch": {"n": 1}});
+    let first = call_once(&mut c, "a", "state.patch", args.clone(), key.clone()).await;
+    let version = version_of(&first);
+    assert_eq!(watcher.delta().await.0, version);
+
+    // Same call again, even from a new connection (the same identity).
+    let repeat = call_once(&mut c, "b", "state.patch", args.clone(), key.clone()).await;
+    assert_eq!(version_of(&repeat), version);
+    drop(c);
+    let mut again = server.client().await;
+    let repeat = call_once(&mut again, "c", "state.patch", args.clone(), key.clone()).await;
+    assert_eq!(version_of(&repeat), version);
+    watcher.expect_silence(QUIET).await;
+    assert_eq!(server.shared.store.version(), version);
+
+    // The key with other content: 409, nothing changed.
+    let other = json!({"state": "idem.k", "patch": {"n": 2}});
+    let r = call_once(&mut again, "d", "state.patch", other, key.clone()).await;
+    assert_eq!(failure_code(&r), Some(409), "{r:?}");
+    assert!(message(&r).contains("idempotency key reused"), "{r:?}");
+    let r = call_once(
+        &mut again,
+        "e",
+        "state.set",
+        json!({"state": "idem.k", "patch": {"n": 1}}),
+        key,
+    )
+    .await;
+    assert_eq!(failure_code(&r), Some(409), "another method: {r:?}");
+    watcher.expect_silence(QUIET).await;
+    assert_eq!(
+        server.shared.store.snapshot("idem.k").value,
+        v(json!({"n": 1}))
+    );
+
+    // A transaction replays the same way.
+    let tx = json!({"ops": [
+        op("state.set", json!({"state": "idem.a", "value": 1})),
+        op("state.set", json!({"state": "idem.b", "value": 1})),
+    ]});
+    let first = call_once(
+        &mut again,
+        "f",
+        "state.transaction",
+        tx.clone(),
+        Value::from("tx"),
+    )
+    .await;
+    let repeat = call_once(&mut again, "g", "state.transaction", tx, Value::from("tx")).await;
+    assert_eq!(version_of(&first), version_of(&repeat));
+    assert_eq!(server.shared.store.version(), version_of(&first));
+}
+
+#[tokio::test]
+async fn failed_idempotent_calls_are_not_remembered() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    c.ok("state.set", json!({"state": "idem.k", "value": 1}))
+        .await;
+    let args = json!({"state": "idem.k", "value": 2, "if_version": 0});
+    let key = Value::from("retry-me");
+    let r = call_once(&mut c, "a", "state.set", args.clone(), key.clone()).await;
+    assert_eq!(failure_code(&r), Some(409));
+    c.ok("state.delete", json!({"state": "idem.k"})).await;
+    let r = call_once(&mut c, "b", "state.set", args, key).await;
+    let version = version_of(&r);
+    assert_eq!(server.shared.store.snapshot("idem.k").version, version);
+    assert_eq!(server.shared.idempotency.len(), 1);
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_checked() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let args = json!({"state": "idem.k", "value": 1});
+    for bad in [Value::from(""), Value::from("x".repeat(129)), Value::Int(5)] {
+        let r = call_once(&mut c, "bad", "state.set", args.clone(), bad.clone()).await;
+        assert_eq!(failure_code(&r), Some(400), "{bad:?}: {r:?}");
+        assert!(message(&r).contains("`idempotency_key`"), "{r:?}");
+    }
+    assert_eq!(server.shared.store.snapshot("idem.k").version, 0);
+    let r = call_once(&mut c, "ok", "state.set", args, Value::from("é".repeat(64))).await;
+    assert!(version_of(&r) > 0, "128 bytes of UTF-8 is fine");
+}
+
+#[tokio::test]
+async fn remembered_outcomes_are_bounded_in_time_and_count() {
+    let server = TestServer::with(|config| {
+        config.idempotency_window = Duration::from_millis(300);
+        config.idempotency_max_keys = 2;
+    })
+    .await;
+    let mut c = server.client().await;
+    let args = |n: i64| json!({"state": "idem.k", "value": n});
+    let mut versions = Vec::new();
+    for (n, key) in ["k1", "k2", "k3"].iter().enumerate() {
+        let r = call_once(&mut c, key, "state.set", args(n as i64), Value::from(*key)).await;
+        versions.push(version_of(&r));
+    }
+    // k1 was the oldest of three with room for two: forgotten, so it
+    // applies again; k3 is remembered.
+    let r = call_once(&mut c, "x", "state.set", args(2), Value::from("k3")).await;
+    assert_eq!(version_of(&r), versions[2]);
+    let r = call_once(&mut c, "y", "state.set", args(0), Value::from("k1")).await;
+    assert!(version_of(&r) > versions[2], "{r:?}");
+    // Past the window, nothing is remembered.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = call_once(&mut c, "z", "state.set", args(2), Value::from("k3")).await;
+    assert!(version_of(&r) > versions[2]);
+}
+
+/// The same idempotent write sent at once from several connections is
+/// applied once, and every sender gets that one version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_duplicates_are_applied_once() {
+    let server = TestServer::start().await;
+    let start = server.shared.store.version();
+    for round in 0..20 {
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            clients.push(server.client().await);
+        }
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .map(|mut c| {
+                tokio::spawn(async move {
+                    let args = json!({"state": "idem.count", "patch": {format!("r{round}"): true}});
+                    let r = call_once(
+                        &mut c,
+                        "x",
+                        "state.patch",
+                        args,
+                        Value::from(format!("dup-{round}")),
+                    )
+                    .await;
+                    version_of(&r)
+                })
+            })
+            .collect();
+        let mut versions = Vec::new();
+        for t in tasks {
+            versions.push(t.await.unwrap());
+        }
+        assert!(versions.windows(2).all(|w| w[0] == w[1]), "{versions:?}");
+    }
+    assert_eq!(
+        server.shared.store.version(),
+        start + 20,
+        "one change per round"
+    );
+}

@@ -20,6 +20,15 @@ impl Session {
             ("conditional", Value::Bool(true)),
             ("read", Value::Bool(true)),
             ("transaction", Value::Bool(true)),
+            ("idempotency", Value::Bool(true)),
+            (
+                "idempotency_window_ms",
+                Value::from(self.shared.idempotency.window().as_millis() as u64),
+            ),
+            (
+                "idempotency_max_keys",
+                Value::from(self.shared.idempotency.max_keys() as u64),
+            ),
             (
                 "backpressure_limit",
                 Value::from(config.outbound_queue as u64),

@@ -13,6 +13,7 @@
 
 mod auth;
 mod hello;
+mod idempotent;
 mod io;
 mod watch;
 
@@ -239,17 +240,35 @@ impl Session {
                 &Rejection::bad_request("CALL needs `call_id` (a string)"),
             );
         };
+        let idempotency_key = match frame.body.get("idempotency_key") {
+            None => None,
+            Some(Value::Str(key)) => Some(key.as_str()),
+            Some(_) => {
+                let seq = self.next_seq();
+                let refusal = Rejection::bad_request("`idempotency_key` must be a string");
+                return self.send(wire::result_err(seq, call_id, &refusal));
+            }
+        };
         self.on_call(CallFrame {
             stream_id: frame.stream_id,
             seq: frame.seq,
             call_id,
             method: frame.body.get("method").and_then(Value::as_str),
             args: CallArgs::of_body(&frame.body),
+            idempotency_key,
         });
     }
 
     fn on_call(&mut self, call: CallFrame<'_>) {
+        if let Some(key) = call.idempotency_key {
+            return self.on_idempotent_call(call.call_id, call.method, call.args, key);
+        }
         let result = self.call(call.method, call.args);
+        self.answer(call.call_id, call.method, result);
+    }
+
+    /// Sends a CALL's RESULT: at once, or once what it shows is durable.
+    fn answer(&mut self, call_id: &str, method: Option<&str>, result: Result<Reply, Rejection>) {
         let seq = self.next_seq();
         let reply = match result {
             Ok(Reply::Written(written)) => {
@@ -261,15 +280,15 @@ impl Session {
                         Delivery::Result {
                             outbox: self.outbox.clone(),
                             seq,
-                            call_id: call.call_id.to_owned(),
+                            call_id: call_id.to_owned(),
                             version: written.version,
                         },
                     );
                 }
-                wire::result_version(seq, call.call_id, written.version)
+                wire::result_version(seq, call_id, written.version)
             }
             Ok(Reply::Data { data, ticket }) => {
-                let frame = wire::result_data(seq, call.call_id, &data);
+                let frame = wire::result_data(seq, call_id, &data);
                 let storage = self.shared.store.storage();
                 if !storage.is_visible(ticket) {
                     // It shows a change that is not durable yet.
@@ -278,7 +297,7 @@ impl Session {
                         Delivery::Reply {
                             outbox: self.outbox.clone(),
                             seq,
-                            call_id: call.call_id.to_owned(),
+                            call_id: call_id.to_owned(),
                             frame,
                         },
                     );
@@ -286,14 +305,20 @@ impl Session {
                 frame
             }
             Err(e) => {
-                debug!(session = self.id, method = call.method, code = e.code as u16, message = %e.message, "call refused");
-                wire::result_err(seq, call.call_id, &e)
+                debug!(session = self.id, method, code = e.code as u16, message = %e.message, "call refused");
+                wire::result_err(seq, call_id, &e)
             }
         };
         self.send(reply);
     }
 
     fn call(&mut self, method: Option<&str>, args: CallArgs<'_>) -> Result<Reply, Rejection> {
+        self.check_rate()?;
+        self.run(method, args)
+    }
+
+    /// The per-session CALL rate limit.
+    fn check_rate(&mut self) -> Result<(), Rejection> {
         if !self.write_limit.is_unlimited()
             && !self.write_limit.try_acquire(Instant::now().into_std())
         {
@@ -305,6 +330,11 @@ impl Session {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Parses and runs a CALL.
+    fn run(&mut self, method: Option<&str>, args: CallArgs<'_>) -> Result<Reply, Rejection> {
         let method =
             method.ok_or_else(|| Rejection::bad_request("CALL needs `method` (a string)"))?;
         let call = methods::parse(method, args)?;
