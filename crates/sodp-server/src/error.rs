@@ -15,6 +15,8 @@ pub enum ErrorCode {
     NotFound = 404,
     /// A condition (`if_version`, a reused idempotency key) did not hold.
     Conflict = 409,
+    /// A pattern's snapshot is over `max_value_bytes` (WATCH/RESUME).
+    PayloadTooLarge = 413,
     /// Schema violation.
     Unprocessable = 422,
     /// Rate limit.

@@ -33,12 +33,15 @@
 //! counter and publishes the encoded frame to other nodes from there.
 
 mod many;
+mod patterns;
 mod read;
 
 pub use many::{EditFn, TxOp};
+pub use patterns::{parse_pattern, ReadCheck};
 pub use read::{HistoryPage, KeysPage};
 
 use many::Gathered;
+use patterns::Patterns;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -99,6 +102,8 @@ pub struct Store {
     /// Every key with a slot, in byte order (`state.keys` pages through it).
     /// Changed only with `keys` locked (lock order: keys → order → slot).
     order: Mutex<BTreeSet<Arc<str>>>,
+    /// Pattern subscriptions (`prefix_watch`), indexed by prefix.
+    patterns: Patterns,
     version: AtomicU64,
     next_stream: AtomicU32,
     history: HistoryBudget,
@@ -353,6 +358,7 @@ impl Store {
         Store {
             keys: Mutex::new(HashMap::new()),
             order: Mutex::new(BTreeSet::new()),
+            patterns: Patterns::default(),
             version: AtomicU64::new(options.version_base),
             next_stream: AtomicU32::new(FIRST_SUBSCRIPTION_STREAM),
             history: HistoryBudget::new(options.history_len, options.history_bytes),
@@ -561,8 +567,11 @@ impl Store {
         })
     }
 
-    /// Stops delivering `key` to `session`.
+    /// Stops delivering `key` (or a pattern) to `session`.
     pub fn unwatch(&self, key: &str, session: SessionId) {
+        if let Ok(Some(prefix)) = parse_pattern(key) {
+            return self.unwatch_pattern(prefix, session);
+        }
         let now_unused = self.with_existing(key, |_, st| {
             st.subscribers.remove(&session);
             st.is_unused()
@@ -671,9 +680,16 @@ impl Store {
 
     /// The commit point, under the key lock: `st.value` already holds the
     /// new value; take the version, then [`Store::commit_at`].
+    /// A key that a pattern subscription matches takes its version and
+    /// publishes to the pattern streams with the pattern lock held.
     fn commit(&self, slot: &KeySlot, st: &mut KeyState, ops: Vec<DeltaOp>) -> u64 {
+        let mut publishing = self.patterns.matching(std::iter::once(&*slot.key));
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        let pattern_ops = publishing.as_ref().map(|_| ops.clone());
         self.commit_at(slot, st, ops, version, None);
+        if let (Some(publishing), Some(ops)) = (&mut publishing, pattern_ops) {
+            publishing.publish(&self.storage, &slot.key, version, &ops, st.last_ticket);
+        }
         version
     }
 

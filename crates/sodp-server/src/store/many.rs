@@ -224,7 +224,15 @@ impl Store {
                 ticket: guards.iter().map(|st| st.last_ticket).max().unwrap_or(0),
             });
         }
-        // Commit: one version for every changed key.
+        // Commit: one version for every changed key (with the pattern lock
+        // held if a pattern matches one of them).
+        let mut publishing = self.patterns.matching(
+            slots
+                .iter()
+                .zip(&changed)
+                .filter(|(_, changed)| **changed)
+                .map(|(slot, _)| &*slot.key),
+        );
         let version = self
             .version
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
@@ -245,8 +253,12 @@ impl Store {
             st.size = draft.st.size;
             st.initialized = draft.st.initialized;
             let ops = std::mem::take(&mut draft.ops);
+            let pattern_ops = publishing.as_ref().map(|_| ops.clone());
             self.commit_at(&slots[p], st, ops, version, Some(&mut gathered));
             ticket = ticket.max(st.last_ticket);
+            if let (Some(publishing), Some(ops)) = (&mut publishing, pattern_ops) {
+                publishing.publish(&self.storage, &slots[p].key, version, &ops, st.last_ticket);
+            }
         }
         let batch = gathered.batch;
         if self.storage.is_visible(ticket) {
