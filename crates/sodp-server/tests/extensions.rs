@@ -1031,3 +1031,328 @@ async fn simultaneous_duplicates_are_applied_once() {
         "one change per round"
     );
 }
+
+// ---- prefix_watch ----------------------------------------------------------
+
+async fn watch_raw(c: &mut TestClient, state: &str) -> sodp_proto::Frame {
+    c.send(FrameType::Watch, 10, v(json!({"state": state})))
+        .await;
+    c.recv().await
+}
+
+/// The next DELTA applied to `map`; returns its version.
+async fn apply_next(c: &mut TestClient, pattern: &str, map: &mut Value) -> u64 {
+    let f = c.recv().await;
+    assert_eq!(f.kind, FrameType::Delta, "{f:?}");
+    assert_eq!(f.body.get("state"), Some(&Value::from(pattern)));
+    let ops = DeltaOp::list_from_value(f.body.get("ops").unwrap()).unwrap();
+    *map = replay(map, &ops);
+    f.body.get("version").and_then(Value::as_u64).unwrap()
+}
+
+#[tokio::test]
+async fn prefix_watch_is_advertised() {
+    let server = TestServer::start().await;
+    let c = server.client().await;
+    assert_eq!(caps(&c).get("prefix_watch"), Some(&Value::Bool(true)));
+}
+
+#[tokio::test]
+async fn a_pattern_watcher_sees_the_map_of_its_keys() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut w = server.client().await;
+    c.ok(
+        "state.set",
+        json!({"state": "game.players.alice", "value": {"hp": 10}}),
+    )
+    .await;
+    c.ok(
+        "state.set",
+        json!({"state": "game.players", "value": "not below"}),
+    )
+    .await;
+    c.ok("state.set", json!({"state": "game.playersX", "value": 1}))
+        .await;
+    let vb = c
+        .ok(
+            "state.set",
+            json!({"state": "game.players.bob.deep", "value": 2}),
+        )
+        .await;
+    c.ok(
+        "state.set",
+        json!({"state": "game.players.gone", "value": 1}),
+    )
+    .await;
+    let vg = c
+        .ok("state.delete", json!({"state": "game.players.gone"}))
+        .await;
+
+    let init = watch_raw(&mut w, "game.players.*").await;
+    assert_eq!(init.kind, FrameType::StateInit, "{init:?}");
+    assert_eq!(init.body.get("state"), Some(&Value::from("game.players.*")));
+    assert_eq!(init.body.get("initialized"), Some(&Value::Bool(true)));
+    let v0 = init.body.get("version").and_then(Value::as_u64).unwrap();
+    assert_eq!(v0, vb.max(vg));
+    let mut map = init.body.get("value").unwrap().clone();
+    assert_eq!(
+        map,
+        v(json!({"game.players.alice": {"hp": 10}, "game.players.bob.deep": 2}))
+    );
+
+    // A new key is ADD /<key>, a change is below it, a delete REMOVE.
+    let v1 = c
+        .ok(
+            "state.set",
+            json!({"state": "game.players.carol", "value": {"hp": 5}}),
+        )
+        .await;
+    let v2 = c
+        .ok(
+            "state.patch",
+            json!({"state": "game.players.alice", "patch": {"hp": 9}}),
+        )
+        .await;
+    let v3 = c
+        .ok("state.delete", json!({"state": "game.players.bob.deep"}))
+        .await;
+    c.ok("state.set", json!({"state": "game.playersX", "value": 2}))
+        .await;
+    c.ok("state.set", json!({"state": "game.players", "value": 2}))
+        .await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(apply_next(&mut w, "game.players.*", &mut map).await);
+    }
+    assert_eq!(seen, [v1, v2, v3]);
+    assert!(v1 > v0);
+    w.expect_silence(QUIET).await;
+    assert_eq!(
+        map,
+        v(json!({"game.players.alice": {"hp": 9}, "game.players.carol": {"hp": 5}}))
+    );
+
+    // UNWATCH ends it.
+    w.send(FrameType::Unwatch, 0, v(json!({"state": "game.players.*"})))
+        .await;
+    tokio::time::sleep(QUIET).await;
+    c.ok(
+        "state.set",
+        json!({"state": "game.players.dave", "value": 1}),
+    )
+    .await;
+    w.expect_silence(QUIET).await;
+}
+
+#[tokio::test]
+async fn the_star_pattern_watches_every_key_and_bad_patterns_are_400() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut w = server.client().await;
+    c.ok("state.set", json!({"state": "a", "value": 1})).await;
+    let init = watch_raw(&mut w, "*").await;
+    let mut map = init.body.get("value").unwrap().clone();
+    assert_eq!(map, v(json!({"a": 1})));
+    c.ok("state.set", json!({"state": "b.c", "value": [1]}))
+        .await;
+    apply_next(&mut w, "*", &mut map).await;
+    assert_eq!(map, v(json!({"a": 1, "b.c": [1]})));
+    for bad in ["a*", "a.*.b", ".*", "**", "a.b*"] {
+        let f = watch_raw(&mut w, bad).await;
+        assert_eq!(f.kind, FrameType::Error, "{bad}: {f:?}");
+        assert_eq!(f.body.get("code"), Some(&Value::Int(400)), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn pattern_watchers_never_see_keys_the_acl_hides() {
+    let server = acl_server("pattern-acl.json").await;
+    let mut c = server.client().await;
+    let mut w = server.client().await;
+    c.ok("state.set", json!({"state": "hidden.x", "value": 1}))
+        .await;
+    c.ok("state.set", json!({"state": "public.x", "value": 1}))
+        .await;
+    let init = watch_raw(&mut w, "*").await;
+    let mut map = init.body.get("value").unwrap().clone();
+    assert_eq!(map, v(json!({"public.x": 1})));
+    c.ok("state.set", json!({"state": "hidden.y", "value": 1}))
+        .await;
+    c.ok("state.set", json!({"state": "public.y", "value": 2}))
+        .await;
+    apply_next(&mut w, "*", &mut map).await;
+    w.expect_silence(QUIET).await;
+    assert_eq!(map, v(json!({"public.x": 1, "public.y": 2})));
+    let init = watch_raw(&mut w, "hidden.*").await;
+    assert_eq!(init.body.get("value"), Some(&v(json!({}))));
+}
+
+#[tokio::test]
+async fn resume_on_a_pattern_replays_then_marks_live() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut w = server.client().await;
+    c.ok("state.set", json!({"state": "r.a", "value": 1})).await;
+    let init = watch_raw(&mut w, "r.*").await;
+    let since = init.body.get("version").and_then(Value::as_u64).unwrap();
+    let mut map = init.body.get("value").unwrap().clone();
+    drop(w);
+    let v1 = c.ok("state.set", json!({"state": "r.b", "value": 2})).await;
+    let v2 = c.ok("state.delete", json!({"state": "r.a"})).await;
+    let v3 = c
+        .ok("state.patch", json!({"state": "r.b", "patch": {"x": 1}}))
+        .await;
+    let mut w = server.client().await;
+    w.send(
+        FrameType::Resume,
+        10,
+        v(json!({"state": "r.*", "since_version": since})),
+    )
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(apply_next(&mut w, "r.*", &mut map).await);
+    }
+    assert_eq!(seen, [v1, v2, v3]);
+    let init = w.recv().await;
+    assert_eq!(init.kind, FrameType::StateInit, "{init:?}");
+    assert_eq!(init.body.get("version").and_then(Value::as_u64), Some(v3));
+    assert_eq!(
+        init.body.get("value"),
+        Some(&map),
+        "the replay reaches the snapshot"
+    );
+    assert_eq!(map, v(json!({"r.b": {"x": 1}})));
+}
+
+#[tokio::test]
+async fn resume_on_a_pattern_without_the_history_is_state_init_alone() {
+    let server = TestServer::with(|config| config.history_len = 1).await;
+    let mut c = server.client().await;
+    let v0 = c.ok("state.set", json!({"state": "r.a", "value": 1})).await;
+    c.ok("state.set", json!({"state": "r.a", "value": 2})).await;
+    c.ok("state.set", json!({"state": "r.a", "value": 3})).await;
+    let mut w = server.client().await;
+    w.send(
+        FrameType::Resume,
+        10,
+        v(json!({"state": "r.*", "since_version": v0})),
+    )
+    .await;
+    let init = w.recv().await;
+    assert_eq!(init.kind, FrameType::StateInit, "{init:?}");
+    assert_eq!(init.body.get("value"), Some(&v(json!({"r.a": 3}))));
+}
+
+#[tokio::test]
+async fn a_pattern_snapshot_over_the_value_limit_is_413() {
+    let server = TestServer::with(|config| config.limits.max_value_bytes = Some(100)).await;
+    let mut c = server.client().await;
+    for i in 0..3 {
+        c.ok(
+            "state.set",
+            json!({"state": format!("big.k{i}"), "value": "x".repeat(60)}),
+        )
+        .await;
+    }
+    let mut w = server.client().await;
+    let f = watch_raw(&mut w, "big.*").await;
+    assert_eq!(f.kind, FrameType::Error, "{f:?}");
+    assert_eq!(f.body.get("code"), Some(&Value::Int(413)));
+    // Nothing was subscribed.
+    c.ok("state.set", json!({"state": "big.k0", "value": 1}))
+        .await;
+    w.expect_silence(QUIET).await;
+}
+
+#[tokio::test]
+async fn a_transaction_sends_one_pattern_delta_per_changed_key() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut w = server.client().await;
+    let init = watch_raw(&mut w, "t.*").await;
+    let mut map = init.body.get("value").unwrap().clone();
+    let r = c
+        .call(
+            "state.transaction",
+            json!({"ops": [
+                op("state.set", json!({"state": "t.a", "value": 1})),
+                op("state.set", json!({"state": "t.b", "value": 2})),
+                op("state.set", json!({"state": "u.c", "value": 3})),
+            ]}),
+        )
+        .await;
+    let version = version_of(&r);
+    assert_eq!(apply_next(&mut w, "t.*", &mut map).await, version);
+    assert_eq!(apply_next(&mut w, "t.*", &mut map).await, version);
+    w.expect_silence(QUIET).await;
+    assert_eq!(map, v(json!({"t.a": 1, "t.b": 2})));
+}
+
+/// Writers hammer keys below a pattern while watchers subscribe: each
+/// watcher's snapshot plus its DELTAs ends at the server's final map, with
+/// versions strictly increasing and above the snapshot's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pattern_snapshots_are_consistent_under_concurrent_writes() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let writers: Vec<_> = (0..2)
+        .map(|n| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let mut c = TestClient::connect(&url).await;
+                for i in 0..60 {
+                    let key = format!("s.k{}", (i * 7 + n) % 5);
+                    c.ok(
+                        "state.patch",
+                        json!({"state": key, "patch": {format!("w{n}"): i}}),
+                    )
+                    .await;
+                }
+            })
+        })
+        .collect();
+    let mut watchers = Vec::new();
+    for _ in 0..4 {
+        let mut w = server.client().await;
+        let init = watch_raw(&mut w, "s.*").await;
+        assert_eq!(init.kind, FrameType::StateInit);
+        watchers.push((w, init));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for t in writers {
+        t.await.unwrap();
+    }
+    let mut last_map = None;
+    for (mut w, init) in watchers {
+        let mut version = init.body.get("version").and_then(Value::as_u64).unwrap();
+        let mut map = init.body.get("value").unwrap().clone();
+        loop {
+            match tokio::time::timeout(QUIET, w.recv()).await {
+                Err(_) => break,
+                Ok(f) => {
+                    assert_eq!(f.kind, FrameType::Delta, "{f:?}");
+                    let v = f.body.get("version").and_then(Value::as_u64).unwrap();
+                    assert!(v > version, "{v} after {version}");
+                    version = v;
+                    let ops = DeltaOp::list_from_value(f.body.get("ops").unwrap()).unwrap();
+                    map = replay(&map, &ops);
+                }
+            }
+        }
+        if let Some(last) = &last_map {
+            assert_eq!(&map, last);
+        }
+        last_map = Some(map);
+    }
+    let mut expected = sodp_proto::Map::default();
+    for i in 0..5 {
+        let key = format!("s.k{i}");
+        let snap = server.shared.store.snapshot(&key);
+        if snap.initialized {
+            expected.insert(key, snap.value);
+        }
+    }
+    assert_eq!(last_map.unwrap(), Value::from(expected));
+}

@@ -21,6 +21,7 @@ impl Session {
             ("read", Value::Bool(true)),
             ("transaction", Value::Bool(true)),
             ("idempotency", Value::Bool(true)),
+            ("prefix_watch", Value::Bool(true)),
             (
                 "idempotency_window_ms",
                 Value::from(self.shared.idempotency.window().as_millis() as u64),
