@@ -35,10 +35,12 @@
 mod many;
 mod patterns;
 mod read;
+mod ttl;
 
 pub use many::{EditFn, TxOp};
 pub use patterns::{parse_pattern, ReadCheck};
 pub use read::{HistoryPage, KeysPage};
+pub use ttl::{expire_keys, Deadline, Timers};
 
 use many::Gathered;
 use patterns::Patterns;
@@ -104,6 +106,8 @@ pub struct Store {
     order: Mutex<BTreeSet<Arc<str>>>,
     /// Pattern subscriptions (`prefix_watch`), indexed by prefix.
     patterns: Patterns,
+    /// Key deadlines (`ttl`).
+    timers: Timers,
     version: AtomicU64,
     next_stream: AtomicU32,
     history: HistoryBudget,
@@ -139,6 +143,8 @@ struct KeyState {
     last_ticket: Ticket,
     /// Removed from the table; whoever holds this slot must look again.
     retired: bool,
+    /// When the key expires (Unix ms; extension `ttl`).
+    expires_at: Option<u64>,
 }
 
 impl KeyState {
@@ -154,6 +160,7 @@ impl KeyState {
             presence: HashMap::new(),
             last_ticket: 0,
             retired: false,
+            expires_at: None,
         }
     }
 
@@ -291,6 +298,8 @@ pub struct Edit {
     kind: EditKind,
     /// A presence path (normalised) to bind to this session once committed.
     presence: Option<(String, SessionId)>,
+    /// A new deadline for the key (`ttl_ms`); `None` keeps the current one.
+    deadline: Option<Deadline>,
 }
 
 enum EditKind {
@@ -308,6 +317,7 @@ impl Edit {
             undo,
             kind: EditKind::Change,
             presence: None,
+            deadline: None,
         }
     }
 
@@ -318,7 +328,25 @@ impl Edit {
             undo: Undo::Nothing,
             kind: EditKind::Delete,
             presence: None,
+            deadline: None,
         }
+    }
+
+    /// Sets or clears the key's deadline with the change (`None`: keep).
+    pub fn with_deadline(mut self, deadline: Option<Deadline>) -> Edit {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The deadline the key has after this edit, if it differs from
+    /// `current` (`Some(None)`: removed). A delete removes it.
+    fn new_deadline(&self, current: Option<u64>) -> Option<Option<u64>> {
+        let new = match (&self.kind, self.deadline) {
+            (EditKind::Delete, _) | (EditKind::Change, Some(Deadline::Clear)) => None,
+            (EditKind::Change, Some(Deadline::At(at))) => Some(at),
+            (EditKind::Change, None) => current,
+        };
+        (new != current).then_some(new)
     }
 
     /// Binds `path` (a normalised pointer) to `session` when committed.
@@ -359,6 +387,7 @@ impl Store {
             keys: Mutex::new(HashMap::new()),
             order: Mutex::new(BTreeSet::new()),
             patterns: Patterns::default(),
+            timers: Timers::default(),
             version: AtomicU64::new(options.version_base),
             next_stream: AtomicU32::new(FIRST_SUBSCRIPTION_STREAM),
             history: HistoryBudget::new(options.history_len, options.history_bytes),
@@ -626,14 +655,22 @@ impl Store {
         admitted: Option<(usize, usize)>,
     ) -> Result<u64, Rejection> {
         let (size_after, growth) = admitted.unwrap_or((st.size, 0));
-        let unchanged = match edit.kind {
+        let value_unchanged = match edit.kind {
             EditKind::Change => st.initialized && edit.ops.is_empty(),
             EditKind::Delete => !st.initialized,
         };
+        // A deadline set, moved or removed is a change too (a key without a
+        // value has none to change).
+        let deadline = match edit.kind {
+            EditKind::Delete if !st.initialized => None,
+            _ => edit.new_deadline(st.expires_at),
+        };
+        let unchanged = value_unchanged && deadline.is_none();
         debug_assert!(
-            unchanged || admitted.is_some(),
+            value_unchanged || admitted.is_some(),
             "a change must admit its size first"
         );
+        let expires = deadline.map(|at| at.unwrap_or(0));
         let version = if unchanged {
             self.memory.release(growth);
             st.version
@@ -648,6 +685,10 @@ impl Store {
             // Growth was reserved by `admit`; shrinking is given back now.
             self.memory.release(st.size.saturating_sub(size_after));
             st.size = size_after;
+            if let Some(new) = deadline {
+                self.timers.moved(&slot.key, st.expires_at, new);
+                st.expires_at = new;
+            }
             match edit.kind {
                 EditKind::Change => {
                     let ops = if st.initialized {
@@ -656,10 +697,10 @@ impl Store {
                         st.initialized = true;
                         vec![DeltaOp::add("/", st.value.clone())]
                     };
-                    self.commit(slot, st, ops)
+                    self.commit_expiring(slot, st, ops, expires)
                 }
                 EditKind::Delete => {
-                    let version = self.commit(slot, st, edit.ops);
+                    let version = self.commit_expiring(slot, st, edit.ops, expires);
                     st.initialized = false;
                     version
                 }
@@ -683,10 +724,22 @@ impl Store {
     /// A key that a pattern subscription matches takes its version and
     /// publishes to the pattern streams with the pattern lock held.
     fn commit(&self, slot: &KeySlot, st: &mut KeyState, ops: Vec<DeltaOp>) -> u64 {
+        self.commit_expiring(slot, st, ops, None)
+    }
+
+    /// [`Store::commit`] of a change that also set, moved or removed the
+    /// key's deadline: its DELTA says `expires_at` (0: removed).
+    fn commit_expiring(
+        &self,
+        slot: &KeySlot,
+        st: &mut KeyState,
+        ops: Vec<DeltaOp>,
+        expires: Option<u64>,
+    ) -> u64 {
         let mut publishing = self.patterns.matching(std::iter::once(&*slot.key));
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
         let pattern_ops = publishing.as_ref().map(|_| ops.clone());
-        self.commit_at(slot, st, ops, version, None);
+        self.commit_at(slot, st, ops, version, expires, None);
         if let (Some(publishing), Some(ops)) = (&mut publishing, pattern_ops) {
             publishing.publish(&self.storage, &slot.key, version, &ops, st.last_ticket);
         }
@@ -703,10 +756,11 @@ impl Store {
         st: &mut KeyState,
         ops: Vec<DeltaOp>,
         version: u64,
+        expires: Option<u64>,
         gather: Option<&mut Gathered>,
     ) {
         let ticket = self.storage.append_change(version, &slot.key, &ops);
-        let frame = wire::delta(slot.stream_id, &slot.key, version, &ops);
+        let frame = wire::delta_expiring(slot.stream_id, &slot.key, version, &ops, expires);
         st.version = version;
         st.last_ticket = ticket;
         if let Some(gathered) = gather {
@@ -748,6 +802,7 @@ impl Store {
             &st.value,
             st.initialized,
             params,
+            st.expires_at,
         );
         let visible = self.storage.is_visible(st.last_ticket);
         self.send(visible, st.last_ticket, outbox, frame);

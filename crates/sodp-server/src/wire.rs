@@ -72,9 +72,21 @@ pub fn ws_payload(message: &[u8]) -> &[u8] {
 
 /// `[DELTA, stream_id, 0, {version, ops, state}]`.
 pub fn delta(stream_id: u32, key: &str, version: u64, ops: &[DeltaOp]) -> Bytes {
+    delta_expiring(stream_id, key, version, ops, None)
+}
+
+/// A DELTA that also says the key's new deadline (extension `ttl`):
+/// `expires_at` in Unix ms, 0 when the deadline was removed.
+pub fn delta_expiring(
+    stream_id: u32,
+    key: &str,
+    version: u64,
+    ops: &[DeltaOp],
+    expires_at: Option<u64>,
+) -> Bytes {
     build(|buf| {
         write_header(buf, FrameType::Delta, stream_id, 0);
-        write_map_len(buf, 3);
+        write_map_len(buf, if expires_at.is_some() { 4 } else { 3 });
         write_str(buf, "version");
         write_uint(buf, version);
         write_str(buf, "ops");
@@ -84,10 +96,15 @@ pub fn delta(stream_id: u32, key: &str, version: u64, ops: &[DeltaOp]) -> Bytes 
         }
         write_str(buf, "state");
         write_str(buf, key);
+        if let Some(at) = expires_at {
+            write_str(buf, "expires_at");
+            write_uint(buf, at);
+        }
     })
 }
 
-/// `STATE_INIT {state, version, value, initialized, params?}`.
+/// `STATE_INIT {state, version, value, initialized, params?, expires_at?}`.
+#[allow(clippy::too_many_arguments)]
 pub fn state_init(
     stream_id: u32,
     seq: u64,
@@ -96,10 +113,12 @@ pub fn state_init(
     value: &Value,
     initialized: bool,
     params: Option<&Value>,
+    expires_at: Option<u64>,
 ) -> Bytes {
     build(|buf| {
         write_header(buf, FrameType::StateInit, stream_id, seq);
-        write_map_len(buf, if params.is_some() { 5 } else { 4 });
+        let fields = 4 + usize::from(params.is_some()) + usize::from(expires_at.is_some());
+        write_map_len(buf, fields);
         write_str(buf, "state");
         write_str(buf, key);
         write_str(buf, "version");
@@ -111,6 +130,10 @@ pub fn state_init(
         if let Some(p) = params {
             write_str(buf, "params");
             codec::write_value(buf, p);
+        }
+        if let Some(at) = expires_at {
+            write_str(buf, "expires_at");
+            write_uint(buf, at);
         }
     })
 }

@@ -23,7 +23,7 @@ use crate::holdings::Holdings;
 use crate::outbox::SessionId;
 use crate::shared::Shared;
 use crate::storage::Ticket;
-use crate::store::{Doc, Edit, Written};
+use crate::store::{Deadline, Doc, Edit, Written};
 
 /// What a successful CALL answers.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,19 +113,54 @@ impl Context<'_> {
     }
 }
 
-/// What a write targets: its key, and the version it requires the key to
-/// be at (extension `conditional`: `if_version`, 0 = "has no value").
+/// What a write targets: its key, the version it requires the key to be
+/// at (extension `conditional`: `if_version`, 0 = "has no value"), and the
+/// key's new time to live (extension `ttl`: `ttl_ms`, 0 = none).
 pub struct Target {
     pub key: String,
     pub if_version: Option<u64>,
+    pub ttl_ms: Option<u64>,
 }
 
 impl Target {
+    /// A write that cannot set a deadline (`ttl_ms` there is 400).
     fn parse(args: &mut Args<'_>) -> Result<Target, Rejection> {
+        if args.has("ttl_ms") {
+            return Err(Rejection::bad_request(format!(
+                "{}: argument `ttl_ms` is not accepted here (only set, patch and set_in)",
+                args.method
+            )));
+        }
         Ok(Target {
             key: args.string("state")?,
             if_version: args.opt_u64("if_version")?,
+            ttl_ms: None,
         })
+    }
+
+    /// A write that may set a deadline (`state.set`, `patch`, `set_in`).
+    fn parse_with_ttl(args: &mut Args<'_>) -> Result<Target, Rejection> {
+        let ttl_ms = args.opt_u64("ttl_ms")?;
+        Ok(Target {
+            ttl_ms,
+            ..Target::parse(args)?
+        })
+    }
+
+    /// The deadline change `ttl_ms` asks for, as of now. TTL needs the
+    /// in-memory engine (deadlines are not logged yet): 400 otherwise.
+    pub fn deadline(&self, shared: &Shared) -> Result<Option<Deadline>, Rejection> {
+        match self.ttl_ms {
+            None => Ok(None),
+            Some(_) if shared.config.storage.is_some() => Err(Rejection::bad_request(
+                "`ttl_ms`: this server keeps state on disk and does not offer `ttl` yet",
+            )),
+            Some(0) => Ok(Some(Deadline::Clear)),
+            Some(ms) => {
+                let now = shared.clock.since_epoch().as_millis() as u64;
+                Ok(Some(Deadline::At(now.saturating_add(ms))))
+            }
+        }
     }
 
     /// Checks the key and the ACL, then runs `edit` under the key lock once
@@ -146,9 +181,10 @@ impl Target {
         edit: impl FnOnce(&mut Doc<'_>) -> Result<Edit, Rejection>,
     ) -> Result<Written, Rejection> {
         let if_version = self.if_version;
+        let deadline = self.deadline(cx.shared)?;
         cx.shared.store.write(&self.key, |doc| {
             doc.require(if_version)?;
-            edit(doc)
+            edit(doc).map(|edit| edit.with_deadline(deadline))
         })
     }
 }
@@ -211,7 +247,7 @@ impl<'a> Args<'a> {
         }
     }
 
-    /// Whether `name` is present (the last occurrence counts).
+    /// Whether `name` is present.
     fn has(&self, name: &str) -> bool {
         self.fields.iter().any(|(n, _)| *n == name)
     }

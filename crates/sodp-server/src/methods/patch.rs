@@ -18,7 +18,7 @@ struct Patch {
 
 fn parse_patch(args: &mut Args<'_>) -> Result<Patch, Rejection> {
     Ok(Patch {
-        target: Target::parse(args)?,
+        target: Target::parse_with_ttl(args)?,
         patch: args.map("patch")?,
     })
 }

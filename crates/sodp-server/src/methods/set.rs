@@ -16,7 +16,7 @@ struct Set {
 
 fn parse_set(args: &mut Args<'_>) -> Result<Set, Rejection> {
     Ok(Set {
-        target: Target::parse(args)?,
+        target: Target::parse_with_ttl(args)?,
         value: args.value("value")?,
     })
 }

@@ -18,7 +18,7 @@ struct SetIn {
 
 fn parse_set_in(args: &mut Args<'_>) -> Result<SetIn, Rejection> {
     Ok(SetIn {
-        target: Target::parse(args)?,
+        target: Target::parse_with_ttl(args)?,
         path: args.string("path")?,
         value: args.value("value")?,
     })

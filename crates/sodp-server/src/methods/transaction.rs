@@ -97,15 +97,19 @@ impl Method for Transaction {
                 refusal
             })?;
         }
-        let ops = self
-            .ops
-            .into_iter()
-            .map(|(target, edit)| TxOp {
+        let mut ops = Vec::with_capacity(self.ops.len());
+        for (i, (target, edit)) in self.ops.into_iter().enumerate() {
+            let deadline = target.deadline(cx.shared).map_err(|r| r.at_op(i))?;
+            let edit: EditFn = match deadline {
+                None => edit,
+                Some(_) => Box::new(move |doc| edit(doc).map(|e| e.with_deadline(deadline))),
+            };
+            ops.push(TxOp {
                 key: target.key,
                 if_version: target.if_version,
                 edit,
-            })
-            .collect();
+            });
+        }
         let written = cx.shared.store.write_many(ops)?;
         Ok(Reply::Written(written))
     }

@@ -146,6 +146,7 @@ impl Store {
                     size: st.size,
                     version: st.version,
                     initialized: st.initialized,
+                    expires_at: st.expires_at,
                     ..KeyState::new()
                 },
                 ops: Vec::new(),
@@ -181,6 +182,13 @@ impl Store {
                 EditKind::Change => draft.st.initialized && edit.ops.is_empty(),
                 EditKind::Delete => !draft.st.initialized,
             };
+            let deadline = match edit.kind {
+                EditKind::Delete if !draft.st.initialized => None,
+                _ => edit.new_deadline(draft.st.expires_at),
+            };
+            if let Some(new) = deadline {
+                draft.st.expires_at = new;
+            }
             if unchanged {
                 self.memory.release(growth);
                 continue;
@@ -205,7 +213,8 @@ impl Store {
             let before = &guards[p];
             let same = draft.st.initialized == before.initialized
                 && (!draft.st.initialized || draft.st.value == before.value);
-            if draft.ops.is_empty() || same {
+            let same_deadline = draft.st.expires_at == before.expires_at;
+            if (draft.ops.is_empty() || same) && same_deadline {
                 continue;
             }
             if let (Some(validator), true) = (&self.validator, draft.st.initialized) {
@@ -252,9 +261,15 @@ impl Store {
             st.value = std::mem::take(&mut draft.st.value);
             st.size = draft.st.size;
             st.initialized = draft.st.initialized;
+            let expires = (st.expires_at != draft.st.expires_at).then(|| {
+                self.timers
+                    .moved(&slots[p].key, st.expires_at, draft.st.expires_at);
+                st.expires_at = draft.st.expires_at;
+                draft.st.expires_at.unwrap_or(0)
+            });
             let ops = std::mem::take(&mut draft.ops);
             let pattern_ops = publishing.as_ref().map(|_| ops.clone());
-            self.commit_at(&slots[p], st, ops, version, Some(&mut gathered));
+            self.commit_at(&slots[p], st, ops, version, expires, Some(&mut gathered));
             ticket = ticket.max(st.last_ticket);
             if let (Some(publishing), Some(ops)) = (&mut publishing, pattern_ops) {
                 publishing.publish(&self.storage, &slots[p].key, version, &ops, st.last_ticket);

@@ -297,7 +297,16 @@ impl Store {
                 }
             }
         }
-        let frame = wire::state_init(entry.stream_id, seq, pattern, version, &value, true, params);
+        let frame = wire::state_init(
+            entry.stream_id,
+            seq,
+            pattern,
+            version,
+            &value,
+            true,
+            params,
+            None,
+        );
         self.send(visible, ticket, outbox, frame);
         if let Some(sub) = entry.subs.get_mut(&session) {
             sub.pending = None;
