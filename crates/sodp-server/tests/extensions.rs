@@ -1356,3 +1356,202 @@ async fn pattern_snapshots_are_consistent_under_concurrent_writes() {
     }
     assert_eq!(last_map.unwrap(), Value::from(expected));
 }
+
+// ---- ttl -------------------------------------------------------------------
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn expires_at(f: &sodp_proto::Frame) -> Option<u64> {
+    f.body.get("expires_at").and_then(Value::as_u64)
+}
+
+#[tokio::test]
+async fn ttl_is_advertised_only_without_a_data_directory() {
+    let server = TestServer::start().await;
+    let c = server.client().await;
+    assert_eq!(caps(&c).get("ttl"), Some(&Value::Bool(true)));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("extensions-ttl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let durable = dir.clone();
+    let server = TestServer::with(move |config| {
+        config.storage = Some(sodp_server::config::StorageConfig::new(durable));
+    })
+    .await;
+    let mut c = server.client().await;
+    assert_eq!(caps(&c).get("ttl"), None);
+    let r = c
+        .call(
+            "state.set",
+            json!({"state": "t.k", "value": 1, "ttl_ms": 1000}),
+        )
+        .await;
+    assert_eq!(failure_code(&r), Some(400), "{r:?}");
+    assert!(message(&r).contains("`ttl_ms`"), "{r:?}");
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_key_expires_as_a_versioned_delete_near_its_deadline() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut w = server.client().await;
+    w.watch("ttl.k").await;
+    let before = unix_ms();
+    let v1 = c
+        .ok(
+            "state.set",
+            json!({"state": "ttl.k", "value": {"a": 1}, "ttl_ms": 300}),
+        )
+        .await;
+    let f = w.recv().await;
+    assert_eq!(f.kind, FrameType::Delta);
+    let deadline = expires_at(&f).expect("the DELTA says the deadline");
+    assert!(
+        deadline >= before + 300 && deadline <= unix_ms() + 300,
+        "{deadline}"
+    );
+    // A later watcher's STATE_INIT carries it.
+    let mut late = server.client().await;
+    let init = late.watch("ttl.k").await;
+    assert_eq!(expires_at(&init), Some(deadline));
+    // A write without ttl_ms keeps the deadline (and says nothing of it).
+    let v2 = c
+        .ok("state.patch", json!({"state": "ttl.k", "patch": {"b": 2}}))
+        .await;
+    let f = w.recv().await;
+    assert_eq!(f.body.get("version").and_then(Value::as_u64), Some(v2));
+    assert_eq!(expires_at(&f), None);
+
+    let f = w.recv().await;
+    let seen_at = unix_ms();
+    assert_eq!(f.kind, FrameType::Delta, "{f:?}");
+    let ops = DeltaOp::list_from_value(f.body.get("ops").unwrap()).unwrap();
+    assert_eq!(ops, vec![DeltaOp::remove("/")]);
+    let v3 = f.body.get("version").and_then(Value::as_u64).unwrap();
+    assert!(v3 > v2 && v2 > v1);
+    assert!(seen_at >= deadline, "not before the deadline");
+    assert!(seen_at <= deadline + 150, "{} ms late", seen_at - deadline);
+    let snap = server.shared.store.snapshot("ttl.k");
+    assert!(!snap.initialized);
+    assert_eq!(snap.version, v3);
+    assert!(server.shared.store.timers().is_empty());
+    let r = c
+        .call(
+            "state.history",
+            json!({"state": "ttl.k", "since_version": v2}),
+        )
+        .await;
+    assert_eq!(entries(&r), [(v3, vec![DeltaOp::remove("/")])]);
+}
+
+#[tokio::test]
+async fn renewing_postpones_and_zero_or_delete_removes_the_deadline() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let mut w = server.client().await;
+    w.watch("ttl.r").await;
+    c.ok(
+        "state.set",
+        json!({"state": "ttl.r", "value": 1, "ttl_ms": 250}),
+    )
+    .await;
+    let first = expires_at(&w.recv().await).unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    // Renewing moves the deadline, even when the value is unchanged.
+    let v2 = c
+        .ok(
+            "state.set",
+            json!({"state": "ttl.r", "value": 1, "ttl_ms": 400}),
+        )
+        .await;
+    let f = w.recv().await;
+    assert_eq!(f.body.get("version").and_then(Value::as_u64), Some(v2));
+    let second = expires_at(&f).unwrap();
+    assert!(second > first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        server.shared.store.snapshot("ttl.r").initialized,
+        "postponed"
+    );
+    // ttl_ms: 0 removes it: the DELTA says 0, the key stays.
+    c.ok(
+        "state.set_in",
+        json!({"state": "ttl.r", "path": "/x", "value": 1, "ttl_ms": 0}),
+    )
+    .await;
+    let f = w.recv().await;
+    assert_eq!(expires_at(&f), Some(0));
+    assert!(server.shared.store.timers().is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(server.shared.store.snapshot("ttl.r").initialized);
+    w.expect_silence(QUIET).await;
+    // A delete removes it too.
+    c.ok(
+        "state.set",
+        json!({"state": "ttl.d", "value": 1, "ttl_ms": 200}),
+    )
+    .await;
+    assert_eq!(server.shared.store.timers().len(), 1);
+    c.ok("state.delete", json!({"state": "ttl.d"})).await;
+    assert!(server.shared.store.timers().is_empty());
+    let v = c
+        .ok("state.set", json!({"state": "ttl.d", "value": 2}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let snap = server.shared.store.snapshot("ttl.d");
+    assert!(
+        snap.initialized && snap.version == v,
+        "the old deadline is gone"
+    );
+}
+
+#[tokio::test]
+async fn ttl_arguments_are_checked_and_work_in_transactions() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    for (method, args) in [
+        ("state.delete", json!({"state": "ttl.k", "ttl_ms": 5})),
+        (
+            "state.presence",
+            json!({"state": "ttl.k", "path": "/p", "value": 1, "ttl_ms": 5}),
+        ),
+        (
+            "state.set",
+            json!({"state": "ttl.k", "value": 1, "ttl_ms": -5}),
+        ),
+        (
+            "state.set",
+            json!({"state": "ttl.k", "value": 1, "ttl_ms": "5"}),
+        ),
+    ] {
+        let r = c.call(method, args).await;
+        assert_eq!(failure_code(&r), Some(400), "{method}: {r:?}");
+        assert!(message(&r).contains("`ttl_ms`"), "{r:?}");
+    }
+    assert_eq!(server.shared.store.snapshot("ttl.k").version, 0);
+    let mut w = server.client().await;
+    w.watch("ttl.t").await;
+    let r = c
+        .call(
+            "state.transaction",
+            json!({"ops": [
+                op("state.set", json!({"state": "ttl.t", "value": 1, "ttl_ms": 200})),
+                op("state.set", json!({"state": "ttl.u", "value": 1})),
+            ]}),
+        )
+        .await;
+    version_of(&r);
+    let f = w.recv().await;
+    assert!(expires_at(&f).is_some(), "{f:?}");
+    let f = w.recv().await;
+    let ops = DeltaOp::list_from_value(f.body.get("ops").unwrap()).unwrap();
+    assert_eq!(ops, vec![DeltaOp::remove("/")], "expired");
+    assert!(server.shared.store.snapshot("ttl.u").initialized);
+}
