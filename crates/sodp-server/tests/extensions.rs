@@ -1555,3 +1555,68 @@ async fn ttl_arguments_are_checked_and_work_in_transactions() {
     assert_eq!(ops, vec![DeltaOp::remove("/")], "expired");
     assert!(server.shared.store.snapshot("ttl.u").initialized);
 }
+
+// ---- with a data directory -------------------------------------------------
+
+/// A transaction on a durable server survives a restart whole, every key
+/// at the one version; reads and conditional writes work there too.
+#[tokio::test]
+async fn a_durable_transaction_survives_a_restart_with_one_version() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("extensions-durable-tx-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let start = |dir: std::path::PathBuf| {
+        TestServer::with(move |config| {
+            config.storage = Some(sodp_server::config::StorageConfig::new(dir));
+        })
+    };
+    let server = start(dir.clone()).await;
+    let mut c = server.client().await;
+    let mut w = server.client().await;
+    w.watch("d.a").await;
+    let va = c.ok("state.set", json!({"state": "d.a", "value": 1})).await;
+    assert_eq!(w.delta().await.0, va);
+    let r = c
+        .call(
+            "state.transaction",
+            json!({"ops": [
+                op("state.set", json!({"state": "d.a", "value": 2, "if_version": va})),
+                op("state.set", json!({"state": "d.b", "value": {"x": 1}, "if_version": 0})),
+            ]}),
+        )
+        .await;
+    let version = version_of(&r);
+    assert_eq!(
+        w.delta().await,
+        (version, vec![DeltaOp::update("/", Value::Int(2))])
+    );
+    let r = c.call("state.get", json!({"state": "d.b"})).await;
+    assert_eq!(
+        data(&r),
+        &v(json!({"version": version, "value": {"x": 1}, "initialized": true}))
+    );
+    drop((c, w));
+    server.shutdown().await;
+
+    let server = start(dir.clone()).await;
+    let mut c = server.client().await;
+    for (key, value) in [("d.a", json!(2)), ("d.b", json!({"x": 1}))] {
+        let r = c.call("state.get", json!({"state": key})).await;
+        assert_eq!(
+            data(&r),
+            &v(json!({"version": version, "value": value, "initialized": true})),
+            "{key}"
+        );
+    }
+    let r = c.call("state.keys", json!({"prefix": "d"})).await;
+    assert_eq!(strings(data(&r).get("keys").unwrap()), ["d.a", "d.b"]);
+    let r = c
+        .call(
+            "state.set",
+            json!({"state": "d.a", "value": 3, "if_version": va}),
+        )
+        .await;
+    assert_eq!(conflict(&r), version);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
