@@ -20,6 +20,8 @@ pub struct CallFrame<'a> {
     pub call_id: &'a str,
     pub method: Option<&'a str>,
     pub args: CallArgs<'a>,
+    /// `idempotency_key` (extension `idempotency`), when it is a string.
+    pub idempotency_key: Option<&'a str>,
 }
 
 /// The `args` of a CALL.
@@ -76,6 +78,7 @@ impl<'a> CallFrame<'a> {
             return Ok(None);
         };
         let (mut call_id, mut method, mut args) = (None, None, CallArgs::Absent);
+        let mut idempotency_key = None;
         for _ in 0..fields {
             let Some(name) = dec.str_ref()? else {
                 return Ok(None);
@@ -84,10 +87,15 @@ impl<'a> CallFrame<'a> {
                 "call_id" => call_id = dec.str_ref()?,
                 "method" => method = dec.str_ref()?,
                 "args" => args = Self::read_args(dec)?,
+                "idempotency_key" => idempotency_key = dec.str_ref()?,
                 _ => dec.skip()?,
             }
-            // A call_id or method of another type: let the slow path say so.
-            if (name == "call_id" && call_id.is_none()) || (name == "method" && method.is_none()) {
+            // A call_id, method or idempotency key of another type: let the
+            // slow path say so.
+            if (name == "call_id" && call_id.is_none())
+                || (name == "method" && method.is_none())
+                || (name == "idempotency_key" && idempotency_key.is_none())
+            {
                 return Ok(None);
             }
         }
@@ -97,6 +105,7 @@ impl<'a> CallFrame<'a> {
             call_id,
             method,
             args,
+            idempotency_key,
         }))
     }
 

@@ -25,6 +25,12 @@ impl Asker<'_> {
         self.check_acl(key, access)
     }
 
+    /// The ACL decision alone, for a key known to be well-formed (listing
+    /// keys: the hidden ones are left out silently).
+    pub fn allows(&self, key: &str, access: Access) -> bool {
+        self.check_acl(key, access).is_ok()
+    }
+
     /// The ACL decision for `key`. A denial is logged (at debug level, with
     /// the deciding rule) but the client only hears "access denied", which
     /// never reveals whether the key exists.

@@ -39,6 +39,10 @@ pub struct Config {
     pub security: SecurityConfig,
     /// Durable state (`--data-dir`); `None` keeps everything in memory.
     pub storage: Option<StorageConfig>,
+    /// Extension `idempotency`: how long, and how many per identity, the
+    /// outcomes of writes with an `idempotency_key` are remembered.
+    pub idempotency_window: Duration,
+    pub idempotency_max_keys: usize,
     /// The clock token expiry is judged by (tests: tokio's paused clock).
     pub clock: ClockSource,
     /// Hands freed memory back to the OS after bulk disconnects; the binary
@@ -122,6 +126,8 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             security: SecurityConfig::default(),
             storage: None,
+            idempotency_window: Duration::from_secs(600),
+            idempotency_max_keys: 10_000,
             clock: ClockSource::System,
             trim_memory: None,
         }

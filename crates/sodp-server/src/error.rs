@@ -13,8 +13,10 @@ pub enum ErrorCode {
     Forbidden = 403,
     /// Unknown method.
     NotFound = 404,
-    /// Conditional write failed (reserved).
+    /// A condition (`if_version`, a reused idempotency key) did not hold.
     Conflict = 409,
+    /// A pattern's snapshot is over `max_value_bytes` (WATCH/RESUME).
+    PayloadTooLarge = 413,
     /// Schema violation.
     Unprocessable = 422,
     /// Rate limit.
@@ -32,6 +34,10 @@ pub enum ErrorCode {
 pub struct Rejection {
     pub code: ErrorCode,
     pub message: String,
+    /// A 409's current version of the key (`version` in the RESULT).
+    pub version: Option<u64>,
+    /// The 0-based index of the transaction op that failed (`op`).
+    pub op: Option<usize>,
 }
 
 impl Rejection {
@@ -39,7 +45,23 @@ impl Rejection {
         Rejection {
             code,
             message: message.into(),
+            version: None,
+            op: None,
         }
+    }
+
+    /// 409: a condition failed; `version` is the key's current version.
+    pub fn conflict(message: impl Into<String>, version: u64) -> Rejection {
+        Rejection {
+            version: Some(version),
+            ..Rejection::new(ErrorCode::Conflict, message)
+        }
+    }
+
+    /// Marks the rejection as caused by op `index` of a transaction.
+    pub fn at_op(mut self, index: usize) -> Rejection {
+        self.op = Some(index);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Rejection {

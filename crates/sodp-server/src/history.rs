@@ -89,12 +89,25 @@ impl History {
         Some(self.entries.range(start..).map(|(_, f)| f))
     }
 
-    /// Releases everything (the key is being dropped).
+    /// At most `limit` retained changes after `since`, oldest first, and
+    /// whether none after `since` is missing before them (nothing after
+    /// `since` was dropped).
+    pub fn since(&self, since: u64, limit: usize) -> (impl Iterator<Item = (u64, &Bytes)>, bool) {
+        let start = self.entries.partition_point(|(v, _)| *v <= since);
+        let frames = self
+            .entries
+            .range(start..)
+            .take(limit)
+            .map(|(v, f)| (*v, f));
+        (frames, since >= self.floor)
+    }
+
     /// Every retained change, oldest first (for checkpoints).
     pub fn frames(&self) -> impl Iterator<Item = (u64, &Bytes)> {
         self.entries.iter().map(|(v, f)| (*v, f))
     }
 
+    /// Releases everything (the key is being dropped).
     pub fn clear(&mut self, budget: &HistoryBudget) {
         while !self.entries.is_empty() {
             self.drop_oldest(budget);

@@ -12,6 +12,7 @@
 //!   UNWATCH (`session::watch`), HELLO (`session::hello`).
 //! - [`holdings`]: what a session holds in the store; released on drop.
 //! - [`access`]: key and ACL checks.
+//! - [`idempotency`]: remembered outcomes of writes with an idempotency key.
 //! - [`methods`]: one file per CALL method: parse, checks, apply.
 //! - [`store`]: values, versions, subscribers, presence; the commit point.
 //! - [`size`]: a key's exact size after a write, known before it.
@@ -45,6 +46,7 @@ pub mod fuzzing;
 pub mod history;
 pub mod holdings;
 pub mod http;
+pub mod idempotency;
 pub mod memory;
 pub mod methods;
 pub mod metrics;

@@ -142,6 +142,26 @@ impl Outbox {
         true
     }
 
+    /// Queues several frames back to back, with nothing in between (the
+    /// DELTAs of one transaction). All or none: a queue without room for
+    /// them all is evicted, as by [`Outbox::push`].
+    pub fn push_all(&self, frames: &[Bytes]) -> bool {
+        if self.closing.get().is_some() {
+            return false;
+        }
+        {
+            let mut queue = self.queue();
+            if queue.len() + frames.len() > self.capacity {
+                drop(queue);
+                self.close(Close::EVICTED);
+                return false;
+            }
+            queue.extend(frames.iter().cloned());
+        }
+        self.session_task.wake();
+        true
+    }
+
     /// Asks the session to end. The first reason wins.
     pub fn close(&self, close: Close) {
         if self.closing.set(close).is_ok() {

@@ -108,6 +108,7 @@ impl Server {
             }
         }
         let trimmer = tokio::spawn(memory::trim_after_disconnects(self.shared.clone()));
+        let expiry = tokio::spawn(crate::store::expire_keys(self.shared.clone()));
         tokio::pin!(shutdown);
         let serve = accept_loop(&self.listener, |tcp, peer| {
             tokio::spawn(connection(tcp, peer, self.shared.clone(), alive_tx.clone()));
@@ -122,6 +123,7 @@ impl Server {
         let _ = stop_tx.send(true);
         drop(alive_tx);
         trimmer.abort();
+        expiry.abort();
         let grace = self.shared.config.shutdown_grace + Duration::from_secs(1);
         if time::timeout(grace, alive_rx.recv()).await.is_err() {
             warn!("some connections did not finish within the grace period");

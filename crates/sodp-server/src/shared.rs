@@ -12,6 +12,7 @@ use tracing::info;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{ErrorCode, Rejection};
+use crate::idempotency::Idempotency;
 use crate::metrics::{Metrics, StateReading};
 use crate::outbox::{Close, Outbox, SessionId};
 use crate::storage::durable::{Durable, DurableOptions, SnapshotSource};
@@ -43,6 +44,8 @@ pub struct Shared {
     /// Wall-clock time for token checks (follows tokio's clock in tests).
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
+    /// Remembered outcomes of idempotent writes (extension `idempotency`).
+    pub idempotency: Idempotency,
     connections: AtomicUsize,
     next_session: AtomicU64,
     /// Every live session's outbox, so shutdown can close them all.
@@ -183,6 +186,7 @@ impl Shared {
         }
         let clock = Clock::new(config.clock);
         Ok(Shared {
+            idempotency: Idempotency::new(config.idempotency_window, config.idempotency_max_keys),
             config,
             store,
             policy,

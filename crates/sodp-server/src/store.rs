@@ -32,7 +32,20 @@
 //! appends there before publishing; a cluster engine replaces the version
 //! counter and publishes the encoded frame to other nodes from there.
 
-use std::collections::HashMap;
+mod many;
+mod patterns;
+mod read;
+mod ttl;
+
+pub use many::{EditFn, TxOp};
+pub use patterns::{parse_pattern, ReadCheck};
+pub use read::{HistoryPage, KeysPage};
+pub use ttl::{expire_keys, Deadline, Timers};
+
+use many::Gathered;
+use patterns::Patterns;
+
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -90,6 +103,13 @@ pub struct Written {
 /// Shared by every session (cheap to share behind an `Arc`).
 pub struct Store {
     keys: Mutex<HashMap<Arc<str>, Arc<KeySlot>>>,
+    /// Every key with a slot, in byte order (`state.keys` pages through it).
+    /// Changed only with `keys` locked (lock order: keys → order → slot).
+    order: Mutex<BTreeSet<Arc<str>>>,
+    /// Pattern subscriptions (`prefix_watch`), indexed by prefix.
+    patterns: Patterns,
+    /// Key deadlines (`ttl`).
+    timers: Timers,
     version: AtomicU64,
     next_stream: AtomicU32,
     history: HistoryBudget,
@@ -126,6 +146,8 @@ struct KeyState {
     last_ticket: Ticket,
     /// Removed from the table; whoever holds this slot must look again.
     retired: bool,
+    /// When the key expires (Unix ms; extension `ttl`).
+    expires_at: Option<u64>,
 }
 
 impl KeyState {
@@ -141,6 +163,7 @@ impl KeyState {
             presence: HashMap::new(),
             last_ticket: 0,
             retired: false,
+            expires_at: None,
         }
     }
 
@@ -202,6 +225,24 @@ impl Doc<'_> {
         self.st.size
     }
 
+    /// Extension `conditional`: refuses with 409 (carrying the current
+    /// version) unless the key is at `if_version` — 0 meaning "holds no
+    /// value". Nothing has changed when this refuses.
+    pub fn require(&self, if_version: Option<u64>) -> Result<(), Rejection> {
+        match if_version {
+            Some(wanted) if !condition_holds(self.st.version, self.st.initialized, wanted) => {
+                Err(Rejection::conflict(
+                    format!(
+                        "{}: version is {}, not {wanted} as required by `if_version`",
+                        self.key, self.st.version
+                    ),
+                    self.st.version,
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The deepest nesting a value may have.
     pub fn max_depth(&self) -> usize {
         self.store.max_depth
@@ -260,6 +301,8 @@ pub struct Edit {
     kind: EditKind,
     /// A presence path (normalised) to bind to this session once committed.
     presence: Option<(String, SessionId)>,
+    /// A new deadline for the key (`ttl_ms`); `None` keeps the current one.
+    deadline: Option<Deadline>,
 }
 
 enum EditKind {
@@ -277,6 +320,7 @@ impl Edit {
             undo,
             kind: EditKind::Change,
             presence: None,
+            deadline: None,
         }
     }
 
@@ -287,13 +331,42 @@ impl Edit {
             undo: Undo::Nothing,
             kind: EditKind::Delete,
             presence: None,
+            deadline: None,
         }
+    }
+
+    /// Sets or clears the key's deadline with the change (`None`: keep).
+    pub fn with_deadline(mut self, deadline: Option<Deadline>) -> Edit {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The deadline the key has after this edit, if it differs from
+    /// `current` (`Some(None)`: removed). A delete removes it.
+    fn new_deadline(&self, current: Option<u64>) -> Option<Option<u64>> {
+        let new = match (&self.kind, self.deadline) {
+            (EditKind::Delete, _) | (EditKind::Change, Some(Deadline::Clear)) => None,
+            (EditKind::Change, Some(Deadline::At(at))) => Some(at),
+            (EditKind::Change, None) => current,
+        };
+        (new != current).then_some(new)
     }
 
     /// Binds `path` (a normalised pointer) to `session` when committed.
     pub fn bind_presence(mut self, path: String, session: SessionId) -> Edit {
         self.presence = Some((path, session));
         self
+    }
+}
+
+/// Whether a key at `version` (holding a value or not) satisfies
+/// `if_version: wanted`: 0 is "holds no value" (never written or deleted);
+/// any other number must equal the version (a delete's included).
+pub fn condition_holds(version: u64, initialized: bool, wanted: u64) -> bool {
+    if wanted == 0 {
+        !initialized
+    } else {
+        version == wanted
     }
 }
 
@@ -315,6 +388,9 @@ impl Store {
     pub fn new(options: StoreOptions) -> Store {
         Store {
             keys: Mutex::new(HashMap::new()),
+            order: Mutex::new(BTreeSet::new()),
+            patterns: Patterns::default(),
+            timers: Timers::default(),
             version: AtomicU64::new(options.version_base),
             next_stream: AtomicU32::new(FIRST_SUBSCRIPTION_STREAM),
             history: HistoryBudget::new(options.history_len, options.history_bytes),
@@ -462,6 +538,7 @@ impl Store {
             stream_id: self.next_stream.fetch_add(1, Ordering::Relaxed),
             state: Mutex::new(state),
         });
+        lock(&self.order).insert(key.clone());
         keys.insert(key, slot.clone());
         Ok(slot)
     }
@@ -479,6 +556,7 @@ impl Store {
             st.history.clear(&self.history);
             self.memory.release(slot_cost(key) + st.size);
             keys.remove(key);
+            lock(&self.order).remove(key);
         }
     }
 
@@ -522,8 +600,11 @@ impl Store {
         })
     }
 
-    /// Stops delivering `key` to `session`.
+    /// Stops delivering `key` (or a pattern) to `session`.
     pub fn unwatch(&self, key: &str, session: SessionId) {
+        if let Ok(Some(prefix)) = parse_pattern(key) {
+            return self.unwatch_pattern(prefix, session);
+        }
         let now_unused = self.with_existing(key, |_, st| {
             st.subscribers.remove(&session);
             st.is_unused()
@@ -578,14 +659,22 @@ impl Store {
         admitted: Option<(usize, usize)>,
     ) -> Result<u64, Rejection> {
         let (size_after, growth) = admitted.unwrap_or((st.size, 0));
-        let unchanged = match edit.kind {
+        let value_unchanged = match edit.kind {
             EditKind::Change => st.initialized && edit.ops.is_empty(),
             EditKind::Delete => !st.initialized,
         };
+        // A deadline set, moved or removed is a change too (a key without a
+        // value has none to change).
+        let deadline = match edit.kind {
+            EditKind::Delete if !st.initialized => None,
+            _ => edit.new_deadline(st.expires_at),
+        };
+        let unchanged = value_unchanged && deadline.is_none();
         debug_assert!(
-            unchanged || admitted.is_some(),
+            value_unchanged || admitted.is_some(),
             "a change must admit its size first"
         );
+        let expires = deadline.map(|at| at.unwrap_or(0));
         let version = if unchanged {
             self.memory.release(growth);
             st.version
@@ -600,6 +689,10 @@ impl Store {
             // Growth was reserved by `admit`; shrinking is given back now.
             self.memory.release(st.size.saturating_sub(size_after));
             st.size = size_after;
+            if let Some(new) = deadline {
+                self.timers.moved(&slot.key, st.expires_at, new);
+                st.expires_at = new;
+            }
             match edit.kind {
                 EditKind::Change => {
                     let ops = if st.initialized {
@@ -608,10 +701,10 @@ impl Store {
                         st.initialized = true;
                         vec![DeltaOp::add("/", st.value.clone())]
                     };
-                    self.commit(slot, st, ops)
+                    self.commit_expiring(slot, st, ops, expires)
                 }
                 EditKind::Delete => {
-                    let version = self.commit(slot, st, edit.ops);
+                    let version = self.commit_expiring(slot, st, edit.ops, expires);
                     st.initialized = false;
                     version
                 }
@@ -631,15 +724,54 @@ impl Store {
     }
 
     /// The commit point, under the key lock: `st.value` already holds the
-    /// new value; take the version, record history, fan out.
+    /// new value; take the version, then [`Store::commit_at`].
+    /// A key that a pattern subscription matches takes its version and
+    /// publishes to the pattern streams with the pattern lock held.
     fn commit(&self, slot: &KeySlot, st: &mut KeyState, ops: Vec<DeltaOp>) -> u64 {
+        self.commit_expiring(slot, st, ops, None)
+    }
+
+    /// [`Store::commit`] of a change that also set, moved or removed the
+    /// key's deadline: its DELTA says `expires_at` (0: removed).
+    fn commit_expiring(
+        &self,
+        slot: &KeySlot,
+        st: &mut KeyState,
+        ops: Vec<DeltaOp>,
+        expires: Option<u64>,
+    ) -> u64 {
+        let mut publishing = self.patterns.matching(std::iter::once(&*slot.key));
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        let pattern_ops = publishing.as_ref().map(|_| ops.clone());
+        self.commit_at(slot, st, ops, version, expires, None);
+        if let (Some(publishing), Some(ops)) = (&mut publishing, pattern_ops) {
+            publishing.publish(&self.storage, &slot.key, version, &ops, st.last_ticket);
+        }
+        version
+    }
+
+    /// Commits a change with a version already taken (a transaction gives
+    /// all its keys the same one): storage, DELTA encoded once, history, and
+    /// fanout — now, or, with `gather`, collected per subscriber so that the
+    /// transaction sends each session its DELTAs back to back.
+    fn commit_at(
+        &self,
+        slot: &KeySlot,
+        st: &mut KeyState,
+        ops: Vec<DeltaOp>,
+        version: u64,
+        expires: Option<u64>,
+        gather: Option<&mut Gathered>,
+    ) {
         let ticket = self.storage.append_change(version, &slot.key, &ops);
-        let frame = wire::delta(slot.stream_id, &slot.key, version, &ops);
+        let frame = wire::delta_expiring(slot.stream_id, &slot.key, version, &ops, expires);
         st.version = version;
         st.last_ticket = ticket;
         if st.subscribers.is_empty() {
             // Nobody to tell.
+        } else if let Some(gathered) = gather {
+            self.metrics.deliveries.inc_by(st.subscribers.len() as u64);
+            gathered.add(st.subscribers.values(), &frame);
         } else if self.storage.is_visible(ticket) {
             // A subscriber whose queue is full is evicted (its outbox closes
             // the session) and dropped here; the others are unaffected.
@@ -671,7 +803,6 @@ impl Store {
         // limit): on a full server RESUME falls back to STATE_INIT sooner.
         let room = self.memory.max().saturating_sub(self.memory.used());
         st.history.push(version, frame, &self.history, room);
-        version
     }
 
     /// Queues STATE_INIT — the key's current state, the "live" marker — and
@@ -692,6 +823,7 @@ impl Store {
             &st.value,
             st.initialized,
             params,
+            st.expires_at,
         );
         let visible = self.storage.is_visible(st.last_ticket);
         self.send(visible, st.last_ticket, outbox, frame);

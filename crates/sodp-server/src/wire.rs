@@ -72,9 +72,21 @@ pub fn ws_payload(message: &[u8]) -> &[u8] {
 
 /// `[DELTA, stream_id, 0, {version, ops, state}]`.
 pub fn delta(stream_id: u32, key: &str, version: u64, ops: &[DeltaOp]) -> Bytes {
+    delta_expiring(stream_id, key, version, ops, None)
+}
+
+/// A DELTA that also says the key's new deadline (extension `ttl`):
+/// `expires_at` in Unix ms, 0 when the deadline was removed.
+pub fn delta_expiring(
+    stream_id: u32,
+    key: &str,
+    version: u64,
+    ops: &[DeltaOp],
+    expires_at: Option<u64>,
+) -> Bytes {
     build(|buf| {
         write_header(buf, FrameType::Delta, stream_id, 0);
-        write_map_len(buf, 3);
+        write_map_len(buf, if expires_at.is_some() { 4 } else { 3 });
         write_str(buf, "version");
         write_uint(buf, version);
         write_str(buf, "ops");
@@ -84,10 +96,15 @@ pub fn delta(stream_id: u32, key: &str, version: u64, ops: &[DeltaOp]) -> Bytes 
         }
         write_str(buf, "state");
         write_str(buf, key);
+        if let Some(at) = expires_at {
+            write_str(buf, "expires_at");
+            write_uint(buf, at);
+        }
     })
 }
 
-/// `STATE_INIT {state, version, value, initialized, params?}`.
+/// `STATE_INIT {state, version, value, initialized, params?, expires_at?}`.
+#[allow(clippy::too_many_arguments)]
 pub fn state_init(
     stream_id: u32,
     seq: u64,
@@ -96,10 +113,12 @@ pub fn state_init(
     value: &Value,
     initialized: bool,
     params: Option<&Value>,
+    expires_at: Option<u64>,
 ) -> Bytes {
     build(|buf| {
         write_header(buf, FrameType::StateInit, stream_id, seq);
-        write_map_len(buf, if params.is_some() { 5 } else { 4 });
+        let fields = 4 + usize::from(params.is_some()) + usize::from(expires_at.is_some());
+        write_map_len(buf, fields);
         write_str(buf, "state");
         write_str(buf, key);
         write_str(buf, "version");
@@ -111,6 +130,10 @@ pub fn state_init(
         if let Some(p) = params {
             write_str(buf, "params");
             codec::write_value(buf, p);
+        }
+        if let Some(at) = expires_at {
+            write_str(buf, "expires_at");
+            write_uint(buf, at);
         }
     })
 }
@@ -135,14 +158,35 @@ pub fn result_version(seq: u64, call_id: &str, version: u64) -> Bytes {
 /// A failed `RESULT {call_id, success: false, data: "CODE message", code}`.
 /// The message starts with its code (`"404 unknown method …"`): the
 /// published clients show users only `data`.
+/// A 409 also carries the key's current `version`, and a failed transaction
+/// op its index as `op` (extensions `conditional`, `transaction`).
 pub fn result_err(seq: u64, call_id: &str, rejection: &Rejection) -> Bytes {
-    let body = Value::map_from([
-        ("call_id", Value::from(call_id)),
-        ("success", Value::Bool(false)),
-        ("data", Value::from(rejection.to_string())),
-        ("code", Value::Int(rejection.code as i64)),
-    ]);
-    encode(FrameType::Result, 0, seq, body)
+    let mut body = sodp_proto::Map::default();
+    body.insert("call_id".into(), Value::from(call_id));
+    body.insert("success".into(), Value::Bool(false));
+    body.insert("data".into(), Value::from(rejection.to_string()));
+    body.insert("code".into(), Value::Int(rejection.code as i64));
+    if let Some(version) = rejection.version {
+        body.insert("version".into(), Value::from(version));
+    }
+    if let Some(op) = rejection.op {
+        body.insert("op".into(), Value::from(op as u64));
+    }
+    encode(FrameType::Result, 0, seq, Value::from(body))
+}
+
+/// `RESULT {call_id, success: true, data}` (reads and remembered replies).
+pub fn result_data(seq: u64, call_id: &str, data: &Value) -> Bytes {
+    build(|buf| {
+        write_header(buf, FrameType::Result, 0, seq);
+        write_map_len(buf, 3);
+        write_str(buf, "call_id");
+        write_str(buf, call_id);
+        write_str(buf, "success");
+        codec::write_bool(buf, true);
+        write_str(buf, "data");
+        codec::write_value(buf, data);
+    })
 }
 
 /// `ERROR {code, message}` on `stream_id`.

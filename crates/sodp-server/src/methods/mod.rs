@@ -4,10 +4,14 @@
 //! Adding a method means adding a file and a row in [`METHODS`].
 
 mod delete;
+mod get;
+mod history;
+mod keys;
 mod patch;
 mod presence;
 mod set;
 mod set_in;
+mod transaction;
 
 use sodp_auth::{Access, Identity};
 use sodp_proto::call::CallArgs;
@@ -18,13 +22,17 @@ use crate::error::{ErrorCode, Rejection};
 use crate::holdings::Holdings;
 use crate::outbox::SessionId;
 use crate::shared::Shared;
-use crate::store::Written;
+use crate::storage::Ticket;
+use crate::store::{Deadline, Doc, Edit, Written};
 
 /// What a successful CALL answers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     /// `data: {version}` — every write; sent once its ticket is durable.
     Written(Written),
+    /// `data` of a read, sent once the storage `ticket` of the newest
+    /// change it shows is durable.
+    Data { data: Value, ticket: Ticket },
 }
 
 /// A parsed CALL, ready to run.
@@ -42,6 +50,10 @@ pub const METHODS: &[(&str, Parse)] = &[
     ("state.set_in", set_in::parse),
     ("state.delete", delete::parse),
     ("state.presence", presence::parse),
+    ("state.get", get::parse),
+    ("state.keys", keys::parse),
+    ("state.history", history::parse),
+    ("state.transaction", transaction::parse),
 ];
 
 /// The method names, for messages and HELLO.
@@ -89,11 +101,106 @@ impl Context<'_> {
         self.asker().check(key, Access::Write)
     }
 
+    /// Whether the ACL lets this session read `key` (a key already known
+    /// to be well-formed; a denial is logged, never revealed).
+    pub fn may_read(&self, key: &str) -> bool {
+        self.asker().allows(key, Access::Read)
+    }
+
     /// Checks that `key` is well-formed and that this session may read it.
     pub fn check_readable(&self, key: &str) -> Result<(), Rejection> {
         self.asker().check(key, Access::Read)
     }
 }
+
+/// What a write targets: its key, the version it requires the key to be
+/// at (extension `conditional`: `if_version`, 0 = "has no value"), and the
+/// key's new time to live (extension `ttl`: `ttl_ms`, 0 = none).
+pub struct Target {
+    pub key: String,
+    pub if_version: Option<u64>,
+    pub ttl_ms: Option<u64>,
+}
+
+impl Target {
+    /// A write that cannot set a deadline (`ttl_ms` there is 400).
+    fn parse(args: &mut Args<'_>) -> Result<Target, Rejection> {
+        if args.has("ttl_ms") {
+            return Err(Rejection::bad_request(format!(
+                "{}: argument `ttl_ms` is not accepted here (only set, patch and set_in)",
+                args.method
+            )));
+        }
+        Ok(Target {
+            key: args.string("state")?,
+            if_version: args.opt_u64("if_version")?,
+            ttl_ms: None,
+        })
+    }
+
+    /// A write that may set a deadline (`state.set`, `patch`, `set_in`).
+    fn parse_with_ttl(args: &mut Args<'_>) -> Result<Target, Rejection> {
+        let ttl_ms = args.opt_u64("ttl_ms")?;
+        Ok(Target {
+            ttl_ms,
+            ..Target::parse(args)?
+        })
+    }
+
+    /// The deadline change `ttl_ms` asks for, as of now. TTL needs the
+    /// in-memory engine (deadlines are not logged yet): 400 otherwise.
+    pub fn deadline(&self, shared: &Shared) -> Result<Option<Deadline>, Rejection> {
+        match self.ttl_ms {
+            None => Ok(None),
+            Some(_) if shared.config.storage.is_some() => Err(Rejection::bad_request(
+                "`ttl_ms`: this server keeps state on disk and does not offer `ttl` yet",
+            )),
+            Some(0) => Ok(Some(Deadline::Clear)),
+            Some(ms) => {
+                let now = shared.clock.since_epoch().as_millis() as u64;
+                Ok(Some(Deadline::At(now.saturating_add(ms))))
+            }
+        }
+    }
+
+    /// Checks the key and the ACL, then runs `edit` under the key lock once
+    /// the condition holds (a failed one is 409 and changes nothing).
+    fn write(
+        &self,
+        cx: &Context<'_>,
+        edit: impl FnOnce(&mut Doc<'_>) -> Result<Edit, Rejection>,
+    ) -> Result<Written, Rejection> {
+        cx.check_writable(&self.key)?;
+        self.write_checked(cx, edit)
+    }
+
+    /// [`Target::write`] for a caller that has checked the key and ACL.
+    fn write_checked(
+        &self,
+        cx: &Context<'_>,
+        edit: impl FnOnce(&mut Doc<'_>) -> Result<Edit, Rejection>,
+    ) -> Result<Written, Rejection> {
+        let if_version = self.if_version;
+        let deadline = self.deadline(cx.shared)?;
+        cx.shared.store.write(&self.key, |doc| {
+            doc.require(if_version)?;
+            edit(doc).map(|edit| edit.with_deadline(deadline))
+        })
+    }
+}
+
+/// A write's change, to run under its key's lock (a transaction op).
+pub type EditFn = crate::store::EditFn<'static>;
+
+type ParseOp = fn(&mut Args<'_>) -> Result<(Target, EditFn), Rejection>;
+
+/// The methods a transaction may contain, with their op parsers.
+const TX_METHODS: &[(&str, ParseOp)] = &[
+    ("state.set", set::parse_op),
+    ("state.patch", patch::parse_op),
+    ("state.set_in", set_in::parse_op),
+    ("state.delete", delete::parse_op),
+];
 
 /// A JSON Pointer argument, parsed, and its normalised form.
 fn parse_path(path: &str) -> Result<Vec<String>, Rejection> {
@@ -137,6 +244,46 @@ impl<'a> Args<'a> {
                 "{}: missing argument `{name}`",
                 self.method
             ))),
+        }
+    }
+
+    /// Whether `name` is present.
+    fn has(&self, name: &str) -> bool {
+        self.fields.iter().any(|(n, _)| *n == name)
+    }
+
+    /// An optional unsigned integer argument (absent: `None`; present and
+    /// not an integer ≥ 0: 400 naming it).
+    fn opt_u64(&mut self, name: &str) -> Result<Option<u64>, Rejection> {
+        if !self.has(name) {
+            return Ok(None);
+        }
+        let value = self.value(name)?;
+        value.as_u64().map(Some).ok_or_else(|| {
+            Rejection::bad_request(format!(
+                "{}: argument `{name}` must be an integer ≥ 0",
+                self.method
+            ))
+        })
+    }
+
+    /// An optional string argument.
+    fn opt_string(&mut self, name: &str) -> Result<Option<String>, Rejection> {
+        if !self.has(name) {
+            return Ok(None);
+        }
+        self.string(name).map(Some)
+    }
+
+    /// An optional `limit`: at least 1 (else 400), `max` at most.
+    fn limit(&mut self, default: usize, max: usize) -> Result<usize, Rejection> {
+        match self.opt_u64("limit")? {
+            None => Ok(default),
+            Some(0) => Err(Rejection::bad_request(format!(
+                "{}: argument `limit` must be at least 1",
+                self.method
+            ))),
+            Some(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX).min(max)),
         }
     }
 

@@ -1,22 +1,22 @@
-//! `state.presence {state, path, value}`: `set_in`, and bind the path to the
+//! `state.presence {state, path, value, if_version?}`: `set_in`, and bind the path to the
 //! calling session. When the session ends, for any reason, the store removes
 //! the path — unless a newer session has bound it since. A session may hold
 //! at most `--max-presence-paths` paths.
 
 use sodp_proto::{pointer, Value};
 
-use super::{parse_path, set_in, Args, Context, Method, Reply};
+use super::{parse_path, set_in, Args, Context, Method, Reply, Target};
 use crate::error::Rejection;
 
 struct Presence {
-    key: String,
+    target: Target,
     path: String,
     value: Value,
 }
 
 pub(super) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
     Ok(Box::new(Presence {
-        key: args.string("state")?,
+        target: Target::parse(args)?,
         path: args.string("path")?,
         value: args.value("value")?,
     }))
@@ -24,8 +24,13 @@ pub(super) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
 
 impl Method for Presence {
     fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
-        let Presence { key, path, value } = *self;
-        cx.check_writable(&key)?;
+        let Presence {
+            target,
+            path,
+            value,
+        } = *self;
+        cx.check_writable(&target.key)?;
+        let key = &target.key;
         let segments = parse_path(&path)?;
         let normalised = pointer::format(&segments);
         if segments.is_empty() {
@@ -34,17 +39,17 @@ impl Method for Presence {
             ));
         }
         let max = cx.shared.config.limits.max_presence_paths;
-        if !cx.holdings.holds_presence(&key, &normalised) && cx.holdings.presence_count() >= max {
+        if !cx.holdings.holds_presence(key, &normalised) && cx.holdings.presence_count() >= max {
             return Err(Rejection::bad_request(format!(
                 "presence limit reached: a session may hold at most {max} presence paths"
             )));
         }
         let session = cx.session;
-        let written = cx.shared.store.write(&key, |doc| {
+        let written = target.write_checked(cx, |doc| {
             set_in::apply(doc, &normalised, &segments, value)
                 .map(|edit| edit.bind_presence(normalised.clone(), session))
         })?;
-        cx.holdings.hold_presence(key, normalised);
+        cx.holdings.hold_presence(target.key, normalised);
         Ok(Reply::Written(written))
     }
 }

@@ -1,36 +1,46 @@
-//! `state.set {state, value}`: replace the whole value; the ops are the
-//! structural diff from the old value.
+//! `state.set {state, value, if_version?}`: replace the whole value; the ops
+//! are the structural diff from the old value.
 
 use sodp_proto::merge::Undo;
 use sodp_proto::{diff, Value};
 
-use super::{Args, Context, Method, Reply};
+use super::{Args, Context, EditFn, Method, Reply, Target};
 use crate::error::Rejection;
 use crate::size;
-use crate::store::Edit;
+use crate::store::{Doc, Edit};
 
 struct Set {
-    key: String,
+    target: Target,
     value: Value,
 }
 
-pub(super) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    Ok(Box::new(Set {
-        key: args.string("state")?,
+fn parse_set(args: &mut Args<'_>) -> Result<Set, Rejection> {
+    Ok(Set {
+        target: Target::parse_with_ttl(args)?,
         value: args.value("value")?,
-    }))
+    })
+}
+
+pub(super) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
+    Ok(Box::new(parse_set(args)?))
+}
+
+pub(super) fn parse_op(args: &mut Args<'_>) -> Result<(Target, EditFn), Rejection> {
+    let Set { target, value } = parse_set(args)?;
+    Ok((target, Box::new(move |doc| edit(doc, value))))
+}
+
+fn edit(doc: &mut Doc<'_>, value: Value) -> Result<Edit, Rejection> {
+    doc.admit(size::after_set(&value))?;
+    let ops = diff(doc.value(), &value);
+    let previous = std::mem::replace(doc.value_mut(), value);
+    Ok(Edit::change(ops, Undo::Root(previous)))
 }
 
 impl Method for Set {
     fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
-        let Set { key, value } = *self;
-        cx.check_writable(&key)?;
-        let written = cx.shared.store.write(&key, |doc| {
-            doc.admit(size::after_set(&value))?;
-            let ops = diff(doc.value(), &value);
-            let previous = std::mem::replace(doc.value_mut(), value);
-            Ok(Edit::change(ops, Undo::Root(previous)))
-        })?;
+        let Set { target, value } = *self;
+        let written = target.write(cx, |doc| edit(doc, value))?;
         Ok(Reply::Written(written))
     }
 }

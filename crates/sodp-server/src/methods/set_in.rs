@@ -1,37 +1,56 @@
-//! `state.set_in {state, path, value}`: set one location by JSON Pointer,
-//! creating missing intermediates (`/-` appends, `/N` indexes an array).
+//! `state.set_in {state, path, value, if_version?}`: set one location by JSON
+//! Pointer, creating missing intermediates (`/-` appends, `/N` indexes an
+//! array).
 
 use sodp_proto::merge::{self, Undo};
 use sodp_proto::Value;
 
-use super::{check_depth, parse_path, Args, Context, Method, Reply};
+use super::{check_depth, parse_path, Args, Context, EditFn, Method, Reply, Target};
 use crate::error::Rejection;
 use crate::size;
 use crate::store::{Doc, Edit};
 
 struct SetIn {
-    key: String,
+    target: Target,
     path: String,
     value: Value,
 }
 
-pub(super) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    Ok(Box::new(SetIn {
-        key: args.string("state")?,
+fn parse_set_in(args: &mut Args<'_>) -> Result<SetIn, Rejection> {
+    Ok(SetIn {
+        target: Target::parse_with_ttl(args)?,
         path: args.string("path")?,
         value: args.value("value")?,
-    }))
+    })
+}
+
+pub(super) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
+    Ok(Box::new(parse_set_in(args)?))
+}
+
+pub(super) fn parse_op(args: &mut Args<'_>) -> Result<(Target, EditFn), Rejection> {
+    let SetIn {
+        target,
+        path,
+        value,
+    } = parse_set_in(args)?;
+    let segments = parse_path(&path)?;
+    Ok((
+        target,
+        Box::new(move |doc| apply(doc, &path, &segments, value)),
+    ))
 }
 
 impl Method for SetIn {
     fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
-        let SetIn { key, path, value } = *self;
-        cx.check_writable(&key)?;
+        let SetIn {
+            target,
+            path,
+            value,
+        } = *self;
+        cx.check_writable(&target.key)?;
         let segments = parse_path(&path)?;
-        let written = cx
-            .shared
-            .store
-            .write(&key, |doc| apply(doc, &path, &segments, value))?;
+        let written = target.write_checked(cx, |doc| apply(doc, &path, &segments, value))?;
         Ok(Reply::Written(written))
     }
 }

@@ -17,6 +17,19 @@ impl Session {
             ("resume", Value::Bool(true)),
             ("unwatch", Value::Bool(true)),
             ("presence", Value::Bool(true)),
+            ("conditional", Value::Bool(true)),
+            ("read", Value::Bool(true)),
+            ("transaction", Value::Bool(true)),
+            ("idempotency", Value::Bool(true)),
+            ("prefix_watch", Value::Bool(true)),
+            (
+                "idempotency_window_ms",
+                Value::from(self.shared.idempotency.window().as_millis() as u64),
+            ),
+            (
+                "idempotency_max_keys",
+                Value::from(self.shared.idempotency.max_keys() as u64),
+            ),
             (
                 "backpressure_limit",
                 Value::from(config.outbound_queue as u64),
@@ -37,6 +50,11 @@ impl Session {
             ),
         ] {
             capabilities.insert(name.into(), value);
+        }
+        // TTL deadlines are not logged yet: only offered without a data
+        // directory.
+        if config.storage.is_none() {
+            capabilities.insert("ttl".into(), Value::Bool(true));
         }
         if policy.rate_writes_per_sec > 0 {
             let n = u64::from(policy.rate_writes_per_sec);

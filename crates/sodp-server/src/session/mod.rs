@@ -13,6 +13,7 @@
 
 mod auth;
 mod hello;
+mod idempotent;
 mod io;
 mod watch;
 
@@ -58,6 +59,8 @@ pub struct Session {
     holdings: Holdings,
     /// A server HEARTBEAT is waiting for its echo.
     awaiting_echo: bool,
+    /// When the CALL being answered arrived (for the latency metric).
+    call_started: Instant,
     last_received: Instant,
 }
 
@@ -83,6 +86,7 @@ impl Session {
             outbox,
             seq: 0,
             awaiting_echo: false,
+            call_started: now,
             last_received: now,
         };
         session.send_hello();
@@ -242,22 +246,40 @@ impl Session {
                 &Rejection::bad_request("CALL needs `call_id` (a string)"),
             );
         };
+        let idempotency_key = match frame.body.get("idempotency_key") {
+            None => None,
+            Some(Value::Str(key)) => Some(key.as_str()),
+            Some(_) => {
+                let seq = self.next_seq();
+                let refusal = Rejection::bad_request("`idempotency_key` must be a string");
+                return self.send(wire::result_err(seq, call_id, &refusal));
+            }
+        };
         self.on_call(CallFrame {
             stream_id: frame.stream_id,
             seq: frame.seq,
             call_id,
             method: frame.body.get("method").and_then(Value::as_str),
             args: CallArgs::of_body(&frame.body),
+            idempotency_key,
         });
     }
 
     fn on_call(&mut self, call: CallFrame<'_>) {
-        let started = Instant::now();
+        self.call_started = Instant::now();
+        if let Some(key) = call.idempotency_key {
+            return self.on_idempotent_call(call.call_id, call.method, call.args, key);
+        }
         let result = self.call(call.method, call.args);
+        self.answer(call.call_id, call.method, result);
+    }
+
+    /// Sends a CALL's RESULT: at once, or once what it shows is durable.
+    fn answer(&mut self, call_id: &str, method: Option<&str>, result: Result<Reply, Rejection>) {
         self.shared.metrics.call(
-            call.method,
+            method,
             result.as_ref().err().map(|e| e.code as u16),
-            started.elapsed().as_secs_f64(),
+            self.call_started.elapsed().as_secs_f64(),
         );
         let seq = self.next_seq();
         let reply = match result {
@@ -270,22 +292,45 @@ impl Session {
                         Delivery::Result {
                             outbox: self.outbox.clone(),
                             seq,
-                            call_id: call.call_id.to_owned(),
+                            call_id: call_id.to_owned(),
                             version: written.version,
                         },
                     );
                 }
-                wire::result_version(seq, call.call_id, written.version)
+                wire::result_version(seq, call_id, written.version)
+            }
+            Ok(Reply::Data { data, ticket }) => {
+                let frame = wire::result_data(seq, call_id, &data);
+                let storage = self.shared.store.storage();
+                if !storage.is_visible(ticket) {
+                    // It shows a change that is not durable yet.
+                    return storage.deliver(
+                        ticket,
+                        Delivery::Reply {
+                            outbox: self.outbox.clone(),
+                            seq,
+                            call_id: call_id.to_owned(),
+                            frame,
+                        },
+                    );
+                }
+                frame
             }
             Err(e) => {
-                debug!(session = self.id, method = call.method, code = e.code as u16, reason = %e.message, "call refused");
-                wire::result_err(seq, call.call_id, &e)
+                debug!(session = self.id, method, code = e.code as u16, reason = %e.message, "call refused");
+                wire::result_err(seq, call_id, &e)
             }
         };
         self.send(reply);
     }
 
     fn call(&mut self, method: Option<&str>, args: CallArgs<'_>) -> Result<Reply, Rejection> {
+        self.check_rate()?;
+        self.run(method, args)
+    }
+
+    /// The per-session CALL rate limit.
+    fn check_rate(&mut self) -> Result<(), Rejection> {
         if !self.write_limit.is_unlimited()
             && !self.write_limit.try_acquire(Instant::now().into_std())
         {
@@ -298,6 +343,11 @@ impl Session {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Parses and runs a CALL.
+    fn run(&mut self, method: Option<&str>, args: CallArgs<'_>) -> Result<Reply, Rejection> {
         let method =
             method.ok_or_else(|| Rejection::bad_request("CALL needs `method` (a string)"))?;
         let call = methods::parse(method, args)?;

@@ -2,12 +2,16 @@
 //! per-session subscription limit and the watch rate limit), replaying
 //! missed changes, and ending subscriptions.
 
+use std::sync::Arc;
+
 use sodp_auth::Access;
 use sodp_proto::{Frame, Value};
 use tracing::debug;
 
 use super::Session;
+use crate::access::Asker;
 use crate::error::{ErrorCode, Rejection};
+use crate::store::{parse_pattern, ReadCheck};
 
 impl Session {
     fn check_watch_rate(&mut self) -> Result<(), Rejection> {
@@ -65,6 +69,50 @@ impl Session {
         Ok(())
     }
 
+    /// The read check a pattern subscription filters keys with: this
+    /// session's identity as of now.
+    fn read_check(&self) -> ReadCheck {
+        let shared = self.shared.clone();
+        let identity = self.identity.clone();
+        let session = self.id;
+        Arc::new(move |key: &str| {
+            Asker {
+                shared: &shared,
+                session,
+                identity: &identity,
+            }
+            .allows(key, Access::Read)
+        })
+    }
+
+    /// WATCH (`since: None`) or RESUME of a pattern whose prefix is valid.
+    fn subscribe_pattern(
+        &mut self,
+        pattern: &str,
+        prefix: &str,
+        params: Option<&Value>,
+        since: Option<u64>,
+    ) -> Result<Option<usize>, Rejection> {
+        if !prefix.is_empty() {
+            sodp_proto::key::validate_key(prefix, self.shared.config.limits.max_key_len)
+                .map_err(|e| Rejection::bad_request(format!("bad pattern {pattern:?}: {e}")))?;
+        }
+        self.check_subscription_room(pattern)?;
+        let check = self.read_check();
+        let seq = self.next_seq();
+        let max = self.shared.config.limits.max_value_bytes;
+        self.shared.store.watch_pattern(
+            pattern,
+            prefix,
+            &self.outbox,
+            seq,
+            params,
+            check,
+            max,
+            since,
+        )
+    }
+
     pub(super) fn on_watch(&mut self, frame: &Frame) {
         let keys = match Self::keys_of(frame) {
             Ok(keys) => keys,
@@ -73,6 +121,23 @@ impl Session {
         let params = frame.body.get("params");
         for key in keys {
             // One rate-limit token per key, so a multi-key WATCH is no loophole.
+            match parse_pattern(key) {
+                Ok(None) => {}
+                Ok(Some(prefix)) => {
+                    let result = self
+                        .check_watch_rate()
+                        .and_then(|()| self.subscribe_pattern(key, prefix, params, None));
+                    match result {
+                        Ok(_) => self.holdings.hold_watch(key),
+                        Err(e) => self.send_error(frame.stream_id, &e),
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    self.send_error(frame.stream_id, &e);
+                    continue;
+                }
+            }
             let result = self
                 .check_watch_rate()
                 .and_then(|()| self.asker().check(key, Access::Read))
@@ -106,14 +171,31 @@ impl Session {
                 .ok_or_else(|| {
                     Rejection::bad_request("RESUME needs `since_version` (an unsigned integer)")
                 })?;
-            self.asker().check(key, Access::Read)?;
-            self.check_subscription_room(key)?;
+            if parse_pattern(key)?.is_none() {
+                self.asker().check(key, Access::Read)?;
+                self.check_subscription_room(key)?;
+            }
             Ok((key, since))
         })();
         let (key, since) = match parsed {
             Ok(p) => p,
             Err(e) => return self.send_error(frame.stream_id, &e),
         };
+        if let Ok(Some(prefix)) = parse_pattern(key) {
+            return match self.subscribe_pattern(key, prefix, body.get("params"), Some(since)) {
+                Ok(replayed) => {
+                    debug!(
+                        session = self.id,
+                        key,
+                        since,
+                        ?replayed,
+                        "resumed a pattern"
+                    );
+                    self.holdings.hold_watch(key);
+                }
+                Err(e) => self.send_error(frame.stream_id, &e),
+            };
+        }
         let seq = self.next_seq();
         match self
             .shared
@@ -134,6 +216,10 @@ impl Session {
             Err(e) => return self.send_error(frame.stream_id, &e),
         };
         for key in keys {
+            if let Err(e) = parse_pattern(key) {
+                self.send_error(frame.stream_id, &e);
+                continue;
+            }
             self.holdings.release_watch(key);
         }
     }

@@ -37,6 +37,9 @@ pub type Ticket = u64;
 pub enum Delivery {
     /// One encoded frame to several sessions (a DELTA to its subscribers).
     Fanout(Vec<Arc<Outbox>>, Bytes),
+    /// Several frames per session, each session's back to back (the DELTAs
+    /// of one transaction).
+    Batch(Vec<(Arc<Outbox>, Vec<Bytes>)>),
     /// One encoded frame to one session (STATE_INIT, a replayed DELTA).
     Frame(Arc<Outbox>, Bytes),
     /// A write's RESULT: success once durable, 500 if the storage failed.
@@ -45,6 +48,14 @@ pub enum Delivery {
         seq: u64,
         call_id: String,
         version: u64,
+    },
+    /// A RESULT already encoded (a read showing a change not yet durable):
+    /// sent once durable, replaced by 500 if the storage failed.
+    Reply {
+        outbox: Arc<Outbox>,
+        seq: u64,
+        call_id: String,
+        frame: Bytes,
     },
 }
 
@@ -60,6 +71,11 @@ impl Delivery {
             Delivery::Frame(outbox, frame) => {
                 outbox.push(frame);
             }
+            Delivery::Batch(batch) => {
+                for (outbox, frames) in batch {
+                    outbox.push_all(&frames);
+                }
+            }
             Delivery::Result {
                 outbox,
                 seq,
@@ -68,6 +84,9 @@ impl Delivery {
             } => {
                 outbox.push(crate::wire::result_version(seq, &call_id, version));
             }
+            Delivery::Reply { outbox, frame, .. } => {
+                outbox.push(frame);
+            }
         }
     }
 
@@ -75,6 +94,12 @@ impl Delivery {
     /// never acknowledged nor seen; its writer learns 500.
     pub fn fail(self, why: &str) {
         if let Delivery::Result {
+            outbox,
+            seq,
+            call_id,
+            ..
+        }
+        | Delivery::Reply {
             outbox,
             seq,
             call_id,

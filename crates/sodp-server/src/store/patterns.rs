@@ -1,0 +1,391 @@
+//! Pattern subscriptions (extension `prefix_watch`): one stream whose value
+//! is the map from key to value of every key below a prefix (`a.b.*`) or of
+//! every key (`*`).
+//!
+//! # Index
+//! Patterns are kept by prefix (`""` for `*`). The patterns a written key
+//! matches are found by looking up each of its proper prefixes by whole
+//! segments (`a.b.c`: `""`, `a`, `a.b`) — as many hash lookups as the key
+//! has segments, however many patterns are registered. With no pattern at
+//! all a commit only reads one atomic counter.
+//!
+//! # Order
+//! A commit to a key that matches a pattern takes its version, appends to
+//! storage and queues its pattern DELTAs with the pattern lock held (lock
+//! order: slot → patterns), so every pattern stream sees versions in
+//! increasing order. A WATCH registers the subscriber as *pending* (its
+//! DELTAs are buffered), reads each matching key under that key's lock with
+//! no pattern lock held, then, under the pattern lock, applies the buffered
+//! DELTAs newer than what it read, queues STATE_INIT and goes live. So the
+//! snapshot holds every change up to its version and none later, and every
+//! later DELTA has a higher version.
+//!
+//! # ACL
+//! Each subscriber carries a read check for its identity (as of the WATCH);
+//! keys it may not read are left out of its snapshot and its DELTAs.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sodp_proto::codec::encoded_len;
+use sodp_proto::{delta, DeltaOp, Frame, Map, Value};
+
+use super::{lock, Store};
+use crate::error::{ErrorCode, Rejection};
+use crate::outbox::{Outbox, SessionId};
+use crate::storage::{Delivery, Storage, Ticket};
+use crate::wire;
+
+/// Whether a subscriber may read a key.
+pub type ReadCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// A DELTA buffered for a pending subscriber: version, key, prefixed ops,
+/// ticket.
+type Buffered = (u64, Arc<str>, Vec<DeltaOp>, Ticket);
+
+struct Sub {
+    outbox: Arc<Outbox>,
+    may_read: ReadCheck,
+    /// `None`: live; `Some`: the WATCH is reading the keys.
+    pending: Option<Vec<Buffered>>,
+}
+
+struct Entry {
+    pattern: Arc<str>,
+    stream_id: u32,
+    subs: HashMap<SessionId, Sub>,
+}
+
+/// Every pattern subscription, by prefix.
+#[derive(Default)]
+pub struct Patterns {
+    count: AtomicUsize,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+/// A pattern's prefix: `Ok(None)` for a plain key, `Ok(Some(""))` for `*`,
+/// `Ok(Some("a.b"))` for `a.b.*`; any other use of `*` is 400.
+pub fn parse_pattern(state: &str) -> Result<Option<&str>, Rejection> {
+    if !state.contains('*') {
+        return Ok(None);
+    }
+    if state == "*" {
+        return Ok(Some(""));
+    }
+    match state.strip_suffix(".*") {
+        Some(prefix) if !prefix.is_empty() && !prefix.contains('*') => Ok(Some(prefix)),
+        _ => Err(Rejection::bad_request(format!(
+            "bad pattern {state:?}: a pattern is `<key prefix>.*` or `*`"
+        ))),
+    }
+}
+
+/// `key` is strictly below `prefix` (`""`: every key).
+fn below(key: &str, prefix: &str) -> bool {
+    prefix.is_empty()
+        || key
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.') && rest.len() > 1)
+}
+
+/// The prefixes by whole segments a pattern matching `key` can have.
+fn prefixes(key: &str) -> impl Iterator<Item = &str> {
+    std::iter::once("").chain(key.match_indices('.').map(move |(i, _)| &key[..i]))
+}
+
+/// A key's op as an op on the pattern's map: the path below `/<key>`.
+fn prefixed(key: &str, op: &DeltaOp) -> DeltaOp {
+    let path = if op.path == "/" {
+        format!("/{key}")
+    } else {
+        format!("/{key}{}", op.path)
+    };
+    DeltaOp {
+        kind: op.kind,
+        path,
+        value: op.value.clone(),
+    }
+}
+
+/// Delivers `frame` to `to` once `ticket` is durable.
+fn deliver(storage: &Arc<dyn Storage>, ticket: Ticket, to: Vec<Arc<Outbox>>, frame: bytes::Bytes) {
+    if to.is_empty() {
+        return;
+    }
+    if storage.is_visible(ticket) {
+        for outbox in to {
+            outbox.push(frame.clone());
+        }
+    } else {
+        storage.deliver(ticket, Delivery::Fanout(to, frame));
+    }
+}
+
+/// The pattern lock, held by a commit whose key matches a pattern.
+pub struct Publishing<'a>(MutexGuard<'a, HashMap<String, Entry>>);
+
+impl Publishing<'_> {
+    /// Queues the pattern DELTAs of a committed change of `key`.
+    pub fn publish(
+        &mut self,
+        storage: &Arc<dyn Storage>,
+        key: &Arc<str>,
+        version: u64,
+        ops: &[DeltaOp],
+        ticket: Ticket,
+    ) {
+        for prefix in prefixes(key) {
+            let Some(entry) = self.0.get_mut(prefix) else {
+                continue;
+            };
+            let ops: Vec<DeltaOp> = ops.iter().map(|op| prefixed(key, op)).collect();
+            let mut to = Vec::new();
+            for sub in entry.subs.values_mut() {
+                if !(sub.may_read)(key) {
+                    continue;
+                }
+                match &mut sub.pending {
+                    Some(buffer) => buffer.push((version, key.clone(), ops.clone(), ticket)),
+                    None => to.push(sub.outbox.clone()),
+                }
+            }
+            if !to.is_empty() {
+                let frame = wire::delta(entry.stream_id, &entry.pattern, version, &ops);
+                deliver(storage, ticket, to, frame);
+            }
+        }
+    }
+}
+
+impl Patterns {
+    /// The pattern lock if any pattern matches one of `keys` (none
+    /// registered: no lock is taken).
+    pub fn matching<'a, 'k>(
+        &'a self,
+        mut keys: impl Iterator<Item = &'k str>,
+    ) -> Option<Publishing<'a>> {
+        if self.count.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let entries = lock(&self.entries);
+        keys.any(|key| prefixes(key).any(|p| entries.contains_key(p)))
+            .then_some(Publishing(entries))
+    }
+}
+
+/// What a WATCH of a pattern read from one key.
+struct Read {
+    key: Arc<str>,
+    version: u64,
+    value: Option<Value>,
+    ticket: Ticket,
+    /// Changes after `since` (RESUME), and whether none is missing.
+    history: Vec<(u64, Vec<DeltaOp>)>,
+    complete: bool,
+}
+
+impl Store {
+    /// WATCH (`since: None`) or RESUME of the pattern `pattern` (prefix
+    /// `prefix`): STATE_INIT with the map of every matching key the session
+    /// may read, then live DELTAs; a RESUME first replays every change after
+    /// `since` to those keys when all of them are still held. A snapshot
+    /// larger than `max_bytes` is 413 and subscribes nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn watch_pattern(
+        &self,
+        pattern: &str,
+        prefix: &str,
+        outbox: &Arc<Outbox>,
+        seq: u64,
+        params: Option<&Value>,
+        may_read: ReadCheck,
+        max_bytes: Option<usize>,
+        since: Option<u64>,
+    ) -> Result<Option<usize>, Rejection> {
+        let session = outbox.id();
+        {
+            let mut entries = lock(&self.patterns.entries);
+            let entry = entries.entry(prefix.to_owned()).or_insert_with(|| {
+                self.patterns.count.fetch_add(1, Ordering::SeqCst);
+                Entry {
+                    pattern: Arc::from(pattern),
+                    stream_id: self.next_stream.fetch_add(1, Ordering::Relaxed),
+                    subs: HashMap::new(),
+                }
+            });
+            entry.subs.insert(
+                session,
+                Sub {
+                    outbox: outbox.clone(),
+                    may_read: may_read.clone(),
+                    pending: Some(Vec::new()),
+                },
+            );
+        }
+        let reads = self.read_matching(prefix, &may_read, since);
+        let mut entries = lock(&self.patterns.entries);
+        let Some(entry) = entries.get_mut(prefix) else {
+            // A pattern with a pending subscriber is never removed.
+            return Err(Rejection::new(ErrorCode::Internal, "pattern lost"));
+        };
+        let buffered = entry
+            .subs
+            .get_mut(&session)
+            .and_then(|sub| sub.pending.take())
+            .unwrap_or_default();
+        let mut map = Map::default();
+        let mut version = 0;
+        let mut ticket = 0;
+        let mut read_versions = HashMap::new();
+        for read in &reads {
+            version = version.max(read.version);
+            ticket = ticket.max(read.ticket);
+            read_versions.insert(read.key.clone(), read.version);
+            if let Some(value) = &read.value {
+                map.insert(read.key.to_string(), value.clone());
+            }
+        }
+        let mut value = Value::from(map);
+        let mut newer = Vec::new();
+        for (v, key, ops, t) in buffered {
+            if v <= read_versions.get(&key).copied().unwrap_or(0) {
+                continue; // Already in what was read.
+            }
+            for op in &ops {
+                // The ops are the key's own, prefixed: they apply.
+                let _ = delta::apply_in_place(&mut value, op);
+            }
+            version = version.max(v);
+            ticket = ticket.max(t);
+            newer.push((v, ops));
+        }
+        if let Some(max) = max_bytes {
+            let size = encoded_len(&value);
+            if size > max {
+                entry.subs.remove(&session);
+                if entry.subs.is_empty() {
+                    entries.remove(prefix);
+                    self.patterns.count.fetch_sub(1, Ordering::SeqCst);
+                }
+                return Err(Rejection::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("{pattern}: the snapshot would be {size} bytes, over the limit of {max} bytes"),
+                ));
+            }
+        }
+        let visible = self.storage.is_visible(ticket);
+        let mut replayed = None;
+        if let Some(since) = since {
+            if reads.iter().all(|read| read.complete) {
+                let mut changes: Vec<(u64, Vec<DeltaOp>)> = reads
+                    .iter()
+                    .flat_map(|read| {
+                        read.history.iter().map(|(v, ops)| {
+                            (*v, ops.iter().map(|op| prefixed(&read.key, op)).collect())
+                        })
+                    })
+                    .chain(newer)
+                    .filter(|(v, _)| *v > since)
+                    .collect();
+                changes.sort_by_key(|(v, _)| *v);
+                replayed = Some(changes.len());
+                for (v, ops) in changes {
+                    let frame = wire::delta(entry.stream_id, &entry.pattern, v, &ops);
+                    self.send(visible, ticket, outbox, frame);
+                }
+            }
+        }
+        let frame = wire::state_init(
+            entry.stream_id,
+            seq,
+            pattern,
+            version,
+            &value,
+            true,
+            params,
+            None,
+        );
+        self.send(visible, ticket, outbox, frame);
+        if let Some(sub) = entry.subs.get_mut(&session) {
+            sub.pending = None;
+        }
+        Ok(replayed)
+    }
+
+    /// Reads every key below `prefix` that the check lets through: its
+    /// value if it holds one, and for a RESUME its history after `since`.
+    fn read_matching(&self, prefix: &str, may_read: &ReadCheck, since: Option<u64>) -> Vec<Read> {
+        let names: Vec<Arc<str>> = {
+            let order = lock(&self.order);
+            order
+                .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+                .take_while(|k| k.starts_with(prefix))
+                .filter(|k| below(k, prefix))
+                .cloned()
+                .collect()
+        };
+        names
+            .into_iter()
+            .filter(|key| may_read(key))
+            .filter_map(|key| {
+                self.with_existing(&key, |_, st| {
+                    let (history, complete) = match since {
+                        Some(since) => {
+                            let (frames, complete) = st.history.since(since, usize::MAX);
+                            let history = frames
+                                .filter_map(|(v, frame)| {
+                                    let f = Frame::decode(wire::ws_payload(frame), 1024).ok()?;
+                                    Some((v, DeltaOp::list_from_value(f.body.get("ops")?).ok()?))
+                                })
+                                .collect();
+                            (history, complete)
+                        }
+                        None => (Vec::new(), true),
+                    };
+                    Read {
+                        key: key.clone(),
+                        version: st.version,
+                        value: st.initialized.then(|| st.value.clone()),
+                        ticket: st.last_ticket,
+                        history,
+                        complete,
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Ends `session`'s subscription to the pattern with `prefix`.
+    pub fn unwatch_pattern(&self, prefix: &str, session: SessionId) {
+        let mut entries = lock(&self.patterns.entries);
+        if let Some(entry) = entries.get_mut(prefix) {
+            entry.subs.remove(&session);
+            if entry.subs.is_empty() {
+                entries.remove(prefix);
+                self.patterns.count.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_and_prefixes() {
+        assert_eq!(parse_pattern("a.b").unwrap(), None);
+        assert_eq!(parse_pattern("*").unwrap(), Some(""));
+        assert_eq!(parse_pattern("a.b.*").unwrap(), Some("a.b"));
+        for bad in ["a*", "a.*.b", ".*", "a.b*", "**", "a.**"] {
+            assert!(parse_pattern(bad).is_err(), "{bad}");
+        }
+        assert!(below("a.b.c", "a.b"));
+        assert!(!below("a.b", "a.b"));
+        assert!(!below("a.bc", "a.b"));
+        assert!(below("x", ""));
+        assert_eq!(prefixes("a.b.c").collect::<Vec<_>>(), ["", "a", "a.b"]);
+    }
+}
