@@ -218,14 +218,27 @@ test("ERROR frames (a bad key in WATCH) go to onError with code and key, never t
   assert.equal((errors[0] as ServerError).key, "not a key!");
 });
 
-test("prefix watch is not sent while the server does not advertise prefix_watch", async () => {
+test("prefix watch and conditional writes, now that the server advertises them", async () => {
   const { c, errors } = connect();
   await c.ready;
-  assert.notEqual(c.capabilities.prefix_watch, true);
-  c.watch("game.*", () => {});
-  await until(() => errors.length > 0);
-  assert.ok(errors[0] instanceof UnsupportedError);
-  await assert.rejects(c.set(uniq("x"), 1, { ifVersion: 0 }), UnsupportedError);
+  assert.equal(c.capabilities.prefix_watch, true);
+  assert.equal(c.capabilities.conditional, true);
+  const family = uniq("fam");
+  await c.set(`${family}.a`, 1);
+  const watched = recorder<Record<string, unknown>>(c, `${family}.*`);
+  const map = () => (watched.lastValue() ?? {}) as Record<string, unknown>;
+  await until(() => watched.seen.length > 0);
+  assert.deepEqual(watched.lastValue(), { [`${family}.a`]: 1 });
+  await c.set(`${family}.b`, { hp: 2 });
+  await until(() => `${family}.b` in map());
+  assert.deepEqual(watched.lastValue(), { [`${family}.a`]: 1, [`${family}.b`]: { hp: 2 } });
+  await c.delete(`${family}.a`);
+  await until(() => !(`${family}.a` in map()));
+  // Compare-and-set: 0 = "holds no value"; a second one conflicts (409).
+  const key = uniq("cas");
+  await c.set(key, 1, { ifVersion: 0 });
+  await assert.rejects(c.set(key, 2, { ifVersion: 0 }), (e: unknown) => e instanceof CallError && e.code === 409);
+  assert.deepEqual(errors, []);
 });
 
 test("close() rejects pending calls and ends the session", async () => {
