@@ -20,6 +20,12 @@ use crate::storage::recovery::{self, RecoveryError};
 use crate::storage::{Memory, Storage};
 use crate::store::{Loader, Store, StoreOptions, Validator};
 
+/// Now in Unix ms on the configured clock (recovery runs before `Shared`
+/// and its clock exist).
+fn config_clock_ms(config: &Config) -> u64 {
+    Clock::new(config.clock).since_epoch().as_millis() as u64
+}
+
 /// A start that replays more log segments than this writes a checkpoint
 /// (each start opens a segment: restarts without writes would pile them up).
 const MAX_SEGMENTS_WITHOUT_CHECKPOINT: usize = 8;
@@ -164,7 +170,7 @@ impl Shared {
             }
             engine.start(r.next_segment, r.version_floor, r.replayed_bytes)?;
             store.raise_version(engine.first_version().saturating_sub(1));
-            store.finish_recovery(r.binds);
+            store.finish_recovery(r.binds, config_clock_ms(&config));
             info!(
                 dir = %sc.dir.display(),
                 checkpoint_keys = r.images,

@@ -763,7 +763,9 @@ impl Store {
         expires: Option<u64>,
         gather: Option<&mut Gathered>,
     ) {
-        let ticket = self.storage.append_change(version, &slot.key, &ops);
+        let ticket = self
+            .storage
+            .append_change(version, &slot.key, &ops, expires);
         let frame = wire::delta_expiring(slot.stream_id, &slot.key, version, &ops, expires);
         st.version = version;
         st.last_ticket = ticket;
@@ -846,7 +848,7 @@ impl Store {
     /// previous run still held is removed — as ordinary versioned changes,
     /// so watchers that RESUME see the removal. Before any connection, and
     /// after the storage has started (the removals are logged).
-    pub fn finish_recovery(&self, binds: impl IntoIterator<Item = (String, String)>) {
+    pub fn finish_recovery(&self, binds: impl IntoIterator<Item = (String, String)>, now_ms: u64) {
         let slots: Vec<_> = lock(&self.keys).values().cloned().collect();
         for slot in slots {
             let mut st = lock(&slot.state);
@@ -866,6 +868,11 @@ impl Store {
                 }
                 st.last_ticket = self.storage.append_unbind(&slot.key, &path);
             });
+        }
+        // Keys whose deadline passed while the server was down go now, as
+        // ordinary versioned deletes, before the first connection.
+        for (at, key) in self.timers.take_due(now_ms) {
+            self.expire(&key, at);
         }
     }
 
@@ -896,6 +903,7 @@ impl Store {
                     value: st.value.clone(),
                     history,
                     binds: st.presence.keys().cloned().collect(),
+                    expires_at: st.expires_at,
                 })
             })
             .collect()
@@ -945,6 +953,10 @@ impl Sink for Loader<'_> {
             st.value = image.value;
             st.version = image.version;
             st.initialized = image.initialized;
+            store
+                .timers
+                .moved(&slot.key, st.expires_at, image.expires_at);
+            st.expires_at = image.expires_at;
             for (version, ops) in image.history {
                 let frame = wire::delta(slot.stream_id, &slot.key, version, &ops);
                 st.history.push(version, frame, &store.history, usize::MAX);
@@ -961,6 +973,7 @@ impl Sink for Loader<'_> {
         version: u64,
         key: &str,
         ops: Vec<DeltaOp>,
+        expires: Option<u64>,
     ) -> Result<(), sodp_proto::ApplyError> {
         let store = self.0;
         store
@@ -973,7 +986,12 @@ impl Sink for Loader<'_> {
                     }
                 }
                 st.version = version;
-                let frame = wire::delta(slot.stream_id, &slot.key, version, &ops);
+                if let Some(at) = expires {
+                    let new = (at != 0).then_some(at);
+                    store.timers.moved(&slot.key, st.expires_at, new);
+                    st.expires_at = new;
+                }
+                let frame = wire::delta_expiring(slot.stream_id, &slot.key, version, &ops, expires);
                 st.history.push(version, frame, &store.history, usize::MAX);
                 Ok(())
             })

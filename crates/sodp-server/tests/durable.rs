@@ -676,3 +676,53 @@ async fn a_second_server_cannot_open_a_data_directory_in_use() {
     let again = start(&dir.0, &[]);
     drop(again);
 }
+
+#[tokio::test]
+async fn ttl_deadlines_survive_restarts_and_expire_while_down() {
+    let dir = DataDir::new("ttl");
+    let server = start(&dir.0, &[]);
+    let mut c = TestClient::connect(&url(&server)).await;
+    c.ok(
+        "state.set",
+        json!({"state": "lasting", "value": 1, "ttl_ms": 600_000}),
+    )
+    .await;
+    let short = c
+        .ok(
+            "state.set",
+            json!({"state": "short", "value": 2, "ttl_ms": 300}),
+        )
+        .await;
+    c.ok("state.set", json!({"state": "forever", "value": 3}))
+        .await;
+    kill9(server);
+    // Past the short deadline while the server is down.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let server = start(&dir.0, &[]);
+    let (value, version, initialized) = read(&server, "short").await;
+    assert!(
+        !initialized,
+        "expired while down: deleted at start ({value:?})"
+    );
+    assert!(version > short, "as an ordinary versioned delete");
+    let mut w = TestClient::connect(&url(&server)).await;
+    let init = w.watch("lasting").await;
+    let expires = init.body.get("expires_at").and_then(Value::as_u64);
+    assert!(expires.is_some(), "the deadline survived: {init:?}");
+    assert_eq!(read(&server, "forever").await.0, Value::Int(3));
+    // And again through a checkpoint: the deadline is in the image.
+    sigterm(server);
+    let server = start(&dir.0, &["--checkpoint-bytes", "1"]);
+    let mut c = TestClient::connect(&url(&server)).await;
+    c.ok("state.set", json!({"state": "nudge", "value": 1}))
+        .await;
+    eventually("a checkpoint is written", || {
+        !files(&dir.0, "checkpoint-").is_empty()
+    })
+    .await;
+    sigterm(server);
+    let server = start(&dir.0, &[]);
+    let mut w = TestClient::connect(&url(&server)).await;
+    let init = w.watch("lasting").await;
+    assert_eq!(init.body.get("expires_at").and_then(Value::as_u64), expires);
+}

@@ -1371,7 +1371,7 @@ fn expires_at(f: &sodp_proto::Frame) -> Option<u64> {
 }
 
 #[tokio::test]
-async fn ttl_is_advertised_only_without_a_data_directory() {
+async fn ttl_is_advertised_with_and_without_a_data_directory() {
     let server = TestServer::start().await;
     let c = server.client().await;
     assert_eq!(caps(&c).get("ttl"), Some(&Value::Bool(true)));
@@ -1384,15 +1384,12 @@ async fn ttl_is_advertised_only_without_a_data_directory() {
     })
     .await;
     let mut c = server.client().await;
-    assert_eq!(caps(&c).get("ttl"), None);
-    let r = c
-        .call(
-            "state.set",
-            json!({"state": "t.k", "value": 1, "ttl_ms": 1000}),
-        )
-        .await;
-    assert_eq!(failure_code(&r), Some(400), "{r:?}");
-    assert!(message(&r).contains("`ttl_ms`"), "{r:?}");
+    assert_eq!(caps(&c).get("ttl"), Some(&Value::Bool(true)));
+    c.ok(
+        "state.set",
+        json!({"state": "t.k", "value": 1, "ttl_ms": 60_000}),
+    )
+    .await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

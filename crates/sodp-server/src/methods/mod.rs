@@ -147,14 +147,10 @@ impl Target {
         })
     }
 
-    /// The deadline change `ttl_ms` asks for, as of now. TTL needs the
-    /// in-memory engine (deadlines are not logged yet): 400 otherwise.
+    /// The deadline change `ttl_ms` asks for, as of now.
     pub fn deadline(&self, shared: &Shared) -> Result<Option<Deadline>, Rejection> {
         match self.ttl_ms {
             None => Ok(None),
-            Some(_) if shared.config.storage.is_some() => Err(Rejection::bad_request(
-                "`ttl_ms`: this server keeps state on disk and does not offer `ttl` yet",
-            )),
             Some(0) => Ok(Some(Deadline::Clear)),
             Some(ms) => {
                 let now = shared.clock.since_epoch().as_millis() as u64;

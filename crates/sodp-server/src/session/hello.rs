@@ -51,11 +51,8 @@ impl Session {
         ] {
             capabilities.insert(name.into(), value);
         }
-        // TTL deadlines are not logged yet: only offered without a data
-        // directory.
-        if config.storage.is_none() {
-            capabilities.insert("ttl".into(), Value::Bool(true));
-        }
+        // Deadlines are logged with their changes: durable like the rest.
+        capabilities.insert("ttl".into(), Value::Bool(true));
         if policy.rate_writes_per_sec > 0 {
             let n = u64::from(policy.rate_writes_per_sec);
             capabilities.insert("rate_limit_writes".into(), Value::from(n));

@@ -305,15 +305,24 @@ impl Storage for Durable {
         Ok(())
     }
 
-    fn append_change(&self, version: u64, key: &str, ops: &[DeltaOp]) -> Ticket {
+    fn append_change(
+        &self,
+        version: u64,
+        key: &str,
+        ops: &[DeltaOp],
+        expires: Option<u64>,
+    ) -> Ticket {
         self.append(Some(version), |buf| {
-            write_array_len(buf, 4);
+            write_array_len(buf, if expires.is_some() { 5 } else { 4 });
             write_int(buf, 1);
             write_uint(buf, version);
             write_str(buf, key);
             write_array_len(buf, ops.len());
             for op in ops {
                 op.write(buf);
+            }
+            if let Some(at) = expires {
+                write_uint(buf, at);
             }
         })
     }

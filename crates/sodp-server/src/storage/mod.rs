@@ -122,7 +122,15 @@ pub trait Storage: Send + Sync {
     fn check_writable(&self) -> Result<(), Rejection>;
 
     /// Records a committed change.
-    fn append_change(&self, version: u64, key: &str, ops: &[DeltaOp]) -> Ticket;
+    /// `expires`: the key's new deadline (Unix ms) if the change sets one,
+    /// `Some(0)` if it removes it, `None` if it leaves it.
+    fn append_change(
+        &self,
+        version: u64,
+        key: &str,
+        ops: &[DeltaOp],
+        expires: Option<u64>,
+    ) -> Ticket;
 
     /// Records that `path` of `key` is now bound to a session of this run.
     fn append_bind(&self, key: &str, path: &str) -> Ticket;
@@ -150,7 +158,7 @@ impl Storage for Memory {
     fn check_writable(&self) -> Result<(), Rejection> {
         Ok(())
     }
-    fn append_change(&self, _: u64, _: &str, _: &[DeltaOp]) -> Ticket {
+    fn append_change(&self, _: u64, _: &str, _: &[DeltaOp], _: Option<u64>) -> Ticket {
         0
     }
     fn append_bind(&self, _: &str, _: &str) -> Ticket {

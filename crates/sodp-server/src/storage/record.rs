@@ -15,6 +15,8 @@ pub enum LogRecord {
         version: u64,
         key: String,
         ops: Vec<DeltaOp>,
+        /// The key's new deadline (Unix ms; 0 = removed); `None` = unchanged.
+        expires: Option<u64>,
     },
     /// A presence path bound by a session (of this run).
     Bind { key: String, path: String },
@@ -35,6 +37,8 @@ pub struct KeyImage {
     pub history: Vec<(u64, Vec<DeltaOp>)>,
     /// Presence paths bound when the checkpoint was taken.
     pub binds: Vec<String>,
+    /// The key's deadline (Unix ms), if it has one.
+    pub expires_at: Option<u64>,
 }
 
 /// One entry of a checkpoint.
@@ -66,12 +70,21 @@ fn list(items: Vec<Value>) -> Value {
 impl LogRecord {
     pub fn to_value(&self) -> Value {
         match self {
-            LogRecord::Change { version, key, ops } => list(vec![
-                Value::Int(CHANGE),
-                Value::from(*version),
-                Value::from(key.as_str()),
-                ops_value(ops),
-            ]),
+            LogRecord::Change {
+                version,
+                key,
+                ops,
+                expires,
+            } => {
+                let mut items = vec![
+                    Value::Int(CHANGE),
+                    Value::from(*version),
+                    Value::from(key.as_str()),
+                    ops_value(ops),
+                ];
+                items.extend(expires.map(Value::from));
+                list(items)
+            }
             LogRecord::Bind { key, path } => list(vec![
                 Value::Int(BIND),
                 Value::from(key.as_str()),
@@ -95,6 +108,10 @@ impl LogRecord {
                 version: u(1)?,
                 key: s(2)?,
                 ops: DeltaOp::list_from_value(items.get(3)?).ok()?,
+                expires: match items.get(4) {
+                    None => None,
+                    Some(v) => Some(v.as_u64()?),
+                },
             },
             BIND => LogRecord::Bind {
                 key: s(1)?,
@@ -113,20 +130,24 @@ impl LogRecord {
 impl CheckpointRecord {
     pub fn to_value(&self) -> Value {
         match self {
-            CheckpointRecord::Key(k) => list(vec![
-                Value::Int(KEY),
-                Value::from(k.key.as_str()),
-                Value::from(k.version),
-                Value::Bool(k.initialized),
-                k.value.clone(),
-                list(
-                    k.history
-                        .iter()
-                        .map(|(v, ops)| list(vec![Value::from(*v), ops_value(ops)]))
-                        .collect(),
-                ),
-                list(k.binds.iter().map(|p| Value::from(p.as_str())).collect()),
-            ]),
+            CheckpointRecord::Key(k) => {
+                let mut items = vec![
+                    Value::Int(KEY),
+                    Value::from(k.key.as_str()),
+                    Value::from(k.version),
+                    Value::Bool(k.initialized),
+                    k.value.clone(),
+                    list(
+                        k.history
+                            .iter()
+                            .map(|(v, ops)| list(vec![Value::from(*v), ops_value(ops)]))
+                            .collect(),
+                    ),
+                    list(k.binds.iter().map(|p| Value::from(p.as_str())).collect()),
+                ];
+                items.extend(k.expires_at.map(Value::from));
+                list(items)
+            }
             CheckpointRecord::End { ceiling, keys } => list(vec![
                 Value::Int(END),
                 Value::from(*ceiling),
@@ -164,6 +185,10 @@ impl CheckpointRecord {
                     value: items.get(4)?.clone(),
                     history,
                     binds,
+                    expires_at: match items.get(7) {
+                        None => None,
+                        Some(v) => Some(v.as_u64()?),
+                    },
                 })
             }
             END => CheckpointRecord::End {
@@ -186,6 +211,13 @@ mod tests {
                 version: 9,
                 key: "k".into(),
                 ops: vec![DeltaOp::add("/", Value::Int(1)), DeltaOp::remove("/a")],
+                expires: None,
+            },
+            LogRecord::Change {
+                version: 10,
+                key: "k".into(),
+                ops: vec![DeltaOp::update("/", Value::Int(2))],
+                expires: Some(1_800_000_000_000),
             },
             LogRecord::Bind {
                 key: "k".into(),
@@ -207,6 +239,7 @@ mod tests {
             value: Value::from("v"),
             history: vec![(3, vec![DeltaOp::update("/", Value::from("v"))])],
             binds: vec!["/me".into()],
+            expires_at: Some(1_800_000_000_000),
         });
         assert_eq!(CheckpointRecord::from_value(&image.to_value()), Some(image));
     }

@@ -50,7 +50,14 @@ pub trait Sink {
     fn version(&mut self, key: &str) -> u64;
     /// Applies a logged change to `key` (and records it in the key's RESUME
     /// window). An error means the record does not fit the value.
-    fn change(&mut self, version: u64, key: &str, ops: Vec<DeltaOp>) -> Result<(), ApplyError>;
+    /// `expires`: the deadline the change set (0: removed), if any.
+    fn change(
+        &mut self,
+        version: u64,
+        key: &str,
+        ops: Vec<DeltaOp>,
+        expires: Option<u64>,
+    ) -> Result<(), ApplyError>;
 }
 
 /// What recovery learnt besides the keys themselves.
@@ -204,12 +211,17 @@ fn replay(
         reason: format!("record {i}: {reason}"),
     };
     match LogRecord::from_value(record) {
-        Some(LogRecord::Change { version, key, ops }) => {
+        Some(LogRecord::Change {
+            version,
+            key,
+            ops,
+            expires,
+        }) => {
             out.version_floor = out.version_floor.max(version);
             if version <= sink.version(&key) {
                 return Ok(()); // Already in the checkpoint.
             }
-            match sink.change(version, &key, ops) {
+            match sink.change(version, &key, ops, expires) {
                 Ok(()) => out.changes += 1,
                 Err(e) if salvage => out.notes.push(format!(
                     "salvage: {}: record {i} does not apply ({e}); skipped",

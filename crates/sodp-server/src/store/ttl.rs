@@ -56,7 +56,7 @@ impl Timers {
         lock(&self.due).first().map(|(at, _)| *at)
     }
 
-    fn take_due(&self, now: u64) -> Vec<(u64, Arc<str>)> {
+    pub(super) fn take_due(&self, now: u64) -> Vec<(u64, Arc<str>)> {
         let mut due = lock(&self.due);
         let mut taken = Vec::new();
         while let Some(first) = due.first() {
@@ -84,7 +84,7 @@ impl Store {
     }
 
     /// Deletes `key` if its deadline is still `at`.
-    fn expire(&self, key: &str, at: u64) {
+    pub(super) fn expire(&self, key: &str, at: u64) {
         self.with_existing(key, |slot, st| {
             if st.expires_at != Some(at) {
                 return;
