@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, cast
+from typing import Any, Generic, Self, TypeVar, cast, overload
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -901,13 +901,27 @@ class SodpClient:
 
     # ── read-modify-write and transactions ────────────────────────────────────
 
+    @overload
     async def transact(
         self,
         key: str,
-        fn: Callable[[JsonValue], _T] | Callable[[JsonValue], Awaitable[_T]],
+        fn: Callable[[JsonValue], Awaitable[_T]],
         *,
         max_attempts: int = 25,
-    ) -> Transacted[_T]:
+    ) -> Transacted[_T]: ...
+
+    @overload
+    async def transact(
+        self, key: str, fn: Callable[[JsonValue], _T], *, max_attempts: int = 25
+    ) -> Transacted[_T]: ...
+
+    async def transact(
+        self,
+        key: str,
+        fn: Callable[[JsonValue], Any],
+        *,
+        max_attempts: int = 25,
+    ) -> Transacted[Any]:
         """Read *key*, compute ``fn(current)``, write the result only if the
         key did not change meanwhile; on a conflict read again and retry.
 
@@ -927,7 +941,7 @@ class SodpClient:
         backoff = Backoff(0.005, 0.25)
         for attempt in range(1, max_attempts + 1):
             result = fn(current["value"])
-            value = cast(_T, await result if inspect.isawaitable(result) else result)
+            value = await result if inspect.isawaitable(result) else result
             expected = current["version"] if current["initialized"] else 0
             try:
                 written = await self.set(key, value, if_version=expected)
@@ -1110,12 +1124,19 @@ class StateRef:
     ) -> HistoryPage:
         return await self._client.history(self.key, since_version=since_version, limit=limit)
 
+    @overload
     async def transact(
-        self,
-        fn: Callable[[JsonValue], _T] | Callable[[JsonValue], Awaitable[_T]],
-        *,
-        max_attempts: int = 25,
-    ) -> Transacted[_T]:
+        self, fn: Callable[[JsonValue], Awaitable[_T]], *, max_attempts: int = 25
+    ) -> Transacted[_T]: ...
+
+    @overload
+    async def transact(
+        self, fn: Callable[[JsonValue], _T], *, max_attempts: int = 25
+    ) -> Transacted[_T]: ...
+
+    async def transact(
+        self, fn: Callable[[JsonValue], Any], *, max_attempts: int = 25
+    ) -> Transacted[Any]:
         return await self._client.transact(self.key, fn, max_attempts=max_attempts)
 
     async def presence(self, path: str, value: Any) -> WriteResult:
