@@ -4,6 +4,9 @@ one-shot reads, transact / transactions, TTL and pattern watches."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -17,7 +20,7 @@ from sodp import (
     apply_ops,
 )
 
-from ..support import ServerProcess, wait_for
+from ..support import PYTHON_DIR, CuttableProxy, ServerProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -185,6 +188,45 @@ async def test_concurrent_transact_loops_end_with_the_exact_sum(
             await c.aclose()
 
 
+_TRANSACT_LOOP = """
+import asyncio, sys
+from sodp import SodpClient
+
+async def main(url, n):
+    async with SodpClient(url) as client:
+        for _ in range(n):
+            await client.transact(
+                "proc.counter", lambda v: (v if isinstance(v, int) else 0) + 1, max_attempts=1000
+            )
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+async def test_transact_loops_in_several_processes_end_with_the_exact_sum(
+    sodp_server: ServerProcess,
+) -> None:
+    procs, each = 4, 25
+    env = {**os.environ, "PYTHONPATH": str(PYTHON_DIR / "src")}
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _TRANSACT_LOOP,
+            sodp_server.url,
+            str(each),
+            env=env,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(procs)
+    ]
+    for child in children:
+        _, err = await asyncio.wait_for(child.communicate(), 60)
+        assert child.returncode == 0, err.decode()
+    async with SodpClient(sodp_server.url) as client:
+        assert (await client.fetch("proc.counter"))["value"] == procs * each
+
+
 async def test_transact_gives_up_after_max_attempts(sodp_server: ServerProcess) -> None:
     async with SodpClient(sodp_server.url) as client, SodpClient(sodp_server.url) as other:
         await client.set("busy", 0)
@@ -305,3 +347,41 @@ async def test_pattern_watch_delivers_the_map(sodp_server: ServerProcess) -> Non
         assert metas[-1].version > metas[0].version
         client.unwatch("game.players.*")
         assert not client.is_watching("game.players.*")
+
+
+async def test_pattern_watch_resumes_after_a_cut(sodp_server: ServerProcess) -> None:
+    """Changes to matching keys while the connection is down (a new key, a
+    patch, a delete) are replayed on RESUME; the map ends equal to the
+    server's."""
+    proxy = CuttableProxy(sodp_server.port)
+    await proxy.start()
+    lost: list[int] = []
+    client = SodpClient(
+        proxy.url,
+        reconnect_delay=0.3,
+        max_reconnect_delay=0.5,
+        on_disconnect=lambda: lost.append(1),
+    )
+    maps: list[Any] = []
+    try:
+        async with SodpClient(sodp_server.url) as writer:
+            await client.ready
+            await writer.set("r.a", 1)
+            await writer.set("r.b", {"x": 1})
+            client.watch("r.*", lambda v, m: maps.append(v))
+            await wait_for(lambda: maps[-1:] == [{"r.a": 1, "r.b": {"x": 1}}])
+            proxy.refusing = True
+            proxy.cut()
+            await wait_for(lambda: lost == [1])
+            await writer.set("r.c", [1])
+            await writer.patch("r.b", {"y": 2})
+            await writer.delete("r.a")
+            await writer.set("other", 1)  # does not match
+            proxy.refusing = False
+            expected = {"r.b": {"x": 1, "y": 2}, "r.c": [1]}
+            await wait_for(lambda: client.connected and client.get("r.*") == expected)
+            await writer.set("r.d", True)
+            await wait_for(lambda: client.get("r.*") == {**expected, "r.d": True})
+    finally:
+        await client.aclose()
+        await proxy.close()
