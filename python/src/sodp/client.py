@@ -758,7 +758,7 @@ class SodpClient:
     def _require(self, capability: str, what: str) -> None:
         """Raise :class:`UnsupportedError` unless the server advertises *capability*."""
         if not self._protocol.capabilities.get(capability):
-            if not self._protocol.capabilities and self._fatal is None and not self._closed:
+            if not self._ready.done() and not self._protocol.capabilities:
                 raise UnsupportedError(
                     capability, f"{what} (no HELLO yet: await client.ready first)"
                 )

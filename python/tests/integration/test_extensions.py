@@ -385,3 +385,19 @@ async def test_pattern_watch_resumes_after_a_cut(sodp_server: ServerProcess) -> 
     finally:
         await client.aclose()
         await proxy.close()
+
+
+async def test_pattern_in_watch_many_and_every_key(sodp_server: ServerProcess) -> None:
+    async with SodpClient(sodp_server.url) as client:
+        await client.set("m.a", 1)
+        await client.set("solo", 2)
+        seen: dict[str, Any] = {}
+        handle = client.watch_many(["m.*", "solo"], lambda v, m: seen.__setitem__(m.key, v))
+        await handle
+        await wait_for(lambda: seen == {"m.*": {"m.a": 1}, "solo": 2})
+        everything: list[Any] = []
+        client.watch("*", lambda v, m: everything.append(v))
+        await wait_for(lambda: everything[-1:] == [{"m.a": 1, "solo": 2}])
+        await client.set("m.b", 3)
+        await wait_for(lambda: seen["m.*"] == {"m.a": 1, "m.b": 3})
+        await wait_for(lambda: everything[-1] == {"m.a": 1, "m.b": 3, "solo": 2})
