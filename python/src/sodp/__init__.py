@@ -12,21 +12,23 @@ Layout:
 * :mod:`sodp.bench` — ``python -m sodp.bench``
 """
 
-from .client import SodpClient, StateRef, TokenProvider, WatchHandle
+from .client import SodpClient, StateRef, TokenProvider, Transacted, Transaction, WatchHandle
 from .delta import apply_ops
 from .errors import (
     AuthError,
     CallError,
     CallTimeout,
+    ConflictError,
     ConnectionLost,
     DeltaError,
     FrameError,
     ProtocolError,
     ServerError,
     SodpError,
+    UnsupportedError,
 )
 from .protocol import Source, WatchCallback, WatchMeta
-from .values import JsonValue, WriteResult
+from .values import FetchResult, HistoryEntry, HistoryPage, JsonValue, KeysPage, WriteResult
 
 __version__ = "0.3.0"
 
@@ -34,10 +36,15 @@ __all__ = [
     "AuthError",
     "CallError",
     "CallTimeout",
+    "ConflictError",
     "ConnectionLost",
     "DeltaError",
+    "FetchResult",
     "FrameError",
+    "HistoryEntry",
+    "HistoryPage",
     "JsonValue",
+    "KeysPage",
     "ProtocolError",
     "ServerError",
     "SodpClient",
@@ -45,6 +52,9 @@ __all__ = [
     "Source",
     "StateRef",
     "TokenProvider",
+    "Transacted",
+    "Transaction",
+    "UnsupportedError",
     "WatchCallback",
     "WatchHandle",
     "WatchMeta",

@@ -29,15 +29,22 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Generic, Self, TypeVar, cast, overload
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from .backoff import Backoff
-from .errors import AuthError, CallTimeout, ConnectionLost, SodpError
+from .errors import (
+    AuthError,
+    CallTimeout,
+    ConflictError,
+    ConnectionLost,
+    SodpError,
+    UnsupportedError,
+)
 from .jwt import jwt_expiry, refresh_delay
 from .protocol import (
     AuthRequired,
@@ -54,9 +61,16 @@ from .protocol import (
     WatchMeta,
     WatchSettled,
 )
-from .values import JsonValue, WriteResult
+from .values import FetchResult, HistoryPage, JsonValue, KeysPage, WriteResult
 
-__all__ = ["SodpClient", "StateRef", "TokenProvider", "WatchHandle"]
+__all__ = [
+    "SodpClient",
+    "StateRef",
+    "TokenProvider",
+    "Transacted",
+    "Transaction",
+    "WatchHandle",
+]
 
 logger = logging.getLogger("sodp")
 
@@ -66,6 +80,34 @@ ErrorHook = Callable[[SodpError], Awaitable[None] | None]
 
 _SCHEMES = {"ws://": "ws://", "wss://": "wss://", "sodp://": "ws://", "sodps://": "wss://"}
 _UNSET: Any = object()
+_T = TypeVar("_T")
+
+
+def _is_pattern(key: str) -> bool:
+    return "*" in key
+
+
+def _write_args(args: dict[str, Any], if_version: int | None, ttl: int | None) -> dict[str, Any]:
+    """Add the optional extension fields to a write's *args*."""
+    if if_version is not None:
+        if isinstance(if_version, bool) or not isinstance(if_version, int) or if_version < 0:
+            raise ValueError(f"if_version must be an integer >= 0, got {if_version!r}")
+        args["if_version"] = if_version
+    if ttl is not None:
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0:
+            raise ValueError(f"ttl must be an integer >= 0 (milliseconds), got {ttl!r}")
+        args["ttl_ms"] = ttl
+    return args
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Transacted(Generic[_T]):
+    """What :meth:`SodpClient.transact` returns: the value written, the
+    version of that write and how many attempts it took (1 = no conflict)."""
+
+    value: _T
+    version: int
+    attempts: int
 
 
 def _normalize_url(url: str) -> str:
@@ -585,7 +627,17 @@ class SodpClient:
         calls for one key share one server subscription; *params* is sent with
         the first. Returns a function that removes only this callback (the
         subscription stays until :meth:`unwatch`).
+
+        *key* may be a pattern when the server advertises ``prefix_watch``:
+        ``"game.players.*"`` (every key below ``game.players``) or ``"*"``
+        (every key). The value is then a map from full key to value, kept up
+        to date as keys are added, changed and deleted. Raises
+        :class:`~sodp.errors.UnsupportedError` (sending nothing) if the
+        server does not advertise it, or if no HELLO has arrived yet
+        (``await client.ready`` first).
         """
+        if _is_pattern(key):
+            self._require("prefix_watch", f"watching the pattern {key!r}")
         reg, cached = self._protocol.watch(key, callback, params)
         self._wakeup.set()
         if cached is not None:
@@ -617,6 +669,10 @@ class SodpClient:
         Returns a :class:`WatchHandle`: call it to remove the callback from
         every key, await it to wait until the call is settled.
         """
+        keys = list(keys)
+        for key in keys:
+            if isinstance(key, str) and _is_pattern(key):
+                self._require("prefix_watch", f"watching the pattern {key!r}")
         regs, cached, group = self._protocol.watch_many(keys, callback, params)
         done: asyncio.Future[None] = self._loop.create_future()
         done.add_done_callback(_consume)
@@ -699,25 +755,288 @@ class SodpClient:
     async def _write(self, method: str, args: dict[str, Any]) -> WriteResult:
         return cast(WriteResult, await self.call(method, args))
 
-    async def set(self, key: str, value: Any) -> WriteResult:
-        """Replace the value of *key*."""
-        return await self._write("state.set", {"state": key, "value": value})
+    def _require(self, capability: str, what: str) -> None:
+        """Raise :class:`UnsupportedError` unless the server advertises *capability*."""
+        if not self._protocol.capabilities.get(capability):
+            if not self._ready.done() and not self._protocol.capabilities:
+                raise UnsupportedError(
+                    capability, f"{what} (no HELLO yet: await client.ready first)"
+                )
+            raise UnsupportedError(capability, what)
 
-    async def patch(self, key: str, partial: dict[str, Any]) -> WriteResult:
-        """Deep-merge *partial* into the value of *key*."""
-        return await self._write("state.patch", {"state": key, "patch": partial})
+    async def _require_ready(self, capability: str, what: str) -> None:
+        """Wait for the first session (whose HELLO tells the capabilities), then
+        :meth:`_require`."""
+        if not self._ready.done() or self._ready.exception() is not None:
+            limit = self._call_timeout
+            try:
+                async with asyncio.timeout(limit):
+                    await asyncio.shield(self._ready)
+            except TimeoutError:
+                raise CallTimeout(f"not connected within {limit}s") from None
+        self._require(capability, what)
 
-    async def set_in(self, key: str, path: str, value: Any) -> WriteResult:
-        """Set one location of *key* by JSON Pointer, creating intermediates."""
-        return await self._write("state.set_in", {"state": key, "path": path, "value": value})
+    async def _ext_write(
+        self,
+        method: str,
+        args: dict[str, Any],
+        if_version: int | None,
+        ttl: int | None,
+    ) -> WriteResult:
+        args = _write_args(args, if_version, ttl)
+        if if_version is not None:
+            await self._require_ready("conditional", f"{method} with if_version")
+        if ttl is not None:
+            await self._require_ready("ttl", f"{method} with ttl")
+        return await self._write(method, args)
 
-    async def delete(self, key: str) -> WriteResult:
-        """Remove *key* on the server."""
-        return await self._write("state.delete", {"state": key})
+    async def set(
+        self, key: str, value: Any, *, if_version: int | None = None, ttl: int | None = None
+    ) -> WriteResult:
+        """Replace the value of *key*.
+
+        ``if_version=N``: only if the key's version is N now (0: only if it
+        holds no value), else :class:`~sodp.errors.ConflictError` with the
+        current ``.version`` and nothing changes (extension ``conditional``).
+        ``ttl=MS``: the key expires MS milliseconds after this write (0 removes
+        a deadline; extension ``ttl``).
+        """
+        return await self._ext_write("state.set", {"state": key, "value": value}, if_version, ttl)
+
+    async def patch(
+        self,
+        key: str,
+        partial: dict[str, Any],
+        *,
+        if_version: int | None = None,
+        ttl: int | None = None,
+    ) -> WriteResult:
+        """Deep-merge *partial* into the value of *key* (``if_version``/``ttl``
+        as for :meth:`set`)."""
+        return await self._ext_write(
+            "state.patch", {"state": key, "patch": partial}, if_version, ttl
+        )
+
+    async def set_in(
+        self,
+        key: str,
+        path: str,
+        value: Any,
+        *,
+        if_version: int | None = None,
+        ttl: int | None = None,
+    ) -> WriteResult:
+        """Set one location of *key* by JSON Pointer, creating intermediates
+        (``if_version``/``ttl`` as for :meth:`set`)."""
+        return await self._ext_write(
+            "state.set_in", {"state": key, "path": path, "value": value}, if_version, ttl
+        )
+
+    async def delete(self, key: str, *, if_version: int | None = None) -> WriteResult:
+        """Remove *key* on the server (``if_version`` as for :meth:`set`)."""
+        return await self._ext_write("state.delete", {"state": key}, if_version, None)
 
     async def presence(self, key: str, path: str, value: Any) -> WriteResult:
         """Set *path* in *key* and bind it to this session: removed when it ends."""
         return await self._write("state.presence", {"state": key, "path": path, "value": value})
+
+    # ── one-shot reads (extension ``read``) ───────────────────────────────────
+
+    async def fetch(self, key: str) -> FetchResult:
+        """Read *key* once from the server, without subscribing (``state.get``).
+
+        Unlike :meth:`get` (the cached value of a watched key) this asks the
+        server. A key that holds no value gives ``initialized: False``.
+        """
+        await self._require_ready("read", "fetch()")
+        return cast(FetchResult, await self.call("state.get", {"state": key}))
+
+    async def keys(
+        self, prefix: str | None = None, *, after: str | None = None, limit: int | None = None
+    ) -> KeysPage:
+        """One page of the keys that hold a value now, in byte order
+        (``state.keys``).
+
+        *prefix* matches whole segments (``"a.b"`` lists ``a.b`` and ``a.b.c``,
+        not ``a.bc``); only keys after *after*, at most *limit* (server
+        default 100). ``page.get("next")`` is the *after* of the next page;
+        :meth:`iter_keys` walks every page.
+        """
+        await self._require_ready("read", "keys()")
+        args: dict[str, Any] = {}
+        if prefix is not None:
+            args["prefix"] = prefix
+        if after is not None:
+            args["after"] = after
+        if limit is not None:
+            args["limit"] = limit
+        return cast(KeysPage, await self.call("state.keys", args))
+
+    async def iter_keys(
+        self, prefix: str | None = None, *, page_size: int | None = None
+    ) -> AsyncIterator[str]:
+        """Every key under *prefix*, fetching pages with :meth:`keys` as needed."""
+        after: str | None = None
+        while True:
+            page = await self.keys(prefix, after=after, limit=page_size)
+            for key in page["keys"]:
+                yield key
+            nxt = page.get("next")
+            if nxt is None:
+                return
+            after = nxt
+
+    async def history(
+        self, key: str, *, since_version: int | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """The retained changes of *key* after *since_version*, oldest first
+        (``state.history``). Page by passing the last entry's version back."""
+        await self._require_ready("read", "history()")
+        args: dict[str, Any] = {"state": key}
+        if since_version is not None:
+            args["since_version"] = since_version
+        if limit is not None:
+            args["limit"] = limit
+        return cast(HistoryPage, await self.call("state.history", args))
+
+    # ── read-modify-write and transactions ────────────────────────────────────
+
+    @overload
+    async def transact(
+        self,
+        key: str,
+        fn: Callable[[JsonValue], Awaitable[_T]],
+        *,
+        max_attempts: int = 25,
+    ) -> Transacted[_T]: ...
+
+    @overload
+    async def transact(
+        self, key: str, fn: Callable[[JsonValue], _T], *, max_attempts: int = 25
+    ) -> Transacted[_T]: ...
+
+    async def transact(
+        self,
+        key: str,
+        fn: Callable[[JsonValue], Any],
+        *,
+        max_attempts: int = 25,
+    ) -> Transacted[Any]:
+        """Read *key*, compute ``fn(current)``, write the result only if the
+        key did not change meanwhile; on a conflict read again and retry.
+
+        Like Firebase's ``runTransaction``: *fn* (sync or async) gets the
+        current value (``None`` when the key holds none) and returns the new
+        one; it may run several times, so it must not have side effects. To
+        give up, raise from *fn* (the exception propagates, nothing is
+        written). After *max_attempts* conflicts the last
+        :class:`~sodp.errors.ConflictError` is raised. Needs the extensions
+        ``read`` and ``conditional``.
+        """
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        await self._require_ready("read", "transact()")
+        self._require("conditional", "transact()")
+        current = await self.fetch(key)
+        backoff = Backoff(0.005, 0.25)
+        for attempt in range(1, max_attempts + 1):
+            result = fn(current["value"])
+            value = await result if inspect.isawaitable(result) else result
+            expected = current["version"] if current["initialized"] else 0
+            try:
+                written = await self.set(key, value, if_version=expected)
+            except ConflictError:
+                if attempt == max_attempts:
+                    raise
+                await asyncio.sleep(backoff.next_delay())
+                current = await self.fetch(key)
+                continue
+            return Transacted(value, written["version"], attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def transaction(self) -> Transaction:
+        """A builder for one all-or-nothing write of several keys
+        (``state.transaction``, extension ``transaction``)::
+
+            await (client.transaction()
+                   .patch("bank.alice", {"balance": 90}, if_version=17)
+                   .patch("bank.bob", {"balance": 110}, if_version=12)
+                   .commit())
+
+        Every op may carry ``if_version`` (compared with the state before the
+        transaction); if one fails, nothing is applied and
+        :class:`~sodp.errors.ConflictError` says which (``.op``) and the
+        key's current ``.version``. All changes take one version.
+        """
+        return Transaction(self)
+
+
+class Transaction:
+    """Ops collected for one ``state.transaction``; see :meth:`SodpClient.transaction`.
+
+    Each method adds one op and returns the builder, so calls chain;
+    :meth:`commit` sends them (1 to 64 ops) and returns the one version they
+    all took.
+    """
+
+    __slots__ = ("_client", "_committed", "ops")
+
+    def __init__(self, client: SodpClient) -> None:
+        self._client = client
+        self._committed = False
+        self.ops: list[dict[str, Any]] = []
+
+    def _add(
+        self, method: str, args: dict[str, Any], if_version: int | None, ttl: int | None
+    ) -> Self:
+        if self._committed:
+            raise RuntimeError("this transaction was already committed")
+        self.ops.append({"method": method, "args": _write_args(args, if_version, ttl)})
+        return self
+
+    def set(
+        self, key: str, value: Any, *, if_version: int | None = None, ttl: int | None = None
+    ) -> Self:
+        return self._add("state.set", {"state": key, "value": value}, if_version, ttl)
+
+    def patch(
+        self,
+        key: str,
+        partial: dict[str, Any],
+        *,
+        if_version: int | None = None,
+        ttl: int | None = None,
+    ) -> Self:
+        return self._add("state.patch", {"state": key, "patch": partial}, if_version, ttl)
+
+    def set_in(
+        self,
+        key: str,
+        path: str,
+        value: Any,
+        *,
+        if_version: int | None = None,
+        ttl: int | None = None,
+    ) -> Self:
+        return self._add(
+            "state.set_in", {"state": key, "path": path, "value": value}, if_version, ttl
+        )
+
+    def delete(self, key: str, *, if_version: int | None = None) -> Self:
+        return self._add("state.delete", {"state": key}, if_version, None)
+
+    async def commit(self) -> WriteResult:
+        """Send the transaction; all its changes or none are applied."""
+        if self._committed:
+            raise RuntimeError("this transaction was already committed")
+        if not self.ops:
+            raise ValueError("a transaction needs at least one op")
+        client = self._client
+        await client._require_ready("transaction", "transaction().commit()")
+        if any("ttl_ms" in op["args"] for op in self.ops):
+            client._require("ttl", "a transaction op with ttl")
+        self._committed = True
+        return await client._write("state.transaction", {"ops": self.ops})
 
 
 class WatchHandle:
@@ -778,17 +1097,47 @@ class StateRef:
         """Cancel the subscription and clear the local state of this key."""
         self._client.unwatch(self.key)
 
-    async def set(self, value: Any) -> WriteResult:
-        return await self._client.set(self.key, value)
+    async def set(
+        self, value: Any, *, if_version: int | None = None, ttl: int | None = None
+    ) -> WriteResult:
+        return await self._client.set(self.key, value, if_version=if_version, ttl=ttl)
 
-    async def patch(self, partial: dict[str, Any]) -> WriteResult:
-        return await self._client.patch(self.key, partial)
+    async def patch(
+        self, partial: dict[str, Any], *, if_version: int | None = None, ttl: int | None = None
+    ) -> WriteResult:
+        return await self._client.patch(self.key, partial, if_version=if_version, ttl=ttl)
 
-    async def set_in(self, path: str, value: Any) -> WriteResult:
-        return await self._client.set_in(self.key, path, value)
+    async def set_in(
+        self, path: str, value: Any, *, if_version: int | None = None, ttl: int | None = None
+    ) -> WriteResult:
+        return await self._client.set_in(self.key, path, value, if_version=if_version, ttl=ttl)
 
-    async def delete(self) -> WriteResult:
-        return await self._client.delete(self.key)
+    async def delete(self, *, if_version: int | None = None) -> WriteResult:
+        return await self._client.delete(self.key, if_version=if_version)
+
+    async def fetch(self) -> FetchResult:
+        """Read this key once from the server (see :meth:`SodpClient.fetch`)."""
+        return await self._client.fetch(self.key)
+
+    async def history(
+        self, *, since_version: int | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        return await self._client.history(self.key, since_version=since_version, limit=limit)
+
+    @overload
+    async def transact(
+        self, fn: Callable[[JsonValue], Awaitable[_T]], *, max_attempts: int = 25
+    ) -> Transacted[_T]: ...
+
+    @overload
+    async def transact(
+        self, fn: Callable[[JsonValue], _T], *, max_attempts: int = 25
+    ) -> Transacted[_T]: ...
+
+    async def transact(
+        self, fn: Callable[[JsonValue], Any], *, max_attempts: int = 25
+    ) -> Transacted[Any]:
+        return await self._client.transact(self.key, fn, max_attempts=max_attempts)
 
     async def presence(self, path: str, value: Any) -> WriteResult:
         return await self._client.presence(self.key, path, value)

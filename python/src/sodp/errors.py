@@ -10,7 +10,14 @@ it, so ``except ConnectionError`` and ``except TimeoutError`` keep working::
     │                                               client was closed
     ├── CallTimeout         (also TimeoutError)     no RESULT within call_timeout
     ├── CallError           (also RuntimeError)     RESULT success=false; .code,
-    │                                               .message, .method
+    │   │                                           .message, .method
+    │   └── ConflictError                           409 from an ``if_version`` write
+    │                                               (or a transaction op); .version
+    │                                               is the key's current version,
+    │                                               .op the failing op's index
+    ├── UnsupportedError                            the server does not advertise
+    │                                               the extension a call needs;
+    │                                               nothing was sent
     ├── ServerError                                 an ERROR frame that is not
     │                                               about auth; .code, .message,
     │                                               .stream_id, .key
@@ -39,12 +46,14 @@ __all__ = [
     "AuthError",
     "CallError",
     "CallTimeout",
+    "ConflictError",
     "ConnectionLost",
     "DeltaError",
     "FrameError",
     "ProtocolError",
     "ServerError",
     "SodpError",
+    "UnsupportedError",
 ]
 
 
@@ -72,6 +81,37 @@ class CallError(SodpError, RuntimeError):
         self.method = method
         where = f" {method}" if method else ""
         super().__init__(f"call{where} failed ({code}): {message}")
+
+
+class ConflictError(CallError):
+    """A conditional write (``if_version=``) found the key at another version.
+
+    Nothing changed on the server. :attr:`version` is the key's current
+    version, so the caller can re-read, recompute and retry; :attr:`op` is the
+    index of the failing op in a :meth:`~sodp.SodpClient.transaction`
+    (``None`` for a single write).
+    """
+
+    def __init__(self, version: int, message: str, method: str = "", op: int | None = None) -> None:
+        self.version = version
+        self.op = op
+        super().__init__(409, message, method)
+
+
+class UnsupportedError(SodpError):
+    """The server does not advertise the extension a call needs.
+
+    Raised before anything is sent. :attr:`capability` names the missing
+    ``capabilities`` entry of the server's HELLO.
+    """
+
+    def __init__(self, capability: str, what: str = "") -> None:
+        self.capability = capability
+        about = what or capability
+        super().__init__(
+            f"{about} needs the server extension {capability!r}, "
+            "which this server does not advertise in HELLO capabilities"
+        )
 
 
 class ServerError(SodpError):

@@ -34,7 +34,15 @@ from enum import Enum
 from typing import Any, Literal, TypeAlias
 
 from .delta import apply_ops
-from .errors import AuthError, CallError, DeltaError, ProtocolError, ServerError, SodpError
+from .errors import (
+    AuthError,
+    CallError,
+    ConflictError,
+    DeltaError,
+    ProtocolError,
+    ServerError,
+    SodpError,
+)
 from .frames import Frame, FrameType, decode_frame, encode_frame
 from .values import JsonValue
 
@@ -434,7 +442,13 @@ class ClientProtocol:
         code = body.get("code")
         data = body.get("data")
         message = data if isinstance(data, str) else repr(data)
-        err = CallError(code if isinstance(code, int) else 0, message, call.method)
+        version = body.get("version")
+        err: CallError
+        if code == 409 and isinstance(version, int) and not isinstance(version, bool):
+            op = body.get("op")
+            err = ConflictError(version, message, call.method, op if isinstance(op, int) else None)
+        else:
+            err = CallError(code if isinstance(code, int) else 0, message, call.method)
         return [CallFailed(cid, err)]
 
     def _on_error(self, stream_id: int, body: dict[str, Any]) -> list[Event]:

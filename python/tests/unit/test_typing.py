@@ -70,3 +70,49 @@ def test_user_code_type_checks(tmp_path: Path, code: str, clean: bool) -> None:
         assert "Non-overlapping equality check" in out, out
         assert '"versoin"' in out, out
         assert 'Unsupported operand types for + ("None" and "int")' in out, out
+
+
+EXTENSIONS = """
+    from typing import assert_type
+    import sodp
+
+    async def main(client: sodp.SodpClient) -> None:
+        got = await client.fetch("k")
+        assert_type(got["version"], int)
+        assert_type(got["initialized"], bool)
+        assert_type(got["value"], sodp.JsonValue)
+        page = await client.keys("a", limit=10, after="a.b")
+        assert_type(page["keys"], list[str])
+        assert_type(page.get("next"), str | None)
+        hist = await client.history("k", since_version=3, limit=5)
+        assert_type(hist["entries"][0]["version"], int)
+        assert_type(hist["complete"], bool)
+        await client.set("k", 1, if_version=0, ttl=1000)
+        await client.delete("k", if_version=4)
+
+        def bump(v: sodp.JsonValue) -> int:
+            return (v if isinstance(v, int) else 0) + 1
+
+        async def abump(v: sodp.JsonValue) -> int:
+            return 1
+
+        res = await client.transact("k", bump)
+        assert_type(res.value, int)
+        assert_type(res.attempts, int)
+        res2 = await client.transact("k", abump)
+        assert_type(res2.value, int)
+        done = await client.transaction().set("a", 1).patch("b", {"x": 1}, if_version=2).commit()
+        assert_type(done["version"], int)
+        try:
+            pass
+        except sodp.ConflictError as e:
+            assert_type(e.version, int)
+            assert_type(e.op, int | None)
+        except sodp.UnsupportedError as u:
+            assert_type(u.capability, str)
+"""
+
+
+def test_extension_signatures_type_check(tmp_path: Path) -> None:
+    out, status = run_mypy(tmp_path, EXTENSIONS)
+    assert status == 0, out
