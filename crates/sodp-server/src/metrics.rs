@@ -97,6 +97,11 @@ impl EncodeMetric for Histogram {
     }
 }
 
+/// One CALL in this many (per session) is timed for
+/// `sodp_call_duration_seconds`: a sample of the latency distribution that
+/// keeps two clock reads and a histogram update off most calls.
+pub const LATENCY_SAMPLE: u32 = 16;
+
 /// Every metric the server records.
 pub struct Metrics {
     pub calls: Family<CallLabels, Counter>,
@@ -245,7 +250,9 @@ pub struct StateReading {
 impl Metrics {
     /// Counts one CALL (`code` None = success) and how long it took.
     /// `method` is the name as sent (`None`: absent).
-    pub fn call(&self, method: Option<&str>, code: Option<u16>, seconds: f64) {
+    /// `seconds` is `None` for the calls not sampled for the latency
+    /// histogram (see `LATENCY_SAMPLE`).
+    pub fn call(&self, method: Option<&str>, code: Option<u16>, seconds: Option<f64>) {
         let m = match method {
             None => self.method_labels.len() - 1,
             Some(name) => self
@@ -265,7 +272,9 @@ impl Metrics {
                     .clone()
             })
             .inc();
-        self.write_seconds.observe(seconds);
+        if let Some(seconds) = seconds {
+            self.write_seconds.observe(seconds);
+        }
     }
 
     /// The text exposition, with the state gauges read now.

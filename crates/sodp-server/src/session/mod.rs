@@ -59,8 +59,10 @@ pub struct Session {
     holdings: Holdings,
     /// A server HEARTBEAT is waiting for its echo.
     awaiting_echo: bool,
-    /// When the CALL being answered arrived (for the latency metric).
-    call_started: Instant,
+    /// When the CALL being answered arrived, if it is one sampled for the
+    /// latency metric; and how many CALLs this session has answered.
+    call_started: Option<Instant>,
+    calls: u32,
     last_received: Instant,
 }
 
@@ -86,7 +88,8 @@ impl Session {
             outbox,
             seq: 0,
             awaiting_echo: false,
-            call_started: now,
+            call_started: None,
+            calls: 0,
             last_received: now,
         };
         session.send_hello();
@@ -266,7 +269,8 @@ impl Session {
     }
 
     fn on_call(&mut self, call: CallFrame<'_>) {
-        self.call_started = Instant::now();
+        self.calls = self.calls.wrapping_add(1);
+        self.call_started = (self.calls % crate::metrics::LATENCY_SAMPLE == 1).then(Instant::now);
         if let Some(key) = call.idempotency_key {
             return self.on_idempotent_call(call.call_id, call.method, call.args, key);
         }
@@ -279,7 +283,7 @@ impl Session {
         self.shared.metrics.call(
             method,
             result.as_ref().err().map(|e| e.code as u16),
-            self.call_started.elapsed().as_secs_f64(),
+            self.call_started.take().map(|t| t.elapsed().as_secs_f64()),
         );
         let seq = self.next_seq();
         let reply = match result {
