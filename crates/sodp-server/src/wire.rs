@@ -141,6 +141,16 @@ pub fn state_init(
 /// The reply to a write: `RESULT {call_id, success: true, data: {version}}`,
 /// written straight to bytes (it is sent once per CALL).
 pub fn result_version(seq: u64, call_id: &str, version: u64) -> Bytes {
+    result_ok(seq, call_id, |buf| {
+        write_map_len(buf, 1);
+        write_str(buf, "version");
+        write_uint(buf, version);
+    })
+}
+
+/// `RESULT {call_id, success: true, data: …}` with `data` written by
+/// `write_data`.
+fn result_ok(seq: u64, call_id: &str, write_data: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     build(|buf| {
         write_header(buf, FrameType::Result, 0, seq);
         write_map_len(buf, 3);
@@ -149,9 +159,7 @@ pub fn result_version(seq: u64, call_id: &str, version: u64) -> Bytes {
         write_str(buf, "success");
         codec::write_bool(buf, true);
         write_str(buf, "data");
-        write_map_len(buf, 1);
-        write_str(buf, "version");
-        write_uint(buf, version);
+        write_data(buf);
     })
 }
 
@@ -177,16 +185,7 @@ pub fn result_err(seq: u64, call_id: &str, rejection: &Rejection) -> Bytes {
 
 /// `RESULT {call_id, success: true, data}` (reads and remembered replies).
 pub fn result_data(seq: u64, call_id: &str, data: &Value) -> Bytes {
-    build(|buf| {
-        write_header(buf, FrameType::Result, 0, seq);
-        write_map_len(buf, 3);
-        write_str(buf, "call_id");
-        write_str(buf, call_id);
-        write_str(buf, "success");
-        codec::write_bool(buf, true);
-        write_str(buf, "data");
-        codec::write_value(buf, data);
-    })
+    result_ok(seq, call_id, |buf| codec::write_value(buf, data))
 }
 
 /// `ERROR {code, message}` on `stream_id`.
