@@ -68,23 +68,12 @@ fn help_and_unsupported_options() {
 
 #[tokio::test]
 async fn health_port_answers_health_only() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut cmd = Command::new(BIN);
     cmd.args(["--addr", "127.0.0.1:0", "--health-port", "0"])
         .stderr(Stdio::null());
     let server = Launched::spawn(cmd, true);
     let health = server.health_port.unwrap();
-    let get = |path: &'static str| async move {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", health))
-            .await
-            .unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
-    };
+    let get = |path: &'static str| http_get(("127.0.0.1", health), path);
     let ok = get("/health").await;
     assert!(
         ok.starts_with("HTTP/1.1 200") && ok.contains("\"status\":\"ok\""),

@@ -596,7 +596,7 @@ async fn a_disk_that_refuses_writes_fails_them_with_500_and_keeps_what_was_acked
     assert_eq!(value, Value::from(chunk.as_str()));
     assert!(server_is_alive(&server));
     // Load balancers stop sending traffic: /ready says why.
-    let ready = http_get(server.port, "/ready");
+    let ready = http_get(("127.0.0.1", server.port), "/ready").await;
     assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
     assert!(ready.contains("storage failed"), "{ready}");
     kill9(server);
@@ -607,16 +607,6 @@ async fn a_disk_that_refuses_writes_fails_them_with_500_and_keeps_what_was_acked
         assert_eq!(Some(v), version.as_u64());
         assert_eq!(value, Value::from(chunk.as_str()));
     }
-}
-
-/// A plain HTTP GET on the server's port; the whole response.
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 fn server_is_alive(server: &Launched) -> bool {

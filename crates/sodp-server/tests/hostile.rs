@@ -362,18 +362,7 @@ async fn http_health_and_non_websocket_requests() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = TestServer::start().await;
     let _c = server.client().await;
-    let get = |path: &'static str| {
-        let addr = server.addr;
-        async move {
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
-            out
-        }
-    };
+    let get = |path: &'static str| http_get(server.addr, path);
     let health = get("/health").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let body: serde_json::Value =

@@ -6,16 +6,9 @@ mod common;
 use common::*;
 use serde_json::json;
 use sodp_proto::FrameType;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+    http_get(addr, path).await
 }
 
 /// The body of a scrape, checked line by line: `# HELP/TYPE/UNIT/EOF`

@@ -339,3 +339,15 @@ impl Drop for Launched {
         let _ = self.child.wait();
     }
 }
+
+/// A plain HTTP/1.1 GET of `path` on `addr`; the whole response.
+pub async fn http_get(addr: impl tokio::net::ToSocketAddrs, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
+}
