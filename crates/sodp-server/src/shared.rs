@@ -12,7 +12,6 @@ use tracing::info;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{ErrorCode, Rejection};
-use crate::idempotency::Idempotency;
 use crate::metrics::{Metrics, StateReading};
 use crate::outbox::{Close, Outbox, SessionId};
 use crate::storage::durable::{Durable, DurableOptions, SnapshotSource};
@@ -50,8 +49,6 @@ pub struct Shared {
     /// Wall-clock time for token checks (follows tokio's clock in tests).
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
-    /// Remembered outcomes of idempotent writes (extension `idempotency`).
-    pub idempotency: Idempotency,
     connections: AtomicUsize,
     next_session: AtomicU64,
     /// Every live session's outbox, so shutdown can close them all.
@@ -161,10 +158,16 @@ impl Shared {
             validator,
             storage,
             metrics: metrics.clone(),
+            idempotency_window: config.idempotency_window,
+            idempotency_max_keys: config.idempotency_max_keys,
         }));
         if let (Some(engine), Some(sc)) = (&durable, &config.storage) {
             let started = std::time::Instant::now();
-            let r = recovery::recover(&sc.dir, sc.salvage, &mut Loader(&store))?;
+            let r = recovery::recover(
+                &sc.dir,
+                sc.salvage,
+                &mut Loader::new(&store, config_clock_ms(&config)),
+            )?;
             for note in &r.notes {
                 tracing::warn!("{note}");
             }
@@ -192,7 +195,6 @@ impl Shared {
         }
         let clock = Clock::new(config.clock);
         Ok(Shared {
-            idempotency: Idempotency::new(config.idempotency_window, config.idempotency_max_keys),
             config,
             store,
             policy,

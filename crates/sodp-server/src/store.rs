@@ -57,13 +57,14 @@ use sodp_proto::{pointer, DeltaOp, Value};
 use crate::budget::{MemoryBudget, PRESENCE_OVERHEAD, SLOT_OVERHEAD};
 use crate::error::Rejection;
 use crate::history::{History, HistoryBudget};
+use crate::idempotency::{Idempotency, Remembered, Tag};
 use crate::metrics::{Metrics, Reason};
 use crate::outbox::{Outbox, SessionId};
 use crate::size;
 use crate::storage::durable::SnapshotSource;
 use crate::storage::record::KeyImage;
 use crate::storage::recovery::Sink;
-use crate::storage::{Delivery, Memory, Storage, Ticket};
+use crate::storage::{Change, Delivery, Memory, Storage, Ticket};
 use crate::wire;
 
 /// Checks a value before it is stored (the schema, when one is loaded).
@@ -90,6 +91,10 @@ pub struct StoreOptions {
     /// Where committed changes are kept (`Memory`: nowhere).
     pub storage: Arc<dyn Storage>,
     pub metrics: Arc<Metrics>,
+    /// Extension `idempotency`: how long, and how many per identity, the
+    /// outcomes of idempotent writes are remembered.
+    pub idempotency_window: std::time::Duration,
+    pub idempotency_max_keys: usize,
 }
 
 /// What a committed (or no-op) write reports: its version, and the ticket
@@ -98,6 +103,15 @@ pub struct StoreOptions {
 pub struct Written {
     pub version: u64,
     pub ticket: Ticket,
+}
+
+/// What a change is committed with: its version, the deadline it set
+/// (`Some(0)`: removed; `None`: unchanged) and its storage ticket.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    version: u64,
+    expires: Option<u64>,
+    ticket: Ticket,
 }
 
 /// Shared by every session (cheap to share behind an `Arc`).
@@ -113,7 +127,10 @@ pub struct Store {
     version: AtomicU64,
     next_stream: AtomicU32,
     history: HistoryBudget,
-    memory: MemoryBudget,
+    memory: Arc<MemoryBudget>,
+    /// Outcomes of idempotent writes: made durable with the commit they
+    /// answer, so they live beside it (records count against `memory`).
+    pub idempotency: Idempotency,
     max_keys: Option<usize>,
     max_value_bytes: Option<usize>,
     max_depth: usize,
@@ -386,6 +403,7 @@ fn presence_cost(path: &str) -> usize {
 
 impl Store {
     pub fn new(options: StoreOptions) -> Store {
+        let memory = Arc::new(MemoryBudget::new(options.max_memory));
         Store {
             keys: Mutex::new(HashMap::new()),
             order: Mutex::new(BTreeSet::new()),
@@ -394,7 +412,12 @@ impl Store {
             version: AtomicU64::new(options.version_base),
             next_stream: AtomicU32::new(FIRST_SUBSCRIPTION_STREAM),
             history: HistoryBudget::new(options.history_len, options.history_bytes),
-            memory: MemoryBudget::new(options.max_memory),
+            memory: memory.clone(),
+            idempotency: Idempotency::new(
+                options.idempotency_window,
+                options.idempotency_max_keys,
+                memory,
+            ),
             max_keys: options.max_keys,
             max_value_bytes: options.max_value_bytes,
             max_depth: options.max_depth,
@@ -624,6 +647,17 @@ impl Store {
         key: &str,
         edit: impl FnOnce(&mut Doc<'_>) -> Result<Edit, Rejection>,
     ) -> Result<Written, Rejection> {
+        self.write_tagged(key, None, edit)
+    }
+
+    /// [`Store::write`] of an idempotent call: `tag` is made durable with
+    /// the change (or alone, if the write changed nothing).
+    pub fn write_tagged(
+        &self,
+        key: &str,
+        tag: Option<&Tag>,
+        edit: impl FnOnce(&mut Doc<'_>) -> Result<Edit, Rejection>,
+    ) -> Result<Written, Rejection> {
         self.storage.check_writable()?;
         self.with_slot(key, |slot, st| {
             let mut doc = Doc {
@@ -640,7 +674,7 @@ impl Store {
                 }
             };
             let admitted = doc.admitted.take();
-            let version = self.finish(slot, st, edit, admitted)?;
+            let version = self.finish(slot, st, edit, admitted, tag)?;
             Ok(Written {
                 version,
                 ticket: st.last_ticket,
@@ -657,6 +691,7 @@ impl Store {
         st: &mut KeyState,
         edit: Edit,
         admitted: Option<(usize, usize)>,
+        tag: Option<&Tag>,
     ) -> Result<u64, Rejection> {
         let (size_after, growth) = admitted.unwrap_or((st.size, 0));
         let value_unchanged = match edit.kind {
@@ -677,6 +712,9 @@ impl Store {
         let expires = deadline.map(|at| at.unwrap_or(0));
         let version = if unchanged {
             self.memory.release(growth);
+            if let Some(tag) = tag {
+                self.remember_unchanged(st, tag);
+            }
             st.version
         } else {
             if let (Some(validator), EditKind::Change) = (&self.validator, &edit.kind) {
@@ -701,10 +739,10 @@ impl Store {
                         st.initialized = true;
                         vec![DeltaOp::add("/", st.value.clone())]
                     };
-                    self.commit_expiring(slot, st, ops, expires)
+                    self.commit_expiring(slot, st, ops, expires, tag)
                 }
                 EditKind::Delete => {
-                    let version = self.commit_expiring(slot, st, edit.ops, expires);
+                    let version = self.commit_expiring(slot, st, edit.ops, expires, tag);
                     st.initialized = false;
                     version
                 }
@@ -728,7 +766,15 @@ impl Store {
     /// A key that a pattern subscription matches takes its version and
     /// publishes to the pattern streams with the pattern lock held.
     fn commit(&self, slot: &KeySlot, st: &mut KeyState, ops: Vec<DeltaOp>) -> u64 {
-        self.commit_expiring(slot, st, ops, None)
+        self.commit_expiring(slot, st, ops, None, None)
+    }
+
+    /// An idempotent call that changed nothing is still remembered durably
+    /// (a retry after a restart must not run it against a newer state); its
+    /// RESULT waits for that record.
+    fn remember_unchanged(&self, st: &mut KeyState, tag: &Tag) {
+        let ticket = self.storage.append_commit(st.version, &[], Some(tag));
+        st.last_ticket = st.last_ticket.max(ticket);
     }
 
     /// [`Store::commit`] of a change that also set, moved or removed the
@@ -739,11 +785,23 @@ impl Store {
         st: &mut KeyState,
         ops: Vec<DeltaOp>,
         expires: Option<u64>,
+        tag: Option<&Tag>,
     ) -> u64 {
         let mut publishing = self.patterns.matching(std::iter::once(&*slot.key));
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
         let pattern_ops = publishing.as_ref().map(|_| ops.clone());
-        self.commit_at(slot, st, ops, version, expires, None);
+        let change = Change {
+            key: &slot.key,
+            ops: &ops,
+            expires,
+        };
+        let ticket = self.storage.append_commit(version, &[change], tag);
+        let stamp = Stamp {
+            version,
+            expires,
+            ticket,
+        };
+        self.commit_at(slot, st, ops, stamp, None);
         if let (Some(publishing), Some(ops)) = (&mut publishing, pattern_ops) {
             publishing.publish(&self.storage, &slot.key, version, &ops, st.last_ticket);
         }
@@ -751,21 +809,23 @@ impl Store {
     }
 
     /// Commits a change with a version already taken (a transaction gives
-    /// all its keys the same one): storage, DELTA encoded once, history, and
-    /// fanout — now, or, with `gather`, collected per subscriber so that the
-    /// transaction sends each session its DELTAs back to back.
+    /// all its keys the same one) and already in storage at `ticket`: DELTA
+    /// encoded once, history, and fanout — now, or, with `gather`, collected
+    /// per subscriber so that the transaction sends each session its DELTAs
+    /// back to back.
     fn commit_at(
         &self,
         slot: &KeySlot,
         st: &mut KeyState,
         ops: Vec<DeltaOp>,
-        version: u64,
-        expires: Option<u64>,
+        stamp: Stamp,
         gather: Option<&mut Gathered>,
     ) {
-        let ticket = self
-            .storage
-            .append_change(version, &slot.key, &ops, expires);
+        let Stamp {
+            version,
+            expires,
+            ticket,
+        } = stamp;
         let frame = wire::delta_expiring(slot.stream_id, &slot.key, version, &ops, expires);
         st.version = version;
         st.last_ticket = ticket;
@@ -944,11 +1004,21 @@ pub fn size_of(value: &Value) -> usize {
 /// Recovery's [`Sink`]: loads keys straight into the store's slots, so a
 /// restart builds no second copy of the state. Sizes and memory are counted
 /// once at the end ([`Store::finish_recovery`]).
-pub struct Loader<'a>(pub &'a Store);
+pub struct Loader<'a> {
+    store: &'a Store,
+    /// The present (Unix ms): remembered idempotent calls keep their age.
+    now_ms: u64,
+}
+
+impl<'a> Loader<'a> {
+    pub fn new(store: &'a Store, now_ms: u64) -> Loader<'a> {
+        Loader { store, now_ms }
+    }
+}
 
 impl Sink for Loader<'_> {
     fn image(&mut self, image: KeyImage) {
-        let store = self.0;
+        let store = self.store;
         let _ = store.with_slot(&image.key, |slot, st| {
             st.value = image.value;
             st.version = image.version;
@@ -965,7 +1035,9 @@ impl Sink for Loader<'_> {
     }
 
     fn version(&mut self, key: &str) -> u64 {
-        self.0.with_existing(key, |_, st| st.version).unwrap_or(0)
+        self.store
+            .with_existing(key, |_, st| st.version)
+            .unwrap_or(0)
     }
 
     fn change(
@@ -975,7 +1047,7 @@ impl Sink for Loader<'_> {
         ops: Vec<DeltaOp>,
         expires: Option<u64>,
     ) -> Result<(), sodp_proto::ApplyError> {
-        let store = self.0;
+        let store = self.store;
         store
             .with_slot(key, |slot, st| {
                 for op in &ops {
@@ -997,11 +1069,19 @@ impl Sink for Loader<'_> {
             })
             .unwrap_or(Ok(()))
     }
+
+    fn remembered(&mut self, remembered: Remembered) {
+        self.store.idempotency.restore(remembered, self.now_ms);
+    }
 }
 
 impl SnapshotSource for Store {
     fn images(&self) -> Vec<KeyImage> {
         Store::images(self)
+    }
+
+    fn remembered(&self) -> Vec<Remembered> {
+        self.idempotency.images()
     }
 }
 
@@ -1025,6 +1105,8 @@ mod tests {
             validator: None,
             storage: Arc::new(Memory),
             metrics: Arc::default(),
+            idempotency_window: std::time::Duration::from_secs(600),
+            idempotency_max_keys: 10_000,
         }
     }
 

@@ -716,3 +716,147 @@ async fn ttl_deadlines_survive_restarts_and_expire_while_down() {
     let init = w.watch("lasting").await;
     assert_eq!(init.body.get("expires_at").and_then(Value::as_u64), expires);
 }
+
+/// An idempotent CALL; returns its RESULT body.
+async fn call_idempotent(
+    c: &mut TestClient,
+    method: &str,
+    args: serde_json::Value,
+    key: &str,
+) -> Value {
+    c.call_with(method, v(args), [("idempotency_key", Value::from(key))])
+        .await
+}
+
+fn result_version(r: &Value) -> u64 {
+    assert_eq!(r.get("success"), Some(&Value::Bool(true)), "{r:?}");
+    r.get("data")
+        .and_then(|d| d.get("version"))
+        .and_then(Value::as_u64)
+        .unwrap()
+}
+
+/// Exactly-once across a crash: a client that lost the RESULT and retries
+/// after the server restarted gets the original outcome, not a second
+/// change — through the log, a checkpoint, and for a call that changed
+/// nothing (whose retry must not run against a newer state).
+#[tokio::test]
+async fn idempotent_outcomes_survive_kill_9_and_checkpoints() {
+    let dir = DataDir::new("idempotency");
+    let server = start(&dir.0, &[]);
+    let mut c = TestClient::connect(&url(&server)).await;
+    let patch = json!({"state": "counter", "patch": {"n": 1}});
+    let first = result_version(&call_idempotent(&mut c, "state.patch", patch.clone(), "p-1").await);
+    c.ok("state.set", json!({"state": "same", "value": 7}))
+        .await;
+    // Changes nothing (the value is already 7), yet must be remembered.
+    let noop = result_version(
+        &call_idempotent(
+            &mut c,
+            "state.set",
+            json!({"state": "same", "value": 7}),
+            "s-1",
+        )
+        .await,
+    );
+    let tx = json!({"ops": [
+        {"method": "state.set", "args": {"state": "tx.a", "value": 1}},
+        {"method": "state.set", "args": {"state": "tx.b", "value": 2}},
+    ]});
+    let tx_version =
+        result_version(&call_idempotent(&mut c, "state.transaction", tx.clone(), "t-1").await);
+    kill9(server);
+
+    let server = start(&dir.0, &[]);
+    let mut c = TestClient::connect(&url(&server)).await;
+    c.ok("state.set", json!({"state": "same", "value": 8}))
+        .await;
+    for _ in 0..2 {
+        let again = call_idempotent(&mut c, "state.patch", patch.clone(), "p-1").await;
+        assert_eq!(result_version(&again), first, "the original outcome");
+        let again = call_idempotent(
+            &mut c,
+            "state.set",
+            json!({"state": "same", "value": 7}),
+            "s-1",
+        )
+        .await;
+        assert_eq!(result_version(&again), noop);
+        let again = call_idempotent(&mut c, "state.transaction", tx.clone(), "t-1").await;
+        assert_eq!(result_version(&again), tx_version);
+    }
+    assert_eq!(read(&server, "counter").await.1, first, "no second change");
+    assert_eq!(
+        read(&server, "same").await.0,
+        Value::Int(8),
+        "the no-op retry did not run against the newer state"
+    );
+    let reused = call_idempotent(
+        &mut c,
+        "state.patch",
+        json!({"state": "counter", "patch": {"n": 2}}),
+        "p-1",
+    )
+    .await;
+    assert_eq!(failure_code(&reused), Some(409), "{reused:?}");
+    sigterm(server);
+
+    // Through a checkpoint: the records are in its image, the old log gone.
+    let server = start(&dir.0, &["--checkpoint-bytes", "1"]);
+    let mut c = TestClient::connect(&url(&server)).await;
+    c.ok("state.set", json!({"state": "nudge", "value": 1}))
+        .await;
+    eventually("a checkpoint is written", || {
+        !files(&dir.0, "checkpoint-").is_empty()
+    })
+    .await;
+    sigterm(server);
+    let server = start(&dir.0, &[]);
+    let mut c = TestClient::connect(&url(&server)).await;
+    let again = call_idempotent(&mut c, "state.patch", patch, "p-1").await;
+    assert_eq!(
+        result_version(&again),
+        first,
+        "remembered through the checkpoint"
+    );
+    assert_eq!(read(&server, "counter").await.1, first);
+}
+
+/// A transaction is one log record: a crash that tears it keeps none of
+/// its keys' changes (never half a transaction).
+#[tokio::test]
+async fn a_torn_transaction_is_dropped_whole() {
+    let dir = DataDir::new("torn-tx");
+    let server = start(&dir.0, &[]);
+    let mut c = TestClient::connect(&url(&server)).await;
+    let before = c
+        .ok("state.set", json!({"state": "tx.a", "value": 0}))
+        .await;
+    c.ok(
+        "state.transaction",
+        json!({"ops": [
+            {"method": "state.set", "args": {"state": "tx.a", "value": 1}},
+            {"method": "state.set", "args": {"state": "tx.b", "value": 2}},
+        ]}),
+    )
+    .await;
+    kill9(server);
+    // Tear the last record (the transaction) by cutting its last bytes.
+    let newest = dir.segments().pop().unwrap();
+    let len = std::fs::metadata(&newest).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .unwrap();
+    f.set_len(len - 3).unwrap();
+    drop(f);
+    let server = start(&dir.0, &[]);
+    let (a, version, _) = read(&server, "tx.a").await;
+    assert_eq!(
+        (a, version),
+        (Value::Int(0), before),
+        "tx.a as before the transaction"
+    );
+    let (_, _, b_initialized) = read(&server, "tx.b").await;
+    assert!(!b_initialized, "tx.b was never written");
+}

@@ -947,7 +947,7 @@ async fn failed_idempotent_calls_are_not_remembered() {
     let r = call_once(&mut c, "b", "state.set", args, key).await;
     let version = version_of(&r);
     assert_eq!(server.shared.store.snapshot("idem.k").version, version);
-    assert_eq!(server.shared.idempotency.len(), 1);
+    assert_eq!(server.shared.store.idempotency.len(), 1);
 }
 
 #[tokio::test]
@@ -963,6 +963,77 @@ async fn idempotency_keys_are_checked() {
     assert_eq!(server.shared.store.snapshot("idem.k").version, 0);
     let r = call_once(&mut c, "ok", "state.set", args, Value::from("é".repeat(64))).await;
     assert!(version_of(&r) > 0, "128 bytes of UTF-8 is fine");
+}
+
+/// Remembered outcomes are memory the server holds: counted in
+/// `--max-memory`; on a full server an identity recycles its own oldest
+/// records, and one with none to recycle is refused (507), nothing changed.
+#[tokio::test]
+async fn remembered_outcomes_count_against_the_memory_budget() {
+    let server = TestServer::with(|config| {
+        config.limits.max_memory = 64 * 1024;
+        config.idempotency_max_keys = 1_000_000;
+    })
+    .await;
+    let store = &server.shared.store;
+    let mut c = server.client().await;
+    c.ok("state.set", json!({"state": "idem.k", "value": 0}))
+        .await;
+    let args = |n: i64| json!({"state": "idem.k", "value": n});
+    let key = |n: i64| Value::from(format!("key-{n:06}"));
+    // Fill the budget with values.
+    let chunk = "x".repeat(1000);
+    let mut fills = 0;
+    loop {
+        let r = c
+            .call(
+                "state.set",
+                json!({"state": format!("fill.{fills}"), "value": chunk}),
+            )
+            .await;
+        if failure_code(&r) == Some(507) {
+            break;
+        }
+        fills += 1;
+    }
+    // And the last bytes, by growing one value in smaller and smaller steps.
+    let mut pad = chunk.clone();
+    for step in [256, 64, 16, 4, 1] {
+        loop {
+            let longer = format!("{pad}{}", "x".repeat(step));
+            let r = c
+                .call("state.set", json!({"state": "fill.0", "value": longer}))
+                .await;
+            if failure_code(&r) == Some(507) {
+                break;
+            }
+            pad = longer;
+        }
+    }
+    let r = call_once(&mut c, "a", "state.set", args(1), key(1)).await;
+    assert_eq!(failure_code(&r), Some(507), "no room for the record: {r:?}");
+    assert_eq!(
+        store.snapshot("idem.k").value,
+        Value::Int(0),
+        "nothing changed"
+    );
+    assert!(store.idempotency.is_empty());
+    // Room again: each record is counted.
+    c.ok("state.delete", json!({"state": "fill.0"})).await;
+    let before = store.memory().counted;
+    version_of(&call_once(&mut c, "b", "state.set", args(1), key(1)).await);
+    assert_eq!(
+        store.memory().counted - before,
+        sodp_server::idempotency::record_cost("key-000001")
+    );
+    // Many more: the identity recycles its own records within the budget.
+    for n in 2..200 {
+        version_of(&call_once(&mut c, "c", "state.set", args(n % 2), key(n)).await);
+        let m = store.memory();
+        assert!(m.counted <= m.max, "{m:?}");
+    }
+    let kept = store.idempotency.len();
+    assert!((1..199).contains(&kept), "recycled, not grown: {kept}");
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ use sodp_proto::{pointer, Map, Value};
 use crate::access::Asker;
 use crate::error::{ErrorCode, Rejection};
 use crate::holdings::Holdings;
+use crate::idempotency::Tag;
 use crate::outbox::SessionId;
 use crate::shared::Shared;
 use crate::storage::Ticket;
@@ -85,6 +86,9 @@ pub struct Context<'a> {
     pub session: SessionId,
     pub identity: &'a Identity,
     pub holdings: &'a mut Holdings,
+    /// Set for an idempotent call: what the commit must make durable with
+    /// the change (extension `idempotency`).
+    pub tag: Option<&'a Tag>,
 }
 
 impl Context<'_> {
@@ -178,7 +182,7 @@ impl Target {
     ) -> Result<Written, Rejection> {
         let if_version = self.if_version;
         let deadline = self.deadline(cx.shared)?;
-        cx.shared.store.write(&self.key, |doc| {
+        cx.shared.store.write_tagged(&self.key, cx.tag, |doc| {
             doc.require(if_version)?;
             edit(doc).map(|edit| edit.with_deadline(deadline))
         })

@@ -110,7 +110,7 @@ impl Method for Transaction {
                 edit,
             });
         }
-        let written = cx.shared.store.write_many(ops)?;
+        let written = cx.shared.store.write_many_tagged(ops, cx.tag)?;
         Ok(Reply::Written(written))
     }
 }

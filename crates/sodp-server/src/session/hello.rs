@@ -24,11 +24,11 @@ impl Session {
             ("prefix_watch", Value::Bool(true)),
             (
                 "idempotency_window_ms",
-                Value::from(self.shared.idempotency.window().as_millis() as u64),
+                Value::from(self.shared.store.idempotency.window().as_millis() as u64),
             ),
             (
                 "idempotency_max_keys",
-                Value::from(self.shared.idempotency.max_keys() as u64),
+                Value::from(self.shared.store.idempotency.max_keys() as u64),
             ),
             (
                 "backpressure_limit",

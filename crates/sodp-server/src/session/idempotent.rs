@@ -8,7 +8,7 @@ use sodp_proto::call::CallArgs;
 
 use super::Session;
 use crate::error::{ErrorCode, Rejection};
-use crate::idempotency::{fingerprint, Seen, MAX_KEY_BYTES};
+use crate::idempotency::{fingerprint, Seen, Tag, MAX_KEY_BYTES};
 use crate::methods::Reply;
 
 impl Session {
@@ -36,7 +36,7 @@ impl Session {
             return self.answer(call_id, method, result);
         };
         let print = fingerprint(name, &args);
-        let table = self.shared.idempotency.table(self.identity.sub());
+        let table = self.shared.store.idempotency.table(self.identity.sub());
         // Held while the call runs: a duplicate from another session of
         // this identity waits here, then finds the outcome.
         let mut records = table.lock();
@@ -46,14 +46,26 @@ impl Session {
                 ErrorCode::Conflict,
                 format!("idempotency key reused: {key:?} was used for another call"),
             )),
-            Seen::New => {
-                let result = self.run(method, args);
-                // Only writes are remembered; a read repeated reads again.
-                if let Ok(Reply::Written(written)) = &result {
-                    records.remember(key.to_owned(), print, *written, table.max_keys);
+            Seen::New => match records.reserve(key) {
+                Err(refusal) => Err(refusal),
+                Ok(()) => {
+                    let tag = Tag {
+                        identity: self.identity.sub().map(str::to_owned),
+                        key: key.to_owned(),
+                        fingerprint: print,
+                        at_ms: self.shared.clock.since_epoch().as_millis() as u64,
+                    };
+                    let result = self.run_tagged(method, args, Some(&tag));
+                    // Only writes are remembered; a read repeated reads again.
+                    match &result {
+                        Ok(Reply::Written(written)) => {
+                            records.remember(&tag, *written, table.max_keys)
+                        }
+                        _ => records.unreserve(key),
+                    }
+                    result
                 }
-                result
-            }
+            },
         };
         drop(records);
         self.answer(call_id, method, result);

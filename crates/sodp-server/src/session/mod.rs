@@ -31,6 +31,7 @@ use tracing::{debug, info};
 use crate::access::Asker;
 use crate::error::{ErrorCode, Rejection};
 use crate::holdings::Holdings;
+use crate::idempotency::Tag;
 use crate::methods::{self, Context, Reply};
 use crate::outbox::{Close, Outbox, SessionId};
 use crate::shared::Shared;
@@ -352,6 +353,17 @@ impl Session {
 
     /// Parses and runs a CALL.
     fn run(&mut self, method: Option<&str>, args: CallArgs<'_>) -> Result<Reply, Rejection> {
+        self.run_tagged(method, args, None)
+    }
+
+    /// [`Session::run`] of an idempotent call: its writes carry `tag` to the
+    /// commit.
+    fn run_tagged(
+        &mut self,
+        method: Option<&str>,
+        args: CallArgs<'_>,
+        tag: Option<&Tag>,
+    ) -> Result<Reply, Rejection> {
         let method =
             method.ok_or_else(|| Rejection::bad_request("CALL needs `method` (a string)"))?;
         let call = methods::parse(method, args)?;
@@ -360,6 +372,7 @@ impl Session {
             session: self.id,
             identity: &self.identity,
             holdings: &mut self.holdings,
+            tag,
         })
     }
 }

@@ -44,13 +44,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sodp_proto::codec::{write_array_len, write_int, write_str, write_uint};
-use sodp_proto::DeltaOp;
 use tracing::{error, info, warn};
 
 use super::log::{self, CHECKPOINT_MAGIC, LOG_MAGIC};
+use super::record;
 use super::record::{CheckpointRecord, KeyImage, LogRecord};
-use super::{Delivery, Storage, Ticket};
+use super::{Change, Delivery, Storage, Ticket};
 use crate::error::{ErrorCode, Rejection};
+use crate::idempotency::{Remembered, Tag};
 
 /// Versions reserved by one `Ceiling` record.
 const CEILING_STEP: u64 = 1_000_000;
@@ -87,6 +88,12 @@ pub struct DurableOptions {
 /// Takes an image of every key, for a checkpoint (the store).
 pub trait SnapshotSource: Send + Sync {
     fn images(&self) -> Vec<KeyImage>;
+    /// The idempotent calls still remembered (taken after the images: a
+    /// call whose commit is in the replaced segment is remembered by then,
+    /// since its session holds its table while it runs).
+    fn remembered(&self) -> Vec<Remembered> {
+        Vec::new()
+    }
 }
 
 /// What writers and the committer share.
@@ -260,6 +267,18 @@ impl Durable {
     }
 }
 
+/// `key, [ops...]`, then the deadline only when the change moved it.
+fn write_change_body(buf: &mut Vec<u8>, change: &Change<'_>) {
+    write_str(buf, change.key);
+    write_array_len(buf, change.ops.len());
+    for op in change.ops {
+        op.write(buf);
+    }
+    if let Some(at) = change.expires {
+        write_uint(buf, at);
+    }
+}
+
 impl Durable {
     /// `[kind, key, path]`: a bind (2) or an unbind (3), see `record`.
     fn append_presence(&self, kind: i64, key: &str, path: &str) -> Ticket {
@@ -305,24 +324,33 @@ impl Storage for Durable {
         Ok(())
     }
 
-    fn append_change(
+    fn append_commit(
         &self,
         version: u64,
-        key: &str,
-        ops: &[DeltaOp],
-        expires: Option<u64>,
+        changes: &[Change<'_>],
+        remembered: Option<&Tag>,
     ) -> Ticket {
-        self.append(Some(version), |buf| {
-            write_array_len(buf, if expires.is_some() { 5 } else { 4 });
-            write_int(buf, 1);
-            write_uint(buf, version);
-            write_str(buf, key);
-            write_array_len(buf, ops.len());
-            for op in ops {
-                op.write(buf);
+        self.append(Some(version), |buf| match (changes, remembered) {
+            // The common case keeps the compact one-change record.
+            ([change], None) => {
+                write_array_len(buf, if change.expires.is_some() { 5 } else { 4 });
+                write_int(buf, record::CHANGE);
+                write_uint(buf, version);
+                write_change_body(buf, change);
             }
-            if let Some(at) = expires {
-                write_uint(buf, at);
+            _ => {
+                write_array_len(buf, 4);
+                write_int(buf, record::COMMIT);
+                write_uint(buf, version);
+                write_array_len(buf, changes.len());
+                for change in changes {
+                    write_array_len(buf, if change.expires.is_some() { 3 } else { 2 });
+                    write_change_body(buf, change);
+                }
+                match remembered {
+                    None => buf.push(0xc0),
+                    Some(tag) => record::write_tag(buf, tag),
+                }
             }
         })
     }
@@ -546,11 +574,12 @@ impl Committer {
         self.segment = next;
         self.since_checkpoint = 0;
         let images = source.images();
+        let remembered = source.remembered();
         let ceiling = lock(&self.inner.pending).ceiling;
         self.checkpointing = std::thread::Builder::new()
             .name("sodp-checkpoint".into())
             .spawn(
-                move || match write_checkpoint(&dir, next, images, ceiling) {
+                move || match write_checkpoint(&dir, next, images, remembered, ceiling) {
                     Ok(n) => info!(checkpoint = next, keys = n, "checkpoint written"),
                     Err(e) => warn!(error = %e, "checkpoint failed; the log is kept"),
                 },
@@ -564,6 +593,7 @@ fn write_checkpoint(
     dir: &std::path::Path,
     number: u64,
     images: Vec<KeyImage>,
+    remembered: Vec<Remembered>,
     ceiling: u64,
 ) -> std::io::Result<usize> {
     let path = log::checkpoint_path(dir, number);
@@ -573,6 +603,13 @@ fn write_checkpoint(
     let n = images.len();
     for image in images {
         log::frame(&mut buf, &CheckpointRecord::Key(image).to_value());
+        if buf.len() > 1 << 20 {
+            file.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+    for r in remembered {
+        log::frame(&mut buf, &CheckpointRecord::Remembered(r).to_value());
         if buf.len() > 1 << 20 {
             file.write_all(&buf)?;
             buf.clear();

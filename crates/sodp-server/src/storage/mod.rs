@@ -2,8 +2,10 @@
 //! commit point and a storage engine.
 //!
 //! The store calls a [`Storage`] at three moments, all under the key's lock
-//! and so in commit order: a change was committed ([`Storage::append_change`]),
-//! a presence path was bound or released. Each call returns a [`Ticket`], the
+//! and so in commit order: a change was committed ([`Storage::append_commit`]:
+//! one key's change, or every key of a transaction, with the outcome of an
+//! idempotent call when there is one — one record, so a crash keeps all of
+//! it or none), a presence path was bound or released. Each call returns a [`Ticket`], the
 //! position of that record. Frames that must not be seen before the record is
 //! durable — the DELTAs of the change, the writer's RESULT, a STATE_INIT or
 //! replay showing it — are handed to [`Storage::deliver`] with the ticket;
@@ -14,7 +16,7 @@
 //! - [`durable::Durable`]: an append-only log of checksummed records in a data
 //!   directory, group-committed by one thread, with checkpoints.
 //!
-//! A cluster engine (Redis) implements the same trait: `append_change` becomes
+//! A cluster engine (Redis) implements the same trait: `append_commit` becomes
 //! its atomic script, tickets its stream ids.
 
 pub mod durable;
@@ -28,7 +30,18 @@ use bytes::Bytes;
 use sodp_proto::DeltaOp;
 
 use crate::error::Rejection;
+use crate::idempotency::Tag;
 use crate::outbox::Outbox;
+
+/// One key's part of a commit: the ops that turn its previous value into
+/// the new one, and its new deadline (Unix ms; `Some(0)`: removed; `None`:
+/// unchanged).
+#[derive(Debug, Clone, Copy)]
+pub struct Change<'a> {
+    pub key: &'a str,
+    pub ops: &'a [DeltaOp],
+    pub expires: Option<u64>,
+}
 
 /// The position of a record in the storage's order; 0 = nothing.
 pub type Ticket = u64;
@@ -121,15 +134,14 @@ pub trait Storage: Send + Sync {
     /// backlog past its bound): 500/503, checked before anything changes.
     fn check_writable(&self) -> Result<(), Rejection>;
 
-    /// Records a committed change.
-    /// `expires`: the key's new deadline (Unix ms) if the change sets one,
-    /// `Some(0)` if it removes it, `None` if it leaves it.
-    fn append_change(
+    /// Records a commit at `version`: its changes (none: an idempotent
+    /// call that changed nothing but must be remembered) and, for an
+    /// idempotent call, what to remember of it — all as one record.
+    fn append_commit(
         &self,
         version: u64,
-        key: &str,
-        ops: &[DeltaOp],
-        expires: Option<u64>,
+        changes: &[Change<'_>],
+        remembered: Option<&Tag>,
     ) -> Ticket;
 
     /// Records that `path` of `key` is now bound to a session of this run.
@@ -158,7 +170,7 @@ impl Storage for Memory {
     fn check_writable(&self) -> Result<(), Rejection> {
         Ok(())
     }
-    fn append_change(&self, _: u64, _: &str, _: &[DeltaOp], _: Option<u64>) -> Ticket {
+    fn append_commit(&self, _: u64, _: &[Change<'_>], _: Option<&Tag>) -> Ticket {
         0
     }
     fn append_bind(&self, _: &str, _: &str) -> Ticket {

@@ -4,7 +4,19 @@
 //! [`KeyImage`] per key and an end marker. Every record is an array whose
 //! first element says what it is, so the format can grow new kinds.
 
+use sodp_proto::codec::{write_array_len, write_str, write_uint};
 use sodp_proto::{DeltaOp, Value};
+
+use crate::idempotency::{Remembered, Tag};
+
+/// One key's part of a [`LogRecord::Commit`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyChange {
+    pub key: String,
+    pub ops: Vec<DeltaOp>,
+    /// The key's new deadline (Unix ms; 0 = removed); `None` = unchanged.
+    pub expires: Option<u64>,
+}
 
 /// One entry of a log segment.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +36,13 @@ pub enum LogRecord {
     Unbind { key: String, path: String },
     /// Versions up to this one may be handed out: the next run starts above.
     Ceiling(u64),
+    /// Several changes with one version (a transaction), and/or the outcome
+    /// of an idempotent call made durable with them: all or nothing.
+    Commit {
+        version: u64,
+        changes: Vec<KeyChange>,
+        remembered: Option<Tag>,
+    },
 }
 
 /// A key as a checkpoint holds it.
@@ -45,6 +64,8 @@ pub struct KeyImage {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CheckpointRecord {
     Key(KeyImage),
+    /// An idempotent call still remembered.
+    Remembered(Remembered),
     /// Written last: a checkpoint without it is incomplete.
     End {
         ceiling: u64,
@@ -52,12 +73,59 @@ pub enum CheckpointRecord {
     },
 }
 
-const CHANGE: i64 = 1;
+pub const CHANGE: i64 = 1;
 const BIND: i64 = 2;
 const UNBIND: i64 = 3;
 const CEILING: i64 = 4;
+pub const COMMIT: i64 = 5;
 const KEY: i64 = 10;
 const END: i64 = 11;
+const REMEMBERED: i64 = 12;
+
+/// `[identity or nil, idempotency key, fingerprint (2 × u64), at_ms]`.
+pub fn write_tag(buf: &mut Vec<u8>, tag: &Tag) {
+    write_array_len(buf, 5);
+    match &tag.identity {
+        Some(identity) => write_str(buf, identity),
+        None => buf.push(0xc0),
+    }
+    write_str(buf, &tag.key);
+    write_uint(buf, tag.fingerprint.0);
+    write_uint(buf, tag.fingerprint.1);
+    write_uint(buf, tag.at_ms);
+}
+
+fn tag_value(tag: &Tag) -> Value {
+    list(vec![
+        tag.identity.as_deref().map_or(Value::Nil, Value::from),
+        Value::from(tag.key.as_str()),
+        Value::from(tag.fingerprint.0),
+        Value::from(tag.fingerprint.1),
+        Value::from(tag.at_ms),
+    ])
+}
+
+fn tag_from(v: &Value) -> Option<Tag> {
+    let items = v.as_array()?;
+    let u = |i: usize| items.get(i).and_then(Value::as_u64);
+    Some(Tag {
+        identity: match items.first()? {
+            Value::Nil => None,
+            other => Some(other.as_str()?.to_owned()),
+        },
+        key: items.get(1)?.as_str()?.to_owned(),
+        fingerprint: (u(2)?, u(3)?),
+        at_ms: u(4)?,
+    })
+}
+
+/// A deadline field: absent = unchanged.
+fn expires_from(v: Option<&Value>) -> Option<Option<u64>> {
+    match v {
+        None => Some(None),
+        Some(v) => Some(Some(v.as_u64()?)),
+    }
+}
 
 fn ops_value(ops: &[DeltaOp]) -> Value {
     Value::from(ops.iter().map(DeltaOp::to_value).collect::<Vec<_>>())
@@ -96,6 +164,25 @@ impl LogRecord {
                 Value::from(path.as_str()),
             ]),
             LogRecord::Ceiling(v) => list(vec![Value::Int(CEILING), Value::from(*v)]),
+            LogRecord::Commit {
+                version,
+                changes,
+                remembered,
+            } => list(vec![
+                Value::Int(COMMIT),
+                Value::from(*version),
+                list(
+                    changes
+                        .iter()
+                        .map(|c| {
+                            let mut items = vec![Value::from(c.key.as_str()), ops_value(&c.ops)];
+                            items.extend(c.expires.map(Value::from));
+                            list(items)
+                        })
+                        .collect(),
+                ),
+                remembered.as_ref().map_or(Value::Nil, tag_value),
+            ]),
         }
     }
 
@@ -108,9 +195,26 @@ impl LogRecord {
                 version: u(1)?,
                 key: s(2)?,
                 ops: DeltaOp::list_from_value(items.get(3)?).ok()?,
-                expires: match items.get(4) {
-                    None => None,
-                    Some(v) => Some(v.as_u64()?),
+                expires: expires_from(items.get(4))?,
+            },
+            COMMIT => LogRecord::Commit {
+                version: u(1)?,
+                changes: items
+                    .get(2)?
+                    .as_array()?
+                    .iter()
+                    .map(|c| {
+                        let c = c.as_array()?;
+                        Some(KeyChange {
+                            key: c.first()?.as_str()?.to_owned(),
+                            ops: DeltaOp::list_from_value(c.get(1)?).ok()?,
+                            expires: expires_from(c.get(2))?,
+                        })
+                    })
+                    .collect::<Option<Vec<_>>>()?,
+                remembered: match items.get(3)? {
+                    Value::Nil => None,
+                    tag => Some(tag_from(tag)?),
                 },
             },
             BIND => LogRecord::Bind {
@@ -148,6 +252,11 @@ impl CheckpointRecord {
                 items.extend(k.expires_at.map(Value::from));
                 list(items)
             }
+            CheckpointRecord::Remembered(r) => list(vec![
+                Value::Int(REMEMBERED),
+                tag_value(&r.tag),
+                Value::from(r.version),
+            ]),
             CheckpointRecord::End { ceiling, keys } => list(vec![
                 Value::Int(END),
                 Value::from(*ceiling),
@@ -195,6 +304,10 @@ impl CheckpointRecord {
                 ceiling: u(1)?,
                 keys: u(2)?,
             },
+            REMEMBERED => CheckpointRecord::Remembered(Remembered {
+                tag: tag_from(items.get(1)?)?,
+                version: u(2)?,
+            }),
             _ => return None,
         })
     }
@@ -228,6 +341,27 @@ mod tests {
                 path: "/me".into(),
             },
             LogRecord::Ceiling(u64::MAX),
+            LogRecord::Commit {
+                version: 11,
+                changes: vec![
+                    KeyChange {
+                        key: "a".into(),
+                        ops: vec![DeltaOp::add("/", Value::Int(1))],
+                        expires: None,
+                    },
+                    KeyChange {
+                        key: "b".into(),
+                        ops: vec![DeltaOp::remove("/")],
+                        expires: Some(0),
+                    },
+                ],
+                remembered: Some(tag()),
+            },
+            LogRecord::Commit {
+                version: 12,
+                changes: vec![],
+                remembered: None,
+            },
         ];
         for r in logs {
             assert_eq!(LogRecord::from_value(&r.to_value()), Some(r));
@@ -242,5 +376,42 @@ mod tests {
             expires_at: Some(1_800_000_000_000),
         });
         assert_eq!(CheckpointRecord::from_value(&image.to_value()), Some(image));
+        let remembered = CheckpointRecord::Remembered(Remembered {
+            tag: tag(),
+            version: 4,
+        });
+        assert_eq!(
+            CheckpointRecord::from_value(&remembered.to_value()),
+            Some(remembered)
+        );
+        let anonymous = CheckpointRecord::Remembered(Remembered {
+            tag: Tag {
+                identity: None,
+                ..tag()
+            },
+            version: 4,
+        });
+        assert_eq!(
+            CheckpointRecord::from_value(&anonymous.to_value()),
+            Some(anonymous)
+        );
+    }
+
+    fn tag() -> Tag {
+        Tag {
+            identity: Some("alice".into()),
+            key: "retry-1".into(),
+            fingerprint: (u64::MAX, 3),
+            at_ms: 1_800_000_000_000,
+        }
+    }
+
+    /// What the engine writes without building a `LogRecord` reads back as one.
+    #[test]
+    fn the_engines_direct_encoding_of_a_tag_decodes() {
+        let mut buf = Vec::new();
+        write_tag(&mut buf, &tag());
+        let value = sodp_proto::codec::decode_value(&buf, 8).unwrap();
+        assert_eq!(tag_from(&value), Some(tag()));
     }
 }

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use sodp_proto::{ApplyError, DeltaOp};
 
 use super::log::{self, Damage, CHECKPOINT_MAGIC, LOG_MAGIC};
-use super::record::{CheckpointRecord, KeyImage, LogRecord};
+use super::record::{CheckpointRecord, KeyChange, KeyImage, LogRecord};
+use crate::idempotency::Remembered;
 
 /// Why the state could not be recovered.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,8 @@ pub trait Sink {
         ops: Vec<DeltaOp>,
         expires: Option<u64>,
     ) -> Result<(), ApplyError>;
+    /// An idempotent call remembered by the previous run.
+    fn remembered(&mut self, remembered: Remembered);
 }
 
 /// What recovery learnt besides the keys themselves.
@@ -152,6 +155,7 @@ fn load_checkpoint(
                 out.images += 1;
                 sink.image(k);
             }
+            Some(CheckpointRecord::Remembered(r)) => sink.remembered(r),
             Some(CheckpointRecord::End { ceiling, .. }) => {
                 out.version_floor = out.version_floor.max(ceiling);
                 complete = true;
@@ -196,6 +200,38 @@ fn load_checkpoint(
     }
 }
 
+/// One key's change of a log record at `version`, unless the checkpoint
+/// already has it.
+fn apply(
+    path: &Path,
+    i: usize,
+    version: u64,
+    change: KeyChange,
+    salvage: bool,
+    sink: &mut dyn Sink,
+    out: &mut Recovered,
+) -> Result<(), RecoveryError> {
+    out.version_floor = out.version_floor.max(version);
+    if version <= sink.version(&change.key) {
+        return Ok(()); // Already in the checkpoint.
+    }
+    match sink.change(version, &change.key, change.ops, change.expires) {
+        Ok(()) => out.changes += 1,
+        Err(e) if salvage => out.notes.push(format!(
+            "salvage: {}: record {i} does not apply ({e}); skipped",
+            path.display()
+        )),
+        Err(e) => {
+            return Err(RecoveryError::Corrupt {
+                path: path.to_owned(),
+                offset: 0,
+                reason: format!("record {i}: does not apply: {e}"),
+            })
+        }
+    }
+    Ok(())
+}
+
 /// One log record.
 fn replay(
     path: &Path,
@@ -217,17 +253,19 @@ fn replay(
             ops,
             expires,
         }) => {
-            out.version_floor = out.version_floor.max(version);
-            if version <= sink.version(&key) {
-                return Ok(()); // Already in the checkpoint.
+            let change = KeyChange { key, ops, expires };
+            apply(path, i, version, change, salvage, sink, out)?;
+        }
+        Some(LogRecord::Commit {
+            version,
+            changes,
+            remembered,
+        }) => {
+            for change in changes {
+                apply(path, i, version, change, salvage, sink, out)?;
             }
-            match sink.change(version, &key, ops, expires) {
-                Ok(()) => out.changes += 1,
-                Err(e) if salvage => out.notes.push(format!(
-                    "salvage: {}: record {i} does not apply ({e}); skipped",
-                    path.display()
-                )),
-                Err(e) => return Err(corrupt(format!("does not apply: {e}"))),
+            if let Some(tag) = remembered {
+                sink.remembered(Remembered { tag, version });
             }
         }
         Some(LogRecord::Bind { key, path: p }) => {

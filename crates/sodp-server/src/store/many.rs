@@ -28,10 +28,11 @@ use std::sync::{Arc, MutexGuard};
 use bytes::Bytes;
 use sodp_proto::DeltaOp;
 
-use super::{condition_holds, lock, Doc, Edit, EditKind, KeySlot, KeyState, Store, Written};
+use super::{condition_holds, lock, Doc, Edit, EditKind, KeySlot, KeyState, Stamp, Store, Written};
 use crate::error::Rejection;
+use crate::idempotency::Tag;
 use crate::outbox::{Outbox, SessionId};
-use crate::storage::Delivery;
+use crate::storage::{Change, Delivery};
 
 /// A write's change, to run under its key's lock.
 pub type EditFn<'a> = Box<dyn FnOnce(&mut Doc<'_>) -> Result<Edit, Rejection> + 'a>;
@@ -84,11 +85,21 @@ impl Store {
     /// (409 with that key's version and the op's index), an op's own
     /// refusal, a schema violation — in which case nothing changed.
     pub fn write_many(&self, ops: Vec<TxOp<'_>>) -> Result<Written, Rejection> {
+        self.write_many_tagged(ops, None)
+    }
+
+    /// [`Store::write_many`] of an idempotent call: `tag` goes into the same
+    /// storage record as the changes.
+    pub fn write_many_tagged(
+        &self,
+        ops: Vec<TxOp<'_>>,
+        tag: Option<&Tag>,
+    ) -> Result<Written, Rejection> {
         self.storage.check_writable()?;
         let mut keys: Vec<String> = ops.iter().map(|op| op.key.clone()).collect();
         keys.sort_unstable();
         keys.dedup();
-        let result = self.write_sorted(&keys, ops);
+        let result = self.write_sorted(&keys, ops, tag);
         for key in &keys {
             // Slots created for a refused transaction are given back.
             self.retire_if_unused(key);
@@ -96,7 +107,12 @@ impl Store {
         result
     }
 
-    fn write_sorted(&self, keys: &[String], ops: Vec<TxOp<'_>>) -> Result<Written, Rejection> {
+    fn write_sorted(
+        &self,
+        keys: &[String],
+        ops: Vec<TxOp<'_>>,
+        tag: Option<&Tag>,
+    ) -> Result<Written, Rejection> {
         loop {
             let slots = keys
                 .iter()
@@ -107,7 +123,7 @@ impl Store {
             if guards.iter().any(|st| st.retired) {
                 continue; // Retired before we locked it: find the slots again.
             }
-            return self.write_locked(keys, &slots, &mut guards, ops);
+            return self.write_locked(keys, &slots, &mut guards, ops, tag);
         }
     }
 
@@ -117,6 +133,7 @@ impl Store {
         slots: &[Arc<KeySlot>],
         guards: &mut [MutexGuard<'_, KeyState>],
         ops: Vec<TxOp<'_>>,
+        tag: Option<&Tag>,
     ) -> Result<Written, Rejection> {
         let position = |key: &str| {
             keys.binary_search_by(|k| k.as_str().cmp(key))
@@ -227,11 +244,12 @@ impl Store {
         }
         if !changed.contains(&true) {
             give_back(&drafts);
-            let newest = guards.iter().max_by_key(|st| st.version);
-            return Ok(Written {
-                version: newest.map_or(0, |st| st.version),
-                ticket: guards.iter().map(|st| st.last_ticket).max().unwrap_or(0),
-            });
+            let version = guards.iter().map(|st| st.version).max().unwrap_or(0);
+            let mut ticket = guards.iter().map(|st| st.last_ticket).max().unwrap_or(0);
+            if let Some(tag) = tag {
+                ticket = ticket.max(self.storage.append_commit(version, &[], Some(tag)));
+            }
+            return Ok(Written { version, ticket });
         }
         // Commit: one version for every changed key (with the pattern lock
         // held if a pattern matches one of them).
@@ -246,8 +264,8 @@ impl Store {
             .version
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + 1;
-        let mut gathered = Gathered::default();
-        let mut ticket = 0;
+        // The keys' new states, then one storage record for all of them.
+        let mut committing = Vec::new();
         for (p, draft) in drafts.iter_mut().enumerate() {
             if !changed[p] {
                 self.memory.release(draft.reserved);
@@ -267,10 +285,28 @@ impl Store {
                 st.expires_at = draft.st.expires_at;
                 draft.st.expires_at.unwrap_or(0)
             });
-            let ops = std::mem::take(&mut draft.ops);
+            committing.push((p, std::mem::take(&mut draft.ops), expires));
+        }
+        let changes: Vec<Change<'_>> = committing
+            .iter()
+            .map(|(p, ops, expires)| Change {
+                key: &slots[*p].key,
+                ops,
+                expires: *expires,
+            })
+            .collect();
+        let ticket = self.storage.append_commit(version, &changes, tag);
+        drop(changes);
+        let mut gathered = Gathered::default();
+        for (p, ops, expires) in committing {
+            let st = &mut *guards[p];
             let pattern_ops = publishing.as_ref().map(|_| ops.clone());
-            self.commit_at(&slots[p], st, ops, version, expires, Some(&mut gathered));
-            ticket = ticket.max(st.last_ticket);
+            let stamp = Stamp {
+                version,
+                expires,
+                ticket,
+            };
+            self.commit_at(&slots[p], st, ops, stamp, Some(&mut gathered));
             if let (Some(publishing), Some(ops)) = (&mut publishing, pattern_ops) {
                 publishing.publish(&self.storage, &slots[p].key, version, &ops, st.last_ticket);
             }
@@ -318,6 +354,8 @@ mod tests {
             validator: None,
             storage: Arc::new(crate::storage::Memory),
             metrics: Arc::default(),
+            idempotency_window: std::time::Duration::from_secs(600),
+            idempotency_max_keys: 10_000,
         })
     }
 

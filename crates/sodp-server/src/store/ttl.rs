@@ -97,7 +97,7 @@ impl Store {
             self.memory.release(st.size.saturating_sub(size_after));
             st.size = size_after;
             st.value = Value::Nil;
-            self.commit_expiring(slot, st, vec![DeltaOp::remove("/")], Some(0));
+            self.commit_expiring(slot, st, vec![DeltaOp::remove("/")], Some(0), None);
             st.initialized = false;
         });
     }

@@ -217,13 +217,25 @@ impl TestClient {
     }
 
     pub async fn call_value(&mut self, method: &str, args: Value) -> Value {
+        self.call_with(method, args, []).await
+    }
+
+    /// A CALL with more fields in its body (e.g. `idempotency_key`).
+    pub async fn call_with<const N: usize>(
+        &mut self,
+        method: &str,
+        args: Value,
+        extra: [(&str, Value); N],
+    ) -> Value {
         self.next_call += 1;
         let call_id = format!("c{}", self.next_call);
-        let body = Value::map_from([
+        let mut fields = vec![
             ("call_id", Value::from(call_id.as_str())),
             ("method", Value::from(method)),
             ("args", args),
-        ]);
+        ];
+        fields.extend(extra);
+        let body = Value::map_from(fields);
         self.send(FrameType::Call, 0, body).await;
         loop {
             let f = self.next_from_socket().await;
