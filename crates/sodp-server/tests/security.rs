@@ -649,6 +649,37 @@ async fn refresh_replaces_the_claims_the_acl_decides_on() {
     write_denied(&mut alice, "public.news").await;
 }
 
+/// A pattern subscription filters each change with the session's claims
+/// as they are then: a role gained or dropped at refresh counts at once.
+#[tokio::test]
+async fn refresh_changes_what_a_pattern_subscription_lets_through() {
+    let server = TestServer::with(keycloak_server).await;
+    let mut bob = authed(&server, &token(json!({"sub": "bob"})), "bob").await;
+    let mut alice = authed(&server, &token(json!({"sub": "alice"})), "alice").await;
+    alice
+        .send(FrameType::Watch, 0, v(json!({"state": "users.*"})))
+        .await;
+    let init = alice.recv().await;
+    assert_eq!(init.kind, FrameType::StateInit, "{init:?}");
+    let changed = |key: &str| json!({"state": key, "value": 1});
+    bob.ok("state.set", changed("users.bob.hidden")).await;
+    alice.expect_silence(Duration::from_millis(150)).await;
+    send_auth(
+        &mut alice,
+        &token(json!({"sub": "alice", "realm_access": {"roles": ["admin"]}})),
+    )
+    .await;
+    expect_auth_ok(&mut alice, "alice").await;
+    let seen = bob.ok("state.set", changed("users.bob.seen")).await;
+    let (version, ops) = alice.delta().await;
+    assert_eq!(version, seen);
+    assert_eq!(ops[0].path, "/users.bob.seen", "{ops:?}");
+    send_auth(&mut alice, &token(json!({"sub": "alice"}))).await;
+    expect_auth_ok(&mut alice, "alice").await;
+    bob.ok("state.set", changed("users.bob.hidden.again")).await;
+    alice.expect_silence(Duration::from_millis(150)).await;
+}
+
 // ------------------------------------------------------------------- ACL
 
 const KEYCLOAK_ACL: &str = r#"{

@@ -52,6 +52,10 @@ pub struct Session {
     outbox: Arc<Outbox>,
     auth: AuthState,
     identity: Identity,
+    /// The identity pattern subscriptions filter keys with: the same as
+    /// `identity`, shared with the store's pattern streams so that a token
+    /// refresh changes what they let through at once.
+    reader: Arc<std::sync::RwLock<Identity>>,
     write_limit: RateLimiter,
     watch_limit: RateLimiter,
     /// Sequence number of the last frame this session numbered.
@@ -81,6 +85,7 @@ impl Session {
         let mut session = Session {
             auth,
             identity: Identity::anonymous(),
+            reader: Arc::new(std::sync::RwLock::new(Identity::anonymous())),
             write_limit: RateLimiter::new(policy.rate_writes_per_sec),
             watch_limit: RateLimiter::new(policy.rate_watches_per_sec),
             holdings: Holdings::new(shared.clone(), id),

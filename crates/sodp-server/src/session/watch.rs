@@ -70,12 +70,14 @@ impl Session {
     }
 
     /// The read check a pattern subscription filters keys with: this
-    /// session's identity as of now.
+    /// session's identity at the time of each change (a refresh that adds
+    /// or drops a role applies to later changes).
     fn read_check(&self) -> ReadCheck {
         let shared = self.shared.clone();
-        let identity = self.identity.clone();
+        let reader = self.reader.clone();
         let session = self.id;
         Arc::new(move |key: &str| {
+            let identity = reader.read().unwrap_or_else(|p| p.into_inner());
             Asker {
                 shared: &shared,
                 session,
