@@ -102,6 +102,17 @@ impl History {
         (frames, since >= self.floor)
     }
 
+    /// The newest version no longer retained (0: nothing was dropped).
+    pub fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// Starts a history recovered from a checkpoint, whose changes up to
+    /// `floor` were dropped before it was written (call before `push`).
+    pub fn start_above(&mut self, floor: u64) {
+        self.floor = floor;
+    }
+
     /// Every retained change, oldest first (for checkpoints).
     pub fn frames(&self) -> impl Iterator<Item = (u64, &Bytes)> {
         self.entries.iter().map(|(v, f)| (*v, f))

@@ -964,6 +964,7 @@ impl Store {
                     history,
                     binds: st.presence.keys().cloned().collect(),
                     expires_at: st.expires_at,
+                    history_floor: Some(st.history.floor()),
                 })
             })
             .collect()
@@ -1027,6 +1028,13 @@ impl Sink for Loader<'_> {
                 .timers
                 .moved(&slot.key, st.expires_at, image.expires_at);
             st.expires_at = image.expires_at;
+            // What the previous run had dropped stays dropped: a RESUME from
+            // before it gets STATE_INIT, and `state.history` says so. A
+            // checkpoint that did not record it: from its first change on.
+            let floor = image
+                .history_floor
+                .unwrap_or_else(|| image.history.first().map_or(image.version, |(v, _)| *v));
+            st.history.start_above(floor);
             for (version, ops) in image.history {
                 let frame = wire::delta(slot.stream_id, &slot.key, version, &ops);
                 st.history.push(version, frame, &store.history, usize::MAX);

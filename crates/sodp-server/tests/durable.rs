@@ -860,3 +860,46 @@ async fn a_torn_transaction_is_dropped_whole() {
     let (_, _, b_initialized) = read(&server, "tx.b").await;
     assert!(!b_initialized, "tx.b was never written");
 }
+
+/// History trimmed before a checkpoint stays trimmed after the restart:
+/// `state.history` from before the retained changes says `complete: false`
+/// (it would otherwise claim a gapless history it does not have).
+#[tokio::test]
+async fn trimmed_history_is_still_known_trimmed_after_a_restart() {
+    let dir = DataDir::new("history-floor");
+    let args = ["--history", "3", "--checkpoint-bytes", "1"];
+    let server = start(&dir.0, &args);
+    let mut c = TestClient::connect(&url(&server)).await;
+    let mut versions = Vec::new();
+    for n in 0..10 {
+        versions.push(c.ok("state.set", json!({"state": "h", "value": n})).await);
+    }
+    eventually("a checkpoint is written", || {
+        !files(&dir.0, "checkpoint-").is_empty()
+    })
+    .await;
+    sigterm(server);
+    let server = start(&dir.0, &[]);
+    let mut c = TestClient::connect(&url(&server)).await;
+    let history = |since: u64| json!({"state": "h", "since_version": since});
+    let r = c.call("state.history", history(versions[1])).await;
+    let data = r.get("data").unwrap();
+    let entries = data.get("entries").and_then(Value::as_array).unwrap();
+    let retained: Vec<u64> = entries
+        .iter()
+        .map(|e| e.get("version").and_then(Value::as_u64).unwrap())
+        .collect();
+    assert_eq!(retained, versions[7..], "the last three changes were kept");
+    assert_eq!(
+        data.get("complete"),
+        Some(&Value::Bool(false)),
+        "changes after {} were dropped before the restart: {r:?}",
+        versions[1]
+    );
+    let r = c.call("state.history", history(versions[6])).await;
+    assert_eq!(
+        r.get("data").and_then(|d| d.get("complete")),
+        Some(&Value::Bool(true)),
+        "from the version before the first retained change, nothing is missing"
+    );
+}

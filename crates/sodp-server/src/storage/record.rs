@@ -58,6 +58,10 @@ pub struct KeyImage {
     pub binds: Vec<String>,
     /// The key's deadline (Unix ms), if it has one.
     pub expires_at: Option<u64>,
+    /// The newest version of the key no longer in `history` (0: nothing
+    /// was dropped): a RESUME from below it cannot be replayed. `None` in
+    /// checkpoints written before it was recorded.
+    pub history_floor: Option<u64>,
 }
 
 /// One entry of a checkpoint.
@@ -249,7 +253,8 @@ impl CheckpointRecord {
                     ),
                     list(k.binds.iter().map(|p| Value::from(p.as_str())).collect()),
                 ];
-                items.extend(k.expires_at.map(Value::from));
+                items.push(k.expires_at.map_or(Value::Nil, Value::from));
+                items.extend(k.history_floor.map(Value::from));
                 list(items)
             }
             CheckpointRecord::Remembered(r) => list(vec![
@@ -295,6 +300,10 @@ impl CheckpointRecord {
                     history,
                     binds,
                     expires_at: match items.get(7) {
+                        None | Some(Value::Nil) => None,
+                        Some(v) => Some(v.as_u64()?),
+                    },
+                    history_floor: match items.get(8) {
                         None => None,
                         Some(v) => Some(v.as_u64()?),
                     },
@@ -374,7 +383,19 @@ mod tests {
             history: vec![(3, vec![DeltaOp::update("/", Value::from("v"))])],
             binds: vec!["/me".into()],
             expires_at: Some(1_800_000_000_000),
+            history_floor: Some(2),
         });
+        let bare = CheckpointRecord::Key(KeyImage {
+            key: "k".into(),
+            version: 3,
+            initialized: false,
+            value: Value::Nil,
+            history: vec![],
+            binds: vec![],
+            expires_at: None,
+            history_floor: None,
+        });
+        assert_eq!(CheckpointRecord::from_value(&bare.to_value()), Some(bare));
         assert_eq!(CheckpointRecord::from_value(&image.to_value()), Some(image));
         let remembered = CheckpointRecord::Remembered(Remembered {
             tag: tag(),
