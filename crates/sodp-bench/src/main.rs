@@ -1,6 +1,7 @@
 //! `sodp-bench`: a load generator for SODP servers.
 //!
-//! Scenarios (see each module): `fanout`, `writes`, `conns`, `roundtrip`.
+//! Scenarios (see each module): `fanout`, `writes`, `conns`, `roundtrip`,
+//! and for the protocol extensions `patterns`, `cas`, `keyspace`.
 //! Every run is bounded in count and time, prints one JSON line of results
 //! on stdout and a human summary on stderr, and exits non-zero when the run
 //! was not clean (missing, duplicated or out-of-order deltas, failed calls,
@@ -12,6 +13,7 @@
 
 mod clock;
 mod conns;
+mod extensions;
 mod fanout;
 mod procfs;
 mod report;
@@ -98,6 +100,43 @@ enum Scenario {
         #[arg(long, default_value_t = 2000)]
         count: usize,
     },
+    /// The `writes` load with pattern subscriptions registered.
+    Patterns {
+        #[arg(long, default_value_t = 8)]
+        conns: usize,
+        #[arg(long, default_value_t = 32)]
+        keys: usize,
+        /// Seconds.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        /// Connections watching a pattern every written key matches.
+        #[arg(long, default_value_t = 1)]
+        pattern_subs: usize,
+        /// Patterns registered that match none of the written keys.
+        #[arg(long, default_value_t = 10000)]
+        idle_patterns: usize,
+    },
+    /// Compare-and-set loops on one counter (`if_version`, re-read on 409).
+    Cas {
+        #[arg(long, default_value_t = 4)]
+        conns: usize,
+        /// Seconds.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+    },
+    /// K keys written (optionally with a TTL): RSS per key, CPU while idle.
+    Keyspace {
+        #[arg(long, default_value_t = 100000)]
+        keys: usize,
+        /// `ttl_ms` on every write (omit: no TTL).
+        #[arg(long)]
+        ttl_ms: Option<u64>,
+        /// Seconds to stay idle after loading (CPU is measured then).
+        #[arg(long, default_value_t = 5.0)]
+        idle: f64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -178,6 +217,34 @@ fn main() -> ExitCode {
                     };
                     conns::run(&url, pid, &p).await
                 }
+                Scenario::Patterns {
+                    conns,
+                    keys,
+                    duration,
+                    window,
+                    pattern_subs,
+                    idle_patterns,
+                } => {
+                    let p = writes::Params {
+                        conns,
+                        keys,
+                        duration: Duration::from_secs_f64(duration.min(cli.timeout)),
+                        window,
+                        drain: Duration::from_secs(10),
+                    };
+                    extensions::patterns(&url, pid, &p, pattern_subs, idle_patterns).await
+                }
+                Scenario::Cas { conns, duration } => {
+                    let duration = Duration::from_secs_f64(duration.min(cli.timeout));
+                    extensions::cas(&url, pid, conns, duration).await
+                }
+                Scenario::Keyspace { keys, ttl_ms, idle } => match pid {
+                    None => Err("keyspace needs --server-pid".into()),
+                    Some(pid) => {
+                        let idle = Duration::from_secs_f64(idle);
+                        extensions::keyspace(&url, pid, keys, ttl_ms, idle).await
+                    }
+                },
                 Scenario::Roundtrip { count } => {
                     let p = roundtrip::Params {
                         count,

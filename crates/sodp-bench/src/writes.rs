@@ -51,10 +51,14 @@ struct Templates {
 }
 
 pub async fn run(url: &str, pid: Option<u32>, p: &Params) -> Result<Report, Error> {
+    run_on(url, pid, p, &wire::run_key("writes", "")).await
+}
+
+/// [`run`] on keys `BASE.k0`, `BASE.k1`, ...
+pub async fn run_on(url: &str, pid: Option<u32>, p: &Params, base: &str) -> Result<Report, Error> {
     if p.conns == 0 || p.keys == 0 || p.window == 0 {
         return Err("writes needs --conns, --keys and --window >= 1".into());
     }
-    let base = wire::run_key("writes", "");
     let keys: Vec<String> = (0..p.keys).map(|k| format!("{base}.k{k}")).collect();
     let templates = Arc::new(Templates {
         set: keys
