@@ -31,6 +31,11 @@ struct Entry {
     /// A STATE_INIT has been seen, so `value`/`version` are meaningful (and a
     /// reconnect can RESUME from `version`).
     known: bool,
+    /// A pattern (`game.*`, `*`, extension `prefix_watch`): the value is a
+    /// map of full key → value.
+    pattern: bool,
+    /// The version of the last STATE_INIT.
+    baseline: u64,
     /// The stream id this client suggests for the key.
     local_stream: u32,
     watchers: Vec<(WatcherId, Sender)>,
@@ -108,6 +113,8 @@ impl Subscriptions {
                 version: 0,
                 initialized: false,
                 known: false,
+                pattern: key.contains('*'),
+                baseline: 0,
                 local_stream: stream,
                 watchers: vec![(id, tx)],
             },
@@ -198,6 +205,7 @@ impl Subscriptions {
         }
         entry.value = value;
         entry.version = version;
+        entry.baseline = version;
         entry.initialized = initialized;
         entry.known = true;
         let update = entry.update(Source::Init, Arc::from([]));
@@ -216,7 +224,15 @@ impl Subscriptions {
             return Ok(DeltaOutcome::Ignored);
         };
         let version = body.get("version").and_then(Value::as_u64);
-        if !entry.known || version.is_some_and(|v| v <= entry.version) {
+        // A transaction gives each key it touched one DELTA with the same
+        // version, so a pattern's stream can carry several DELTAs of one
+        // version back to back; only those its STATE_INIT already covers
+        // are stale.
+        let stale = version.is_some_and(|v| match entry.pattern {
+            true => v < entry.version || v <= entry.baseline,
+            false => v <= entry.version,
+        });
+        if !entry.known || stale {
             return Ok(DeltaOutcome::Ignored);
         }
         let result = body
@@ -503,5 +519,40 @@ mod tests {
                 other => panic!("{name}: unexpected {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_pattern_applies_each_delta_of_one_transaction() {
+        let mut subs = Subscriptions::default();
+        let (tx, mut rx) = roomy();
+        subs.add_watcher("game.*", tx);
+        subs.on_state_init(
+            10,
+            &v(json!({"state": "game.*", "version": 5, "value": {"game.a": 1}, "initialized": true})),
+        )
+        .unwrap();
+        // Covered by the STATE_INIT: stale.
+        let old = json!({"state": "game.*", "version": 5, "ops": [{"op": "UPDATE", "path": "/game.a", "value": 9}]});
+        assert_eq!(subs.on_delta(10, &v(old)).unwrap(), DeltaOutcome::Ignored);
+        // One transaction (version 7) touching two matching keys.
+        let a = json!({"state": "game.*", "version": 7, "ops": [{"op": "UPDATE", "path": "/game.a", "value": 2}]});
+        let b = json!({"state": "game.*", "version": 7, "ops": [{"op": "ADD", "path": "/game.b", "value": 3}]});
+        assert_eq!(subs.on_delta(10, &v(a)).unwrap(), DeltaOutcome::Applied);
+        assert_eq!(subs.on_delta(10, &v(b)).unwrap(), DeltaOutcome::Applied);
+        let older =
+            json!({"state": "game.*", "version": 6, "ops": [{"op": "REMOVE", "path": "/game.a"}]});
+        assert_eq!(subs.on_delta(10, &v(older)).unwrap(), DeltaOutcome::Ignored);
+        let got = drain(&mut rx);
+        assert_eq!(got.last().unwrap().2, json!({"game.a": 2, "game.b": 3}));
+        assert!(subs.get("game.*").unwrap().1.initialized);
+
+        // A plain key never takes two DELTAs of one version.
+        let (tx, _rx) = roomy();
+        subs.add_watcher("k", tx);
+        subs.on_state_init(11, &v(json!({"state": "k", "version": 7, "value": 1})))
+            .unwrap();
+        let again =
+            json!({"state": "k", "version": 7, "ops": [{"op": "UPDATE", "path": "/", "value": 2}]});
+        assert_eq!(subs.on_delta(11, &v(again)).unwrap(), DeltaOutcome::Ignored);
     }
 }
