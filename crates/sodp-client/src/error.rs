@@ -30,7 +30,7 @@ pub enum Error {
     /// `version` that op's key's version); nothing of the transaction was
     /// applied. (A 409 without a version, e.g. an idempotency key reused for
     /// another call, is an [`Error::Call`].)
-    #[error("conflict: {message} (current version {version})")]
+    #[error("conflict{}: {message} (current version {version})", at_op(.op))]
     Conflict {
         version: u64,
         op: Option<usize>,
@@ -97,6 +97,10 @@ impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Serde(e.to_string())
     }
+}
+
+fn at_op(op: &Option<usize>) -> String {
+    op.map(|i| format!(" at op {i}")).unwrap_or_default()
 }
 
 /// Shorthand for results of this crate.
