@@ -480,3 +480,86 @@ fn watch_a_pattern_prints_the_map() {
     assert_eq!(watch.next()["value"], json!({"game.b": 2}));
     assert!(watch.interrupt().success());
 }
+
+/// A scripted server whose HELLO advertises no extension: it answers every
+/// WATCH with a STATE_INIT of version 3 and value "old", and nothing else.
+async fn bare_server() -> String {
+    use futures_util::{SinkExt, StreamExt};
+    use sodp_proto::{Frame, FrameType, Value as V};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let hello = V::from(json!({"protocol": "sodp", "version": "1.0", "auth": false,
+                                           "capabilities": {"resume": true}}));
+                let frame = Frame::new(FrameType::Hello, 0, hello).encode();
+                if ws.send(Message::Binary(frame.into())).await.is_err() {
+                    return;
+                }
+                while let Some(Ok(msg)) = ws.next().await {
+                    let Message::Binary(bytes) = msg else {
+                        continue;
+                    };
+                    let Ok(f) = Frame::decode(&bytes, 64) else {
+                        continue;
+                    };
+                    if f.kind == FrameType::Watch {
+                        let key = f.body.get("state").cloned().unwrap_or_default();
+                        let init = V::map_from([
+                            ("state", key),
+                            ("version", V::from(3u64)),
+                            ("value", V::from("old")),
+                            ("initialized", V::Bool(true)),
+                        ]);
+                        let frame = Frame::new(FrameType::StateInit, f.stream_id, init).encode();
+                        let _ = ws.send(Message::Binary(frame.into())).await;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_extensions_get_falls_back_and_the_rest_is_unsupported() {
+    let url = bare_server().await;
+    let run = |args: &'static [&'static str]| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || sodp(&url, args))
+    };
+    let out = run(&["get", "k"]).await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#""old""#);
+    let out = run(&["get", "k", "--meta"]).await.unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        json!({"version": 3, "initialized": true, "value": "old"})
+    );
+    for (args, extension) in [
+        (&["watch", "game.*"][..], "prefix_watch"),
+        (&["set", "k", "1", "--if-version", "3"], "conditional"),
+        (&["set", "k", "1", "--ttl", "1s"], "ttl"),
+        (&["delete", "k", "--idempotency-key", "x"], "idempotency"),
+        (&["keys"], "read"),
+        (&["history", "k"], "read"),
+        (
+            &["tx", r#"[{"method":"state.delete","args":{"state":"k"}}]"#],
+            "transaction",
+        ),
+    ] {
+        let out = run(args).await.unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("does not support the `{extension}` extension")),
+            "{args:?}: {err}"
+        );
+    }
+}

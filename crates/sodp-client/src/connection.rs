@@ -297,6 +297,23 @@ impl Driver {
             call.args.clone(),
             call.idempotency_key.as_deref(),
         );
+        if call.resent {
+            // A CALL over the server's message limit made it close the
+            // connection; resending it would only do that again.
+            let limit = self
+                .capabilities
+                .get("max_message_bytes")
+                .and_then(Value::as_u64);
+            let size = frame.encode().len() as u64;
+            if let Some(limit) = limit.filter(|l| *l > 0 && size > *l) {
+                let _ = call.reply.send(Err(Error::Connection(format!(
+                    "connection to {} lost with the call in flight; not resent: the call is \
+                     {size} bytes, over the server's max_message_bytes of {limit}",
+                    conn.url()
+                ))));
+                return Ok(());
+            }
+        }
         // Forget calls whose caller gave up, so a silent server cannot grow this.
         replies.retain(|_, c| !c.abandoned());
         replies.insert(id, call);

@@ -211,3 +211,25 @@ async fn writes_made_while_disconnected_go_out_after_the_reconnect() {
     assert_eq!(got, [0, 1, 2, 3, 4], "each applied once");
     assert_eq!(log.version, *versions.iter().max().unwrap());
 }
+
+/// A write over the server's message limit makes the server close the
+/// connection; it is not resent in a loop but fails with a clear error, and
+/// the client carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_write_is_not_resent_forever() {
+    let server = TestServer::start_with(&["--max-message-bytes", "4096"]);
+    let c = reconnecting(&server.url());
+    c.ready().await.unwrap();
+    let big = "x".repeat(10_000);
+    let started = std::time::Instant::now();
+    let result = c.set("big.k", &big).await;
+    assert!(
+        matches!(&result, Err(Error::Connection(m)) if m.contains("max_message_bytes of 4096")),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failed promptly"
+    );
+    assert!(c.set("small.k", &1).await.is_ok());
+}
