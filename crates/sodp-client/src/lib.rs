@@ -88,11 +88,12 @@
 //! - [`state_ref`]: [`StateRef`], the same API scoped to one key, and
 //!   [`Client::state`].
 //! - [`update`]: what watchers receive ([`Update`], [`Meta`], [`Source`]).
-//! - [`options`]: [`WriteOptions`] (`if_version`, `ttl`, idempotency key)
-//!   and the capability each needs.
+//! - [`options`]: the options of one write, [`WriteOptions`] (`if_version`,
+//!   `ttl`, idempotency key), and the capability each needs.
 //! - [`reads`]: one-shot reads ([`Client::fetch`], [`Client::keys`],
 //!   [`Client::iter_keys`], [`Client::history`]) and their results.
-//! - [`transaction`]: [`Client::transact`] and the [`Transaction`] builder.
+//! - [`transaction`]: read-modify-write ([`Client::transact`]) and the
+//!   [`Transaction`] builder.
 //! - [`error`]: the [`Error`] enum.
 //! - Internals: `config` (the options as the connection task reads them),
 //!   `shared` (what handles and task share: subscription table, [`Status`],

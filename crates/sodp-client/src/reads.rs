@@ -89,17 +89,12 @@ impl Client {
         after: Option<&str>,
         limit: Option<u32>,
     ) -> Result<KeysPage> {
-        let mut args = Vec::new();
-        if let Some(prefix) = prefix {
-            args.push(("prefix", Value::from(prefix)));
-        }
-        if let Some(after) = after {
-            args.push(("after", Value::from(after)));
-        }
-        if let Some(limit) = limit {
-            args.push(("limit", Value::from(u64::from(limit))));
-        }
-        let data = self.read("state.keys", Value::map_from(args)).await?;
+        let args = [
+            ("prefix", prefix.map(Value::from)),
+            ("after", after.map(Value::from)),
+            ("limit", limit.map(|l| Value::from(u64::from(l)))),
+        ];
+        let data = self.read("state.keys", present(args)).await?;
         let keys = data
             .get("keys")
             .and_then(Value::as_array)
@@ -180,14 +175,12 @@ impl Client {
         since_version: Option<u64>,
         limit: Option<u32>,
     ) -> Result<HistoryPage> {
-        let mut args = vec![("state", Value::from(key))];
-        if let Some(since) = since_version {
-            args.push(("since_version", Value::from(since)));
-        }
-        if let Some(limit) = limit {
-            args.push(("limit", Value::from(u64::from(limit))));
-        }
-        let data = self.read("state.history", Value::map_from(args)).await?;
+        let args = [
+            ("state", Some(Value::from(key))),
+            ("since_version", since_version.map(Value::from)),
+            ("limit", limit.map(|l| Value::from(u64::from(l)))),
+        ];
+        let data = self.read("state.history", present(args)).await?;
         let entries = data
             .get("entries")
             .and_then(Value::as_array)
@@ -216,6 +209,11 @@ impl Client {
     async fn read(&self, method: &str, args: Value) -> Result<Value> {
         self.invoke(method, args, vec!["read"], None).await
     }
+}
+
+/// The args map of the fields that are given.
+fn present<const N: usize>(fields: [(&str, Option<Value>); N]) -> Value {
+    Value::map_from(fields.into_iter().filter_map(|(k, v)| Some((k, v?))))
 }
 
 fn field_u64(data: &Value, method: &str, field: &str) -> Result<u64> {

@@ -60,6 +60,13 @@ impl Conn {
         self.send(FrameType::Hello, 0, body).await;
     }
 
+    /// A successful RESULT `{version}` for `call`.
+    async fn answer(&mut self, call: &Frame, version: u64) {
+        let id = body_str(call, "call_id").to_owned();
+        let body = json!({"call_id": id, "success": true, "data": {"version": version}});
+        self.send(FrameType::Result, 0, body).await;
+    }
+
     /// The next frame other than HEARTBEAT.
     async fn recv(&mut self) -> Frame {
         loop {
@@ -550,13 +557,7 @@ async fn extensions_the_server_lacks_are_unsupported_and_nothing_is_sent() {
     assert_eq!(call.kind, FrameType::Call);
     assert_eq!(body_str(&call, "method"), "state.set");
     assert!(call.body.get("idempotency_key").is_none());
-    let id = body_str(&call, "call_id").to_owned();
-    conn.send(
-        FrameType::Result,
-        0,
-        json!({"call_id": id, "success": true, "data": {"version": 4}}),
-    )
-    .await;
+    conn.answer(&call, 4).await;
     assert_eq!(write.await.unwrap(), Ok(4));
 }
 
@@ -611,13 +612,7 @@ async fn in_flight_writes_are_resent_with_their_key_after_a_reconnect() {
     assert_eq!(body_str(&again, "idempotency_key"), key, "same key");
     assert_eq!(again.body.get("args"), first.body.get("args"), "same args");
     assert_ne!(body_str(&again, "call_id"), "");
-    let id = body_str(&again, "call_id").to_owned();
-    conn.send(
-        FrameType::Result,
-        0,
-        json!({"call_id": id, "success": true, "data": {"version": 9}}),
-    )
-    .await;
+    conn.answer(&again, 9).await;
     assert_eq!(write.await.unwrap(), Ok(9));
 
     // A second write gets a different key.
@@ -627,13 +622,7 @@ async fn in_flight_writes_are_resent_with_their_key_after_a_reconnect() {
     });
     let frame = conn.recv().await;
     assert_ne!(body_str(&frame, "idempotency_key"), key);
-    let id = body_str(&frame, "call_id").to_owned();
-    conn.send(
-        FrameType::Result,
-        0,
-        json!({"call_id": id, "success": true, "data": {"version": 10}}),
-    )
-    .await;
+    conn.answer(&frame, 10).await;
     assert_eq!(next.await.unwrap(), Ok(10));
 }
 
