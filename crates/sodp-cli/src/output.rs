@@ -1,6 +1,6 @@
 //! What `sodp` prints: one compact JSON text per line, fields in a fixed
 //! order (`key`, `version`, `source`, `lagged` when updates were skipped,
-//! then `value` or `ops`).
+//! `expires_at` when the key has a deadline, then `value` or `ops`).
 
 use std::io::{self, Write};
 
@@ -21,6 +21,9 @@ pub fn update_line(update: &Update, ops: bool) -> String {
     );
     if update.lagged > 0 {
         head.push_str(&format!(",\"lagged\":{}", update.lagged));
+    }
+    if let Some(at) = update.meta.expires_at {
+        head.push_str(&format!(",\"expires_at\":{at}"));
     }
     if ops && update.meta.source == Source::Delta && update.lagged == 0 {
         let ops: Vec<Json> = update
@@ -74,6 +77,7 @@ mod tests {
                 version: 7,
                 initialized: true,
                 source,
+                expires_at: None,
             },
             ops: Arc::from(ops),
             lagged: 0,
@@ -96,6 +100,16 @@ mod tests {
             r#"{"key":"game.player","version":7,"source":"delta","ops":[{"op":"UPDATE","path":"/hp","value":2}]}"#
         );
         assert!(update_line(&u, false).ends_with(r#""value":{"hp":2}}"#));
+    }
+
+    #[test]
+    fn a_deadline_is_printed() {
+        let mut u = update(Source::Init, vec![]);
+        u.meta.expires_at = Some(1_700_000_000_000);
+        assert_eq!(
+            update_line(&u, false),
+            r#"{"key":"game.player","version":7,"source":"init","expires_at":1700000000000,"value":{"hp":2}}"#
+        );
     }
 
     #[test]

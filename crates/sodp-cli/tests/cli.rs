@@ -378,8 +378,15 @@ fn conditional_ttl_and_idempotency_flags() {
     assert_eq!(ok_json(&url, &["get", "orders"]), json!(["o-1"]));
 
     // --ttl: gone after the deadline.
+    let watch = Running::start(&url, &["watch", "ttl.k"]);
+    assert!(watch.next()["expires_at"].is_null(), "no deadline yet");
     ok_json(&url, &["set", "ttl.k", "1", "--ttl", "300ms"]);
-    assert_eq!(ok_json(&url, &["get", "ttl.k"]), json!(1));
+    assert!(watch.next()["expires_at"].as_u64().unwrap() > 0);
+    let expired = watch.next();
+    assert_eq!(
+        (expired["value"].clone(), expired.get("expires_at")),
+        (Value::Null, None)
+    );
     wait_for_value(&url, "ttl.k", &Value::Null);
     let err = fails(&url, &["set", "ttl.k", "1", "--ttl", "soon"], 2);
     assert!(err.contains("not a duration"), "{err}");

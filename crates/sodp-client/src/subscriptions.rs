@@ -36,6 +36,8 @@ struct Entry {
     pattern: bool,
     /// The version of the last STATE_INIT.
     baseline: u64,
+    /// The key's deadline (Unix ms), extension `ttl`; never for a pattern.
+    expires_at: Option<u64>,
     /// The stream id this client suggests for the key.
     local_stream: u32,
     watchers: Vec<(WatcherId, Sender)>,
@@ -50,6 +52,7 @@ impl Entry {
                 version: self.version,
                 initialized: self.initialized,
                 source,
+                expires_at: self.expires_at,
             },
             ops,
             lagged: 0,
@@ -115,6 +118,7 @@ impl Subscriptions {
                 known: false,
                 pattern: key.contains('*'),
                 baseline: 0,
+                expires_at: None,
                 local_stream: stream,
                 watchers: vec![(id, tx)],
             },
@@ -155,6 +159,7 @@ impl Subscriptions {
                 version: e.version,
                 initialized: e.initialized,
                 source: Source::Cache,
+                expires_at: e.expires_at,
             },
         ))
     }
@@ -206,6 +211,10 @@ impl Subscriptions {
         entry.value = value;
         entry.version = version;
         entry.baseline = version;
+        entry.expires_at = match entry.pattern {
+            true => None,
+            false => deadline(body).flatten(),
+        };
         entry.initialized = initialized;
         entry.known = true;
         let update = entry.update(Source::Init, Arc::from([]));
@@ -262,6 +271,14 @@ impl Subscriptions {
         if let Some(v) = version {
             entry.version = v;
         }
+        if !entry.pattern {
+            if let Some(expires_at) = deadline(body) {
+                entry.expires_at = expires_at;
+            }
+            if !entry.initialized {
+                entry.expires_at = None; // a delete (or expiry) ends the deadline
+            }
+        }
         let update = entry.update(Source::Delta, Arc::from(ops));
         entry.broadcast(update);
         Ok(DeltaOutcome::Applied)
@@ -278,6 +295,13 @@ impl Subscriptions {
             .unwrap_or(FIRST_SUBSCRIPTION_STREAM);
         id
     }
+}
+
+/// A frame's `expires_at`: `None` when absent, `Some(None)` when 0 (the
+/// deadline was removed), else `Some(Some(unix_ms))`.
+fn deadline(body: &Value) -> Option<Option<u64>> {
+    let at = body.get("expires_at").and_then(Value::as_u64)?;
+    Some((at > 0).then_some(at))
 }
 
 #[cfg(test)]
@@ -554,5 +578,39 @@ mod tests {
         let again =
             json!({"state": "k", "version": 7, "ops": [{"op": "UPDATE", "path": "/", "value": 2}]});
         assert_eq!(subs.on_delta(11, &v(again)).unwrap(), DeltaOutcome::Ignored);
+    }
+
+    #[test]
+    fn deadlines_follow_state_init_and_deltas() {
+        let mut subs = Subscriptions::default();
+        let (tx, _rx) = roomy();
+        subs.add_watcher("k", tx);
+        let expires = |subs: &Subscriptions| subs.get("k").unwrap().1.expires_at;
+        subs.on_state_init(
+            10,
+            &v(json!({"state": "k", "version": 1, "value": 1, "expires_at": 5000})),
+        )
+        .unwrap();
+        assert_eq!(expires(&subs), Some(5000));
+        let set = |version: u64, extra: serde_json::Value| {
+            let mut d = json!({"state": "k", "version": version, "ops": [{"op": "UPDATE", "path": "/", "value": version}]});
+            d.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            v(d)
+        };
+        subs.on_delta(10, &set(2, json!({}))).unwrap();
+        assert_eq!(expires(&subs), Some(5000), "a write without ttl keeps it");
+        subs.on_delta(10, &set(3, json!({"expires_at": 9000})))
+            .unwrap();
+        assert_eq!(expires(&subs), Some(9000), "moved");
+        subs.on_delta(10, &set(4, json!({"expires_at": 0})))
+            .unwrap();
+        assert_eq!(expires(&subs), None, "removed");
+        subs.on_delta(10, &set(5, json!({"expires_at": 7000})))
+            .unwrap();
+        let del = json!({"state": "k", "version": 6, "ops": [{"op": "REMOVE", "path": "/"}]});
+        subs.on_delta(10, &v(del)).unwrap();
+        assert_eq!(expires(&subs), None, "a delete ends it");
     }
 }

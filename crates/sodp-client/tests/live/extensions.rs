@@ -86,11 +86,33 @@ async fn a_ttl_expires_the_key_as_a_delete() {
     let c = client(&server.url()).await;
     let mut sub = c.subscribe("ttl.k");
     next_from(&mut sub, Source::Init).await;
-    let opts = WriteOptions::new().ttl(Duration::from_millis(300));
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let before = now_ms();
+    let opts = WriteOptions::new().ttl(Duration::from_millis(1000));
     let written = c.set_with("ttl.k", &"soon gone", opts).await.unwrap();
-    assert_eq!(json(&next(&mut sub).await.value), json!("soon gone"));
+    let set = next(&mut sub).await;
+    assert_eq!(json(&set.value), json!("soon gone"));
+    let deadline = set.meta.expires_at.expect("the DELTA carries expires_at");
+    assert!(
+        deadline >= before + 1000 && deadline <= now_ms() + 1000,
+        "{deadline}"
+    );
+    // A new watcher learns the deadline from STATE_INIT.
+    let other = client(&server.url()).await;
+    let mut late = other.subscribe("ttl.k");
+    assert_eq!(
+        next_from(&mut late, Source::Init).await.meta.expires_at,
+        Some(deadline)
+    );
     let expired = next(&mut sub).await;
     assert!(expired.value.is_nil() && !expired.meta.initialized);
+    assert_eq!(expired.meta.expires_at, None);
+    assert!(now_ms() + 50 >= deadline, "not before the deadline");
     assert!(expired.meta.version > written);
     assert!(!c.fetch("ttl.k").await.unwrap().initialized);
 
