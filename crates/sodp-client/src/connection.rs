@@ -1,6 +1,9 @@
 //! The background task that owns the connection: connects, authenticates,
-//! restores subscriptions, routes incoming frames, and reconnects with
-//! backoff until the client is closed or a fatal error stops it.
+//! restores subscriptions, sends calls (checking the capabilities they
+//! need, giving writes an idempotency key when the server supports it),
+//! routes incoming frames, and reconnects with backoff until the client is
+//! closed or a fatal error stops it. Writes with an idempotency key that
+//! were in flight when a connection ended are resent first on the next.
 //!
 //! One task per client does all socket I/O, so frames go out in the order
 //! the API produced them and no lock is ever held across an `.await`.
