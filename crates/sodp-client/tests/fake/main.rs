@@ -690,3 +690,41 @@ async fn the_disconnected_queue_is_bounded_by_max_pending() {
     );
     assert_eq!(fake.accepted.load(Ordering::SeqCst), 0);
 }
+
+/// In-flight writes beyond `max_pending` are not kept for a resend: the
+/// oldest ones that fit are, the rest fail as without the extension.
+#[tokio::test]
+async fn in_flight_writes_beyond_max_pending_fail() {
+    let fake = Fake::start().await;
+    let client = Client::builder(fake.url())
+        .max_pending(1)
+        .reconnect_delay(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let mut conn = fake.accept().await;
+    conn.hello(false, json!({"idempotency": true})).await;
+    client.ready().await.unwrap();
+    let write = |n: i64| {
+        let client = client.clone();
+        tokio::spawn(async move { client.set("k", &n).await })
+    };
+    let first = write(1);
+    let sent_first = conn.recv().await;
+    let second = write(2);
+    conn.recv().await;
+    drop(conn);
+    let second = tokio::time::timeout(Duration::from_secs(2), second)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(second, Err(Error::Connection(_))), "{second:?}");
+    let mut conn = fake.accept().await;
+    conn.hello(false, json!({"idempotency": true})).await;
+    let again = conn.recv().await;
+    assert_eq!(
+        body_str(&again, "idempotency_key"),
+        body_str(&sent_first, "idempotency_key")
+    );
+    conn.answer(&again, 5).await;
+    assert_eq!(first.await.unwrap(), Ok(5));
+}
