@@ -72,7 +72,8 @@
 //! `idempotency`, a write resent to a server that no longer advertises it,
 //! and a write over the server's `max_message_bytes` (the server closed the
 //! connection for it). The server remembers keys per identity for
-//! `idempotency_window_ms`; a resend after that could apply twice.
+//! `idempotency_window_ms` (and, while it keeps them in memory only, not
+//! across its own restart); a resend outside that could apply twice.
 //!
 //! # Layout
 //! Each file owns one thing; no two modules import each other (the handle
