@@ -31,6 +31,11 @@ impl Fake {
         format!("ws://{}", self.listener.local_addr().unwrap())
     }
 
+    /// A client of this server that reconnects at once.
+    fn reconnecting(&self) -> sodp_client::ClientBuilder {
+        Client::builder(self.url()).reconnect_delay(Duration::from_millis(20))
+    }
+
     async fn accept(&self) -> Conn {
         let (tcp, _) = tokio::time::timeout(Duration::from_secs(5), self.listener.accept())
             .await
@@ -568,10 +573,7 @@ async fn extensions_the_server_lacks_are_unsupported_and_nothing_is_sent() {
 #[tokio::test]
 async fn in_flight_writes_are_resent_with_their_key_after_a_reconnect() {
     let fake = Fake::start().await;
-    let client = Client::builder(fake.url())
-        .reconnect_delay(Duration::from_millis(20))
-        .build()
-        .unwrap();
+    let client = fake.reconnecting().build().unwrap();
     let caps = json!({"idempotency": true, "conditional": true});
     let mut conn = fake.accept().await;
     conn.hello(false, caps.clone()).await;
@@ -631,10 +633,7 @@ async fn in_flight_writes_are_resent_with_their_key_after_a_reconnect() {
 #[tokio::test]
 async fn no_resend_to_a_server_without_idempotency() {
     let fake = Fake::start().await;
-    let client = Client::builder(fake.url())
-        .reconnect_delay(Duration::from_millis(20))
-        .build()
-        .unwrap();
+    let client = fake.reconnecting().build().unwrap();
     let mut conn = fake.accept().await;
     conn.hello(false, json!({"idempotency": true})).await;
     client.ready().await.unwrap();
@@ -696,11 +695,7 @@ async fn the_disconnected_queue_is_bounded_by_max_pending() {
 #[tokio::test]
 async fn in_flight_writes_beyond_max_pending_fail() {
     let fake = Fake::start().await;
-    let client = Client::builder(fake.url())
-        .max_pending(1)
-        .reconnect_delay(Duration::from_millis(20))
-        .build()
-        .unwrap();
+    let client = fake.reconnecting().max_pending(1).build().unwrap();
     let mut conn = fake.accept().await;
     conn.hello(false, json!({"idempotency": true})).await;
     client.ready().await.unwrap();
