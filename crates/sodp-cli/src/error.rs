@@ -19,11 +19,12 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Client(e) => match e {
-                Error::Call { .. } | Error::Server { .. } => 1,
+                Error::Call { .. } | Error::Server { .. } | Error::Unsupported(_) => 1,
                 Error::Serde(_) | Error::Config(_) => 2,
-                Error::Connection(_) | Error::Timeout | Error::Closed => 3,
+                Error::Connection(_) | Error::Timeout | Error::Closed | Error::QueueFull(_) => 3,
                 Error::Auth(_) => 4,
                 Error::Protocol(_) => 5,
+                Error::Conflict { .. } => 6,
             },
         }
     }
@@ -59,5 +60,15 @@ mod tests {
         assert_eq!(CliError::from(call).exit_code(), 1);
         assert_eq!(CliError::from(Error::Connection("x".into())).exit_code(), 3);
         assert_eq!(CliError::from(Error::Auth("x".into())).exit_code(), 4);
+        let conflict = Error::Conflict {
+            version: 3,
+            op: None,
+            message: "x".into(),
+        };
+        assert_eq!(CliError::from(conflict).exit_code(), 6);
+        assert_eq!(
+            CliError::from(Error::Unsupported("ttl".into())).exit_code(),
+            1
+        );
     }
 }

@@ -1,11 +1,11 @@
 //! What `sodp` prints: one compact JSON text per line, fields in a fixed
 //! order (`key`, `version`, `source`, `lagged` when updates were skipped,
-//! then `value` or `ops`).
+//! `expires_at` when the key has a deadline, then `value` or `ops`).
 
 use std::io::{self, Write};
 
 use serde_json::Value as Json;
-use sodp_client::{Source, Update};
+use sodp_client::{HistoryEntry, Source, Update, Value};
 
 /// The line for one update. With `ops`, a DELTA prints its raw ops instead
 /// of the whole value (baselines still print the value). An update that
@@ -22,6 +22,9 @@ pub fn update_line(update: &Update, ops: bool) -> String {
     if update.lagged > 0 {
         head.push_str(&format!(",\"lagged\":{}", update.lagged));
     }
+    if let Some(at) = update.meta.expires_at {
+        head.push_str(&format!(",\"expires_at\":{at}"));
+    }
     if ops && update.meta.source == Source::Delta && update.lagged == 0 {
         let ops: Vec<Json> = update
             .ops
@@ -32,6 +35,24 @@ pub fn update_line(update: &Update, ops: bool) -> String {
     } else {
         format!("{head},\"value\":{}}}", update.value.to_json())
     }
+}
+
+/// `get --meta`: `{"version","initialized","value"}`.
+pub fn meta_line(version: u64, initialized: bool, value: &Value) -> String {
+    format!(
+        "{{\"version\":{version},\"initialized\":{initialized},\"value\":{}}}",
+        value.to_json()
+    )
+}
+
+/// One change of `history`: `{"version","ops"}`.
+pub fn history_line(entry: &HistoryEntry) -> String {
+    let ops: Vec<Json> = entry.ops.iter().map(|op| op.to_value().to_json()).collect();
+    format!(
+        "{{\"version\":{},\"ops\":{}}}",
+        entry.version,
+        Json::Array(ops)
+    )
 }
 
 /// Prints one line to stdout. Returns false when stdout is gone (e.g. the
@@ -56,6 +77,7 @@ mod tests {
                 version: 7,
                 initialized: true,
                 source,
+                expires_at: None,
             },
             ops: Arc::from(ops),
             lagged: 0,
@@ -78,6 +100,32 @@ mod tests {
             r#"{"key":"game.player","version":7,"source":"delta","ops":[{"op":"UPDATE","path":"/hp","value":2}]}"#
         );
         assert!(update_line(&u, false).ends_with(r#""value":{"hp":2}}"#));
+    }
+
+    #[test]
+    fn a_deadline_is_printed() {
+        let mut u = update(Source::Init, vec![]);
+        u.meta.expires_at = Some(1_700_000_000_000);
+        assert_eq!(
+            update_line(&u, false),
+            r#"{"key":"game.player","version":7,"source":"init","expires_at":1700000000000,"value":{"hp":2}}"#
+        );
+    }
+
+    #[test]
+    fn meta_and_history_lines() {
+        assert_eq!(
+            meta_line(3, true, &Value::Int(1)),
+            r#"{"version":3,"initialized":true,"value":1}"#
+        );
+        let entry = HistoryEntry {
+            version: 9,
+            ops: vec![DeltaOp::remove("/")],
+        };
+        assert_eq!(
+            history_line(&entry),
+            r#"{"version":9,"ops":[{"op":"REMOVE","path":"/"}]}"#
+        );
     }
 
     #[test]

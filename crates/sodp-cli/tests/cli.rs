@@ -254,15 +254,24 @@ fn bad_input_and_failures_give_clear_messages_and_exit_codes() {
 #[test]
 fn help_on_every_subcommand() {
     for sub in [
-        "watch", "get", "set", "patch", "set-in", "delete", "presence", "call",
+        "watch", "get", "set", "patch", "set-in", "delete", "presence", "call", "keys", "history",
+        "tx",
     ] {
         let out = sodp("ws://unused", &[sub, "--help"]);
         assert!(out.status.success(), "{sub} --help");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Usage: sodp"), "{sub}: {text}");
     }
+    for sub in ["set", "patch", "set-in"] {
+        let out = sodp("ws://unused", &[sub, "--help"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        for flag in ["--if-version", "--ttl", "--idempotency-key"] {
+            assert!(text.contains(flag), "{sub} --help lacks {flag}: {text}");
+        }
+    }
     let out = sodp("ws://unused", &["--help"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Exit codes"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("6 conflict"));
     let out = sodp("ws://unused", &[]);
     assert_eq!(out.status.code(), Some(2), "no subcommand is a usage error");
 }
@@ -318,4 +327,246 @@ fn token_option_and_auth_failures() {
         Some(4),
         "no token for a server that needs one"
     );
+}
+
+fn fails(url: &str, args: &[&str], code: i32) -> String {
+    let out = sodp(url, args);
+    assert_eq!(out.status.code(), Some(code), "sodp {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn conditional_ttl_and_idempotency_flags() {
+    let server = TestServer::start();
+    let url = server.url();
+    let v = ok_json(&url, &["set", "cas.k", r#"{"n":1}"#, "--if-version", "0"])["version"]
+        .as_u64()
+        .unwrap();
+    let err = fails(&url, &["set", "cas.k", "2", "--if-version", "0"], 6);
+    assert!(err.contains(&format!("current version {v}")), "{err}");
+    assert_eq!(
+        ok_json(&url, &["get", "cas.k", "--meta"]),
+        json!({"version": v, "initialized": true, "value": {"n": 1}})
+    );
+    let vs = v.to_string();
+    let v2 = ok_json(&url, &["patch", "cas.k", r#"{"n":2}"#, "--if-version", &vs])["version"]
+        .as_u64()
+        .unwrap();
+    fails(
+        &url,
+        &["set-in", "cas.k", "/m", "1", "--if-version", &vs],
+        6,
+    );
+    fails(&url, &["delete", "cas.k", "--if-version", &vs], 6);
+    ok_json(&url, &["delete", "cas.k", "--if-version", &v2.to_string()]);
+    assert_eq!(
+        ok_json(&url, &["get", "cas.k", "--meta"])["initialized"],
+        json!(false)
+    );
+
+    // --idempotency-key: a re-run of the same command is applied once.
+    let append = [
+        "set-in",
+        "orders",
+        "/-",
+        r#""o-1""#,
+        "--idempotency-key",
+        "o-1",
+    ];
+    let first = ok_json(&url, &append);
+    assert_eq!(ok_json(&url, &append), first, "the original result");
+    assert_eq!(ok_json(&url, &["get", "orders"]), json!(["o-1"]));
+
+    // --ttl: gone after the deadline.
+    let watch = Running::start(&url, &["watch", "ttl.k"]);
+    assert!(watch.next()["expires_at"].is_null(), "no deadline yet");
+    ok_json(&url, &["set", "ttl.k", "1", "--ttl", "300ms"]);
+    assert!(watch.next()["expires_at"].as_u64().unwrap() > 0);
+    let expired = watch.next();
+    assert_eq!(
+        (expired["value"].clone(), expired.get("expires_at")),
+        (Value::Null, None)
+    );
+    wait_for_value(&url, "ttl.k", &Value::Null);
+    let err = fails(&url, &["set", "ttl.k", "1", "--ttl", "soon"], 2);
+    assert!(err.contains("not a duration"), "{err}");
+}
+
+#[test]
+fn keys_and_history() {
+    let server = TestServer::start();
+    let url = server.url();
+    for key in ["game.b", "game.a", "game", "gameX", "other"] {
+        ok_json(&url, &["set", key, "1"]);
+    }
+    let lines = |args: &[&str]| -> Vec<String> {
+        let out = sodp(&url, args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(lines(&["keys", "game"]), ["game", "game.a", "game.b"]);
+    assert_eq!(lines(&["keys"]).len(), 5);
+    assert_eq!(lines(&["keys", "--limit", "2"]), ["game", "game.a"]);
+    assert_eq!(lines(&["keys", "game", "--after", "game.a"]), ["game.b"]);
+    assert!(lines(&["keys", "nothing"]).is_empty());
+
+    let mut versions = vec![];
+    for n in 0..3 {
+        let v = ok_json(&url, &["set", "h.k", &n.to_string()])["version"]
+            .as_u64()
+            .unwrap();
+        versions.push(v);
+    }
+    let changes: Vec<Value> = lines(&["history", "h.k"])
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(changes.len(), 3);
+    assert_eq!(changes[0]["version"], json!(versions[0]));
+    assert_eq!(
+        changes[0]["ops"],
+        json!([{"op": "ADD", "path": "/", "value": 0}])
+    );
+    assert_eq!(changes[2]["ops"][0]["value"], json!(2));
+    let since = versions[0].to_string();
+    let tail = lines(&["history", "h.k", "--since", &since, "--limit", "1"]);
+    assert_eq!(tail.len(), 1);
+    assert_eq!(
+        serde_json::from_str::<Value>(&tail[0]).unwrap()["version"],
+        json!(versions[1])
+    );
+    assert!(lines(&["history", "never.written"]).is_empty());
+}
+
+#[test]
+fn tx_applies_ops_all_or_nothing() {
+    let server = TestServer::start();
+    let url = server.url();
+    let ops = r#"[{"method":"state.set","args":{"state":"a","value":1}},
+                  {"method":"state.set","args":{"state":"b","value":2}}]"#;
+    let v = ok_json(&url, &["tx", ops])["version"].as_u64().unwrap();
+    assert_eq!(ok_json(&url, &["get", "a", "--meta"])["version"], json!(v));
+    assert_eq!(ok_json(&url, &["get", "b", "--meta"])["version"], json!(v));
+
+    let stale = format!(
+        r#"[{{"method":"state.set","args":{{"state":"a","value":10,"if_version":{v}}}}},
+            {{"method":"state.set","args":{{"state":"b","value":20,"if_version":0}}}}]"#
+    );
+    let err = fails(&url, &["tx", &stale], 6);
+    assert!(
+        err.contains("at op 1") && err.contains(&format!("current version {v}")),
+        "{err}"
+    );
+    assert_eq!(ok_json(&url, &["get", "a"]), json!(1), "nothing applied");
+
+    let err = fails(&url, &["tx", r#"{"ops":[]}"#], 2);
+    assert!(err.contains("OPS must be a JSON array"), "{err}");
+    let err = fails(&url, &["tx", r#"[{"args":{}}]"#], 2);
+    assert!(err.contains("op 0"), "{err}");
+    fails(&url, &["tx", "[]"], 1); // the server's 400: no ops
+}
+
+#[test]
+fn watch_a_pattern_prints_the_map() {
+    let server = TestServer::start();
+    let url = server.url();
+    let v = ok_json(&url, &["set", "game.a", "1"])["version"].clone();
+    let watch = Running::start(&url, &["watch", "game.*"]);
+    assert_eq!(
+        watch.next(),
+        json!({"key": "game.*", "version": v, "source": "init", "value": {"game.a": 1}})
+    );
+    ok_json(&url, &["set", "gameX", "0"]);
+    ok_json(&url, &["set", "game.b", "2"]);
+    let line = watch.next();
+    assert_eq!(line["value"], json!({"game.a": 1, "game.b": 2}));
+    ok_json(&url, &["delete", "game.a"]);
+    assert_eq!(watch.next()["value"], json!({"game.b": 2}));
+    assert!(watch.interrupt().success());
+}
+
+/// A scripted server whose HELLO advertises no extension: it answers every
+/// WATCH with a STATE_INIT of version 3 and value "old", and nothing else.
+async fn bare_server() -> String {
+    use futures_util::{SinkExt, StreamExt};
+    use sodp_proto::{Frame, FrameType, Value as V};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let hello = V::from(json!({"protocol": "sodp", "version": "1.0", "auth": false,
+                                           "capabilities": {"resume": true}}));
+                let frame = Frame::new(FrameType::Hello, 0, hello).encode();
+                if ws.send(Message::Binary(frame.into())).await.is_err() {
+                    return;
+                }
+                while let Some(Ok(msg)) = ws.next().await {
+                    let Message::Binary(bytes) = msg else {
+                        continue;
+                    };
+                    let Ok(f) = Frame::decode(&bytes, 64) else {
+                        continue;
+                    };
+                    if f.kind == FrameType::Watch {
+                        let key = f.body.get("state").cloned().unwrap_or_default();
+                        let init = V::map_from([
+                            ("state", key),
+                            ("version", V::from(3u64)),
+                            ("value", V::from("old")),
+                            ("initialized", V::Bool(true)),
+                        ]);
+                        let frame = Frame::new(FrameType::StateInit, f.stream_id, init).encode();
+                        let _ = ws.send(Message::Binary(frame.into())).await;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_extensions_get_falls_back_and_the_rest_is_unsupported() {
+    let url = bare_server().await;
+    let run = |args: &'static [&'static str]| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || sodp(&url, args))
+    };
+    let out = run(&["get", "k"]).await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#""old""#);
+    let out = run(&["get", "k", "--meta"]).await.unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        json!({"version": 3, "initialized": true, "value": "old"})
+    );
+    for (args, extension) in [
+        (&["watch", "game.*"][..], "prefix_watch"),
+        (&["set", "k", "1", "--if-version", "3"], "conditional"),
+        (&["set", "k", "1", "--ttl", "1s"], "ttl"),
+        (&["delete", "k", "--idempotency-key", "x"], "idempotency"),
+        (&["keys"], "read"),
+        (&["history", "k"], "read"),
+        (
+            &["tx", r#"[{"method":"state.delete","args":{"state":"k"}}]"#],
+            "transaction",
+        ),
+    ] {
+        let out = run(args).await.unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("does not support the `{extension}` extension")),
+            "{args:?}: {err}"
+        );
+    }
 }

@@ -137,6 +137,18 @@ impl ClientBuilder {
         self
     }
 
+    /// How many calls may wait for a connection (default 1024): calls made
+    /// while the client is not connected, and, when the server advertises
+    /// `idempotency`, writes that were in flight when the connection dropped
+    /// and will be resent after the reconnect. A call made while that many
+    /// wait fails at once with [`Error::QueueFull`]; an in-flight write that
+    /// does not fit fails with [`Error::Connection`]. Each waiting call still
+    /// gives up at its [`call_timeout`](Self::call_timeout). 0 = never queue.
+    pub fn max_pending(mut self, calls: usize) -> Self {
+        self.config.max_pending = calls;
+        self
+    }
+
     /// Called each time a connection is established and authenticated.
     /// Runs on the connection task: keep it short and non-blocking.
     pub fn on_connect(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {

@@ -19,7 +19,8 @@ use crate::config::Config;
 use crate::connection::Driver;
 use crate::convert;
 use crate::error::{Error, Result};
-use crate::shared::{command_channel, Command, CommandSender, PendingCall, Shared};
+use crate::options::WriteOptions;
+use crate::shared::{command_channel, supports, Command, CommandSender, PendingCall, Shared};
 use crate::update::Meta;
 
 pub use crate::shared::Status;
@@ -97,18 +98,37 @@ impl Client {
     /// Invokes a server method and returns its result data.
     ///
     /// Calls made before the first connection (or while reconnecting) are
-    /// queued and sent once connected; a call in flight when the connection
-    /// drops fails at once with [`Error::Connection`].
+    /// queued (at most [`max_pending`](crate::ClientBuilder::max_pending))
+    /// and sent once connected. A call in flight when the connection drops
+    /// fails at once with [`Error::Connection`] — unless it is a write
+    /// (`state.set`, `patch`, `set_in`, `delete`, `transaction`) and the
+    /// server advertises `idempotency`: then it carries a generated
+    /// idempotency key, is resent with it after the reconnect, and the
+    /// server applies it exactly once (see the crate docs).
     pub async fn call(&self, method: &str, args: impl Into<Value>) -> Result<Value> {
+        self.invoke(method, args.into(), Vec::new(), None).await
+    }
+
+    /// [`call`](Self::call) that fails with [`Error::Unsupported`] unsent
+    /// unless the server advertises every capability in `requires`, with an
+    /// explicit idempotency key (which needs `idempotency`).
+    pub(crate) async fn invoke(
+        &self,
+        method: &str,
+        args: Value,
+        mut requires: Vec<&'static str>,
+        idempotency_key: Option<String>,
+    ) -> Result<Value> {
         if let Status::Closed(e) = self.status() {
             return Err(e.unwrap_or(Error::Closed));
         }
         let (reply, rx) = oneshot::channel();
-        let call = PendingCall {
-            method: method.to_owned(),
-            args: args.into(),
-            reply,
-        };
+        let mut call = PendingCall::new(method, args, reply);
+        if idempotency_key.is_some() {
+            requires.push("idempotency");
+        }
+        call.requires = requires;
+        call.idempotency_key = idempotency_key;
         if self.inner.commands.send(Command::Call(call)).is_err() {
             return Err(self.closed_error());
         }
@@ -121,6 +141,20 @@ impl Client {
         answer.unwrap_or_else(|_| Err(self.closed_error()))
     }
 
+    /// The HELLO `capabilities` of the current (or last) session: nil
+    /// before the first connection.
+    pub fn capabilities(&self) -> Value {
+        self.inner.shared.capabilities()
+    }
+
+    /// True when the current (or last) session's server advertised the
+    /// extension `name` (`"conditional"`, `"transaction"`, `"idempotency"`,
+    /// `"prefix_watch"`, `"ttl"`, `"read"`, ...). False before the first
+    /// connection: await [`ready`](Self::ready) first.
+    pub fn supports(&self, name: &str) -> bool {
+        supports(&self.inner.shared.capabilities(), name)
+    }
+
     fn closed_error(&self) -> Error {
         match self.status() {
             Status::Closed(Some(e)) => e,
@@ -130,20 +164,37 @@ impl Client {
 
     /// Replaces the value of `key`. Returns the version of the write.
     pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<u64> {
+        self.set_with(key, value, WriteOptions::default()).await
+    }
+
+    /// [`set`](Self::set) with [`WriteOptions`] (`if_version`, `ttl`,
+    /// `idempotency_key`).
+    pub async fn set_with<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        options: WriteOptions,
+    ) -> Result<u64> {
         let value = convert::to_value(value)?;
-        self.write("state.set", key, [("value", value)]).await
+        self.write("state.set", key, [("value", value)], options)
+            .await
     }
 
     /// Deep-merges `patch` (an object) into the value of `key`.
     pub async fn patch<T: Serialize + ?Sized>(&self, key: &str, patch: &T) -> Result<u64> {
-        let patch = convert::to_value(patch)?;
-        if patch.as_map().is_none() {
-            return Err(Error::Serde(format!(
-                "a patch must be an object, got {}",
-                patch.type_name()
-            )));
-        }
-        self.write("state.patch", key, [("patch", patch)]).await
+        self.patch_with(key, patch, WriteOptions::default()).await
+    }
+
+    /// [`patch`](Self::patch) with [`WriteOptions`].
+    pub async fn patch_with<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        patch: &T,
+        options: WriteOptions,
+    ) -> Result<u64> {
+        let patch = convert::to_patch(patch)?;
+        self.write("state.patch", key, [("patch", patch)], options)
+            .await
     }
 
     /// Sets one location of `key` by JSON Pointer (e.g. `/position/x`).
@@ -153,22 +204,37 @@ impl Client {
         path: &str,
         value: &T,
     ) -> Result<u64> {
+        self.set_in_with(key, path, value, WriteOptions::default())
+            .await
+    }
+
+    /// [`set_in`](Self::set_in) with [`WriteOptions`].
+    pub async fn set_in_with<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        path: &str,
+        value: &T,
+        options: WriteOptions,
+    ) -> Result<u64> {
         let value = convert::to_value(value)?;
-        self.write(
-            "state.set_in",
-            key,
-            [("path", path.into()), ("value", value)],
-        )
-        .await
+        let fields = [("path", path.into()), ("value", value)];
+        self.write("state.set_in", key, fields, options).await
     }
 
     /// Removes `key` on the server; watchers see it become nil.
     pub async fn delete(&self, key: &str) -> Result<u64> {
-        self.write("state.delete", key, []).await
+        self.delete_with(key, WriteOptions::default()).await
+    }
+
+    /// [`delete`](Self::delete) with [`WriteOptions`] (`if_version`,
+    /// `idempotency_key`; a TTL is refused by the server).
+    pub async fn delete_with(&self, key: &str, options: WriteOptions) -> Result<u64> {
+        self.write("state.delete", key, [], options).await
     }
 
     /// Sets `path` of `key` and binds it to this connection: the server
-    /// removes it when the connection ends for any reason.
+    /// removes it when the connection ends for any reason. Never resent
+    /// after a reconnect (the entry belonged to the old connection).
     pub async fn presence<T: Serialize + ?Sized>(
         &self,
         key: &str,
@@ -176,23 +242,24 @@ impl Client {
         value: &T,
     ) -> Result<u64> {
         let value = convert::to_value(value)?;
-        self.write(
-            "state.presence",
-            key,
-            [("path", path.into()), ("value", value)],
-        )
-        .await
+        let fields = [("path", path.into()), ("value", value)];
+        self.write("state.presence", key, fields, WriteOptions::default())
+            .await
     }
 
     async fn write<const N: usize>(
         &self,
         method: &str,
         key: &str,
-        args: [(&str, Value); N],
+        fields: [(&'static str, Value); N],
+        options: WriteOptions,
     ) -> Result<u64> {
-        let args = Value::map_from(std::iter::once(("state", Value::from(key))).chain(args));
-        let data = self.call(method, args).await?;
-        Ok(data.get("version").and_then(Value::as_u64).unwrap_or(0))
+        let mut requires = Vec::new();
+        let args = options.args(key, fields, &mut requires);
+        let data = self
+            .invoke(method, args, requires, options.idempotency_key)
+            .await?;
+        Ok(version_of(&data))
     }
 
     /// The cached value of a watched key; `None` when the key is not watched
@@ -240,4 +307,9 @@ impl Client {
         let mut rx = self.inner.shared.status.subscribe();
         let _ = rx.wait_for(|s| matches!(s, Status::Closed(_))).await;
     }
+}
+
+/// The `version` of a write's RESULT data.
+pub(crate) fn version_of(data: &Value) -> u64 {
+    data.get("version").and_then(Value::as_u64).unwrap_or(0)
 }

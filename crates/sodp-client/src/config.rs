@@ -25,6 +25,10 @@ pub(crate) type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// [`ClientBuilder::watch_buffer`](crate::ClientBuilder::watch_buffer)).
 pub const DEFAULT_WATCH_BUFFER: usize = 64;
 
+/// How many calls may wait for a connection by default (see
+/// [`ClientBuilder::max_pending`](crate::ClientBuilder::max_pending)).
+pub const DEFAULT_MAX_PENDING: usize = 1024;
+
 /// Everything the connection task needs to know, fixed at build time.
 #[derive(Clone)]
 pub(crate) struct Config {
@@ -38,6 +42,9 @@ pub(crate) struct Config {
     pub call_timeout: Option<Duration>,
     /// Per-watcher delivery buffer, at least 1 (see `mailbox`).
     pub watch_buffer: usize,
+    /// Calls that may wait for a connection (queued while disconnected,
+    /// plus in-flight idempotent calls waiting to be resent).
+    pub max_pending: usize,
     pub on_connect: Option<Hook>,
     pub on_disconnect: Option<Hook>,
     pub on_error: Option<ErrorHook>,
@@ -60,6 +67,7 @@ impl Config {
             connect_timeout: Duration::from_secs(10),
             call_timeout: Some(Duration::from_secs(30)),
             watch_buffer: DEFAULT_WATCH_BUFFER,
+            max_pending: DEFAULT_MAX_PENDING,
             on_connect: None,
             on_disconnect: None,
             on_error: None,

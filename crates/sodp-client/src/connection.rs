@@ -1,24 +1,29 @@
 //! The background task that owns the connection: connects, authenticates,
-//! restores subscriptions, routes incoming frames, and reconnects with
-//! backoff until the client is closed or a fatal error stops it.
+//! restores subscriptions, sends calls (checking the capabilities they
+//! need, giving writes an idempotency key when the server supports it),
+//! routes incoming frames, and reconnects with backoff until the client is
+//! closed or a fatal error stops it. Writes with an idempotency key that
+//! were in flight when a connection ended are resent first on the next.
 //!
 //! One task per client does all socket I/O, so frames go out in the order
 //! the API produced them and no lock is ever held across an `.await`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sodp_proto::{Frame, FrameType, Value};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::handshake::{self, Session};
 use crate::messages;
+use crate::random;
 use crate::refresh::TokenRefresh;
-use crate::shared::{Command, CommandReceiver, PendingCall, Shared, Status};
+use crate::shared::{
+    exactly_once, supports, Command, CommandReceiver, PendingCall, Shared, Status,
+};
 use crate::socket::{Connection, Incoming};
 use crate::subscriptions::Subscriptions;
 
@@ -38,15 +43,18 @@ impl From<Error> for End {
     }
 }
 
-type Replies = HashMap<String, oneshot::Sender<Result<Value>>>;
+/// Calls in flight by call id, oldest first (the order to resend them in).
+type Replies = BTreeMap<u64, PendingCall>;
 
 pub(crate) struct Driver {
     shared: Arc<Shared>,
     config: Config,
     commands: CommandReceiver,
-    /// Calls waiting for a connection.
+    /// Calls waiting for a connection (at most `config.max_pending`).
     queued: VecDeque<PendingCall>,
     next_call: u64,
+    /// HELLO `capabilities` of the current (or last) session.
+    capabilities: Value,
 }
 
 impl Driver {
@@ -57,6 +65,7 @@ impl Driver {
             commands,
             queued: VecDeque::new(),
             next_call: 0,
+            capabilities: Value::Nil,
         }
     }
 
@@ -91,7 +100,7 @@ impl Driver {
             });
             let connected = tokio::select! {
                 r = handshake::connect(&self.config) => r,
-                () = idle(&mut self.commands, &mut self.queued) => return None,
+                () = idle(&mut self.commands, &mut self.queued, self.config.max_pending) => return None,
             };
             match connected {
                 Ok(session) => {
@@ -120,7 +129,7 @@ impl Driver {
             attempt = attempt.saturating_add(1);
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                () = idle(&mut self.commands, &mut self.queued) => return None,
+                () = idle(&mut self.commands, &mut self.queued, self.config.max_pending) => return None,
             }
         }
     }
@@ -132,6 +141,12 @@ impl Driver {
             hello,
             token,
         } = session;
+        self.capabilities = hello.capabilities.clone();
+        *self
+            .shared
+            .capabilities
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = hello.capabilities.clone();
         let mut replies = Replies::new();
         let refresh = TokenRefresh::new(
             hello.token_refresh,
@@ -150,15 +165,11 @@ impl Driver {
             Err(end) => end,
         };
 
-        // In-flight calls fail now rather than at their timeout: nobody can
-        // tell whether the server applied them, and the caller should decide.
         let error = match &end {
             End::Closed => Error::Closed,
             End::Lost(e) | End::Fatal(e) => e.clone(),
         };
-        for (_, reply) in replies.drain() {
-            let _ = reply.send(Err(error.clone()));
-        }
+        self.requeue_or_fail(&mut replies, matches!(end, End::Lost(_)), &error);
         // Only a session that was announced with on_connect ends with
         // on_disconnect (it can fail while restoring subscriptions).
         let was_connected = *self.shared.status.borrow() == Status::Connected;
@@ -185,6 +196,9 @@ impl Driver {
         let mut subscribed = HashSet::new();
         let resubscribe = self.shared.subs().resubscribe();
         for frame in resubscribe {
+            if self.refuse_pattern(&frame) {
+                continue;
+            }
             subscribed.insert(key_of(&frame));
             conn.send(frame).await?;
         }
@@ -224,6 +238,9 @@ impl Driver {
                 cmd = self.commands.recv() => match cmd {
                     None | Some(Command::Close) => return Err(End::Closed),
                     Some(Command::Send(frame)) => {
+                        if self.refuse_pattern(&frame) {
+                            continue;
+                        }
                         let fresh = match frame.kind {
                             FrameType::Unwatch => subscribed.remove(&key_of(&frame)),
                             _ => subscribed.insert(key_of(&frame)),
@@ -252,19 +269,102 @@ impl Driver {
         &mut self,
         conn: &mut Connection,
         replies: &mut Replies,
-        call: PendingCall,
+        mut call: PendingCall,
     ) -> Result<(), End> {
-        if call.reply.is_closed() {
+        if call.abandoned() {
             return Ok(()); // timed out while queued
         }
+        if let Some(missing) = call.requires.iter().find(|c| !self.supports(c)) {
+            let _ = call
+                .reply
+                .send(Err(Error::Unsupported((*missing).to_owned())));
+            return Ok(());
+        }
+        let idempotent = self.supports("idempotency");
+        if call.resent && !idempotent {
+            let _ = call.reply.send(Err(Error::Connection(format!(
+                "connection to {} lost with the call in flight; the server it reconnected to \
+                 does not support idempotency, so resending it could apply it twice",
+                conn.url()
+            ))));
+            return Ok(());
+        }
+        if idempotent && call.idempotency_key.is_none() && exactly_once(&call.method) {
+            call.idempotency_key = Some(random::idempotency_key());
+        }
         self.next_call += 1;
-        let id = self.next_call.to_string();
-        let frame = messages::call(&id, &call.method, call.args);
+        let id = self.next_call;
+        let frame = messages::call(
+            &id.to_string(),
+            &call.method,
+            call.args.clone(),
+            call.idempotency_key.as_deref(),
+        );
+        if call.resent {
+            // A CALL over the server's message limit made it close the
+            // connection; resending it would only do that again.
+            let limit = self
+                .capabilities
+                .get("max_message_bytes")
+                .and_then(Value::as_u64);
+            let size = frame.encode().len() as u64;
+            if let Some(limit) = limit.filter(|l| *l > 0 && size > *l) {
+                let _ = call.reply.send(Err(Error::Connection(format!(
+                    "connection to {} lost with the call in flight; not resent: the call is \
+                     {size} bytes, over the server's max_message_bytes of {limit}",
+                    conn.url()
+                ))));
+                return Ok(());
+            }
+        }
         // Forget calls whose caller gave up, so a silent server cannot grow this.
-        replies.retain(|_, reply| !reply.is_closed());
-        replies.insert(id, call.reply);
+        replies.retain(|_, c| !c.abandoned());
+        replies.insert(id, call);
         conn.send(frame).await?;
         Ok(())
+    }
+
+    /// At the end of a session: a call in flight with an idempotency key
+    /// goes back to the front of the queue (oldest first, within
+    /// `max_pending`) when the client will reconnect — the server answers
+    /// its resend with the original RESULT if it had applied it. The others
+    /// fail now rather than at their timeout: nobody can tell whether the
+    /// server applied them, and the caller should decide.
+    fn requeue_or_fail(&mut self, replies: &mut Replies, reconnecting: bool, error: &Error) {
+        let mut resend = VecDeque::new();
+        for (_, mut call) in std::mem::take(replies) {
+            if call.abandoned() {
+                continue;
+            }
+            let fits = resend.len() + self.queued.len() < self.config.max_pending;
+            if reconnecting && call.idempotency_key.is_some() && fits {
+                call.resent = true;
+                resend.push_back(call);
+            } else {
+                let _ = call.reply.send(Err(error.clone()));
+            }
+        }
+        resend.append(&mut self.queued);
+        self.queued = resend;
+    }
+
+    fn supports(&self, capability: &str) -> bool {
+        supports(&self.capabilities, capability)
+    }
+
+    /// A WATCH/RESUME of a pattern the server cannot serve (no
+    /// `prefix_watch`): not sent; the pattern's watchers end and `on_error`
+    /// hears why. True when the frame was refused.
+    fn refuse_pattern(&self, frame: &Frame) -> bool {
+        let subscribing = matches!(frame.kind, FrameType::Watch | FrameType::Resume);
+        let key = key_of(frame);
+        if !subscribing || !key.contains('*') || self.supports("prefix_watch") {
+            return false;
+        }
+        self.shared.subs().remove_key(&key);
+        self.config
+            .report(&Error::Unsupported("prefix_watch".into()));
+        true
     }
 
     async fn on_frame(
@@ -294,8 +394,9 @@ impl Driver {
             }
             FrameType::Result => match messages::parse_result(&frame.body) {
                 Ok((id, outcome)) => {
-                    if let Some(reply) = replies.remove(&id) {
-                        let _ = reply.send(outcome);
+                    let call = id.parse().ok().and_then(|id| replies.remove(&id));
+                    if let Some(call) = call {
+                        let _ = call.reply.send(outcome);
                     }
                 }
                 Err(e) => self.config.report(&e),
@@ -330,15 +431,24 @@ impl Driver {
     }
 }
 
-/// While not connected: queue calls, drop subscription frames (the table
-/// replays them on connect), and return only when asked to close.
-async fn idle(commands: &mut CommandReceiver, queued: &mut VecDeque<PendingCall>) {
+/// While not connected: queue calls (at most `max_pending`; beyond, they
+/// fail at once), drop subscription frames (the table replays them on
+/// connect), and return only when asked to close.
+async fn idle(
+    commands: &mut CommandReceiver,
+    queued: &mut VecDeque<PendingCall>,
+    max_pending: usize,
+) {
     loop {
         match commands.recv().await {
             None | Some(Command::Close) => return,
             Some(Command::Call(call)) => {
-                queued.retain(|c| !c.reply.is_closed());
-                queued.push_back(call);
+                queued.retain(|c| !c.abandoned());
+                if queued.len() < max_pending {
+                    queued.push_back(call);
+                } else {
+                    let _ = call.reply.send(Err(Error::QueueFull(max_pending)));
+                }
             }
             Some(Command::Send(_)) => {}
         }

@@ -15,6 +15,18 @@ pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value> {
     Ok(Value::from(serde_json::to_value(value)?))
 }
 
+/// Converts a patch, which must be an object.
+pub fn to_patch<T: Serialize + ?Sized>(patch: &T) -> Result<Value> {
+    let patch = to_value(patch)?;
+    if patch.as_map().is_none() {
+        return Err(Error::Serde(format!(
+            "a patch must be an object, got {}",
+            patch.type_name()
+        )));
+    }
+    Ok(patch)
+}
+
 /// Converts a value to `T`; `Ok(None)` for nil.
 pub fn from_value<T: DeserializeOwned>(value: &Value) -> Result<Option<T>> {
     if value.is_nil() {

@@ -23,6 +23,32 @@ pub enum Error {
     #[error("call failed ({code}): {message}")]
     Call { code: i64, message: String },
 
+    /// A conditional write (`if_version`, extension `conditional`) found the
+    /// key at another version: a RESULT with code 409 carrying the key's
+    /// current `version`. Nothing changed on the server. In a transaction,
+    /// `op` is the 0-based index of the op whose condition failed (and
+    /// `version` that op's key's version); nothing of the transaction was
+    /// applied. (A 409 without a version, e.g. an idempotency key reused for
+    /// another call, is an [`Error::Call`].)
+    #[error("conflict{}: {message} (current version {version})", at_op(.op))]
+    Conflict {
+        version: u64,
+        op: Option<usize>,
+        message: String,
+    },
+
+    /// The call needs a protocol extension the server did not advertise in
+    /// HELLO `capabilities` (the name inside, e.g. `"conditional"`). Nothing
+    /// was sent: a server without the extension would silently ignore the
+    /// argument.
+    #[error("the server does not support the `{0}` extension")]
+    Unsupported(String),
+
+    /// While not connected, [`max_pending`](crate::ClientBuilder::max_pending)
+    /// calls already wait to be sent; this one was refused at once.
+    #[error("not connected and {0} calls already wait to be sent (max_pending)")]
+    QueueFull(usize),
+
     /// An ERROR frame that is not the answer to a call, e.g. a WATCH denied by
     /// the server's ACL (403) or a rate limit (429).
     #[error("server error ({code}): {message}")]
@@ -55,6 +81,7 @@ impl Error {
     pub fn code(&self) -> Option<i64> {
         match self {
             Error::Call { code, .. } | Error::Server { code, .. } => Some(*code),
+            Error::Conflict { .. } => Some(409),
             Error::Auth(_) => Some(401),
             _ => None,
         }
@@ -70,6 +97,10 @@ impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Serde(e.to_string())
     }
+}
+
+fn at_op(op: &Option<usize>) -> String {
+    op.map(|i| format!(" at op {i}")).unwrap_or_default()
 }
 
 /// Shorthand for results of this crate.

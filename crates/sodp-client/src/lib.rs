@@ -18,10 +18,67 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Extensions
+//! When the server advertises them in HELLO `capabilities` (see
+//! [`Client::supports`]), the client offers the project's protocol
+//! extensions; a call that needs one the server lacks fails with
+//! [`Error::Unsupported`] without being sent.
+//! - `conditional`: [`WriteOptions::if_version`] on `set_with`,
+//!   `patch_with`, `set_in_with`, `delete_with` → [`Error::Conflict`]
+//!   carrying the key's current version.
+//! - `ttl`: [`WriteOptions::ttl`] — the key expires as an ordinary delete.
+//! - `read`: [`Client::fetch`] (the server's value now; [`Client::get`]
+//!   stays the cached value of a watched key), [`Client::keys`] /
+//!   [`Client::iter_keys`], [`Client::history`].
+//! - `transaction`: [`Client::transaction`] (several keys, all or nothing,
+//!   one version) and, with `read` + `conditional`, [`Client::transact`]
+//!   (read, compute, compare-and-set, retry on conflict).
+//! - `prefix_watch`: watch `game.players.*` or `*` like any key; the value
+//!   is an object of full key → value of every matching key.
+//! - `idempotency`: exactly-once writes across reconnects (below).
+//!
+//! ```no_run
+//! # async fn demo(client: sodp_client::Client) -> sodp_client::Result<()> {
+//! use sodp_client::{Error, WriteOptions};
+//! let seen = client.fetch("game.score").await?;
+//! match client
+//!     .set_with("game.score", &42, WriteOptions::new().if_version(seen.version))
+//!     .await
+//! {
+//!     Ok(version) => println!("written at {version}"),
+//!     Err(Error::Conflict { version, .. }) => println!("changed meanwhile (now {version})"),
+//!     Err(e) => return Err(e),
+//! }
+//! let visits = client.transact("stats.visits", |n: Option<u64>| n.unwrap_or(0) + 1).await?;
+//! let mut players = client.subscribe("game.players.*"); // value: {"game.players.alice": …, …}
+//! # Ok(()) }
+//! ```
+//!
+//! # Exactly-once writes
+//! When the server advertises `idempotency`, every write (`set`, `patch`,
+//! `set_in`, `delete`, a transaction, and those methods through
+//! [`Client::call`]) carries a generated idempotency key (128 random
+//! bits), kept for the call's lifetime. A write in flight when the
+//! connection drops is not failed: it waits with the calls made while
+//! disconnected and is resent, with the same key, first after the
+//! reconnect; the server applies a key it already applied only once and
+//! answers with the original RESULT, so the caller gets its version either
+//! way. Bounds: at most [`ClientBuilder::max_pending`] calls wait (default
+//! 1024; a call beyond fails at once with [`Error::QueueFull`], an
+//! in-flight write that does not fit fails with [`Error::Connection`]),
+//! and each still gives up at its [`call_timeout`](ClientBuilder::call_timeout).
+//! Not resent: `presence` (its entry belonged to the lost connection, so
+//! it fails as before), calls to a server that did not advertise
+//! `idempotency`, a write resent to a server that no longer advertises it,
+//! and a write over the server's `max_message_bytes` (the server closed the
+//! connection for it). The server remembers keys per identity for
+//! `idempotency_window_ms` (and, while it keeps them in memory only, not
+//! across its own restart); a resend outside that could apply twice.
+//!
 //! # Layout
 //! Each file owns one thing; no two modules import each other (the handle
-//! is extended by `impl Client` blocks in `builder`, `watch` and
-//! `state_ref` rather than `client` importing them).
+//! is extended by `impl Client` blocks in `builder`, `watch`, `state_ref`,
+//! `reads` and `transaction` rather than `client` importing them).
 //! - [`builder`]: [`ClientBuilder`] (fills in and validates the options),
 //!   [`Client::builder`] and [`Client::connect`].
 //! - [`client`]: [`Client`], the cheap-to-clone handle: starting the
@@ -32,6 +89,12 @@
 //! - [`state_ref`]: [`StateRef`], the same API scoped to one key, and
 //!   [`Client::state`].
 //! - [`update`]: what watchers receive ([`Update`], [`Meta`], [`Source`]).
+//! - [`options`]: the options of one write, [`WriteOptions`] (`if_version`,
+//!   `ttl`, idempotency key), and the capability each needs.
+//! - [`reads`]: one-shot reads ([`Client::fetch`], [`Client::keys`],
+//!   [`Client::iter_keys`], [`Client::history`]) and their results.
+//! - [`transaction`]: read-modify-write ([`Client::transact`]) and the
+//!   [`Transaction`] builder.
 //! - [`error`]: the [`Error`] enum.
 //! - Internals: `config` (the options as the connection task reads them),
 //!   `shared` (what handles and task share: subscription table, [`Status`],
@@ -40,15 +103,18 @@
 //!   (frames over WebSocket), `subscriptions` (cache + watchers per key,
 //!   sans-I/O), `mailbox` (one watcher's bounded, conflating buffer),
 //!   `messages` (frame bodies), `refresh` and `token` (tokens and in-band
-//!   refresh), `backoff`, `url`, `convert` (serde).
+//!   refresh), `backoff`, `url`, `convert` (serde), `random` (idempotency
+//!   keys and retry jitter without a dependency).
 //!
 //! # Behaviour
 //! - Several watchers of one key share one server subscription; the last
 //!   one to go sends UNWATCH.
 //! - After a reconnect, keys with a known version are RESUMEd (the server
 //!   replays what was missed), the others WATCHed again.
-//! - Calls made while not connected are queued; calls in flight when the
-//!   connection drops fail at once with [`Error::Connection`].
+//! - Calls made while not connected are queued (at most
+//!   [`ClientBuilder::max_pending`]); calls in flight when the connection
+//!   drops fail at once with [`Error::Connection`] — except writes to a
+//!   server with `idempotency`, which are resent (see above).
 //! - A rejected token (ERROR 401 during the handshake) stops the client
 //!   with [`Error::Auth`]; so does a live 401 when the token is static.
 //! - Every server HEARTBEAT is echoed; three heartbeat intervals (from
@@ -69,19 +135,22 @@
 //! change must keep up (or raise the buffer), and `lagged` tells it when it
 //! did not.
 //!
-//! The only unbounded queues left run the other way, from the user to the
-//! connection task, which drains them without waiting for anyone: calls
-//! (each awaited by its caller; while disconnected they wait in a queue
-//! that drops those past their call timeout — so with `call_timeout(None)`
-//! it is bounded only by how many calls the user has started) and
-//! WATCH/UNWATCH requests, one per watcher added or removed.
+//! The other way, from the user to the connection task: calls wait for a
+//! connection in a queue of at most [`ClientBuilder::max_pending`] (those
+//! past their call timeout are dropped from it), and the command channel
+//! that carries calls and WATCH/UNWATCH requests to the task is drained
+//! without waiting for anyone (each entry is a call its caller awaits, or
+//! one request per watcher added or removed).
 
 #![forbid(unsafe_code)]
 
 pub mod builder;
 pub mod client;
 pub mod error;
+pub mod options;
+pub mod reads;
 pub mod state_ref;
+pub mod transaction;
 pub mod update;
 pub mod watch;
 
@@ -92,6 +161,7 @@ mod convert;
 mod handshake;
 mod mailbox;
 mod messages;
+mod random;
 mod refresh;
 mod shared;
 mod socket;
@@ -102,7 +172,10 @@ mod url;
 pub use builder::ClientBuilder;
 pub use client::{Client, Status};
 pub use error::{Error, Result};
+pub use options::WriteOptions;
+pub use reads::{Fetched, HistoryEntry, HistoryPage, KeysPage};
 pub use sodp_proto::{DeltaOp, OpKind, Value};
 pub use state_ref::StateRef;
+pub use transaction::{Transacted, Transaction, TRANSACT_ATTEMPTS};
 pub use update::{Meta, Source, Update};
 pub use watch::{Subscription, WatchGuard};

@@ -165,6 +165,7 @@ mod tests {
                 version,
                 initialized: true,
                 source: Source::Delta,
+                expires_at: None,
             },
             ops: Arc::from([DeltaOp::update("/", Value::from(version))]),
             lagged: 0,

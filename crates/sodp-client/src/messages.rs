@@ -35,17 +35,18 @@ pub fn unwatch(stream_id: u32, key: &str) -> Frame {
     )
 }
 
-/// `CALL {call_id, method, args}`.
-pub fn call(call_id: &str, method: &str, args: Value) -> Frame {
-    Frame::new(
-        FrameType::Call,
-        0,
-        Value::map_from([
-            ("call_id", Value::from(call_id)),
-            ("method", Value::from(method)),
-            ("args", args),
-        ]),
-    )
+/// `CALL {call_id, method, args}`, plus `idempotency_key` (extension
+/// `idempotency`) when given.
+pub fn call(call_id: &str, method: &str, args: Value, idempotency_key: Option<&str>) -> Frame {
+    let mut fields = vec![
+        ("call_id", Value::from(call_id)),
+        ("method", Value::from(method)),
+        ("args", args),
+    ];
+    if let Some(key) = idempotency_key {
+        fields.push(("idempotency_key", Value::from(key)));
+    }
+    Frame::new(FrameType::Call, 0, Value::map_from(fields))
 }
 
 /// `AUTH {token}`.
@@ -116,9 +117,19 @@ pub fn parse_result(body: &Value) -> Result<(String, Result<Value, Error>), Erro
     let outcome = if success {
         Ok(data)
     } else {
-        Err(Error::Call {
-            code: body.get("code").and_then(code_of).unwrap_or(500),
-            message: message_of(&data),
+        let code = body.get("code").and_then(code_of).unwrap_or(500);
+        let message = message_of(&data);
+        let version = body.get("version").and_then(Value::as_u64);
+        Err(match version {
+            Some(version) if code == 409 => Error::Conflict {
+                version,
+                op: body
+                    .get("op")
+                    .and_then(Value::as_u64)
+                    .and_then(|i| usize::try_from(i).ok()),
+                message,
+            },
+            _ => Error::Call { code, message },
         })
     };
     Ok((call_id, outcome))
@@ -162,13 +173,25 @@ mod tests {
         assert_eq!(f.kind, FrameType::Resume);
         assert_eq!(f.stream_id, 12);
         assert_eq!(f.body, body(json!({"state": "a.b", "since_version": 7})));
-        let c = call("3", "state.set", body(json!({"state": "k", "value": 1})));
+        let c = call(
+            "3",
+            "state.set",
+            body(json!({"state": "k", "value": 1})),
+            None,
+        );
         assert_eq!(
             c.body,
             body(
                 json!({"call_id": "3", "method": "state.set", "args": {"state": "k", "value": 1}})
             )
         );
+        let c = call(
+            "4",
+            "state.delete",
+            body(json!({"state": "k"})),
+            Some("idem-1"),
+        );
+        assert_eq!(c.body.get("idempotency_key"), Some(&Value::from("idem-1")));
         assert_eq!(heartbeat().encode(), vec![0x94, 0x09, 0x00, 0x00, 0xc0]);
     }
 
@@ -210,6 +233,37 @@ mod tests {
             }
         );
         assert!(parse_result(&body(json!({"success": true}))).is_err());
+
+        let (_, r) = parse_result(&body(json!({
+            "call_id": "3", "success": false, "code": 409, "data": "version mismatch", "version": 7
+        })))
+        .unwrap();
+        assert_eq!(
+            r.unwrap_err(),
+            Error::Conflict {
+                version: 7,
+                op: None,
+                message: "version mismatch".into()
+            }
+        );
+        let (_, r) = parse_result(&body(json!({
+            "call_id": "4", "success": false, "code": 409, "data": "x", "version": 2, "op": 1
+        })))
+        .unwrap();
+        assert!(matches!(
+            r,
+            Err(Error::Conflict {
+                version: 2,
+                op: Some(1),
+                ..
+            })
+        ));
+        // A 409 without a version (idempotency key reused) stays a call error.
+        let (_, r) = parse_result(&body(json!({
+            "call_id": "5", "success": false, "code": 409, "data": "reused"
+        })))
+        .unwrap();
+        assert!(matches!(r, Err(Error::Call { code: 409, .. })));
     }
 
     #[test]

@@ -36,7 +36,53 @@ pub enum Status {
 pub(crate) struct PendingCall {
     pub method: String,
     pub args: Value,
+    /// Extensions the server must advertise for the call to go out; when
+    /// one is missing it fails with [`Error::Unsupported`] unsent.
+    pub requires: Vec<&'static str>,
+    /// The CALL's `idempotency_key`: the caller's, or generated when a write
+    /// is first sent to a server advertising `idempotency`. A call with one
+    /// is resent (with the same key) after a reconnect instead of failing.
+    pub idempotency_key: Option<String>,
+    /// Sent on an earlier connection whose RESULT never came.
+    pub resent: bool,
     pub reply: oneshot::Sender<Result<Value>>,
+}
+
+impl PendingCall {
+    pub fn new(method: &str, args: Value, reply: oneshot::Sender<Result<Value>>) -> PendingCall {
+        PendingCall {
+            method: method.to_owned(),
+            args,
+            requires: Vec::new(),
+            idempotency_key: None,
+            resent: false,
+            reply,
+        }
+    }
+
+    /// The caller gave up (timed out or dropped the future).
+    pub fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+/// True when HELLO `capabilities` advertise `name` (as `true`).
+pub(crate) fn supports(capabilities: &Value, name: &str) -> bool {
+    capabilities
+        .get(name)
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// The methods that get a generated idempotency key. Not `state.presence`:
+/// its entry belongs to the session that set it, and that session's end
+/// removed it, so replaying the remembered RESULT on a new session would
+/// report a presence that is not there.
+pub(crate) fn exactly_once(method: &str) -> bool {
+    matches!(
+        method,
+        "state.set" | "state.patch" | "state.set_in" | "state.delete" | "state.transaction"
+    )
 }
 
 /// What the public API asks of the connection task.
@@ -45,7 +91,8 @@ pub(crate) enum Command {
     /// subscription table already records the intent, and the next connection
     /// resubscribes from it.
     Send(Frame),
-    /// Queued while disconnected, failed if in flight when the connection drops.
+    /// Queued while disconnected (at most `max_pending`); when in flight as
+    /// the connection drops, resent if it has an idempotency key, else failed.
     Call(PendingCall),
     Close,
 }
@@ -64,6 +111,8 @@ pub(crate) struct Shared {
     /// updates and non-blocking mailbox pushes.
     pub subs: Mutex<Subscriptions>,
     pub status: watch::Sender<Status>,
+    /// HELLO `capabilities` of the latest session (nil before the first).
+    pub capabilities: Mutex<Value>,
 }
 
 impl Shared {
@@ -71,7 +120,16 @@ impl Shared {
         Shared {
             subs: Mutex::new(Subscriptions::default()),
             status: watch::channel(Status::Connecting).0,
+            capabilities: Mutex::new(Value::Nil),
         }
+    }
+
+    /// HELLO `capabilities` of the latest session.
+    pub fn capabilities(&self) -> Value {
+        self.capabilities
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn subs(&self) -> MutexGuard<'_, Subscriptions> {

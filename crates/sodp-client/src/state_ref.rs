@@ -9,6 +9,9 @@ use sodp_proto::Value;
 
 use crate::client::Client;
 use crate::error::Result;
+use crate::options::WriteOptions;
+use crate::reads::{Fetched, HistoryPage};
+use crate::transaction::Transacted;
 use crate::update::{Meta, Update};
 use crate::watch::{Subscription, WatchGuard};
 
@@ -108,5 +111,63 @@ impl StateRef {
 
     pub async fn presence<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<u64> {
         self.client.presence(&self.key, path, value).await
+    }
+
+    /// See [`Client::set_with`].
+    pub async fn set_with<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        options: WriteOptions,
+    ) -> Result<u64> {
+        self.client.set_with(&self.key, value, options).await
+    }
+
+    /// See [`Client::patch_with`].
+    pub async fn patch_with<T: Serialize + ?Sized>(
+        &self,
+        patch: &T,
+        options: WriteOptions,
+    ) -> Result<u64> {
+        self.client.patch_with(&self.key, patch, options).await
+    }
+
+    /// See [`Client::set_in_with`].
+    pub async fn set_in_with<T: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        value: &T,
+        options: WriteOptions,
+    ) -> Result<u64> {
+        self.client
+            .set_in_with(&self.key, path, value, options)
+            .await
+    }
+
+    /// See [`Client::delete_with`].
+    pub async fn delete_with(&self, options: WriteOptions) -> Result<u64> {
+        self.client.delete_with(&self.key, options).await
+    }
+
+    /// See [`Client::fetch`].
+    pub async fn fetch(&self) -> Result<Fetched> {
+        self.client.fetch(&self.key).await
+    }
+
+    /// See [`Client::history`].
+    pub async fn history(
+        &self,
+        since_version: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage> {
+        self.client.history(&self.key, since_version, limit).await
+    }
+
+    /// See [`Client::transact`].
+    pub async fn transact<T, F>(&self, update: F) -> Result<Transacted<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Option<T>) -> T,
+    {
+        self.client.transact(&self.key, update).await
     }
 }

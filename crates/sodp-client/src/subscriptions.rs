@@ -31,6 +31,13 @@ struct Entry {
     /// A STATE_INIT has been seen, so `value`/`version` are meaningful (and a
     /// reconnect can RESUME from `version`).
     known: bool,
+    /// A pattern (`game.*`, `*`, extension `prefix_watch`): the value is a
+    /// map of full key → value.
+    pattern: bool,
+    /// The version of the last STATE_INIT.
+    baseline: u64,
+    /// The key's deadline (Unix ms), extension `ttl`; never for a pattern.
+    expires_at: Option<u64>,
     /// The stream id this client suggests for the key.
     local_stream: u32,
     watchers: Vec<(WatcherId, Sender)>,
@@ -45,6 +52,7 @@ impl Entry {
                 version: self.version,
                 initialized: self.initialized,
                 source,
+                expires_at: self.expires_at,
             },
             ops,
             lagged: 0,
@@ -108,6 +116,9 @@ impl Subscriptions {
                 version: 0,
                 initialized: false,
                 known: false,
+                pattern: key.contains('*'),
+                baseline: 0,
+                expires_at: None,
                 local_stream: stream,
                 watchers: vec![(id, tx)],
             },
@@ -148,6 +159,7 @@ impl Subscriptions {
                 version: e.version,
                 initialized: e.initialized,
                 source: Source::Cache,
+                expires_at: e.expires_at,
             },
         ))
     }
@@ -198,6 +210,11 @@ impl Subscriptions {
         }
         entry.value = value;
         entry.version = version;
+        entry.baseline = version;
+        entry.expires_at = match entry.pattern {
+            true => None,
+            false => deadline(body).flatten(),
+        };
         entry.initialized = initialized;
         entry.known = true;
         let update = entry.update(Source::Init, Arc::from([]));
@@ -216,7 +233,15 @@ impl Subscriptions {
             return Ok(DeltaOutcome::Ignored);
         };
         let version = body.get("version").and_then(Value::as_u64);
-        if !entry.known || version.is_some_and(|v| v <= entry.version) {
+        // A transaction gives each key it touched one DELTA with the same
+        // version, so a pattern's stream can carry several DELTAs of one
+        // version back to back; only those its STATE_INIT already covers
+        // are stale.
+        let stale = version.is_some_and(|v| match entry.pattern {
+            true => v < entry.version || v <= entry.baseline,
+            false => v <= entry.version,
+        });
+        if !entry.known || stale {
             return Ok(DeltaOutcome::Ignored);
         }
         let result = body
@@ -246,6 +271,14 @@ impl Subscriptions {
         if let Some(v) = version {
             entry.version = v;
         }
+        if !entry.pattern {
+            if let Some(expires_at) = deadline(body) {
+                entry.expires_at = expires_at;
+            }
+            if !entry.initialized {
+                entry.expires_at = None; // a delete (or expiry) ends the deadline
+            }
+        }
         let update = entry.update(Source::Delta, Arc::from(ops));
         entry.broadcast(update);
         Ok(DeltaOutcome::Applied)
@@ -262,6 +295,13 @@ impl Subscriptions {
             .unwrap_or(FIRST_SUBSCRIPTION_STREAM);
         id
     }
+}
+
+/// A frame's `expires_at`: `None` when absent, `Some(None)` when 0 (the
+/// deadline was removed), else `Some(Some(unix_ms))`.
+fn deadline(body: &Value) -> Option<Option<u64>> {
+    let at = body.get("expires_at").and_then(Value::as_u64)?;
+    Some((at > 0).then_some(at))
 }
 
 #[cfg(test)]
@@ -503,5 +543,74 @@ mod tests {
                 other => panic!("{name}: unexpected {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_pattern_applies_each_delta_of_one_transaction() {
+        let mut subs = Subscriptions::default();
+        let (tx, mut rx) = roomy();
+        subs.add_watcher("game.*", tx);
+        subs.on_state_init(
+            10,
+            &v(json!({"state": "game.*", "version": 5, "value": {"game.a": 1}, "initialized": true})),
+        )
+        .unwrap();
+        // Covered by the STATE_INIT: stale.
+        let old = json!({"state": "game.*", "version": 5, "ops": [{"op": "UPDATE", "path": "/game.a", "value": 9}]});
+        assert_eq!(subs.on_delta(10, &v(old)).unwrap(), DeltaOutcome::Ignored);
+        // One transaction (version 7) touching two matching keys.
+        let a = json!({"state": "game.*", "version": 7, "ops": [{"op": "UPDATE", "path": "/game.a", "value": 2}]});
+        let b = json!({"state": "game.*", "version": 7, "ops": [{"op": "ADD", "path": "/game.b", "value": 3}]});
+        assert_eq!(subs.on_delta(10, &v(a)).unwrap(), DeltaOutcome::Applied);
+        assert_eq!(subs.on_delta(10, &v(b)).unwrap(), DeltaOutcome::Applied);
+        let older =
+            json!({"state": "game.*", "version": 6, "ops": [{"op": "REMOVE", "path": "/game.a"}]});
+        assert_eq!(subs.on_delta(10, &v(older)).unwrap(), DeltaOutcome::Ignored);
+        let got = drain(&mut rx);
+        assert_eq!(got.last().unwrap().2, json!({"game.a": 2, "game.b": 3}));
+        assert!(subs.get("game.*").unwrap().1.initialized);
+
+        // A plain key never takes two DELTAs of one version.
+        let (tx, _rx) = roomy();
+        subs.add_watcher("k", tx);
+        subs.on_state_init(11, &v(json!({"state": "k", "version": 7, "value": 1})))
+            .unwrap();
+        let again =
+            json!({"state": "k", "version": 7, "ops": [{"op": "UPDATE", "path": "/", "value": 2}]});
+        assert_eq!(subs.on_delta(11, &v(again)).unwrap(), DeltaOutcome::Ignored);
+    }
+
+    #[test]
+    fn deadlines_follow_state_init_and_deltas() {
+        let mut subs = Subscriptions::default();
+        let (tx, _rx) = roomy();
+        subs.add_watcher("k", tx);
+        let expires = |subs: &Subscriptions| subs.get("k").unwrap().1.expires_at;
+        subs.on_state_init(
+            10,
+            &v(json!({"state": "k", "version": 1, "value": 1, "expires_at": 5000})),
+        )
+        .unwrap();
+        assert_eq!(expires(&subs), Some(5000));
+        let set = |version: u64, extra: serde_json::Value| {
+            let mut d = json!({"state": "k", "version": version, "ops": [{"op": "UPDATE", "path": "/", "value": version}]});
+            d.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            v(d)
+        };
+        subs.on_delta(10, &set(2, json!({}))).unwrap();
+        assert_eq!(expires(&subs), Some(5000), "a write without ttl keeps it");
+        subs.on_delta(10, &set(3, json!({"expires_at": 9000})))
+            .unwrap();
+        assert_eq!(expires(&subs), Some(9000), "moved");
+        subs.on_delta(10, &set(4, json!({"expires_at": 0})))
+            .unwrap();
+        assert_eq!(expires(&subs), None, "removed");
+        subs.on_delta(10, &set(5, json!({"expires_at": 7000})))
+            .unwrap();
+        let del = json!({"state": "k", "version": 6, "ops": [{"op": "REMOVE", "path": "/"}]});
+        subs.on_delta(10, &v(del)).unwrap();
+        assert_eq!(expires(&subs), None, "a delete ends it");
     }
 }

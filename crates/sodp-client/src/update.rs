@@ -42,6 +42,10 @@ pub struct Meta {
     /// Use [`Meta::source`], not this, to tell a baseline from a change.
     pub initialized: bool,
     pub source: Source,
+    /// When the key expires (Unix milliseconds; extension `ttl`), as the
+    /// server announced it in STATE_INIT or the DELTA of the write that set
+    /// or moved it. `None` when it has no deadline, and for a pattern.
+    pub expires_at: Option<u64>,
 }
 
 /// One notification for one key.

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use sodp_client::{Client, Error, Source, Status};
+use sodp_client::{Client, Error, Source, Status, WriteOptions};
 use sodp_proto::{Frame, FrameType, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -29,6 +29,11 @@ impl Fake {
 
     fn url(&self) -> String {
         format!("ws://{}", self.listener.local_addr().unwrap())
+    }
+
+    /// A client of this server that reconnects at once.
+    fn reconnecting(&self) -> sodp_client::ClientBuilder {
+        Client::builder(self.url()).reconnect_delay(Duration::from_millis(20))
     }
 
     async fn accept(&self) -> Conn {
@@ -58,6 +63,13 @@ impl Conn {
         let body = json!({"protocol": "sodp", "version": "1.0", "server": "fake",
                           "auth": auth, "capabilities": capabilities});
         self.send(FrameType::Hello, 0, body).await;
+    }
+
+    /// A successful RESULT `{version}` for `call`.
+    async fn answer(&mut self, call: &Frame, version: u64) {
+        let id = body_str(call, "call_id").to_owned();
+        let body = json!({"call_id": id, "success": true, "data": {"version": version}});
+        self.send(FrameType::Result, 0, body).await;
     }
 
     /// The next frame other than HEARTBEAT.
@@ -461,4 +473,253 @@ async fn a_silent_server_is_detected_from_its_heartbeat_interval() {
         "{errors:?}"
     );
     drop(conn);
+}
+
+/// A server whose HELLO advertises no extension: every extension call fails
+/// with `Unsupported` before anything is sent, a pattern watch ends with the
+/// error reported, and plain writes still work (without an idempotency key).
+#[tokio::test]
+async fn extensions_the_server_lacks_are_unsupported_and_nothing_is_sent() {
+    let fake = Fake::start().await;
+    let errors = Arc::new(Mutex::new(Vec::<Error>::new()));
+    let seen = errors.clone();
+    let client = Client::builder(fake.url())
+        .on_error(move |e| seen.lock().unwrap().push(e.clone()))
+        .build()
+        .unwrap();
+    let mut conn = fake.accept().await;
+    conn.hello(false, json!({"resume": true})).await;
+    client.ready().await.unwrap();
+    assert!(!client.supports("conditional"));
+    assert_eq!(
+        client.capabilities().get("resume"),
+        Some(&Value::Bool(true))
+    );
+
+    let unsupported = |name: &str| Err::<u64, _>(Error::Unsupported(name.into()));
+    let conditional = WriteOptions::new().if_version(3);
+    assert_eq!(
+        client.set_with("k", &1, conditional.clone()).await,
+        unsupported("conditional")
+    );
+    assert_eq!(
+        client.delete_with("k", conditional).await,
+        unsupported("conditional")
+    );
+    let ttl = WriteOptions::new().ttl(Duration::from_secs(1));
+    assert_eq!(
+        client.patch_with("k", &json!({"a": 1}), ttl).await,
+        unsupported("ttl")
+    );
+    let keyed = WriteOptions::new().idempotency_key("mine");
+    assert_eq!(
+        client.set_in_with("k", "/a", &1, keyed).await,
+        unsupported("idempotency")
+    );
+    assert_eq!(
+        client.transaction().set("k", &1).commit().await,
+        unsupported("transaction")
+    );
+    assert_eq!(
+        client.fetch("k").await.unwrap_err(),
+        Error::Unsupported("read".into())
+    );
+    assert_eq!(
+        client.keys(None, None, None).await.unwrap_err(),
+        Error::Unsupported("read".into())
+    );
+    assert_eq!(
+        client.history("k", None, None).await.unwrap_err(),
+        Error::Unsupported("read".into())
+    );
+    assert_eq!(
+        client
+            .transact("k", |n: Option<u64>| n.unwrap_or(0) + 1)
+            .await
+            .unwrap_err(),
+        Error::Unsupported("read".into())
+    );
+
+    let mut pattern = client.subscribe("game.*");
+    let ended = tokio::time::timeout(Duration::from_secs(2), pattern.recv()).await;
+    assert!(
+        matches!(ended, Ok(None)),
+        "the pattern's stream ends: {ended:?}"
+    );
+    assert!(!client.is_watching("game.*"));
+    assert!(errors
+        .lock()
+        .unwrap()
+        .contains(&Error::Unsupported("prefix_watch".into())));
+
+    // A plain write goes out as before, with no idempotency key; the first
+    // frame the fake sees is this CALL (nothing of the refused ones).
+    let write = tokio::spawn({
+        let client = client.clone();
+        async move { client.set("k", &1).await }
+    });
+    let call = conn.recv().await;
+    assert_eq!(call.kind, FrameType::Call);
+    assert_eq!(body_str(&call, "method"), "state.set");
+    assert!(call.body.get("idempotency_key").is_none());
+    conn.answer(&call, 4).await;
+    assert_eq!(write.await.unwrap(), Ok(4));
+}
+
+/// With `idempotency` advertised, a write in flight when the connection
+/// drops is resent on the next connection with the same idempotency key
+/// (and the same args), and its caller gets the RESULT of the resend.
+/// Presence never carries a key: it fails as before.
+#[tokio::test]
+async fn in_flight_writes_are_resent_with_their_key_after_a_reconnect() {
+    let fake = Fake::start().await;
+    let client = fake.reconnecting().build().unwrap();
+    let caps = json!({"idempotency": true, "conditional": true});
+    let mut conn = fake.accept().await;
+    conn.hello(false, caps.clone()).await;
+    client.ready().await.unwrap();
+
+    let write = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let opts = WriteOptions::new().if_version(0);
+            client.set_with("k", &json!({"n": 1}), opts).await
+        }
+    });
+    let first = conn.recv().await;
+    let key = body_str(&first, "idempotency_key").to_owned();
+    assert!(key.starts_with("rs-") && key.len() == 35, "{key:?}");
+    let presence = tokio::spawn({
+        let client = client.clone();
+        async move { client.presence("room", "/me", &1).await }
+    });
+    let p = conn.recv().await;
+    assert_eq!(body_str(&p, "method"), "state.presence");
+    assert!(p.body.get("idempotency_key").is_none());
+    drop(conn); // neither RESULT arrives
+
+    let presence = tokio::time::timeout(Duration::from_secs(2), presence)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(presence, Err(Error::Connection(_))),
+        "{presence:?}"
+    );
+
+    let mut conn = fake.accept().await;
+    conn.hello(false, caps).await;
+    let again = conn.recv().await;
+    assert_eq!(again.kind, FrameType::Call);
+    assert_eq!(body_str(&again, "idempotency_key"), key, "same key");
+    assert_eq!(again.body.get("args"), first.body.get("args"), "same args");
+    assert_ne!(body_str(&again, "call_id"), "");
+    conn.answer(&again, 9).await;
+    assert_eq!(write.await.unwrap(), Ok(9));
+
+    // A second write gets a different key.
+    let next = tokio::spawn({
+        let client = client.clone();
+        async move { client.delete("k").await }
+    });
+    let frame = conn.recv().await;
+    assert_ne!(body_str(&frame, "idempotency_key"), key);
+    conn.answer(&frame, 10).await;
+    assert_eq!(next.await.unwrap(), Ok(10));
+}
+
+/// A write resent after a reconnect to a server that no longer advertises
+/// `idempotency` is not resent (it could apply twice): it fails.
+#[tokio::test]
+async fn no_resend_to_a_server_without_idempotency() {
+    let fake = Fake::start().await;
+    let client = fake.reconnecting().build().unwrap();
+    let mut conn = fake.accept().await;
+    conn.hello(false, json!({"idempotency": true})).await;
+    client.ready().await.unwrap();
+    let write = tokio::spawn({
+        let client = client.clone();
+        async move { client.set("k", &1).await }
+    });
+    assert_eq!(conn.recv().await.kind, FrameType::Call);
+    drop(conn);
+    let mut conn = fake.accept().await;
+    conn.hello(false, json!({})).await;
+    let result = tokio::time::timeout(Duration::from_secs(2), write)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&result, Err(Error::Connection(m)) if m.contains("idempotency")),
+        "{result:?}"
+    );
+}
+
+/// While not connected, at most `max_pending` calls wait; the next one
+/// fails at once with `QueueFull`, and those waiting still time out.
+#[tokio::test]
+async fn the_disconnected_queue_is_bounded_by_max_pending() {
+    // A listener that never accepts: the client stays connecting.
+    let fake = Fake::start().await;
+    let client = Client::builder(fake.url())
+        .max_pending(2)
+        .call_timeout(Some(Duration::from_millis(400)))
+        .build()
+        .unwrap();
+    let waiting: Vec<_> = (0..2)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.set("k", &i).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(client.set("k", &3).await, Err(Error::QueueFull(2)));
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), Err(Error::Timeout));
+    }
+    // Timed-out calls leave the queue: there is room again.
+    let late = tokio::spawn({
+        let client = client.clone();
+        async move { client.set("k", &4).await }
+    });
+    assert_eq!(
+        late.await.unwrap(),
+        Err(Error::Timeout),
+        "queued, not refused"
+    );
+    assert_eq!(fake.accepted.load(Ordering::SeqCst), 0);
+}
+
+/// In-flight writes beyond `max_pending` are not kept for a resend: the
+/// oldest ones that fit are, the rest fail as without the extension.
+#[tokio::test]
+async fn in_flight_writes_beyond_max_pending_fail() {
+    let fake = Fake::start().await;
+    let client = fake.reconnecting().max_pending(1).build().unwrap();
+    let mut conn = fake.accept().await;
+    conn.hello(false, json!({"idempotency": true})).await;
+    client.ready().await.unwrap();
+    let write = |n: i64| {
+        let client = client.clone();
+        tokio::spawn(async move { client.set("k", &n).await })
+    };
+    let first = write(1);
+    let sent_first = conn.recv().await;
+    let second = write(2);
+    conn.recv().await;
+    drop(conn);
+    let second = tokio::time::timeout(Duration::from_secs(2), second)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(second, Err(Error::Connection(_))), "{second:?}");
+    let mut conn = fake.accept().await;
+    conn.hello(false, json!({"idempotency": true})).await;
+    let again = conn.recv().await;
+    assert_eq!(
+        body_str(&again, "idempotency_key"),
+        body_str(&sent_first, "idempotency_key")
+    );
+    conn.answer(&again, 5).await;
+    assert_eq!(first.await.unwrap(), Ok(5));
 }

@@ -6,6 +6,8 @@ mod common;
 
 mod auth;
 mod buffers;
+mod exactly_once;
+mod extensions;
 mod methods;
 mod presence;
 mod reconnect;
