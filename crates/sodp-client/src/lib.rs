@@ -72,8 +72,9 @@
 //! `idempotency`, a write resent to a server that no longer advertises it,
 //! and a write over the server's `max_message_bytes` (the server closed the
 //! connection for it). The server remembers keys per identity for
-//! `idempotency_window_ms` (and, while it keeps them in memory only, not
-//! across its own restart); a resend outside that could apply twice.
+//! `idempotency_window_ms` (across its own restarts too when it has a data
+//! directory; a server without one forgets them when it restarts); a resend
+//! outside that could apply twice.
 //!
 //! # Layout
 //! Each file owns one thing; no two modules import each other (the handle
