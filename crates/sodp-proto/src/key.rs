@@ -30,29 +30,84 @@ pub fn validate_key(key: &str, max_len: usize) -> Result<(), KeyError> {
             max: max_len,
         });
     }
-    // Every allowed character is ASCII, so bytes are enough (and a non-ASCII
-    // byte is reported as the character it starts).
-    let mut segment_len = 0;
-    for (i, b) in key.bytes().enumerate() {
-        match b {
-            b'.' if segment_len == 0 => return Err(KeyError::EmptySegment),
-            b'.' => segment_len = 0,
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' => segment_len += 1,
-            _ => {
-                let c = key[i..].chars().next().unwrap_or('?');
-                return Err(KeyError::BadChar(c));
-            }
-        }
+    // One branch-free pass (this runs on every CALL): each byte's class from
+    // a table, with "a bad byte" and "a dot right after a dot (or at the
+    // start)" folded into flags; the exact error is found only on failure.
+    let bytes = key.as_bytes();
+    let mut bad = false;
+    let mut empty_segment = false;
+    let mut after_dot = true; // The start counts as after a dot.
+    for &b in bytes {
+        let class = CLASS[b as usize];
+        bad |= class == BAD;
+        let dot = class == DOT;
+        empty_segment |= dot & after_dot;
+        after_dot = dot;
     }
-    if segment_len == 0 {
+    if bad {
+        let i = bytes
+            .iter()
+            .position(|b| CLASS[*b as usize] == BAD)
+            .unwrap_or(0);
+        let c = key[i..].chars().next().unwrap_or('?');
+        return Err(KeyError::BadChar(c));
+    }
+    if empty_segment || after_dot {
         return Err(KeyError::EmptySegment);
     }
     Ok(())
 }
 
+const BAD: u8 = 0;
+const SEGMENT: u8 = 1;
+const DOT: u8 = 2;
+
+/// The class of every byte: a segment character (`[A-Za-z0-9_-]`), the
+/// separator, or not allowed (every non-ASCII byte among them).
+const CLASS: [u8; 256] = {
+    let mut table = [BAD; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'_' || c == b'-' {
+            table[b] = SEGMENT;
+        }
+        b += 1;
+    }
+    table[b'.' as usize] = DOT;
+    table
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The grammar stated plainly: non-empty segments of allowed characters.
+    fn reference(key: &str) -> bool {
+        !key.is_empty()
+            && key.split('.').all(|seg| {
+                !seg.is_empty()
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            })
+    }
+
+    #[test]
+    fn agrees_with_the_grammar_on_every_short_string() {
+        let alphabet = ['a', 'Z', '9', '_', '-', '.', ' ', '/', 'é'];
+        let mut keys = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> = keys
+                .iter()
+                .flat_map(|k| alphabet.iter().map(move |c| format!("{k}{c}")))
+                .collect();
+            for key in &longer {
+                assert_eq!(validate_key(key, 256).is_ok(), reference(key), "{key:?}");
+            }
+            keys = longer;
+        }
+    }
 
     #[test]
     fn accepts_and_rejects() {

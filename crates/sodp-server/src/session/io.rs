@@ -65,8 +65,11 @@ where
     loop {
         let deadline = session.deadline();
         // Outgoing first: when frames are waiting nothing else is polled,
-        // which keeps a delivery cheap. Reading cannot starve: after each
-        // batch the socket is checked once without waiting (below).
+        // which keeps a delivery cheap — a read attempt through tungstenite
+        // is not free (it zero-fills its buffer and builds an error for
+        // WouldBlock), and the socket is read whenever the queue is empty.
+        // Reading cannot starve: every few batches it is checked once
+        // without waiting (below).
         let event = tokio::select! {
             biased;
             wake = outbox.next_batch(&mut batch) => Event::Outbox(wake),
@@ -84,16 +87,17 @@ where
                 if batch.capacity() > 256 {
                     batch.shrink_to(16);
                 }
-                if !drain_readable(&mut ws, &mut session) {
-                    break;
-                }
                 // Under a continuous stream of deliveries the biased select
-                // may never reach the timers: every few batches check them
-                // here too, so token expiry and heartbeats are never
-                // postponed by traffic (and a lone delivery stays cheap).
+                // may never reach the socket or the timers: every few
+                // batches check them here, so reading, token expiry and
+                // heartbeats are never postponed by traffic (and a lone
+                // delivery stays cheap).
                 batches_since_timers += 1;
                 if batches_since_timers >= TIMER_CHECK_EVERY {
                     batches_since_timers = 0;
+                    if !drain_readable(&mut ws, &mut session) {
+                        break;
+                    }
                     if heartbeat.tick().now_or_never().is_some() {
                         session.on_heartbeat_tick(Instant::now());
                     }
