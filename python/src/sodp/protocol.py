@@ -23,6 +23,18 @@ Connection lifecycle, one connection at a time::
 On READY every watched key is re-subscribed: RESUME from its version when a
 baseline is known and its version is > 0, WATCH otherwise; then queued calls
 are sent.
+
+Exactly-once writes (extension ``idempotency``): when the session's HELLO
+advertises it, every mutating CALL (:data:`MUTATING`) goes out with an
+``idempotency_key`` in its body, generated once per call unless the caller
+gave one. A call in flight when the connection drops keeps its key and is
+queued again, ahead of the calls made meanwhile, so it is resent on the next
+session: the server answers a key it has applied with the original RESULT,
+so the write is applied once. Calls without a key fail as before (their fate
+is unknown). ``state.presence`` is the exception: its binding died with the
+old session, so it is resent with a fresh key and applied (bound) again.
+At most ``max_queued_calls`` calls wait for a session; more raise
+:class:`~sodp.errors.CallQueueFull` (calls already sent are never dropped).
 """
 
 from __future__ import annotations
@@ -37,16 +49,20 @@ from .delta import apply_ops
 from .errors import (
     AuthError,
     CallError,
+    CallQueueFull,
     ConflictError,
+    ConnectionLost,
     DeltaError,
     ProtocolError,
     ServerError,
     SodpError,
+    UnsupportedError,
 )
 from .frames import Frame, FrameType, decode_frame, encode_frame
 from .values import JsonValue
 
 __all__ = [
+    "MUTATING",
     "AuthRequired",
     "CallFailed",
     "CallSucceeded",
@@ -63,9 +79,24 @@ __all__ = [
     "WatchGroup",
     "WatchMeta",
     "WatchSettled",
+    "check_idempotency_key",
 ]
 
 FIRST_STREAM_ID = 10  # streams 1-9 are reserved by the contract
+
+MUTATING = frozenset(
+    {
+        "state.set",
+        "state.patch",
+        "state.set_in",
+        "state.delete",
+        "state.presence",
+        "state.transaction",
+    }
+)
+"""The methods that get an ``idempotency_key`` when the server supports it."""
+
+MAX_IDEMPOTENCY_KEY_BYTES = 128  # the contract: 1 to 128 bytes of UTF-8
 
 Source: TypeAlias = Literal["cache", "init", "delta"]
 """Why a watch callback runs: see :class:`WatchMeta`."""
@@ -148,8 +179,13 @@ class CallSucceeded:
 
 @dataclass(frozen=True)
 class CallFailed:
+    """A call's RESULT said ``success: false`` (a :class:`CallError`), or a
+    queued call could not be sent safely on the new session (the server no
+    longer advertises ``idempotency``: :class:`ConnectionLost` for a resend,
+    :class:`UnsupportedError` for an explicit key)."""
+
     call_id: str
-    error: CallError
+    error: SodpError
 
 
 @dataclass(frozen=True)
@@ -239,6 +275,20 @@ class _Entry:
 class _Call:
     method: str
     body: dict[str, Any]
+    explicit_key: bool = False  # the caller chose the idempotency key
+    resent: bool = False  # was in flight when a connection dropped
+
+
+def check_idempotency_key(key: object) -> str:
+    """*key* if it is a valid ``idempotency_key`` (a str of 1-128 UTF-8 bytes)."""
+    if not isinstance(key, str):
+        raise TypeError(f"idempotency_key must be a str, got {type(key).__name__}")
+    size = len(key.encode())
+    if not 1 <= size <= MAX_IDEMPOTENCY_KEY_BYTES:
+        raise ValueError(
+            f"idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes of UTF-8, not {size}"
+        )
+    return key
 
 
 def _check_key(key: object) -> None:
@@ -249,7 +299,10 @@ def _check_key(key: object) -> None:
 class ClientProtocol:
     """SODP client state machine; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_queued_calls: int = 1024) -> None:
+        if max_queued_calls < 1:
+            raise ValueError("max_queued_calls must be at least 1")
+        self.max_queued_calls = max_queued_calls
         self.phase = Phase.CLOSED
         self.capabilities: dict[str, JsonValue] = {}
         self.server_auth = False
@@ -278,10 +331,25 @@ class ClientProtocol:
         self.phase = Phase.AWAITING_HELLO
 
     def connection_lost(self) -> list[str]:
-        """Forget the connection; returns the ids of calls that were in flight."""
-        failed = [cid for cid in self._calls if cid in self._in_flight]
+        """Forget the connection; returns the ids of the calls that were in
+        flight and failed with it. In-flight calls carrying an
+        ``idempotency_key`` do not fail: they are queued again (ahead of the
+        calls made meanwhile, in the order they were made) to be resent."""
+        failed: list[str] = []
+        requeued: list[str] = []
+        for cid, call in self._calls.items():
+            if cid not in self._in_flight:
+                continue
+            if "idempotency_key" not in call.body:
+                failed.append(cid)
+                continue
+            call.resent = True
+            if call.method == "state.presence" and not call.explicit_key:
+                del call.body["idempotency_key"]  # bind again on the new session
+            requeued.append(cid)
         for cid in failed:
             del self._calls[cid]
+        self._queued = requeued + self._queued
         self._reset_connection()
         self.phase = Phase.CLOSED
         return failed
@@ -367,9 +435,12 @@ class ClientProtocol:
             group.remaining = set(group.new)
             self._send_group(group)
         queued, self._queued = self._queued, []
+        events: list[Event] = []
         for cid in queued:
-            self._send_call(cid)
-        return [Ready(sub)]
+            refused = self._send_call(cid)
+            if refused is not None:
+                events.append(refused)
+        return [*events, Ready(sub)]
 
     def _on_state_init(self, stream_id: int, body: dict[str, Any]) -> list[Event]:
         key = body.get("state")
@@ -656,12 +727,27 @@ class ClientProtocol:
 
     # ── calls ─────────────────────────────────────────────────────────────────
 
-    def call(self, method: str, args: dict[str, Any]) -> str:
-        """Queue a CALL (sent now if READY, else on READY); returns its call_id."""
+    def call(self, method: str, args: dict[str, Any], idempotency_key: str | None = None) -> str:
+        """Queue a CALL (sent now if READY, else on READY); returns its call_id.
+
+        Raises :class:`~sodp.errors.CallQueueFull` when not READY and
+        ``max_queued_calls`` calls already wait. *idempotency_key* is sent
+        as given (the caller checked the capability); otherwise a mutating
+        call gets a generated one when the session supports it.
+        """
+        if not self.ready and len(self._queued) >= self.max_queued_calls:
+            raise CallQueueFull(self.max_queued_calls)
         cid = uuid.uuid4().hex
-        self._calls[cid] = _Call(method, {"call_id": cid, "method": method, "args": args})
+        body: dict[str, Any] = {"call_id": cid, "method": method, "args": args}
+        call = _Call(method, body)
+        if idempotency_key is not None:
+            body["idempotency_key"] = check_idempotency_key(idempotency_key)
+            call.explicit_key = True
+        self._calls[cid] = call
         if self.ready:
-            self._send_call(cid)
+            refused = self._send_call(cid)
+            if refused is not None:  # cannot happen on a live session, see _send_call
+                raise refused.error
         else:
             self._queued.append(cid)
         return cid
@@ -680,9 +766,31 @@ class ClientProtocol:
             self._calls.pop(cid, None)
         return dropped
 
-    def _send_call(self, cid: str) -> None:
+    def queued_calls(self) -> int:
+        """How many calls wait for a session (made while disconnected, or resent)."""
+        return len(self._queued)
+
+    def _send_call(self, cid: str) -> CallFailed | None:
+        """Send a call; returns its failure instead when it cannot be sent safely."""
+        call = self._calls[cid]
+        if "idempotency_key" in call.body and not self.capabilities.get("idempotency"):
+            # Only after a reconnect to a server that dropped the extension:
+            # it would ignore the key, so a resend could apply twice.
+            del self._calls[cid]
+            error: SodpError
+            if call.resent:
+                error = ConnectionLost(
+                    "the connection was lost with the call in flight, and the server "
+                    "no longer advertises 'idempotency' to resend it safely"
+                )
+            else:
+                error = UnsupportedError("idempotency", f"{call.method} with idempotency_key")
+            return CallFailed(cid, error)
+        if call.method in MUTATING and self.capabilities.get("idempotency"):
+            call.body.setdefault("idempotency_key", uuid.uuid4().hex)
         self._in_flight.add(cid)
-        self._send(FrameType.CALL, 0, self._calls[cid].body)
+        self._send(FrameType.CALL, 0, call.body)
+        return None
 
     def _send(self, ftype: FrameType, stream_id: int, body: Any) -> None:
         self._seq += 1
