@@ -115,6 +115,8 @@ class WatchMeta:
     * ``skipped`` — how many older updates of this key this invocation replaced,
       because this (async) callback fell ``max_pending_callbacks`` behind; 0
       normally (see :class:`~sodp.client.SodpClient`)
+    * ``expires_at`` — extension ``ttl``: when the key expires (Unix ms), or
+      ``None`` when it has no deadline
 
     Use ``source``, not ``initialized``, to tell the baseline from changes.
     """
@@ -124,6 +126,7 @@ class WatchMeta:
     source: Source = "delta"
     key: str = ""
     skipped: int = 0
+    expires_at: int | None = None
 
 
 # The value parameter is ``Any``, not ``JsonValue``: a callback annotated with
@@ -265,10 +268,17 @@ class _Entry:
     version: int = 0
     initialized: bool = False
     known: bool = False  # a STATE_INIT baseline has been received
+    # The last change applied was a DELTA (not a STATE_INIT) at `version`:
+    # a transaction sends a pattern one DELTA per key, all at one version.
+    live: bool = False
+    expires_at: int | None = None  # extension ttl: the deadline (Unix ms)
     group: WatchGroup | None = None  # a watch_many call not settled yet
 
     def callbacks(self) -> tuple[WatchCallback, ...]:
         return tuple(r.callback for r in self.registrations)
+
+    def meta(self, source: Source) -> WatchMeta:
+        return WatchMeta(self.version, self.initialized, source, self.key, 0, self.expires_at)
 
 
 @dataclass
@@ -289,6 +299,13 @@ def check_idempotency_key(key: object) -> str:
             f"idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes of UTF-8, not {size}"
         )
     return key
+
+
+def _deadline(value: object) -> int | None:
+    """An ``expires_at`` field: Unix ms, or ``None`` (absent, or 0 = removed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
 
 
 def _check_key(key: object) -> None:
@@ -454,7 +471,9 @@ class ClientProtocol:
         entry.version = version if isinstance(version, int) else 0
         entry.value = body.get("value")
         entry.initialized = bool(body.get("initialized", entry.value is not None))
+        entry.expires_at = _deadline(body.get("expires_at"))
         entry.known = True
+        entry.live = False
         group = entry.group
         if group is not None:
             group.remaining.discard(key)
@@ -471,7 +490,9 @@ class ClientProtocol:
         if entry is None or not entry.known:
             return []
         version = body.get("version")
-        if isinstance(version, int) and version <= entry.version:
+        if isinstance(version, int) and (
+            version < entry.version or (version == entry.version and not entry.live)
+        ):
             return []  # already applied (a replay overlapping what we have)
         ops = body.get("ops")
         if not isinstance(ops, list):
@@ -481,13 +502,18 @@ class ClientProtocol:
         except DeltaError as exc:
             return [ErrorReceived(DeltaError(f"{entry.key}: {exc}")), *self._resync(entry)]
         entry.value = value
+        entry.live = True
         if isinstance(version, int):
             entry.version = version
+        if "expires_at" in body:
+            entry.expires_at = _deadline(body["expires_at"])
         for op in ops:
             if op.get("path") in ("/", ""):
                 entry.initialized = op.get("op") != "REMOVE"
             else:
                 entry.initialized = True
+        if not entry.initialized:
+            entry.expires_at = None
         if entry.group is not None:
             return []  # folded into the baseline the group delivers when settled
         return [self._changed(entry, "delta")]
@@ -558,7 +584,7 @@ class ClientProtocol:
             if id(reg) in attach:
                 entry.registrations.append(reg)
                 if entry.known:
-                    meta = WatchMeta(entry.version, entry.initialized, "cache", entry.key)
+                    meta = entry.meta("cache")
                     events.append(StateChanged(entry.key, entry.value, meta, (reg.callback,)))
             elif entry.group is None and entry.known:
                 entry_events = self._changed(entry, "init")
@@ -604,7 +630,7 @@ class ClientProtocol:
                 entry.group = None
 
     def _changed(self, entry: _Entry, source: Source) -> StateChanged:
-        meta = WatchMeta(entry.version, entry.initialized, source, entry.key)
+        meta = entry.meta(source)
         return StateChanged(entry.key, entry.value, meta, entry.callbacks())
 
     # ── subscriptions ─────────────────────────────────────────────────────────
@@ -621,7 +647,7 @@ class ClientProtocol:
             if self.ready:
                 self._send_watch([key], params)
         elif entry.known and entry.group is None:
-            meta = WatchMeta(entry.version, entry.initialized, "cache", key)
+            meta = entry.meta("cache")
             cached = StateChanged(key, entry.value, meta, (callback,))
         reg = Registration(key, callback)
         entry.registrations.append(reg)
@@ -650,7 +676,7 @@ class ClientProtocol:
                 entry = self._entries[reg.key]
                 entry.registrations.append(reg)
                 if entry.known and entry.group is None:
-                    meta = WatchMeta(entry.version, entry.initialized, "cache", reg.key)
+                    meta = entry.meta("cache")
                     cached.append(StateChanged(reg.key, entry.value, meta, (callback,)))
             return regs, cached, None
         attach = [reg for reg in regs if reg.key not in new]
@@ -773,7 +799,9 @@ class ClientProtocol:
     def _send_call(self, cid: str) -> CallFailed | None:
         """Send a call; returns its failure instead when it cannot be sent safely."""
         call = self._calls[cid]
-        if "idempotency_key" in call.body and not self.capabilities.get("idempotency"):
+        if (call.resent or "idempotency_key" in call.body) and not self.capabilities.get(
+            "idempotency"
+        ):
             # Only after a reconnect to a server that dropped the extension:
             # it would ignore the key, so a resend could apply twice.
             del self._calls[cid]
