@@ -960,10 +960,8 @@ export class SodpClient {
     key: string,
     opts: { sinceVersion?: number; limit?: number } = {},
   ): Promise<{ entries: Array<{ version: number; ops: DeltaOp[] }>; complete: boolean }> {
-    const args: Record<string, unknown> = { state: key };
-    if (opts.sinceVersion !== undefined) args.since_version = opts.sinceVersion;
-    if (opts.limit !== undefined) args.limit = opts.limit;
-    return this.call("state.history", args, undefined, ["read"]);
+    // Fields left undefined are not sent (the encoder's `ignoreUndefined`).
+    return this.call("state.history", { state: key, since_version: opts.sinceVersion, limit: opts.limit }, undefined, ["read"]);
   }
 }
 
