@@ -272,6 +272,13 @@ test("ttl: ttlMs 0 removes the deadline (DELTA expires_at 0 → no expiresAt); a
   assert.equal(w.last()?.[1].expiresAt, undefined, "removed");
   assert.ok(!("expiresAt" in (w.last()?.[1] ?? {})), "no expiresAt field at all");
   await assert.rejects(c.delete(key, { ttlMs: 5 }), isCallError(400));
+  await c.set(key, 4, { ttlMs: 60_000 });
+  await until(() => w.seen.length === 5);
+  assert.equal(typeof w.last()?.[1].expiresAt, "number");
+  await c.delete(key); // a delete removes the deadline too
+  await until(() => w.seen.length === 6);
+  assert.equal(w.last()?.[1].initialized, false);
+  assert.equal(w.last()?.[1].expiresAt, undefined);
 });
 
 // ── read ───────────────────────────────────────────────────────────────────

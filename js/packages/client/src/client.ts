@@ -17,7 +17,7 @@
  */
 
 import { Backoff } from "./backoff.js";
-import { applyOps, type DeltaOp } from "./delta.js";
+import { applyOps, type DeltaOp, isContainer } from "./delta.js";
 import { AuthError, CallError, CallTimeout, ConnectionLost, DeltaError, ServerError, SodpError, UnsupportedError } from "./errors.js";
 import { decodeFrame, encodeFrame, FrameType } from "./frames.js";
 import { IdSource } from "./ids.js";
@@ -174,7 +174,7 @@ function wakeEvents(method: ((type: string, fn: () => void) => void) | undefined
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v) && !ArrayBuffer.isView(v);
+  return isContainer(v) && !Array.isArray(v);
 }
 
 function asNumber(v: unknown): number | undefined {
@@ -554,7 +554,9 @@ export class SodpClient {
     e._pending = [];
     // After a RESUME replay (or a shared subscription's fresh STATE_INIT) the
     // cache already holds exactly this version: keep its identity, say nothing.
-    if (!(e._known && version === e.version)) {
+    // Not a pattern's after a DELTA: a cut may have split that version's
+    // DELTAs (one per key of a transaction), and RESUME replays only later ones.
+    if (!(e._known && version === e.version && !(e._live && e.key.includes("*")))) {
       const value = body.value === undefined ? null : body.value;
       e.value = value;
       e.version = version;
@@ -601,7 +603,6 @@ export class SodpClient {
     for (const op of ops) {
       e.initialized = op.path === "/" || op.path === "" ? op.op !== "REMOVE" : true;
     }
-    if (!e.initialized) e._exp = undefined;
     this._notify(e, "delta");
   }
 
@@ -952,7 +953,7 @@ export class SodpClient {
 
   /** Extension `read`: list keys by prefix, paged with `after`. */
   keys(opts: { prefix?: string; after?: string; limit?: number } = {}): Promise<{ keys: string[]; next?: string }> {
-    return this.call("state.keys", { ...opts }, undefined, ["read"]);
+    return this.call("state.keys", opts, undefined, ["read"]);
   }
 
   /** Extension `read`: a key's retained changes after `sinceVersion`. */

@@ -68,7 +68,8 @@ export function formatPointer(segments: ReadonlyArray<string | number>): string 
   return out;
 }
 
-function isContainer(v: unknown): v is Container {
+/** An object or array (binary values are scalars). Internal: not re-exported by the package. */
+export function isContainer(v: unknown): v is Container {
   return typeof v === "object" && v !== null && !ArrayBuffer.isView(v);
 }
 
