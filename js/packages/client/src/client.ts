@@ -136,12 +136,12 @@ interface PendingCall {
   body: Record<string, unknown>;
   _requires: string[];
   _mutating: boolean;
-  _sent: boolean;
+  _sent?: boolean;
   /** In flight when a connection dropped: resent only where `idempotency` makes that safe. */
   _resent?: boolean;
   resolve: (data: unknown) => void;
   reject: (err: SodpError) => void;
-  _timer: ReturnType<typeof setTimeout> | undefined;
+  _timer?: ReturnType<typeof setTimeout>;
 }
 
 type Phase = "closed" | "hello" | "auth" | "ready";
@@ -860,10 +860,8 @@ export class SodpClient {
         body: { ...extra, call_id: id, method, args },
         _requires: requires,
         _mutating: MUTATING.has(method),
-        _sent: false,
         resolve: resolve as (d: unknown) => void,
         reject,
-        _timer: undefined,
       };
       const ms = this._opts.callTimeout ?? 30_000;
       call._timer = setTimeout(() => this._failCall(call, new CallTimeout(method, ms)), ms);
