@@ -16,9 +16,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+from sodp.frames import Frame, FrameType, decode_frame
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON_DIR = REPO / "python"
@@ -214,6 +216,133 @@ class CuttableProxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+class _WsFrames:
+    """Splits one direction of a WebSocket connection into its HTTP head and
+    frames, as they arrive (RFC 6455 framing; client frames are masked)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._head_done = False
+
+    def feed(self, data: bytes) -> list[tuple[bytes, Frame | None]]:
+        """Each complete piece as (raw bytes, the SODP frame of a binary message or None)."""
+        self._buf += data
+        out: list[tuple[bytes, Frame | None]] = []
+        if not self._head_done:
+            end = self._buf.find(b"\r\n\r\n")
+            if end < 0:
+                return out
+            out.append((bytes(self._buf[: end + 4]), None))
+            del self._buf[: end + 4]
+            self._head_done = True
+        while (piece := self._next()) is not None:
+            out.append(piece)
+        return out
+
+    def _next(self) -> tuple[bytes, Frame | None] | None:
+        buf = self._buf
+        if len(buf) < 2:
+            return None
+        opcode, masked, size, pos = buf[0] & 0x0F, buf[1] & 0x80, buf[1] & 0x7F, 2
+        if size >= 126:
+            width = 2 if size == 126 else 8
+            if len(buf) < pos + width:
+                return None
+            size = int.from_bytes(buf[pos : pos + width], "big")
+            pos += width
+        mask = b""
+        if masked:
+            if len(buf) < pos + 4:
+                return None
+            mask = bytes(buf[pos : pos + 4])
+            pos += 4
+        if len(buf) < pos + size:
+            return None
+        raw = bytes(buf[: pos + size])
+        payload = bytes(buf[pos : pos + size])
+        del buf[: pos + size]
+        if mask:
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        frame = decode_frame(payload) if opcode == 0x2 else None
+        return raw, frame
+
+
+class ResultDroppingProxy(CuttableProxy):
+    """A :class:`CuttableProxy` that reads the SODP frames going through it.
+
+    It records every CALL body a client sends (:attr:`calls`). Armed with
+    :meth:`drop_result_of`, it forwards the next CALL matching the predicate
+    to the server, then forwards nothing more to the client; when the
+    server's RESULT for that call arrives (so the server has applied it) it
+    records the RESULT body (:attr:`dropped`) and cuts the connection: the
+    write is applied, its RESULT lost.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+        self.calls: list[dict[str, Any]] = []
+        self.dropped: list[dict[str, Any]] = []
+        self._armed: Callable[[dict[str, Any]], bool] | None = None
+
+    def drop_result_of(self, predicate: Callable[[dict[str, Any]], bool]) -> None:
+        self._armed = predicate
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.close()
+            return
+        self.accepted += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        pair = {writer, up_writer}
+        self._writers |= pair
+        waiting_for: list[str] = []  # the call id whose RESULT is to be dropped
+
+        def cut() -> None:
+            for w in pair:
+                w.transport.abort()
+
+        async def upstream() -> None:
+            frames = _WsFrames()
+            while data := await reader.read(65536):
+                for raw, frame in frames.feed(data):
+                    if frame is not None and frame.type == FrameType.CALL:
+                        body = dict(frame.body)
+                        self.calls.append(body)
+                        if self._armed is not None and self._armed(body):
+                            self._armed = None
+                            waiting_for.append(body["call_id"])
+                    up_writer.write(raw)
+                await up_writer.drain()
+
+        async def downstream() -> None:
+            frames = _WsFrames()
+            while data := await up_reader.read(65536):
+                for raw, frame in frames.feed(data):
+                    if not waiting_for:
+                        writer.write(raw)
+                    elif (
+                        frame is not None
+                        and frame.type == FrameType.RESULT
+                        and frame.body.get("call_id") == waiting_for[0]
+                    ):
+                        self.dropped.append(dict(frame.body))
+                        cut()
+                        return
+                await writer.drain()
+
+        async def pipe(run: Callable[[], Awaitable[None]]) -> None:
+            try:
+                await run()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                cut()
+
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(pipe(upstream), pipe(downstream))
+        self._writers -= pair
 
 
 EXAMPLES = Path(__file__).resolve().parent / "doc_examples"

@@ -11,7 +11,6 @@ import {
   SodpClient,
   type SodpClientOptions,
   type SodpError,
-  UnsupportedError,
   type WatchMeta,
 } from "../../packages/client/src/index.ts";
 import { until } from "../../packages/client/test/fake.ts";

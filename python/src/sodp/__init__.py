@@ -17,6 +17,7 @@ from .delta import apply_ops
 from .errors import (
     AuthError,
     CallError,
+    CallQueueFull,
     CallTimeout,
     ConflictError,
     ConnectionLost,
@@ -35,6 +36,7 @@ __version__ = "0.3.0"
 __all__ = [
     "AuthError",
     "CallError",
+    "CallQueueFull",
     "CallTimeout",
     "ConflictError",
     "ConnectionLost",

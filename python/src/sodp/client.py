@@ -60,6 +60,7 @@ from .protocol import (
     WatchGroup,
     WatchMeta,
     WatchSettled,
+    check_idempotency_key,
 )
 from .values import FetchResult, HistoryPage, JsonValue, KeysPage, WriteResult
 
@@ -170,6 +171,15 @@ class SodpClient:
     ``max_pending_callbacks`` bounds the async callback invocations waiting
     to run; beyond it, updates of a key are conflated (see the module
     docstring and :attr:`skipped_updates`).
+
+    Calls made while disconnected wait for the next session, at most
+    ``max_pending_calls`` of them (default 1024; one more raises
+    :class:`~sodp.errors.CallQueueFull` at once); ``call_timeout`` counts
+    from the call, across reconnects. When the server advertises
+    ``idempotency``, every write carries an idempotency key, and a write in
+    flight when the connection drops is resent with the same key after the
+    reconnect instead of failing: the server applies it once and the caller
+    gets its RESULT (exactly-once writes; see :mod:`sodp.protocol`).
     """
 
     def __init__(
@@ -189,6 +199,7 @@ class SodpClient:
         ping_interval: float | None = 20.0,
         max_message_size: int | None = None,
         max_pending_callbacks: int = 1024,
+        max_pending_calls: int = 1024,
     ) -> None:
         try:
             self._loop = asyncio.get_running_loop()
@@ -213,7 +224,9 @@ class SodpClient:
         # backoff, token refresh): replaceable, so tests need not wait for real.
         self._now: Callable[[], float] = time.time
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-        self._protocol = ClientProtocol()
+        if max_pending_calls < 1:
+            raise ValueError("max_pending_calls must be at least 1")
+        self._protocol = ClientProtocol(max_queued_calls=max_pending_calls)
         self._backoff = Backoff(reconnect_delay, max_reconnect_delay)
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._ready.add_done_callback(_consume)
@@ -723,21 +736,31 @@ class SodpClient:
         args: dict[str, Any],
         *,
         timeout: float | None = _UNSET,
+        idempotency_key: str | None = None,
     ) -> JsonValue:
         """Invoke a server method and return the RESULT's data.
 
         Raises :class:`~sodp.errors.CallError` (with ``.code``) when the server
         refuses, :class:`~sodp.errors.ConnectionLost` if the connection drops
-        while the call is in flight, :class:`~sodp.errors.CallTimeout` after
-        *timeout* (default: the client's ``call_timeout``). Calls made while
-        not connected are queued and sent once the session is ready.
+        while the call is in flight (unless it carries an idempotency key:
+        then it is resent after the reconnect), :class:`~sodp.errors.CallTimeout`
+        after *timeout* (default: the client's ``call_timeout``). Calls made
+        while not connected are queued (at most ``max_pending_calls``, else
+        :class:`~sodp.errors.CallQueueFull`) and sent once the session is ready.
+
+        *idempotency_key* (extension ``idempotency``): the key to send with
+        this call instead of a generated one; repeating a key with the same
+        method and args returns the first call's RESULT and changes nothing.
         """
         if self._fatal is not None:
             raise self._fatal
         if self._closed:
             raise ConnectionLost("client closed")
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
+            await self._require_ready("idempotency", f"{method} with idempotency_key")
         limit = self._call_timeout if timeout is _UNSET else timeout
-        cid = self._protocol.call(method, args)
+        cid = self._protocol.call(method, args, idempotency_key)
         fut: asyncio.Future[JsonValue] = self._loop.create_future()
         self._futures[cid] = fut
         self._wakeup.set()
@@ -752,8 +775,10 @@ class SodpClient:
 
     # Values are ``Any``: anything msgpack can pack is sent as is (see sodp.values).
 
-    async def _write(self, method: str, args: dict[str, Any]) -> WriteResult:
-        return cast(WriteResult, await self.call(method, args))
+    async def _write(
+        self, method: str, args: dict[str, Any], idempotency_key: str | None = None
+    ) -> WriteResult:
+        return cast(WriteResult, await self.call(method, args, idempotency_key=idempotency_key))
 
     def _require(self, capability: str, what: str) -> None:
         """Raise :class:`UnsupportedError` unless the server advertises *capability*."""
@@ -782,16 +807,23 @@ class SodpClient:
         args: dict[str, Any],
         if_version: int | None,
         ttl: int | None,
+        idempotency_key: str | None,
     ) -> WriteResult:
         args = _write_args(args, if_version, ttl)
         if if_version is not None:
             await self._require_ready("conditional", f"{method} with if_version")
         if ttl is not None:
             await self._require_ready("ttl", f"{method} with ttl")
-        return await self._write(method, args)
+        return await self._write(method, args, idempotency_key)
 
     async def set(
-        self, key: str, value: Any, *, if_version: int | None = None, ttl: int | None = None
+        self,
+        key: str,
+        value: Any,
+        *,
+        if_version: int | None = None,
+        ttl: int | None = None,
+        idempotency_key: str | None = None,
     ) -> WriteResult:
         """Replace the value of *key*.
 
@@ -799,9 +831,12 @@ class SodpClient:
         holds no value), else :class:`~sodp.errors.ConflictError` with the
         current ``.version`` and nothing changes (extension ``conditional``).
         ``ttl=MS``: the key expires MS milliseconds after this write (0 removes
-        a deadline; extension ``ttl``).
+        a deadline; extension ``ttl``). ``idempotency_key=K``: send K instead
+        of a generated key (extension ``idempotency``; see :meth:`call`).
         """
-        return await self._ext_write("state.set", {"state": key, "value": value}, if_version, ttl)
+        return await self._ext_write(
+            "state.set", {"state": key, "value": value}, if_version, ttl, idempotency_key
+        )
 
     async def patch(
         self,
@@ -810,11 +845,12 @@ class SodpClient:
         *,
         if_version: int | None = None,
         ttl: int | None = None,
+        idempotency_key: str | None = None,
     ) -> WriteResult:
-        """Deep-merge *partial* into the value of *key* (``if_version``/``ttl``
-        as for :meth:`set`)."""
+        """Deep-merge *partial* into the value of *key* (``if_version``,
+        ``ttl``, ``idempotency_key`` as for :meth:`set`)."""
         return await self._ext_write(
-            "state.patch", {"state": key, "patch": partial}, if_version, ttl
+            "state.patch", {"state": key, "patch": partial}, if_version, ttl, idempotency_key
         )
 
     async def set_in(
@@ -825,19 +861,33 @@ class SodpClient:
         *,
         if_version: int | None = None,
         ttl: int | None = None,
+        idempotency_key: str | None = None,
     ) -> WriteResult:
         """Set one location of *key* by JSON Pointer, creating intermediates
-        (``if_version``/``ttl`` as for :meth:`set`)."""
+        (``if_version``, ``ttl``, ``idempotency_key`` as for :meth:`set`)."""
         return await self._ext_write(
-            "state.set_in", {"state": key, "path": path, "value": value}, if_version, ttl
+            "state.set_in",
+            {"state": key, "path": path, "value": value},
+            if_version,
+            ttl,
+            idempotency_key,
         )
 
-    async def delete(self, key: str, *, if_version: int | None = None) -> WriteResult:
-        """Remove *key* on the server (``if_version`` as for :meth:`set`)."""
-        return await self._ext_write("state.delete", {"state": key}, if_version, None)
+    async def delete(
+        self, key: str, *, if_version: int | None = None, idempotency_key: str | None = None
+    ) -> WriteResult:
+        """Remove *key* on the server (``if_version``, ``idempotency_key`` as
+        for :meth:`set`)."""
+        return await self._ext_write(
+            "state.delete", {"state": key}, if_version, None, idempotency_key
+        )
 
     async def presence(self, key: str, path: str, value: Any) -> WriteResult:
-        """Set *path* in *key* and bind it to this session: removed when it ends."""
+        """Set *path* in *key* and bind it to this session: removed when it ends.
+
+        In flight when the connection drops, it is sent again on the next
+        session (when the server advertises ``idempotency``), to bind it there.
+        """
         return await self._write("state.presence", {"state": key, "path": path, "value": value})
 
     # ── one-shot reads (extension ``read``) ───────────────────────────────────
@@ -1025,8 +1075,9 @@ class Transaction:
     def delete(self, key: str, *, if_version: int | None = None) -> Self:
         return self._add("state.delete", {"state": key}, if_version, None)
 
-    async def commit(self) -> WriteResult:
-        """Send the transaction; all its changes or none are applied."""
+    async def commit(self, *, idempotency_key: str | None = None) -> WriteResult:
+        """Send the transaction; all its changes or none are applied
+        (``idempotency_key`` as for :meth:`SodpClient.set`)."""
         if self._committed:
             raise RuntimeError("this transaction was already committed")
         if not self.ops:
@@ -1036,7 +1087,7 @@ class Transaction:
         if any("ttl_ms" in op["args"] for op in self.ops):
             client._require("ttl", "a transaction op with ttl")
         self._committed = True
-        return await client._write("state.transaction", {"ops": self.ops})
+        return await client._write("state.transaction", {"ops": self.ops}, idempotency_key)
 
 
 class WatchHandle:
@@ -1098,22 +1149,48 @@ class StateRef:
         self._client.unwatch(self.key)
 
     async def set(
-        self, value: Any, *, if_version: int | None = None, ttl: int | None = None
+        self,
+        value: Any,
+        *,
+        if_version: int | None = None,
+        ttl: int | None = None,
+        idempotency_key: str | None = None,
     ) -> WriteResult:
-        return await self._client.set(self.key, value, if_version=if_version, ttl=ttl)
+        return await self._client.set(
+            self.key, value, if_version=if_version, ttl=ttl, idempotency_key=idempotency_key
+        )
 
     async def patch(
-        self, partial: dict[str, Any], *, if_version: int | None = None, ttl: int | None = None
+        self,
+        partial: dict[str, Any],
+        *,
+        if_version: int | None = None,
+        ttl: int | None = None,
+        idempotency_key: str | None = None,
     ) -> WriteResult:
-        return await self._client.patch(self.key, partial, if_version=if_version, ttl=ttl)
+        return await self._client.patch(
+            self.key, partial, if_version=if_version, ttl=ttl, idempotency_key=idempotency_key
+        )
 
     async def set_in(
-        self, path: str, value: Any, *, if_version: int | None = None, ttl: int | None = None
+        self,
+        path: str,
+        value: Any,
+        *,
+        if_version: int | None = None,
+        ttl: int | None = None,
+        idempotency_key: str | None = None,
     ) -> WriteResult:
-        return await self._client.set_in(self.key, path, value, if_version=if_version, ttl=ttl)
+        return await self._client.set_in(
+            self.key, path, value, if_version=if_version, ttl=ttl, idempotency_key=idempotency_key
+        )
 
-    async def delete(self, *, if_version: int | None = None) -> WriteResult:
-        return await self._client.delete(self.key, if_version=if_version)
+    async def delete(
+        self, *, if_version: int | None = None, idempotency_key: str | None = None
+    ) -> WriteResult:
+        return await self._client.delete(
+            self.key, if_version=if_version, idempotency_key=idempotency_key
+        )
 
     async def fetch(self) -> FetchResult:
         """Read this key once from the server (see :meth:`SodpClient.fetch`)."""

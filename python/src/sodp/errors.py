@@ -9,6 +9,9 @@ it, so ``except ConnectionError`` and ``except TimeoutError`` keep working::
     │                                               connection dropped, or the
     │                                               client was closed
     ├── CallTimeout         (also TimeoutError)     no RESULT within call_timeout
+    ├── CallQueueFull       (also BufferError)      max_pending_calls calls already
+    │                                               wait for a connection; nothing
+    │                                               was queued
     ├── CallError           (also RuntimeError)     RESULT success=false; .code,
     │   │                                           .message, .method
     │   └── ConflictError                           409 from an ``if_version`` write
@@ -45,6 +48,7 @@ from __future__ import annotations
 __all__ = [
     "AuthError",
     "CallError",
+    "CallQueueFull",
     "CallTimeout",
     "ConflictError",
     "ConnectionLost",
@@ -64,12 +68,26 @@ class SodpError(Exception):
 class ConnectionLost(SodpError, ConnectionError):
     """The connection dropped (or the client closed) before a RESULT arrived.
 
-    The server may or may not have applied the call.
+    The server may or may not have applied the call. (Not raised for a
+    write that carries an ``idempotency_key``: that one is resent after the
+    reconnect and applied once.)
     """
 
 
 class CallTimeout(SodpError, TimeoutError):
     """No RESULT arrived within the call timeout."""
+
+
+class CallQueueFull(SodpError, BufferError):
+    """A call made while disconnected found the queue of calls waiting for a
+    connection full (``max_pending_calls``). Nothing was queued or sent."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"{limit} calls already wait for a connection (max_pending_calls): "
+            "call refused, nothing was sent"
+        )
 
 
 class CallError(SodpError, RuntimeError):

@@ -23,6 +23,18 @@ Connection lifecycle, one connection at a time::
 On READY every watched key is re-subscribed: RESUME from its version when a
 baseline is known and its version is > 0, WATCH otherwise; then queued calls
 are sent.
+
+Exactly-once writes (extension ``idempotency``): when the session's HELLO
+advertises it, every mutating CALL (:data:`MUTATING`) goes out with an
+``idempotency_key`` in its body, generated once per call unless the caller
+gave one. A call in flight when the connection drops keeps its key and is
+queued again, ahead of the calls made meanwhile, so it is resent on the next
+session: the server answers a key it has applied with the original RESULT,
+so the write is applied once. Calls without a key fail as before (their fate
+is unknown). ``state.presence`` is the exception: its binding died with the
+old session, so it is resent with a fresh key and applied (bound) again.
+At most ``max_queued_calls`` calls wait for a session; more raise
+:class:`~sodp.errors.CallQueueFull` (calls already sent are never dropped).
 """
 
 from __future__ import annotations
@@ -37,16 +49,20 @@ from .delta import apply_ops
 from .errors import (
     AuthError,
     CallError,
+    CallQueueFull,
     ConflictError,
+    ConnectionLost,
     DeltaError,
     ProtocolError,
     ServerError,
     SodpError,
+    UnsupportedError,
 )
 from .frames import Frame, FrameType, decode_frame, encode_frame
 from .values import JsonValue
 
 __all__ = [
+    "MUTATING",
     "AuthRequired",
     "CallFailed",
     "CallSucceeded",
@@ -63,9 +79,24 @@ __all__ = [
     "WatchGroup",
     "WatchMeta",
     "WatchSettled",
+    "check_idempotency_key",
 ]
 
 FIRST_STREAM_ID = 10  # streams 1-9 are reserved by the contract
+
+MUTATING = frozenset(
+    {
+        "state.set",
+        "state.patch",
+        "state.set_in",
+        "state.delete",
+        "state.presence",
+        "state.transaction",
+    }
+)
+"""The methods that get an ``idempotency_key`` when the server supports it."""
+
+MAX_IDEMPOTENCY_KEY_BYTES = 128  # the contract: 1 to 128 bytes of UTF-8
 
 Source: TypeAlias = Literal["cache", "init", "delta"]
 """Why a watch callback runs: see :class:`WatchMeta`."""
@@ -84,6 +115,8 @@ class WatchMeta:
     * ``skipped`` — how many older updates of this key this invocation replaced,
       because this (async) callback fell ``max_pending_callbacks`` behind; 0
       normally (see :class:`~sodp.client.SodpClient`)
+    * ``expires_at`` — extension ``ttl``: when the key expires (Unix ms), or
+      ``None`` when it has no deadline
 
     Use ``source``, not ``initialized``, to tell the baseline from changes.
     """
@@ -93,6 +126,7 @@ class WatchMeta:
     source: Source = "delta"
     key: str = ""
     skipped: int = 0
+    expires_at: int | None = None
 
 
 # The value parameter is ``Any``, not ``JsonValue``: a callback annotated with
@@ -148,8 +182,13 @@ class CallSucceeded:
 
 @dataclass(frozen=True)
 class CallFailed:
+    """A call's RESULT said ``success: false`` (a :class:`CallError`), or a
+    queued call could not be sent safely on the new session (the server no
+    longer advertises ``idempotency``: :class:`ConnectionLost` for a resend,
+    :class:`UnsupportedError` for an explicit key)."""
+
     call_id: str
-    error: CallError
+    error: SodpError
 
 
 @dataclass(frozen=True)
@@ -229,16 +268,44 @@ class _Entry:
     version: int = 0
     initialized: bool = False
     known: bool = False  # a STATE_INIT baseline has been received
+    # The last change applied was a DELTA (not a STATE_INIT) at `version`:
+    # a transaction sends a pattern one DELTA per key, all at one version.
+    live: bool = False
+    expires_at: int | None = None  # extension ttl: the deadline (Unix ms)
     group: WatchGroup | None = None  # a watch_many call not settled yet
 
     def callbacks(self) -> tuple[WatchCallback, ...]:
         return tuple(r.callback for r in self.registrations)
+
+    def meta(self, source: Source) -> WatchMeta:
+        return WatchMeta(self.version, self.initialized, source, self.key, 0, self.expires_at)
 
 
 @dataclass
 class _Call:
     method: str
     body: dict[str, Any]
+    explicit_key: bool = False  # the caller chose the idempotency key
+    resent: bool = False  # was in flight when a connection dropped
+
+
+def check_idempotency_key(key: object) -> str:
+    """*key* if it is a valid ``idempotency_key`` (a str of 1-128 UTF-8 bytes)."""
+    if not isinstance(key, str):
+        raise TypeError(f"idempotency_key must be a str, got {type(key).__name__}")
+    size = len(key.encode())
+    if not 1 <= size <= MAX_IDEMPOTENCY_KEY_BYTES:
+        raise ValueError(
+            f"idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes of UTF-8, not {size}"
+        )
+    return key
+
+
+def _deadline(value: object) -> int | None:
+    """An ``expires_at`` field: Unix ms, or ``None`` (absent, or 0 = removed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
 
 
 def _check_key(key: object) -> None:
@@ -249,7 +316,10 @@ def _check_key(key: object) -> None:
 class ClientProtocol:
     """SODP client state machine; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_queued_calls: int = 1024) -> None:
+        if max_queued_calls < 1:
+            raise ValueError("max_queued_calls must be at least 1")
+        self.max_queued_calls = max_queued_calls
         self.phase = Phase.CLOSED
         self.capabilities: dict[str, JsonValue] = {}
         self.server_auth = False
@@ -278,10 +348,25 @@ class ClientProtocol:
         self.phase = Phase.AWAITING_HELLO
 
     def connection_lost(self) -> list[str]:
-        """Forget the connection; returns the ids of calls that were in flight."""
-        failed = [cid for cid in self._calls if cid in self._in_flight]
+        """Forget the connection; returns the ids of the calls that were in
+        flight and failed with it. In-flight calls carrying an
+        ``idempotency_key`` do not fail: they are queued again (ahead of the
+        calls made meanwhile, in the order they were made) to be resent."""
+        failed: list[str] = []
+        requeued: list[str] = []
+        for cid, call in self._calls.items():
+            if cid not in self._in_flight:
+                continue
+            if "idempotency_key" not in call.body:
+                failed.append(cid)
+                continue
+            call.resent = True
+            if call.method == "state.presence" and not call.explicit_key:
+                del call.body["idempotency_key"]  # bind again on the new session
+            requeued.append(cid)
         for cid in failed:
             del self._calls[cid]
+        self._queued = requeued + self._queued
         self._reset_connection()
         self.phase = Phase.CLOSED
         return failed
@@ -367,9 +452,12 @@ class ClientProtocol:
             group.remaining = set(group.new)
             self._send_group(group)
         queued, self._queued = self._queued, []
+        events: list[Event] = []
         for cid in queued:
-            self._send_call(cid)
-        return [Ready(sub)]
+            refused = self._send_call(cid)
+            if refused is not None:
+                events.append(refused)
+        return [*events, Ready(sub)]
 
     def _on_state_init(self, stream_id: int, body: dict[str, Any]) -> list[Event]:
         key = body.get("state")
@@ -383,7 +471,9 @@ class ClientProtocol:
         entry.version = version if isinstance(version, int) else 0
         entry.value = body.get("value")
         entry.initialized = bool(body.get("initialized", entry.value is not None))
+        entry.expires_at = _deadline(body.get("expires_at"))
         entry.known = True
+        entry.live = False
         group = entry.group
         if group is not None:
             group.remaining.discard(key)
@@ -400,7 +490,9 @@ class ClientProtocol:
         if entry is None or not entry.known:
             return []
         version = body.get("version")
-        if isinstance(version, int) and version <= entry.version:
+        if isinstance(version, int) and (
+            version < entry.version or (version == entry.version and not entry.live)
+        ):
             return []  # already applied (a replay overlapping what we have)
         ops = body.get("ops")
         if not isinstance(ops, list):
@@ -410,13 +502,18 @@ class ClientProtocol:
         except DeltaError as exc:
             return [ErrorReceived(DeltaError(f"{entry.key}: {exc}")), *self._resync(entry)]
         entry.value = value
+        entry.live = True
         if isinstance(version, int):
             entry.version = version
+        if "expires_at" in body:
+            entry.expires_at = _deadline(body["expires_at"])
         for op in ops:
             if op.get("path") in ("/", ""):
                 entry.initialized = op.get("op") != "REMOVE"
             else:
                 entry.initialized = True
+        if not entry.initialized:
+            entry.expires_at = None
         if entry.group is not None:
             return []  # folded into the baseline the group delivers when settled
         return [self._changed(entry, "delta")]
@@ -487,7 +584,7 @@ class ClientProtocol:
             if id(reg) in attach:
                 entry.registrations.append(reg)
                 if entry.known:
-                    meta = WatchMeta(entry.version, entry.initialized, "cache", entry.key)
+                    meta = entry.meta("cache")
                     events.append(StateChanged(entry.key, entry.value, meta, (reg.callback,)))
             elif entry.group is None and entry.known:
                 entry_events = self._changed(entry, "init")
@@ -533,7 +630,7 @@ class ClientProtocol:
                 entry.group = None
 
     def _changed(self, entry: _Entry, source: Source) -> StateChanged:
-        meta = WatchMeta(entry.version, entry.initialized, source, entry.key)
+        meta = entry.meta(source)
         return StateChanged(entry.key, entry.value, meta, entry.callbacks())
 
     # ── subscriptions ─────────────────────────────────────────────────────────
@@ -550,7 +647,7 @@ class ClientProtocol:
             if self.ready:
                 self._send_watch([key], params)
         elif entry.known and entry.group is None:
-            meta = WatchMeta(entry.version, entry.initialized, "cache", key)
+            meta = entry.meta("cache")
             cached = StateChanged(key, entry.value, meta, (callback,))
         reg = Registration(key, callback)
         entry.registrations.append(reg)
@@ -579,7 +676,7 @@ class ClientProtocol:
                 entry = self._entries[reg.key]
                 entry.registrations.append(reg)
                 if entry.known and entry.group is None:
-                    meta = WatchMeta(entry.version, entry.initialized, "cache", reg.key)
+                    meta = entry.meta("cache")
                     cached.append(StateChanged(reg.key, entry.value, meta, (callback,)))
             return regs, cached, None
         attach = [reg for reg in regs if reg.key not in new]
@@ -656,12 +753,27 @@ class ClientProtocol:
 
     # ── calls ─────────────────────────────────────────────────────────────────
 
-    def call(self, method: str, args: dict[str, Any]) -> str:
-        """Queue a CALL (sent now if READY, else on READY); returns its call_id."""
+    def call(self, method: str, args: dict[str, Any], idempotency_key: str | None = None) -> str:
+        """Queue a CALL (sent now if READY, else on READY); returns its call_id.
+
+        Raises :class:`~sodp.errors.CallQueueFull` when not READY and
+        ``max_queued_calls`` calls already wait. *idempotency_key* is sent
+        as given (the caller checked the capability); otherwise a mutating
+        call gets a generated one when the session supports it.
+        """
+        if not self.ready and len(self._queued) >= self.max_queued_calls:
+            raise CallQueueFull(self.max_queued_calls)
         cid = uuid.uuid4().hex
-        self._calls[cid] = _Call(method, {"call_id": cid, "method": method, "args": args})
+        body: dict[str, Any] = {"call_id": cid, "method": method, "args": args}
+        call = _Call(method, body)
+        if idempotency_key is not None:
+            body["idempotency_key"] = check_idempotency_key(idempotency_key)
+            call.explicit_key = True
+        self._calls[cid] = call
         if self.ready:
-            self._send_call(cid)
+            refused = self._send_call(cid)
+            if refused is not None:  # cannot happen on a live session, see _send_call
+                raise refused.error
         else:
             self._queued.append(cid)
         return cid
@@ -680,9 +792,33 @@ class ClientProtocol:
             self._calls.pop(cid, None)
         return dropped
 
-    def _send_call(self, cid: str) -> None:
+    def queued_calls(self) -> int:
+        """How many calls wait for a session (made while disconnected, or resent)."""
+        return len(self._queued)
+
+    def _send_call(self, cid: str) -> CallFailed | None:
+        """Send a call; returns its failure instead when it cannot be sent safely."""
+        call = self._calls[cid]
+        if (call.resent or "idempotency_key" in call.body) and not self.capabilities.get(
+            "idempotency"
+        ):
+            # Only after a reconnect to a server that dropped the extension:
+            # it would ignore the key, so a resend could apply twice.
+            del self._calls[cid]
+            error: SodpError
+            if call.resent:
+                error = ConnectionLost(
+                    "the connection was lost with the call in flight, and the server "
+                    "no longer advertises 'idempotency' to resend it safely"
+                )
+            else:
+                error = UnsupportedError("idempotency", f"{call.method} with idempotency_key")
+            return CallFailed(cid, error)
+        if call.method in MUTATING and self.capabilities.get("idempotency"):
+            call.body.setdefault("idempotency_key", uuid.uuid4().hex)
         self._in_flight.add(cid)
-        self._send(FrameType.CALL, 0, self._calls[cid].body)
+        self._send(FrameType.CALL, 0, call.body)
+        return None
 
     def _send(self, ftype: FrameType, stream_id: int, body: Any) -> None:
         self._seq += 1

@@ -13,6 +13,7 @@ import pytest
 from sodp import (
     AuthError,
     CallError,
+    CallQueueFull,
     CallTimeout,
     ConnectionLost,
     ServerError,
@@ -439,3 +440,57 @@ async def test_under_the_bound_every_update_is_delivered(server: FakeServer) -> 
 async def test_max_pending_callbacks_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_pending_callbacks"):
         SodpClient("ws://127.0.0.1:9", max_pending_callbacks=0)
+
+
+async def test_idempotent_write_in_flight_survives_a_drop(server: FakeServer) -> None:
+    """With ``idempotency`` advertised, a write whose connection drops before
+    its RESULT is resent on the next connection, same key, and resolves with
+    the RESULT of the resend."""
+    server.capabilities["idempotency"] = True
+    lost: list[int] = []
+    client = SodpClient(server.url, reconnect_delay=0.05, on_disconnect=lambda: lost.append(1))
+    await client.ready
+    conn = await server.accept()
+    task = asyncio.create_task(client.set("a", 1))
+    first = await conn.expect(T.CALL)
+    key = first.body["idempotency_key"]
+    await conn.ws.close()
+    await wait_for(lambda: lost == [1])
+    assert not task.done()
+    conn2 = await server.accept()
+    again = await conn2.expect(T.CALL)
+    assert again.body == first.body and again.body["idempotency_key"] == key
+    await conn2.result(again, {"version": 7})
+    assert await task == {"version": 7}
+    await client.aclose()
+
+
+async def test_call_timeout_still_bounds_a_resent_write(server: FakeServer) -> None:
+    server.capabilities["idempotency"] = True
+    client = SodpClient(server.url, reconnect_delay=0.05, call_timeout=0.5)
+    await client.ready
+    conn = await server.accept()
+    task = asyncio.create_task(client.set("a", 1))
+    await conn.expect(T.CALL)
+    server.send_hello = False  # the next session never becomes ready
+    await conn.ws.close()
+    with pytest.raises(CallTimeout):
+        await task
+    assert client._protocol.queued_calls() == 0  # a timed-out call does not linger
+    client.close()
+
+
+async def test_calls_waiting_for_a_connection_are_bounded(server: FakeServer) -> None:
+    server.send_hello = False
+    client = SodpClient(server.url, max_pending_calls=2)
+    await server.accept()
+    waiting = [asyncio.create_task(client.set("a", i)) for i in range(2)]
+    await wait_for(lambda: client._protocol.queued_calls() == 2)
+    with pytest.raises(CallQueueFull, match="max_pending_calls"):
+        await client.set("a", 3)
+    client.close()
+    for task in waiting:
+        with pytest.raises(ConnectionLost):
+            await task
+    with pytest.raises(ValueError, match="max_pending_calls"):
+        SodpClient(server.url, max_pending_calls=0)

@@ -28,6 +28,7 @@ async def test_extensions_raise_and_send_nothing(server: FakeServer) -> None:
         (client.history("k"), "read"),
         (client.transact("k", lambda v: v), "read"),
         (client.transaction().set("k", 1).commit(), "transaction"),
+        (client.set("k", 1, idempotency_key="once"), "idempotency"),
     ]
     for coro, cap in checks:
         with pytest.raises(UnsupportedError) as info:
@@ -44,6 +45,7 @@ async def test_extensions_raise_and_send_nothing(server: FakeServer) -> None:
     frame = await conn.expect(T.CALL)
     assert frame.body["method"] == "state.set"
     assert frame.body["args"] == {"state": "k", "value": 1}
+    assert "idempotency_key" not in frame.body  # no key without the capability
     await conn.result(frame, {"version": 1})
     assert await call == {"version": 1}
     client.close()

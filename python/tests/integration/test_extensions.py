@@ -7,6 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -317,6 +318,37 @@ async def test_ttl_expires_and_watchers_see_it(sodp_server: ServerProcess) -> No
         assert (await client.fetch("q"))["initialized"] is False
 
 
+async def test_ttl_deadline_in_meta(sodp_server: ServerProcess) -> None:
+    """``meta.expires_at``: from the write's DELTA and from a later watcher's
+    STATE_INIT; kept by a write without ttl; gone with ttl=0 and on expiry."""
+    async with SodpClient(sodp_server.url) as client, SodpClient(sodp_server.url) as late:
+        metas: list[WatchMeta] = []
+        client.watch("t.k", lambda v, m: metas.append(m))
+        await wait_for(lambda: len(metas) == 1)
+        assert metas[0].expires_at is None
+        before = time.time() * 1000
+        await client.set("t.k", 1, ttl=60_000)
+        await wait_for(lambda: len(metas) == 2)
+        at = metas[1].expires_at
+        assert at is not None and before + 60_000 - 100 <= at <= time.time() * 1000 + 60_100
+        seen: list[WatchMeta] = []
+        late.watch("t.k", lambda v, m: seen.append(m))
+        await wait_for(lambda: len(seen) == 1)
+        assert seen[0].source == "init" and seen[0].expires_at == at
+        await client.set("t.k", 2)
+        await wait_for(lambda: len(metas) == 3)
+        assert metas[2].expires_at == at, "a write without ttl keeps the deadline"
+        await client.set("t.k", 3, ttl=0)
+        await wait_for(lambda: len(metas) == 4)
+        assert metas[3].expires_at is None
+        await client.set("t.k", 4, ttl=150)
+        await wait_for(lambda: len(metas) == 5)
+        assert metas[4].expires_at is not None
+        await wait_for(lambda: len(metas) == 6, timeout=5)  # the expiry
+        assert not metas[5].initialized and metas[5].expires_at is None
+        assert metas[5].version > metas[4].version
+
+
 # ── 5. pattern watch ──────────────────────────────────────────────────────────
 
 
@@ -347,6 +379,33 @@ async def test_pattern_watch_delivers_the_map(sodp_server: ServerProcess) -> Non
         assert metas[-1].version > metas[0].version
         client.unwatch("game.players.*")
         assert not client.is_watching("game.players.*")
+
+
+async def test_pattern_watch_sees_every_key_of_a_transaction(sodp_server: ServerProcess) -> None:
+    """A transaction sends a pattern one DELTA per touched key, all with the
+    transaction's one version: each is applied, none taken for a duplicate."""
+    async with SodpClient(sodp_server.url) as client:
+        maps: list[tuple[Any, int]] = []
+        client.watch("bank.*", lambda v, m: maps.append((v, m.version)))
+        await wait_for(lambda: len(maps) == 1)
+        done = await (
+            client.transaction()
+            .set("bank.alice", {"balance": 90})
+            .set("bank.bob", {"balance": 110})
+            .set_in("bank.carol", "/balance", 0)
+            .commit()
+        )
+        final = {
+            "bank.alice": {"balance": 90},
+            "bank.bob": {"balance": 110},
+            "bank.carol": {"balance": 0},
+        }
+        await wait_for(lambda: client.get("bank.*") == final)
+        assert [v for _, v in maps[1:]] == [done["version"]] * 3
+        # and a later watcher's snapshot agrees
+        async with SodpClient(sodp_server.url) as other:
+            other.watch("bank.*", lambda v, m: None)
+            await wait_for(lambda: other.get("bank.*") == final)
 
 
 async def test_pattern_watch_resumes_after_a_cut(sodp_server: ServerProcess) -> None:

@@ -168,3 +168,87 @@ async def test_legacy_resume_after_a_cut_ends_at_the_server_value(
         assert await w.finish() == 0
     finally:
         await proxy.close()
+
+
+async def test_legacy_watches_a_pattern_as_a_map(
+    legacy_python: str, sodp_server: ServerProcess
+) -> None:
+    """0.2.2 knows nothing of patterns: to it ``game.*`` is a state name.
+    The contract makes that enough — STATE_INIT carries the map of matching
+    keys, each change of one arrives as a DELTA with the key's ops under
+    ``/<key>`` — so its ordinary delta applier keeps the map exact: keys
+    added, changed in depth, deleted; keys outside the pattern never show."""
+    async with SodpClient(sodp_server.url) as writer:
+        await writer.set("game.a", {"hp": 10, "bag": ["axe"]})
+        await writer.set("game", "not below game")  # the prefix itself
+        await writer.set("gameX.a", 1)  # a sibling with the same letters
+        final = {"game.b": {"hp": 2}, "game.x.y": [1], "game.c": 3, "game.d": 4}
+        w = await LegacyWatcher.start(legacy_python, sodp_server.url, "game.*", final)
+        try:
+            init = await w.until(lambda ln: "source" in ln)
+            assert init["source"] == "init"
+            assert init["value"] == {"game.a": {"hp": 10, "bag": ["axe"]}}
+
+            async def step(version: int, value: dict[str, Any]) -> None:
+                line = await w.until(lambda ln: "source" in ln)  # not its "ready" line
+                assert line == {"value": value, "version": version, "source": "delta"}
+
+            a = {"hp": 10, "bag": ["axe"]}
+            v = (await writer.set("game.b", {"hp": 1}))["version"]  # ADD /game.b
+            await step(v, {"game.a": a, "game.b": {"hp": 1}})
+            v = (await writer.patch("game.b", {"hp": 2}))["version"]  # UPDATE /game.b/hp
+            await step(v, {"game.a": a, "game.b": {"hp": 2}})
+            a = {"hp": 10, "bag": ["axe", "rope"]}
+            v = (await writer.set_in("game.a", "/bag/-", "rope"))["version"]
+            await step(v, {"game.a": a, "game.b": {"hp": 2}})
+            await writer.set("gameX.a", 2)  # outside the pattern: nothing arrives
+            await writer.set("game", "still not")
+            v = (await writer.set("game.x.y", [1]))["version"]  # two segments below
+            await step(v, {"game.a": a, "game.b": {"hp": 2}, "game.x.y": [1]})
+            v = (await writer.delete("game.a"))["version"]  # REMOVE /game.a
+            await step(v, {"game.b": {"hp": 2}, "game.x.y": [1]})
+            # a transaction: one version, one DELTA per touched key
+            v = (await writer.transaction().set("game.c", 3).set("game.d", 4).commit())["version"]
+            lines = [await w.until(lambda ln: "source" in ln) for _ in range(2)]
+            assert [ln["version"] for ln in lines] == [v, v]
+            assert lines[-1]["value"] == final
+            assert await w.finish() == 0
+        finally:
+            if w.proc.returncode is None:
+                w.proc.kill()
+        # the map it ended with is the server's own view of the pattern
+        async with SodpClient(sodp_server.url) as reader:
+            keys = [k async for k in reader.iter_keys("game")]
+            assert sorted(k for k in keys if k != "game") == sorted(final)
+            for key, value in final.items():
+                assert (await reader.fetch(key))["value"] == value
+
+
+async def test_legacy_pattern_watch_recovers_after_a_cut(
+    legacy_python: str, sodp_server: ServerProcess
+) -> None:
+    """After a cut 0.2.2 RESUMEs the pattern like any key; whatever it makes
+    of the replay, the STATE_INIT brings it to the server's map."""
+    proxy = CuttableProxy(sodp_server.port)
+    await proxy.start()
+    final = {"room.p.ann": {"x": 3}, "room.p.bob": 1}
+    w = await LegacyWatcher.start(legacy_python, proxy.url, "room.p.*", final)
+    try:
+        await w.until(lambda ln: ln.get("source") == "init")
+        async with SodpClient(sodp_server.url) as writer:
+            await writer.set("room.p.ann", {"x": 0})
+            await writer.set("room.p.gone", True)
+            await w.until(lambda ln: "room.p.gone" in ln["value"])
+            proxy.refusing = True
+            proxy.cut()
+            await writer.patch("room.p.ann", {"x": 3})
+            await writer.delete("room.p.gone")
+            last_version = (await writer.set("room.p.bob", 1))["version"]
+            proxy.refusing = False
+            last = await w.until(lambda ln: ln.get("value") == final)
+        assert last["version"] == last_version
+        assert await w.finish() == 0
+    finally:
+        if w.proc.returncode is None:
+            w.proc.kill()
+        await proxy.close()

@@ -501,3 +501,49 @@ def test_garbage_and_unknown_frames_are_reported_not_raised() -> None:
     assert isinstance(ev, ErrorReceived) and "0x42" in str(ev.error)
     (ev,) = feed(p, T.HELLO, hello())
     assert isinstance(ev, ErrorReceived)  # a second HELLO
+
+
+def test_pattern_applies_every_delta_of_one_transaction_and_skips_overlaps() -> None:
+    """A transaction sends a pattern one DELTA per touched key, all at one
+    version: each is applied. A DELTA at the version a STATE_INIT already
+    holds is an overlap and is skipped."""
+    p = ready()
+    p.watch("bank.*", noop)
+    init(p, "bank.*", {"bank.a": 1}, 4)
+    for op in ({"op": "UPDATE", "path": "/bank.a", "value": 2}, {"op": "ADD", "path": "/bank.b"}):
+        (ev,) = feed(p, T.DELTA, {"state": "bank.*", "version": 5, "ops": [op]})
+        assert isinstance(ev, StateChanged) and ev.meta.version == 5
+    assert p.get("bank.*") == {"bank.a": 2, "bank.b": None}
+    init(p, "bank.*", {"bank.a": 2, "bank.b": None}, 5, sid=101)
+    assert (
+        feed(
+            p,
+            T.DELTA,
+            {"state": "bank.*", "version": 5, "ops": [{"op": "REMOVE", "path": "/bank.a"}]},
+        )
+        == []
+    )
+    assert feed(p, T.DELTA, {"state": "bank.*", "version": 3, "ops": []}) == []
+
+
+def test_expires_at_follows_state_init_and_deltas() -> None:
+    p = ready()
+    p.watch("k", noop)
+    (ev,) = feed(
+        p,
+        T.STATE_INIT,
+        {"state": "k", "version": 1, "value": 1, "initialized": True, "expires_at": 9_000},
+        100,
+    )
+    assert isinstance(ev, StateChanged) and ev.meta.expires_at == 9_000
+    up = {"op": "UPDATE", "path": "/", "value": 2}
+    (ev,) = feed(p, T.DELTA, {"state": "k", "version": 2, "ops": [up]})
+    assert isinstance(ev, StateChanged) and ev.meta.expires_at == 9_000  # kept
+    (ev,) = feed(p, T.DELTA, {"state": "k", "version": 3, "ops": [up], "expires_at": 12_000})
+    assert isinstance(ev, StateChanged) and ev.meta.expires_at == 12_000  # moved
+    (ev,) = feed(p, T.DELTA, {"state": "k", "version": 4, "ops": [up], "expires_at": 0})
+    assert isinstance(ev, StateChanged) and ev.meta.expires_at is None  # removed
+    feed(p, T.DELTA, {"state": "k", "version": 5, "ops": [up], "expires_at": 20_000})
+    gone = {"op": "REMOVE", "path": "/"}
+    (ev,) = feed(p, T.DELTA, {"state": "k", "version": 6, "ops": [gone]})
+    assert isinstance(ev, StateChanged) and ev.meta.expires_at is None  # deleted

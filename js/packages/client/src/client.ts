@@ -17,7 +17,7 @@
  */
 
 import { Backoff } from "./backoff.js";
-import { applyOps, type DeltaOp } from "./delta.js";
+import { applyOps, type DeltaOp, isContainer } from "./delta.js";
 import { AuthError, CallError, CallTimeout, ConnectionLost, DeltaError, ServerError, SodpError, UnsupportedError } from "./errors.js";
 import { decodeFrame, encodeFrame, FrameType } from "./frames.js";
 import { IdSource } from "./ids.js";
@@ -34,6 +34,8 @@ export interface WatchMeta {
   source: "cache" | "init" | "delta";
   /** The key (or prefix pattern) this is about — useful with `watchMany`. */
   key: string;
+  /** Extension `ttl`: when the key expires (Unix ms); absent when it has no deadline. */
+  expiresAt?: number;
 }
 
 export type WatchCallback<T = unknown> = (value: T | null, meta: WatchMeta) => void;
@@ -115,6 +117,9 @@ interface Entry {
   /** A baseline (STATE_INIT) has been received; DELTAs before it are buffered in `pending`. */
   _known: boolean;
   _pending: DeltaBody[];
+  /** The last change applied was a DELTA (not a STATE_INIT) at `version`. */
+  _live?: boolean;
+  _exp?: number | undefined;
   meta: WatchMeta | null;
 }
 
@@ -122,6 +127,7 @@ interface DeltaBody {
   version?: unknown;
   ops?: unknown;
   state?: unknown;
+  expires_at?: unknown;
 }
 
 interface PendingCall {
@@ -130,10 +136,12 @@ interface PendingCall {
   body: Record<string, unknown>;
   _requires: string[];
   _mutating: boolean;
-  _sent: boolean;
+  _sent?: boolean;
+  /** In flight when a connection dropped: resent only where `idempotency` makes that safe. */
+  _resent?: boolean;
   resolve: (data: unknown) => void;
   reject: (err: SodpError) => void;
-  _timer: ReturnType<typeof setTimeout> | undefined;
+  _timer?: ReturnType<typeof setTimeout>;
 }
 
 type Phase = "closed" | "hello" | "auth" | "ready";
@@ -166,7 +174,7 @@ function wakeEvents(method: ((type: string, fn: () => void) => void) | undefined
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v) && !ArrayBuffer.isView(v);
+  return isContainer(v) && !Array.isArray(v);
 }
 
 function asNumber(v: unknown): number | undefined {
@@ -339,8 +347,12 @@ export class SodpClient {
     for (const call of this._calls.values()) {
       if (!call._sent) continue;
       call._sent = false;
-      if (typeof call.body.idempotency_key === "string") requeue.push(call.id);
-      else this._failCall(call, new ConnectionLost("connection lost with the call in flight"));
+      if (typeof call.body.idempotency_key === "string") {
+        call._resent = true;
+        // A presence binding ended with its session: bind it again (a fresh key).
+        if (call.method === "state.presence") delete call.body.idempotency_key;
+        requeue.push(call.id);
+      } else this._failCall(call, new ConnectionLost("connection lost with the call in flight"));
     }
     this._queue = [...requeue, ...this._queue];
     if (wasLive) safely("onDisconnect", () => this._opts.onDisconnect?.());
@@ -393,15 +405,7 @@ export class SodpClient {
       this._readySettled = true;
       this._rejectReady(err);
     }
-    const ws = this._ws;
-    if (ws) {
-      try {
-        ws.close(1000);
-      } catch {
-        // already closing
-      }
-      this._onSocketGone();
-    }
+    if (this._ws) this._drop(this._ws, 1000);
   }
 
   private _send(type: number, streamId: number, body: unknown): void {
@@ -550,14 +554,18 @@ export class SodpClient {
     e._pending = [];
     // After a RESUME replay (or a shared subscription's fresh STATE_INIT) the
     // cache already holds exactly this version: keep its identity, say nothing.
-    if (!(e._known && version === e.version)) {
+    // Not a pattern's after a DELTA: a cut may have split that version's
+    // DELTAs (one per key of a transaction), and RESUME replays only later ones.
+    if (!(e._known && version === e.version && !(e._live && e.key.includes("*")))) {
       const value = body.value === undefined ? null : body.value;
       e.value = value;
       e.version = version;
       e.initialized = typeof body.initialized === "boolean" ? body.initialized : value !== null;
+      e._exp = asNumber(body.expires_at) || undefined;
       e._known = true;
       this._notify(e, "init");
     }
+    e._live = false;
     for (const d of pending) this._applyDelta(e, d);
   }
 
@@ -575,7 +583,9 @@ export class SodpClient {
 
   private _applyDelta(e: Entry, body: DeltaBody): void {
     const version = asNumber(body.version);
-    if (version !== undefined && version <= e.version) return; // already have it
+    // Already have it — unless the last change was a DELTA of this version: a
+    // transaction sends a pattern one DELTA per key, all at one version.
+    if (version !== undefined && (version < e.version || (version === e.version && !e._live))) return;
     const ops = Array.isArray(body.ops) ? (body.ops as DeltaOp[]) : [];
     let value: unknown;
     try {
@@ -587,7 +597,9 @@ export class SodpClient {
       return;
     }
     e.value = value;
+    e._live = true;
     if (version !== undefined) e.version = version;
+    if (body.expires_at !== undefined) e._exp = asNumber(body.expires_at) || undefined;
     for (const op of ops) {
       e.initialized = op.path === "/" || op.path === "" ? op.op !== "REMOVE" : true;
     }
@@ -743,8 +755,14 @@ export class SodpClient {
     this._send(FrameType.RESUME, this._newStream(e.key), body);
   }
 
-  private _notify(e: Entry, source: WatchMeta["source"]): void {
+  private _meta(e: Entry, source: WatchMeta["source"]): WatchMeta {
     const meta: WatchMeta = { version: e.version, initialized: e.initialized, source, key: e.key };
+    if (e._exp) meta.expiresAt = e._exp;
+    return meta;
+  }
+
+  private _notify(e: Entry, source: WatchMeta["source"]): void {
+    const meta = this._meta(e, source);
     e.meta = meta;
     for (const r of [...e._regs]) this._deliver(r, e.value, meta);
   }
@@ -782,7 +800,7 @@ export class SodpClient {
     }
     if (fresh.length > 0 && this._phase === "ready") this._sendWatch(fresh, params);
     for (const [e, r] of added) {
-      if (e._known) this._deliver(r, e.value, { version: e.version, initialized: e.initialized, source: "cache", key: e.key });
+      if (e._known) this._deliver(r, e.value, this._meta(e, "cache"));
     }
     let done = false;
     return () => {
@@ -842,10 +860,8 @@ export class SodpClient {
         body: { ...extra, call_id: id, method, args },
         _requires: requires,
         _mutating: MUTATING.has(method),
-        _sent: false,
         resolve: resolve as (d: unknown) => void,
         reject,
-        _timer: undefined,
       };
       const ms = this._opts.callTimeout ?? 30_000;
       call._timer = setTimeout(() => this._failCall(call, new CallTimeout(method, ms)), ms);
@@ -863,8 +879,12 @@ export class SodpClient {
       }
     }
     // Exactly-once writes: a generated key stays with the call across resends.
-    if (call._mutating && this.supports("idempotency") && call.body.idempotency_key === undefined) {
-      call.body.idempotency_key = call.id;
+    if (this.supports("idempotency")) {
+      if (call._mutating && call.body.idempotency_key === undefined) call.body.idempotency_key = this._ids.next();
+    } else if (call._resent) {
+      // A server without it would ignore the key: a resend could apply twice.
+      this._failCall(call, new ConnectionLost("connection lost with the call in flight"));
+      return;
     }
     call._sent = true;
     this._send(FrameType.CALL, 0, call.body);
@@ -931,7 +951,7 @@ export class SodpClient {
 
   /** Extension `read`: list keys by prefix, paged with `after`. */
   keys(opts: { prefix?: string; after?: string; limit?: number } = {}): Promise<{ keys: string[]; next?: string }> {
-    return this.call("state.keys", { ...opts }, undefined, ["read"]);
+    return this.call("state.keys", opts, undefined, ["read"]);
   }
 
   /** Extension `read`: a key's retained changes after `sinceVersion`. */
@@ -939,10 +959,8 @@ export class SodpClient {
     key: string,
     opts: { sinceVersion?: number; limit?: number } = {},
   ): Promise<{ entries: Array<{ version: number; ops: DeltaOp[] }>; complete: boolean }> {
-    const args: Record<string, unknown> = { state: key };
-    if (opts.sinceVersion !== undefined) args.since_version = opts.sinceVersion;
-    if (opts.limit !== undefined) args.limit = opts.limit;
-    return this.call("state.history", args, undefined, ["read"]);
+    // Fields left undefined are not sent (the encoder's `ignoreUndefined`).
+    return this.call("state.history", { state: key, since_version: opts.sinceVersion, limit: opts.limit }, undefined, ["read"]);
   }
 }
 

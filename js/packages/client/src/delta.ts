@@ -68,16 +68,13 @@ export function formatPointer(segments: ReadonlyArray<string | number>): string 
   return out;
 }
 
-function isContainer(v: unknown): v is Container {
+/** An object or array (binary values are scalars). Internal: not re-exported by the package. */
+export function isContainer(v: unknown): v is Container {
   return typeof v === "object" && v !== null && !ArrayBuffer.isView(v);
 }
 
 function newContainer(nextSegment: string): Container {
   return nextSegment === "-" || DIGITS.test(nextSegment) ? [] : {};
-}
-
-function getOwn(obj: Record<string, unknown>, key: string): unknown {
-  return hasOwn.call(obj, key) ? obj[key] : undefined;
 }
 
 function setOwn(obj: Record<string, unknown>, key: string, value: unknown): void {
@@ -91,20 +88,24 @@ function setOwn(obj: Record<string, unknown>, key: string, value: unknown): void
 // Objects above this many keys are copied with a keys loop; below, with a
 // spread. V8 clones a small fast-mode object with a spread in one step (up to
 // 20× faster than a loop), but a large (dictionary-mode) one about 2× slower
-// than a loop. The size class is computed once per object and inherited by
-// its copies.
+// than a loop. A large object's key list is kept (`keysOf`; `null` marks a
+// small one): `Object.keys` of a dictionary-mode object costs as much as the
+// copy itself, and a copy has its source's keys until an op adds or removes
+// one (`put`, `drop` forget the list then).
 const LARGE = 256;
-const sizeClass = new WeakMap<object, boolean>();
+const keysOf = new WeakMap<object, string[] | null>();
 
 function copy(node: Container): Container {
   if (Array.isArray(node)) return node.slice();
-  let large = sizeClass.get(node);
-  if (large === undefined) large = Object.keys(node).length > LARGE;
+  let keys = keysOf.get(node);
+  if (keys === undefined) {
+    keys = Object.keys(node);
+    if (keys.length <= LARGE) keys = null;
+  }
   let out: Record<string, unknown>;
-  if (large) {
+  if (keys) {
     // setOwn copies an own "__proto__" member as data.
     out = {};
-    const keys = Object.keys(node);
     for (let i = 0; i < keys.length; i++) {
       const k = keys[i] as string;
       setOwn(out, k, node[k]);
@@ -114,8 +115,14 @@ function copy(node: Container): Container {
     // data, and the copy is a plain object whatever `node`'s prototype was.
     out = { ...node };
   }
-  sizeClass.set(out, large);
+  keysOf.set(out, keys);
   return out;
+}
+
+/** Set a member of a container this batch owns, forgetting its key list if the key is new. */
+function put(obj: Record<string, unknown>, key: string, value: unknown): void {
+  if (!hasOwn.call(obj, key)) keysOf.delete(obj);
+  setOwn(obj, key, value);
 }
 
 /** A container standing for `node` that this batch may mutate. */
@@ -186,10 +193,10 @@ function applyOne(root: unknown, op: DeltaOp, owned: Set<Container>): unknown {
         if (mine !== child) node[idx] = mine;
       }
     } else {
-      const child = getOwn(node, seg);
+      const child = hasOwn.call(node, seg) ? node[seg] : undefined;
       if (removing && !isContainer(child)) return newRoot;
       mine = own(child, next, owned);
-      if (mine !== child) setOwn(node, seg, mine);
+      if (mine !== child) put(node, seg, mine);
     }
     node = mine;
   }
@@ -197,9 +204,12 @@ function applyOne(root: unknown, op: DeltaOp, owned: Set<Container>): unknown {
   const seg = parts[last] as string;
   if (!Array.isArray(node)) {
     if (removing) {
-      if (hasOwn.call(node, seg)) delete node[seg];
+      if (hasOwn.call(node, seg)) {
+        delete node[seg];
+        keysOf.delete(node);
+      }
     } else {
-      setOwn(node, seg, value);
+      put(node, seg, value);
     }
     return newRoot;
   }

@@ -530,3 +530,34 @@ test("wake events (online, focus, visibilitychange) end a reconnect wait at once
     g.removeEventListener = undefined;
   }
 });
+
+test("pattern: a transaction's DELTAs share one version and each is applied; a cut between them is repaired by the STATE_INIT", async () => {
+  const { c } = make();
+  last().hello({ prefix_watch: true, resume: true });
+  const seen: Seen = [];
+  c.watch("bank.*", (v, m) => seen.push([v, m]));
+  last().push(T.STATE_INIT, 10, { state: "bank.*", version: 4, value: { "bank.a": 1 }, initialized: true });
+  // one transaction at version 5 touching two keys: two DELTAs, one version
+  last().push(T.DELTA, 10, { version: 5, state: "bank.*", ops: [{ op: "UPDATE", path: "/bank.a", value: 2 }] });
+  last().push(T.DELTA, 10, { version: 5, state: "bank.*", ops: [{ op: "ADD", path: "/bank.b", value: 3 }] });
+  assert.deepStrictEqual(c.getSnapshot("bank.*"), { "bank.a": 2, "bank.b": 3 });
+  // the next transaction is cut after its first DELTA
+  last().push(T.DELTA, 10, { version: 6, state: "bank.*", ops: [{ op: "UPDATE", path: "/bank.a", value: 7 }] });
+  last().drop();
+  await until(() => FakeSocket.instances.length === 2);
+  last().hello({ prefix_watch: true, resume: true });
+  assert.deepStrictEqual(last().body(last().sent[0]), { state: "bank.*", since_version: 6 });
+  // nothing after 6 to replay: the live marker at 6 carries the whole map
+  last().push(T.STATE_INIT, 10, { state: "bank.*", version: 6, value: { "bank.a": 7, "bank.b": 8 }, initialized: true });
+  assert.deepStrictEqual(c.getSnapshot("bank.*"), { "bank.a": 7, "bank.b": 8 }, "the half-delivered version is completed");
+  assert.deepStrictEqual(
+    seen.map(([, m]) => [m.version, m.source]),
+    [
+      [4, "init"],
+      [5, "delta"],
+      [5, "delta"],
+      [6, "delta"],
+      [6, "init"],
+    ],
+  );
+});

@@ -121,3 +121,44 @@ test("binary values are scalars", () => {
   const after = applyOps<Record<string, unknown>>({ b: bin }, [{ op: "ADD", path: "/b/x", value: 1 }]);
   assert.deepStrictEqual(after, { b: { x: 1 } });
 });
+
+test("large objects: the cached key list follows added and removed keys across versions", () => {
+  // Above 256 keys the copy reuses the source's key list; an op that adds or
+  // removes a key must not leave a stale list behind for the next copy.
+  const base: Record<string, unknown> = {};
+  for (let i = 0; i < 300; i++) base[`k${i}`] = { n: i };
+  const fresh = (v: unknown) => JSON.parse(JSON.stringify(v)) as unknown;
+  let v: unknown = base;
+  const ops: DeltaOp[][] = [
+    [{ op: "UPDATE", path: "/k1/n", value: -1 }], // copy with the cached list
+    [{ op: "ADD", path: "/added", value: 1 }], // a new key
+    [{ op: "UPDATE", path: "/k2/n", value: -2 }], // the next copy must keep it
+    [{ op: "REMOVE", path: "/k3" }], // a removed key
+    [{ op: "UPDATE", path: "/k4/n", value: -4 }], // must not come back
+    [{ op: "ADD", path: "/new/deep", value: true }], // a new intermediate
+    [{ op: "UPDATE", path: "/k5/n", value: -5 }],
+    [
+      { op: "ADD", path: "/__proto__", value: { polluted: true } },
+      { op: "UPDATE", path: "/k6/n", value: -6 },
+    ],
+    [{ op: "UPDATE", path: "/k7/n", value: -7 }],
+  ];
+  const versions: unknown[] = [v];
+  for (const d of ops) {
+    const before = fresh(v);
+    v = applyOps(v, d);
+    versions.push(v);
+    assert.deepEqual(fresh(versions[versions.length - 2]), before, "the previous version is untouched");
+  }
+  const out = v as Record<string, unknown>;
+  const expected = Object.keys(base).filter((k) => k !== "k3");
+  expected.push("added", "new", "__proto__");
+  assert.deepEqual(Object.keys(out), expected, "every key, in order, none stale");
+  assert.deepEqual(out.added, 1);
+  assert.deepEqual(out.new, { deep: true });
+  assert.equal(Object.hasOwn(out, "k3"), false);
+  assert.deepEqual(out.k7, { n: -7 });
+  assert.deepEqual(out.k1, { n: -1 });
+  assert.equal(({} as Record<string, unknown>).polluted, undefined);
+  assert.equal(Object.getPrototypeOf(out), Object.prototype);
+});
