@@ -40,7 +40,8 @@
 //!   (frames over WebSocket), `subscriptions` (cache + watchers per key,
 //!   sans-I/O), `mailbox` (one watcher's bounded, conflating buffer),
 //!   `messages` (frame bodies), `refresh` and `token` (tokens and in-band
-//!   refresh), `backoff`, `url`, `convert` (serde).
+//!   refresh), `backoff`, `url`, `convert` (serde), `tls` (a private CA for
+//!   `wss://`).
 //!
 //! # Behaviour
 //! - Several watchers of one key share one server subscription; the last
@@ -96,6 +97,8 @@ mod refresh;
 mod shared;
 mod socket;
 mod subscriptions;
+#[cfg(feature = "tls")]
+mod tls;
 mod token;
 mod url;
 

@@ -278,7 +278,7 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// A `sodp-server` process started on port 0, with the addresses it
-/// announced on stdout (`listening ws://…`, `health http://…/health`);
+/// announced on stdout (`listening ws://…` or `wss://…`, `health http://…/health`);
 /// killed on drop.
 pub struct Launched {
     pub child: std::process::Child,
@@ -318,7 +318,10 @@ impl Launched {
             }
         };
         let first = next("its address");
-        assert!(first.starts_with("listening ws://"), "{first}");
+        assert!(
+            first.starts_with("listening ws://") || first.starts_with("listening wss://"),
+            "{first}"
+        );
         let port = port_of(&first);
         let health_port = with_health.then(|| {
             let line = next("its health port");
