@@ -3,12 +3,15 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/test_ca.rs"]
+mod test_ca;
 
 mod auth;
 mod buffers;
 mod methods;
 mod presence;
 mod reconnect;
+mod tls;
 mod watching;
 
 use std::time::Duration;
