@@ -40,7 +40,7 @@ def server_binary() -> Path:
     return path
 
 
-_LISTENING = re.compile(r"listening ws://127\.0\.0\.1:(\d+)$")
+_LISTENING = re.compile(r"listening wss?://127\.0\.0\.1:(\d+)$")
 
 
 def _drain_stdout(stdout: IO[bytes], first: queue.Queue[bytes], log_path: Path) -> None:
@@ -91,6 +91,11 @@ class ServerProcess:
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def wss_url(self) -> str:
+        """With ``--tls-cert``: the test CA's certificates name localhost."""
+        return f"wss://localhost:{self.port}"
 
     def start(self, timeout: float = 15.0) -> None:
         self.env.setdefault("RUST_LOG", "warn")

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import ssl as _ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
@@ -170,6 +171,12 @@ class SodpClient:
     ``max_pending_callbacks`` bounds the async callback invocations waiting
     to run; beyond it, updates of a key are conflated (see the module
     docstring and :attr:`skipped_updates`).
+
+    ``ssl`` is the :class:`ssl.SSLContext` for ``wss://`` (default: the
+    system's trusted CAs), e.g. ``ssl.create_default_context(cafile="ca.pem")``
+    for a private CA. A certificate that does not verify is reported to
+    ``on_error`` (and the log) as :class:`~sodp.errors.ConnectionLost` on each
+    attempt; with ``reconnect=False`` it is what ``await client.ready`` raises.
     """
 
     def __init__(
@@ -189,6 +196,7 @@ class SodpClient:
         ping_interval: float | None = 20.0,
         max_message_size: int | None = None,
         max_pending_callbacks: int = 1024,
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
         try:
             self._loop = asyncio.get_running_loop()
@@ -198,6 +206,12 @@ class SodpClient:
                 "(in an async function or under asyncio.run())"
             ) from None
         self._url = _normalize_url(url)
+        if ssl is not None and not self._url.startswith("wss://"):
+            raise ValueError(f"ssl= is for wss:// (or sodps://) URLs, not {url!r}")
+        self._ssl = ssl
+        # Why the last connection attempt failed, when that is worth telling
+        # (an unverifiable certificate); None after a success.
+        self._connect_error: SodpError | None = None
         self._token = token
         self._token_provider = token_provider
         self._reconnect = reconnect
@@ -330,7 +344,8 @@ class SodpClient:
             if self._closed or self._fatal is not None:
                 break
             if not self._reconnect:
-                self._fail_everything(ConnectionLost("disconnected (reconnect=False)"))
+                why = self._connect_error or ConnectionLost("disconnected (reconnect=False)")
+                self._fail_everything(why)
                 self._closed = True
                 break
             delay = self._backoff.next_delay()
@@ -338,6 +353,9 @@ class SodpClient:
             await self._sleep(delay)
 
     async def _connect_once(self) -> None:
+        # Passed only when given: websockets picks the default context for
+        # wss:// when ``ssl`` is absent, not when it is None.
+        tls: dict[str, Any] = {} if self._ssl is None else {"ssl": self._ssl}
         try:
             ws = await connect(
                 self._url,
@@ -346,7 +364,15 @@ class SodpClient:
                 ping_timeout=self._ping_interval,
                 max_size=self._max_message_size,
                 compression=None,
+                **tls,
             )
+        except _ssl.SSLCertVerificationError as exc:
+            self._connect_error = ConnectionLost(
+                f"cannot connect to {self._url}: TLS certificate verification failed "
+                f"({exc.verify_message or exc})"
+            )
+            self._report(self._connect_error)
+            return
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             logger.debug("[SODP] connect to %s failed: %s", self._url, exc)
             return
@@ -354,6 +380,7 @@ class SodpClient:
             self._give_up(ConnectionLost(f"invalid URL: {exc}"))
             return
         self._ws = ws
+        self._connect_error = None
         self._protocol.connection_made()
         self._session_token = None
         tasks: dict[str, asyncio.Task[None]] = {}
