@@ -225,15 +225,28 @@ EXAMPLES = Path(__file__).resolve().parent / "doc_examples"
 
 
 def run_example(
-    name: str, port: int, tmp: Path, python: str = sys.executable, timeout: float = 60
+    name: str,
+    port: int,
+    tmp: Path,
+    python: str = sys.executable,
+    timeout: float = 60,
+    *,
+    url: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> str:
-    """Run a document example with only its port changed; return its stdout."""
+    """Run a document example with only its URL changed (to *url*, default
+    ``ws://localhost:PORT``); return its stdout. *env* adds variables."""
     text = (EXAMPLES / name).read_text(encoding="utf-8")
     assert "ws://localhost:7777" in text
     script = tmp / name
-    script.write_text(text.replace("ws://localhost:7777", f"ws://localhost:{port}"))
+    script.write_text(text.replace("ws://localhost:7777", url or f"ws://localhost:{port}"))
     proc = subprocess.run(
-        [python, str(script)], capture_output=True, text=True, timeout=timeout, cwd=tmp
+        [python, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp,
+        env={**os.environ, **env} if env else None,
     )
     assert proc.returncode == 0, f"{name} failed ({proc.returncode}):\n{proc.stderr}"
     return proc.stdout
