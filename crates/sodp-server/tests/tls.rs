@@ -206,3 +206,22 @@ async fn the_binary_reloads_on_sighup_and_keeps_old_connections() {
     }
     old.ok("state.set", json!({"state": "k", "value": 1})).await;
 }
+
+#[tokio::test]
+async fn sighup_without_tls_does_not_stop_the_server() {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--addr", "127.0.0.1:0"]).stderr(Stdio::null());
+    let mut server = Launched::spawn(cmd, false);
+    let mut c = TestClient::connect(&format!("ws://127.0.0.1:{}", server.port)).await;
+    Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    // SIGHUP's default action ends the process as soon as the signal is
+    // sent: a round trip after it shows the handler took it instead.
+    c.ok("state.set", json!({"state": "k", "value": 1})).await;
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "SIGHUP killed it"
+    );
+}

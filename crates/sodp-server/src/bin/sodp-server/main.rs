@@ -52,13 +52,12 @@ async fn main() -> std::process::ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let scheme = match server.certificates() {
-        Some(certificates) => {
-            reload_on_sighup(certificates);
-            "wss"
-        }
-        None => "ws",
+    let scheme = if server.certificates().is_some() {
+        "wss"
+    } else {
+        "ws"
     };
+    reload_on_sighup(server.certificates());
     info!(
         "sodp-server {} listening on {scheme}://{addr} (GET /health on the same port)",
         env!("CARGO_PKG_VERSION")
@@ -94,19 +93,21 @@ fn announce(
     let _ = out.flush();
 }
 
-/// Reloads the TLS certificate on every SIGHUP (installed before the
-/// server announces itself, so a SIGHUP never kills it).
-fn reload_on_sighup(certificates: std::sync::Arc<sodp_server::tls::Certificates>) {
+/// Reloads the TLS certificate on every SIGHUP (`systemctl reload`). The
+/// handler is installed before the server announces itself and also without
+/// TLS, so a SIGHUP never kills the server.
+fn reload_on_sighup(certificates: Option<std::sync::Arc<sodp_server::tls::Certificates>>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!(
-            "cannot install the SIGHUP handler: certificates reload on file changes only"
-        );
+        tracing::warn!("cannot install the SIGHUP handler");
         return;
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            certificates.reload_and_log("SIGHUP");
+            match &certificates {
+                Some(certificates) => certificates.reload_and_log("SIGHUP"),
+                None => info!("SIGHUP: nothing to reload (no --tls-cert)"),
+            }
         }
     });
 }
