@@ -31,10 +31,23 @@ def server_binary() -> Path:
         if not path.exists():
             raise RuntimeError(f"SODP_SERVER_BIN={env} does not exist")
         return path
-    path = REPO / "target" / "debug" / "sodp-server"
+    return _cargo_binary("sodp-server", "sodp-server")
+
+
+def cli_binary() -> Path:
+    """The ``sodp`` command-line tool (the Rust client), next to the server
+    binary (``$SODP_SERVER_BIN``'s directory, else target/debug)."""
+    env = os.environ.get("SODP_SERVER_BIN")
+    if env and (Path(env).parent / "sodp").exists():
+        return Path(env).parent / "sodp"
+    return _cargo_binary("sodp-cli", "sodp")
+
+
+def _cargo_binary(package: str, name: str) -> Path:
+    path = REPO / "target" / "debug" / name
     if not path.exists():
-        print("building sodp-server (cargo build -p sodp-server) ...", file=sys.stderr)
-        subprocess.run(["cargo", "build", "-p", "sodp-server"], cwd=REPO, check=True)
+        print(f"building {name} (cargo build -p {package}) ...", file=sys.stderr)
+        subprocess.run(["cargo", "build", "-p", package], cwd=REPO, check=True)
     if not path.exists():
         raise RuntimeError(f"cargo build did not produce {path}")
     return path

@@ -1,6 +1,7 @@
 """nginx (the distribution's) in front of sodp-server with the repository's
 ``deploy/nginx.conf``: ws:// proxied and wss:// with TLS ended by nginx,
-used end to end by the published ``sodp-client`` 0.2.2 and by this client;
+used end to end by the published ``sodp-client`` 0.2.2, by this Python
+client and by the Rust one (through the ``sodp`` CLI);
 and the server, trusting the proxy, counts the addresses nginx forwards in
 ``X-Forwarded-For`` (per-IP cap, logs) instead of nginx's own."""
 
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +22,13 @@ from sodp import SodpClient
 from sodp.frames import FrameType, decode_frame
 
 from ..nginx import Nginx
-from ..support import ServerProcess, assert_quick_start_output, run_example, wait_for
+from ..support import (
+    ServerProcess,
+    assert_quick_start_output,
+    cli_binary,
+    run_example,
+    wait_for,
+)
 from ..test_ca import TestCa
 
 pytestmark = pytest.mark.interop
@@ -93,6 +102,23 @@ async def test_this_client_through_nginx_ws_and_wss(proxied: Proxied) -> None:
         plain.watch("nginx.k", lambda value, meta: None)
         await secure.patch("nginx.k", {"tls": True})
         await wait_for(lambda: plain.get("nginx.k") == {"via": "nginx", "tls": True}, timeout=5)
+
+
+def test_the_rust_client_through_nginx_wss(proxied: Proxied) -> None:
+    """``sodp`` (the CLI over the Rust client) trusting the CA with --ca-file."""
+
+    def sodp(*args: str) -> subprocess.CompletedProcess[str]:
+        ca = ["--ca-file", str(proxied.ca.ca_file)]
+        return subprocess.run(
+            [str(cli_binary()), *args, *ca], capture_output=True, text=True, timeout=30,
+            env={**os.environ, "SODP_URL": proxied.wss_url},
+        )  # fmt: skip
+
+    done = sodp("set", "nginx.rust", '{"from": "rust"}')
+    assert done.returncode == 0, done.stderr
+    got = sodp("get", "nginx.rust")
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout) == {"from": "rust"}
 
 
 async def _hello_from(url: str, source: str, headers: dict[str, str] | None = None) -> object:
