@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from .support import REPO
+from .support import REPO, terminate
 
 DEPLOY = REPO / "deploy"
 
@@ -108,13 +107,7 @@ class Proxy:
 
     def stop(self) -> None:
         """SIGTERM (open WebSockets are cut), then the temp dir."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -157,13 +157,7 @@ class ServerProcess:
         self._join_drain()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc)
         self._join_drain()
 
     def _join_drain(self) -> None:
@@ -175,6 +169,17 @@ class ServerProcess:
         with contextlib.suppress(OSError):
             return self.log_path.read_text(errors="replace")[-n:]
         return ""
+
+
+def terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL if it is still there after 10 s."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 class CuttableProxy:

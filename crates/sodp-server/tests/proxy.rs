@@ -7,9 +7,6 @@ mod common;
 use common::*;
 use serde_json::json;
 use sodp_server::proxy::TrustedProxies;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::Error as WsError;
 
 /// A server allowing one connection per client address, trusting `trusted`.
 async fn capped(trusted: &str) -> TestServer {
@@ -24,15 +21,7 @@ async fn capped(trusted: &str) -> TestServer {
 /// An upgrade (from 127.0.0.1) claiming to forward for `xff`; `Err(status)`
 /// when refused with an HTTP status.
 async fn forwarded_for(server: &TestServer, xff: &str) -> Result<TestClient, u16> {
-    let mut request = server.url().into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("X-Forwarded-For", HeaderValue::from_str(xff).unwrap());
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, _)) => Ok(TestClient::from_ws(ws).await),
-        Err(WsError::Http(response)) => Err(response.status().as_u16()),
-        Err(e) => panic!("unexpected connect error {e}"),
-    }
+    connect_with_header(&server.url(), "X-Forwarded-For", xff).await
 }
 
 #[tokio::test]
