@@ -148,10 +148,10 @@ impl Server {
         }
         let trimmer = tokio::spawn(memory::trim_after_disconnects(self.shared.clone()));
         let expiry = tokio::spawn(crate::store::expire_keys(self.shared.clone()));
-        let reloader = self
-            .tls
-            .as_ref()
-            .map(|t| tokio::spawn(tls::watch_files(t.certificates.clone())));
+        let reloader = self.tls.as_ref().map(|t| {
+            let metrics = self.shared.metrics.clone();
+            tokio::spawn(tls::watch_files(t.certificates.clone(), metrics))
+        });
         let acceptor = self.tls.as_ref().map(|t| t.acceptor.clone());
         tokio::pin!(shutdown);
         let serve = accept_loop(&self.listener, |tcp, peer| {
@@ -198,8 +198,14 @@ async fn connection(
     };
     match time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => serve(stream, peer, shared).await,
-        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-        Err(_) => debug!(%peer, "TLS handshake timed out"),
+        Ok(Err(e)) => {
+            shared.metrics.tls_handshake_failures.inc();
+            debug!(%peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            shared.metrics.tls_handshake_failures.inc();
+            debug!(%peer, "TLS handshake timed out");
+        }
     }
 }
 

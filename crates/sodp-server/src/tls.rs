@@ -24,6 +24,8 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tracing::{info, warn};
 
+use crate::metrics::{Metrics, Outcome};
+
 /// Where the certificate and key are, and how often to look for changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
@@ -202,9 +204,11 @@ impl Certificates {
         self.reload().map(|()| true)
     }
 
-    /// Reloads and logs the outcome (SIGHUP, file changes).
-    pub fn reload_and_log(&self, why: &str) {
-        match self.reload() {
+    /// Reloads, logs and counts the outcome (SIGHUP).
+    pub fn reload_and_log(&self, why: &str, metrics: &Metrics) {
+        let result = self.reload();
+        count(metrics, result.is_ok());
+        match result {
             Ok(()) => info!(cert = %self.config.cert.display(), why, "TLS certificate reloaded"),
             Err(e) => {
                 warn!(error = %e, why, "TLS certificate reload failed; still serving the previous one")
@@ -224,15 +228,25 @@ impl ResolvesServerCert for Certificates {
     }
 }
 
+/// Counts a reload in `sodp_tls_reloads_total`.
+fn count(metrics: &Metrics, ok: bool) {
+    let result = if ok { "ok" } else { "failed" };
+    metrics.tls_reloads.get_or_create(&Outcome { result }).inc();
+}
+
 /// Checks the files every `reload_interval` (tokio's clock) and reloads
 /// them when they change. Runs until aborted.
-pub async fn watch_files(certs: Arc<Certificates>) {
+pub async fn watch_files(certs: Arc<Certificates>, metrics: Arc<Metrics>) {
     let period = certs.config.reload_interval;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match certs.reload_if_changed() {
+        let result = certs.reload_if_changed();
+        if !matches!(result, Ok(false)) {
+            count(&metrics, result.is_ok());
+        }
+        match result {
             Ok(true) => {
                 info!(cert = %certs.config.cert.display(), "TLS certificate files changed; reloaded")
             }
@@ -313,7 +327,9 @@ mod tests {
         config.reload_interval = Duration::from_secs(60);
         let certs = Certificates::load(config.clone()).unwrap();
         assert_eq!(certs.current_der(), der(&first.cert));
-        let watcher = tokio::spawn(watch_files(certs.clone()));
+        let metrics = Arc::new(Metrics::default());
+        let watcher = tokio::spawn(watch_files(certs.clone(), metrics.clone()));
+        let reloads = |result| metrics.tls_reloads.get_or_create(&Outcome { result }).get();
 
         // A renewal: new files, renamed into place.
         let second = self_signed("second");
@@ -325,12 +341,17 @@ mod tests {
         assert_eq!(certs.current_der(), der(&first.cert), "not before the poll");
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(certs.current_der(), der(&second.cert));
+        assert_eq!((reloads("ok"), reloads("failed")), (1, 0));
 
         // A broken renewal (a key that does not fit): the old one stays.
         std::fs::write(d.join("new-key"), self_signed("x").key).unwrap();
         std::fs::rename(d.join("new-key"), &config.key).unwrap();
         tokio::time::sleep(Duration::from_secs(61)).await;
         assert_eq!(certs.current_der(), der(&second.cert));
+        assert_eq!((reloads("ok"), reloads("failed")), (1, 1));
+        // Counted (and logged) once, not at every poll.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(reloads("failed"), 1);
         assert!(certs.reload().is_err());
         assert_eq!(certs.current_der(), der(&second.cert));
         watcher.abort();

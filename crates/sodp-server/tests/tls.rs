@@ -62,8 +62,15 @@ async fn wss_client(stream: TlsStream<TcpStream>, addr: SocketAddr) -> TestClien
     TestClient::from_ws(ws).await
 }
 
-/// An in-process server with TLS; the `Server` is run by a task.
-async fn start(files: &ServerFiles) -> (SocketAddr, Arc<sodp_server::tls::Certificates>) {
+/// An in-process server with TLS (run by a task): its address, its
+/// certificates and its shared state.
+async fn start(
+    files: &ServerFiles,
+) -> (
+    SocketAddr,
+    Arc<sodp_server::tls::Certificates>,
+    Arc<sodp_server::Shared>,
+) {
     let config = Config {
         addr: "127.0.0.1:0".parse().unwrap(),
         tls: Some(TlsConfig::new(&files.cert, &files.key)),
@@ -72,15 +79,16 @@ async fn start(files: &ServerFiles) -> (SocketAddr, Arc<sodp_server::tls::Certif
     let server = Server::bind(config).await.expect("bind with TLS");
     let addr = server.local_addr().unwrap();
     let certificates = server.certificates().expect("TLS on");
+    let shared = server.shared();
     tokio::spawn(server.run(std::future::pending()));
-    (addr, certificates)
+    (addr, certificates, shared)
 }
 
 #[tokio::test]
 async fn sessions_and_health_over_tls_and_a_wrong_ca_is_refused() {
     let ca = TestCa::new("serve");
     let files = ca.issue_server();
-    let (addr, _) = start(&files).await;
+    let (addr, _, shared) = start(&files).await;
 
     let stream = tls_connect(addr, &ca.ca_pem).await.expect("TLS handshake");
     assert_eq!(served(&stream), files.der);
@@ -102,6 +110,12 @@ async fn sessions_and_health_over_tls_and_a_wrong_ca_is_refused() {
     let other = TestCa::new("other");
     let e = tls_connect(addr, &other.ca_pem).await.unwrap_err();
     assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+    eventually("the failed handshake to be counted", || {
+        shared
+            .metrics_text()
+            .contains("sodp_tls_handshake_failures_total 1\n")
+    })
+    .await;
 
     // Plain HTTP to a TLS port is not served (and does not hang it).
     let mut plain = TcpStream::connect(addr).await.unwrap();
@@ -121,14 +135,14 @@ async fn sessions_and_health_over_tls_and_a_wrong_ca_is_refused() {
 async fn a_reload_is_served_to_new_connections_while_old_ones_stay() {
     let ca = TestCa::new("reload");
     let first = ca.issue_server();
-    let (addr, certificates) = start(&first).await;
+    let (addr, certificates, shared) = start(&first).await;
     let old_stream = tls_connect(addr, &ca.ca_pem).await.unwrap();
     assert_eq!(served(&old_stream), first.der);
     let mut old = wss_client(old_stream, addr).await;
 
     let second = ca.issue_server();
     assert_ne!(first.der, second.der);
-    certificates.reload().expect("reload");
+    certificates.reload_and_log("test", &shared.metrics);
     let new_stream = tls_connect(addr, &ca.ca_pem).await.unwrap();
     assert_eq!(served(&new_stream), second.der);
     let mut new = wss_client(new_stream, addr).await;
@@ -138,9 +152,16 @@ async fn a_reload_is_served_to_new_connections_while_old_ones_stay() {
 
     // A broken renewal: the reload fails, the last good certificate stays.
     std::fs::write(&second.key, "not a key").unwrap();
-    assert!(certificates.reload().is_err());
+    certificates.reload_and_log("test", &shared.metrics);
     let again = tls_connect(addr, &ca.ca_pem).await.unwrap();
     assert_eq!(served(&again), second.der);
+    let text = shared.metrics_text();
+    for line in [
+        "sodp_tls_reloads_total{result=\"ok\"} 1\n",
+        "sodp_tls_reloads_total{result=\"failed\"} 1\n",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
 }
 
 #[test]

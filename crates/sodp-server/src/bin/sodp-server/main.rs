@@ -57,7 +57,7 @@ async fn main() -> std::process::ExitCode {
     } else {
         "ws"
     };
-    reload_on_sighup(server.certificates());
+    reload_on_sighup(server.certificates(), server.shared().metrics.clone());
     info!(
         "sodp-server {} listening on {scheme}://{addr} (GET /health on the same port)",
         env!("CARGO_PKG_VERSION")
@@ -96,7 +96,10 @@ fn announce(
 /// Reloads the TLS certificate on every SIGHUP (`systemctl reload`). The
 /// handler is installed before the server announces itself and also without
 /// TLS, so a SIGHUP never kills the server.
-fn reload_on_sighup(certificates: Option<std::sync::Arc<sodp_server::tls::Certificates>>) {
+fn reload_on_sighup(
+    certificates: Option<std::sync::Arc<sodp_server::tls::Certificates>>,
+    metrics: std::sync::Arc<sodp_server::metrics::Metrics>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot install the SIGHUP handler");
@@ -105,7 +108,7 @@ fn reload_on_sighup(certificates: Option<std::sync::Arc<sodp_server::tls::Certif
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             match &certificates {
-                Some(certificates) => certificates.reload_and_log("SIGHUP"),
+                Some(certificates) => certificates.reload_and_log("SIGHUP", &metrics),
                 None => info!("SIGHUP: nothing to reload (no --tls-cert)"),
             }
         }
