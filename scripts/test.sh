@@ -3,7 +3,7 @@
 # whole Rust workspace (unit, property, integration tests against real server
 # processes, the durable-state crash test), the Python package (ruff, mypy
 # --strict, pytest including the interop suite against the published
-# sodp-client 0.2.2), and the TypeScript packages (tsc --strict, biome, unit,
+# sodp-client 0.2.2, directly and behind nginx and Caddy), and the TypeScript packages (tsc --strict, biome, unit,
 # integration against the real server, end-to-end in Chromium).
 #
 # Python dependencies go into ./.venv (created on first run); npm packages into

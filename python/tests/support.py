@@ -33,16 +33,29 @@ def server_binary() -> Path:
         if not path.exists():
             raise RuntimeError(f"SODP_SERVER_BIN={env} does not exist")
         return path
-    path = REPO / "target" / "debug" / "sodp-server"
+    return _cargo_binary("sodp-server", "sodp-server")
+
+
+def cli_binary() -> Path:
+    """The ``sodp`` command-line tool (the Rust client), next to the server
+    binary (``$SODP_SERVER_BIN``'s directory, else target/debug)."""
+    env = os.environ.get("SODP_SERVER_BIN")
+    if env and (Path(env).parent / "sodp").exists():
+        return Path(env).parent / "sodp"
+    return _cargo_binary("sodp-cli", "sodp")
+
+
+def _cargo_binary(package: str, name: str) -> Path:
+    path = REPO / "target" / "debug" / name
     if not path.exists():
-        print("building sodp-server (cargo build -p sodp-server) ...", file=sys.stderr)
-        subprocess.run(["cargo", "build", "-p", "sodp-server"], cwd=REPO, check=True)
+        print(f"building {name} (cargo build -p {package}) ...", file=sys.stderr)
+        subprocess.run(["cargo", "build", "-p", package], cwd=REPO, check=True)
     if not path.exists():
         raise RuntimeError(f"cargo build did not produce {path}")
     return path
 
 
-_LISTENING = re.compile(r"listening ws://127\.0\.0\.1:(\d+)$")
+_LISTENING = re.compile(r"listening wss?://127\.0\.0\.1:(\d+)$")
 
 
 def _drain_stdout(stdout: IO[bytes], first: queue.Queue[bytes], log_path: Path) -> None:
@@ -94,6 +107,11 @@ class ServerProcess:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
+    @property
+    def wss_url(self) -> str:
+        """With ``--tls-cert``: the test CA's certificates name localhost."""
+        return f"wss://localhost:{self.port}"
+
     def start(self, timeout: float = 15.0) -> None:
         self.env.setdefault("RUST_LOG", "warn")
         port = 0 if self._port is None else self._port
@@ -141,13 +159,7 @@ class ServerProcess:
         self._join_drain()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc)
         self._join_drain()
 
     def _join_drain(self) -> None:
@@ -159,6 +171,17 @@ class ServerProcess:
         with contextlib.suppress(OSError):
             return self.log_path.read_text(errors="replace")[-n:]
         return ""
+
+
+def terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL if it is still there after 10 s."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 class CuttableProxy:
@@ -349,15 +372,28 @@ EXAMPLES = Path(__file__).resolve().parent / "doc_examples"
 
 
 def run_example(
-    name: str, port: int, tmp: Path, python: str = sys.executable, timeout: float = 60
+    name: str,
+    port: int,
+    tmp: Path,
+    python: str = sys.executable,
+    timeout: float = 60,
+    *,
+    url: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> str:
-    """Run a document example with only its port changed; return its stdout."""
+    """Run a document example with only its URL changed (to *url*, default
+    ``ws://localhost:PORT``); return its stdout. *env* adds variables."""
     text = (EXAMPLES / name).read_text(encoding="utf-8")
     assert "ws://localhost:7777" in text
     script = tmp / name
-    script.write_text(text.replace("ws://localhost:7777", f"ws://localhost:{port}"))
+    script.write_text(text.replace("ws://localhost:7777", url or f"ws://localhost:{port}"))
     proc = subprocess.run(
-        [python, str(script)], capture_output=True, text=True, timeout=timeout, cwd=tmp
+        [python, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp,
+        env={**os.environ, **env} if env else None,
     )
     assert proc.returncode == 0, f"{name} failed ({proc.returncode}):\n{proc.stderr}"
     return proc.stdout

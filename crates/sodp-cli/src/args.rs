@@ -32,6 +32,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "SODP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// CA certificates (PEM) to trust for wss:// instead of the public
+    /// roots: a private CA or a self-signed server.
+    #[arg(long, global = true, env = "SODP_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+
     /// Seconds to wait for the connection and for each call's result.
     #[arg(long, global = true, default_value_t = 10.0, value_parser = parse_seconds)]
     pub timeout: f64,

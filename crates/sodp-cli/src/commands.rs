@@ -2,7 +2,7 @@
 
 use futures_util::stream::{select_all, StreamExt};
 use serde_json::Value as Json;
-use sodp_client::{Client, Error, Source, WriteOptions};
+use sodp_client::{Client, ClientBuilder, Error, Source, WriteOptions};
 use tokio::sync::watch;
 
 use crate::args::{Cli, Command, ConditionFlags, WriteFlags};
@@ -93,14 +93,11 @@ fn print_version(client: &Client, version: sodp_client::Result<u64>) -> Result<(
 /// A client for one-shot commands: no retries, so an unreachable server is
 /// an immediate, clear error.
 async fn connect_once(cli: &Cli) -> Result<Client, CliError> {
-    let mut builder = Client::builder(&cli.url)
+    let builder = Client::builder(&cli.url)
         .reconnect(false)
         .connect_timeout(cli.timeout())
         .call_timeout(Some(cli.timeout()));
-    if let Some(token) = &cli.token {
-        builder = builder.token(token);
-    }
-    let client = builder.build()?;
+    let client = credentials(cli, builder)?.build()?;
     client.ready().await?;
     Ok(client)
 }
@@ -111,17 +108,27 @@ fn connect_lasting(
     cli: &Cli,
     on_connect: impl Fn() + Send + Sync + 'static,
 ) -> Result<Client, CliError> {
-    let mut builder = Client::builder(&cli.url)
+    let builder = Client::builder(&cli.url)
         .retry_first_connect(false)
         .connect_timeout(cli.timeout())
         .call_timeout(Some(cli.timeout()))
         .max_reconnect_delay(std::time::Duration::from_secs(5))
         .on_connect(on_connect)
         .on_error(|e| eprintln!("sodp: warning: {e}"));
+    Ok(credentials(cli, builder)?.build()?)
+}
+
+/// The token (`--token`) and the CA to trust for `wss://` (`--ca-file`).
+fn credentials(cli: &Cli, mut builder: ClientBuilder) -> Result<ClientBuilder, CliError> {
     if let Some(token) = &cli.token {
         builder = builder.token(token);
     }
-    Ok(builder.build()?)
+    if let Some(path) = &cli.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| CliError::Usage(format!("--ca-file {}: {e}", path.display())))?;
+        builder = builder.tls_ca_pem(pem);
+    }
+    Ok(builder)
 }
 
 async fn call(cli: &Cli, method: &str, args: Json) -> Result<(), CliError> {

@@ -2,6 +2,8 @@
 
 #[path = "../../sodp-client/tests/common/mod.rs"]
 mod common;
+#[path = "../../sodp-client/tests/common/test_ca.rs"]
+mod test_ca;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -569,4 +571,54 @@ async fn without_the_extensions_get_falls_back_and_the_rest_is_unsupported() {
             "{args:?}: {err}"
         );
     }
+}
+
+#[test]
+fn ca_file_for_wss_and_a_wrong_ca_is_refused() {
+    let ca = test_ca::TestCa::new("cli");
+    let files = ca.issue_server();
+    let server = TestServer::start_with(&[
+        "--tls-cert",
+        files.cert.to_str().unwrap(),
+        "--tls-key",
+        files.key.to_str().unwrap(),
+    ]);
+    let url = server.wss_url();
+    let ca_file = ca.ca_file();
+    let ca_file = ca_file.to_str().unwrap();
+    let v = ok_json(&url, &["set", "k", "{\"a\":1}", "--ca-file", ca_file]);
+    assert!(v["version"].is_u64(), "{v}");
+    // The same through the environment.
+    let out = Command::new(env!("CARGO_BIN_EXE_sodp"))
+        .args(["get", "k"])
+        .env("SODP_URL", &url)
+        .env("SODP_CA_FILE", ca_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        json!({"a": 1})
+    );
+
+    let other = test_ca::TestCa::new("cli-other");
+    for args in [
+        vec!["get", "k", "--ca-file", other.ca_file().to_str().unwrap()],
+        vec!["get", "k"],
+    ] {
+        let out = sodp(&url, &args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("TLS") && stderr.contains("UnknownIssuer"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let out = sodp(&url, &["get", "k", "--ca-file", "/nonexistent/ca.pem"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ca.pem"));
 }

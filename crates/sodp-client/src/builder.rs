@@ -20,6 +20,7 @@ impl Client {
         ClientBuilder {
             url: url.into(),
             config: Config::new(),
+            ca_pem: None,
         }
     }
 
@@ -47,6 +48,8 @@ impl Client {
 pub struct ClientBuilder {
     url: String,
     config: Config,
+    /// Parsed by `build` (see [`ClientBuilder::tls_ca_pem`]).
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -169,6 +172,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Trust these CA certificates (PEM, one or more) for `wss://` instead of
+    /// the built-in webpki roots: a private CA or a self-signed server.
+    /// Checked by [`build`](Self::build) (no certificate in it:
+    /// [`Error::Config`]). Without the `tls` feature, `build` refuses it.
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
     /// Validates the configuration and starts connecting in the background.
     /// Must be called inside a Tokio runtime.
     pub fn build(mut self) -> Result<Client> {
@@ -177,6 +189,19 @@ impl ClientBuilder {
             return Err(Error::Config(
                 "the watch buffer must hold at least one update".into(),
             ));
+        }
+        if let Some(pem) = &self.ca_pem {
+            #[cfg(feature = "tls")]
+            {
+                self.config.tls = Some(crate::tls::trusting(pem)?);
+            }
+            #[cfg(not(feature = "tls"))]
+            {
+                let _ = pem;
+                return Err(Error::Config(
+                    "tls_ca_pem needs the `tls` feature of sodp-client".into(),
+                ));
+            }
         }
         if self.config.backoff.max < self.config.backoff.base {
             self.config.backoff.max = self.config.backoff.base;

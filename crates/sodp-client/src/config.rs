@@ -49,6 +49,10 @@ pub(crate) struct Config {
     pub on_disconnect: Option<Hook>,
     pub on_error: Option<ErrorHook>,
     pub wall_clock: WallClock,
+    /// `wss://` trusting only a private CA (`tls_ca_pem`); `None`: the
+    /// webpki roots.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Config {
@@ -72,6 +76,8 @@ impl Config {
             on_disconnect: None,
             on_error: None,
             wall_clock: Arc::new(SystemTime::now),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 

@@ -29,7 +29,7 @@ pub async fn connect(config: &Config) -> Result<Session, Error> {
 }
 
 async fn open(config: &Config) -> Result<Session, Error> {
-    let mut conn = Connection::open(&config.url).await?;
+    let mut conn = Connection::open(config).await?;
     let first = next_frame(&mut conn).await?;
     if first.kind != FrameType::Hello {
         return Err(Error::Protocol(format!(

@@ -105,7 +105,8 @@
 //!   sans-I/O), `mailbox` (one watcher's bounded, conflating buffer),
 //!   `messages` (frame bodies), `refresh` and `token` (tokens and in-band
 //!   refresh), `backoff`, `url`, `convert` (serde), `random` (idempotency
-//!   keys and retry jitter without a dependency).
+//!   keys and retry jitter without a dependency), `tls` (a private CA for
+//!   `wss://`).
 //!
 //! # Behaviour
 //! - Several watchers of one key share one server subscription; the last
@@ -167,6 +168,8 @@ mod refresh;
 mod shared;
 mod socket;
 mod subscriptions;
+#[cfg(feature = "tls")]
+mod tls;
 mod token;
 mod url;
 

@@ -7,6 +7,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{self, protocol::CloseFrame, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::config::Config;
 use crate::error::Error;
 
 /// Nesting limit for incoming frames (the frame array is level 1). Above
@@ -29,9 +30,20 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Opens the WebSocket (TCP_NODELAY on).
-    pub async fn open(url: &str) -> Result<Connection, Error> {
-        let (ws, _response) = tokio_tungstenite::connect_async_with_config(url, None, true)
+    /// Opens the WebSocket (TCP_NODELAY on), over TLS for `wss://` (with
+    /// the configured CA, if any).
+    pub async fn open(config: &Config) -> Result<Connection, Error> {
+        let url = config.url.as_str();
+        #[cfg(feature = "tls")]
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(
+            url,
+            None,
+            true,
+            config.tls.clone().map(tokio_tungstenite::Connector::Rustls),
+        );
+        #[cfg(not(feature = "tls"))]
+        let connecting = tokio_tungstenite::connect_async_with_config(url, None, true);
+        let (ws, _response) = connecting
             .await
             .map_err(|e| Error::Connection(format!("cannot connect to {url}: {}", describe(&e))))?;
         Ok(Connection {
@@ -110,6 +122,7 @@ pub fn describe(e: &tungstenite::Error) -> String {
             ErrorKind::ConnectionAborted => "connection aborted".into(),
             ErrorKind::TimedOut => "timed out".into(),
             ErrorKind::UnexpectedEof => "connection closed".into(),
+            _ if is_tls_error(io) => format!("TLS: {io}"),
             _ => io.to_string(),
         },
         E::Http(response) => format!(
@@ -120,4 +133,15 @@ pub fn describe(e: &tungstenite::Error) -> String {
         E::Url(u) => format!("bad URL: {u}"),
         other => other.to_string(),
     }
+}
+
+/// rustls errors (an untrusted or mismatched certificate) arrive wrapped in
+/// an `io::Error`.
+fn is_tls_error(io: &std::io::Error) -> bool {
+    #[cfg(feature = "tls")]
+    if let Some(inner) = io.get_ref() {
+        return inner.is::<rustls::Error>();
+    }
+    let _ = io;
+    false
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use sodp_auth::SecurityConfig;
 
 use crate::clock::ClockSource;
+use crate::proxy::TrustedProxies;
 use crate::storage::durable::Fsync;
+use crate::tls::TlsConfig;
 
 /// Everything the server can be told.
 #[derive(Debug, Clone)]
@@ -20,6 +22,11 @@ pub struct Config {
     pub health_addr: Option<SocketAddr>,
     /// Optional listener for `GET /metrics` (Prometheus).
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve `wss://` (and HTTPS `/health`…) on `addr` with this
+    /// certificate; `None`: plain `ws://`.
+    pub tls: Option<TlsConfig>,
+    /// Proxies whose `X-Forwarded-For` names the client (see `proxy`).
+    pub trusted_proxies: TrustedProxies,
     pub limits: Limits,
     /// The server sends HEARTBEAT this often; two silent intervals close
     /// the connection.
@@ -117,6 +124,8 @@ impl Default for Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 7777)),
             health_addr: None,
             metrics_addr: None,
+            tls: None,
+            trusted_proxies: TrustedProxies::default(),
             limits: Limits::default(),
             heartbeat_interval: Duration::from_secs(30),
             history_len: 1000,

@@ -8,8 +8,7 @@
 use std::io;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -28,6 +27,8 @@ pub enum Request {
     Upgrade {
         accept_key: String,
         origin: Option<String>,
+        /// Every `X-Forwarded-For` value, comma-joined (see `proxy`).
+        forwarded_for: Option<String>,
         leftover: Vec<u8>,
     },
     /// Anything else: answer with this status and message.
@@ -35,7 +36,11 @@ pub enum Request {
 }
 
 /// Reads and classifies the request head within `timeout`.
-pub async fn read_request(stream: &mut TcpStream, timeout: Duration) -> io::Result<Request> {
+/// `stream` is the TCP connection, or the TLS stream over it.
+pub async fn read_request<S>(stream: &mut S, timeout: Duration) -> io::Result<Request>
+where
+    S: AsyncRead + Unpin,
+{
     match time::timeout(timeout, read_head(stream)).await {
         Ok(result) => result,
         Err(_) => Err(io::Error::new(
@@ -45,7 +50,7 @@ pub async fn read_request(stream: &mut TcpStream, timeout: Duration) -> io::Resu
     }
 }
 
-async fn read_head(stream: &mut TcpStream) -> io::Result<Request> {
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Request> {
     // Read straight into the heap buffer: a stack array here would be held
     // inside every connection's future for the connection's whole life.
     let mut buf = Vec::with_capacity(1024);
@@ -99,6 +104,7 @@ fn classify(req: &httparse::Request<'_, '_>, leftover: Vec<u8>) -> Request {
         return Request::Upgrade {
             accept_key: derive_accept_key(key.trim().as_bytes()),
             origin: header("origin").map(str::to_owned),
+            forwarded_for: joined(req, "x-forwarded-for"),
             leftover,
         };
     }
@@ -114,17 +120,33 @@ fn classify(req: &httparse::Request<'_, '_>, leftover: Vec<u8>) -> Request {
     }
 }
 
+/// All values of a header that may repeat, comma-joined.
+fn joined(req: &httparse::Request<'_, '_>, name: &str) -> Option<String> {
+    let values: Vec<&str> = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(name))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
 /// Completes the upgrade (101 Switching Protocols).
-pub async fn accept_upgrade(stream: &mut TcpStream, accept_key: &str) -> io::Result<()> {
+pub async fn accept_upgrade<S>(stream: &mut S, accept_key: &str) -> io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept_key}\r\n\r\n"
     );
-    stream.write_all(response.as_bytes()).await
+    stream.write_all(response.as_bytes()).await?;
+    // A TLS stream holds what was written until flushed.
+    stream.flush().await
 }
 
 /// Writes a complete HTTP response and closes the write side.
-pub async fn respond(
-    stream: &mut TcpStream,
+pub async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     status: u16,
     content_type: &str,
     body: &str,

@@ -7,6 +7,8 @@
 //!   clock, the session registry).
 //! - [`server`]: the listeners, graceful shutdown.
 //! - [`http`]: the HTTP side of a connection: `/health`, the WebSocket upgrade.
+//! - [`tls`]: `wss://` — the rustls configuration, certificate reloads.
+//! - [`proxy`]: the client's address behind trusted reverse proxies.
 //! - [`session`]: one connection — the protocol state machine (`session`),
 //!   its I/O loop (`session::io`), AUTH (`session::auth`), WATCH/RESUME/
 //!   UNWATCH (`session::watch`), HELLO (`session::hello`).
@@ -51,12 +53,14 @@ pub mod memory;
 pub mod methods;
 pub mod metrics;
 pub mod outbox;
+pub mod proxy;
 pub mod server;
 pub mod session;
 pub mod shared;
 pub mod size;
 pub mod storage;
 pub mod store;
+pub mod tls;
 pub mod wire;
 
 pub use config::{Config, Limits};

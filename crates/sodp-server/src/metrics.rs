@@ -35,6 +35,11 @@ pub struct Reason {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub result: &'static str,
+}
+
 /// A histogram whose `observe` is a few atomic adds: prometheus-client's
 /// own takes a mutex, which every session would contend for on every CALL.
 #[derive(Clone, Debug)]
@@ -120,6 +125,11 @@ pub struct Metrics {
     pub sessions_closed: Family<Reason, Counter>,
     pub auth_failures: Family<Reason, Counter>,
     pub acl_denials: Counter,
+    /// TLS handshakes that failed (untrusted certificate, plain HTTP on the
+    /// TLS port, timeouts).
+    pub tls_handshake_failures: Counter,
+    /// Certificate reloads by `result` (`ok`, `failed`).
+    pub tls_reloads: Family<Outcome, Counter>,
     pub storage_sync_seconds: Histogram,
     pub connections: Gauge,
     state: StateGauges,
@@ -182,6 +192,9 @@ impl Metrics {
         for reason in AUTH_FAILURE_REASONS {
             drop(self.auth_failures.get_or_create(&Reason { reason }));
         }
+        for result in ["ok", "failed"] {
+            drop(self.tls_reloads.get_or_create(&Outcome { result }));
+        }
         for close in crate::outbox::Close::ALL {
             drop(self.sessions_closed.get_or_create(&Reason {
                 reason: close.label(),
@@ -222,6 +235,8 @@ impl Metrics {
             sessions_closed: Family::default(),
             auth_failures: Family::default(),
             acl_denials: Counter::default(),
+            tls_handshake_failures: Counter::default(),
+            tls_reloads: Family::default(),
             storage_sync_seconds: latency(),
             connections: Gauge::default(),
             state: StateGauges {
@@ -351,6 +366,16 @@ impl Metrics {
             "sodp_acl_denials",
             "Requests refused by the ACL (403)",
             self.acl_denials.clone(),
+        );
+        r.register(
+            "sodp_tls_handshake_failures",
+            "TLS handshakes that failed or timed out (--tls-cert)",
+            self.tls_handshake_failures.clone(),
+        );
+        r.register(
+            "sodp_tls_reloads",
+            "TLS certificate reloads (file change or SIGHUP), by result",
+            self.tls_reloads.clone(),
         );
         r.register(
             "sodp_storage_sync_duration_seconds",

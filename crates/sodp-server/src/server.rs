@@ -1,5 +1,11 @@
-//! The listener: accepts TCP connections, routes each to `/health` or a
-//! session, counts connections, and shuts down gracefully.
+//! The listener: accepts TCP connections (completing the TLS handshake
+//! with `--tls-cert`), routes each to `/health` or a session, counts
+//! connections, and shuts down gracefully.
+//!
+//! Everything after the TLS handshake is generic over the stream, so a
+//! plain connection runs exactly the code it ran before TLS existed
+//! (`serve::<TcpStream>`), and a TLS one the same code over
+//! `TlsStream<TcpStream>`.
 //!
 //! Shutdown: stop accepting, tell every session (they close with a
 //! WebSocket close frame and release their presence paths), then wait —
@@ -11,9 +17,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
@@ -23,6 +31,7 @@ use crate::http::{self, Request};
 use crate::memory;
 use crate::session;
 use crate::shared::{SetupError, Shared};
+use crate::tls::{self, Certificates, TlsError};
 
 /// Initial read buffer of a connection (see `connection`).
 const READ_BUFFER_BYTES: usize = 2048;
@@ -34,6 +43,16 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: io::Error },
     #[error(transparent)]
     Setup(#[from] SetupError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("TLS configuration: {0}")]
+    TlsConfig(#[from] rustls::Error),
+}
+
+/// What TLS needs at accept time.
+struct Tls {
+    certificates: Arc<Certificates>,
+    acceptor: TlsAcceptor,
 }
 
 /// A bound, not yet running, server.
@@ -41,12 +60,26 @@ pub struct Server {
     listener: TcpListener,
     health_listener: Option<TcpListener>,
     metrics_listener: Option<TcpListener>,
+    tls: Option<Tls>,
     shared: Arc<Shared>,
 }
 
 impl Server {
     /// Loads the policy and binds the listeners.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
+        // Before anything else: a bad certificate is the operator's
+        // mistake to hear about at once, not after recovery.
+        let tls = match &config.tls {
+            Some(tls) => {
+                let certificates = Certificates::load(tls.clone())?;
+                let acceptor = TlsAcceptor::from(certificates.server_config()?);
+                Some(Tls {
+                    certificates,
+                    acceptor,
+                })
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared::new(config)?);
         let listen = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -66,8 +99,14 @@ impl Server {
             listener,
             health_listener,
             metrics_listener,
+            tls,
             shared,
         })
+    }
+
+    /// With TLS: the certificates served, to reload on SIGHUP.
+    pub fn certificates(&self) -> Option<Arc<Certificates>> {
+        self.tls.as_ref().map(|t| t.certificates.clone())
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -109,9 +148,15 @@ impl Server {
         }
         let trimmer = tokio::spawn(memory::trim_after_disconnects(self.shared.clone()));
         let expiry = tokio::spawn(crate::store::expire_keys(self.shared.clone()));
+        let reloader = self.tls.as_ref().map(|t| {
+            let metrics = self.shared.metrics.clone();
+            tokio::spawn(tls::watch_files(t.certificates.clone(), metrics))
+        });
+        let acceptor = self.tls.as_ref().map(|t| t.acceptor.clone());
         tokio::pin!(shutdown);
         let serve = accept_loop(&self.listener, |tcp, peer| {
-            tokio::spawn(connection(tcp, peer, self.shared.clone(), alive_tx.clone()));
+            let (shared, alive) = (self.shared.clone(), alive_tx.clone());
+            tokio::spawn(connection(tcp, peer, shared, acceptor.clone(), alive));
         });
         tokio::select! {
             () = serve => {}
@@ -124,6 +169,9 @@ impl Server {
         drop(alive_tx);
         trimmer.abort();
         expiry.abort();
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         let grace = self.shared.config.shutdown_grace + Duration::from_secs(1);
         if time::timeout(grace, alive_rx.recv()).await.is_err() {
             warn!("some connections did not finish within the grace period");
@@ -134,13 +182,38 @@ impl Server {
     }
 }
 
+/// One accepted connection: the TLS handshake when configured, then
+/// [`serve`]. `_alive` is held until the connection is over (shutdown
+/// waits for it).
 async fn connection(
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
     _alive: mpsc::Sender<()>,
 ) {
     let _ = tcp.set_nodelay(true);
+    let Some(acceptor) = tls else {
+        return serve(tcp, peer, shared).await;
+    };
+    match time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => serve(stream, peer, shared).await,
+        Ok(Err(e)) => {
+            shared.metrics.tls_handshake_failures.inc();
+            debug!(%peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            shared.metrics.tls_handshake_failures.inc();
+            debug!(%peer, "TLS handshake timed out");
+        }
+    }
+}
+
+/// Reads the request and answers it, or runs the session it upgrades to.
+async fn serve<S>(mut tcp: S, peer: SocketAddr, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let request = match http::read_request(&mut tcp, shared.config.handshake_timeout).await {
         Ok(r) => r,
         Err(e) => {
@@ -167,17 +240,21 @@ async fn connection(
             accept_key,
             leftover,
             origin,
+            forwarded_for,
         } => {
+            // Behind a trusted proxy, the client it names; else the peer.
+            let remote =
+                (shared.config.trusted_proxies).client_ip(peer.ip(), forwarded_for.as_deref());
             if !shared.policy.origins.allows(origin.as_deref()) {
-                debug!(%peer, ?origin, "origin refused");
+                debug!(%remote, %peer, ?origin, "origin refused");
                 let _ = http::respond(&mut tcp, 403, "text/plain", "origin not allowed").await;
                 return;
             }
             // Held for the session's life; dropping it frees the slot.
-            let _permit = match shared.policy.connections.try_acquire(peer.ip()) {
+            let _permit = match shared.policy.connections.try_acquire(remote) {
                 Ok(permit) => permit,
                 Err(e) => {
-                    debug!(%peer, error = %e, "connection refused");
+                    debug!(%remote, %peer, error = %e, "connection refused");
                     let _ = http::respond(&mut tcp, 503, "text/plain", &e.to_string()).await;
                     return;
                 }
@@ -197,7 +274,7 @@ async fn connection(
                 WebSocketStream::from_partially_read(tcp, leftover, Role::Server, Some(ws_config))
                     .await;
             let outbox = shared.open_session();
-            debug!(%peer, session = outbox.id(), "session started");
+            debug!(%remote, %peer, session = outbox.id(), "session started");
             // The session deregisters itself when it ends (its `Holdings`).
             session::run(ws, shared.clone(), outbox).await;
         }

@@ -22,8 +22,6 @@ use sodp_auth::JwtConfig;
 use sodp_proto::{DeltaOp, Frame, FrameType, Value};
 use sodp_server::Config;
 use tokio::net::TcpSocket;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::MaybeTlsStream;
 
@@ -229,15 +227,7 @@ async fn all_sessions_gone(server: &TestServer) {
 /// A WebSocket upgrade with an `Origin` header; `Err(status)` when the
 /// server answers with an HTTP status instead of 101.
 async fn connect_with_origin(server: &TestServer, origin: &str) -> Result<TestClient, u16> {
-    let mut request = server.url().into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("Origin", HeaderValue::from_str(origin).unwrap());
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, _)) => Ok(TestClient::from_ws(ws).await),
-        Err(WsError::Http(response)) => Err(response.status().as_u16()),
-        Err(e) => panic!("unexpected connect error {e}"),
-    }
+    connect_with_header(&server.url(), "Origin", origin).await
 }
 
 /// A WebSocket upgrade from a chosen local address (127.0.0.x are all

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import ssl as _ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
@@ -180,6 +181,12 @@ class SodpClient:
     flight when the connection drops is resent with the same key after the
     reconnect instead of failing: the server applies it once and the caller
     gets its RESULT (exactly-once writes; see :mod:`sodp.protocol`).
+
+    ``ssl`` is the :class:`ssl.SSLContext` for ``wss://`` (default: the
+    system's trusted CAs), e.g. ``ssl.create_default_context(cafile="ca.pem")``
+    for a private CA. A certificate that does not verify is reported to
+    ``on_error`` (and the log) as :class:`~sodp.errors.ConnectionLost` on each
+    attempt; with ``reconnect=False`` it is what ``await client.ready`` raises.
     """
 
     def __init__(
@@ -200,6 +207,7 @@ class SodpClient:
         max_message_size: int | None = None,
         max_pending_callbacks: int = 1024,
         max_pending_calls: int = 1024,
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
         try:
             self._loop = asyncio.get_running_loop()
@@ -209,6 +217,12 @@ class SodpClient:
                 "(in an async function or under asyncio.run())"
             ) from None
         self._url = _normalize_url(url)
+        if ssl is not None and not self._url.startswith("wss://"):
+            raise ValueError(f"ssl= is for wss:// (or sodps://) URLs, not {url!r}")
+        self._ssl = ssl
+        # Why the last connection attempt failed, when that is worth telling
+        # (an unverifiable certificate); None after a success.
+        self._connect_error: SodpError | None = None
         self._token = token
         self._token_provider = token_provider
         self._reconnect = reconnect
@@ -343,7 +357,8 @@ class SodpClient:
             if self._closed or self._fatal is not None:
                 break
             if not self._reconnect:
-                self._fail_everything(ConnectionLost("disconnected (reconnect=False)"))
+                why = self._connect_error or ConnectionLost("disconnected (reconnect=False)")
+                self._fail_everything(why)
                 self._closed = True
                 break
             delay = self._backoff.next_delay()
@@ -351,6 +366,9 @@ class SodpClient:
             await self._sleep(delay)
 
     async def _connect_once(self) -> None:
+        # Passed only when given: websockets picks the default context for
+        # wss:// when ``ssl`` is absent, not when it is None.
+        tls: dict[str, Any] = {} if self._ssl is None else {"ssl": self._ssl}
         try:
             ws = await connect(
                 self._url,
@@ -359,7 +377,15 @@ class SodpClient:
                 ping_timeout=self._ping_interval,
                 max_size=self._max_message_size,
                 compression=None,
+                **tls,
             )
+        except _ssl.SSLCertVerificationError as exc:
+            self._connect_error = ConnectionLost(
+                f"cannot connect to {self._url}: TLS certificate verification failed "
+                f"({exc.verify_message or exc})"
+            )
+            self._report(self._connect_error)
+            return
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             logger.debug("[SODP] connect to %s failed: %s", self._url, exc)
             return
@@ -367,6 +393,7 @@ class SodpClient:
             self._give_up(ConnectionLost(f"invalid URL: {exc}"))
             return
         self._ws = ws
+        self._connect_error = None
         self._protocol.connection_made()
         self._session_token = None
         tasks: dict[str, asyncio.Task[None]] = {}

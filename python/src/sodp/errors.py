@@ -40,7 +40,8 @@ it raised ``RuntimeError`` for refused calls, ``TimeoutError`` for timeouts and
 
 ``ServerError``, ``AuthError``, ``ProtocolError`` and ``DeltaError`` are also
 delivered to the client's ``on_error`` callback; none of them is ever pinned on
-an unrelated pending call.
+an unrelated pending call. So is a ``ConnectionLost`` for a ``wss://``
+certificate that does not verify (one per connection attempt).
 """
 
 from __future__ import annotations

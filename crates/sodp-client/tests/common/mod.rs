@@ -79,7 +79,7 @@ const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A running `sodp-server`; killed on drop.
 ///
 /// Started with `--addr 127.0.0.1:0`: the kernel picks the port and the
-/// server prints `listening ws://127.0.0.1:PORT` as its first stdout line,
+/// server prints `listening ws://127.0.0.1:PORT` (`wss://` with TLS) as its first stdout line,
 /// which is read (with a timeout) to learn it. A server that exits instead
 /// (e.g. it refuses an argument) fails the test with its stderr. Stderr goes
 /// to a log file in the temp directory, removed on drop.
@@ -118,6 +118,17 @@ impl TestServer {
         format!("ws://127.0.0.1:{}", self.port)
     }
 
+    /// The URL of a server started with `--tls-cert` (the test CA's
+    /// certificates name `localhost` and `127.0.0.1`).
+    pub fn wss_url(&self) -> String {
+        format!("wss://localhost:{}", self.port)
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The server's process id (panics when stopped).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("server running").id()
@@ -152,6 +163,7 @@ impl TestServer {
         let bound = match &first {
             Ok(Some(Ok(line))) => line
                 .strip_prefix("listening ws://")
+                .or_else(|| line.strip_prefix("listening wss://"))
                 .and_then(|a| a.trim().parse::<SocketAddr>().ok()),
             _ => None,
         };

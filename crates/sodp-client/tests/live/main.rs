@@ -3,6 +3,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/test_ca.rs"]
+mod test_ca;
 
 mod auth;
 mod buffers;
@@ -11,6 +13,7 @@ mod extensions;
 mod methods;
 mod presence;
 mod reconnect;
+mod tls;
 mod watching;
 
 use std::time::Duration;

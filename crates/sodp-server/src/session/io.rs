@@ -7,7 +7,8 @@
 //! complete WebSocket message once, and everything queued leaves in one
 //! `writev` (one `send` for a single message). tungstenite reads frames and
 //! answers control frames itself; it is flushed before raw writes so the two
-//! never interleave.
+//! never interleave. Generic over the stream: a `TcpStream`, or TLS over one
+//! (`server`), each its own monomorphized loop.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -259,7 +260,9 @@ where
             }
         }
     }
-    Ok(())
+    // TLS holds the records it made until flushed; on a `TcpStream` this
+    // is an immediate no-op (the plain path is unchanged).
+    poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await
 }
 
 /// Sends what is still queued, then the close frame.

@@ -290,7 +290,7 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// A `sodp-server` process started on port 0, with the addresses it
-/// announced on stdout (`listening ws://…`, `health http://…/health`);
+/// announced on stdout (`listening ws://…` or `wss://…`, `health http://…/health`);
 /// killed on drop.
 pub struct Launched {
     pub child: std::process::Child,
@@ -330,7 +330,10 @@ impl Launched {
             }
         };
         let first = next("its address");
-        assert!(first.starts_with("listening ws://"), "{first}");
+        assert!(
+            first.starts_with("listening ws://") || first.starts_with("listening wss://"),
+            "{first}"
+        );
         let port = port_of(&first);
         let health_port = with_health.then(|| {
             let line = next("its health port");
@@ -362,4 +365,23 @@ pub async fn http_get(addr: impl tokio::net::ToSocketAddrs, path: &str) -> Strin
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("read");
     out
+}
+
+/// A WebSocket upgrade to `url` carrying one extra header; `Err(status)`
+/// when the server answers with an HTTP status instead of 101.
+pub async fn connect_with_header(url: &str, name: &str, value: &str) -> Result<TestClient, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        HeaderName::from_bytes(name.as_bytes()).unwrap(),
+        HeaderValue::from_str(value).unwrap(),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(TestClient::from_ws(ws).await),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("unexpected connect error {e}"),
+    }
 }

@@ -15,7 +15,9 @@ use sodp_auth::jwt::JwtConfig;
 use sodp_auth::SecurityConfig;
 
 use sodp_server::config::{default_max_memory, Config, Limits, StorageConfig};
+use sodp_server::proxy::TrustedProxies;
 use sodp_server::storage::durable::Fsync;
+use sodp_server::tls::TlsConfig;
 
 /// SODP state-synchronisation server (WebSocket + MessagePack).
 #[derive(Debug, Parser)]
@@ -45,6 +47,21 @@ pub struct Args {
     /// Extra port (on the same host) answering only GET /health.
     #[arg(long, env = "SODP_HEALTH_PORT")]
     pub health_port: Option<u16>,
+
+    /// Serve wss:// with this certificate chain (PEM, server certificate
+    /// first); needs --tls-key. Reloaded when the file changes or on SIGHUP.
+    #[arg(long, env = "SODP_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SODP_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<String>,
+    /// Seconds between checks of the certificate files for a renewal.
+    #[arg(long, env = "SODP_TLS_RELOAD_SECS", default_value_t = 30.0)]
+    pub tls_reload_secs: f64,
+    /// Comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-For
+    /// names the client (per-IP caps and logs use it); others' is ignored.
+    #[arg(long, env = "SODP_TRUSTED_PROXIES", value_name = "LIST")]
+    pub trusted_proxies: Option<String>,
 
     /// Largest accepted WebSocket message, in bytes.
     #[arg(long, env = "SODP_MAX_FRAME_BYTES", default_value_t = Limits::default().max_message_bytes)]
@@ -250,10 +267,25 @@ impl Args {
             salvage: self.recover,
             ..StorageConfig::new(dir)
         });
+        let tls = match (
+            non_empty(self.tls_cert.as_deref()),
+            non_empty(self.tls_key.as_deref()),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsConfig {
+                reload_interval: secs("--tls-reload-secs", self.tls_reload_secs)?,
+                ..TlsConfig::new(cert, key)
+            }),
+            (None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together: give both or neither".into()),
+        };
+        let trusted_proxies = TrustedProxies::parse(self.trusted_proxies.as_deref().unwrap_or(""))
+            .map_err(|e| e.to_string())?;
         Ok(Config {
             addr,
             health_addr,
             metrics_addr,
+            tls,
+            trusted_proxies,
             storage,
             limits: Limits {
                 max_message_bytes: self.max_message_bytes,
@@ -447,6 +479,32 @@ mod tests {
         assert!(e.contains("rate-writes-per-sec"), "{e}");
         let e = parse(&["--jwt-secret", ""]).unwrap_err();
         assert!(e.contains("SODP_JWT_SECRET"), "{e}");
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_proxies_must_parse() {
+        assert_eq!(parse(&[]).unwrap().tls, None);
+        let c = parse(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-reload-secs",
+            "5",
+        ])
+        .unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(
+            (tls.cert.to_str(), tls.key.to_str()),
+            (Some("c.pem"), Some("k.pem"))
+        );
+        assert_eq!(tls.reload_interval, Duration::from_secs(5));
+        let e = parse(&["--tls-cert", "c.pem"]).unwrap_err();
+        assert!(e.contains("--tls-key"), "{e}");
+        let c = parse(&["--trusted-proxies", "127.0.0.1, 10.0.0.0/8"]).unwrap();
+        assert!(c.trusted_proxies.trusts("10.9.9.9".parse().unwrap()));
+        let e = parse(&["--trusted-proxies", "10.0.0.0/40"]).unwrap_err();
+        assert!(e.contains("10.0.0.0/40"), "{e}");
     }
 
     #[test]

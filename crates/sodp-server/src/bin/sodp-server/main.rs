@@ -1,4 +1,5 @@
-//! `sodp-server`: parse options, start logging, serve until SIGTERM/Ctrl-C.
+//! `sodp-server`: parse options, start logging, serve until SIGTERM/Ctrl-C;
+//! with TLS, SIGHUP reloads the certificate.
 //! The allocator, the log formatter and the flag parser live here, not in
 //! the library.
 
@@ -51,31 +52,38 @@ async fn main() -> std::process::ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let scheme = if server.certificates().is_some() {
+        "wss"
+    } else {
+        "ws"
+    };
+    reload_on_sighup(server.certificates(), server.shared().metrics.clone());
     info!(
-        "sodp-server {} listening on ws://{addr} (GET /health on the same port)",
+        "sodp-server {} listening on {scheme}://{addr} (GET /health on the same port)",
         env!("CARGO_PKG_VERSION")
     );
     // The machine-readable announcement, on stdout whatever RUST_LOG says:
     // with `--addr 127.0.0.1:0` this is how a supervisor or a test learns
     // the port the kernel chose (no bind-drop-rebind race).
     let shutdown = shutdown_signal();
-    announce(&addr, server.health_addr(), server.metrics_addr());
+    announce(scheme, &addr, server.health_addr(), server.metrics_addr());
     server.run(shutdown).await;
     info!("stopped");
     std::process::ExitCode::SUCCESS
 }
 
-/// Prints `listening ws://ADDR` (then `health http://ADDR/health` with
+/// Prints `listening ws://ADDR` (`wss://` with TLS; then `health http://ADDR/health` with
 /// `--health-port`, `metrics http://ADDR/metrics` with `--metrics-port`) on
 /// stdout, one line each, flushed.
 fn announce(
+    scheme: &str,
     addr: &str,
     health: Option<std::net::SocketAddr>,
     metrics: Option<std::net::SocketAddr>,
 ) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "listening ws://{addr}");
+    let _ = writeln!(out, "listening {scheme}://{addr}");
     if let Some(health) = health {
         let _ = writeln!(out, "health http://{health}/health");
     }
@@ -83,6 +91,28 @@ fn announce(
         let _ = writeln!(out, "metrics http://{metrics}/metrics");
     }
     let _ = out.flush();
+}
+
+/// Reloads the TLS certificate on every SIGHUP (`systemctl reload`). The
+/// handler is installed before the server announces itself and also without
+/// TLS, so a SIGHUP never kills the server.
+fn reload_on_sighup(
+    certificates: Option<std::sync::Arc<sodp_server::tls::Certificates>>,
+    metrics: std::sync::Arc<sodp_server::metrics::Metrics>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match &certificates {
+                Some(certificates) => certificates.reload_and_log("SIGHUP", &metrics),
+                None => info!("SIGHUP: nothing to reload (no --tls-cert)"),
+            }
+        }
+    });
 }
 
 /// Returns free heap memory to the OS (the library calls it after bulk
