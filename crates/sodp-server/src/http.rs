@@ -24,12 +24,16 @@ pub enum Request {
     Ready,
     /// Prometheus scrape (answered on `--metrics-port` only).
     Metrics,
-    /// A WebSocket upgrade. `leftover` holds bytes read past the head.
+    /// A WebSocket upgrade. `leftover` holds bytes read past the head;
+    /// `inspector`: on the web inspector's path (`/inspector/ws`).
     Upgrade {
         accept_key: String,
         origin: Option<String>,
         leftover: Vec<u8>,
+        inspector: bool,
     },
+    /// `/inspector` or below (answered only with `--inspector`).
+    Inspector(String),
     /// Anything else: answer with this status and message.
     Refuse(u16, &'static str),
 }
@@ -100,7 +104,11 @@ fn classify(req: &httparse::Request<'_, '_>, leftover: Vec<u8>) -> Request {
             accept_key: derive_accept_key(key.trim().as_bytes()),
             origin: header("origin").map(str::to_owned),
             leftover,
+            inspector: path == crate::inspector::WS_PATH,
         };
+    }
+    if crate::inspector::is_inspector_path(path) {
+        return Request::Inspector(path.to_owned());
     }
     match path {
         "/health" => Request::Health,
@@ -129,6 +137,17 @@ pub async fn respond(
     content_type: &str,
     body: &str,
 ) -> io::Result<()> {
+    respond_with(stream, status, content_type, "", body.as_bytes()).await
+}
+
+/// [`respond`] with extra header lines (each ending in CRLF) and a byte body.
+pub async fn respond_with(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    headers: &str,
+    body: &[u8],
+) -> io::Result<()> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -140,10 +159,11 @@ pub async fn respond(
         503 => "Service Unavailable",
         _ => "Error",
     };
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(response.as_bytes()).await?;
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
     stream.shutdown().await
 }

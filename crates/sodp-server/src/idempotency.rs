@@ -245,7 +245,11 @@ mod tests {
     use sodp_proto::Value;
 
     fn written(version: u64) -> Written {
-        Written { version, ticket: 0 }
+        Written {
+            version,
+            ticket: 0,
+            changed: true,
+        }
     }
 
     #[test]

@@ -163,11 +163,21 @@ async fn connection(
         Request::Refuse(status, message) => {
             let _ = http::respond(&mut tcp, status, "text/plain", message).await;
         }
+        Request::Inspector(path) => {
+            let _ = crate::inspector::serve(&mut tcp, &shared, peer, &path).await;
+        }
         Request::Upgrade {
             accept_key,
             leftover,
             origin,
+            inspector,
         } => {
+            if inspector {
+                if let Err((status, message)) = crate::admin::serves_inspector(&shared, peer) {
+                    let _ = http::respond(&mut tcp, status, "text/plain", message).await;
+                    return;
+                }
+            }
             if !shared.policy.origins.allows(origin.as_deref()) {
                 debug!(%peer, ?origin, "origin refused");
                 let _ = http::respond(&mut tcp, 403, "text/plain", "origin not allowed").await;
@@ -196,7 +206,7 @@ async fn connection(
             let ws =
                 WebSocketStream::from_partially_read(tcp, leftover, Role::Server, Some(ws_config))
                     .await;
-            let outbox = shared.open_session();
+            let outbox = shared.open_session_at(Some(peer), inspector);
             debug!(%peer, session = outbox.id(), "session started");
             // The session deregisters itself when it ends (its `Holdings`).
             session::run(ws, shared.clone(), outbox).await;

@@ -1,10 +1,10 @@
 //! The state every connection shares: configuration, the store, the
 //! security policy, the clock, and the registry of live sessions (so
-//! shutdown can reach them all).
+//! shutdown and the admin methods can reach them all).
 
-use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use sodp_auth::{Policy, PolicyError};
 use tracing::info;
@@ -15,10 +15,12 @@ use crate::error::{ErrorCode, Rejection};
 use crate::idempotency::Idempotency;
 use crate::metrics::{Metrics, StateReading};
 use crate::outbox::{Close, Outbox, SessionId};
+use crate::registry::{Registry, SessionInfo};
 use crate::storage::durable::{Durable, DurableOptions, SnapshotSource};
 use crate::storage::recovery::{self, RecoveryError};
 use crate::storage::{Memory, Storage};
 use crate::store::{Loader, Store, StoreOptions, Validator};
+use crate::writers::{self, Writers};
 
 /// Now in Unix ms on the configured clock (recovery runs before `Shared`
 /// and its clock exist).
@@ -52,10 +54,14 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Remembered outcomes of idempotent writes (extension `idempotency`).
     pub idempotency: Idempotency,
+    /// Every live session (shutdown closes them all; `admin.*` lists them).
+    pub sessions: Registry,
+    /// Who made each recent change; only with `--inspector` (see `writers`).
+    pub writers: Option<Writers>,
+    /// When this server started, Unix ms.
+    pub started_at_ms: u64,
     connections: AtomicUsize,
     next_session: AtomicU64,
-    /// Every live session's outbox, so shutdown can close them all.
-    sessions: Mutex<HashMap<SessionId, Arc<Outbox>>>,
     shutting_down: AtomicBool,
 }
 
@@ -191,7 +197,18 @@ impl Shared {
             }
         }
         let clock = Clock::new(config.clock);
+        if config.inspector.public && policy.jwt.is_none() {
+            tracing::warn!(
+                "--inspector-public without authentication: every client is an administrator"
+            );
+        }
         Ok(Shared {
+            writers: config
+                .inspector
+                .enabled
+                .then(|| Writers::new(writers::CAPACITY)),
+            started_at_ms: clock.since_epoch().as_millis() as u64,
+            sessions: Registry::default(),
             idempotency: Idempotency::new(config.idempotency_window, config.idempotency_max_keys),
             config,
             store,
@@ -200,7 +217,6 @@ impl Shared {
             metrics,
             connections: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
-            sessions: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
         })
     }
@@ -210,27 +226,43 @@ impl Shared {
         self.connections.load(Ordering::Relaxed)
     }
 
-    fn sessions(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<Outbox>>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    /// Registers a new session without a peer (tests, fuzzing).
+    pub fn open_session(&self) -> Arc<Outbox> {
+        self.open_session_at(None, false)
     }
 
-    /// Registers a new session; it is closed at once if shutdown has begun.
-    pub fn open_session(&self) -> Arc<Outbox> {
+    /// Registers a new session from `peer` (`inspector`: opened on
+    /// `/inspector/ws`); it is closed at once if shutdown has begun.
+    pub fn open_session_at(&self, peer: Option<SocketAddr>, inspector: bool) -> Arc<Outbox> {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         self.connections.fetch_add(1, Ordering::Relaxed);
         self.metrics.connections.inc();
         let outbox = Arc::new(Outbox::new(id, self.config.outbound_queue));
-        self.sessions().insert(id, outbox.clone());
+        let now_ms = self.clock.since_epoch().as_millis() as u64;
+        self.sessions.insert(Arc::new(SessionInfo::new(
+            outbox.clone(),
+            peer,
+            inspector,
+            now_ms,
+        )));
         if self.shutting_down.load(Ordering::SeqCst) {
             outbox.close(Close::SHUTDOWN);
         }
         outbox
     }
 
+    /// The registry's record of the session of `outbox` (a detached one if
+    /// it was never registered).
+    pub fn session_info(&self, outbox: &Arc<Outbox>) -> Arc<SessionInfo> {
+        self.sessions
+            .get(outbox.id())
+            .unwrap_or_else(|| Arc::new(SessionInfo::new(outbox.clone(), None, false, 0)))
+    }
+
     /// Removes a session from the registry (done by its `Holdings` when
     /// the session ends).
     pub fn deregister(&self, id: SessionId) {
-        if self.sessions().remove(&id).is_some() {
+        if self.sessions.remove(id) {
             self.connections.fetch_sub(1, Ordering::Relaxed);
             self.metrics.connections.dec();
         }
@@ -239,7 +271,7 @@ impl Shared {
     /// Asks every session to say goodbye.
     pub fn close_all_sessions(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        for outbox in self.sessions().values() {
+        for outbox in self.sessions.outboxes() {
             outbox.close(Close::SHUTDOWN);
         }
     }

@@ -98,6 +98,9 @@ pub struct StoreOptions {
 pub struct Written {
     pub version: u64,
     pub ticket: Ticket,
+    /// The write took `version` (false: it changed nothing, and `version`
+    /// is the key's current one).
+    pub changed: bool,
 }
 
 /// Shared by every session (cheap to share behind an `Arc`).
@@ -640,10 +643,12 @@ impl Store {
                 }
             };
             let admitted = doc.admitted.take();
+            let before = st.version;
             let version = self.finish(slot, st, edit, admitted)?;
             Ok(Written {
                 version,
                 ticket: st.last_ticket,
+                changed: version != before,
             })
         })?
     }

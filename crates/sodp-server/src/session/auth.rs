@@ -116,6 +116,7 @@ impl Session {
         let now = Instant::now();
         debug!(session = self.id, sub = %claims.sub, refreshed, "authenticated");
         self.identity = Identity::from_claims(&claims);
+        self.holdings.info().set_subject(&claims.sub);
         self.auth = AuthState::Live {
             sub: Some(claims.sub.clone()),
             expires_at: now.checked_add(claims.expires_in_precise(self.shared.clock.since_epoch())),

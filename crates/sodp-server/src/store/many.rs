@@ -231,6 +231,7 @@ impl Store {
             return Ok(Written {
                 version: newest.map_or(0, |st| st.version),
                 ticket: guards.iter().map(|st| st.last_ticket).max().unwrap_or(0),
+                changed: false,
             });
         }
         // Commit: one version for every changed key (with the pattern lock
@@ -290,7 +291,11 @@ impl Store {
         } else if !batch.is_empty() {
             self.storage.deliver(ticket, Delivery::Batch(batch));
         }
-        Ok(Written { version, ticket })
+        Ok(Written {
+            version,
+            ticket,
+            changed: true,
+        })
     }
 }
 
