@@ -54,6 +54,9 @@ impl Server {
                 .map_err(|source| StartError::Listen { addr, source })
         };
         let listener = listen(shared.config.addr).await?;
+        if let Ok(addr) = listener.local_addr() {
+            let _ = shared.local_addr.set(addr);
+        }
         let health_listener = match shared.config.health_addr {
             Some(addr) => Some(listen(addr).await?),
             None => None,

@@ -60,6 +60,8 @@ pub struct Shared {
     pub writers: Option<Writers>,
     /// When this server started, Unix ms.
     pub started_at_ms: u64,
+    /// The address the main listener got (set once it is bound).
+    pub local_addr: std::sync::OnceLock<SocketAddr>,
     connections: AtomicUsize,
     next_session: AtomicU64,
     shutting_down: AtomicBool,
@@ -209,6 +211,7 @@ impl Shared {
                 .then(|| Writers::new(writers::CAPACITY)),
             started_at_ms: clock.since_epoch().as_millis() as u64,
             sessions: Registry::default(),
+            local_addr: std::sync::OnceLock::new(),
             idempotency: Idempotency::new(config.idempotency_window, config.idempotency_max_keys),
             config,
             store,

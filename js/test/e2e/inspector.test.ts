@@ -145,6 +145,7 @@ test("an admin token logs in; keys, a live write in the key view and the delta s
   await stream.fill("#deltas-filter", "/game.players.bob");
   await stream.waitForFunction(() => document.querySelectorAll("#deltas-list tr").length === 1, null, WAIT);
   await stream.fill("#deltas-filter", "");
+  await stream.waitForFunction(() => !document.querySelector("#deltas-list")?.textContent?.includes("…"), null, WAIT);
   await shot(page, "keys");
   await shot(stream, "deltas");
 
@@ -166,7 +167,8 @@ test("an admin token logs in; keys, a live write in the key view and the delta s
   // Server view.
   await tab(page, "Server");
   await page.waitForFunction(() => document.querySelector("#server-cards")?.textContent?.includes("single node"), null, WAIT);
-  for (let i = 0; i < 6; i++) {
+  assert.match((await page.textContent("#server-cards")) ?? "", new RegExp(`127\\.0\\.0\\.1:${server.port} \\(this node\\)`));
+  for (let i = 0; i < (SHOTS ? 30 : 6); i++) {
     await writer.setIn("chat.lobby", "/messages/-", { from: "alice", text: `msg ${i}` });
     await new Promise((r) => setTimeout(r, 350));
   }

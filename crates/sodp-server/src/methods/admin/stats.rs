@@ -60,7 +60,10 @@ impl Method for Stats {
             },
             "cluster": {
                 "mode": "single node",
-                "nodes": [{"addr": shared.config.addr.to_string(), "self": true}],
+                "nodes": [{
+                    "addr": shared.local_addr.get().unwrap_or(&shared.config.addr).to_string(),
+                    "self": true,
+                }],
             },
             "inspector": {
                 "enabled": inspector.enabled,
