@@ -2,8 +2,11 @@
 //!
 //! - **The admin permission** (every `admin.*` method): with authentication
 //!   configured, a token holding `--inspector-admin-claim` (no claim
-//!   configured: nobody); without authentication, a session from loopback —
-//!   or from anywhere with `--inspector-public`. It grants the `admin.*`
+//!   configured: nobody); without authentication, and only with
+//!   `--inspector`, a session from loopback — or from anywhere with
+//!   `--inspector-public`. (A server without authentication and without
+//!   `--inspector` has no administrators: behind a reverse proxy on the same
+//!   machine every peer looks like loopback.) It grants the `admin.*`
 //!   methods and nothing else: reads and writes stay under the ACL.
 //! - **The inspector's page** (`/inspector`, its assets, `/inspector/ws`):
 //!   only with `--inspector`; to loopback peers only, unless
@@ -46,7 +49,7 @@ pub fn is_admin(shared: &Shared, info: &SessionInfo, identity: &Identity) -> boo
             _ => false,
         });
     }
-    config.public || info.is_loopback()
+    config.enabled && (config.public || info.is_loopback())
 }
 
 /// The admin methods' refusal: the same for every method and argument, so
@@ -125,13 +128,21 @@ mod tests {
     }
 
     #[test]
-    fn without_auth_only_loopback_is_admin_unless_public() {
+    fn without_auth_only_loopback_is_admin_with_the_inspector_on_unless_public() {
         let anon = Identity::anonymous();
-        let s = shared(|_| {});
+        let s = shared(|c| c.inspector.enabled = true);
         assert!(is_admin(&s, &from("127.0.0.1:9", false), &anon));
         assert!(!is_admin(&s, &from("10.1.2.3:9", false), &anon));
-        let s = shared(|c| c.inspector.public = true);
+        let s = shared(|c| {
+            c.inspector.enabled = true;
+            c.inspector.public = true;
+        });
         assert!(is_admin(&s, &from("10.1.2.3:9", false), &anon));
+        let off = shared(|_| {});
+        assert!(
+            !is_admin(&off, &from("127.0.0.1:9", false), &anon),
+            "no --inspector, no admin"
+        );
     }
 
     #[test]

@@ -101,8 +101,15 @@ async fn refused_everything(c: &mut TestClient, server: &TestServer) {
 }
 
 #[tokio::test]
-async fn without_auth_loopback_sessions_are_administrators() {
+async fn without_auth_and_without_the_inspector_nobody_is_an_administrator() {
     let server = TestServer::start().await;
+    let mut c = server.client().await;
+    refused_everything(&mut c, &server).await;
+}
+
+#[tokio::test]
+async fn without_auth_loopback_sessions_are_administrators_with_the_inspector_on() {
+    let server = TestServer::with(|c| c.inspector.enabled = true).await;
     let mut admin = server.client().await;
     let mut other = server.client().await;
     other.watch("game.board").await;
@@ -124,7 +131,7 @@ async fn without_auth_loopback_sessions_are_administrators() {
     assert_eq!(stats["storage"]["ready"], true);
     assert!(stats["counters"]["calls"].as_u64().unwrap() >= 1, "{stats}");
     assert!(stats["memory"]["max"].as_u64().unwrap() > 0);
-    assert_eq!(stats["inspector"]["writers_recorded"], false);
+    assert_eq!(stats["inspector"]["writers_recorded"], true);
 
     let list = data(&mut admin, "admin.sessions", json!({})).await;
     let sessions = list["sessions"].as_array().unwrap();
@@ -299,8 +306,29 @@ async fn writers_are_recorded_with_the_inspector_on_and_no_op_writes_are_not() {
 }
 
 #[tokio::test]
+async fn without_the_inspector_no_writer_is_recorded() {
+    let server = TestServer::with(|c| with_auth(c, Some("role:admin"))).await;
+    let mut admin = authed(&server, &token("root", json!({"role": "admin"}))).await;
+    let v = admin
+        .ok("state.set", json!({"state": "doc.a", "value": 1}))
+        .await;
+    let w = data(&mut admin, "admin.writers", json!({"versions": [v]})).await;
+    assert_eq!(w["writers"], json!([]));
+    let keys = data(&mut admin, "admin.keys", json!({})).await;
+    assert_eq!(keys["keys"][0]["version"], v);
+    assert_eq!(keys["keys"][0]["writer"], serde_json::Value::Null);
+    let stats = data(&mut admin, "admin.stats", json!({})).await;
+    assert_eq!(stats["inspector"]["writers_recorded"], false);
+    assert!(server.shared.writers.is_none());
+}
+
+#[tokio::test]
 async fn rate_limit_refusals_are_counted_per_session() {
-    let server = TestServer::with(|c| c.security.rate_writes_per_sec = 1).await;
+    let server = TestServer::with(|c| {
+        c.security.rate_writes_per_sec = 1;
+        c.inspector.enabled = true;
+    })
+    .await;
     let mut c = server.client().await;
     let mut refused = 0;
     for i in 0..5 {
