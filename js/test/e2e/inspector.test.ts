@@ -133,6 +133,7 @@ test("an admin token logs in; keys, a live write in the key view and the delta s
   );
   const took = Date.now() - started;
   assert.ok(took <= LIVE_MS, `shown after ${took} ms`);
+  console.log(`[inspector] a write showed in the key view and the delta stream after ${took} ms`);
   // The change is highlighted, and its writer resolved (session and subject).
   assert.ok(await page.$('#key-tree [data-path="/turn"].changed'), "the changed location is highlighted");
   await page.waitForFunction(() => /#\d+ writer/.test(document.querySelector("#key-last-delta")?.textContent ?? ""), null, WAIT);
@@ -141,9 +142,17 @@ test("an admin token logs in; keys, a live write in the key view and the delta s
   await writer.setIn("game.players.alice", "/pos/x", 4);
   await stream.waitForFunction(() => document.querySelectorAll("#deltas-list tr").length >= 3, null, WAIT);
 
+  // Pause: new deltas are counted, not shown, until Resume.
+  await stream.click("#deltas-pause");
+  const { version: pausedVersion } = await writer.setIn("game.players.bob", "/hp", 5);
+  await stream.waitForFunction(() => document.querySelector("#deltas-status")?.textContent === "paused · 1 new", null, WAIT);
+  assert.ok(!((await stream.textContent("#deltas-list")) ?? "").includes(String(pausedVersion)), "not shown while paused");
+  await stream.click("#deltas-pause");
+  await stream.waitForFunction((v) => document.querySelector("#deltas-list")?.textContent?.includes(String(v)), pausedVersion, WAIT);
+
   // Filter by path.
   await stream.fill("#deltas-filter", "/game.players.bob");
-  await stream.waitForFunction(() => document.querySelectorAll("#deltas-list tr").length === 1, null, WAIT);
+  await stream.waitForFunction(() => document.querySelectorAll("#deltas-list tr").length === 2, null, WAIT);
   await stream.fill("#deltas-filter", "");
   await stream.waitForFunction(() => !document.querySelector("#deltas-list")?.textContent?.includes("…"), null, WAIT);
   await shot(page, "keys");
@@ -231,6 +240,34 @@ test("a token without the admin claim is refused", async () => {
   assert.equal(await page.$("button.tab"), null, "no view is shown");
   await shot(page, "refused");
   await page.close();
+});
+
+test("without authentication a loopback page logs in with no token; without --inspector-writes a write is a verbatim 403", async () => {
+  const local = await startServer(["--inspector"]);
+  try {
+    const page = await open();
+    await page.goto(inspectorUrl(local));
+    await page.click("#login-go");
+    await page.waitForSelector("#status.connected", WAIT);
+    assert.match((await page.textContent("header")) ?? "", /no authentication/);
+    await tab(page, "Actions");
+    await page.fill("#action-key", "k");
+    await page.fill("#action-value", "1");
+    await page.click("#action-send");
+    await page.waitForSelector("#action-log .answer.err", WAIT);
+    const answer = JSON.parse(((await page.textContent("#action-log .answer-body")) ?? "").replace(/^← /, ""));
+    assert.deepEqual(answer, {
+      success: false,
+      code: 403,
+      data: "403 the inspector is read-only: start the server with --inspector-writes to write from it",
+      extra: {},
+    });
+    const res = await fetch(`http://127.0.0.1:${local.port}/health`);
+    assert.equal(((await res.json()) as { keys: number }).keys, 0, "nothing was written");
+    await page.close();
+  } finally {
+    await local.stop();
+  }
 });
 
 test("a server without --inspector serves none of it (404)", async () => {

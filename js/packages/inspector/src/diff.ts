@@ -29,9 +29,11 @@ export function diff(a: unknown, b: unknown, path = "", out: Change[] = []): Cha
   if (out.length >= MAX_CHANGES || a === b) return out;
   if (isObject(a) && isObject(b)) {
     for (const k of Object.keys(a)) {
+      if (out.length >= MAX_CHANGES) return out;
       if (!(k in b)) out.push({ path: `${path}/${escapeSegment(k)}`, kind: "removed", before: a[k] });
     }
     for (const [k, v] of Object.entries(b)) {
+      if (out.length >= MAX_CHANGES) return out;
       const p = `${path}/${escapeSegment(k)}`;
       if (!(k in a)) out.push({ path: p, kind: "added", after: v });
       else diff(a[k], v, p, out);
