@@ -6,12 +6,16 @@
 //!   `--inspector`, a session from loopback — or from anywhere with
 //!   `--inspector-public`. (A server without authentication and without
 //!   `--inspector` has no administrators: behind a reverse proxy on the same
-//!   machine every peer looks like loopback.) It grants the `admin.*`
-//!   methods and nothing else: reads and writes stay under the ACL.
+//!   machine every peer looks like loopback.) A session a browser page of
+//!   another origin opened is never an administrator without a token: a
+//!   web page must not reach a local server's admin methods through its
+//!   visitor's browser. It grants the `admin.*` methods and nothing else:
+//!   reads and writes stay under the ACL.
 //! - **The inspector's page** (`/inspector`, its assets, `/inspector/ws`):
 //!   only with `--inspector`; to loopback peers only, unless
 //!   `--inspector-public` is given or tokens decide (authentication with an
-//!   admin claim configured).
+//!   admin claim configured); `/inspector/ws` only from the inspector's own
+//!   page (no cross-site `Origin`).
 //! - **Writes from the inspector**: a session opened on `/inspector/ws` may
 //!   write only with `--inspector-writes`, and only as an administrator.
 //!   Enforced here, by the server, whatever the page does.
@@ -49,7 +53,7 @@ pub fn is_admin(shared: &Shared, info: &SessionInfo, identity: &Identity) -> boo
             _ => false,
         });
     }
-    config.enabled && (config.public || info.is_loopback())
+    config.enabled && !info.cross_site && (config.public || info.is_loopback())
 }
 
 /// The admin methods' refusal: the same for every method and argument, so
@@ -83,6 +87,23 @@ pub fn serves_inspector(shared: &Shared, peer: SocketAddr) -> Result<(), (u16, &
             "the inspector is served to loopback only (see --inspector-public)",
         ))
     }
+}
+
+/// Whether an upgrade on `/inspector/ws` is admitted: as for the page, and
+/// never from another site's page (`cross_site`).
+pub fn admits_inspector_ws(
+    shared: &Shared,
+    peer: SocketAddr,
+    cross_site: bool,
+) -> Result<(), (u16, &'static str)> {
+    serves_inspector(shared, peer)?;
+    if cross_site {
+        return Err((
+            403,
+            "the inspector's WebSocket is for the inspector's own page",
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses a write from an inspector session unless `--inspector-writes`
@@ -119,12 +140,12 @@ mod tests {
     }
 
     fn from(addr: &str, inspector: bool) -> SessionInfo {
-        SessionInfo::new(
-            Arc::new(Outbox::new(1, 1)),
-            Some(addr.parse().unwrap()),
+        let origin = crate::registry::Origin {
+            peer: Some(addr.parse().unwrap()),
             inspector,
-            0,
-        )
+            cross_site: false,
+        };
+        SessionInfo::new(Arc::new(Outbox::new(1, 1)), origin, 0)
     }
 
     #[test]

@@ -25,12 +25,15 @@ pub enum Request {
     /// Prometheus scrape (answered on `--metrics-port` only).
     Metrics,
     /// A WebSocket upgrade. `leftover` holds bytes read past the head;
-    /// `inspector`: on the web inspector's path (`/inspector/ws`).
+    /// `inspector`: on the web inspector's path (`/inspector/ws`);
+    /// `cross_site`: a browser sent it from a page of another origin than
+    /// this server (an `Origin` other than `http(s)://<Host>`).
     Upgrade {
         accept_key: String,
         origin: Option<String>,
         leftover: Vec<u8>,
         inspector: bool,
+        cross_site: bool,
     },
     /// `/inspector` or below (answered only with `--inspector`).
     Inspector(String),
@@ -100,11 +103,16 @@ fn classify(req: &httparse::Request<'_, '_>, leftover: Vec<u8>) -> Request {
         let Some(key) = header("sec-websocket-key") else {
             return Request::Refuse(400, "missing Sec-WebSocket-Key");
         };
+        let origin = header("origin").map(str::to_owned);
+        let cross_site = origin
+            .as_deref()
+            .is_some_and(|o| !same_origin(o, header("host")));
         return Request::Upgrade {
             accept_key: derive_accept_key(key.trim().as_bytes()),
-            origin: header("origin").map(str::to_owned),
+            origin,
             leftover,
             inspector: path == crate::inspector::WS_PATH,
+            cross_site,
         };
     }
     if crate::inspector::is_inspector_path(path) {
@@ -120,6 +128,20 @@ fn classify(req: &httparse::Request<'_, '_>, leftover: Vec<u8>) -> Request {
         ),
         _ => Request::Refuse(404, "not found"),
     }
+}
+
+/// Whether a browser's `Origin` is this server's own (`http://` or
+/// `https://` followed by the request's `Host`).
+pub fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let Some(host) = host.map(str::trim).filter(|h| !h.is_empty()) else {
+        return false;
+    };
+    let origin = origin.trim();
+    ["http://", "https://"].iter().any(|scheme| {
+        origin.len() == scheme.len() + host.len()
+            && origin[..scheme.len()].eq_ignore_ascii_case(scheme)
+            && origin[scheme.len()..].eq_ignore_ascii_case(host)
+    })
 }
 
 /// Completes the upgrade (101 Switching Protocols).
@@ -166,4 +188,21 @@ pub async fn respond_with(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_origin;
+
+    #[test]
+    fn same_origin_is_scheme_and_host() {
+        let host = Some("127.0.0.1:7777");
+        assert!(same_origin("http://127.0.0.1:7777", host));
+        assert!(same_origin("HTTPS://127.0.0.1:7777", host));
+        assert!(!same_origin("http://127.0.0.1:7778", host));
+        assert!(!same_origin("http://evil.example", host));
+        assert!(!same_origin("http://127.0.0.1:7777.evil", host));
+        assert!(!same_origin("null", host));
+        assert!(!same_origin("http://127.0.0.1:7777", None));
+    }
 }

@@ -29,6 +29,17 @@ pub struct Held {
     pub presence_count: usize,
 }
 
+/// Where a session came from: its connection's peer and upgrade request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin {
+    /// The peer's address (`None` for sessions made without a socket).
+    pub peer: Option<SocketAddr>,
+    /// Opened by the web inspector (`/inspector/ws`).
+    pub inspector: bool,
+    /// Upgraded by a browser page of another origin than this server.
+    pub cross_site: bool,
+}
+
 /// One live session, as the registry and the admin methods see it.
 pub struct SessionInfo {
     pub id: SessionId,
@@ -36,6 +47,8 @@ pub struct SessionInfo {
     pub peer: Option<SocketAddr>,
     /// Opened by the web inspector (`/inspector/ws`).
     pub inspector: bool,
+    /// Upgraded by a browser page of another origin (see `admin`).
+    pub cross_site: bool,
     /// When the session started, Unix ms.
     pub connected_at_ms: u64,
     pub outbox: Arc<Outbox>,
@@ -46,16 +59,12 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
-    pub fn new(
-        outbox: Arc<Outbox>,
-        peer: Option<SocketAddr>,
-        inspector: bool,
-        connected_at_ms: u64,
-    ) -> SessionInfo {
+    pub fn new(outbox: Arc<Outbox>, origin: Origin, connected_at_ms: u64) -> SessionInfo {
         SessionInfo {
             id: outbox.id(),
-            peer,
-            inspector,
+            peer: origin.peer,
+            inspector: origin.inspector,
+            cross_site: origin.cross_site,
             connected_at_ms,
             outbox,
             subject: Mutex::new(None),
@@ -152,8 +161,7 @@ mod tests {
     fn info(id: SessionId) -> Arc<SessionInfo> {
         Arc::new(SessionInfo::new(
             Arc::new(Outbox::new(id, 4)),
-            None,
-            false,
+            Origin::default(),
             0,
         ))
     }
@@ -176,13 +184,11 @@ mod tests {
     #[test]
     fn loopback_includes_mapped_ipv6() {
         let at = |addr: &str| {
-            SessionInfo::new(
-                Arc::new(Outbox::new(1, 1)),
-                Some(addr.parse().unwrap()),
-                false,
-                0,
-            )
-            .is_loopback()
+            let origin = Origin {
+                peer: Some(addr.parse().unwrap()),
+                ..Origin::default()
+            };
+            SessionInfo::new(Arc::new(Outbox::new(1, 1)), origin, 0).is_loopback()
         };
         assert!(at("127.0.0.1:1") && at("[::1]:1") && at("[::ffff:127.0.0.1]:1"));
         assert!(!at("10.0.0.1:1") && !at("[::ffff:10.0.0.1]:1"));

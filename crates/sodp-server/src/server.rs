@@ -174,9 +174,12 @@ async fn connection(
             leftover,
             origin,
             inspector,
+            cross_site,
         } => {
             if inspector {
-                if let Err((status, message)) = crate::admin::serves_inspector(&shared, peer) {
+                if let Err((status, message)) =
+                    crate::admin::admits_inspector_ws(&shared, peer, cross_site)
+                {
                     let _ = http::respond(&mut tcp, status, "text/plain", message).await;
                     return;
                 }
@@ -209,7 +212,11 @@ async fn connection(
             let ws =
                 WebSocketStream::from_partially_read(tcp, leftover, Role::Server, Some(ws_config))
                     .await;
-            let outbox = shared.open_session_at(Some(peer), inspector);
+            let outbox = shared.open_session_from(crate::registry::Origin {
+                peer: Some(peer),
+                inspector,
+                cross_site,
+            });
             debug!(%peer, session = outbox.id(), "session started");
             // The session deregisters itself when it ends (its `Holdings`).
             session::run(ws, shared.clone(), outbox).await;

@@ -15,7 +15,7 @@ use crate::error::{ErrorCode, Rejection};
 use crate::idempotency::Idempotency;
 use crate::metrics::{Metrics, StateReading};
 use crate::outbox::{Close, Outbox, SessionId};
-use crate::registry::{Registry, SessionInfo};
+use crate::registry::{Origin, Registry, SessionInfo};
 use crate::storage::durable::{Durable, DurableOptions, SnapshotSource};
 use crate::storage::recovery::{self, RecoveryError};
 use crate::storage::{Memory, Storage};
@@ -231,23 +231,19 @@ impl Shared {
 
     /// Registers a new session without a peer (tests, fuzzing).
     pub fn open_session(&self) -> Arc<Outbox> {
-        self.open_session_at(None, false)
+        self.open_session_from(Origin::default())
     }
 
-    /// Registers a new session from `peer` (`inspector`: opened on
-    /// `/inspector/ws`); it is closed at once if shutdown has begun.
-    pub fn open_session_at(&self, peer: Option<SocketAddr>, inspector: bool) -> Arc<Outbox> {
+    /// Registers a new session from `origin` (its peer, whether the
+    /// inspector opened it); it is closed at once if shutdown has begun.
+    pub fn open_session_from(&self, origin: Origin) -> Arc<Outbox> {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         self.connections.fetch_add(1, Ordering::Relaxed);
         self.metrics.connections.inc();
         let outbox = Arc::new(Outbox::new(id, self.config.outbound_queue));
         let now_ms = self.clock.since_epoch().as_millis() as u64;
-        self.sessions.insert(Arc::new(SessionInfo::new(
-            outbox.clone(),
-            peer,
-            inspector,
-            now_ms,
-        )));
+        self.sessions
+            .insert(Arc::new(SessionInfo::new(outbox.clone(), origin, now_ms)));
         if self.shutting_down.load(Ordering::SeqCst) {
             outbox.close(Close::SHUTDOWN);
         }
@@ -259,7 +255,7 @@ impl Shared {
     pub fn session_info(&self, outbox: &Arc<Outbox>) -> Arc<SessionInfo> {
         self.sessions
             .get(outbox.id())
-            .unwrap_or_else(|| Arc::new(SessionInfo::new(outbox.clone(), None, false, 0)))
+            .unwrap_or_else(|| Arc::new(SessionInfo::new(outbox.clone(), Origin::default(), 0)))
     }
 
     /// Removes a session from the registry (done by its `Holdings` when

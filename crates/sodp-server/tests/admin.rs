@@ -480,3 +480,41 @@ async fn inspector_writes_need_the_flag_and_an_administrator() {
         .ok("state.set", json!({"state": "k", "value": 3}))
         .await;
 }
+
+/// Connects to `path` with an `Origin` header, as a browser page would.
+async fn connect_from(server: &TestServer, path: &str, origin: &str) -> Result<TestClient, String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}{path}", server.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Origin", origin.parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(TestClient::from_ws(ws).await),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn another_sites_page_never_gets_admin_powers_through_a_browser() {
+    let server = TestServer::with(|c| c.inspector.enabled = true).await;
+    let own = format!("http://{}", server.addr);
+    // The inspector's own page: admitted, and an administrator (loopback).
+    let mut page = connect_from(&server, "/inspector/ws", &own).await.unwrap();
+    data(&mut page, "admin.stats", json!({})).await;
+    // Another site's page: the inspector's WebSocket is refused outright...
+    let e = connect_from(&server, "/inspector/ws", "http://evil.example")
+        .await
+        .err()
+        .unwrap();
+    assert!(e.contains("403"), "{e}");
+    // ...and on the plain endpoint it is an ordinary client, not an admin.
+    let mut foreign = connect_from(&server, "/", "http://evil.example")
+        .await
+        .unwrap();
+    refused_everything(&mut foreign, &server).await;
+    foreign
+        .ok("state.set", json!({"state": "k", "value": 1}))
+        .await;
+}
