@@ -184,7 +184,8 @@ async fn connection(
                     return;
                 }
             }
-            if !shared.policy.origins.allows(origin.as_deref()) {
+            // The inspector's own page (admitted above) needs no allow-list entry.
+            if !inspector && !shared.policy.origins.allows(origin.as_deref()) {
                 debug!(%peer, ?origin, "origin refused");
                 let _ = http::respond(&mut tcp, 403, "text/plain", "origin not allowed").await;
                 return;

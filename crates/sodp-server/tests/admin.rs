@@ -518,3 +518,23 @@ async fn another_sites_page_never_gets_admin_powers_through_a_browser() {
         .ok("state.set", json!({"state": "k", "value": 1}))
         .await;
 }
+
+#[tokio::test]
+async fn the_inspectors_own_page_needs_no_allowed_origins_entry() {
+    let server = TestServer::with(|c| {
+        c.inspector.enabled = true;
+        c.security.allowed_origins = Some("https://app.example".into());
+    })
+    .await;
+    let own = format!("http://{}", server.addr);
+    let mut page = connect_from(&server, "/inspector/ws", &own).await.unwrap();
+    data(&mut page, "admin.stats", json!({})).await;
+    let e = connect_from(&server, "/", &own).await.err().unwrap();
+    assert!(
+        e.contains("403"),
+        "the allow-list still holds elsewhere: {e}"
+    );
+    assert!(connect_from(&server, "/", "https://app.example")
+        .await
+        .is_ok());
+}
