@@ -134,6 +134,12 @@ test("an admin token logs in; keys, a live write in the key view and the delta s
   const took = Date.now() - started;
   assert.ok(took <= LIVE_MS, `shown after ${took} ms`);
   console.log(`[inspector] a write showed in the key view and the delta stream after ${took} ms`);
+  // The key list follows too: the selected key's row shows the new version.
+  await page.waitForFunction(
+    (v) => document.querySelector('#keys-table tr[data-key="game.board"]')?.textContent?.includes(String(v)),
+    version,
+    WAIT,
+  );
   // The change is highlighted, and its writer resolved (session and subject).
   assert.ok(await page.$('#key-tree [data-path="/turn"].changed'), "the changed location is highlighted");
   await page.waitForFunction(() => /#\d+ writer/.test(document.querySelector("#key-last-delta")?.textContent ?? ""), null, WAIT);
@@ -149,6 +155,7 @@ test("an admin token logs in; keys, a live write in the key view and the delta s
   assert.ok(!((await stream.textContent("#deltas-list")) ?? "").includes(String(pausedVersion)), "not shown while paused");
   await stream.click("#deltas-pause");
   await stream.waitForFunction((v) => document.querySelector("#deltas-list")?.textContent?.includes(String(v)), pausedVersion, WAIT);
+  assert.match((await stream.textContent("#deltas-status")) ?? "", /^watching game\.\*/);
 
   // Filter by path.
   await stream.fill("#deltas-filter", "/game.players.bob");
@@ -179,6 +186,7 @@ test("an admin token logs in; keys, a live write in the key view and the delta s
   assert.match((await page.textContent("#server-cards")) ?? "", new RegExp(`127\\.0\\.0\\.1:${server.port} \\(this node\\)`));
   for (let i = 0; i < (SHOTS ? 30 : 6); i++) {
     await writer.setIn("chat.lobby", "/messages/-", { from: "alice", text: `msg ${i}` });
+    await writer.setIn("game.board", "/moves", i); // watched by the key view: deliveries
     await new Promise((r) => setTimeout(r, 350));
   }
   await shot(page, "server");

@@ -30,6 +30,7 @@ export class DeltasView implements View {
   private _paused = false;
   private _held = 0;
   private _stop: (() => void) | undefined;
+  private _watching = "";
 
   constructor(private readonly _app: App) {
     const form = h(
@@ -63,6 +64,7 @@ export class DeltasView implements View {
     this._stop = undefined;
     if (!target) return;
     this._entries = [];
+    this._watching = target;
     const client = this._app.client;
     const offDelta = client.onDelta((d: DeltaEvent) => {
       if (d.key !== target) return;
@@ -74,7 +76,10 @@ export class DeltasView implements View {
       } else this._render();
     });
     const unwatch = client.watch(target, (_v, m) => {
-      if (m.source !== "delta") this._status.textContent = `watching ${target} from version ${m.version}`;
+      if (m.source !== "delta") {
+        this._watching = `${target} from version ${m.version}`;
+        if (!this._paused) this._status.textContent = `watching ${this._watching}`;
+      }
     });
     this._stop = () => {
       offDelta();
@@ -92,8 +97,11 @@ export class DeltasView implements View {
     this._paused = !this._paused;
     this._pause.textContent = this._paused ? "Resume" : "Pause";
     this._held = 0;
-    if (!this._paused) this._render();
-    else this._status.textContent = "paused";
+    if (this._paused) this._status.textContent = "paused";
+    else {
+      this._status.textContent = this._watching ? `watching ${this._watching}` : "not watching";
+      this._render();
+    }
   }
 
   /** The entries the path filter lets through (an op path starting with it). */

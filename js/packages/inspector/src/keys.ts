@@ -113,6 +113,7 @@ export class KeysView implements View {
     let clearTimer: ReturnType<typeof setTimeout> | undefined;
     this._offDelta = this._app.client.onDelta((d: DeltaEvent) => {
       if (d.key !== key) return;
+      this._poll.now(); // the list shows the new version, size and writer too
       changed = changedPaths(d.ops, d.after);
       const removed = d.ops.filter((o) => o.op === "REMOVE").map((o) => o.path);
       replace(

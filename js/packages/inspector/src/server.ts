@@ -36,8 +36,9 @@ class Chart {
     this._points.push(v);
     if (this._points.length > POINTS) this._points.shift();
     const max = Math.max(1, ...this._points);
-    const off = POINTS - this._points.length;
-    this._line.setAttribute("points", this._points.map((p, i) => `${off + i},${(38 - (p / max) * 36).toFixed(2)}`).join(" "));
+    // Until a minute of polls is in, the points span the width.
+    const step = (POINTS - 1) / Math.max(1, this._points.length - 1);
+    this._line.setAttribute("points", this._points.map((p, i) => `${(i * step).toFixed(2)},${(38 - (p / max) * 36).toFixed(2)}`).join(" "));
     this._value.textContent = `${v.toFixed(v < 10 && v % 1 !== 0 ? 1 : 0)} ${this._unit} · max ${max.toFixed(0)}`;
   }
 }
