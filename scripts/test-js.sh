@@ -2,7 +2,9 @@
 # Every check and test of the JavaScript packages in js/ (README's one test
 # command for them):
 #   npm ci → build (esbuild + tsc declarations) → tsc --strict → biome lint →
-#   unit tests (node:test via tsx) → size budget → package checks (publint,
+#   unit tests (node:test via tsx) → size budget → the server's embedded
+#   inspector assets rebuilt byte for byte from js/packages/inspector →
+#   package checks (publint,
 #   attw, npm pack + install) → integration tests against the real
 #   sodp-server → browser end-to-end tests in Debian's Chromium.
 # Needs: Node.js >= 20, npm, /usr/bin/chromium (scripts/ci-js-deps.sh installs
@@ -37,6 +39,9 @@ timeout 300 npm run -s test:unit
 
 step "size budget"
 timeout 120 npm run -s test:size
+
+step "inspector: a fresh build equals the assets embedded in sodp-server"
+timeout 120 npm run -s check:inspector
 
 step "package checks: publint, @arethetypeswrong/cli, npm pack + install"
 timeout 600 npm run -s check:packages

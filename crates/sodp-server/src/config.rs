@@ -55,6 +55,50 @@ pub struct Config {
     /// Hands freed memory back to the OS after bulk disconnects; the binary
     /// sets it for its allocator (see `memory`).
     pub trim_memory: Option<fn()>,
+    /// The web inspector at `/inspector` and who counts as an administrator
+    /// (see `admin`).
+    pub inspector: InspectorConfig,
+}
+
+/// `--inspector`, `--inspector-public`, `--inspector-writes`,
+/// `--inspector-admin-claim`.
+#[derive(Debug, Clone, Default)]
+pub struct InspectorConfig {
+    /// Serve the inspector's page and its WebSocket (`/inspector/ws`).
+    pub enabled: bool,
+    /// Serve it to any address, not only loopback (and, without
+    /// authentication, let sessions from any address use `admin.*`).
+    pub public: bool,
+    /// Let sessions opened by the inspector write (otherwise their writes
+    /// are 403).
+    pub writes: bool,
+    /// With authentication: the claim that makes a token an administrator's.
+    pub admin_claim: Option<AdminClaim>,
+}
+
+/// A claim and the value it must hold (`role:admin`: claim `role` equal to
+/// `admin`, or a list containing it). The claim is looked up like an ACL
+/// claim path, so `realm_access.roles:admin` works too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminClaim {
+    pub claim: String,
+    pub value: String,
+}
+
+impl AdminClaim {
+    /// Parses `CLAIM:VALUE`, splitting at the last `:` (claim names such as
+    /// `cognito:groups` contain one).
+    pub fn parse(spec: &str) -> Result<AdminClaim, String> {
+        match spec.rsplit_once(':') {
+            Some((claim, value)) if !claim.is_empty() && !value.is_empty() => Ok(AdminClaim {
+                claim: claim.to_owned(),
+                value: value.to_owned(),
+            }),
+            _ => Err(format!(
+                "admin claim {spec:?} must be CLAIM:VALUE, e.g. role:admin"
+            )),
+        }
+    }
 }
 
 /// Limits on what a client may send or hold.
@@ -139,6 +183,7 @@ impl Default for Config {
             idempotency_max_keys: 10_000,
             clock: ClockSource::System,
             trim_memory: None,
+            inspector: InspectorConfig::default(),
         }
     }
 }

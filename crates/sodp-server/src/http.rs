@@ -23,14 +23,21 @@ pub enum Request {
     Ready,
     /// Prometheus scrape (answered on `--metrics-port` only).
     Metrics,
-    /// A WebSocket upgrade. `leftover` holds bytes read past the head.
+    /// A WebSocket upgrade. `leftover` holds bytes read past the head;
+    /// `inspector`: on the web inspector's path (`/inspector/ws`);
+    /// `cross_site`: a browser sent it from a page of another origin than
+    /// this server (an `Origin` other than `http(s)://<Host>`).
     Upgrade {
         accept_key: String,
         origin: Option<String>,
         /// Every `X-Forwarded-For` value, comma-joined (see `proxy`).
         forwarded_for: Option<String>,
         leftover: Vec<u8>,
+        inspector: bool,
+        cross_site: bool,
     },
+    /// `/inspector` or below (answered only with `--inspector`).
+    Inspector(String),
     /// Anything else: answer with this status and message.
     Refuse(u16, &'static str),
 }
@@ -101,12 +108,21 @@ fn classify(req: &httparse::Request<'_, '_>, leftover: Vec<u8>) -> Request {
         let Some(key) = header("sec-websocket-key") else {
             return Request::Refuse(400, "missing Sec-WebSocket-Key");
         };
+        let origin = header("origin").map(str::to_owned);
+        let cross_site = origin
+            .as_deref()
+            .is_some_and(|o| !same_origin(o, header("host")));
         return Request::Upgrade {
             accept_key: derive_accept_key(key.trim().as_bytes()),
-            origin: header("origin").map(str::to_owned),
+            origin,
             forwarded_for: joined(req, "x-forwarded-for"),
             leftover,
+            inspector: path == crate::inspector::WS_PATH,
+            cross_site,
         };
+    }
+    if crate::inspector::is_inspector_path(path) {
+        return Request::Inspector(path.to_owned());
     }
     match path {
         "/health" => Request::Health,
@@ -131,6 +147,20 @@ fn joined(req: &httparse::Request<'_, '_>, name: &str) -> Option<String> {
     (!values.is_empty()).then(|| values.join(","))
 }
 
+/// Whether a browser's `Origin` is this server's own (`http://` or
+/// `https://` followed by the request's `Host`).
+pub fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let Some(host) = host.map(str::trim).filter(|h| !h.is_empty()) else {
+        return false;
+    };
+    let origin = origin.trim();
+    ["http://", "https://"].iter().any(|scheme| {
+        origin.len() == scheme.len() + host.len()
+            && origin[..scheme.len()].eq_ignore_ascii_case(scheme)
+            && origin[scheme.len()..].eq_ignore_ascii_case(host)
+    })
+}
+
 /// Completes the upgrade (101 Switching Protocols).
 pub async fn accept_upgrade<S>(stream: &mut S, accept_key: &str) -> io::Result<()>
 where
@@ -151,6 +181,17 @@ pub async fn respond<S: AsyncWrite + Unpin>(
     content_type: &str,
     body: &str,
 ) -> io::Result<()> {
+    respond_with(stream, status, content_type, "", body.as_bytes()).await
+}
+
+/// [`respond`] with extra header lines (each ending in CRLF) and a byte body.
+pub async fn respond_with<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: u16,
+    content_type: &str,
+    headers: &str,
+    body: &[u8],
+) -> io::Result<()> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -162,10 +203,28 @@ pub async fn respond<S: AsyncWrite + Unpin>(
         503 => "Service Unavailable",
         _ => "Error",
     };
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(response.as_bytes()).await?;
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_origin;
+
+    #[test]
+    fn same_origin_is_scheme_and_host() {
+        let host = Some("127.0.0.1:7777");
+        assert!(same_origin("http://127.0.0.1:7777", host));
+        assert!(same_origin("HTTPS://127.0.0.1:7777", host));
+        assert!(!same_origin("http://127.0.0.1:7778", host));
+        assert!(!same_origin("http://evil.example", host));
+        assert!(!same_origin("http://127.0.0.1:7777.evil", host));
+        assert!(!same_origin("null", host));
+        assert!(!same_origin("http://127.0.0.1:7777", None));
+    }
 }

@@ -313,6 +313,7 @@ impl Idempotency {
         let written = Written {
             version: remembered.version,
             ticket: 0,
+            changed: false,
         };
         table.insert(&remembered.tag, written, at, self.max_keys);
     }
@@ -379,7 +380,11 @@ mod tests {
     use sodp_proto::Value;
 
     fn written(version: u64) -> Written {
-        Written { version, ticket: 0 }
+        Written {
+            version,
+            ticket: 0,
+            changed: true,
+        }
     }
 
     fn tag(key: &str, print: Fingerprint, at_ms: u64) -> Tag {
@@ -490,7 +495,10 @@ mod tests {
         assert_eq!(memory.used(), record_cost("young"));
         assert_eq!(
             idem.table(Some("alice")).lock().seen("young", (1, 1)),
-            Seen::Same(written(7))
+            Seen::Same(Written {
+                changed: false,
+                ..written(7)
+            })
         );
         let images = idem.images();
         assert_eq!(

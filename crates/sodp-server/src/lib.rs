@@ -14,6 +14,10 @@
 //!   UNWATCH (`session::watch`), HELLO (`session::hello`).
 //! - [`holdings`]: what a session holds in the store; released on drop.
 //! - [`access`]: key and ACL checks.
+//! - [`admin`]: who is an administrator; what the web inspector may do.
+//! - [`registry`]: the live sessions, as the admin methods show them.
+//! - [`writers`]: who made each recent change (only with `--inspector`).
+//! - [`inspector`]: the web inspector's embedded page and assets.
 //! - [`idempotency`]: remembered outcomes of writes with an idempotency key.
 //! - [`methods`]: one file per CALL method: parse, checks, apply.
 //! - [`store`]: values, versions, subscribers, presence; the commit point.
@@ -39,6 +43,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod admin;
 pub mod budget;
 pub mod clock;
 pub mod config;
@@ -49,11 +54,13 @@ pub mod history;
 pub mod holdings;
 pub mod http;
 pub mod idempotency;
+pub mod inspector;
 pub mod memory;
 pub mod methods;
 pub mod metrics;
 pub mod outbox;
 pub mod proxy;
+pub mod registry;
 pub mod server;
 pub mod session;
 pub mod shared;
@@ -62,6 +69,7 @@ pub mod storage;
 pub mod store;
 pub mod tls;
 pub mod wire;
+pub mod writers;
 
 pub use config::{Config, Limits};
 pub use server::Server;

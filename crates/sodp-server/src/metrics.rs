@@ -292,6 +292,14 @@ impl Metrics {
         }
     }
 
+    /// CALLs answered since start, every method and code.
+    pub fn calls_total(&self) -> u64 {
+        self.call_counters
+            .iter()
+            .filter_map(|c| c.get().map(Counter::get))
+            .sum()
+    }
+
     /// The text exposition, with the state gauges read now.
     pub fn render(&self, state: StateReading) -> String {
         let g = &self.state;
@@ -427,6 +435,11 @@ impl Metrics {
         let _ = encode(&mut out, &registry);
         out
     }
+}
+
+/// This process's resident memory (Linux; `None` elsewhere).
+pub fn process_rss_bytes() -> Option<u64> {
+    process().map(|p| p.rss_bytes)
 }
 
 struct Process {

@@ -36,13 +36,14 @@ pub struct Close {
 
 impl Close {
     /// Every way a session is closed (for metrics).
-    pub const ALL: [Close; 6] = [
+    pub const ALL: [Close; 7] = [
         Close::EVICTED,
         Close::SHUTDOWN,
         Close::HEARTBEAT_TIMEOUT,
         Close::TOO_BIG,
         Close::UNAUTHORIZED,
         Close::NORMAL,
+        Close::DISCONNECTED,
     ];
 
     /// The reason as a label: `normal` for a plain close.
@@ -77,6 +78,12 @@ impl Close {
     pub const UNAUTHORIZED: Close = Close {
         code: 1008,
         reason: "unauthorized",
+        flush: true,
+    };
+    /// `admin.disconnect`.
+    pub const DISCONNECTED: Close = Close {
+        code: 1008,
+        reason: "disconnected by an administrator",
         flush: true,
     };
     pub const NORMAL: Close = Close {
@@ -117,6 +124,19 @@ impl Outbox {
 
     pub fn id(&self) -> SessionId {
         self.id
+    }
+
+    /// Frames queued now (for an administrator: one lock).
+    pub fn len(&self) -> usize {
+        self.queue().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     fn queue(&self) -> MutexGuard<'_, VecDeque<Bytes>> {

@@ -87,6 +87,9 @@ impl Server {
                 .map_err(|source| StartError::Listen { addr, source })
         };
         let listener = listen(shared.config.addr).await?;
+        if let Ok(addr) = listener.local_addr() {
+            let _ = shared.local_addr.set(addr);
+        }
         let health_listener = match shared.config.health_addr {
             Some(addr) => Some(listen(addr).await?),
             None => None,
@@ -236,16 +239,33 @@ where
         Request::Refuse(status, message) => {
             let _ = http::respond(&mut tcp, status, "text/plain", message).await;
         }
+        Request::Inspector(path) => {
+            let _ = crate::inspector::serve(&mut tcp, &shared, peer, &path).await;
+        }
         Request::Upgrade {
             accept_key,
             leftover,
             origin,
             forwarded_for,
+            inspector,
+            cross_site,
         } => {
             // Behind a trusted proxy, the client it names; else the peer.
             let remote =
                 (shared.config.trusted_proxies).client_ip(peer.ip(), forwarded_for.as_deref());
-            if !shared.policy.origins.allows(origin.as_deref()) {
+            // The client as the inspector's checks and the session registry
+            // see it (a local reverse proxy must not make everyone loopback).
+            let client = SocketAddr::new(remote, peer.port());
+            if inspector {
+                if let Err((status, message)) =
+                    crate::admin::admits_inspector_ws(&shared, client, cross_site)
+                {
+                    let _ = http::respond(&mut tcp, status, "text/plain", message).await;
+                    return;
+                }
+            }
+            // The inspector's own page (admitted above) needs no allow-list entry.
+            if !inspector && !shared.policy.origins.allows(origin.as_deref()) {
                 debug!(%remote, %peer, ?origin, "origin refused");
                 let _ = http::respond(&mut tcp, 403, "text/plain", "origin not allowed").await;
                 return;
@@ -273,7 +293,11 @@ where
             let ws =
                 WebSocketStream::from_partially_read(tcp, leftover, Role::Server, Some(ws_config))
                     .await;
-            let outbox = shared.open_session();
+            let outbox = shared.open_session_from(crate::registry::Origin {
+                peer: Some(client),
+                inspector,
+                cross_site,
+            });
             debug!(%remote, %peer, session = outbox.id(), "session started");
             // The session deregisters itself when it ends (its `Holdings`).
             session::run(ws, shared.clone(), outbox).await;

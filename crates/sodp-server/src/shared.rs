@@ -1,10 +1,10 @@
 //! The state every connection shares: configuration, the store, the
 //! security policy, the clock, and the registry of live sessions (so
-//! shutdown can reach them all).
+//! shutdown and the admin methods can reach them all).
 
-use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use sodp_auth::{Policy, PolicyError};
 use tracing::info;
@@ -14,10 +14,12 @@ use crate::config::Config;
 use crate::error::{ErrorCode, Rejection};
 use crate::metrics::{Metrics, StateReading};
 use crate::outbox::{Close, Outbox, SessionId};
+use crate::registry::{Origin, Registry, SessionInfo};
 use crate::storage::durable::{Durable, DurableOptions, SnapshotSource};
 use crate::storage::recovery::{self, RecoveryError};
 use crate::storage::{Memory, Storage};
 use crate::store::{Loader, Store, StoreOptions, Validator};
+use crate::writers::{self, Writers};
 
 /// Now in Unix ms on the configured clock (recovery runs before `Shared`
 /// and its clock exist).
@@ -49,10 +51,16 @@ pub struct Shared {
     /// Wall-clock time for token checks (follows tokio's clock in tests).
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
+    /// Every live session (shutdown closes them all; `admin.*` lists them).
+    pub sessions: Registry,
+    /// Who made each recent change; only with `--inspector` (see `writers`).
+    pub writers: Option<Writers>,
+    /// When this server started, Unix ms.
+    pub started_at_ms: u64,
+    /// The address the main listener got (set once it is bound).
+    pub local_addr: std::sync::OnceLock<SocketAddr>,
     connections: AtomicUsize,
     next_session: AtomicU64,
-    /// Every live session's outbox, so shutdown can close them all.
-    sessions: Mutex<HashMap<SessionId, Arc<Outbox>>>,
     shutting_down: AtomicBool,
 }
 
@@ -194,7 +202,19 @@ impl Shared {
             }
         }
         let clock = Clock::new(config.clock);
+        if config.inspector.public && policy.jwt.is_none() {
+            tracing::warn!(
+                "--inspector-public without authentication: every client is an administrator"
+            );
+        }
         Ok(Shared {
+            writers: config
+                .inspector
+                .enabled
+                .then(|| Writers::new(writers::CAPACITY)),
+            started_at_ms: clock.since_epoch().as_millis() as u64,
+            sessions: Registry::default(),
+            local_addr: std::sync::OnceLock::new(),
             config,
             store,
             policy,
@@ -202,7 +222,6 @@ impl Shared {
             metrics,
             connections: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
-            sessions: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
         })
     }
@@ -212,27 +231,39 @@ impl Shared {
         self.connections.load(Ordering::Relaxed)
     }
 
-    fn sessions(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<Outbox>>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    /// Registers a new session without a peer (tests, fuzzing).
+    pub fn open_session(&self) -> Arc<Outbox> {
+        self.open_session_from(Origin::default())
     }
 
-    /// Registers a new session; it is closed at once if shutdown has begun.
-    pub fn open_session(&self) -> Arc<Outbox> {
+    /// Registers a new session from `origin` (its peer, whether the
+    /// inspector opened it); it is closed at once if shutdown has begun.
+    pub fn open_session_from(&self, origin: Origin) -> Arc<Outbox> {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         self.connections.fetch_add(1, Ordering::Relaxed);
         self.metrics.connections.inc();
         let outbox = Arc::new(Outbox::new(id, self.config.outbound_queue));
-        self.sessions().insert(id, outbox.clone());
+        let now_ms = self.clock.since_epoch().as_millis() as u64;
+        self.sessions
+            .insert(Arc::new(SessionInfo::new(outbox.clone(), origin, now_ms)));
         if self.shutting_down.load(Ordering::SeqCst) {
             outbox.close(Close::SHUTDOWN);
         }
         outbox
     }
 
+    /// The registry's record of the session of `outbox` (a detached one if
+    /// it was never registered).
+    pub fn session_info(&self, outbox: &Arc<Outbox>) -> Arc<SessionInfo> {
+        self.sessions
+            .get(outbox.id())
+            .unwrap_or_else(|| Arc::new(SessionInfo::new(outbox.clone(), Origin::default(), 0)))
+    }
+
     /// Removes a session from the registry (done by its `Holdings` when
     /// the session ends).
     pub fn deregister(&self, id: SessionId) {
-        if self.sessions().remove(&id).is_some() {
+        if self.sessions.remove(id) {
             self.connections.fetch_sub(1, Ordering::Relaxed);
             self.metrics.connections.dec();
         }
@@ -241,7 +272,7 @@ impl Shared {
     /// Asks every session to say goodbye.
     pub fn close_all_sessions(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        for outbox in self.sessions().values() {
+        for outbox in self.sessions.outboxes() {
             outbox.close(Close::SHUTDOWN);
         }
     }

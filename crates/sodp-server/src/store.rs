@@ -103,6 +103,9 @@ pub struct StoreOptions {
 pub struct Written {
     pub version: u64,
     pub ticket: Ticket,
+    /// The write took `version` (false: it changed nothing, and `version`
+    /// is the key's current one).
+    pub changed: bool,
 }
 
 /// What a change is committed with: its version, the deadline it set
@@ -674,10 +677,12 @@ impl Store {
                 }
             };
             let admitted = doc.admitted.take();
+            let before = st.version;
             let version = self.finish(slot, st, edit, admitted, tag)?;
             Ok(Written {
                 version,
                 ticket: st.last_ticket,
+                changed: version != before,
             })
         })?
     }

@@ -3,6 +3,7 @@
 //! the new value, the exact size it will have, and the ops it produces.
 //! Adding a method means adding a file and a row in [`METHODS`].
 
+mod admin;
 mod delete;
 mod get;
 mod history;
@@ -55,6 +56,12 @@ pub const METHODS: &[(&str, Parse)] = &[
     ("state.keys", keys::parse),
     ("state.history", history::parse),
     ("state.transaction", transaction::parse),
+    ("admin.sessions", admin::parse_sessions),
+    ("admin.session", admin::parse_session),
+    ("admin.disconnect", admin::parse_disconnect),
+    ("admin.stats", admin::parse_stats),
+    ("admin.writers", admin::parse_writers),
+    ("admin.keys", admin::parse_keys),
 ];
 
 /// The method names, for messages and HELLO.

@@ -117,6 +117,7 @@ impl Session {
         debug!(session = self.id, sub = %claims.sub, refreshed, "authenticated");
         self.identity = Identity::from_claims(&claims);
         *self.reader.write().unwrap_or_else(|p| p.into_inner()) = self.identity.clone();
+        self.holdings.info().set_subject(&claims.sub);
         self.auth = AuthState::Live {
             sub: Some(claims.sub.clone()),
             expires_at: now.checked_add(claims.expires_in_precise(self.shared.clock.since_epoch())),

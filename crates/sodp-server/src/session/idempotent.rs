@@ -10,6 +10,7 @@ use super::Session;
 use crate::error::{ErrorCode, Rejection};
 use crate::idempotency::{fingerprint, Seen, Tag, MAX_KEY_BYTES};
 use crate::methods::Reply;
+use crate::store::Written;
 
 impl Session {
     pub(super) fn on_idempotent_call(
@@ -41,7 +42,12 @@ impl Session {
         // this identity waits here, then finds the outcome.
         let mut records = table.lock();
         let result = match records.seen(key, print) {
-            Seen::Same(written) => Ok(Reply::Written(written)),
+            // A replay changes nothing now (the writer of record stays the
+            // original call's).
+            Seen::Same(written) => Ok(Reply::Written(Written {
+                changed: false,
+                ..written
+            })),
             Seen::Reused => Err(Rejection::new(
                 ErrorCode::Conflict,
                 format!("idempotency key reused: {key:?} was used for another call"),

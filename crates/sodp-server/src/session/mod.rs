@@ -88,7 +88,7 @@ impl Session {
             reader: Arc::new(std::sync::RwLock::new(Identity::anonymous())),
             write_limit: RateLimiter::new(policy.rate_writes_per_sec),
             watch_limit: RateLimiter::new(policy.rate_watches_per_sec),
-            holdings: Holdings::new(shared.clone(), id),
+            holdings: Holdings::new(shared.clone(), shared.session_info(&outbox)),
             id,
             shared,
             outbox,
@@ -276,6 +276,7 @@ impl Session {
 
     fn on_call(&mut self, call: CallFrame<'_>) {
         self.calls = self.calls.wrapping_add(1);
+        self.holdings.info().count_call();
         self.call_started = (self.calls % crate::metrics::LATENCY_SAMPLE == 1).then(Instant::now);
         if let Some(key) = call.idempotency_key {
             return self.on_idempotent_call(call.call_id, call.method, call.args, key);
@@ -294,6 +295,7 @@ impl Session {
         let seq = self.next_seq();
         let reply = match result {
             Ok(Reply::Written(written)) => {
+                self.record_writer(&written, method);
                 let storage = self.shared.store.storage();
                 if !storage.is_visible(written.ticket) {
                     // The RESULT leaves once the write is durable.
@@ -345,6 +347,7 @@ impl Session {
             && !self.write_limit.try_acquire(Instant::now().into_std())
         {
             self.shared.metrics.rate_limited.inc();
+            self.holdings.info().count_rate_limited();
             return Err(Rejection::new(
                 ErrorCode::TooManyRequests,
                 format!(
@@ -371,6 +374,12 @@ impl Session {
     ) -> Result<Reply, Rejection> {
         let method =
             method.ok_or_else(|| Rejection::bad_request("CALL needs `method` (a string)"))?;
+        crate::admin::check_inspector_call(
+            &self.shared,
+            self.holdings.info(),
+            &self.identity,
+            method,
+        )?;
         let call = methods::parse(method, args)?;
         call.run(&mut Context {
             shared: &self.shared,
@@ -379,6 +388,24 @@ impl Session {
             holdings: &mut self.holdings,
             tag,
         })
+    }
+
+    /// Remembers that this session made the change (only with the
+    /// inspector on: see `writers`).
+    fn record_writer(&self, written: &crate::store::Written, method: Option<&str>) {
+        let (Some(writers), true) = (&self.shared.writers, written.changed) else {
+            return;
+        };
+        let method = method
+            .and_then(|m| methods::names().find(|n| *n == m))
+            .unwrap_or("?");
+        writers.record(crate::writers::WriteRecord {
+            version: written.version,
+            session: self.id,
+            subject: self.holdings.info().subject(),
+            method,
+            at_ms: self.shared.clock.since_epoch().as_millis() as u64,
+        });
     }
 }
 

@@ -23,6 +23,7 @@ impl Session {
             return Ok(());
         }
         self.shared.metrics.rate_limited.inc();
+        self.holdings.info().count_rate_limited();
         Err(Rejection::new(
             ErrorCode::TooManyRequests,
             format!(

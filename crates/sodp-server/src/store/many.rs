@@ -249,7 +249,11 @@ impl Store {
             if let Some(tag) = tag {
                 ticket = ticket.max(self.storage.append_commit(version, &[], Some(tag)));
             }
-            return Ok(Written { version, ticket });
+            return Ok(Written {
+                version,
+                ticket,
+                changed: false,
+            });
         }
         // Commit: one version for every changed key (with the pattern lock
         // held if a pattern matches one of them).
@@ -326,7 +330,11 @@ impl Store {
         } else if !batch.is_empty() {
             self.storage.deliver(ticket, Delivery::Batch(batch));
         }
-        Ok(Written { version, ticket })
+        Ok(Written {
+            version,
+            ticket,
+            changed: true,
+        })
     }
 }
 

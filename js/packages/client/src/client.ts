@@ -40,6 +40,17 @@ export interface WatchMeta {
 
 export type WatchCallback<T = unknown> = (value: T | null, meta: WatchMeta) => void;
 
+/** One DELTA as applied to a watched key (or pattern): see `SodpClient.onDelta`. */
+export interface DeltaEvent {
+  /** The watched key or pattern it arrived on. */
+  key: string;
+  version: number;
+  ops: readonly DeltaOp[];
+  /** The key's value before and after the ops. */
+  before: unknown;
+  after: unknown;
+}
+
 export interface CallResult {
   version?: number;
   [field: string]: unknown;
@@ -200,6 +211,7 @@ export class SodpClient {
   private readonly _calls = new Map<string, PendingCall>();
   private _queue: string[] = [];
   private readonly _statusListeners = new Set<(s: ConnectionStatus, p: ConnectionStatus) => void>();
+  private readonly _deltaListeners = new Set<(d: DeltaEvent) => void>();
   private _status: ConnectionStatus = "connecting";
   private _resolveReady!: () => void;
   private _rejectReady!: (err: SodpError) => void;
@@ -258,6 +270,17 @@ export class SodpClient {
     this._statusListeners.add(listener);
     return () => {
       this._statusListeners.delete(listener);
+    };
+  }
+
+  /**
+   * Listen to every DELTA applied to a watched key, with its ops (tools that
+   * show what changed, such as the inspector); returns the unsubscribe function.
+   */
+  onDelta(listener: (delta: DeltaEvent) => void): () => void {
+    this._deltaListeners.add(listener);
+    return () => {
+      this._deltaListeners.delete(listener);
     };
   }
 
@@ -596,12 +619,17 @@ export class SodpClient {
       this._resync(e);
       return;
     }
+    const before = e.value;
     e.value = value;
     e._live = true;
     if (version !== undefined) e.version = version;
     if (body.expires_at !== undefined) e._exp = asNumber(body.expires_at) || undefined;
     for (const op of ops) {
       e.initialized = op.path === "/" || op.path === "" ? op.op !== "REMOVE" : true;
+    }
+    if (this._deltaListeners.size > 0) {
+      const event: DeltaEvent = { key: e.key, version: e.version, ops, before, after: value };
+      for (const l of [...this._deltaListeners]) safely("delta listener", () => l(event));
     }
     this._notify(e, "delta");
   }

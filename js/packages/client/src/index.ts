@@ -9,6 +9,7 @@
 export type {
   CallResult,
   ConnectionStatus,
+  DeltaEvent,
   SodpClientOptions,
   TokenProvider,
   TransactionOp,

@@ -561,3 +561,20 @@ test("pattern: a transaction's DELTAs share one version and each is applied; a c
     ],
   );
 });
+
+test("onDelta: every applied DELTA with its ops and the values before and after; not the stale or the failed ones", async () => {
+  const { c } = make();
+  last().hello();
+  const seen: Array<{ key: string; version: number; ops: unknown; before: unknown; after: unknown }> = [];
+  const off = c.onDelta((d) => seen.push({ ...d }));
+  c.watch("game", () => {});
+  last().push(T.STATE_INIT, 42, { state: "game", version: 5, value: { score: 1 }, initialized: true });
+  const ops = [{ op: "UPDATE", path: "/score", value: 2 }];
+  last().push(T.DELTA, 42, { version: 6, state: "game", ops });
+  last().push(T.DELTA, 42, { version: 6, state: "game", ops }); // already have it
+  assert.deepStrictEqual(seen, [{ key: "game", version: 6, ops, before: { score: 1 }, after: { score: 2 } }]);
+  off();
+  last().push(T.DELTA, 42, { version: 7, state: "game", ops: [{ op: "UPDATE", path: "/score", value: 3 }] });
+  assert.equal(seen.length, 1, "unsubscribed");
+  assert.deepStrictEqual(c.getSnapshot("game"), { score: 3 });
+});

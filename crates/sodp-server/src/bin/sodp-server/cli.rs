@@ -14,7 +14,9 @@ use sodp_auth::env::{self as vars, read_secret};
 use sodp_auth::jwt::JwtConfig;
 use sodp_auth::SecurityConfig;
 
-use sodp_server::config::{default_max_memory, Config, Limits, StorageConfig};
+use sodp_server::config::{
+    default_max_memory, AdminClaim, Config, InspectorConfig, Limits, StorageConfig,
+};
 use sodp_server::proxy::TrustedProxies;
 use sodp_server::storage::durable::Fsync;
 use sodp_server::tls::TlsConfig;
@@ -198,6 +200,24 @@ pub struct Args {
     /// GET /metrics, plus /health and /ready.
     #[arg(long, env = "SODP_METRICS_PORT")]
     pub metrics_port: Option<u16>,
+
+    /// Serve the web inspector at /inspector on the main port (loopback
+    /// peers only unless --inspector-public, or tokens with
+    /// --inspector-admin-claim decide). Read-only unless --inspector-writes.
+    #[arg(long, env = "SODP_INSPECTOR")]
+    pub inspector: bool,
+    /// Serve the inspector to any address; without authentication every
+    /// client is then an administrator (admin.* methods).
+    #[arg(long, env = "SODP_INSPECTOR_PUBLIC")]
+    pub inspector_public: bool,
+    /// Let the inspector write (set/patch/set_in/delete, still under the ACL).
+    #[arg(long, env = "SODP_INSPECTOR_WRITES")]
+    pub inspector_writes: bool,
+    /// With JWT authentication: the claim that makes a token an
+    /// administrator's, CLAIM:VALUE (e.g. role:admin; a list claim must
+    /// contain VALUE). Without it, nobody is an administrator.
+    #[arg(long, env = "SODP_INSPECTOR_ADMIN_CLAIM", value_name = "CLAIM:VALUE")]
+    pub inspector_admin_claim: Option<String>,
 }
 
 impl Args {
@@ -304,6 +324,15 @@ impl Args {
             handshake_timeout: secs("--handshake-timeout-secs", self.handshake_timeout_secs)?,
             shutdown_grace: secs("--shutdown-grace-secs", self.shutdown_grace_secs)?,
             security,
+            inspector: InspectorConfig {
+                enabled: self.inspector,
+                public: self.inspector_public,
+                writes: self.inspector_writes,
+                admin_claim: non_empty(self.inspector_admin_claim.as_deref())
+                    .map(AdminClaim::parse)
+                    .transpose()
+                    .map_err(|e| format!("--inspector-admin-claim: {e}"))?,
+            },
             ..Config::default()
         })
     }
@@ -505,6 +534,27 @@ mod tests {
         assert!(c.trusted_proxies.trusts("10.9.9.9".parse().unwrap()));
         let e = parse(&["--trusted-proxies", "10.0.0.0/40"]).unwrap_err();
         assert!(e.contains("10.0.0.0/40"), "{e}");
+    }
+
+    #[test]
+    fn inspector_flags() {
+        let c = parse(&[]).unwrap();
+        assert!(!c.inspector.enabled && !c.inspector.writes && !c.inspector.public);
+        let c = parse(&[
+            "--inspector",
+            "--inspector-writes",
+            "--inspector-admin-claim",
+            "cognito:groups:admin",
+        ])
+        .unwrap();
+        assert!(c.inspector.enabled && c.inspector.writes && !c.inspector.public);
+        let claim = c.inspector.admin_claim.unwrap();
+        assert_eq!(
+            (claim.claim.as_str(), claim.value.as_str()),
+            ("cognito:groups", "admin")
+        );
+        let e = parse(&["--inspector-admin-claim", "role"]).unwrap_err();
+        assert!(e.contains("CLAIM:VALUE"), "{e}");
     }
 
     #[test]
