@@ -213,11 +213,11 @@ async fn connection(
 }
 
 /// Reads the request and answers it, or runs the session it upgrades to.
-async fn serve<S>(mut tcp: S, peer: SocketAddr, shared: Arc<Shared>)
+async fn serve<S>(mut stream: S, peer: SocketAddr, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let request = match http::read_request(&mut tcp, shared.config.handshake_timeout).await {
+    let request = match http::read_request(&mut stream, shared.config.handshake_timeout).await {
         Ok(r) => r,
         Err(e) => {
             debug!(%peer, error = %e, "no request");
@@ -226,21 +226,22 @@ where
     };
     match request {
         Request::Health => {
-            let _ = http::respond(&mut tcp, 200, "application/json", &shared.health_json()).await;
+            let _ =
+                http::respond(&mut stream, 200, "application/json", &shared.health_json()).await;
         }
         Request::Ready => {
             let (status, body) = shared.readiness();
-            let _ = http::respond(&mut tcp, status, "application/json", &body).await;
+            let _ = http::respond(&mut stream, status, "application/json", &body).await;
         }
         // Metrics only on --metrics-port, never on the public port.
         Request::Metrics => {
-            let _ = http::respond(&mut tcp, 404, "text/plain", "not found").await;
+            let _ = http::respond(&mut stream, 404, "text/plain", "not found").await;
         }
         Request::Refuse(status, message) => {
-            let _ = http::respond(&mut tcp, status, "text/plain", message).await;
+            let _ = http::respond(&mut stream, status, "text/plain", message).await;
         }
         Request::Inspector(path) => {
-            let _ = crate::inspector::serve(&mut tcp, &shared, peer, &path).await;
+            let _ = crate::inspector::serve(&mut stream, &shared, peer, &path).await;
         }
         Request::Upgrade {
             accept_key,
@@ -260,14 +261,14 @@ where
                 if let Err((status, message)) =
                     crate::admin::admits_inspector_ws(&shared, client, cross_site)
                 {
-                    let _ = http::respond(&mut tcp, status, "text/plain", message).await;
+                    let _ = http::respond(&mut stream, status, "text/plain", message).await;
                     return;
                 }
             }
             // The inspector's own page (admitted above) needs no allow-list entry.
             if !inspector && !shared.policy.origins.allows(origin.as_deref()) {
                 debug!(%remote, %peer, ?origin, "origin refused");
-                let _ = http::respond(&mut tcp, 403, "text/plain", "origin not allowed").await;
+                let _ = http::respond(&mut stream, 403, "text/plain", "origin not allowed").await;
                 return;
             }
             // Held for the session's life; dropping it frees the slot.
@@ -275,11 +276,14 @@ where
                 Ok(permit) => permit,
                 Err(e) => {
                     debug!(%remote, %peer, error = %e, "connection refused");
-                    let _ = http::respond(&mut tcp, 503, "text/plain", &e.to_string()).await;
+                    let _ = http::respond(&mut stream, 503, "text/plain", &e.to_string()).await;
                     return;
                 }
             };
-            if http::accept_upgrade(&mut tcp, &accept_key).await.is_err() {
+            if http::accept_upgrade(&mut stream, &accept_key)
+                .await
+                .is_err()
+            {
                 return;
             }
             let limits = &shared.config.limits;
@@ -290,9 +294,13 @@ where
                 .read_buffer_size(READ_BUFFER_BYTES)
                 .max_message_size(Some(limits.max_message_bytes))
                 .max_frame_size(Some(limits.max_message_bytes));
-            let ws =
-                WebSocketStream::from_partially_read(tcp, leftover, Role::Server, Some(ws_config))
-                    .await;
+            let ws = WebSocketStream::from_partially_read(
+                stream,
+                leftover,
+                Role::Server,
+                Some(ws_config),
+            )
+            .await;
             let outbox = shared.open_session_from(crate::registry::Origin {
                 peer: Some(client),
                 inspector,

@@ -98,10 +98,30 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
+/// Largest certificate or key file read: a long chain is a few KiB; this
+/// keeps a wrong path (a log, a device) from being read into memory.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// Reads a whole file of at most [`MAX_PEM_BYTES`].
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {MAX_PEM_BYTES} bytes: not a PEM file"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Reads and checks a certificate chain and its key.
 fn load(config: &TlsConfig, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
     let read = |what, path: &Path| {
-        std::fs::read(path).map_err(|source| TlsError::Read {
+        read_bounded(path).map_err(|source| TlsError::Read {
             what,
             path: path.to_owned(),
             source,
@@ -316,6 +336,11 @@ mod tests {
         let missing = TlsConfig::new(d.join("nope.pem"), &config.key);
         let e = Certificates::load(missing).unwrap_err();
         assert!(matches!(e, TlsError::Read { .. }), "{e}");
+
+        // A path to something endless is refused, not read into memory.
+        let endless = TlsConfig::new("/dev/zero", &config.key);
+        let e = Certificates::load(endless).unwrap_err();
+        assert!(e.to_string().contains("not a PEM file"), "{e}");
         let _ = std::fs::remove_dir_all(d);
     }
 

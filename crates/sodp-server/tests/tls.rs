@@ -246,3 +246,35 @@ async fn sighup_without_tls_does_not_stop_the_server() {
         "SIGHUP killed it"
     );
 }
+
+#[tokio::test]
+async fn the_binary_picks_up_renewed_files_by_itself() {
+    let ca = TestCa::new("poll");
+    let first = ca.issue_server();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--addr",
+        "127.0.0.1:0",
+        "--tls-reload-secs",
+        "0.05",
+        "--tls-cert",
+    ])
+    .arg(&first.cert)
+    .arg("--tls-key")
+    .arg(&first.key)
+    .stderr(Stdio::null());
+    let server = Launched::spawn(cmd, false);
+    let addr: SocketAddr = ([127, 0, 0, 1], server.port).into();
+    let old_stream = tls_connect(addr, &ca.ca_pem).await.unwrap();
+    assert_eq!(served(&old_stream), first.der);
+    let mut old = wss_client(old_stream, addr).await;
+
+    // Renewed in place (written aside, renamed), no signal: the poll sees it.
+    let second = ca.issue_server();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while served(&tls_connect(addr, &ca.ca_pem).await.expect("serving")) != second.der {
+        assert!(tokio::time::Instant::now() < deadline, "never reloaded");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    old.ok("state.set", json!({"state": "k", "value": 1})).await;
+}
