@@ -40,7 +40,7 @@ await build({
   format: "iife",
   globalName: "SODP",
   mangleProps: MANGLE,
-  target: "es2020",
+  target: "es2022",
   platform: "browser",
   outfile: join(client, "dist/sodp.iife.min.js"),
   logLevel: "warning",

@@ -88,6 +88,8 @@ export interface SodpClientOptions {
   onStatusChange?: (status: ConnectionStatus, previous: ConnectionStatus) => void;
   /** Per-call timeout, ms (default 30000). */
   callTimeout?: number;
+  /** Calls waiting for their RESULT (in flight, or queued while disconnected) at most (default 1024); one more is refused at once with `ConnectionLost`. */
+  maxPendingCalls?: number;
   /** Time from opening the socket to a live session before the attempt is abandoned, ms (default 10000). */
   connectTimeout?: number;
   /**
@@ -606,9 +608,10 @@ export class SodpClient {
 
   private _applyDelta(e: Entry, body: DeltaBody): void {
     const version = asNumber(body.version);
-    // Already have it — unless the last change was a DELTA of this version: a
-    // transaction sends a pattern one DELTA per key, all at one version.
-    if (version !== undefined && (version < e.version || (version === e.version && !e._live))) return;
+    // Already have it — unless, on a pattern, the last change was a DELTA of
+    // this version: a transaction sends a pattern one DELTA per key, all at
+    // one version (a key's own stream never repeats a version).
+    if (version !== undefined && (version < e.version || (version === e.version && !(e._live && e.key.includes("*"))))) return;
     const ops = Array.isArray(body.ops) ? (body.ops as DeltaOp[]) : [];
     let value: unknown;
     try {
@@ -879,6 +882,10 @@ export class SodpClient {
     return new Promise<D>((resolve, reject) => {
       if (this._status === "closed" || this._status === "disconnected") {
         reject(this._fatal ?? new ConnectionLost(`client ${this._status}`));
+        return;
+      }
+      if (this._calls.size >= (this._opts.maxPendingCalls ?? 1024)) {
+        reject(new ConnectionLost("too many calls pending"));
         return;
       }
       const id = this._ids.next();

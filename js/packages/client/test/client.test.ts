@@ -258,6 +258,22 @@ test("a call in flight when the connection drops rejects with ConnectionLost", a
   assert.ok(c.status === "reconnecting");
 });
 
+test("calls waiting while disconnected are bounded by maxPendingCalls; the queued ones still go out", async () => {
+  const { c } = make({ maxPendingCalls: 2 });
+  const first = c.set("a", 1);
+  const second = c.set("b", 2);
+  await assert.rejects(c.set("c", 3), /too many calls pending/);
+  last().hello();
+  const sent = last().sent.map((f) => last().body(f) as { method?: string; args?: { state?: string } });
+  assert.deepStrictEqual(
+    sent.filter((b) => b.method === "state.set").map((b) => b.args?.state),
+    ["a", "b"],
+    "the two queued calls, not the refused one",
+  );
+  void first.catch(() => {});
+  void second.catch(() => {});
+});
+
 test("401 at the handshake: stops reconnecting, rejects ready and queued calls, status disconnected", async () => {
   const { c, errors, statuses } = make({ token: "bad" });
   const queued = c.set("a", 1);
