@@ -490,8 +490,11 @@ class ClientProtocol:
         if entry is None or not entry.known:
             return []
         version = body.get("version")
+        # A pattern may get several DELTAs of one version (a transaction's
+        # keys); a key's own stream never repeats one.
+        repeats = entry.live and "*" in entry.key
         if isinstance(version, int) and (
-            version < entry.version or (version == entry.version and not entry.live)
+            version < entry.version or (version == entry.version and not repeats)
         ):
             return []  # already applied (a replay overlapping what we have)
         ops = body.get("ops")

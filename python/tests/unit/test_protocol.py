@@ -526,6 +526,20 @@ def test_pattern_applies_every_delta_of_one_transaction_and_skips_overlaps() -> 
     assert feed(p, T.DELTA, {"state": "bank.*", "version": 3, "ops": []}) == []
 
 
+def test_a_key_applies_a_version_once() -> None:
+    """A key's own stream never repeats a version: a second DELTA of the
+    version just applied is a duplicate (an append applied twice would
+    corrupt the value)."""
+    p = ready()
+    p.watch("list", noop)
+    init(p, "list", [1], 4)
+    append = {"op": "ADD", "path": "/-", "value": 2}
+    (ev,) = feed(p, T.DELTA, {"state": "list", "version": 5, "ops": [append]})
+    assert isinstance(ev, StateChanged)
+    assert feed(p, T.DELTA, {"state": "list", "version": 5, "ops": [append]}) == []
+    assert p.get("list") == [1, 2]
+
+
 def test_expires_at_follows_state_init_and_deltas() -> None:
     p = ready()
     p.watch("k", noop)
