@@ -34,6 +34,12 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: io::Error },
     #[error(transparent)]
     Setup(#[from] SetupError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ConnectError),
+    #[error(
+        "--data-dir and --redis-url exclude each other: in cluster mode Redis keeps the state"
+    )]
+    DurableCluster,
 }
 
 /// A bound, not yet running, server.
@@ -47,7 +53,16 @@ pub struct Server {
 impl Server {
     /// Loads the policy and binds the listeners.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
+        if config.cluster.is_some() && config.storage.is_some() {
+            return Err(StartError::DurableCluster);
+        }
         let shared = Arc::new(Shared::new(config)?);
+        if let Some(cc) = &shared.config.cluster {
+            let cluster =
+                crate::cluster::Cluster::start(cc, shared.config.history_len, &shared.store)
+                    .await?;
+            let _ = shared.cluster.set(cluster);
+        }
         let listen = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -124,6 +139,9 @@ impl Server {
         drop(alive_tx);
         trimmer.abort();
         expiry.abort();
+        if let Some(cluster) = self.shared.cluster.get() {
+            cluster.stop();
+        }
         let grace = self.shared.config.shutdown_grace + Duration::from_secs(1);
         if time::timeout(grace, alive_rx.recv()).await.is_err() {
             warn!("some connections did not finish within the grace period");

@@ -57,6 +57,8 @@ pub struct Shared {
     /// Every live session's outbox, so shutdown can close them all.
     sessions: Mutex<HashMap<SessionId, Arc<Outbox>>>,
     shutting_down: AtomicBool,
+    /// Cluster mode: this node's membership (set once, when the server binds).
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// Says at start what the security policy is — never a secret.
@@ -202,6 +204,7 @@ impl Shared {
             next_session: AtomicU64::new(1),
             sessions: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -250,6 +253,8 @@ impl Shared {
     pub fn readiness(&self) -> (u16, String) {
         let problem = if self.shutting_down.load(Ordering::SeqCst) {
             Some("shutting down".to_owned())
+        } else if let Some(remote) = self.store.remote() {
+            remote.check_writable().err().map(|r| r.message)
         } else {
             self.store
                 .storage()
@@ -285,7 +290,10 @@ impl Shared {
             "connections": self.connections(),
             "keys": self.store.key_count(),
             "history_bytes": self.store.history_bytes(),
-            "storage": self.store.storage().describe(),
+            "storage": match self.store.remote() {
+                Some(remote) => remote.describe(),
+                None => self.store.storage().describe(),
+            },
             "memory": {
                 "used": memory.counted + memory.history,
                 "history": memory.history,

@@ -32,14 +32,18 @@
 //! appends there before publishing; a cluster engine replaces the version
 //! counter and publishes the encoded frame to other nodes from there.
 
+mod clustered;
 mod many;
 mod patterns;
 mod read;
+pub mod remote;
 mod ttl;
 
+pub use clustered::Applied;
 pub use many::{EditFn, TxOp};
 pub use patterns::{parse_pattern, ReadCheck};
 pub use read::{HistoryPage, KeysPage};
+pub use remote::Remote;
 pub use ttl::{expire_keys, Deadline, Timers};
 
 use many::Gathered;
@@ -47,7 +51,7 @@ use patterns::Patterns;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use sodp_proto::codec::encoded_len;
 use sodp_proto::frame::FIRST_SUBSCRIPTION_STREAM;
@@ -119,6 +123,9 @@ pub struct Store {
     max_depth: usize,
     validator: Option<Arc<dyn Validator>>,
     storage: Arc<dyn Storage>,
+    /// Cluster mode: the shared engine that commits writes (set once, at
+    /// start; see `store/clustered.rs`).
+    remote: OnceLock<Arc<dyn Remote>>,
     metrics: Arc<Metrics>,
 }
 
@@ -400,8 +407,20 @@ impl Store {
             max_depth: options.max_depth,
             validator: options.validator,
             storage: options.storage,
+            remote: OnceLock::new(),
             metrics: options.metrics,
         }
+    }
+
+    /// Cluster mode: from now on writes are committed by `remote` (once,
+    /// before the first connection).
+    pub fn attach_remote(&self, remote: Arc<dyn Remote>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// The shared engine, in cluster mode.
+    pub fn remote(&self) -> Option<&dyn Remote> {
+        self.remote.get().map(|r| &**r)
     }
 
     /// A store for tests and tools: in memory, with the given limits.
@@ -569,6 +588,9 @@ impl Store {
         seq: u64,
         params: Option<&Value>,
     ) -> Result<(), Rejection> {
+        if let Some(remote) = self.remote() {
+            return self.watch_remote(remote, key, outbox, seq, params);
+        }
         self.with_slot(key, |slot, st| {
             self.subscribe(slot, st, outbox, seq, params)
         })
@@ -585,6 +607,9 @@ impl Store {
         seq: u64,
         params: Option<&Value>,
     ) -> Result<Option<usize>, Rejection> {
+        if let Some(remote) = self.remote() {
+            return self.resume_remote(remote, key, since, outbox, seq, params);
+        }
         self.with_slot(key, |slot, st| {
             let visible = self.storage.is_visible(st.last_ticket);
             let replayed = st.history.replay_since(since).map(|frames| {
@@ -605,11 +630,14 @@ impl Store {
         if let Ok(Some(prefix)) = parse_pattern(key) {
             return self.unwatch_pattern(prefix, session);
         }
-        let now_unused = self.with_existing(key, |_, st| {
-            st.subscribers.remove(&session);
-            st.is_unused()
+        let left = self.with_existing(key, |_, st| {
+            let was = st.subscribers.remove(&session).is_some();
+            (was, st.is_unused())
         });
-        if now_unused == Some(true) {
+        if let (Some(remote), Some((true, _))) = (self.remote(), left) {
+            remote.unwatch(key);
+        }
+        if let Some((_, true)) = left {
             self.retire_if_unused(key);
         }
     }
@@ -624,6 +652,9 @@ impl Store {
         key: &str,
         edit: impl FnOnce(&mut Doc<'_>) -> Result<Edit, Rejection>,
     ) -> Result<Written, Rejection> {
+        if let Some(remote) = self.remote() {
+            return self.write_remote(remote, key, edit);
+        }
         self.storage.check_writable()?;
         self.with_slot(key, |slot, st| {
             let mut doc = Doc {
@@ -740,14 +771,28 @@ impl Store {
         ops: Vec<DeltaOp>,
         expires: Option<u64>,
     ) -> u64 {
-        let mut publishing = self.patterns.matching(std::iter::once(&*slot.key));
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        self.commit_versioned(slot, st, ops, version, expires);
+        version
+    }
+
+    /// Commits a change whose version is known, to the key's streams and
+    /// to the pattern streams matching it (published under the pattern
+    /// lock, so pattern subscribers see versions in order).
+    fn commit_versioned(
+        &self,
+        slot: &KeySlot,
+        st: &mut KeyState,
+        ops: Vec<DeltaOp>,
+        version: u64,
+        expires: Option<u64>,
+    ) {
+        let mut publishing = self.patterns.matching(std::iter::once(&*slot.key));
         let pattern_ops = publishing.as_ref().map(|_| ops.clone());
         self.commit_at(slot, st, ops, version, expires, None);
         if let (Some(publishing), Some(ops)) = (&mut publishing, pattern_ops) {
             publishing.publish(&self.storage, &slot.key, version, &ops, st.last_ticket);
         }
-        version
     }
 
     /// Commits a change with a version already taken (a transaction gives
@@ -912,6 +957,9 @@ impl Store {
     /// Presence cleanup: if `session` still owns `path` on `key`, removes the
     /// path and publishes the change.
     pub fn release_presence(&self, key: &str, path: &str, session: SessionId) {
+        if let Some(remote) = self.remote() {
+            return self.release_presence_remote(remote, key, path, session);
+        }
         let now_unused = self.with_existing(key, |slot, st| {
             if st.presence.get(path) != Some(&session) {
                 return false; // Another session has taken the path since.

@@ -44,6 +44,10 @@ pub use io::run;
 /// value. The decoder's limit is the value limit plus these.
 const FRAME_NESTING: usize = 3;
 
+/// Cluster mode: how many times a CALL runs when other nodes keep
+/// writing its key first.
+const STALE_RETRIES: usize = 32;
+
 /// The per-connection protocol state.
 pub struct Session {
     id: SessionId,
@@ -350,10 +354,27 @@ impl Session {
         Ok(())
     }
 
-    /// Parses and runs a CALL.
+    /// Parses and runs a CALL. In cluster mode a CALL whose key changed on
+    /// another node while it was drafted is run again on the caught-up
+    /// copy (a few times; then 503).
     fn run(&mut self, method: Option<&str>, args: CallArgs<'_>) -> Result<Reply, Rejection> {
         let method =
             method.ok_or_else(|| Rejection::bad_request("CALL needs `method` (a string)"))?;
+        if self.shared.store.remote().is_none() {
+            return self.run_once(method, args);
+        }
+        let mut args = args;
+        for _ in 1..STALE_RETRIES {
+            let spare = args.clone();
+            match self.run_once(method, args) {
+                Err(e) if e.stale => args = spare,
+                result => return result,
+            }
+        }
+        self.run_once(method, args)
+    }
+
+    fn run_once(&mut self, method: &str, args: CallArgs<'_>) -> Result<Reply, Rejection> {
         let call = methods::parse(method, args)?;
         call.run(&mut Context {
             shared: &self.shared,

@@ -84,6 +84,12 @@ impl Store {
     /// (409 with that key's version and the op's index), an op's own
     /// refusal, a schema violation — in which case nothing changed.
     pub fn write_many(&self, ops: Vec<TxOp<'_>>) -> Result<Written, Rejection> {
+        if self.remote().is_some() {
+            return Err(Rejection::new(
+                crate::error::ErrorCode::Unavailable,
+                "transactions are not available in cluster mode yet",
+            ));
+        }
         self.storage.check_writable()?;
         let mut keys: Vec<String> = ops.iter().map(|op| op.key.clone()).collect();
         keys.sort_unstable();

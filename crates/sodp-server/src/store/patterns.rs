@@ -204,6 +204,12 @@ impl Store {
         max_bytes: Option<usize>,
         since: Option<u64>,
     ) -> Result<Option<usize>, Rejection> {
+        if self.remote().is_some() {
+            return Err(Rejection::new(
+                crate::error::ErrorCode::Unavailable,
+                "pattern subscriptions are not available in cluster mode yet",
+            ));
+        }
         let session = outbox.id();
         {
             let mut entries = lock(&self.patterns.entries);

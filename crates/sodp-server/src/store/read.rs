@@ -47,6 +47,11 @@ fn under(key: &str, prefix: &str) -> bool {
 impl Store {
     /// The current state of `key` and the ticket of its last change.
     pub fn read(&self, key: &str) -> (Snapshot, Ticket) {
+        if let Some(remote) = self.remote() {
+            // Cluster mode: the copy may be behind (no local watcher keeps
+            // it current); while Redis is away, the copy is the answer.
+            let _ = self.catch_up(remote, key);
+        }
         self.with_existing(key, |_, st| {
             let snapshot = Snapshot {
                 value: st.value.clone(),

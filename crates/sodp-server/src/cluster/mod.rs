@@ -1,0 +1,186 @@
+//! Cluster mode: several `sodp-server` nodes share one state in Redis.
+//!
+//! Redis is the commit point; each node keeps a copy of the keys its
+//! sessions use and serves them as a single server would. The parts:
+//! - `config`: `--redis-url` and the lease.
+//! - `names`: every Redis key and channel the cluster uses.
+//! - `connection`: the connection manager, reachability, and the bridge
+//!   from the synchronous write path to Redis.
+//! - `commit` + `commit.lua`: one atomic script per mutation (condition
+//!   on the drafted base version, version assignment, value, history,
+//!   publish), acknowledged only after it ran.
+//! - `entry`: a change as history and channels carry it.
+//! - `catch_up` + `fetch.lua`: a key's missed changes, or its image.
+//! - `fanout`: the pub/sub subscriber, gap detection, reconnect catch-up.
+//! - `presence`: node leases; the survivors remove a dead node's paths.
+//!
+//! The store side (drafting, applying changes in order) is
+//! `store/clustered.rs`, behind the [`Remote`] trait, so the single-node
+//! server pays one `OnceLock` check per write for all of this.
+
+mod catch_up;
+mod commit;
+pub mod config;
+pub mod connection;
+pub mod entry;
+mod fanout;
+pub mod names;
+mod presence;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use redis::Script;
+use tokio::sync::watch;
+
+use crate::error::{ErrorCode, Rejection};
+use crate::store::remote::{CatchUp, Gate, Outcome, Proposal, Remote};
+use crate::store::Store;
+
+pub use config::ClusterConfig;
+pub use connection::ConnectError;
+use connection::Connection;
+use fanout::Fanout;
+use names::Names;
+
+/// Stripes of write gates: writes to keys on different stripes never wait
+/// for each other on this node.
+const GATES: usize = 256;
+
+/// This node's membership of the cluster.
+pub struct Cluster {
+    conn: Connection,
+    names: Names,
+    /// This node's id, unique for the cluster's life (`INCR node-ids`): a
+    /// restarted node is a new node, and its old self's paths are reaped.
+    node: String,
+    config: ClusterConfig,
+    history_len: usize,
+    commit: Script,
+    fetch: Script,
+    fanout: Fanout,
+    /// Changes that did not follow the node's copy (each healed by a
+    /// catch-up).
+    gaps: AtomicU64,
+    /// Per-key write gates, striped (see [`Remote::gate`]).
+    gates: Vec<Arc<tokio::sync::Mutex<()>>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Cluster {
+    /// Connects, takes a node id, attaches to `store` and starts the
+    /// subscriber and lease tasks.
+    pub async fn start(
+        config: &ClusterConfig,
+        history_len: usize,
+        store: &Arc<Store>,
+    ) -> Result<Arc<Cluster>, ConnectError> {
+        let conn = Connection::open(&config.url).await?;
+        let names = Names::new(&config.prefix);
+        let node: u64 = redis::cmd("INCR")
+            .arg(names.node_ids())
+            .query_async(&mut conn.manager())
+            .await
+            .map_err(|source| ConnectError::Unreachable {
+                url: conn.url().to_owned(),
+                source,
+            })?;
+        let (stop, stopped) = watch::channel(false);
+        let cluster = Arc::new(Cluster {
+            conn,
+            names,
+            node: node.to_string(),
+            config: config.clone(),
+            history_len,
+            commit: commit::script(),
+            fetch: catch_up::script(),
+            fanout: Fanout::default(),
+            gaps: AtomicU64::new(0),
+            gates: (0..GATES).map(|_| Arc::default()).collect(),
+            stop,
+        });
+        tracing::info!(redis = %cluster.conn.url(), node = %cluster.node, lease_ms = config.lease.as_millis() as u64, "cluster mode");
+        store.attach_remote(cluster.clone());
+        let weak = Arc::downgrade(store);
+        tokio::spawn(fanout::run(cluster.clone(), weak.clone(), stopped.clone()));
+        tokio::spawn(presence::run(cluster.clone(), weak, stopped));
+        Ok(cluster)
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Stops the subscriber and the lease renewal (shutdown). The lease
+    /// then runs out and the survivors forget this node.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    async fn fetch(&self, key: &str, since: u64) -> Result<CatchUp, Rejection> {
+        let mut con = self.conn.manager();
+        let reply: Vec<Vec<u8>> = self.conn.observe(
+            self.fetch
+                .key(self.names.hash(key))
+                .key(self.names.history(key))
+                .arg(since)
+                .invoke_async(&mut con)
+                .await,
+        )?;
+        catch_up::parse(&reply).map_err(|e| Rejection::new(ErrorCode::Internal, e))
+    }
+
+    fn metrics_gap(&self) {
+        self.gaps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Gaps detected so far (each healed by a catch-up).
+    pub fn gaps(&self) -> u64 {
+        self.gaps.load(Ordering::Relaxed)
+    }
+}
+
+impl Remote for Cluster {
+    fn check_writable(&self) -> Result<(), Rejection> {
+        self.conn.check()
+    }
+
+    fn commit(&self, proposals: &[Proposal<'_>]) -> Result<Outcome, Rejection> {
+        let inv = commit::invocation(
+            &self.commit,
+            &self.names,
+            &self.node,
+            self.history_len,
+            proposals,
+        );
+        let mut con = self.conn.manager();
+        let reply: Vec<Vec<u8>> = self
+            .conn
+            .observe(self.conn.block(inv.invoke_async(&mut con)))?;
+        commit::outcome(&reply).map_err(|e| Rejection::new(ErrorCode::Internal, e))
+    }
+
+    fn catch_up(&self, key: &str, since: u64) -> Result<CatchUp, Rejection> {
+        self.conn.block(self.fetch(key, since))
+    }
+
+    fn watch(&self, key: &str) -> Result<(), Rejection> {
+        self.watch_key(key)
+    }
+
+    fn unwatch(&self, key: &str) {
+        self.unwatch_key(key);
+    }
+
+    fn gate(&self, key: &str) -> Gate {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+        let stripe = self.gates[hash as usize % GATES].clone();
+        self.conn.block(stripe.lock_owned())
+    }
+
+    fn describe(&self) -> String {
+        format!("cluster: redis {} (node {})", self.conn.url(), self.node)
+    }
+}

@@ -1,0 +1,315 @@
+//! Cluster mode: three nodes on loopback sharing one private Redis.
+//!
+//! The nodes run in this process (multi-threaded runtime, as the binary);
+//! the node killed with `kill -9` is a real `sodp-server` process.
+
+mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
+
+use std::time::Duration;
+
+use common::{failure_code, v, Launched, TestClient, TestServer};
+use redis_server::RedisServer;
+use serde_json::json;
+use sodp_proto::{DeltaOp, FrameType, Value};
+use sodp_server::cluster::ClusterConfig;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sodp-server");
+
+async fn node(redis: &RedisServer) -> TestServer {
+    node_with_lease(redis, Duration::from_secs(10)).await
+}
+
+async fn node_with_lease(redis: &RedisServer, lease: Duration) -> TestServer {
+    let url = redis.url();
+    TestServer::with(move |c| {
+        c.cluster = Some(ClusterConfig {
+            lease,
+            ..ClusterConfig::new(url)
+        });
+    })
+    .await
+}
+
+async fn three_nodes(redis: &RedisServer) -> [TestServer; 3] {
+    [node(redis).await, node(redis).await, node(redis).await]
+}
+
+fn get_field(value: &Value, field: &str) -> Option<i64> {
+    value.get(field).and_then(Value::as_i64)
+}
+
+async fn read(client: &mut TestClient, key: &str) -> Value {
+    let r = client.call("state.get", json!({"state": key})).await;
+    assert_eq!(r.get("success"), Some(&Value::Bool(true)), "{r:?}");
+    r.get("data").unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_on_one_node_reaches_watchers_on_the_others_with_the_same_version_and_ops() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = three_nodes(&redis).await;
+    let mut on_a = a.client().await;
+    let mut on_b = b.client().await;
+    let mut on_c = c.client().await;
+    for w in [&mut on_a, &mut on_b, &mut on_c] {
+        let init = w.watch("room.1").await;
+        assert_eq!(init.body.get("initialized"), Some(&Value::Bool(false)));
+    }
+    let mut writer = a.client().await;
+    let v1 = writer
+        .ok(
+            "state.set",
+            json!({"state": "room.1", "value": {"title": "x", "n": 1}}),
+        )
+        .await;
+    let v2 = writer
+        .ok("state.patch", json!({"state": "room.1", "patch": {"n": 2}}))
+        .await;
+    assert!(v2 > v1);
+    let seen_a = [on_a.delta().await, on_a.delta().await];
+    for w in [&mut on_b, &mut on_c] {
+        let seen = [w.delta().await, w.delta().await];
+        assert_eq!(seen, seen_a, "same versions and ops on every node");
+    }
+    assert_eq!(seen_a[0].0, v1);
+    assert_eq!(seen_a[1], (v2, vec![DeltaOp::update("/n", Value::Int(2))]));
+    // A write on C reaches A; a read on any node sees the latest.
+    let mut writer_c = c.client().await;
+    let v3 = writer_c
+        .ok("state.delete", json!({"state": "room.1"}))
+        .await;
+    assert_eq!(on_a.delta().await, (v3, vec![DeltaOp::remove("/")]));
+    let mut reader = b.client().await;
+    let data = read(&mut reader, "room.1").await;
+    assert_eq!(data.get("version").and_then(Value::as_u64), Some(v3));
+    assert_eq!(data.get("initialized"), Some(&Value::Bool(false)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_writers_on_three_nodes_lose_nothing_and_versions_only_increase() {
+    const WRITES: i64 = 25;
+    let redis = RedisServer::start().await;
+    let nodes = three_nodes(&redis).await;
+    let mut watchers = Vec::new();
+    for n in &nodes {
+        let mut w = n.client().await;
+        w.watch("shared").await;
+        watchers.push(w);
+    }
+    let mut writers = Vec::new();
+    for i in 0..8 {
+        let url = nodes[i % 3].url();
+        writers.push(tokio::spawn(async move {
+            let mut c = TestClient::connect(&url).await;
+            let mut versions = Vec::new();
+            for j in 1..=WRITES {
+                let field = format!("f{i}");
+                versions.push(
+                    c.ok(
+                        "state.patch",
+                        json!({"state": "shared", "patch": {field: j}}),
+                    )
+                    .await,
+                );
+            }
+            versions
+        }));
+    }
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    acked.sort_unstable();
+    acked.dedup();
+    assert_eq!(
+        acked.len(),
+        8 * WRITES as usize,
+        "every write has its own version"
+    );
+    let last = *acked.last().unwrap();
+    for w in &mut watchers {
+        let mut value = Value::Nil;
+        let mut seen = Vec::new();
+        while seen.last() != Some(&last) {
+            let (version, ops) = w.delta().await;
+            if let Some(prev) = seen.last() {
+                assert!(version > *prev, "{version} after {prev}");
+            }
+            value = sodp_proto::apply(&value, &ops).unwrap();
+            seen.push(version);
+        }
+        assert_eq!(
+            seen, acked,
+            "each watcher saw every acknowledged write once"
+        );
+        for i in 0..8 {
+            assert_eq!(get_field(&value, &format!("f{i}")), Some(WRITES));
+        }
+    }
+}
+
+/// A counter incremented with `if_version` (read, then write only if
+/// unchanged; retry on 409) by writers on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conditional_counters_across_nodes_sum_exactly() {
+    const EACH: i64 = 10;
+    let redis = RedisServer::start().await;
+    let nodes = three_nodes(&redis).await;
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let url = nodes[i % 3].url();
+        tasks.push(tokio::spawn(async move {
+            let mut c = TestClient::connect(&url).await;
+            let mut conflicts = 0;
+            for _ in 0..EACH {
+                loop {
+                    let data = read(&mut c, "counter").await;
+                    let version = data.get("version").and_then(Value::as_u64).unwrap();
+                    let n = data.get("value").and_then(Value::as_i64).unwrap_or(0);
+                    let r = c
+                        .call(
+                            "state.set",
+                            json!({"state": "counter", "value": n + 1, "if_version": version}),
+                        )
+                        .await;
+                    match failure_code(&r) {
+                        None => break,
+                        Some(409) => conflicts += 1,
+                        Some(code) => panic!("unexpected {code}: {r:?}"),
+                    }
+                }
+            }
+            conflicts
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for n in &nodes {
+        let mut c = n.client().await;
+        let data = read(&mut c, "counter").await;
+        assert_eq!(data.get("value").and_then(Value::as_i64), Some(6 * EACH));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resume_on_another_node_replays_exactly_what_was_missed() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = three_nodes(&redis).await;
+    let mut writer = b.client().await;
+    writer
+        .ok("state.set", json!({"state": "doc", "value": {"n": 0}}))
+        .await;
+    let mut reader = a.client().await;
+    let init = reader.watch("doc").await;
+    let seen = init.body.get("version").and_then(Value::as_u64).unwrap();
+    drop(reader); // Cut from node A.
+    let mut missed = Vec::new();
+    for n in 1..=3 {
+        let version = writer
+            .ok("state.patch", json!({"state": "doc", "patch": {"n": n}}))
+            .await;
+        missed.push((version, vec![DeltaOp::update("/n", Value::Int(n))]));
+    }
+    let mut back = c.client().await;
+    back.send(
+        FrameType::Resume,
+        10,
+        v(json!({"state": "doc", "since_version": seen})),
+    )
+    .await;
+    let mut replayed = Vec::new();
+    for _ in 0..3 {
+        replayed.push(back.delta().await);
+    }
+    assert_eq!(replayed, missed);
+    let live = back.recv().await;
+    assert_eq!(live.kind, FrameType::StateInit);
+    assert_eq!(
+        live.body.get("version").and_then(Value::as_u64),
+        Some(missed[2].0)
+    );
+    // From a version the key never had: STATE_INIT alone.
+    let mut other = c.client().await;
+    other
+        .send(
+            FrameType::Resume,
+            10,
+            v(json!({"state": "doc", "since_version": seen + 1})),
+        )
+        .await;
+    assert_eq!(other.recv().await.kind, FrameType::StateInit);
+}
+
+/// A change committed in Redis whose message never reaches the nodes (as
+/// if pub/sub had dropped it): the next change names a version the nodes'
+/// copies do not have, and they catch up from the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dropped_pubsub_message_is_healed_by_gap_detection() {
+    let redis = RedisServer::start().await;
+    let [a, b, _c] = three_nodes(&redis).await;
+    let mut watcher = b.client().await;
+    watcher.watch("g").await;
+    let mut writer = a.client().await;
+    let v1 = writer
+        .ok("state.set", json!({"state": "g", "value": {"x": 1}}))
+        .await;
+    assert_eq!(watcher.delta().await.0, v1);
+    // Behind the nodes' backs: the commit script with a channel nobody
+    // listens to.
+    let mut con = redis.connection().await;
+    let mut ops = Vec::new();
+    sodp_proto::codec::write_value(
+        &mut ops,
+        &Value::Array(std::sync::Arc::new(vec![DeltaOp::add(
+            "/lost",
+            Value::Int(7),
+        )
+        .to_value()])),
+    );
+    let value = sodp_proto::codec::encode_value(&v(json!({"x": 1, "lost": 7})));
+    let reply: Vec<Vec<u8>> = redis::Script::new(include_str!("../src/cluster/commit.lua"))
+        .key("sodp:version")
+        .key("sodp:np:test")
+        .key("sodp:keys")
+        .key("sodp:ttl")
+        .key("sodp:k:g")
+        .key("sodp:h:g")
+        .key("sodp:o:g")
+        .arg(1)
+        .arg(1000)
+        .arg("nobody-listens:")
+        .arg("g")
+        .arg(v1)
+        .arg("1")
+        .arg(value)
+        .arg("-")
+        .arg(ops)
+        .arg("")
+        .arg("")
+        .invoke_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(reply[0], b"ok");
+    let lost: u64 = String::from_utf8(reply[1].clone())
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The nodes' copies are behind now; the next write on A is drafted on
+    // a stale copy, refused as stale by the script, redrafted.
+    let v3 = writer
+        .ok("state.patch", json!({"state": "g", "patch": {"y": 2}}))
+        .await;
+    assert_eq!(
+        watcher.delta().await,
+        (lost, vec![DeltaOp::add("/lost", Value::Int(7))]),
+        "the lost change, replayed from the history"
+    );
+    assert_eq!(
+        watcher.delta().await,
+        (v3, vec![DeltaOp::add("/y", Value::Int(2))])
+    );
+    assert!(b.shared.cluster.get().unwrap().gaps() >= 1);
+}
