@@ -99,6 +99,14 @@ impl Cluster {
             gates: (0..GATES).map(|_| Arc::default()).collect(),
             stop,
         });
+        // Listed with a lease before the first session can bind anything,
+        // so a node that dies at once is still reaped.
+        presence::renew(&cluster)
+            .await
+            .map_err(|source| ConnectError::Unreachable {
+                url: cluster.conn.url().to_owned(),
+                source,
+            })?;
         tracing::info!(redis = %cluster.conn.url(), node = %cluster.node, lease_ms = config.lease.as_millis() as u64, "cluster mode");
         store.attach_remote(cluster.clone());
         let weak = Arc::downgrade(store);

@@ -55,7 +55,7 @@ pub async fn run(cluster: Arc<Cluster>, store: Weak<Store>, mut stop: watch::Rec
     }
 }
 
-async fn renew(cluster: &Cluster) -> redis::RedisResult<()> {
+pub(super) async fn renew(cluster: &Cluster) -> redis::RedisResult<()> {
     let names = &cluster.names;
     let mut con = cluster.conn.manager();
     redis::pipe()
