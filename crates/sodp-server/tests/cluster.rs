@@ -497,3 +497,66 @@ async fn redis_restarted_under_load_loses_no_acknowledged_write() {
     // that were refused but had reached Redis may be there too.
     assert_eq!(&seen, value);
 }
+
+/// Two counters moved together by `state.transaction` (each op with its
+/// `if_version`) from writers on every node: both sum exactly, and a
+/// watcher of both sees each transaction as two DELTAs of one version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transaction_counters_across_nodes_sum_exactly() {
+    const EACH: i64 = 8;
+    let redis = RedisServer::start().await;
+    let nodes = three_nodes(&redis).await;
+    let mut watcher = nodes[2].client().await;
+    watcher.watch("tx.a").await;
+    watcher.watch("tx.b").await;
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let url = nodes[i % 3].url();
+        tasks.push(tokio::spawn(async move {
+            let mut c = TestClient::connect(&url).await;
+            for _ in 0..EACH {
+                loop {
+                    let a = read(&mut c, "tx.a").await;
+                    let b = read(&mut c, "tx.b").await;
+                    let at = |d: &Value| d.get("version").and_then(Value::as_u64).unwrap();
+                    let n = |d: &Value| d.get("value").and_then(Value::as_i64).unwrap_or(0);
+                    let r = c
+                        .call(
+                            "state.transaction",
+                            json!({"ops": [
+                                {"method": "state.set", "args": {"state": "tx.a", "value": n(&a) + 1, "if_version": at(&a)}},
+                                {"method": "state.set", "args": {"state": "tx.b", "value": n(&b) + 2, "if_version": at(&b)}},
+                            ]}),
+                        )
+                        .await;
+                    match failure_code(&r) {
+                        None => break,
+                        Some(409) => {}
+                        Some(code) => panic!("unexpected {code}: {r:?}"),
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut c = nodes[1].client().await;
+    let a = read(&mut c, "tx.a").await;
+    let b = read(&mut c, "tx.b").await;
+    assert_eq!(a.get("value").and_then(Value::as_i64), Some(6 * EACH));
+    assert_eq!(b.get("value").and_then(Value::as_i64), Some(12 * EACH));
+    assert_eq!(
+        a.get("version"),
+        b.get("version"),
+        "the last transaction wrote both"
+    );
+    let mut last = 0;
+    for _ in 0..6 * EACH {
+        let (va, _) = watcher.delta().await;
+        let (vb, _) = watcher.delta().await;
+        assert_eq!(va, vb, "one version per transaction, DELTAs back to back");
+        assert!(va > last);
+        last = va;
+    }
+}

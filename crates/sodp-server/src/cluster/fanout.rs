@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::PubSubSink;
+use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::watch;
 
 use super::entry;
@@ -134,52 +134,29 @@ impl Cluster {
     }
 }
 
-/// The subscriber task: (re)connects, (re)subscribes, catches up after a
-/// reconnect, and hands every message to the store; until `stop`.
-pub async fn run(cluster: Arc<Cluster>, store: Weak<Store>, mut stop: watch::Receiver<bool>) {
+/// The subscriber task: hands every message to the store; after the
+/// connection is lost, reconnects, resubscribes and catches up; until
+/// `stop`. `first`: the stream of the connection made at start (its sink is
+/// already in place).
+pub async fn run(
+    cluster: Arc<Cluster>,
+    store: Weak<Store>,
+    mut stop: watch::Receiver<bool>,
+    first: PubSubStream,
+) {
     let mut backoff = Duration::from_millis(50);
-    let mut reconnect = false;
+    let mut first = Some(first);
     loop {
         if *stop.borrow() {
             return;
         }
-        let pubsub = match cluster.conn.client.get_async_pubsub().await {
-            Ok(pubsub) => pubsub,
-            Err(e) => {
-                cluster.conn.mark_down(&e);
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
+        let mut stream = match first.take() {
+            Some(stream) => stream,
+            None => match reconnect(&cluster, &store, &mut backoff, &mut stop).await {
+                Some(stream) => stream,
+                None => continue,
+            },
         };
-        let (mut sink, mut stream) = pubsub.split();
-        let keys: Vec<String> = {
-            let watched = cluster.fanout.watched.lock().await;
-            let channels: Vec<String> = watched.keys().map(|k| cluster.names.channel(k)).collect();
-            if !channels.is_empty() {
-                if let Err(e) = sink.subscribe(&channels).await {
-                    cluster.conn.mark_down(&e);
-                    continue;
-                }
-            }
-            set_sink(&cluster.fanout, Some(sink));
-            watched.keys().cloned().collect()
-        };
-        backoff = Duration::from_millis(50);
-        if reconnect {
-            let Some(store) = store.upgrade() else { return };
-            tracing::info!(
-                keys = keys.len(),
-                "pub/sub reconnected: catching watched keys up"
-            );
-            for key in &keys {
-                cluster.heal(&store, key).await;
-            }
-        }
-        reconnect = true;
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
@@ -195,4 +172,57 @@ pub async fn run(cluster: Arc<Cluster>, store: Weak<Store>, mut stop: watch::Rec
         set_sink(&cluster.fanout, None);
         cluster.conn.mark_down(&"the pub/sub connection was lost");
     }
+}
+
+/// A new pub/sub connection, subscribed to every watched key, each of
+/// which is then caught up (what was published meanwhile is gone).
+async fn reconnect(
+    cluster: &Cluster,
+    store: &Weak<Store>,
+    backoff: &mut Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<PubSubStream> {
+    let pubsub = match cluster.conn.client.get_async_pubsub().await {
+        Ok(pubsub) => pubsub,
+        Err(e) => {
+            cluster.conn.mark_down(&e);
+            tokio::select! {
+                () = tokio::time::sleep(*backoff) => {}
+                _ = stop.changed() => {}
+            }
+            *backoff = (*backoff * 2).min(Duration::from_secs(1));
+            return None;
+        }
+    };
+    let (mut sink, stream) = pubsub.split();
+    let keys: Vec<String> = {
+        let watched = cluster.fanout.watched.lock().await;
+        let channels: Vec<String> = watched.keys().map(|k| cluster.names.channel(k)).collect();
+        if !channels.is_empty() {
+            if let Err(e) = sink.subscribe(&channels).await {
+                cluster.conn.mark_down(&e);
+                return None;
+            }
+        }
+        set_sink(&cluster.fanout, Some(sink));
+        watched.keys().cloned().collect()
+    };
+    *backoff = Duration::from_millis(50);
+    let store = store.upgrade()?;
+    tracing::info!(
+        keys = keys.len(),
+        "pub/sub reconnected: catching watched keys up"
+    );
+    for key in &keys {
+        cluster.heal(&store, key).await;
+    }
+    Some(stream)
+}
+
+/// The first pub/sub connection, made at start so that the first WATCH
+/// finds it; its stream goes to [`run`].
+pub async fn connect(cluster: &Cluster) -> redis::RedisResult<PubSubStream> {
+    let (sink, stream) = cluster.conn.client.get_async_pubsub().await?.split();
+    set_sink(&cluster.fanout, Some(sink));
+    Ok(stream)
 }

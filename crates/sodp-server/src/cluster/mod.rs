@@ -47,6 +47,12 @@ use names::Names;
 /// for each other on this node.
 const GATES: usize = 256;
 
+/// The gate stripe of `key`.
+fn stripe(key: &str) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key) as usize % GATES
+}
+
 /// This node's membership of the cluster.
 pub struct Cluster {
     conn: Connection,
@@ -110,7 +116,19 @@ impl Cluster {
         tracing::info!(redis = %cluster.conn.url(), node = %cluster.node, lease_ms = config.lease.as_millis() as u64, "cluster mode");
         store.attach_remote(cluster.clone());
         let weak = Arc::downgrade(store);
-        tokio::spawn(fanout::run(cluster.clone(), weak.clone(), stopped.clone()));
+        let stream =
+            fanout::connect(&cluster)
+                .await
+                .map_err(|source| ConnectError::Unreachable {
+                    url: cluster.conn.url().to_owned(),
+                    source,
+                })?;
+        tokio::spawn(fanout::run(
+            cluster.clone(),
+            weak.clone(),
+            stopped.clone(),
+            stream,
+        ));
         tokio::spawn(presence::run(cluster.clone(), weak, stopped));
         Ok(cluster)
     }
@@ -182,10 +200,21 @@ impl Remote for Cluster {
     }
 
     fn gate(&self, key: &str) -> Gate {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
-        let stripe = self.gates[hash as usize % GATES].clone();
+        let stripe = self.gates[stripe(key)].clone();
         self.conn.block(stripe.lock_owned())
+    }
+
+    fn gates(&self, keys: &[String]) -> Vec<Gate> {
+        let mut stripes: Vec<usize> = keys.iter().map(|k| stripe(k)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        self.conn.block(async {
+            let mut held = Vec::with_capacity(stripes.len());
+            for s in stripes {
+                held.push(self.gates[s].clone().lock_owned().await);
+            }
+            held
+        })
     }
 
     fn describe(&self) -> String {

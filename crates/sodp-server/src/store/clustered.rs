@@ -20,6 +20,7 @@
 use sodp_proto::codec::encoded_len;
 use sodp_proto::{diff, merge, pointer, DeltaOp, OpKind, Value};
 
+use super::many::{TxDrafted, TxOp};
 use super::remote::{stale, Binding, CatchUp, Change, Image, Outcome, Proposal, Remote};
 use super::{Doc, Edit, EditKind, KeySlot, KeyState, Store, Written};
 use crate::error::Rejection;
@@ -108,6 +109,107 @@ impl Store {
                 self.apply_catch_up(key, other);
                 Err(stale(key))
             }
+        }
+    }
+
+    /// [`Store::write_many`] in cluster mode: drafted on the copies of all
+    /// keys, committed by one script call with one version (all or
+    /// nothing), applied key by key.
+    pub(super) fn write_many_remote(
+        &self,
+        remote: &dyn Remote,
+        keys: &[String],
+        ops: Vec<TxOp<'_>>,
+    ) -> Result<Written, Rejection> {
+        remote.check_writable()?;
+        let _gates = remote.gates(keys);
+        let (drafted, bases) = self.draft_sorted(keys, ops)?;
+        let (drafts, changed) = match drafted {
+            Err(refusal) => return self.confirm_all(remote, keys, &bases, Err(refusal)),
+            Ok(TxDrafted::Unchanged(written)) => {
+                return self.confirm_all(remote, keys, &bases, Ok(written))
+            }
+            Ok(TxDrafted::Changed(drafts, changed)) => (drafts, changed),
+        };
+        for draft in &drafts {
+            // Counted again when each key's change is applied.
+            self.memory.release(draft.reserved);
+        }
+        let proposals: Vec<Proposal<'_>> = (0..keys.len())
+            .filter(|p| changed[*p])
+            .map(|p| {
+                let (base, expires_before) = bases[p];
+                let st = &drafts[p].st;
+                Proposal {
+                    key: &keys[p],
+                    base,
+                    initialized: st.initialized,
+                    value: &st.value,
+                    ops: &drafts[p].ops,
+                    expires: (st.expires_at != expires_before).then(|| st.expires_at.unwrap_or(0)),
+                    binding: Binding::None,
+                    expiring_at: None,
+                }
+            })
+            .collect();
+        let outcome = remote.commit(&proposals)?;
+        let expires: Vec<Option<u64>> = proposals.iter().map(|p| p.expires).collect();
+        drop(proposals);
+        match outcome {
+            Outcome::Committed(version) => {
+                let mut expires = expires.into_iter();
+                for (p, draft) in drafts.into_iter().enumerate() {
+                    if !changed[p] {
+                        continue;
+                    }
+                    let size = draft.st.size;
+                    self.apply_own(
+                        &keys[p],
+                        version,
+                        Draft {
+                            base: bases[p].0,
+                            ops: draft.ops,
+                            value: draft.st.value,
+                            size,
+                            initialized: draft.st.initialized,
+                            expires: expires.next().flatten(),
+                            presence: None,
+                        },
+                    );
+                }
+                Ok(Written { version, ticket: 0 })
+            }
+            Outcome::Stale | Outcome::NotOwner => {
+                for key in keys {
+                    self.catch_up(remote, key)?;
+                }
+                Err(stale(&keys.join(", ")))
+            }
+        }
+    }
+
+    /// A transaction refused or changing nothing on the copies: the answer
+    /// stands only if every copy was current.
+    fn confirm_all(
+        &self,
+        remote: &dyn Remote,
+        keys: &[String],
+        bases: &[(u64, Option<u64>)],
+        result: Result<Written, Rejection>,
+    ) -> Result<Written, Rejection> {
+        let mut current = true;
+        for (key, (base, _)) in keys.iter().zip(bases) {
+            match remote.catch_up(key, *base)? {
+                CatchUp::Current => {}
+                other => {
+                    self.apply_catch_up(key, other);
+                    current = false;
+                }
+            }
+        }
+        match current {
+            true => result,
+            false => Err(stale(&keys.join(", "))),
         }
     }
 

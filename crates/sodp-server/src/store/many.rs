@@ -64,11 +64,19 @@ impl Gathered {
 }
 
 /// A key's state as the transaction's ops leave it, not yet committed.
-struct Draft {
-    st: KeyState,
-    ops: Vec<DeltaOp>,
+pub(super) struct Draft {
+    pub(super) st: KeyState,
+    pub(super) ops: Vec<DeltaOp>,
     /// Memory reserved by this key's ops.
-    reserved: usize,
+    pub(super) reserved: usize,
+}
+
+/// What a transaction's ops do, before anything is committed.
+pub(super) enum TxDrafted {
+    /// No key changes: the answer.
+    Unchanged(Written),
+    /// One draft per key (in key order), and which keys change.
+    Changed(Vec<Draft>, Vec<bool>),
 }
 
 /// `ops[i]: …` — which op of the transaction a refusal came from.
@@ -84,17 +92,16 @@ impl Store {
     /// (409 with that key's version and the op's index), an op's own
     /// refusal, a schema violation — in which case nothing changed.
     pub fn write_many(&self, ops: Vec<TxOp<'_>>) -> Result<Written, Rejection> {
-        if self.remote().is_some() {
-            return Err(Rejection::new(
-                crate::error::ErrorCode::Unavailable,
-                "transactions are not available in cluster mode yet",
-            ));
-        }
-        self.storage.check_writable()?;
         let mut keys: Vec<String> = ops.iter().map(|op| op.key.clone()).collect();
         keys.sort_unstable();
         keys.dedup();
-        let result = self.write_sorted(&keys, ops);
+        let result = match self.remote() {
+            Some(remote) => self.write_many_remote(remote, &keys, ops),
+            None => self
+                .storage
+                .check_writable()
+                .and_then(|()| self.write_sorted(&keys, ops)),
+        };
         for key in &keys {
             // Slots created for a refused transaction are given back.
             self.retire_if_unused(key);
@@ -117,6 +124,32 @@ impl Store {
         }
     }
 
+    /// Locks every key (in order) and drafts the transaction on copies.
+    /// Returns the drafts (or the refusal) and each key's version and
+    /// deadline before them.
+    pub(super) fn draft_sorted(
+        &self,
+        keys: &[String],
+        ops: Vec<TxOp<'_>>,
+    ) -> Result<(Result<TxDrafted, Rejection>, Vec<(u64, Option<u64>)>), Rejection> {
+        loop {
+            let slots = keys
+                .iter()
+                .map(|key| self.slot(key))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut guards: Vec<MutexGuard<'_, KeyState>> =
+                slots.iter().map(|slot| lock(&slot.state)).collect();
+            if guards.iter().any(|st| st.retired) {
+                continue;
+            }
+            let bases = guards
+                .iter()
+                .map(|st| (st.version, st.expires_at))
+                .collect();
+            return Ok((self.draft_all(keys, &slots, &mut guards, ops), bases));
+        }
+    }
+
     fn write_locked(
         &self,
         keys: &[String],
@@ -124,6 +157,23 @@ impl Store {
         guards: &mut [MutexGuard<'_, KeyState>],
         ops: Vec<TxOp<'_>>,
     ) -> Result<Written, Rejection> {
+        match self.draft_all(keys, slots, guards, ops)? {
+            TxDrafted::Unchanged(written) => Ok(written),
+            TxDrafted::Changed(drafts, changed) => {
+                Ok(self.commit_drafts(slots, guards, drafts, &changed))
+            }
+        }
+    }
+
+    /// Runs the ops on drafts of the locked keys: conditions, each op's
+    /// own checks, the schema on final values. Nothing changes.
+    fn draft_all(
+        &self,
+        keys: &[String],
+        slots: &[Arc<KeySlot>],
+        guards: &mut [MutexGuard<'_, KeyState>],
+        ops: Vec<TxOp<'_>>,
+    ) -> Result<TxDrafted, Rejection> {
         let position = |key: &str| {
             keys.binary_search_by(|k| k.as_str().cmp(key))
                 .expect("every op's key is in the sorted list")
@@ -234,17 +284,28 @@ impl Store {
         if !changed.contains(&true) {
             give_back(&drafts);
             let newest = guards.iter().max_by_key(|st| st.version);
-            return Ok(Written {
+            return Ok(TxDrafted::Unchanged(Written {
                 version: newest.map_or(0, |st| st.version),
                 ticket: guards.iter().map(|st| st.last_ticket).max().unwrap_or(0),
-            });
+            }));
         }
+        Ok(TxDrafted::Changed(drafts, changed))
+    }
+
+    /// Commits the drafts of the changed keys with one version.
+    fn commit_drafts(
+        &self,
+        slots: &[Arc<KeySlot>],
+        guards: &mut [MutexGuard<'_, KeyState>],
+        mut drafts: Vec<Draft>,
+        changed: &[bool],
+    ) -> Written {
         // Commit: one version for every changed key (with the pattern lock
         // held if a pattern matches one of them).
         let mut publishing = self.patterns.matching(
             slots
                 .iter()
-                .zip(&changed)
+                .zip(changed)
                 .filter(|(_, changed)| **changed)
                 .map(|(slot, _)| &*slot.key),
         );
@@ -296,7 +357,7 @@ impl Store {
         } else if !batch.is_empty() {
             self.storage.deliver(ticket, Delivery::Batch(batch));
         }
-        Ok(Written { version, ticket })
+        Written { version, ticket }
     }
 }
 

@@ -114,6 +114,10 @@ pub trait Remote: Send + Sync {
     /// draft stale.
     fn gate(&self, key: &str) -> Gate;
 
+    /// [`Remote::gate`] for several keys at once (a transaction), taken in
+    /// one order so that two transactions never wait for each other.
+    fn gates(&self, keys: &[String]) -> Vec<Gate>;
+
     /// A line for `/health` and the start-up log.
     fn describe(&self) -> String;
 }
