@@ -71,6 +71,9 @@ pub(super) struct Draft {
     pub(super) reserved: usize,
 }
 
+/// A key's version and deadline before a transaction.
+pub(super) type Base = (u64, Option<u64>);
+
 /// What a transaction's ops do, before anything is committed.
 pub(super) enum TxDrafted {
     /// No key changes: the answer.
@@ -131,7 +134,7 @@ impl Store {
         &self,
         keys: &[String],
         ops: Vec<TxOp<'_>>,
-    ) -> Result<(Result<TxDrafted, Rejection>, Vec<(u64, Option<u64>)>), Rejection> {
+    ) -> Result<(Result<TxDrafted, Rejection>, Vec<Base>), Rejection> {
         loop {
             let slots = keys
                 .iter()
