@@ -560,3 +560,89 @@ async fn transaction_counters_across_nodes_sum_exactly() {
         last = va;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn patterns_keys_and_history_work_across_nodes() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = three_nodes(&redis).await;
+    let mut on_a = a.client().await;
+    let mut on_c = c.client().await;
+    let v1 = on_a
+        .ok(
+            "state.set",
+            json!({"state": "game.players.p1", "value": {"hp": 10}}),
+        )
+        .await;
+    on_a.ok("state.set", json!({"state": "game.other", "value": 0}))
+        .await;
+    // B never held the key: the snapshot comes from Redis.
+    let mut watcher = b.client().await;
+    let init = watcher.watch("game.players.*").await;
+    assert_eq!(
+        init.body.get("value"),
+        Some(&v(json!({"game.players.p1": {"hp": 10}})))
+    );
+    assert!(init.body.get("version").and_then(Value::as_u64).unwrap() >= v1);
+    let v2 = on_c
+        .ok(
+            "state.set",
+            json!({"state": "game.players.p2", "value": {"hp": 5}}),
+        )
+        .await;
+    assert_eq!(
+        watcher.delta().await,
+        (
+            v2,
+            vec![DeltaOp::add("/game.players.p2", v(json!({"hp": 5})))]
+        )
+    );
+    let v3 = on_a
+        .ok(
+            "state.patch",
+            json!({"state": "game.players.p1", "patch": {"hp": 9}}),
+        )
+        .await;
+    assert_eq!(
+        watcher.delta().await,
+        (
+            v3,
+            vec![DeltaOp::update("/game.players.p1/hp", Value::Int(9))]
+        )
+    );
+    let v4 = on_c
+        .ok("state.delete", json!({"state": "game.players.p2"}))
+        .await;
+    assert_eq!(
+        watcher.delta().await,
+        (v4, vec![DeltaOp::remove("/game.players.p2")])
+    );
+    // state.keys on B lists what Redis holds, B's copies or not.
+    let mut reader = b.client().await;
+    let r = reader.call("state.keys", json!({"prefix": "game"})).await;
+    assert_eq!(
+        r.get("data").and_then(|d| d.get("keys")),
+        Some(&v(json!(["game.other", "game.players.p1"]))),
+        "{r:?}"
+    );
+    let r = reader
+        .call("state.keys", json!({"prefix": "game", "limit": 1}))
+        .await;
+    let data = r.get("data").unwrap();
+    assert_eq!(data.get("keys"), Some(&v(json!(["game.other"]))));
+    assert_eq!(data.get("next"), Some(&v(json!("game.other"))));
+    // state.history on C: written by A, complete.
+    let mut historian = c.client().await;
+    let r = historian
+        .call("state.history", json!({"state": "game.players.p1"}))
+        .await;
+    let data = r.get("data").unwrap();
+    assert_eq!(data.get("complete"), Some(&Value::Bool(true)));
+    let versions: Vec<u64> = data
+        .get("entries")
+        .and_then(Value::as_array)
+        .unwrap()
+        .iter()
+        .map(|e| e.get("version").and_then(Value::as_u64).unwrap())
+        .collect();
+    assert_eq!(versions, [v1, v3]);
+}

@@ -13,17 +13,19 @@ pub fn script() -> Script {
     Script::new(include_str!("fetch.lua"))
 }
 
+fn entries(raw: &[Vec<u8>]) -> Result<Vec<crate::store::remote::Change>, String> {
+    raw.iter()
+        .map(|e| entry::parse(e).map_err(|e| e.to_string()))
+        .collect()
+}
+
 /// Reads `fetch.lua`'s answer. A damaged entry or value is an error (the
 /// caller answers 503 rather than guess).
 pub fn parse(reply: &[Vec<u8>]) -> Result<CatchUp, String> {
     match reply.first().map(Vec::as_slice) {
         Some(b"current") => Ok(CatchUp::Current),
-        Some(b"changes") => reply[1..]
-            .iter()
-            .map(|e| entry::parse(e).map_err(|e| e.to_string()))
-            .collect::<Result<_, _>>()
-            .map(CatchUp::Changes),
-        Some(b"image") if reply.len() == 5 => {
+        Some(b"changes") => entries(&reply[1..]).map(CatchUp::Changes),
+        Some(b"image") if reply.len() >= 5 => {
             let version = decimal(&reply[1]).ok_or("fetch.lua: bad version")?;
             let value = match reply[3].as_slice() {
                 [] => Value::Nil,
@@ -35,6 +37,7 @@ pub fn parse(reply: &[Vec<u8>]) -> Result<CatchUp, String> {
                 initialized: reply[2] == b"1",
                 value,
                 expires_at: decimal(&reply[4]),
+                later: entries(&reply[5..])?,
             }))
         }
         _ => Err(format!(

@@ -26,14 +26,32 @@ use crate::store::{Applied, Store};
 /// change (which starts another round).
 const HEAL_ROUNDS: usize = 4;
 
+/// Local subscribers per key and per pattern prefix.
+#[derive(Default)]
+struct Watched {
+    keys: HashMap<String, usize>,
+    prefixes: HashMap<String, usize>,
+}
+
 /// What the node is subscribed to.
 #[derive(Default)]
 pub struct Fanout {
-    /// key → local subscribers; an async mutex because it is held while
-    /// Redis confirms a (un)subscription, so the two never cross.
-    watched: tokio::sync::Mutex<HashMap<String, usize>>,
+    /// An async mutex because it is held while Redis confirms a
+    /// (un)subscription, so the two never cross.
+    watched: tokio::sync::Mutex<Watched>,
     /// The current pub/sub connection's command side (None while down).
     sink: Mutex<Option<PubSubSink>>,
+}
+
+/// One subscriber fewer; the count left (None: there was none).
+fn decrement(counts: &mut HashMap<String, usize>, name: &str) -> Option<usize> {
+    let count = counts.get_mut(name)?;
+    *count -= 1;
+    let left = *count;
+    if left == 0 {
+        counts.remove(name);
+    }
+    Some(left)
 }
 
 fn sink_of(fanout: &Fanout) -> Option<PubSubSink> {
@@ -54,7 +72,7 @@ impl Cluster {
     pub(super) fn watch_key(&self, key: &str) -> Result<(), Rejection> {
         self.conn.block(async {
             let mut watched = self.fanout.watched.lock().await;
-            let count = watched.entry(key.to_owned()).or_insert(0);
+            let count = watched.keys.entry(key.to_owned()).or_insert(0);
             *count += 1;
             if *count > 1 {
                 return Ok(());
@@ -69,7 +87,7 @@ impl Cluster {
                 ))),
             };
             if result.is_err() {
-                watched.remove(key);
+                watched.keys.remove(key);
             }
             result
         })
@@ -79,23 +97,57 @@ impl Cluster {
     pub(super) fn unwatch_key(&self, key: &str) {
         self.conn.block(async {
             let mut watched = self.fanout.watched.lock().await;
-            match watched.get_mut(key) {
-                Some(count) if *count > 1 => *count -= 1,
-                Some(_) => {
-                    watched.remove(key);
-                    if let Some(mut sink) = sink_of(&self.fanout) {
-                        let _ = sink.unsubscribe(self.names.channel(key)).await;
-                    }
+            if let Some(0) = decrement(&mut watched.keys, key) {
+                if let Some(mut sink) = sink_of(&self.fanout) {
+                    let _ = sink.unsubscribe(self.names.channel(key)).await;
                 }
-                None => {}
             }
         });
     }
 
-    /// Keys with local subscribers (for tests and inspection).
-    pub fn watched_keys(&self) -> usize {
-        self.conn
-            .block(async { self.fanout.watched.lock().await.len() })
+    /// One local pattern subscriber more for `prefix`; the first
+    /// subscribes to the channels of every key below it.
+    pub(super) fn watch_prefix(&self, prefix: &str) -> Result<(), Rejection> {
+        self.conn.block(async {
+            let mut watched = self.fanout.watched.lock().await;
+            let count = watched.prefixes.entry(prefix.to_owned()).or_insert(0);
+            *count += 1;
+            if *count > 1 {
+                return Ok(());
+            }
+            let result = match sink_of(&self.fanout) {
+                Some(mut sink) => self
+                    .conn
+                    .observe(sink.psubscribe(self.names.channel_pattern(prefix)).await),
+                None => self.conn.check().and(Err(Rejection::new(
+                    crate::error::ErrorCode::Unavailable,
+                    "the cluster's pub/sub connection is down; retry",
+                ))),
+            };
+            if result.is_err() {
+                watched.prefixes.remove(prefix);
+            }
+            result
+        })
+    }
+
+    pub(super) fn unwatch_prefix(&self, prefix: &str) {
+        self.conn.block(async {
+            let mut watched = self.fanout.watched.lock().await;
+            if let Some(0) = decrement(&mut watched.prefixes, prefix) {
+                if let Some(mut sink) = sink_of(&self.fanout) {
+                    let _ = sink.punsubscribe(self.names.channel_pattern(prefix)).await;
+                }
+            }
+        });
+    }
+
+    /// Keys and prefixes with local subscribers (for tests and inspection).
+    pub fn watched(&self) -> (usize, usize) {
+        self.conn.block(async {
+            let w = self.fanout.watched.lock().await;
+            (w.keys.len(), w.prefixes.len())
+        })
     }
 
     /// Brings the node's copy of `key` up to Redis after a gap.
@@ -120,8 +172,10 @@ impl Cluster {
         let Some(key) = self.names.key_of_channel(msg.get_channel_name()) else {
             return;
         };
+        // A key seen through a pattern may be new to this node.
+        let create = msg.from_pattern();
         let applied = match entry::parse(msg.get_payload_bytes()) {
-            Ok(change) => store.apply_change(key, change, false),
+            Ok(change) => store.apply_change(key, change, create),
             Err(e) => {
                 tracing::warn!(key, error = %e, "catching up instead");
                 Applied::Gap
@@ -195,20 +249,42 @@ async fn reconnect(
         }
     };
     let (mut sink, stream) = pubsub.split();
-    let keys: Vec<String> = {
+    let (mut keys, prefixes) = {
         let watched = cluster.fanout.watched.lock().await;
-        let channels: Vec<String> = watched.keys().map(|k| cluster.names.channel(k)).collect();
-        if !channels.is_empty() {
-            if let Err(e) = sink.subscribe(&channels).await {
-                cluster.conn.mark_down(&e);
-                return None;
-            }
+        let channels: Vec<String> = watched
+            .keys
+            .keys()
+            .map(|k| cluster.names.channel(k))
+            .collect();
+        let patterns: Vec<String> = watched
+            .prefixes
+            .keys()
+            .map(|p| cluster.names.channel_pattern(p))
+            .collect();
+        let subscribed = match channels.is_empty() {
+            true => Ok(()),
+            false => sink.subscribe(&channels).await,
+        };
+        let psubscribed = match (subscribed, patterns.is_empty()) {
+            (Ok(()), false) => sink.psubscribe(&patterns).await,
+            (other, _) => other,
+        };
+        if let Err(e) = psubscribed {
+            cluster.conn.mark_down(&e);
+            return None;
         }
         set_sink(&cluster.fanout, Some(sink));
-        watched.keys().cloned().collect()
+        let keys: Vec<String> = watched.keys.keys().cloned().collect();
+        let prefixes: Vec<String> = watched.prefixes.keys().cloned().collect();
+        (keys, prefixes)
     };
     *backoff = Duration::from_millis(50);
     let store = store.upgrade()?;
+    for prefix in &prefixes {
+        keys.extend(store.keys_held_under(prefix));
+    }
+    keys.sort_unstable();
+    keys.dedup();
     tracing::info!(
         keys = keys.len(),
         "pub/sub reconnected: catching watched keys up"

@@ -199,6 +199,37 @@ impl Remote for Cluster {
         self.unwatch_key(key);
     }
 
+    fn watch_prefix(&self, prefix: &str) -> Result<(), Rejection> {
+        Cluster::watch_prefix(self, prefix)
+    }
+
+    fn unwatch_prefix(&self, prefix: &str) {
+        Cluster::unwatch_prefix(self, prefix);
+    }
+
+    fn key_range(
+        &self,
+        from: std::ops::Bound<&str>,
+        count: usize,
+    ) -> Result<Vec<String>, Rejection> {
+        use std::ops::Bound;
+        let min = match from {
+            Bound::Included(k) => format!("[{k}"),
+            Bound::Excluded(k) => format!("({k}"),
+            Bound::Unbounded => "-".to_owned(),
+        };
+        let mut con = self.conn.manager();
+        let mut cmd = redis::cmd("ZRANGEBYLEX");
+        cmd.arg(self.names.keys())
+            .arg(min)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(count);
+        self.conn
+            .observe(self.conn.block(cmd.query_async(&mut con)))
+    }
+
     fn gate(&self, key: &str) -> Gate {
         let stripe = self.gates[stripe(key)].clone();
         self.conn.block(stripe.lock_owned())

@@ -46,6 +46,15 @@ impl Names {
         format!("{}c:{key}", self.prefix)
     }
 
+    /// The channels of every key below `prefix` (`""`: every key), as a
+    /// PSUBSCRIBE pattern (key characters are never glob characters).
+    pub fn channel_pattern(&self, prefix: &str) -> String {
+        match prefix {
+            "" => format!("{}c:*", self.prefix),
+            p => format!("{}c:{p}.*", self.prefix),
+        }
+    }
+
     /// The key a channel name belongs to.
     pub fn key_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
         channel.strip_prefix(&self.prefix)?.strip_prefix("c:")

@@ -33,6 +33,9 @@ pub struct Image {
     pub initialized: bool,
     pub value: Value,
     pub expires_at: Option<u64>,
+    /// The changes still retained after the version asked about (some
+    /// before them are missing), for `state.history`.
+    pub later: Vec<Change>,
 }
 
 /// What brings a copy of a key from a version up to the engine's.
@@ -108,6 +111,20 @@ pub trait Remote: Send + Sync {
 
     /// One subscriber of `key` fewer.
     fn unwatch(&self, key: &str);
+
+    /// This node starts receiving the changes of every key below
+    /// `prefix` (`""`: all keys), counted like [`Remote::watch`].
+    fn watch_prefix(&self, prefix: &str) -> Result<(), Rejection>;
+
+    /// One pattern subscriber of `prefix` fewer.
+    fn unwatch_prefix(&self, prefix: &str);
+
+    /// Up to `count` keys holding a value, in byte order, from `from` on.
+    fn key_range(
+        &self,
+        from: std::ops::Bound<&str>,
+        count: usize,
+    ) -> Result<Vec<String>, Rejection>;
 
     /// Serialises this node's writes to `key` (held from draft to apply),
     /// so they never race each other: only other nodes' writes can make a
