@@ -351,6 +351,13 @@ async fn a_killed_nodes_presence_paths_are_removed_by_the_survivors_within_the_l
     // A session that ends normally releases its path at once.
     drop(bob);
     assert_eq!(watcher.delta().await.1, vec![DeltaOp::remove("/users/bob")]);
+    // A key with a deadline that only node A holds a copy of.
+    alice
+        .ok(
+            "state.set",
+            json!({"state": "temp.x", "value": 1, "ttl_ms": 300}),
+        )
+        .await;
     // kill -9 of node A: nobody releases alice's path but the survivors.
     let killed = std::time::Instant::now();
     a.child.kill().unwrap();
@@ -363,6 +370,29 @@ async fn a_killed_nodes_presence_paths_are_removed_by_the_survivors_within_the_l
     let data = read(&mut reader, "room").await;
     assert_eq!(data.get("version").and_then(Value::as_u64), Some(version));
     assert_eq!(data.get("value"), Some(&v(json!({"users": {}}))));
+    // The key's deadline passed with its only holder dead: a survivor's
+    // sweep of Redis's deadlines expired it, once.
+    let mut con = redis.connection().await;
+    let mut initialized = String::new();
+    for _ in 0..100 {
+        initialized = redis::cmd("HGET")
+            .arg("sodp:k:temp.x")
+            .arg("i")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if initialized == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(initialized, "0", "expired by a survivor");
+    let history: usize = redis::cmd("LLEN")
+        .arg("sodp:h:temp.x")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(history, 2, "one write, one expiry");
     drop(alice);
 }
 

@@ -13,6 +13,7 @@
 //! - `catch_up` + `fetch.lua`: a key's missed changes, or its image.
 //! - `fanout`: the pub/sub subscriber, gap detection, reconnect catch-up.
 //! - `presence`: node leases; the survivors remove a dead node's paths.
+//! - `expiry`: deadlines of keys no node holds.
 //!
 //! The store side (drafting, applying changes in order) is
 //! `store/clustered.rs`, behind the [`Remote`] trait, so the single-node
@@ -23,6 +24,7 @@ mod commit;
 pub mod config;
 pub mod connection;
 pub mod entry;
+mod expiry;
 mod fanout;
 pub mod names;
 mod presence;
@@ -129,7 +131,12 @@ impl Cluster {
             stopped.clone(),
             stream,
         ));
-        tokio::spawn(presence::run(cluster.clone(), weak, stopped));
+        tokio::spawn(presence::run(
+            cluster.clone(),
+            weak.clone(),
+            stopped.clone(),
+        ));
+        tokio::spawn(expiry::run(cluster.clone(), weak, stopped));
         Ok(cluster)
     }
 

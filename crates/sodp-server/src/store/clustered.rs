@@ -851,6 +851,16 @@ impl Store {
         }
     }
 
+    /// A deadline found due in Redis's index (cluster mode): the copy is
+    /// caught up, then expired through the engine as [`Store::expire`]
+    /// would. A deadline that moved meanwhile is left alone.
+    pub fn expire_due(&self, key: &str, at: u64) {
+        let Some(remote) = self.remote() else { return };
+        if self.catch_up(remote, key).is_ok() {
+            self.expire_remote(remote, key, at);
+        }
+    }
+
     /// A key's deadline passed (cluster mode): deleted through the engine,
     /// which commits it only if the key still has that deadline — so the
     /// key expires once, whichever node notices first.
