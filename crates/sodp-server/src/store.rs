@@ -29,8 +29,9 @@
 //! # Where durability and clustering slot in
 //! [`Store::commit`] is the single point where a change is known (key,
 //! version, ops, new value, encoded frame) and not yet visible. A durable log
-//! appends there before publishing; a cluster engine replaces the version
-//! counter and publishes the encoded frame to other nodes from there.
+//! appends there before publishing. In cluster mode (`store/clustered.rs`)
+//! writes are drafted on a copy and committed by Redis first; the change is
+//! then applied through the same commit point with Redis's version.
 
 mod clustered;
 mod many;
