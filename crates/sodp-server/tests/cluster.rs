@@ -676,3 +676,49 @@ async fn patterns_keys_and_history_work_across_nodes() {
         .collect();
     assert_eq!(versions, [v1, v3]);
 }
+
+/// A CALL body with an `idempotency_key`; the RESULT body.
+async fn idempotent(c: &mut TestClient, key: &str, args: serde_json::Value) -> Value {
+    let body = v(json!({
+        "call_id": "i1",
+        "method": "state.patch",
+        "args": args,
+        "idempotency_key": key,
+    }));
+    c.send(FrameType::Call, 0, body).await;
+    loop {
+        let f = c.recv().await;
+        if f.kind == FrameType::Result {
+            return f.body;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idempotent_write_repeated_on_another_node_is_applied_once() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = three_nodes(&redis).await;
+    let mut watcher = c.client().await;
+    watcher.watch("cart").await;
+    let args = json!({"state": "cart", "patch": {"apples": 3}});
+    let mut on_a = a.client().await;
+    let first = idempotent(&mut on_a, "order-1", args.clone()).await;
+    let version = first.get("data").and_then(|d| d.get("version")).cloned();
+    assert!(version.is_some(), "{first:?}");
+    // The client reconnects to node B and sends the write again.
+    let mut on_b = b.client().await;
+    let again = idempotent(&mut on_b, "order-1", args).await;
+    assert_eq!(
+        again.get("data").and_then(|d| d.get("version")).cloned(),
+        version
+    );
+    let other = idempotent(
+        &mut on_b,
+        "order-1",
+        json!({"state": "cart", "patch": {"apples": 4}}),
+    )
+    .await;
+    assert_eq!(failure_code(&other), Some(409), "{other:?}");
+    assert_eq!(Some(Value::from(watcher.delta().await.0)), version);
+    watcher.expect_silence(Duration::from_millis(200)).await;
+}

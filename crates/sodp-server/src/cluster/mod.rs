@@ -14,6 +14,7 @@
 //! - `fanout`: the pub/sub subscriber, gap detection, reconnect catch-up.
 //! - `presence`: node leases; the survivors remove a dead node's paths.
 //! - `expiry`: deadlines of keys no node holds.
+//! - `idempotency`: outcomes of idempotent writes, shared by the nodes.
 //!
 //! The store side (drafting, applying changes in order) is
 //! `store/clustered.rs`, behind the [`Remote`] trait, so the single-node
@@ -26,6 +27,7 @@ pub mod connection;
 pub mod entry;
 mod expiry;
 mod fanout;
+mod idempotency;
 pub mod names;
 mod presence;
 

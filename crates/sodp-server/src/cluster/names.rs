@@ -25,6 +25,10 @@ impl Names {
         }
     }
 
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn hash(&self, key: &str) -> String {
         format!("{}k:{key}", self.prefix)
     }

@@ -12,6 +12,27 @@ use crate::idempotency::{fingerprint, Seen, MAX_KEY_BYTES};
 use crate::methods::Reply;
 
 impl Session {
+    /// Cluster mode: what another node remembers for `key` — its outcome
+    /// (same fingerprint), 409 (another call), `None` (nothing: run it).
+    fn recall_in_cluster(
+        &self,
+        key: &str,
+        print: crate::idempotency::Fingerprint,
+    ) -> Option<Result<Reply, Rejection>> {
+        let cluster = self.shared.cluster.get()?;
+        match cluster.recall(self.identity.sub(), key) {
+            Ok(None) => None,
+            Ok(Some((seen, version))) if seen == print => {
+                Some(Ok(Reply::Written(crate::store::Written {
+                    version,
+                    ticket: 0,
+                })))
+            }
+            Ok(Some(_)) => Some(Err(reused(key))),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     pub(super) fn on_idempotent_call(
         &mut self,
         call_id: &str,
@@ -42,20 +63,42 @@ impl Session {
         let mut records = table.lock();
         let result = match records.seen(key, print) {
             Seen::Same(written) => Ok(Reply::Written(written)),
-            Seen::Reused => Err(Rejection::new(
-                ErrorCode::Conflict,
-                format!("idempotency key reused: {key:?} was used for another call"),
-            )),
-            Seen::New => {
-                let result = self.run(method, args);
-                // Only writes are remembered; a read repeated reads again.
-                if let Ok(Reply::Written(written)) = &result {
-                    records.remember(key.to_owned(), print, *written, table.max_keys);
+            Seen::Reused => Err(reused(key)),
+            Seen::New => match self.recall_in_cluster(key, print) {
+                // Another node applied it: its outcome, remembered here too.
+                Some(Ok(Reply::Written(written))) => {
+                    records.remember(key.to_owned(), print, written, table.max_keys);
+                    Ok(Reply::Written(written))
                 }
-                result
-            }
+                Some(refused @ Err(_)) => refused,
+                _ => {
+                    let result = self.run(method, args);
+                    // Only writes are remembered; a read repeated reads again.
+                    if let Ok(Reply::Written(written)) = &result {
+                        records.remember(key.to_owned(), print, *written, table.max_keys);
+                        if let Some(cluster) = self.shared.cluster.get() {
+                            let window = self.shared.idempotency.window();
+                            let sub = self.identity.sub();
+                            if let Err(e) =
+                                cluster.remember(sub, key, print, written.version, window)
+                            {
+                                tracing::warn!(key, error = %e, "idempotency record not shared with the other nodes");
+                            }
+                        }
+                    }
+                    result
+                }
+            },
         };
         drop(records);
         self.answer(call_id, method, result);
     }
+}
+
+/// 409: the key was used for another call.
+fn reused(key: &str) -> Rejection {
+    Rejection::new(
+        ErrorCode::Conflict,
+        format!("idempotency key reused: {key:?} was used for another call"),
+    )
 }
