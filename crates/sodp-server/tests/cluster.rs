@@ -446,6 +446,19 @@ async fn redis_restarted_under_load_loses_no_acknowledged_write() {
     let [a, b, c] = three_nodes(&redis).await;
     let mut watcher = b.client().await;
     watcher.watch("load").await;
+    let mut cursors = b.client().await;
+    cursors.watch("cursors").await;
+    let mut holder = a.client().await;
+    holder
+        .ok(
+            "state.presence",
+            json!({"state": "cursors", "path": "/h", "value": 1}),
+        )
+        .await;
+    assert_eq!(
+        cursors.delta().await.1,
+        vec![DeltaOp::add("/", v(json!({"h": 1})))]
+    );
     let mut writer = a.client().await;
     let mut acked: Vec<(i64, u64)> = Vec::new();
     let mut refused = 0;
@@ -460,6 +473,8 @@ async fn redis_restarted_under_load_loses_no_acknowledged_write() {
         i += 1;
     }
     redis.kill();
+    // A session ending while Redis is away: its path goes once Redis is back.
+    drop(holder);
     let down = std::time::Instant::now();
     while down.elapsed() < Duration::from_millis(500) {
         let (_, r) = write(i, &mut writer).await;
@@ -526,6 +541,7 @@ async fn redis_restarted_under_load_loses_no_acknowledged_write() {
     // The watcher's copy (built from DELTAs only) equals the state; writes
     // that were refused but had reached Redis may be there too.
     assert_eq!(&seen, value);
+    assert_eq!(cursors.delta().await.1, vec![DeltaOp::remove("/h")]);
 }
 
 /// Two counters moved together by `state.transaction` (each op with its

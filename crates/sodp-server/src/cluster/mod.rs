@@ -72,6 +72,9 @@ pub struct Cluster {
     /// Changes that did not follow the node's copy (each healed by a
     /// catch-up).
     gaps: AtomicU64,
+    /// Presence releases that failed while Redis was away (retried by the
+    /// lease task once it is back; bounded by the paths sessions held).
+    pending_releases: std::sync::Mutex<Vec<(String, String, crate::outbox::SessionId)>>,
     /// Per-key write gates, striped (see [`Remote::gate`]).
     gates: Vec<Arc<tokio::sync::Mutex<()>>>,
     stop: watch::Sender<bool>,
@@ -106,6 +109,7 @@ impl Cluster {
             fetch: catch_up::script(),
             fanout: Fanout::default(),
             gaps: AtomicU64::new(0),
+            pending_releases: std::sync::Mutex::default(),
             gates: (0..GATES).map(|_| Arc::default()).collect(),
             stop,
         });
@@ -168,6 +172,16 @@ impl Cluster {
 
     fn metrics_gap(&self) {
         self.gaps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes the presence releases waiting for Redis.
+    fn take_pending_releases(&self) -> Vec<(String, String, crate::outbox::SessionId)> {
+        std::mem::take(
+            &mut *self
+                .pending_releases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
     }
 
     /// Gaps detected so far (each healed by a catch-up).
@@ -255,6 +269,13 @@ impl Remote for Cluster {
             }
             held
         })
+    }
+
+    fn defer_release(&self, key: &str, path: &str, session: crate::outbox::SessionId) {
+        self.pending_releases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((key.to_owned(), path.to_owned(), session));
     }
 
     fn describe(&self) -> String {

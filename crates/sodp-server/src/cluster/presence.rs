@@ -45,6 +45,14 @@ pub async fn run(cluster: Arc<Cluster>, store: Weak<Store>, mut stop: watch::Rec
                 continue;
             }
         }
+        let pending = cluster.take_pending_releases();
+        if !pending.is_empty() {
+            let Some(store) = store.upgrade() else { return };
+            for (key, path, session) in pending {
+                // Fails again (and is deferred again) if Redis went away.
+                store.release_presence(&key, &path, session);
+            }
+        }
         if last_sweep.elapsed() >= lease / 3 {
             last_sweep = Instant::now();
             let Some(store) = store.upgrade() else { return };

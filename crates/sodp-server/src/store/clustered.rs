@@ -777,7 +777,8 @@ impl Store {
                 }
                 Err(e) if e.stale => continue,
                 Err(e) => {
-                    tracing::warn!(key, path, error = %e, "presence path not released (the engine is unreachable); the node's lease will expire it");
+                    tracing::warn!(key, path, error = %e, "presence path not released yet (the engine is unreachable); retried when it is back");
+                    remote.defer_release(key, path, session);
                     return;
                 }
             }

@@ -392,16 +392,25 @@ impl Store {
 
     /// Ends `session`'s subscription to the pattern with `prefix`.
     pub fn unwatch_pattern(&self, prefix: &str, session: SessionId) {
+        let left = self.unwatch_pattern_local(prefix, session);
+        if let (Some(remote), true) = (self.remote(), left) {
+            // Not under the pattern lock: this waits for Redis.
+            remote.unwatch_prefix(prefix);
+        }
+    }
+
+    /// Returns whether `session` had a subscription to the pattern.
+    fn unwatch_pattern_local(&self, prefix: &str, session: SessionId) -> bool {
         let mut entries = lock(&self.patterns.entries);
+        let mut left = false;
         if let Some(entry) = entries.get_mut(prefix) {
-            if let (Some(remote), Some(_)) = (self.remote(), entry.subs.remove(&session)) {
-                remote.unwatch_prefix(prefix);
-            }
+            left = entry.subs.remove(&session).is_some();
             if entry.subs.is_empty() {
                 entries.remove(prefix);
                 self.patterns.count.fetch_sub(1, Ordering::SeqCst);
             }
         }
+        left
     }
 }
 

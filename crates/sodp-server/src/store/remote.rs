@@ -135,6 +135,11 @@ pub trait Remote: Send + Sync {
     /// one order so that two transactions never wait for each other.
     fn gates(&self, keys: &[String]) -> Vec<Gate>;
 
+    /// A presence release that could not reach the engine: retried once
+    /// it is reachable again (else the path would outlive its session for
+    /// as long as this node lives).
+    fn defer_release(&self, key: &str, path: &str, session: SessionId);
+
     /// A line for `/health` and the start-up log.
     fn describe(&self) -> String;
 }
