@@ -632,13 +632,15 @@ impl Store {
             return self.unwatch_pattern(prefix, session);
         }
         let left = self.with_existing(key, |_, st| {
-            let was = st.subscribers.remove(&session).is_some();
-            (was, st.is_unused())
+            st.subscribers.remove(&session);
+            st.is_unused()
         });
-        if let (Some(remote), Some((true, _))) = (self.remote(), left) {
+        // One call per subscription the session held (its `Holdings` makes
+        // sure), even if the subscriber was evicted from the slot since.
+        if let Some(remote) = self.remote() {
             remote.unwatch(key);
         }
-        if let Some((_, true)) = left {
+        if left == Some(true) {
             self.retire_if_unused(key);
         }
     }

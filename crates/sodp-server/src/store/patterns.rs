@@ -392,25 +392,23 @@ impl Store {
 
     /// Ends `session`'s subscription to the pattern with `prefix`.
     pub fn unwatch_pattern(&self, prefix: &str, session: SessionId) {
-        let left = self.unwatch_pattern_local(prefix, session);
-        if let (Some(remote), true) = (self.remote(), left) {
-            // Not under the pattern lock: this waits for Redis.
+        self.unwatch_pattern_local(prefix, session);
+        // One call per pattern subscription the session held (even if it
+        // was evicted since); not under the pattern lock: it waits for Redis.
+        if let Some(remote) = self.remote() {
             remote.unwatch_prefix(prefix);
         }
     }
 
-    /// Returns whether `session` had a subscription to the pattern.
-    fn unwatch_pattern_local(&self, prefix: &str, session: SessionId) -> bool {
+    fn unwatch_pattern_local(&self, prefix: &str, session: SessionId) {
         let mut entries = lock(&self.patterns.entries);
-        let mut left = false;
         if let Some(entry) = entries.get_mut(prefix) {
-            left = entry.subs.remove(&session).is_some();
+            entry.subs.remove(&session);
             if entry.subs.is_empty() {
                 entries.remove(prefix);
                 self.patterns.count.fetch_sub(1, Ordering::SeqCst);
             }
         }
-        left
     }
 }
 
