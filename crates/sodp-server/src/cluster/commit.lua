@@ -2,15 +2,16 @@
 -- KEYS[1] version counter, KEYS[2] the presence registry of the node the
 -- binding belongs to, KEYS[3] index of keys with a value, KEYS[4] deadlines;
 -- then per key: its hash (v, i, val, x), its history list, its presence owners.
--- ARGV[1] number of keys, ARGV[2] history length, ARGV[3] channel prefix;
--- then per key 8 fields: name, base version, initialized after ("1"/"0"),
+-- ARGV[1] number of keys, ARGV[2] history length, ARGV[3] channel prefix,
+-- ARGV[4] "1" when the node has lost its connection since its last commit
+-- (Redis may have restarted or failed over); then per key 8 fields: name, base version, initialized after ("1"/"0"),
 -- value (MessagePack), deadline ("-" kept, "0" removed, else Unix ms),
 -- ops (MessagePack), binding ("" or "+owner\npath", "-owner\npath",
 -- "~nodeprefix\npath"), the deadline the key must still have ("" none).
 local n = tonumber(ARGV[1])
 local hlen = tonumber(ARGV[2])
 local chan = ARGV[3]
-local function arg(i, j) return ARGV[3 + (i - 1) * 8 + j] end
+local function arg(i, j) return ARGV[4 + (i - 1) * 8 + j] end
 local function hash(i) return KEYS[4 + (i - 1) * 3 + 1] end
 local function hist(i) return KEYS[4 + (i - 1) * 3 + 2] end
 local function owners(i) return KEYS[4 + (i - 1) * 3 + 3] end
@@ -37,13 +38,18 @@ for i = 1, n do
   end
 end
 
--- 2. The version: above every one handed out (the persisted counter) and
--- at least the server's clock in microseconds, so a counter lost with a
--- failover still never hands out a version twice.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local version = tonumber(redis.call('GET', KEYS[1]) or '0') + 1
-if now > version then version = now end
+-- 2. The version: the persisted counter + 1 (as a single server counts).
+-- With no counter (a fresh Redis, or one that lost it), or when the node
+-- has been cut off since its last commit (Redis may have restarted or
+-- failed over and rolled the counter back), at least Redis's clock in
+-- microseconds, so no version is ever handed out twice.
+local counter = redis.call('GET', KEYS[1])
+local version = tonumber(counter or '0') + 1
+if not counter or ARGV[4] == '1' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if now > version then version = now end
+end
 local vs = string.format('%.0f', version)
 redis.call('SET', KEYS[1], vs)
 

@@ -4,8 +4,9 @@
 //! The script checks that every key is still at the version this node
 //! drafted on (else `stale`: the node catches up and redrafts), checks a
 //! presence release's ownership and an expiry's deadline, assigns the
-//! version — above the persisted counter and at least Redis's clock in
-//! microseconds — stores each value, appends each history entry (bounded)
+//! version — the persisted counter + 1, and at least Redis's clock in
+//! microseconds when the counter is missing or the node was cut off since
+//! its last commit — stores each value, appends each history entry (bounded)
 //! and publishes it on the key's channel.
 
 use redis::Script;
@@ -26,6 +27,7 @@ pub fn invocation<'s>(
     names: &Names,
     node: &str,
     history_len: usize,
+    refloor: bool,
     proposals: &[Proposal<'_>],
 ) -> redis::ScriptInvocation<'s> {
     let mut inv = script.prepare_invoke();
@@ -42,7 +44,8 @@ pub fn invocation<'s>(
         .key(names.deadlines());
     inv.arg(proposals.len())
         .arg(history_len.max(1))
-        .arg(names.channel_prefix());
+        .arg(names.channel_prefix())
+        .arg(if refloor { "1" } else { "0" });
     for p in proposals {
         inv.key(names.hash(p.key))
             .key(names.history(p.key))

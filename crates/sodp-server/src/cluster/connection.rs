@@ -45,6 +45,9 @@ pub struct Connection {
     manager: ConnectionManager,
     handle: Handle,
     up: AtomicBool,
+    /// Lost the connection (or just started) since the last commit: the
+    /// next commit floors its version at Redis's clock (see `commit.lua`).
+    cut_off: AtomicBool,
     url: String,
 }
 
@@ -77,6 +80,7 @@ impl Connection {
             manager,
             handle,
             up: AtomicBool::new(true),
+            cut_off: AtomicBool::new(true),
             url: redacted(url),
         })
     }
@@ -123,7 +127,18 @@ impl Connection {
         }
     }
 
+    /// Whether the connection was lost (or new) since the last commit.
+    pub fn cut_off_since_commit(&self) -> bool {
+        self.cut_off.load(Ordering::SeqCst)
+    }
+
+    /// A commit went through after [`Connection::cut_off_since_commit`].
+    pub fn committed(&self) {
+        self.cut_off.store(false, Ordering::SeqCst);
+    }
+
     pub fn mark_down(&self, why: &dyn std::fmt::Display) {
+        self.cut_off.store(true, Ordering::SeqCst);
         if self.up.swap(false, Ordering::Relaxed) {
             tracing::warn!(redis = %self.url, error = %why, "Redis unreachable: writes answer 503 until it is back");
         }

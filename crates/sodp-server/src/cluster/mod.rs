@@ -196,18 +196,24 @@ impl Remote for Cluster {
     }
 
     fn commit(&self, proposals: &[Proposal<'_>]) -> Result<Outcome, Rejection> {
+        let refloor = self.conn.cut_off_since_commit();
         let inv = commit::invocation(
             &self.commit,
             &self.names,
             &self.node,
             self.history_len,
+            refloor,
             proposals,
         );
         let mut con = self.conn.manager();
         let reply: Vec<Vec<u8>> = self
             .conn
             .observe(self.conn.block(inv.invoke_async(&mut con)))?;
-        commit::outcome(&reply).map_err(|e| Rejection::new(ErrorCode::Internal, e))
+        let outcome = commit::outcome(&reply).map_err(|e| Rejection::new(ErrorCode::Internal, e));
+        if refloor && outcome.is_ok() {
+            self.conn.committed();
+        }
+        outcome
     }
 
     fn catch_up(&self, key: &str, since: u64) -> Result<CatchUp, Rejection> {
