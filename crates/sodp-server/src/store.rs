@@ -33,6 +33,9 @@
 //! writes are drafted on a copy and committed by Redis first; the change is
 //! then applied through the same commit point with Redis's version.
 
+mod cluster_catch_up;
+mod cluster_reads;
+mod cluster_upkeep;
 mod clustered;
 mod many;
 mod patterns;
@@ -40,7 +43,7 @@ mod read;
 pub mod remote;
 mod ttl;
 
-pub use clustered::Applied;
+pub use cluster_catch_up::Applied;
 pub use many::{EditFn, TxOp};
 pub use patterns::{parse_pattern, ReadCheck};
 pub use read::{HistoryPage, KeysPage};
@@ -774,14 +777,16 @@ impl Store {
         ops: Vec<DeltaOp>,
         expires: Option<u64>,
     ) -> u64 {
+        // The pattern lock first, then the version: pattern streams see
+        // versions in order.
+        let publishing = self.patterns.matching(std::iter::once(&*slot.key));
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
-        self.commit_versioned(slot, st, ops, version, expires);
+        self.commit_published(slot, st, ops, version, expires, publishing);
         version
     }
 
-    /// Commits a change whose version is known, to the key's streams and
-    /// to the pattern streams matching it (published under the pattern
-    /// lock, so pattern subscribers see versions in order).
+    /// Commits a change whose version is known (cluster mode: Redis's), to
+    /// the key's streams and to the pattern streams matching it.
     fn commit_versioned(
         &self,
         slot: &KeySlot,
@@ -790,7 +795,21 @@ impl Store {
         version: u64,
         expires: Option<u64>,
     ) {
-        let mut publishing = self.patterns.matching(std::iter::once(&*slot.key));
+        let publishing = self.patterns.matching(std::iter::once(&*slot.key));
+        self.commit_published(slot, st, ops, version, expires, publishing);
+    }
+
+    /// [`Store::commit_at`], then the pattern streams, under the pattern
+    /// lock `publishing` holds.
+    fn commit_published(
+        &self,
+        slot: &KeySlot,
+        st: &mut KeyState,
+        ops: Vec<DeltaOp>,
+        version: u64,
+        expires: Option<u64>,
+        mut publishing: Option<patterns::Publishing<'_>>,
+    ) {
         let pattern_ops = publishing.as_ref().map(|_| ops.clone());
         self.commit_at(slot, st, ops, version, expires, None);
         if let (Some(publishing), Some(ops)) = (&mut publishing, pattern_ops) {
