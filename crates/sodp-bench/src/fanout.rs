@@ -45,6 +45,8 @@ pub struct Params {
     /// Hard bound on the measured phase.
     pub timeout: Duration,
     pub connect_concurrency: usize,
+    /// Where the writer connects (`None`: the subscribers' server).
+    pub writer_url: Option<String>,
 }
 
 /// Per-subscriber bookkeeping.
@@ -91,7 +93,7 @@ pub async fn run(url: &str, pid: Option<u32>, p: &Params) -> Result<Report, Erro
     let conns =
         wire::connect_watching_many(url, &key, p.subs, p.connect_concurrency, 16 * 1024).await?;
     let connect_s = (now_ns() - t_connect) as f64 / 1e9;
-    let writer = wire::connect(url, 64 * 1024).await?;
+    let writer = wire::connect(p.writer_url.as_deref().unwrap_or(url), 64 * 1024).await?;
     let (mut wsink, mut wstream) = writer.split();
 
     let mut sinks = Vec::with_capacity(p.subs);
@@ -314,6 +316,7 @@ pub async fn run(url: &str, pid: Option<u32>, p: &Params) -> Result<Report, Erro
     let json = json!({
         "scenario": "fanout",
         "url": url,
+        "writer_url": p.writer_url.as_deref().unwrap_or(url),
         "subs": p.subs,
         "writes": w,
         "mode": if open { "open" } else { "closed" },

@@ -70,6 +70,10 @@ enum Scenario {
         /// Give up after this many seconds without progress.
         #[arg(long, default_value_t = 5.0)]
         stall: f64,
+        /// The writer's server (default: `--url`); another node of a
+        /// cluster measures delivery across nodes.
+        #[arg(long)]
+        writer_url: Option<String>,
     },
     /// C connections pipeline set/patch over K keys for S seconds.
     Writes {
@@ -164,6 +168,7 @@ fn main() -> ExitCode {
                     rate,
                     window,
                     stall,
+                    writer_url,
                 } => {
                     if subs + 16 > fd_limit as usize {
                         return Err(format!(
@@ -179,6 +184,7 @@ fn main() -> ExitCode {
                         stall: Duration::from_secs_f64(stall),
                         timeout,
                         connect_concurrency: cli.connect_concurrency,
+                        writer_url,
                     };
                     fanout::run(&url, pid, &p).await
                 }

@@ -25,7 +25,7 @@ pub struct CallFrame<'a> {
 }
 
 /// The `args` of a CALL.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum CallArgs<'a> {
     /// No `args` field.
     Absent,

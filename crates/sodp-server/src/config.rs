@@ -46,6 +46,9 @@ pub struct Config {
     pub security: SecurityConfig,
     /// Durable state (`--data-dir`); `None` keeps everything in memory.
     pub storage: Option<StorageConfig>,
+    /// Cluster mode (`--redis-url`): the state is shared with other nodes
+    /// through Redis. Exclusive with `storage`.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Extension `idempotency`: how long, and how many per identity, the
     /// outcomes of writes with an `idempotency_key` are remembered.
     pub idempotency_window: Duration,
@@ -179,6 +182,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             security: SecurityConfig::default(),
             storage: None,
+            cluster: None,
             idempotency_window: Duration::from_secs(600),
             idempotency_max_keys: 10_000,
             clock: ClockSource::System,

@@ -38,6 +38,9 @@ pub struct Rejection {
     pub version: Option<u64>,
     /// The 0-based index of the transaction op that failed (`op`).
     pub op: Option<usize>,
+    /// Cluster mode: the node's copy of a key was behind the shared state
+    /// (now caught up); the session runs the CALL again (never sent).
+    pub stale: bool,
 }
 
 impl Rejection {
@@ -47,6 +50,7 @@ impl Rejection {
             message: message.into(),
             version: None,
             op: None,
+            stale: false,
         }
     }
 

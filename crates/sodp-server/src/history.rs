@@ -118,6 +118,14 @@ impl History {
         self.entries.iter().map(|(v, f)| (*v, f))
     }
 
+    /// Forgets everything and starts again after `floor` (cluster mode: the
+    /// copy jumped to the shared engine's image, so only a RESUME from the
+    /// version it jumped from can still be replayed).
+    pub fn restart(&mut self, budget: &HistoryBudget, floor: u64) {
+        self.clear(budget);
+        self.floor = floor;
+    }
+
     /// Releases everything (the key is being dropped).
     pub fn clear(&mut self, budget: &HistoryBudget) {
         while !self.entries.is_empty() {

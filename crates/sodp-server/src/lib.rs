@@ -32,6 +32,8 @@
 //! - [`clock`]: wall-clock time behind a seam (tests run on paused time).
 //! - [`memory`]: returning freed memory to the OS after bulk disconnects.
 //! - [`metrics`]: Prometheus metrics (`--metrics-port`).
+//! - [`cluster`]: cluster mode — several nodes sharing one state in Redis
+//!   (commit script, cross-node fanout with gap detection, node leases).
 //! - `fuzzing` (feature `fuzzing`): the session fuzz target's body.
 //!
 //! A write flows: `session::io` → `Session::on_frame` → `methods::parse` →
@@ -46,6 +48,7 @@ pub mod access;
 pub mod admin;
 pub mod budget;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod error;
 #[cfg(feature = "fuzzing")]

@@ -47,6 +47,12 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("TLS configuration: {0}")]
     TlsConfig(#[from] rustls::Error),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ConnectError),
+    #[error(
+        "--data-dir and --redis-url exclude each other: in cluster mode Redis keeps the state"
+    )]
+    DurableCluster,
 }
 
 /// What TLS needs at accept time.
@@ -67,6 +73,9 @@ pub struct Server {
 impl Server {
     /// Loads the policy and binds the listeners.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
+        if config.cluster.is_some() && config.storage.is_some() {
+            return Err(StartError::DurableCluster);
+        }
         // Before anything else: a bad certificate is the operator's
         // mistake to hear about at once, not after recovery.
         let tls = match &config.tls {
@@ -81,6 +90,12 @@ impl Server {
             None => None,
         };
         let shared = Arc::new(Shared::new(config)?);
+        if let Some(cc) = &shared.config.cluster {
+            let cluster =
+                crate::cluster::Cluster::start(cc, shared.config.history_len, &shared.store)
+                    .await?;
+            let _ = shared.cluster.set(cluster);
+        }
         let listen = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -172,6 +187,9 @@ impl Server {
         drop(alive_tx);
         trimmer.abort();
         expiry.abort();
+        if let Some(cluster) = self.shared.cluster.get() {
+            cluster.stop();
+        }
         if let Some(reloader) = reloader {
             reloader.abort();
         }

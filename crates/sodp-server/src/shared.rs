@@ -62,6 +62,8 @@ pub struct Shared {
     connections: AtomicUsize,
     next_session: AtomicU64,
     shutting_down: AtomicBool,
+    /// Cluster mode: this node's membership (set once, when the server binds).
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// Says at start what the security policy is — never a secret.
@@ -223,6 +225,7 @@ impl Shared {
             connections: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -283,6 +286,8 @@ impl Shared {
     pub fn readiness(&self) -> (u16, String) {
         let problem = if self.shutting_down.load(Ordering::SeqCst) {
             Some("shutting down".to_owned())
+        } else if let Some(remote) = self.store.remote() {
+            remote.check_writable().err().map(|r| r.message)
         } else {
             self.store
                 .storage()
@@ -318,7 +323,10 @@ impl Shared {
             "connections": self.connections(),
             "keys": self.store.key_count(),
             "history_bytes": self.store.history_bytes(),
-            "storage": self.store.storage().describe(),
+            "storage": match self.store.remote() {
+                Some(remote) => remote.describe(),
+                None => self.store.storage().describe(),
+            },
             "memory": {
                 "used": memory.counted + memory.history,
                 "history": memory.history,

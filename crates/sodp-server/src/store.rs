@@ -29,17 +29,25 @@
 //! # Where durability and clustering slot in
 //! [`Store::commit`] is the single point where a change is known (key,
 //! version, ops, new value, encoded frame) and not yet visible. A durable log
-//! appends there before publishing; a cluster engine replaces the version
-//! counter and publishes the encoded frame to other nodes from there.
+//! appends there before publishing. In cluster mode (`store/clustered.rs`)
+//! writes are drafted on a copy and committed by Redis first; the change is
+//! then applied through the same commit point with Redis's version.
 
+mod cluster_catch_up;
+mod cluster_reads;
+mod cluster_upkeep;
+mod clustered;
 mod many;
 mod patterns;
 mod read;
+pub mod remote;
 mod ttl;
 
+pub use cluster_catch_up::Applied;
 pub use many::{EditFn, TxOp};
 pub use patterns::{parse_pattern, ReadCheck};
 pub use read::{HistoryPage, KeysPage};
+pub use remote::Remote;
 pub use ttl::{expire_keys, Deadline, Timers};
 
 use many::Gathered;
@@ -47,7 +55,7 @@ use patterns::Patterns;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use sodp_proto::codec::encoded_len;
 use sodp_proto::frame::FIRST_SUBSCRIPTION_STREAM;
@@ -139,6 +147,9 @@ pub struct Store {
     max_depth: usize,
     validator: Option<Arc<dyn Validator>>,
     storage: Arc<dyn Storage>,
+    /// Cluster mode: the shared engine that commits writes (set once, at
+    /// start; see `store/clustered.rs`).
+    remote: OnceLock<Arc<dyn Remote>>,
     metrics: Arc<Metrics>,
 }
 
@@ -426,8 +437,20 @@ impl Store {
             max_depth: options.max_depth,
             validator: options.validator,
             storage: options.storage,
+            remote: OnceLock::new(),
             metrics: options.metrics,
         }
+    }
+
+    /// Cluster mode: from now on writes are committed by `remote` (once,
+    /// before the first connection).
+    pub fn attach_remote(&self, remote: Arc<dyn Remote>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// The shared engine, in cluster mode.
+    pub fn remote(&self) -> Option<&dyn Remote> {
+        self.remote.get().map(|r| &**r)
     }
 
     /// A store for tests and tools: in memory, with the given limits.
@@ -595,6 +618,9 @@ impl Store {
         seq: u64,
         params: Option<&Value>,
     ) -> Result<(), Rejection> {
+        if let Some(remote) = self.remote() {
+            return self.watch_remote(remote, key, outbox, seq, params);
+        }
         self.with_slot(key, |slot, st| {
             self.subscribe(slot, st, outbox, seq, params)
         })
@@ -611,6 +637,9 @@ impl Store {
         seq: u64,
         params: Option<&Value>,
     ) -> Result<Option<usize>, Rejection> {
+        if let Some(remote) = self.remote() {
+            return self.resume_remote(remote, key, since, outbox, seq, params);
+        }
         self.with_slot(key, |slot, st| {
             let visible = self.storage.is_visible(st.last_ticket);
             let replayed = st.history.replay_since(since).map(|frames| {
@@ -631,11 +660,16 @@ impl Store {
         if let Ok(Some(prefix)) = parse_pattern(key) {
             return self.unwatch_pattern(prefix, session);
         }
-        let now_unused = self.with_existing(key, |_, st| {
+        let left = self.with_existing(key, |_, st| {
             st.subscribers.remove(&session);
             st.is_unused()
         });
-        if now_unused == Some(true) {
+        // One call per subscription the session held (its `Holdings` makes
+        // sure), even if the subscriber was evicted from the slot since.
+        if let Some(remote) = self.remote() {
+            remote.unwatch(key);
+        }
+        if left == Some(true) {
             self.retire_if_unused(key);
         }
     }
@@ -661,6 +695,9 @@ impl Store {
         tag: Option<&Tag>,
         edit: impl FnOnce(&mut Doc<'_>) -> Result<Edit, Rejection>,
     ) -> Result<Written, Rejection> {
+        if let Some(remote) = self.remote() {
+            return self.write_remote(remote, key, edit);
+        }
         self.storage.check_writable()?;
         self.with_slot(key, |slot, st| {
             let mut doc = Doc {
@@ -792,8 +829,41 @@ impl Store {
         expires: Option<u64>,
         tag: Option<&Tag>,
     ) -> u64 {
-        let mut publishing = self.patterns.matching(std::iter::once(&*slot.key));
+        // The pattern lock first, then the version: pattern streams see
+        // versions in order.
+        let publishing = self.patterns.matching(std::iter::once(&*slot.key));
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        self.commit_published(slot, st, ops, version, expires, publishing, tag);
+        version
+    }
+
+    /// Commits a change whose version is known (cluster mode: Redis's), to
+    /// the key's streams and to the pattern streams matching it.
+    fn commit_versioned(
+        &self,
+        slot: &KeySlot,
+        st: &mut KeyState,
+        ops: Vec<DeltaOp>,
+        version: u64,
+        expires: Option<u64>,
+    ) {
+        let publishing = self.patterns.matching(std::iter::once(&*slot.key));
+        self.commit_published(slot, st, ops, version, expires, publishing, None);
+    }
+
+    /// Storage (with `tag`, for an idempotent call), [`Store::commit_at`],
+    /// then the pattern streams, under the pattern lock `publishing` holds.
+    #[allow(clippy::too_many_arguments)]
+    fn commit_published(
+        &self,
+        slot: &KeySlot,
+        st: &mut KeyState,
+        ops: Vec<DeltaOp>,
+        version: u64,
+        expires: Option<u64>,
+        mut publishing: Option<patterns::Publishing<'_>>,
+        tag: Option<&Tag>,
+    ) {
         let pattern_ops = publishing.as_ref().map(|_| ops.clone());
         let change = Change {
             key: &slot.key,
@@ -810,7 +880,6 @@ impl Store {
         if let (Some(publishing), Some(ops)) = (&mut publishing, pattern_ops) {
             publishing.publish(&self.storage, &slot.key, version, &ops, st.last_ticket);
         }
-        version
     }
 
     /// Commits a change with a version already taken (a transaction gives
@@ -978,6 +1047,9 @@ impl Store {
     /// Presence cleanup: if `session` still owns `path` on `key`, removes the
     /// path and publishes the change.
     pub fn release_presence(&self, key: &str, path: &str, session: SessionId) {
+        if let Some(remote) = self.remote() {
+            return self.release_presence_remote(remote, key, path, session);
+        }
         let now_unused = self.with_existing(key, |slot, st| {
             if st.presence.get(path) != Some(&session) {
                 return false; // Another session has taken the path since.

@@ -58,12 +58,29 @@ fn help_and_unsupported_options() {
         )),
         "{version}"
     );
+    // Cluster mode with a Redis that is not there: a clear refusal to start.
     let out = Command::new(BIN)
-        .args(["127.0.0.1:0", "--redis-url", "redis://x"])
+        .args(["127.0.0.1:0", "--redis-url", "redis://127.0.0.1:1"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach Redis at redis://127.0.0.1:1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args([
+            "127.0.0.1:0",
+            "--redis-url",
+            "redis://h",
+            "--data-dir",
+            "/tmp/x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exclude each other"));
 }
 
 #[tokio::test]

@@ -13,6 +13,39 @@ use crate::methods::Reply;
 use crate::store::Written;
 
 impl Session {
+    /// Cluster mode: what another node remembers for `key` — its outcome
+    /// (same fingerprint), 409 (another call), `None` (nothing: run it).
+    fn recall_in_cluster(
+        &self,
+        key: &str,
+        print: crate::idempotency::Fingerprint,
+    ) -> Option<Result<Reply, Rejection>> {
+        let cluster = self.shared.cluster.get()?;
+        match cluster.recall(self.identity.sub(), key) {
+            Ok(None) => None,
+            Ok(Some((seen, version))) if seen == print => {
+                Some(Ok(Reply::Written(crate::store::Written {
+                    version,
+                    ticket: 0,
+                    changed: false,
+                })))
+            }
+            Ok(Some(_)) => Some(Err(reused(key))),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Cluster mode: tells the other nodes this call's outcome.
+    fn share_in_cluster(&self, key: &str, print: crate::idempotency::Fingerprint, version: u64) {
+        let Some(cluster) = self.shared.cluster.get() else {
+            return;
+        };
+        let window = self.shared.store.idempotency.window();
+        if let Err(e) = cluster.remember(self.identity.sub(), key, print, version, window) {
+            tracing::warn!(key, error = %e, "idempotency record not shared with the other nodes");
+        }
+    }
+
     pub(super) fn on_idempotent_call(
         &mut self,
         call_id: &str,
@@ -48,10 +81,7 @@ impl Session {
                 changed: false,
                 ..written
             })),
-            Seen::Reused => Err(Rejection::new(
-                ErrorCode::Conflict,
-                format!("idempotency key reused: {key:?} was used for another call"),
-            )),
+            Seen::Reused => Err(reused(key)),
             Seen::New => match records.reserve(key) {
                 Err(refusal) => Err(refusal),
                 Ok(()) => {
@@ -61,7 +91,17 @@ impl Session {
                         fingerprint: print,
                         at_ms: self.shared.clock.since_epoch().as_millis() as u64,
                     };
-                    let result = self.run_tagged(method, args, Some(&tag));
+                    let result = match self.recall_in_cluster(key, print) {
+                        // Another node applied it: its outcome, remembered here too.
+                        Some(recalled) => recalled,
+                        None => {
+                            let result = self.run_tagged(method, args, Some(&tag));
+                            if let Ok(Reply::Written(written)) = &result {
+                                self.share_in_cluster(key, print, written.version);
+                            }
+                            result
+                        }
+                    };
                     // Only writes are remembered; a read repeated reads again.
                     match &result {
                         Ok(Reply::Written(written)) => {
@@ -76,4 +116,12 @@ impl Session {
         drop(records);
         self.answer(call_id, method, result);
     }
+}
+
+/// 409: the key was used for another call.
+fn reused(key: &str) -> Rejection {
+    Rejection::new(
+        ErrorCode::Conflict,
+        format!("idempotency key reused: {key:?} was used for another call"),
+    )
 }

@@ -45,6 +45,10 @@ pub use io::run;
 /// value. The decoder's limit is the value limit plus these.
 const FRAME_NESTING: usize = 3;
 
+/// Cluster mode: how many times a CALL runs when other nodes keep
+/// writing its key first.
+const STALE_RETRIES: usize = 32;
+
 /// The per-connection protocol state.
 pub struct Session {
     id: SessionId,
@@ -359,7 +363,9 @@ impl Session {
         Ok(())
     }
 
-    /// Parses and runs a CALL.
+    /// Parses and runs a CALL. In cluster mode a CALL whose key changed on
+    /// another node while it was drafted is run again on the caught-up
+    /// copy (a few times; then 503).
     fn run(&mut self, method: Option<&str>, args: CallArgs<'_>) -> Result<Reply, Rejection> {
         self.run_tagged(method, args, None)
     }
@@ -380,6 +386,26 @@ impl Session {
             &self.identity,
             method,
         )?;
+        if self.shared.store.remote().is_none() {
+            return self.run_once(method, args, tag);
+        }
+        let mut args = args;
+        for _ in 1..STALE_RETRIES {
+            let spare = args.clone();
+            match self.run_once(method, args, tag) {
+                Err(e) if e.stale => args = spare,
+                result => return result,
+            }
+        }
+        self.run_once(method, args, tag)
+    }
+
+    fn run_once(
+        &mut self,
+        method: &str,
+        args: CallArgs<'_>,
+        tag: Option<&Tag>,
+    ) -> Result<Reply, Rejection> {
         let call = methods::parse(method, args)?;
         call.run(&mut Context {
             shared: &self.shared,

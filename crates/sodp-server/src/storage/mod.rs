@@ -16,8 +16,10 @@
 //! - [`durable::Durable`]: an append-only log of checksummed records in a data
 //!   directory, group-committed by one thread, with checkpoints.
 //!
-//! A cluster engine (Redis) implements the same trait: `append_commit` becomes
-//! its atomic script, tickets its stream ids.
+//! Cluster mode (Redis) is not a `Storage`: Redis must assign the version
+//! and check the base before anything is applied, so it sits in front of the
+//! commit point (`store/remote.rs`, `store/clustered.rs`, `cluster/`) and the
+//! store keeps the `Memory` engine there.
 
 pub mod durable;
 pub mod log;

@@ -65,11 +65,22 @@ impl Gathered {
 }
 
 /// A key's state as the transaction's ops leave it, not yet committed.
-struct Draft {
-    st: KeyState,
-    ops: Vec<DeltaOp>,
+pub(super) struct Draft {
+    pub(super) st: KeyState,
+    pub(super) ops: Vec<DeltaOp>,
     /// Memory reserved by this key's ops.
-    reserved: usize,
+    pub(super) reserved: usize,
+}
+
+/// A key's version and deadline before a transaction.
+pub(super) type Base = (u64, Option<u64>);
+
+/// What a transaction's ops do, before anything is committed.
+pub(super) enum TxDrafted {
+    /// No key changes: the answer.
+    Unchanged(Written),
+    /// One draft per key (in key order), and which keys change.
+    Changed(Vec<Draft>, Vec<bool>),
 }
 
 /// `ops[i]: …` — which op of the transaction a refusal came from.
@@ -95,11 +106,16 @@ impl Store {
         ops: Vec<TxOp<'_>>,
         tag: Option<&Tag>,
     ) -> Result<Written, Rejection> {
-        self.storage.check_writable()?;
         let mut keys: Vec<String> = ops.iter().map(|op| op.key.clone()).collect();
         keys.sort_unstable();
         keys.dedup();
-        let result = self.write_sorted(&keys, ops, tag);
+        let result = match self.remote() {
+            Some(remote) => self.write_many_remote(remote, &keys, ops),
+            None => self
+                .storage
+                .check_writable()
+                .and_then(|()| self.write_sorted(&keys, ops, tag)),
+        };
         for key in &keys {
             // Slots created for a refused transaction are given back.
             self.retire_if_unused(key);
@@ -127,6 +143,32 @@ impl Store {
         }
     }
 
+    /// Locks every key (in order) and drafts the transaction on copies.
+    /// Returns the drafts (or the refusal) and each key's version and
+    /// deadline before them.
+    pub(super) fn draft_sorted(
+        &self,
+        keys: &[String],
+        ops: Vec<TxOp<'_>>,
+    ) -> Result<(Result<TxDrafted, Rejection>, Vec<Base>), Rejection> {
+        loop {
+            let slots = keys
+                .iter()
+                .map(|key| self.slot(key))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut guards: Vec<MutexGuard<'_, KeyState>> =
+                slots.iter().map(|slot| lock(&slot.state)).collect();
+            if guards.iter().any(|st| st.retired) {
+                continue;
+            }
+            let bases = guards
+                .iter()
+                .map(|st| (st.version, st.expires_at))
+                .collect();
+            return Ok((self.draft_all(keys, &slots, &mut guards, ops), bases));
+        }
+    }
+
     fn write_locked(
         &self,
         keys: &[String],
@@ -135,6 +177,31 @@ impl Store {
         ops: Vec<TxOp<'_>>,
         tag: Option<&Tag>,
     ) -> Result<Written, Rejection> {
+        match self.draft_all(keys, slots, guards, ops)? {
+            TxDrafted::Unchanged(mut written) => {
+                // Nothing changed, but an idempotent call is remembered
+                // durably all the same (its RESULT waits for the record).
+                if let Some(tag) = tag {
+                    let ticket = self.storage.append_commit(written.version, &[], Some(tag));
+                    written.ticket = written.ticket.max(ticket);
+                }
+                Ok(written)
+            }
+            TxDrafted::Changed(drafts, changed) => {
+                Ok(self.commit_drafts(slots, guards, drafts, &changed, tag))
+            }
+        }
+    }
+
+    /// Runs the ops on drafts of the locked keys: conditions, each op's
+    /// own checks, the schema on final values. Nothing changes.
+    fn draft_all(
+        &self,
+        keys: &[String],
+        slots: &[Arc<KeySlot>],
+        guards: &mut [MutexGuard<'_, KeyState>],
+        ops: Vec<TxOp<'_>>,
+    ) -> Result<TxDrafted, Rejection> {
         let position = |key: &str| {
             keys.binary_search_by(|k| k.as_str().cmp(key))
                 .expect("every op's key is in the sorted list")
@@ -244,23 +311,30 @@ impl Store {
         }
         if !changed.contains(&true) {
             give_back(&drafts);
-            let version = guards.iter().map(|st| st.version).max().unwrap_or(0);
-            let mut ticket = guards.iter().map(|st| st.last_ticket).max().unwrap_or(0);
-            if let Some(tag) = tag {
-                ticket = ticket.max(self.storage.append_commit(version, &[], Some(tag)));
-            }
-            return Ok(Written {
-                version,
-                ticket,
+            return Ok(TxDrafted::Unchanged(Written {
+                version: guards.iter().map(|st| st.version).max().unwrap_or(0),
+                ticket: guards.iter().map(|st| st.last_ticket).max().unwrap_or(0),
                 changed: false,
-            });
+            }));
         }
+        Ok(TxDrafted::Changed(drafts, changed))
+    }
+
+    /// Commits the drafts of the changed keys with one version.
+    fn commit_drafts(
+        &self,
+        slots: &[Arc<KeySlot>],
+        guards: &mut [MutexGuard<'_, KeyState>],
+        mut drafts: Vec<Draft>,
+        changed: &[bool],
+        tag: Option<&Tag>,
+    ) -> Written {
         // Commit: one version for every changed key (with the pattern lock
         // held if a pattern matches one of them).
         let mut publishing = self.patterns.matching(
             slots
                 .iter()
-                .zip(&changed)
+                .zip(changed)
                 .filter(|(_, changed)| **changed)
                 .map(|(slot, _)| &*slot.key),
         );
@@ -330,11 +404,11 @@ impl Store {
         } else if !batch.is_empty() {
             self.storage.deliver(ticket, Delivery::Batch(batch));
         }
-        Ok(Written {
+        Written {
             version,
             ticket,
             changed: true,
-        })
+        }
     }
 }
 

@@ -83,7 +83,7 @@ pub fn parse_pattern(state: &str) -> Result<Option<&str>, Rejection> {
 }
 
 /// `key` is strictly below `prefix` (`""`: every key).
-fn below(key: &str, prefix: &str) -> bool {
+pub(super) fn below(key: &str, prefix: &str) -> bool {
     prefix.is_empty()
         || key
             .strip_prefix(prefix)
@@ -194,6 +194,32 @@ impl Store {
     /// larger than `max_bytes` is 413 and subscribes nothing.
     #[allow(clippy::too_many_arguments)]
     pub fn watch_pattern(
+        &self,
+        pattern: &str,
+        prefix: &str,
+        outbox: &Arc<Outbox>,
+        seq: u64,
+        params: Option<&Value>,
+        may_read: ReadCheck,
+        max_bytes: Option<usize>,
+        since: Option<u64>,
+    ) -> Result<Option<usize>, Rejection> {
+        let session = outbox.id();
+        let counted = match self.remote() {
+            Some(remote) => self.watch_prefix_remote(remote, prefix, session)?,
+            None => false,
+        };
+        let result = self.watch_pattern_local(
+            pattern, prefix, outbox, seq, params, may_read, max_bytes, since,
+        );
+        if let (Some(remote), true, Err(_)) = (self.remote(), counted, &result) {
+            remote.unwatch_prefix(prefix);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn watch_pattern_local(
         &self,
         pattern: &str,
         prefix: &str,
@@ -357,8 +383,24 @@ impl Store {
             .collect()
     }
 
+    /// Whether `session` has a subscription to the pattern with `prefix`.
+    pub(super) fn pattern_has(&self, prefix: &str, session: SessionId) -> bool {
+        lock(&self.patterns.entries)
+            .get(prefix)
+            .is_some_and(|entry| entry.subs.contains_key(&session))
+    }
+
     /// Ends `session`'s subscription to the pattern with `prefix`.
     pub fn unwatch_pattern(&self, prefix: &str, session: SessionId) {
+        self.unwatch_pattern_local(prefix, session);
+        // One call per pattern subscription the session held (even if it
+        // was evicted since); not under the pattern lock: it waits for Redis.
+        if let Some(remote) = self.remote() {
+            remote.unwatch_prefix(prefix);
+        }
+    }
+
+    fn unwatch_pattern_local(&self, prefix: &str, session: SessionId) {
         let mut entries = lock(&self.patterns.entries);
         if let Some(entry) = entries.get_mut(prefix) {
             entry.subs.remove(&session);

@@ -37,7 +37,7 @@ pub struct HistoryPage {
 }
 
 /// `key` is `prefix` or below it by whole segments (`""`: every key).
-fn under(key: &str, prefix: &str) -> bool {
+pub(super) fn under(key: &str, prefix: &str) -> bool {
     match key.strip_prefix(prefix) {
         Some(rest) => prefix.is_empty() || rest.is_empty() || rest.starts_with('.'),
         None => false,
@@ -47,6 +47,11 @@ fn under(key: &str, prefix: &str) -> bool {
 impl Store {
     /// The current state of `key` and the ticket of its last change.
     pub fn read(&self, key: &str) -> (Snapshot, Ticket) {
+        if let Some(remote) = self.remote() {
+            // Cluster mode: the copy may be behind (no local watcher keeps
+            // it current); while Redis is away, the copy is the answer.
+            let _ = self.catch_up(remote, key);
+        }
         self.with_existing(key, |_, st| {
             let snapshot = Snapshot {
                 value: st.value.clone(),
@@ -76,6 +81,12 @@ impl Store {
         limit: usize,
         mut visible: impl FnMut(&str) -> bool,
     ) -> KeysPage {
+        if let Some(remote) = self.remote() {
+            // While Redis is away, this node's keys are the answer.
+            if let Ok(page) = self.keys_remote(remote, prefix, after, limit, &mut visible) {
+                return page;
+            }
+        }
         let mut page = KeysPage {
             keys: Vec::new(),
             next: None,
@@ -129,6 +140,11 @@ impl Store {
     /// The retained changes of `key` after `since`, oldest first, at most
     /// `limit` (a never-written key: none, and complete).
     pub fn history(&self, key: &str, since: u64, limit: usize) -> HistoryPage {
+        if let Some(remote) = self.remote() {
+            if let Ok(page) = self.history_remote(remote, key, since, limit) {
+                return page;
+            }
+        }
         self.with_existing(key, |_, st| {
             let (frames, complete) = st.history.since(since, limit);
             let entries = frames

@@ -85,6 +85,9 @@ impl Store {
 
     /// Deletes `key` if its deadline is still `at`.
     pub(super) fn expire(&self, key: &str, at: u64) {
+        if let Some(remote) = self.remote() {
+            return self.expire_remote(remote, key, at);
+        }
         self.with_existing(key, |slot, st| {
             if st.expires_at != Some(at) {
                 return;

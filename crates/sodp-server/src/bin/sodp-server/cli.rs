@@ -193,9 +193,18 @@ pub struct Args {
     /// Maximum concurrent connections per client IP.
     #[arg(long, env = "SODP_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub max_connections_per_ip: usize,
-    /// Redis URL for clustering (not supported yet).
+    /// Cluster mode: several nodes share one state in this Redis (or
+    /// Valkey), `redis://host:port[/db]`. Requires `appendfsync always` on
+    /// the Redis side for acknowledged writes to survive its crash.
     #[arg(long, env = "SODP_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Cluster mode: a node silent this long is dead and the others remove
+    /// its sessions' presence paths (renewed every third of it).
+    #[arg(long, env = "SODP_CLUSTER_LEASE_MS", default_value_t = 10_000)]
+    pub cluster_lease_ms: u64,
+    /// Cluster mode: prefix of every Redis key and channel.
+    #[arg(long, env = "SODP_CLUSTER_PREFIX", default_value = "sodp:")]
+    pub cluster_prefix: String,
     /// Port (on the listen address's host) serving Prometheus metrics at
     /// GET /metrics, plus /health and /ready.
     #[arg(long, env = "SODP_METRICS_PORT")]
@@ -244,15 +253,20 @@ impl Args {
 
     /// Builds the configuration, or explains what is wrong.
     pub fn into_config(self) -> Result<Config, String> {
-        let unsupported = [(
-            "--redis-url / SODP_REDIS_URL (clustering)",
-            self.redis_url.is_some(),
-        )];
-        if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
+        if self.cluster_lease_ms < 100 {
             return Err(format!(
-                "{name} is not supported yet by this build of sodp-server"
+                "--cluster-lease-ms must be at least 100, got {}",
+                self.cluster_lease_ms
             ));
         }
+        let cluster = self
+            .redis_url
+            .as_ref()
+            .map(|url| sodp_server::cluster::ClusterConfig {
+                url: url.clone(),
+                lease: Duration::from_millis(self.cluster_lease_ms),
+                prefix: self.cluster_prefix.clone(),
+            });
 
         let security = self.security_config()?;
         let mut addr = resolve(self.addr_positional.as_deref().unwrap_or(&self.addr))?;
@@ -307,6 +321,7 @@ impl Args {
             tls,
             trusted_proxies,
             storage,
+            cluster,
             limits: Limits {
                 max_message_bytes: self.max_message_bytes,
                 max_depth: self.max_depth,

@@ -14,8 +14,13 @@ use std::ffi::OsString;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Command};
 
-/// Options whose values are never printed.
-const SECRETS: [&str; 3] = ["jwt_secret", "jwt_public_key", "jwt_es256_public_key"];
+/// Never printed: the keys, and the Redis URL (it may carry a password).
+const SECRETS: [&str; 4] = [
+    "jwt_secret",
+    "jwt_public_key",
+    "jwt_es256_public_key",
+    "redis_url",
+];
 
 /// Options that make no sense in a file.
 const NOT_IN_FILE: [&str; 4] = ["config", "print_config", "help", "version"];

@@ -1,0 +1,86 @@
+-- One atomic mutation of one or more keys (cluster/commit.rs builds the call).
+-- KEYS[1] version counter, KEYS[2] the presence registry of the node the
+-- binding belongs to, KEYS[3] index of keys with a value, KEYS[4] deadlines;
+-- then per key: its hash (v, i, val, x), its history list, its presence owners.
+-- ARGV[1] number of keys, ARGV[2] history length, ARGV[3] channel prefix,
+-- ARGV[4] "1" when the node has lost its connection since its last commit
+-- (Redis may have restarted or failed over); then per key 8 fields: name, base version, initialized after ("1"/"0"),
+-- value (MessagePack), deadline ("-" kept, "0" removed, else Unix ms),
+-- ops (MessagePack), binding ("" or "+owner\npath", "-owner\npath",
+-- "~nodeprefix\npath"), the deadline the key must still have ("" none).
+local n = tonumber(ARGV[1])
+local hlen = tonumber(ARGV[2])
+local chan = ARGV[3]
+local function arg(i, j) return ARGV[4 + (i - 1) * 8 + j] end
+local function hash(i) return KEYS[4 + (i - 1) * 3 + 1] end
+local function hist(i) return KEYS[4 + (i - 1) * 3 + 2] end
+local function owners(i) return KEYS[4 + (i - 1) * 3 + 3] end
+local function binding(i)
+  local b = arg(i, 7)
+  if b == '' then return nil end
+  local nl = string.find(b, '\n', 2, true)
+  return string.sub(b, 1, 1), string.sub(b, 2, nl - 1), string.sub(b, nl + 1)
+end
+
+-- 1. Conditions: every key still at the version the node drafted on.
+for i = 1, n do
+  local cur = redis.call('HGET', hash(i), 'v') or '0'
+  if cur ~= arg(i, 2) then return {'stale', tostring(i), cur} end
+  local expiring = arg(i, 8)
+  if expiring ~= '' and redis.call('HGET', hash(i), 'x') ~= expiring then
+    return {'stale', tostring(i), cur}
+  end
+  local kind, who, path = binding(i)
+  if kind == '-' or kind == '~' then
+    local owner = redis.call('HGET', owners(i), path)
+    local mine = owner == who or (kind == '~' and owner and string.sub(owner, 1, #who) == who)
+    if not mine then return {'notowner'} end
+  end
+end
+
+-- 2. The version: the persisted counter + 1 (as a single server counts).
+-- With no counter (a fresh Redis, or one that lost it), or when the node
+-- has been cut off since its last commit (Redis may have restarted or
+-- failed over and rolled the counter back), at least Redis's clock in
+-- microseconds, so no version is ever handed out twice.
+local counter = redis.call('GET', KEYS[1])
+local version = tonumber(counter or '0') + 1
+if not counter or ARGV[4] == '1' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if now > version then version = now end
+end
+local vs = string.format('%.0f', version)
+redis.call('SET', KEYS[1], vs)
+
+-- 3. Store, record, publish.
+for i = 1, n do
+  local name, base, init, value, exp, ops = arg(i, 1), arg(i, 2), arg(i, 3), arg(i, 4), arg(i, 5), arg(i, 6)
+  local h = hash(i)
+  redis.call('HSET', h, 'v', vs, 'i', init, 'val', value)
+  if exp == '0' then
+    redis.call('HDEL', h, 'x')
+    redis.call('ZREM', KEYS[4], name)
+  elseif exp ~= '-' then
+    redis.call('HSET', h, 'x', exp)
+    redis.call('ZADD', KEYS[4], exp, name)
+  end
+  if init == '1' then
+    redis.call('ZADD', KEYS[3], 0, name)
+  else
+    redis.call('ZREM', KEYS[3], name)
+  end
+  local kind, who, path = binding(i)
+  if kind == '+' then
+    redis.call('HSET', owners(i), path, who)
+    redis.call('SADD', KEYS[2], name .. '\n' .. path)
+  elseif kind then
+    redis.call('HDEL', owners(i), path)
+    redis.call('SREM', KEYS[2], name .. '\n' .. path)
+  end
+  local entry = base .. ' ' .. vs .. ' ' .. exp .. ' ' .. ops
+  redis.call('RPUSH', hist(i), entry)
+  redis.call('LTRIM', hist(i), -hlen, -1)
+  redis.call('PUBLISH', chan .. name, entry)
+end
+return {'ok', vs}

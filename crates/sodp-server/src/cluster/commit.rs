@@ -1,0 +1,83 @@
+//! The commit path: one `commit.lua` call per mutation (all keys of a
+//! transaction in one call), acknowledged only once Redis has run it.
+//!
+//! The script checks that every key is still at the version this node
+//! drafted on (else `stale`: the node catches up and redrafts), checks a
+//! presence release's ownership and an expiry's deadline, assigns the
+//! version — the persisted counter + 1, and at least Redis's clock in
+//! microseconds when the counter is missing or the node was cut off since
+//! its last commit — stores each value, appends each history entry (bounded)
+//! and publishes it on the key's channel.
+
+use redis::Script;
+use sodp_proto::codec::encode_value;
+
+use super::entry::{decimal, encode_deadline, encode_ops};
+use super::names::Names;
+use crate::store::remote::{Binding, Outcome, Proposal};
+
+/// The script (loaded once per Redis by SHA; re-sent after a restart).
+pub fn script() -> Script {
+    Script::new(include_str!("commit.lua"))
+}
+
+/// Builds the script call for `proposals`.
+pub fn invocation<'s>(
+    script: &'s Script,
+    names: &Names,
+    node: &str,
+    history_len: usize,
+    refloor: bool,
+    proposals: &[Proposal<'_>],
+) -> redis::ScriptInvocation<'s> {
+    let mut inv = script.prepare_invoke();
+    let registry = proposals
+        .iter()
+        .find_map(|p| match p.binding {
+            Binding::Reap(_, dead) => Some(names.registry(dead.trim_end_matches(':'))),
+            _ => None,
+        })
+        .unwrap_or_else(|| names.registry(node));
+    inv.key(names.version())
+        .key(registry)
+        .key(names.keys())
+        .key(names.deadlines());
+    inv.arg(proposals.len())
+        .arg(history_len.max(1))
+        .arg(names.channel_prefix())
+        .arg(if refloor { "1" } else { "0" });
+    for p in proposals {
+        inv.key(names.hash(p.key))
+            .key(names.history(p.key))
+            .key(names.owners(p.key));
+        let binding = match p.binding {
+            Binding::None => String::new(),
+            Binding::Bind(path, session) => format!("+{node}:{session}\n{path}"),
+            Binding::Unbind(path, session) => format!("-{node}:{session}\n{path}"),
+            Binding::Reap(path, dead) => format!("~{dead}\n{path}"),
+        };
+        inv.arg(p.key)
+            .arg(p.base)
+            .arg(if p.initialized { "1" } else { "0" })
+            .arg(encode_value(p.value))
+            .arg(encode_deadline(p.expires))
+            .arg(encode_ops(p.ops))
+            .arg(binding)
+            .arg(p.expiring_at.map(|at| at.to_string()).unwrap_or_default());
+    }
+    inv
+}
+
+/// Reads the script's answer.
+pub fn outcome(reply: &[Vec<u8>]) -> Result<Outcome, String> {
+    match reply.first().map(Vec::as_slice) {
+        Some(b"ok") => reply
+            .get(1)
+            .and_then(|v| decimal(v))
+            .map(Outcome::Committed)
+            .ok_or_else(|| "commit.lua: no version in its answer".to_owned()),
+        Some(b"stale") => Ok(Outcome::Stale),
+        Some(b"notowner") => Ok(Outcome::NotOwner),
+        _ => Err(format!("commit.lua: unexpected answer {reply:?}")),
+    }
+}
