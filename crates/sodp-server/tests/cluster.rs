@@ -743,3 +743,69 @@ async fn an_idempotent_write_repeated_on_another_node_is_applied_once() {
     assert_eq!(Some(Value::from(watcher.delta().await.0)), version);
     watcher.expect_silence(Duration::from_millis(200)).await;
 }
+
+/// The inspector's server view in cluster mode: `admin.stats` lists every
+/// node Redis knows with its lease, marks this one, and shows a killed
+/// node as dead until a survivor reaps it (then it is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_stats_lists_the_nodes_and_a_killed_one_goes() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let b = TestServer::with(move |c| {
+        c.inspector.enabled = true;
+        c.cluster = Some(ClusterConfig {
+            lease: Duration::from_millis(1000),
+            ..ClusterConfig::new(url)
+        });
+    })
+    .await;
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["--addr", "127.0.0.1:0", "--redis-url", &redis.url()])
+        .args(["--cluster-lease-ms", "1000"])
+        .stderr(std::process::Stdio::null());
+    let mut a = Launched::spawn(cmd, false);
+    let mut admin = b.client().await;
+    let nodes = |stats: &Value| -> Vec<(bool, bool)> {
+        let cluster = stats.get("cluster").unwrap();
+        assert_eq!(
+            cluster.get("mode"),
+            Some(&Value::from("cluster")),
+            "{stats:?}"
+        );
+        let mut out: Vec<(bool, bool)> = cluster
+            .get("nodes")
+            .and_then(Value::as_array)
+            .unwrap()
+            .iter()
+            .map(|n| {
+                let flag = |f: &str| n.get(f).and_then(Value::as_bool).unwrap();
+                (flag("self"), flag("alive"))
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let stats = admin.call("admin.stats", json!({})).await;
+    let stats = stats.get("data").unwrap().clone();
+    assert_eq!(nodes(&stats), [(false, true), (true, true)], "{stats:?}");
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let mut seen_dead = false;
+    for _ in 0..100 {
+        let stats = admin.call("admin.stats", json!({})).await;
+        let listed = nodes(stats.get("data").unwrap());
+        match listed.as_slice() {
+            [(false, false), (true, true)] => seen_dead = true,
+            [(true, true)] => break,
+            [(false, true), (true, true)] => {}
+            other => panic!("unexpected nodes {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = admin.call("admin.stats", json!({})).await;
+    assert_eq!(
+        nodes(stats.get("data").unwrap()),
+        [(true, true)],
+        "reaped (seen dead first: {seen_dead})"
+    );
+}

@@ -188,6 +188,31 @@ impl Cluster {
     pub fn gaps(&self) -> u64 {
         self.gaps.load(Ordering::Relaxed)
     }
+
+    /// The Redis the nodes share (its password, if any, redacted).
+    pub fn redis_url(&self) -> &str {
+        self.conn.url()
+    }
+
+    /// Every node listed in Redis, each with whether its lease is alive (a
+    /// listed node without one is dead, waiting for a survivor to reap it),
+    /// sorted by id. Blocks the calling thread for the round trips.
+    pub fn nodes(&self) -> Result<Vec<(String, bool)>, Rejection> {
+        use redis::AsyncCommands;
+        let mut con = self.conn.manager();
+        let listing = self.conn.block(async {
+            let ids: Vec<String> = con.smembers(self.names.nodes()).await?;
+            let mut nodes = Vec::with_capacity(ids.len());
+            for id in ids {
+                let alive: bool = con.exists(self.names.lease(&id)).await?;
+                nodes.push((id, alive));
+            }
+            Ok::<_, redis::RedisError>(nodes)
+        });
+        let mut nodes = self.conn.observe(listing)?;
+        nodes.sort();
+        Ok(nodes)
+    }
 }
 
 impl Remote for Cluster {

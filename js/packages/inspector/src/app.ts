@@ -29,7 +29,7 @@ export interface Stats {
   counters: Record<string, number>;
   memory: { used: number; values: number; history: number; max: number; rss: number | null };
   storage: { engine: string; durable: boolean; ready: boolean; problem: string | null };
-  cluster: { mode: string; nodes: Array<{ addr: string; self: boolean }> };
+  cluster: { mode: string; redis?: string; nodes: Array<{ addr?: string; id?: string; self: boolean; alive: boolean }> };
   inspector: { enabled: boolean; writes: boolean; public: boolean; writers_recorded: boolean };
   server: { version: string; commit: string; started_at: number; now: number; uptime_ms: number };
 }

@@ -107,7 +107,13 @@ export class ServerView implements View {
         s.storage.durable ? "durable" : "in memory",
         `${s.storage.engine}${s.storage.ready ? "" : ` · NOT READY: ${s.storage.problem ?? ""}`}`,
       ),
-      card("cluster", s.cluster.mode, s.cluster.nodes.map((n) => `${n.addr}${n.self ? " (this node)" : ""}`).join(", ")),
+      card(
+        "cluster",
+        s.cluster.redis ? `${s.cluster.mode} on ${s.cluster.redis}` : s.cluster.mode,
+        s.cluster.nodes
+          .map((n) => `${n.id ?? n.addr ?? "?"}${n.self ? " (this node)" : ""}${n.alive ? "" : " (dead: lease expired)"}`)
+          .join(", "),
+      ),
       card("uptime", ago(s.server.started_at, now), `sodp-server ${s.server.version} (${s.server.commit})`),
       card("inspector", s.inspector.writes ? "writes allowed" : "read-only", s.inspector.public ? "public" : "loopback / admin tokens"),
     );

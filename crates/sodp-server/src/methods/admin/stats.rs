@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::{data, Args, Context, Method, Reply};
 use crate::error::Rejection;
+use crate::shared::Shared;
 
 struct Stats;
 
@@ -58,13 +59,7 @@ impl Method for Stats {
                 "ready": status == 200,
                 "problem": store.storage().check_writable().err().map(|r| r.message),
             },
-            "cluster": {
-                "mode": "single node",
-                "nodes": [{
-                    "addr": shared.local_addr.get().unwrap_or(&shared.config.addr).to_string(),
-                    "self": true,
-                }],
-            },
+            "cluster": cluster_status(shared),
             "inspector": {
                 "enabled": inspector.enabled,
                 "writes": inspector.writes,
@@ -73,4 +68,37 @@ impl Method for Stats {
             },
         }))
     }
+}
+
+/// Single node: this one. Cluster mode: every node Redis lists, alive or
+/// waiting to be reaped, and this node's id, Redis and healed gaps.
+fn cluster_status(shared: &Shared) -> serde_json::Value {
+    let addr = shared
+        .local_addr
+        .get()
+        .unwrap_or(&shared.config.addr)
+        .to_string();
+    let Some(cluster) = shared.cluster.get() else {
+        return json!({
+            "mode": "single node",
+            "nodes": [{"addr": addr, "self": true, "alive": true}],
+        });
+    };
+    let nodes = match cluster.nodes() {
+        Ok(nodes) => nodes
+            .into_iter()
+            .map(|(id, alive)| json!({"id": id, "alive": alive, "self": id == cluster.node()}))
+            .collect(),
+        // Redis away: say so, and show this node at least.
+        Err(_) => vec![json!({"id": cluster.node(), "alive": true, "self": true})],
+    };
+    json!({
+        "mode": "cluster",
+        "node": cluster.node(),
+        "addr": addr,
+        "redis": cluster.redis_url(),
+        "redis_up": crate::store::remote::Remote::check_writable(&**cluster).is_ok(),
+        "gaps_healed": cluster.gaps(),
+        "nodes": nodes,
+    })
 }
