@@ -114,6 +114,22 @@ fn kill9(mut server: Launched) {
     server.child.wait().unwrap();
 }
 
+/// Starts a server that writes a checkpoint after its first write (one to
+/// another key), waits for the checkpoint, and stops it.
+async fn checkpoint_once(dir: &DataDir, extra: &[&str]) {
+    let mut args = vec!["--checkpoint-bytes", "1"];
+    args.extend_from_slice(extra);
+    let server = start(&dir.0, &args);
+    let mut c = TestClient::connect(&url(&server)).await;
+    c.ok("state.set", json!({"state": "nudge", "value": 1}))
+        .await;
+    eventually("a checkpoint is written", || {
+        !files(&dir.0, "checkpoint-").is_empty()
+    })
+    .await;
+    sigterm(server);
+}
+
 /// `(value, version, initialized)` of `key`, read by a WATCH.
 async fn read(server: &Launched, key: &str) -> (Value, u64, bool) {
     let mut c = TestClient::connect(&url(server)).await;
@@ -702,15 +718,7 @@ async fn ttl_deadlines_survive_restarts_and_expire_while_down() {
     assert_eq!(read(&server, "forever").await.0, Value::Int(3));
     // And again through a checkpoint: the deadline is in the image.
     sigterm(server);
-    let server = start(&dir.0, &["--checkpoint-bytes", "1"]);
-    let mut c = TestClient::connect(&url(&server)).await;
-    c.ok("state.set", json!({"state": "nudge", "value": 1}))
-        .await;
-    eventually("a checkpoint is written", || {
-        !files(&dir.0, "checkpoint-").is_empty()
-    })
-    .await;
-    sigterm(server);
+    checkpoint_once(&dir, &[]).await;
     let server = start(&dir.0, &[]);
     let mut w = TestClient::connect(&url(&server)).await;
     let init = w.watch("lasting").await;
@@ -802,15 +810,7 @@ async fn idempotent_outcomes_survive_kill_9_and_checkpoints() {
     sigterm(server);
 
     // Through a checkpoint: the records are in its image, the old log gone.
-    let server = start(&dir.0, &["--checkpoint-bytes", "1"]);
-    let mut c = TestClient::connect(&url(&server)).await;
-    c.ok("state.set", json!({"state": "nudge", "value": 1}))
-        .await;
-    eventually("a checkpoint is written", || {
-        !files(&dir.0, "checkpoint-").is_empty()
-    })
-    .await;
-    sigterm(server);
+    checkpoint_once(&dir, &[]).await;
     let server = start(&dir.0, &[]);
     let mut c = TestClient::connect(&url(&server)).await;
     let again = call_idempotent(&mut c, "state.patch", patch, "p-1").await;
@@ -877,15 +877,7 @@ async fn trimmed_history_is_still_known_trimmed_after_a_restart() {
     // A checkpoint of the trimmed history (written by a run that only
     // touches another key), then a run that reads `h` from it alone, with
     // room for far more history than it holds.
-    let server = start(&dir.0, &["--history", "3", "--checkpoint-bytes", "1"]);
-    let mut c = TestClient::connect(&url(&server)).await;
-    c.ok("state.set", json!({"state": "nudge", "value": 1}))
-        .await;
-    eventually("a checkpoint is written", || {
-        !files(&dir.0, "checkpoint-").is_empty()
-    })
-    .await;
-    sigterm(server);
+    checkpoint_once(&dir, &["--history", "3"]).await;
     let server = start(&dir.0, &[]);
     let mut c = TestClient::connect(&url(&server)).await;
     let history = |since: u64| json!({"state": "h", "since_version": since});

@@ -129,6 +129,18 @@ impl Store {
         ops: Vec<TxOp<'_>>,
         tag: Option<&Tag>,
     ) -> Result<Written, Rejection> {
+        self.with_locked(keys, |slots, guards| {
+            self.write_locked(keys, slots, guards, ops, tag)
+        })?
+    }
+
+    /// Locks every key's slot in the order of `keys` (sorted: no deadlock
+    /// between transactions) and runs `f` with them locked.
+    fn with_locked<R>(
+        &self,
+        keys: &[String],
+        f: impl FnOnce(&[Arc<KeySlot>], &mut [MutexGuard<'_, KeyState>]) -> R,
+    ) -> Result<R, Rejection> {
         loop {
             let slots = keys
                 .iter()
@@ -139,7 +151,7 @@ impl Store {
             if guards.iter().any(|st| st.retired) {
                 continue; // Retired before we locked it: find the slots again.
             }
-            return self.write_locked(keys, &slots, &mut guards, ops, tag);
+            return Ok(f(&slots, &mut guards));
         }
     }
 
@@ -151,22 +163,13 @@ impl Store {
         keys: &[String],
         ops: Vec<TxOp<'_>>,
     ) -> Result<(Result<TxDrafted, Rejection>, Vec<Base>), Rejection> {
-        loop {
-            let slots = keys
-                .iter()
-                .map(|key| self.slot(key))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut guards: Vec<MutexGuard<'_, KeyState>> =
-                slots.iter().map(|slot| lock(&slot.state)).collect();
-            if guards.iter().any(|st| st.retired) {
-                continue;
-            }
+        self.with_locked(keys, |slots, guards| {
             let bases = guards
                 .iter()
                 .map(|st| (st.version, st.expires_at))
                 .collect();
-            return Ok((self.draft_all(keys, &slots, &mut guards, ops), bases));
-        }
+            (self.draft_all(keys, slots, guards, ops), bases)
+        })
     }
 
     fn write_locked(
