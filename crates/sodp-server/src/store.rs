@@ -878,7 +878,8 @@ impl Store {
         };
         self.commit_at(slot, st, ops, stamp, None);
         if let (Some(publishing), Some(ops)) = (&mut publishing, pattern_ops) {
-            publishing.publish(&self.storage, &slot.key, version, &ops, st.last_ticket);
+            let n = publishing.publish(&self.storage, &slot.key, version, &ops, st.last_ticket);
+            self.metrics.deliveries.inc_by(n as u64);
         }
     }
 

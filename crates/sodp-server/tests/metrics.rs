@@ -65,6 +65,12 @@ async fn counters_match_the_traffic_exactly() {
     let metrics = server.metrics_addr.expect("metrics listener");
     let mut watcher = server.client().await;
     watcher.watch("game.player").await;
+    // A pattern subscriber's DELTAs are deliveries too.
+    let mut family = server.client().await;
+    family
+        .send(FrameType::Watch, 0, v(json!({"state": "game.*"})))
+        .await;
+    assert_eq!(family.recv().await.kind, FrameType::StateInit);
     let mut c = server.client().await;
     for hp in [100, 90, 80] {
         c.ok(
@@ -81,6 +87,7 @@ async fn counters_match_the_traffic_exactly() {
     assert_eq!(failure_code(&r), Some(400));
     for _ in 0..3 {
         watcher.delta().await;
+        family.delta().await;
     }
     let samples = parse(&get(metrics, "/metrics").await);
     assert_eq!(
@@ -104,11 +111,11 @@ async fn counters_match_the_traffic_exactly() {
         ),
         Some(1.0)
     );
-    assert_eq!(sample(&samples, "sodp_deliveries_total"), Some(3.0));
-    assert_eq!(sample(&samples, "sodp_connections_active"), Some(2.0));
+    assert_eq!(sample(&samples, "sodp_deliveries_total"), Some(6.0));
+    assert_eq!(sample(&samples, "sodp_connections_active"), Some(3.0));
     assert_eq!(sample(&samples, "sodp_state_keys"), Some(1.0));
-    // 5 CALLs + 1 WATCH.
-    assert_eq!(sample(&samples, "sodp_frames_rx_total"), Some(6.0));
+    // 5 CALLs + 2 WATCHes.
+    assert_eq!(sample(&samples, "sodp_frames_rx_total"), Some(7.0));
     // Latency is sampled, one CALL in 16 per session: the first of c's five.
     assert_eq!(
         sample(&samples, "sodp_call_duration_seconds_count"),

@@ -389,7 +389,9 @@ impl Store {
             };
             self.commit_at(&slots[p], st, ops, stamp, Some(&mut gathered));
             if let (Some(publishing), Some(ops)) = (&mut publishing, pattern_ops) {
-                publishing.publish(&self.storage, &slots[p].key, version, &ops, st.last_ticket);
+                let n =
+                    publishing.publish(&self.storage, &slots[p].key, version, &ops, st.last_ticket);
+                self.metrics.deliveries.inc_by(n as u64);
             }
         }
         let batch = gathered.batch;

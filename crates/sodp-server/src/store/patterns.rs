@@ -135,7 +135,8 @@ impl Publishing<'_> {
         version: u64,
         ops: &[DeltaOp],
         ticket: Ticket,
-    ) {
+    ) -> usize {
+        let mut delivered = 0;
         for prefix in prefixes(key) {
             let Some(entry) = self.0.get_mut(prefix) else {
                 continue;
@@ -152,10 +153,12 @@ impl Publishing<'_> {
                 }
             }
             if !to.is_empty() {
+                delivered += to.len();
                 let frame = wire::delta(entry.stream_id, &entry.pattern, version, &ops);
                 deliver(storage, ticket, to, frame);
             }
         }
+        delivered
     }
 }
 
