@@ -2,7 +2,9 @@
 //! the one resource limit it raises for itself.
 //!
 //! CPU time is `utime + stime` from `/proc/PID/stat` (all threads, including
-//! ones that already exited; resolution one clock tick, usually 10 ms), so
+//! ones that already exited; resolution one clock tick, usually 10 ms; both
+//! parts are reported too: user space is the server's own code, system time
+//! the kernel's work for it), so
 //! scenarios size their runs to burn at least a second of server CPU. The sum
 //! of `/proc/PID/task/*/schedstat` (nanoseconds, live threads only) is read
 //! too and reported beside it as a finer cross-check.
@@ -14,6 +16,10 @@ use std::fs;
 pub struct Sample {
     /// utime + stime, in nanoseconds (tick resolution).
     pub cpu_ns: u64,
+    /// utime alone (user space), in nanoseconds.
+    pub user_ns: u64,
+    /// stime alone (the kernel on the server's behalf), in nanoseconds.
+    pub sys_ns: u64,
     /// Sum of on-CPU time of the live threads, in nanoseconds.
     pub sched_ns: u64,
     /// Resident set size in KiB (`VmRSS`).
@@ -39,6 +45,8 @@ pub fn sample(pid: u32) -> Option<Sample> {
         .unwrap_or(0);
     Some(Sample {
         cpu_ns: (utime + stime) * tick_ns,
+        user_ns: utime * tick_ns,
+        sys_ns: stime * tick_ns,
         sched_ns: sched_ns(pid),
         rss_kib,
     })
@@ -103,6 +111,16 @@ impl Usage {
         self.after.cpu_ns.saturating_sub(self.before.cpu_ns) as f64 / 1e3
     }
 
+    /// User-space CPU microseconds spent in the phase.
+    pub fn user_us(&self) -> f64 {
+        self.after.user_ns.saturating_sub(self.before.user_ns) as f64 / 1e3
+    }
+
+    /// System (kernel) CPU microseconds spent in the phase.
+    pub fn sys_us(&self) -> f64 {
+        self.after.sys_ns.saturating_sub(self.before.sys_ns) as f64 / 1e3
+    }
+
     /// The same from schedstat (finer, live threads only).
     pub fn sched_us(&self) -> f64 {
         self.after.sched_ns.saturating_sub(self.before.sched_ns) as f64 / 1e3
@@ -117,6 +135,8 @@ impl Usage {
     pub fn to_json(self, per: &[(&str, u64)]) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         m.insert("cpu_us".into(), round(self.cpu_us()).into());
+        m.insert("user_cpu_us".into(), round(self.user_us()).into());
+        m.insert("sys_cpu_us".into(), round(self.sys_us()).into());
         m.insert("sched_cpu_us".into(), round(self.sched_us()).into());
         m.insert("rss_kib_before".into(), self.before.rss_kib.into());
         m.insert("rss_kib_after".into(), self.after.rss_kib.into());
@@ -125,6 +145,12 @@ impl Usage {
                 m.insert(format!("cpu_us_per_{name}"), round(v).into());
             }
             if *units > 0 {
+                let per = |us: f64| round(us / *units as f64);
+                m.insert(
+                    format!("user_cpu_us_per_{name}"),
+                    per(self.user_us()).into(),
+                );
+                m.insert(format!("sys_cpu_us_per_{name}"), per(self.sys_us()).into());
                 m.insert(
                     format!("sched_cpu_us_per_{name}"),
                     round(self.sched_us() / *units as f64).into(),
