@@ -3,8 +3,8 @@
  * map, ours vs the reference's algorithm, in Node and then in Chromium
  * (the browser client's engine; skip with --node-only). Not a test: it only prints.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
+import { rmSync } from "node:fs";
+import { cpus } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
@@ -15,7 +15,7 @@ const machine = `${cpus()[0]?.model ?? "?"} ×${cpus().length}`;
 console.log(format(runBench(ms), `Node ${process.version}, ${machine}`));
 
 if (!process.argv.includes("--node-only")) {
-  const { chromium } = await import("playwright-core");
+  const { launchChromium } = await import("../test/chromium.ts");
   const here = dirname(fileURLToPath(import.meta.url));
   const out = await build({
     entryPoints: [join(here, "browser-entry.ts")],
@@ -25,21 +25,7 @@ if (!process.argv.includes("--node-only")) {
     platform: "browser",
     logLevel: "error",
   });
-  const profile = mkdtempSync(join(tmpdir(), "sodp-bench-"));
-  const ctx = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM_BIN ?? "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  const { context: ctx, profile } = await launchChromium("bench");
   try {
     const page = await ctx.newPage();
     await page.addScriptTag({ content: out.outputFiles[0]?.text ?? "" });

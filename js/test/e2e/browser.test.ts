@@ -6,21 +6,20 @@
  * One page of each pair goes through a TCP proxy so its WebSocket can be cut.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, rmSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { type BrowserContext, chromium, type Page } from "playwright-core";
+import type { BrowserContext, Page } from "playwright-core";
 import WebSocket from "ws";
 // @ts-expect-error: plain .mjs without types
 import { serveExample } from "../../example/serve.mjs";
 import { SodpClient } from "../../packages/client/src/index.ts";
+import { launchChromium } from "../chromium.ts";
 import { type CutProxy, startProxy } from "../proxy.ts";
 import { type Server, startServer } from "../server.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 const WAIT = { timeout: 15_000 };
 
 let server: Server;
@@ -34,23 +33,7 @@ before(async () => {
   server = await startServer();
   proxy = await startProxy(server.port);
   site = await serveExample(0);
-  profile = mkdtempSync(join(tmpdir(), "sodp-chromium-"));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    timeout: 30_000,
-    viewport: { width: 900, height: 560 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  ({ context, profile } = await launchChromium("chromium", { width: 900, height: 560 }));
   writer = new SodpClient(server.url, { WebSocket });
   await writer.ready;
 });

@@ -12,17 +12,16 @@
  * there (the ones in docs/img/ were made this way).
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { type BrowserContext, chromium, type Page } from "playwright-core";
+import type { BrowserContext, Page } from "playwright-core";
 import WebSocket from "ws";
 import { SodpClient } from "../../packages/client/src/index.ts";
+import { launchChromium } from "../chromium.ts";
 import { signJwt } from "../jwt.ts";
 import { type Server, startServer } from "../server.ts";
 
-const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 const SHOTS = process.env.SODP_INSPECTOR_SCREENSHOTS;
 const SECRET = "inspector-e2e-secret";
 const WAIT = { timeout: 15_000 };
@@ -39,23 +38,7 @@ let writer: SodpClient;
 
 before(async () => {
   server = await startServer(["--jwt-secret", SECRET, "--inspector", "--inspector-writes", "--inspector-admin-claim", "role:admin"]);
-  profile = mkdtempSync(join(tmpdir(), "sodp-inspector-"));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    timeout: 30_000,
-    viewport: { width: 1280, height: 760 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  ({ context, profile } = await launchChromium("inspector", { width: 1280, height: 760 }));
   writer = new SodpClient(server.url, { WebSocket, token: userToken("writer") });
   await writer.ready;
   await writer.set("game.board", { turn: "alice", cells: ["x", "", "o", "", "x", "", "", "", ""], score: { alice: 2, bob: 1 } });
