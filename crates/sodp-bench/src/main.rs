@@ -77,16 +77,8 @@ enum Scenario {
     },
     /// C connections pipeline set/patch over K keys for S seconds.
     Writes {
-        #[arg(long, default_value_t = 32)]
-        conns: usize,
-        #[arg(long, default_value_t = 32)]
-        keys: usize,
-        /// Seconds.
-        #[arg(long, default_value_t = 5.0)]
-        duration: f64,
-        /// CALLs in flight per connection.
-        #[arg(long, default_value_t = 16)]
-        window: usize,
+        #[command(flatten)]
+        load: WriteLoad,
     },
     /// N watching connections held for S seconds, then a liveness write.
     Conns {
@@ -106,15 +98,8 @@ enum Scenario {
     },
     /// The `writes` load with pattern subscriptions registered.
     Patterns {
-        #[arg(long, default_value_t = 8)]
-        conns: usize,
-        #[arg(long, default_value_t = 32)]
-        keys: usize,
-        /// Seconds.
-        #[arg(long, default_value_t = 5.0)]
-        duration: f64,
-        #[arg(long, default_value_t = 16)]
-        window: usize,
+        #[command(flatten)]
+        load: WriteLoad,
         /// Connections watching a pattern every written key matches.
         #[arg(long, default_value_t = 1)]
         pattern_subs: usize,
@@ -141,6 +126,33 @@ enum Scenario {
         #[arg(long, default_value_t = 5.0)]
         idle: f64,
     },
+}
+
+/// The `writes` load (also under `patterns`).
+#[derive(clap::Args, Debug)]
+struct WriteLoad {
+    #[arg(long, default_value_t = 32)]
+    conns: usize,
+    #[arg(long, default_value_t = 32)]
+    keys: usize,
+    /// Seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// CALLs in flight per connection.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+}
+
+impl WriteLoad {
+    fn params(&self, timeout: f64) -> writes::Params {
+        writes::Params {
+            conns: self.conns,
+            keys: self.keys,
+            duration: Duration::from_secs_f64(self.duration.min(timeout)),
+            window: self.window,
+            drain: Duration::from_secs(10),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -188,20 +200,8 @@ fn main() -> ExitCode {
                     };
                     fanout::run(&url, pid, &p).await
                 }
-                Scenario::Writes {
-                    conns,
-                    keys,
-                    duration,
-                    window,
-                } => {
-                    let p = writes::Params {
-                        conns,
-                        keys,
-                        duration: Duration::from_secs_f64(duration.min(cli.timeout)),
-                        window,
-                        drain: Duration::from_secs(10),
-                    };
-                    writes::run(&url, pid, &p).await
+                Scenario::Writes { load } => {
+                    writes::run(&url, pid, &load.params(cli.timeout)).await
                 }
                 Scenario::Conns {
                     count,
@@ -224,20 +224,11 @@ fn main() -> ExitCode {
                     conns::run(&url, pid, &p).await
                 }
                 Scenario::Patterns {
-                    conns,
-                    keys,
-                    duration,
-                    window,
+                    load,
                     pattern_subs,
                     idle_patterns,
                 } => {
-                    let p = writes::Params {
-                        conns,
-                        keys,
-                        duration: Duration::from_secs_f64(duration.min(cli.timeout)),
-                        window,
-                        drain: Duration::from_secs(10),
-                    };
+                    let p = load.params(cli.timeout);
                     extensions::patterns(&url, pid, &p, pattern_subs, idle_patterns).await
                 }
                 Scenario::Cas { conns, duration } => {
