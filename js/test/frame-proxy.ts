@@ -7,8 +7,9 @@
  * RESULT lost); `rewriteHello` changes the HELLO the client gets (to play a
  * server without some extension).
  */
-import { createConnection, createServer, type Server, type Socket } from "node:net";
+import { createServer, type Server, type Socket } from "node:net";
 import { decodeFrame, encodeFrame, FrameType } from "../packages/client/src/frames.ts";
+import { connectPair } from "./proxy.ts";
 
 type Body = Record<string, unknown>;
 
@@ -120,16 +121,7 @@ export async function startFrameProxy(targetPort: number): Promise<FrameProxy> {
       return;
     }
     accepted++;
-    const upstream = createConnection({ host: "127.0.0.1", port: targetPort });
-    const pair: [Socket, Socket] = [client, upstream];
-    pairs.add(pair);
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-      pairs.delete(pair);
-    };
-    client.on("error", end).on("close", end);
-    upstream.on("error", end).on("close", end);
+    const upstream = connectPair(client, targetPort, pairs);
     let withheld: unknown; // the call id whose RESULT is being waited for
     const up = new WsSplitter();
     client.on("data", (data: Buffer) => {
@@ -152,7 +144,9 @@ export async function startFrameProxy(targetPort: number): Promise<FrameProxy> {
         if (withheld !== undefined) {
           if (f?.type === FrameType.RESULT && f.body.call_id === withheld) {
             dropped.push(f.body);
-            end();
+            // Both sides close; connectPair forgets the pair on "close".
+            client.destroy();
+            upstream.destroy();
             return;
           }
           continue;

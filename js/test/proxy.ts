@@ -18,16 +18,7 @@ export async function startProxy(targetPort: number): Promise<CutProxy> {
       client.destroy();
       return;
     }
-    const upstream = createConnection({ host: "127.0.0.1", port: targetPort });
-    const pair: [Socket, Socket] = [client, upstream];
-    pairs.add(pair);
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-      pairs.delete(pair);
-    };
-    client.on("error", end).on("close", end);
-    upstream.on("error", end).on("close", end);
+    const upstream = connectPair(client, targetPort, pairs);
     client.pipe(upstream);
     upstream.pipe(client);
   });
@@ -57,4 +48,22 @@ export async function startProxy(targetPort: number): Promise<CutProxy> {
         server.close(() => ok());
       }),
   };
+}
+
+/**
+ * Opens the upstream side for an accepted `client` and tracks the pair in
+ * `pairs`; either side ending or failing ends both. Returns the upstream.
+ */
+export function connectPair(client: Socket, targetPort: number, pairs: Set<[Socket, Socket]>): Socket {
+  const upstream = createConnection({ host: "127.0.0.1", port: targetPort });
+  const pair: [Socket, Socket] = [client, upstream];
+  pairs.add(pair);
+  const end = () => {
+    client.destroy();
+    upstream.destroy();
+    pairs.delete(pair);
+  };
+  client.on("error", end).on("close", end);
+  upstream.on("error", end).on("close", end);
+  return upstream;
 }
