@@ -45,7 +45,7 @@ mod ttl;
 
 pub use cluster_catch_up::Applied;
 pub use many::{EditFn, TxOp};
-pub use patterns::{parse_pattern, ReadCheck};
+pub use patterns::{parse_pattern, PatternWatch, ReadCheck};
 pub use read::{HistoryPage, KeysPage};
 pub use remote::Remote;
 pub use ttl::{expire_keys, Deadline, Timers};

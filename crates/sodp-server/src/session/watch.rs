@@ -11,7 +11,7 @@ use tracing::debug;
 use super::Session;
 use crate::access::Asker;
 use crate::error::{ErrorCode, Rejection};
-use crate::store::{parse_pattern, ReadCheck};
+use crate::store::{parse_pattern, PatternWatch, ReadCheck};
 
 impl Session {
     fn check_watch_rate(&mut self) -> Result<(), Rejection> {
@@ -101,19 +101,18 @@ impl Session {
                 .map_err(|e| Rejection::bad_request(format!("bad pattern {pattern:?}: {e}")))?;
         }
         self.check_subscription_room(pattern)?;
-        let check = self.read_check();
         let seq = self.next_seq();
-        let max = self.shared.config.limits.max_value_bytes;
-        self.shared.store.watch_pattern(
+        let watch = PatternWatch {
             pattern,
             prefix,
-            &self.outbox,
+            outbox: &self.outbox,
             seq,
             params,
-            check,
-            max,
+            may_read: self.read_check(),
+            max_bytes: self.shared.config.limits.max_value_bytes,
             since,
-        )
+        };
+        self.shared.store.watch_pattern(watch)
     }
 
     pub(super) fn on_watch(&mut self, frame: &Frame) {

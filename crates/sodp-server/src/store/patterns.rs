@@ -189,50 +189,51 @@ struct Read {
     complete: bool,
 }
 
+/// A WATCH or RESUME of a pattern: the pattern and its prefix, who asks
+/// (its outbox, the frame's sequence number and `params`), the read check
+/// that filters keys, the snapshot limit (413 above it), and for a RESUME
+/// the version to replay from.
+pub struct PatternWatch<'a> {
+    pub pattern: &'a str,
+    pub prefix: &'a str,
+    pub outbox: &'a Arc<Outbox>,
+    pub seq: u64,
+    pub params: Option<&'a Value>,
+    pub may_read: ReadCheck,
+    pub max_bytes: Option<usize>,
+    pub since: Option<u64>,
+}
+
 impl Store {
     /// WATCH (`since: None`) or RESUME of the pattern `pattern` (prefix
     /// `prefix`): STATE_INIT with the map of every matching key the session
     /// may read, then live DELTAs; a RESUME first replays every change after
     /// `since` to those keys when all of them are still held. A snapshot
     /// larger than `max_bytes` is 413 and subscribes nothing.
-    #[allow(clippy::too_many_arguments)]
-    pub fn watch_pattern(
-        &self,
-        pattern: &str,
-        prefix: &str,
-        outbox: &Arc<Outbox>,
-        seq: u64,
-        params: Option<&Value>,
-        may_read: ReadCheck,
-        max_bytes: Option<usize>,
-        since: Option<u64>,
-    ) -> Result<Option<usize>, Rejection> {
-        let session = outbox.id();
+    pub fn watch_pattern(&self, watch: PatternWatch<'_>) -> Result<Option<usize>, Rejection> {
+        let prefix = watch.prefix;
         let counted = match self.remote() {
-            Some(remote) => self.watch_prefix_remote(remote, prefix, session)?,
+            Some(remote) => self.watch_prefix_remote(remote, prefix, watch.outbox.id())?,
             None => false,
         };
-        let result = self.watch_pattern_local(
-            pattern, prefix, outbox, seq, params, may_read, max_bytes, since,
-        );
+        let result = self.watch_pattern_local(watch);
         if let (Some(remote), true, Err(_)) = (self.remote(), counted, &result) {
             remote.unwatch_prefix(prefix);
         }
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn watch_pattern_local(
-        &self,
-        pattern: &str,
-        prefix: &str,
-        outbox: &Arc<Outbox>,
-        seq: u64,
-        params: Option<&Value>,
-        may_read: ReadCheck,
-        max_bytes: Option<usize>,
-        since: Option<u64>,
-    ) -> Result<Option<usize>, Rejection> {
+    fn watch_pattern_local(&self, watch: PatternWatch<'_>) -> Result<Option<usize>, Rejection> {
+        let PatternWatch {
+            pattern,
+            prefix,
+            outbox,
+            seq,
+            params,
+            may_read,
+            max_bytes,
+            since,
+        } = watch;
         let session = outbox.id();
         {
             let mut entries = lock(&self.patterns.entries);
