@@ -427,6 +427,33 @@ mod tests {
         }
     }
 
+    /// A commit record that is not what the engine writes is not a record
+    /// (recovery then reports corruption, or skips it when salvaging).
+    #[test]
+    fn malformed_commit_records_are_refused() {
+        let good = LogRecord::Commit {
+            version: 11,
+            changes: vec![],
+            remembered: Some(tag()),
+        }
+        .to_value();
+        let items: Vec<Value> = good.as_array().unwrap().to_vec();
+        let with = |i: usize, v: Value| {
+            let mut items = items.clone();
+            items[i] = v;
+            Value::from(items)
+        };
+        for bad in [
+            with(1, Value::from("eleven")),            // version not a number
+            with(2, Value::from("not a list")),        // changes not a list
+            with(2, Value::from(vec![Value::Int(1)])), // a change not a list
+            with(3, Value::from(vec![Value::Nil])),    // a tag too short
+            Value::from(items[..3].to_vec()),          // no tag field at all
+        ] {
+            assert_eq!(LogRecord::from_value(&bad), None, "{bad:?}");
+        }
+    }
+
     /// What the engine writes without building a `LogRecord` reads back as one.
     #[test]
     fn the_engines_direct_encoding_of_a_tag_decodes() {
