@@ -37,7 +37,7 @@ use sodp_proto::codec;
 use tokio::time::Instant;
 
 use crate::budget::MemoryBudget;
-use crate::error::Rejection;
+use crate::error::{ErrorCode, Rejection};
 use crate::store::Written;
 
 /// The longest `idempotency_key`, in bytes.
@@ -114,6 +114,14 @@ pub struct Idempotency {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// 409: the idempotency key `key` was used for another call.
+pub fn reused(key: &str) -> Rejection {
+    Rejection::new(
+        ErrorCode::Conflict,
+        format!("idempotency key reused: {key:?} was used for another call"),
+    )
 }
 
 /// The fingerprint of `method` with `args` (a repeated argument: the last

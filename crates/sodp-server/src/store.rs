@@ -696,7 +696,7 @@ impl Store {
         edit: impl FnOnce(&mut Doc<'_>) -> Result<Edit, Rejection>,
     ) -> Result<Written, Rejection> {
         if let Some(remote) = self.remote() {
-            return self.write_remote(remote, key, edit);
+            return self.write_remote(remote, key, tag, edit);
         }
         self.storage.check_writable()?;
         self.with_slot(key, |slot, st| {

@@ -286,6 +286,8 @@ async fn a_dropped_pubsub_message_is_healed_by_gap_detection() {
         .arg(1000)
         .arg("nobody-listens:")
         .arg("0")
+        .arg("")
+        .arg(0)
         .arg("g")
         .arg(v1)
         .arg("1")
@@ -742,6 +744,53 @@ async fn an_idempotent_write_repeated_on_another_node_is_applied_once() {
     assert_eq!(failure_code(&other), Some(409), "{other:?}");
     assert_eq!(Some(Value::from(watcher.delta().await.0)), version);
     watcher.expect_silence(Duration::from_millis(200)).await;
+}
+
+/// The same idempotent call sent to two nodes at the same moment, while a
+/// third node keeps overwriting the field it sets: applied once, both
+/// answers carry the one version (the record is checked and written by the
+/// commit step itself, so the node that loses the race never redrafts the
+/// call on top of the overwrite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_idempotent_call_on_two_nodes_at_once_is_applied_once() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = three_nodes(&redis).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut hammer = c.client().await;
+    let hammering = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i -= 1;
+                hammer
+                    .ok(
+                        "state.patch",
+                        json!({"state": "race", "patch": {"mine": i}}),
+                    )
+                    .await;
+            }
+        }
+    });
+    let mut on_a = a.client().await;
+    let mut on_b = b.client().await;
+    for i in 0..60 {
+        let key = format!("order-{i}");
+        let args = json!({"state": "race", "patch": {"mine": i}});
+        let (first, second) = tokio::join!(
+            idempotent(&mut on_a, &key, args.clone()),
+            idempotent(&mut on_b, &key, args.clone()),
+        );
+        let version = |r: &Value| r.get("data").and_then(|d| d.get("version")).cloned();
+        assert!(version(&first).is_some(), "{first:?}");
+        assert_eq!(
+            version(&first),
+            version(&second),
+            "{key}: {first:?} vs {second:?}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    hammering.await.unwrap();
 }
 
 /// The inspector's server view in cluster mode: `admin.stats` lists every

@@ -4,14 +4,19 @@
 -- then per key: its hash (v, i, val, x), its history list, its presence owners.
 -- ARGV[1] number of keys, ARGV[2] history length, ARGV[3] channel prefix,
 -- ARGV[4] "1" when the node has lost its connection since its last commit
--- (Redis may have restarted or failed over); then per key 8 fields: name, base version, initialized after ("1"/"0"),
+-- (Redis may have restarted or failed over), ARGV[5] the idempotency
+-- fingerprint ("a b"; "" for a call without idempotency_key) and ARGV[6]
+-- its window in ms, the record being the last of KEYS; then per key 8
+-- fields: name, base version, initialized after ("1"/"0"),
 -- value (MessagePack), deadline ("-" kept, "0" removed, else Unix ms),
 -- ops (MessagePack), binding ("" or "+owner\npath", "-owner\npath",
 -- "~nodeprefix\npath"), the deadline the key must still have ("" none).
 local n = tonumber(ARGV[1])
 local hlen = tonumber(ARGV[2])
 local chan = ARGV[3]
-local function arg(i, j) return ARGV[4 + (i - 1) * 8 + j] end
+local fingerprint = ARGV[5]
+local record = KEYS[4 + n * 3 + 1]
+local function arg(i, j) return ARGV[6 + (i - 1) * 8 + j] end
 local function hash(i) return KEYS[4 + (i - 1) * 3 + 1] end
 local function hist(i) return KEYS[4 + (i - 1) * 3 + 2] end
 local function owners(i) return KEYS[4 + (i - 1) * 3 + 3] end
@@ -20,6 +25,14 @@ local function binding(i)
   if b == '' then return nil end
   local nl = string.find(b, '\n', 2, true)
   return string.sub(b, 1, 1), string.sub(b, 2, nl - 1), string.sub(b, nl + 1)
+end
+
+-- 0. An idempotent call some node already committed: its outcome, and
+-- nothing changes (the record is written by the same step as the change,
+-- so no node can die between the two).
+if fingerprint ~= '' then
+  local seen = redis.call('GET', record)
+  if seen then return {'seen', seen} end
 end
 
 -- 1. Conditions: every key still at the version the node drafted on.
@@ -52,6 +65,9 @@ if not counter or ARGV[4] == '1' then
 end
 local vs = string.format('%.0f', version)
 redis.call('SET', KEYS[1], vs)
+if fingerprint ~= '' then
+  redis.call('SET', record, fingerprint .. " " .. vs, 'PX', ARGV[6])
+end
 
 -- 3. Store, record, publish.
 for i = 1, n do

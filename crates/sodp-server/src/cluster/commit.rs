@@ -7,14 +7,16 @@
 //! version — the persisted counter + 1, and at least Redis's clock in
 //! microseconds when the counter is missing or the node was cut off since
 //! its last commit — stores each value, appends each history entry (bounded)
-//! and publishes it on the key's channel.
+//! and publishes it on the key's channel. An idempotent call's record is
+//! checked first and written in the same step, so a node dying right after
+//! the commit cannot leave a change without its record.
 
 use redis::Script;
 use sodp_proto::codec::encode_value;
 
 use super::entry::{decimal, encode_deadline, encode_ops};
 use super::names::Names;
-use crate::store::remote::{Binding, Outcome, Proposal};
+use crate::store::remote::{Binding, Outcome, Proposal, Remember};
 
 /// The script (loaded once per Redis by SHA; re-sent after a restart).
 pub fn script() -> Script {
@@ -29,6 +31,7 @@ pub fn invocation<'s>(
     history_len: usize,
     refloor: bool,
     proposals: &[Proposal<'_>],
+    remember: Option<Remember<'_>>,
 ) -> redis::ScriptInvocation<'s> {
     let mut inv = script.prepare_invoke();
     let registry = proposals
@@ -46,6 +49,12 @@ pub fn invocation<'s>(
         .arg(history_len.max(1))
         .arg(names.channel_prefix())
         .arg(if refloor { "1" } else { "0" });
+    match remember {
+        Some(Remember { tag, window }) => inv
+            .arg(format!("{} {}", tag.fingerprint.0, tag.fingerprint.1))
+            .arg(window.as_millis().max(1) as u64),
+        None => inv.arg("").arg(0),
+    };
     for p in proposals {
         inv.key(names.hash(p.key))
             .key(names.history(p.key))
@@ -65,7 +74,23 @@ pub fn invocation<'s>(
             .arg(binding)
             .arg(p.expiring_at.map(|at| at.to_string()).unwrap_or_default());
     }
+    if let Some(Remember { tag, .. }) = remember {
+        inv.key(names.idempotency(tag.identity.as_deref(), &tag.key));
+    }
     inv
+}
+
+/// An idempotency record: the fingerprint and the version answered
+/// (`"<a> <b> <version>"`).
+pub fn parse_record(raw: &[u8]) -> Option<(crate::idempotency::Fingerprint, u64)> {
+    let mut fields = std::str::from_utf8(raw)
+        .ok()?
+        .split(' ')
+        .map(str::parse::<u64>);
+    match (fields.next(), fields.next(), fields.next(), fields.next()) {
+        (Some(Ok(a)), Some(Ok(b)), Some(Ok(version)), None) => Some(((a, b), version)),
+        _ => None,
+    }
 }
 
 /// Reads the script's answer.
@@ -76,6 +101,11 @@ pub fn outcome(reply: &[Vec<u8>]) -> Result<Outcome, String> {
             .and_then(|v| decimal(v))
             .map(Outcome::Committed)
             .ok_or_else(|| "commit.lua: no version in its answer".to_owned()),
+        Some(b"seen") => reply
+            .get(1)
+            .and_then(|raw| parse_record(raw))
+            .map(|(print, version)| Outcome::Remembered(print, version))
+            .ok_or_else(|| format!("commit.lua: a malformed idempotency record {reply:?}")),
         Some(b"stale") => Ok(Outcome::Stale),
         Some(b"notowner") => Ok(Outcome::NotOwner),
         _ => Err(format!("commit.lua: unexpected answer {reply:?}")),

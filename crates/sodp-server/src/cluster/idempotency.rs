@@ -1,31 +1,24 @@
-//! Extension `idempotency` across nodes: the outcome of a successful
-//! idempotent write is also kept in Redis (`<p>idem:<identity>:<key>`, with
-//! the window as its TTL), so a client that reconnects to another node and
-//! repeats the write gets the original outcome there too.
+//! Extension `idempotency` across nodes: the outcome of an idempotent write
+//! is also kept in Redis (`<p>idem:<len>:<identity>:<key>`, with the window
+//! as its TTL), so a client that reconnects to another node and repeats the
+//! write gets the original outcome there too.
 //!
-//! The record is written right after the commit script returns, before the
-//! RESULT leaves: a node that dies in that instant (after the commit, before
-//! the record) leaves a write whose RESULT never left, which a retry on
-//! another node applies again — the one window left (documented).
+//! A write that changes something records its outcome inside the commit
+//! script (`commit.lua`), which also refuses to commit a call whose record
+//! exists: the change and its record land in one step, and two nodes
+//! running the same call at once apply it once. [`Cluster::recall`] is the
+//! fast path before a write is drafted; [`Cluster::remember`] records the
+//! outcome of a write that changed nothing (no commit to carry it), or
+//! finds the record of the node that committed the same call meanwhile.
 
 use std::time::Duration;
 
+use super::commit::parse_record;
 use super::Cluster;
 use crate::error::Rejection;
 use crate::idempotency::Fingerprint;
 
 impl Cluster {
-    fn idempotency_name(&self, identity: Option<&str>, key: &str) -> String {
-        // The identity is length-prefixed so that no (identity, key) pair
-        // can spell another's name.
-        let identity = identity.unwrap_or("");
-        format!(
-            "{}idem:{}:{identity}:{key}",
-            self.names.prefix(),
-            identity.len()
-        )
-    }
-
     /// The outcome remembered for `key` by any node: its fingerprint and
     /// the version it answered.
     pub fn recall(
@@ -35,20 +28,16 @@ impl Cluster {
     ) -> Result<Option<(Fingerprint, u64)>, Rejection> {
         let mut con = self.conn.manager();
         let mut cmd = redis::cmd("GET");
-        cmd.arg(self.idempotency_name(identity, key));
-        let raw: Option<String> = self
+        cmd.arg(self.names.idempotency(identity, key));
+        let raw: Option<Vec<u8>> = self
             .conn
             .observe(self.conn.block(cmd.query_async(&mut con)))?;
-        Ok(raw.and_then(|raw| {
-            let mut fields = raw.split(' ').map(str::parse::<u64>);
-            match (fields.next(), fields.next(), fields.next()) {
-                (Some(Ok(a)), Some(Ok(b)), Some(Ok(version))) => Some(((a, b), version)),
-                _ => None,
-            }
-        }))
+        Ok(raw.and_then(|raw| parse_record(&raw)))
     }
 
-    /// Remembers a successful idempotent write for `window`.
+    /// Remembers the outcome of an idempotent write that changed nothing,
+    /// for `window` — unless a record exists: the first outcome stands and
+    /// is returned.
     pub fn remember(
         &self,
         identity: Option<&str>,
@@ -56,14 +45,18 @@ impl Cluster {
         print: Fingerprint,
         version: u64,
         window: Duration,
-    ) -> Result<(), Rejection> {
+    ) -> Result<Option<(Fingerprint, u64)>, Rejection> {
         let mut con = self.conn.manager();
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.idempotency_name(identity, key))
+        cmd.arg(self.names.idempotency(identity, key))
             .arg(format!("{} {} {version}", print.0, print.1))
             .arg("PX")
-            .arg(window.as_millis().max(1) as u64);
-        self.conn
-            .observe(self.conn.block(cmd.query_async::<()>(&mut con)))
+            .arg(window.as_millis().max(1) as u64)
+            .arg("NX")
+            .arg("GET");
+        let prior: Option<Vec<u8>> = self
+            .conn
+            .observe(self.conn.block(cmd.query_async(&mut con)))?;
+        Ok(prior.and_then(|raw| parse_record(&raw)))
     }
 }

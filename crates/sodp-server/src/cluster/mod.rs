@@ -38,7 +38,7 @@ use redis::Script;
 use tokio::sync::watch;
 
 use crate::error::{ErrorCode, Rejection};
-use crate::store::remote::{CatchUp, Gate, Outcome, Proposal, Remote};
+use crate::store::remote::{CatchUp, Gate, Outcome, Proposal, Remember, Remote};
 use crate::store::Store;
 
 pub use config::ClusterConfig;
@@ -220,7 +220,11 @@ impl Remote for Cluster {
         self.conn.check()
     }
 
-    fn commit(&self, proposals: &[Proposal<'_>]) -> Result<Outcome, Rejection> {
+    fn commit(
+        &self,
+        proposals: &[Proposal<'_>],
+        remember: Option<Remember<'_>>,
+    ) -> Result<Outcome, Rejection> {
         let refloor = self.conn.cut_off_since_commit();
         let inv = commit::invocation(
             &self.commit,
@@ -229,6 +233,7 @@ impl Remote for Cluster {
             self.history_len,
             refloor,
             proposals,
+            remember,
         );
         let mut con = self.conn.manager();
         let reply: Vec<Vec<u8>> = self

@@ -6,7 +6,8 @@
 //! `<p>c:<key>`. Shared: `<p>version` (the counter), `<p>keys` (keys with
 //! a value, for `state.keys`), `<p>ttl` (deadlines), `<p>nodes`,
 //! `<p>lease:<node>`, `<p>np:<node>` (a node's presence paths),
-//! `<p>reap:<node>` (who is removing a dead node's paths).
+//! `<p>reap:<node>` (who is removing a dead node's paths),
+//! `<p>idem:<len>:<identity>:<key>` (an idempotent call's outcome).
 //!
 //! With Redis Cluster every per-key name would carry the key as a hash tag
 //! (`{<key>}`), and the shared names would move per shard; see
@@ -90,6 +91,14 @@ impl Names {
 
     pub fn registry(&self, node: &str) -> String {
         format!("{}np:{node}", self.prefix)
+    }
+
+    /// The outcome of the idempotent call `key` of `identity` (`None`:
+    /// anonymous). The identity is length-prefixed so that no (identity,
+    /// key) pair can spell another's name.
+    pub fn idempotency(&self, identity: Option<&str>, key: &str) -> String {
+        let identity = identity.unwrap_or("");
+        format!("{}idem:{}:{identity}:{key}", self.prefix, identity.len())
     }
 
     pub fn reaper(&self, node: &str) -> String {

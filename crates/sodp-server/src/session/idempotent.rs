@@ -7,42 +7,44 @@
 use sodp_proto::call::CallArgs;
 
 use super::Session;
-use crate::error::{ErrorCode, Rejection};
-use crate::idempotency::{fingerprint, Seen, Tag, MAX_KEY_BYTES};
+use crate::error::Rejection;
+use crate::idempotency::{fingerprint, reused, Fingerprint, Seen, Tag, MAX_KEY_BYTES};
 use crate::methods::Reply;
 use crate::store::Written;
 
 impl Session {
     /// Cluster mode: what another node remembers for `key` — its outcome
     /// (same fingerprint), 409 (another call), `None` (nothing: run it).
-    fn recall_in_cluster(
-        &self,
-        key: &str,
-        print: crate::idempotency::Fingerprint,
-    ) -> Option<Result<Reply, Rejection>> {
+    fn recall_in_cluster(&self, key: &str, print: Fingerprint) -> Option<Result<Reply, Rejection>> {
         let cluster = self.shared.cluster.get()?;
         match cluster.recall(self.identity.sub(), key) {
-            Ok(None) => None,
-            Ok(Some((seen, version))) if seen == print => {
-                Some(Ok(Reply::Written(crate::store::Written {
-                    version,
-                    ticket: 0,
-                    changed: false,
-                })))
-            }
-            Ok(Some(_)) => Some(Err(reused(key))),
+            Ok(recorded) => recorded.map(|recorded| outcome_of(key, print, recorded)),
             Err(e) => Some(Err(e)),
         }
     }
 
-    /// Cluster mode: tells the other nodes this call's outcome.
-    fn share_in_cluster(&self, key: &str, print: crate::idempotency::Fingerprint, version: u64) {
+    /// Cluster mode: records the outcome of a call that changed nothing (a
+    /// change's record is written by its commit). If a node committed the
+    /// same call meanwhile — which is why this copy already held its
+    /// change — that node's outcome is the answer.
+    fn share_in_cluster(
+        &self,
+        key: &str,
+        print: Fingerprint,
+        written: Written,
+    ) -> Result<Reply, Rejection> {
+        let unchanged = Ok(Reply::Written(written));
         let Some(cluster) = self.shared.cluster.get() else {
-            return;
+            return unchanged;
         };
         let window = self.shared.store.idempotency.window();
-        if let Err(e) = cluster.remember(self.identity.sub(), key, print, version, window) {
-            tracing::warn!(key, error = %e, "idempotency record not shared with the other nodes");
+        match cluster.remember(self.identity.sub(), key, print, written.version, window) {
+            Ok(Some(recorded)) => outcome_of(key, print, recorded),
+            Ok(None) => unchanged,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "idempotency record not shared with the other nodes");
+                unchanged
+            }
         }
     }
 
@@ -94,13 +96,12 @@ impl Session {
                     let result = match self.recall_in_cluster(key, print) {
                         // Another node applied it: its outcome, remembered here too.
                         Some(recalled) => recalled,
-                        None => {
-                            let result = self.run_tagged(method, args, Some(&tag));
-                            if let Ok(Reply::Written(written)) = &result {
-                                self.share_in_cluster(key, print, written.version);
+                        None => match self.run_tagged(method, args, Some(&tag)) {
+                            Ok(Reply::Written(written)) if !written.changed => {
+                                self.share_in_cluster(key, print, written)
                             }
-                            result
-                        }
+                            result => result,
+                        },
                     };
                     // Only writes are remembered; a read repeated reads again.
                     match &result {
@@ -118,10 +119,18 @@ impl Session {
     }
 }
 
-/// 409: the key was used for another call.
-fn reused(key: &str) -> Rejection {
-    Rejection::new(
-        ErrorCode::Conflict,
-        format!("idempotency key reused: {key:?} was used for another call"),
-    )
+/// The answer a remembered outcome gives a call with fingerprint `print`.
+fn outcome_of(
+    key: &str,
+    print: Fingerprint,
+    (seen, version): (Fingerprint, u64),
+) -> Result<Reply, Rejection> {
+    match seen == print {
+        true => Ok(Reply::Written(Written {
+            version,
+            ticket: 0,
+            changed: false,
+        })),
+        false => Err(reused(key)),
+    }
 }

@@ -93,22 +93,26 @@ impl Store {
                 };
             }
         };
-        let outcome = remote.commit(&[Proposal {
-            key,
-            base: draft.base,
-            initialized: true,
-            value: &draft.value,
-            ops: &draft.ops,
-            expires: None,
-            binding,
-            expiring_at: None,
-        }])?;
+        let outcome = remote.commit(
+            &[Proposal {
+                key,
+                base: draft.base,
+                initialized: true,
+                value: &draft.value,
+                ops: &draft.ops,
+                expires: None,
+                binding,
+                expiring_at: None,
+            }],
+            None,
+        )?;
         match outcome {
             Outcome::Committed(version) => {
                 self.apply_own(key, version, draft);
                 Ok(())
             }
-            Outcome::NotOwner => Ok(()),
+            // (Remembered: only for idempotent calls, which this is not.)
+            Outcome::NotOwner | Outcome::Remembered(..) => Ok(()),
             Outcome::Stale => {
                 self.catch_up(remote, key)?;
                 Err(stale(key))
@@ -146,19 +150,22 @@ impl Store {
                 })
                 .flatten();
             let Some(draft) = draft else { return };
-            let outcome = remote.commit(&[Proposal {
-                key,
-                base: draft.base,
-                initialized: false,
-                value: &draft.value,
-                ops: &draft.ops,
-                expires: Some(0),
-                binding: Binding::None,
-                expiring_at: Some(at),
-            }]);
+            let outcome = remote.commit(
+                &[Proposal {
+                    key,
+                    base: draft.base,
+                    initialized: false,
+                    value: &draft.value,
+                    ops: &draft.ops,
+                    expires: Some(0),
+                    binding: Binding::None,
+                    expiring_at: Some(at),
+                }],
+                None,
+            );
             match outcome {
                 Ok(Outcome::Committed(version)) => return self.apply_own(key, version, draft),
-                Ok(Outcome::Stale | Outcome::NotOwner) => {
+                Ok(Outcome::Stale | Outcome::NotOwner | Outcome::Remembered(..)) => {
                     // Another node expired it, or a write moved the deadline.
                     if self.catch_up(remote, key).is_err() {
                         return;

@@ -18,13 +18,18 @@
 //! the version it was made on, and applied under the lock again. A stale
 //! draft is answered [`stale`] after catching the copy up, and the session
 //! runs the CALL again on the fresh copy.
+//!
+//! An idempotent call's record goes into the same engine step as its change
+//! ([`Remember`]); a call some node already committed is answered with that
+//! outcome ([`Outcome::Remembered`]) and changes nothing.
 
 use sodp_proto::{DeltaOp, Value};
 
 use super::many::{TxDrafted, TxOp};
-use super::remote::{stale, Binding, CatchUp, Outcome, Proposal, Remote};
+use super::remote::{stale, Binding, CatchUp, Outcome, Proposal, Remember, Remote};
 use super::{Doc, Edit, EditKind, KeySlot, KeyState, Store, Written};
 use crate::error::Rejection;
+use crate::idempotency::{reused, Tag};
 use crate::outbox::SessionId;
 
 /// How many times an internal write (a presence release, an expiry) is
@@ -71,13 +76,14 @@ impl Store {
         &self,
         remote: &dyn Remote,
         key: &str,
+        tag: Option<&Tag>,
         edit: impl FnOnce(&mut Doc<'_>) -> Result<Edit, Rejection>,
     ) -> Result<Written, Rejection> {
         remote.check_writable()?;
         let _gate = remote.gate(key);
         let drafted = self.with_slot(key, |slot, st| self.draft(slot, st, edit))?;
         let (base, result) = match drafted {
-            Ok(Drafted::Change(draft)) => return self.propose(remote, key, draft),
+            Ok(Drafted::Change(draft)) => return self.propose(remote, key, draft, tag),
             Ok(Drafted::Unchanged { version, presence }) => {
                 if let Some((path, session)) = presence {
                     self.bind_remote(remote, key, version, path, session)?;
@@ -112,6 +118,7 @@ impl Store {
         remote: &dyn Remote,
         keys: &[String],
         ops: Vec<TxOp<'_>>,
+        tag: Option<&Tag>,
     ) -> Result<Written, Rejection> {
         remote.check_writable()?;
         let _gates = remote.gates(keys);
@@ -144,7 +151,7 @@ impl Store {
                 }
             })
             .collect();
-        let outcome = remote.commit(&proposals)?;
+        let outcome = remote.commit(&proposals, self.remembering(tag))?;
         let expires: Vec<Option<u64>> = proposals.iter().map(|p| p.expires).collect();
         drop(proposals);
         match outcome {
@@ -175,6 +182,7 @@ impl Store {
                     changed: true,
                 })
             }
+            Outcome::Remembered(print, version) => remembered(tag, print, version),
             Outcome::Stale | Outcome::NotOwner => {
                 for key in keys {
                     self.catch_up(remote, key)?;
@@ -269,21 +277,30 @@ impl Store {
     }
 
     /// Proposes a draft; once committed, applies it to the copy.
-    fn propose(&self, remote: &dyn Remote, key: &str, draft: Draft) -> Result<Written, Rejection> {
+    fn propose(
+        &self,
+        remote: &dyn Remote,
+        key: &str,
+        draft: Draft,
+        tag: Option<&Tag>,
+    ) -> Result<Written, Rejection> {
         let binding = match &draft.presence {
             Some((path, session)) => Binding::Bind(path, *session),
             None => Binding::None,
         };
-        let outcome = remote.commit(&[Proposal {
-            key,
-            base: draft.base,
-            initialized: draft.initialized,
-            value: &draft.value,
-            ops: &draft.ops,
-            expires: draft.expires,
-            binding,
-            expiring_at: None,
-        }])?;
+        let outcome = remote.commit(
+            &[Proposal {
+                key,
+                base: draft.base,
+                initialized: draft.initialized,
+                value: &draft.value,
+                ops: &draft.ops,
+                expires: draft.expires,
+                binding,
+                expiring_at: None,
+            }],
+            self.remembering(tag),
+        )?;
         match outcome {
             Outcome::Committed(version) => {
                 self.apply_own(key, version, draft);
@@ -293,11 +310,20 @@ impl Store {
                     changed: true,
                 })
             }
+            Outcome::Remembered(print, version) => remembered(tag, print, version),
             Outcome::Stale | Outcome::NotOwner => {
                 self.catch_up(remote, key)?;
                 Err(stale(key))
             }
         }
+    }
+
+    /// The record an idempotent call commits with its change.
+    fn remembering<'t>(&self, tag: Option<&'t Tag>) -> Option<Remember<'t>> {
+        tag.map(|tag| Remember {
+            tag,
+            window: self.idempotency.window(),
+        })
     }
 
     /// A committed draft of this node: applied unless the fanout brought it
@@ -381,5 +407,26 @@ impl Store {
         }
         self.raise_version(version);
         self.commit_versioned(slot, st, ops, version, expires);
+    }
+}
+
+/// The answer to an idempotent call some node already committed: its
+/// outcome if it was this call (same fingerprint), else 409.
+fn remembered(
+    tag: Option<&Tag>,
+    print: crate::idempotency::Fingerprint,
+    version: u64,
+) -> Result<Written, Rejection> {
+    match tag {
+        Some(tag) if tag.fingerprint == print => Ok(Written {
+            version,
+            ticket: 0,
+            changed: false,
+        }),
+        Some(tag) => Err(reused(&tag.key)),
+        None => Err(Rejection::new(
+            crate::error::ErrorCode::Internal,
+            "the engine answered an idempotency record to a call without one",
+        )),
     }
 }

@@ -110,7 +110,7 @@ impl Store {
         keys.sort_unstable();
         keys.dedup();
         let result = match self.remote() {
-            Some(remote) => self.write_many_remote(remote, &keys, ops),
+            Some(remote) => self.write_many_remote(remote, &keys, ops, tag),
             None => self
                 .storage
                 .check_writable()

@@ -13,6 +13,7 @@
 use sodp_proto::{DeltaOp, Value};
 
 use crate::error::Rejection;
+use crate::idempotency::{Fingerprint, Tag};
 use crate::outbox::SessionId;
 
 /// One committed change of a key, as the engine records and publishes it.
@@ -79,11 +80,22 @@ pub struct Proposal<'a> {
     pub expiring_at: Option<u64>,
 }
 
+/// An idempotent call's record, committed in the same engine step as its
+/// change: the call and how long the engine keeps its outcome.
+#[derive(Debug, Clone, Copy)]
+pub struct Remember<'a> {
+    pub tag: &'a Tag,
+    pub window: std::time::Duration,
+}
+
 /// The engine's answer to a proposal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Committed with this version.
     Committed(u64),
+    /// An idempotent call whose key some node already committed: that
+    /// call's fingerprint and version; nothing was committed.
+    Remembered(Fingerprint, u64),
     /// Some key was no longer at its base (another node wrote it first),
     /// or an expiry's deadline had moved: nothing was committed.
     Stale,
@@ -99,8 +111,13 @@ pub trait Remote: Send + Sync {
     fn check_writable(&self) -> Result<(), Rejection>;
 
     /// Commits every proposal as one change with one version — all or
-    /// nothing.
-    fn commit(&self, proposals: &[Proposal<'_>]) -> Result<Outcome, Rejection>;
+    /// nothing — and `remember`'s record with it (unless the engine already
+    /// holds one for that call's key: [`Outcome::Remembered`]).
+    fn commit(
+        &self,
+        proposals: &[Proposal<'_>],
+        remember: Option<Remember<'_>>,
+    ) -> Result<Outcome, Rejection>;
 
     /// What brings `key` from version `since` to the engine's version.
     fn catch_up(&self, key: &str, since: u64) -> Result<CatchUp, Rejection>;
