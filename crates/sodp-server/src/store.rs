@@ -34,6 +34,7 @@
 //! then applied through the same commit point with Redis's version.
 
 mod cluster_catch_up;
+mod cluster_patterns;
 mod cluster_reads;
 mod cluster_upkeep;
 mod clustered;
@@ -41,6 +42,7 @@ mod many;
 mod patterns;
 mod read;
 pub mod remote;
+pub use cluster_patterns::Fed;
 mod ttl;
 
 pub use cluster_catch_up::Applied;
@@ -837,8 +839,8 @@ impl Store {
         version
     }
 
-    /// Commits a change whose version is known (cluster mode: Redis's), to
-    /// the key's streams and to the pattern streams matching it.
+    /// Commits a change whose version is known (cluster mode: Redis's) to
+    /// the key's streams.
     fn commit_versioned(
         &self,
         slot: &KeySlot,
@@ -847,8 +849,9 @@ impl Store {
         version: u64,
         expires: Option<u64>,
     ) {
-        let publishing = self.patterns.matching(std::iter::once(&*slot.key));
-        self.commit_published(slot, st, ops, version, expires, publishing, None);
+        // Pattern streams are fed by the fanout, in Redis's commit order
+        // (see `cluster_patterns.rs`).
+        self.commit_published(slot, st, ops, version, expires, None, None);
     }
 
     /// Storage (with `tag`, for an idempotent call), [`Store::commit_at`],

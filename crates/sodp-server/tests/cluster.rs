@@ -700,6 +700,129 @@ async fn patterns_keys_and_history_work_across_nodes() {
     assert_eq!(versions, [v1, v3]);
 }
 
+/// Writers on every node (the watchers' own nodes included) writing
+/// different keys below one pattern at once: every node's pattern stream
+/// carries strictly increasing versions, one DELTA per write, and its ops
+/// applied to the snapshot give the final map.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pattern_streams_stay_in_version_order_under_writers_on_every_node() {
+    const WRITES: i64 = 40;
+    let redis = RedisServer::start().await;
+    let nodes = three_nodes(&redis).await;
+    let mut watchers = Vec::new();
+    for node in &nodes {
+        let mut w = node.client().await;
+        let init = w.watch("race.*").await;
+        assert_eq!(init.body.get("value"), Some(&v(json!({}))));
+        watchers.push((w, init.body.get("version").and_then(Value::as_u64).unwrap()));
+    }
+    let mut writers = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for j in 0..2 {
+            let mut c = node.client().await;
+            let key = format!("race.n{n}w{j}");
+            writers.push(tokio::spawn(async move {
+                for i in 0..WRITES {
+                    c.ok("state.patch", json!({"state": key, "patch": {"i": i}}))
+                        .await;
+                }
+            }));
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let expected: serde_json::Map<String, serde_json::Value> = (0..3)
+        .flat_map(|n| (0..2).map(move |j| (format!("race.n{n}w{j}"), json!({"i": WRITES - 1}))))
+        .collect();
+    for (mut w, from) in watchers {
+        let mut map = v(json!({}));
+        let mut last = from;
+        for _ in 0..6 * WRITES {
+            let (version, ops) = w.delta().await;
+            assert!(version > last, "version {version} after {last}");
+            last = version;
+            for op in &ops {
+                sodp_proto::delta::apply_in_place(&mut map, op).unwrap();
+            }
+        }
+        assert_eq!(map, v(serde_json::Value::Object(expected.clone())));
+        w.expect_silence(Duration::from_millis(100)).await;
+    }
+}
+
+/// A pattern message lost on its way to a node: the next change of that
+/// key does not follow what the node's pattern subscribers hold, so they
+/// get a fresh STATE_INIT holding both changes (and the stream goes on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_pattern_message_is_healed_by_a_fresh_snapshot() {
+    let redis = RedisServer::start().await;
+    let [a, b, _c] = three_nodes(&redis).await;
+    let mut watcher = b.client().await;
+    watcher.watch("lost.*").await;
+    let mut writer = a.client().await;
+    let v1 = writer
+        .ok("state.set", json!({"state": "lost.k", "value": {"x": 1}}))
+        .await;
+    assert_eq!(watcher.delta().await.0, v1);
+    // Behind the nodes' backs: a commit published where nobody listens.
+    let mut con = redis.connection().await;
+    let mut ops = Vec::new();
+    sodp_proto::codec::write_value(
+        &mut ops,
+        &Value::Array(std::sync::Arc::new(vec![DeltaOp::add(
+            "/lost",
+            Value::Int(7),
+        )
+        .to_value()])),
+    );
+    let value = sodp_proto::codec::encode_value(&v(json!({"x": 1, "lost": 7})));
+    let reply: Vec<Vec<u8>> = redis::Script::new(include_str!("../src/cluster/commit.lua"))
+        .key("sodp:version")
+        .key("sodp:np:test")
+        .key("sodp:keys")
+        .key("sodp:ttl")
+        .key("sodp:k:lost.k")
+        .key("sodp:h:lost.k")
+        .key("sodp:o:lost.k")
+        .arg(1)
+        .arg(1000)
+        .arg("nobody-listens:")
+        .arg("0")
+        .arg("")
+        .arg(0)
+        .arg("lost.k")
+        .arg(v1)
+        .arg("1")
+        .arg(value)
+        .arg("-")
+        .arg(ops)
+        .arg("")
+        .arg("")
+        .invoke_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(reply[0], b"ok");
+    let v3 = writer
+        .ok("state.patch", json!({"state": "lost.k", "patch": {"y": 2}}))
+        .await;
+    let init = watcher.recv().await;
+    assert_eq!(init.kind, FrameType::StateInit, "{init:?}");
+    assert_eq!(
+        init.body.get("value"),
+        Some(&v(json!({"lost.k": {"x": 1, "lost": 7, "y": 2}})))
+    );
+    assert!(init.body.get("version").and_then(Value::as_u64).unwrap() >= v3);
+    let v4 = writer
+        .ok("state.patch", json!({"state": "lost.k", "patch": {"y": 3}}))
+        .await;
+    assert_eq!(
+        watcher.delta().await,
+        (v4, vec![DeltaOp::update("/lost.k/y", Value::Int(3))])
+    );
+    assert!(b.shared.cluster.get().unwrap().gaps() >= 1);
+}
+
 /// A CALL body with an `idempotency_key`; the RESULT body.
 async fn idempotent(c: &mut TestClient, key: &str, args: serde_json::Value) -> Value {
     let body = v(json!({

@@ -27,14 +27,18 @@ import pytest
 
 from ..support import ServerProcess
 from .test_published_client import (
+    test_legacy_pattern_watch_recovers_after_a_cut,
     test_legacy_resume_after_a_cut_ends_at_the_server_value,
+    test_legacy_watches_a_pattern_as_a_map,
     test_presence_removed_when_legacy_process_is_killed,
     test_quick_start_verbatim,
     test_state_ref_flow,
 )
 
 __all__ = [
+    "test_legacy_pattern_watch_recovers_after_a_cut",
     "test_legacy_resume_after_a_cut_ends_at_the_server_value",
+    "test_legacy_watches_a_pattern_as_a_map",
     "test_presence_removed_when_legacy_process_is_killed",
     "test_quick_start_verbatim",
     "test_state_ref_flow",

@@ -3,11 +3,17 @@
 //! each change to the store, which applies it when it follows the node's
 //! copy and sends it on to local subscribers as one encoded DELTA.
 //!
+//! Pattern messages (PSUBSCRIBE, one per watched prefix) also feed that
+//! prefix's pattern stream, in the order Redis committed them — the only
+//! way pattern streams are fed in cluster mode (`store/cluster_patterns.rs`).
+//!
 //! Gap detection: every change names the version it follows; one that
 //! does not follow the copy (a message lost, a subscription that came up
-//! late) makes the node catch the key up from Redis. After the pub/sub
-//! connection is lost and comes back, every watched key is caught up the
-//! same way, since messages published meanwhile are gone.
+//! late) makes the node catch the key up from Redis, and one that does not
+//! follow a pattern stream makes the node send that pattern's subscribers
+//! a fresh snapshot. After the pub/sub connection is lost and comes back,
+//! every watched key is caught up and every pattern re-snapshotted, since
+//! messages published meanwhile are gone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -20,7 +26,7 @@ use tokio::sync::watch;
 use super::entry;
 use super::Cluster;
 use crate::error::Rejection;
-use crate::store::{Applied, Store};
+use crate::store::{Applied, Fed, Store};
 
 /// How many fetches a gap may take before the node waits for the next
 /// change (which starts another round).
@@ -168,20 +174,41 @@ impl Cluster {
         }
     }
 
+    /// Sends every live subscriber of the pattern with `prefix` a fresh
+    /// snapshot (after a missed change, or a reconnect).
+    async fn resnapshot(&self, store: &Store, prefix: &str) {
+        match self.snapshot(prefix, None).await {
+            Ok(snapshot) => store.reinit_pattern(prefix, &snapshot),
+            Err(e) => tracing::warn!(prefix, error = %e, "cannot send a pattern's snapshot yet"),
+        }
+    }
+
     async fn on_message(&self, store: &Store, msg: redis::Msg) {
         let Some(key) = self.names.key_of_channel(msg.get_channel_name()) else {
             return;
         };
-        // A key seen through a pattern may be new to this node.
-        let create = msg.from_pattern();
-        let applied = match entry::parse(msg.get_payload_bytes()) {
-            Ok(change) => store.apply_change(key, change, create),
+        let pattern: Option<String> = msg.get_pattern().ok();
+        let prefix = pattern
+            .as_deref()
+            .and_then(|p| self.names.prefix_of_pattern(p));
+        let change = match entry::parse(msg.get_payload_bytes()) {
+            Ok(change) => change,
             Err(e) => {
                 tracing::warn!(key, error = %e, "catching up instead");
-                Applied::Gap
+                self.metrics_gap();
+                if let Some(prefix) = prefix {
+                    self.resnapshot(store, prefix).await;
+                }
+                return self.heal(store, key).await;
             }
         };
-        if applied == Applied::Gap {
+        if let Some(prefix) = prefix {
+            if store.publish_remote(prefix, key, &change) == Fed::Gap {
+                self.metrics_gap();
+                self.resnapshot(store, prefix).await;
+            }
+        }
+        if store.apply_change(key, change, false) == Applied::Gap {
             self.metrics_gap();
             self.heal(store, key).await;
         }
@@ -291,6 +318,9 @@ async fn reconnect(
     );
     for key in &keys {
         cluster.heal(&store, key).await;
+    }
+    for prefix in &prefixes {
+        cluster.resnapshot(&store, prefix).await;
     }
     Some(stream)
 }

@@ -11,6 +11,7 @@
 //!   publish), acknowledged only after it ran.
 //! - `entry`: a change as history and channels carry it.
 //! - `catch_up` + `fetch.lua`: a key's missed changes, or its image.
+//! - `snapshot` + `snapshot.lua`: a pattern's keys at one version.
 //! - `fanout`: the pub/sub subscriber, gap detection, reconnect catch-up.
 //! - `presence`: node leases; the survivors remove a dead node's paths.
 //! - `expiry`: deadlines of keys no node holds.
@@ -30,6 +31,7 @@ mod fanout;
 mod idempotency;
 pub mod names;
 mod presence;
+mod snapshot;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,7 +40,7 @@ use redis::Script;
 use tokio::sync::watch;
 
 use crate::error::{ErrorCode, Rejection};
-use crate::store::remote::{CatchUp, Gate, Outcome, Proposal, Remember, Remote};
+use crate::store::remote::{CatchUp, Gate, Outcome, PatternSnapshot, Proposal, Remember, Remote};
 use crate::store::Store;
 
 pub use config::ClusterConfig;
@@ -68,6 +70,7 @@ pub struct Cluster {
     history_len: usize,
     commit: Script,
     fetch: Script,
+    snapshot: Script,
     fanout: Fanout,
     /// Changes that did not follow the node's copy (each healed by a
     /// catch-up).
@@ -107,6 +110,7 @@ impl Cluster {
             history_len,
             commit: commit::script(),
             fetch: catch_up::script(),
+            snapshot: snapshot::script(),
             fanout: Fanout::default(),
             gaps: AtomicU64::new(0),
             pending_releases: std::sync::Mutex::default(),
@@ -264,6 +268,14 @@ impl Remote for Cluster {
 
     fn unwatch_prefix(&self, prefix: &str) {
         Cluster::unwatch_prefix(self, prefix);
+    }
+
+    fn pattern_snapshot(
+        &self,
+        prefix: &str,
+        limit: Option<usize>,
+    ) -> Result<PatternSnapshot, Rejection> {
+        self.conn.block(self.snapshot(prefix, limit))
     }
 
     fn key_range(

@@ -60,6 +60,14 @@ impl Names {
         }
     }
 
+    /// The prefix a PSUBSCRIBE pattern of [`Names::channel_pattern`] stands for.
+    pub fn prefix_of_pattern<'a>(&self, pattern: &'a str) -> Option<&'a str> {
+        match pattern.strip_prefix(&self.prefix)?.strip_prefix("c:")? {
+            "*" => Some(""),
+            p => p.strip_suffix(".*"),
+        }
+    }
+
     /// The key a channel name belongs to.
     pub fn key_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
         channel.strip_prefix(&self.prefix)?.strip_prefix("c:")

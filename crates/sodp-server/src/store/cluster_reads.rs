@@ -1,7 +1,7 @@
 //! Cluster mode: what sessions read — WATCH and RESUME (subscribe at the
 //! engine, catch up, then serve from the copy; replay from the engine's
-//! history when the node's own does not reach back), pattern snapshots,
-//! `state.keys` from the engine's key index, `state.history` from the
+//! history when the node's own does not reach back), pattern subscriptions at
+//! the engine, `state.keys` from the engine's key index, `state.history` from the
 //! engine's history.
 
 use std::sync::Arc;
@@ -59,72 +59,20 @@ impl Store {
     }
 
     /// A pattern WATCH/RESUME in cluster mode: subscribe to the channels
-    /// below `prefix` (unless this session already is), then catch up every
-    /// key below it that Redis or this node holds, so the snapshot the
-    /// pattern starts from is current. Returns whether it subscribed.
+    /// below `prefix` (unless this session already is), confirmed by Redis
+    /// before the snapshot is read (see `cluster_patterns.rs`). Returns
+    /// whether it subscribed.
     pub(super) fn watch_prefix_remote(
         &self,
         remote: &dyn Remote,
         prefix: &str,
         session: SessionId,
     ) -> Result<bool, Rejection> {
-        let already = self.pattern_has(prefix, session);
-        if !already {
-            remote.watch_prefix(prefix)?;
+        if self.pattern_has(prefix, session) {
+            return Ok(false);
         }
-        let caught_up = self.remote_keys_below(remote, prefix).and_then(|mut keys| {
-            keys.extend(self.keys_held_under(prefix));
-            keys.sort_unstable();
-            keys.dedup();
-            keys.iter().try_for_each(|key| self.catch_up(remote, key))
-        });
-        if let Err(e) = caught_up {
-            if !already {
-                remote.unwatch_prefix(prefix);
-            }
-            return Err(e);
-        }
-        Ok(!already)
-    }
-
-    /// Every key holding a value in Redis below `prefix`, in pages.
-    fn remote_keys_below(
-        &self,
-        remote: &dyn Remote,
-        prefix: &str,
-    ) -> Result<Vec<String>, Rejection> {
-        const PAGE: usize = 512;
-        let start = format!("{prefix}.");
-        let mut from = match prefix {
-            "" => None,
-            _ => Some(start.clone()),
-        };
-        let mut keys = Vec::new();
-        let mut inclusive = true;
-        loop {
-            let bound = match (&from, inclusive) {
-                (None, _) => std::ops::Bound::Unbounded,
-                (Some(k), true) => std::ops::Bound::Included(k.as_str()),
-                (Some(k), false) => std::ops::Bound::Excluded(k.as_str()),
-            };
-            let page = remote.key_range(bound, PAGE)?;
-            let full = page.len() == PAGE;
-            let mut last = None;
-            for key in page {
-                if !super::patterns::below(&key, prefix) {
-                    return Ok(keys);
-                }
-                last = Some(key.clone());
-                keys.push(key);
-            }
-            match (full, last) {
-                (true, Some(last)) => {
-                    from = Some(last);
-                    inclusive = false;
-                }
-                _ => return Ok(keys),
-            }
-        }
+        remote.watch_prefix(prefix)?;
+        Ok(true)
     }
 
     /// The keys this node holds a copy of below `prefix` (`""`: all).

@@ -23,6 +23,9 @@
 //! # ACL
 //! Each subscriber carries a read check for its identity (as of the WATCH);
 //! keys it may not read are left out of its snapshot and its DELTAs.
+//!
+//! In cluster mode the stream is sequenced by the fanout instead (snapshot
+//! from Redis, changes in Redis's commit order): `cluster_patterns.rs`.
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -45,24 +48,31 @@ pub type ReadCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 /// ticket.
 type Buffered = (u64, Arc<str>, Vec<DeltaOp>, Ticket);
 
-struct Sub {
-    outbox: Arc<Outbox>,
-    may_read: ReadCheck,
+pub(super) struct Sub {
+    pub(super) outbox: Arc<Outbox>,
+    pub(super) may_read: ReadCheck,
     /// `None`: live; `Some`: the WATCH is reading the keys.
-    pending: Option<Vec<Buffered>>,
+    pub(super) pending: Option<Vec<Buffered>>,
+    /// Cluster mode: only versions above this one are sent — the snapshot's
+    /// version, then one less than the last version sent (a transaction's
+    /// keys share one version; nothing older may follow).
+    pub(super) after: u64,
 }
 
-struct Entry {
-    pattern: Arc<str>,
-    stream_id: u32,
-    subs: HashMap<SessionId, Sub>,
+pub(super) struct Entry {
+    pub(super) pattern: Arc<str>,
+    pub(super) stream_id: u32,
+    pub(super) subs: HashMap<SessionId, Sub>,
+    /// Cluster mode: the version of each key with a value that the live
+    /// subscribers' maps hold (to tell a missed change from the next).
+    pub(super) fed: HashMap<Arc<str>, u64>,
 }
 
 /// Every pattern subscription, by prefix.
 #[derive(Default)]
 pub struct Patterns {
     count: AtomicUsize,
-    entries: Mutex<HashMap<String, Entry>>,
+    pub(super) entries: Mutex<HashMap<String, Entry>>,
 }
 
 /// A pattern's prefix: `Ok(None)` for a plain key, `Ok(Some(""))` for `*`,
@@ -96,7 +106,7 @@ fn prefixes(key: &str) -> impl Iterator<Item = &str> {
 }
 
 /// A key's op as an op on the pattern's map: the path below `/<key>`.
-fn prefixed(key: &str, op: &DeltaOp) -> DeltaOp {
+pub(super) fn prefixed(key: &str, op: &DeltaOp) -> DeltaOp {
     let path = if op.path == "/" {
         format!("/{key}")
     } else {
@@ -211,16 +221,46 @@ impl Store {
     /// `since` to those keys when all of them are still held. A snapshot
     /// larger than `max_bytes` is 413 and subscribes nothing.
     pub fn watch_pattern(&self, watch: PatternWatch<'_>) -> Result<Option<usize>, Rejection> {
-        let prefix = watch.prefix;
-        let counted = match self.remote() {
-            Some(remote) => self.watch_prefix_remote(remote, prefix, watch.outbox.id())?,
-            None => false,
+        let Some(remote) = self.remote() else {
+            return self.watch_pattern_local(watch);
         };
-        let result = self.watch_pattern_local(watch);
-        if let (Some(remote), true, Err(_)) = (self.remote(), counted, &result) {
+        let prefix = watch.prefix;
+        let counted = self.watch_prefix_remote(remote, prefix, watch.outbox.id())?;
+        let result = self.watch_pattern_cluster(remote, watch);
+        if counted && result.is_err() {
             remote.unwatch_prefix(prefix);
         }
         result
+    }
+
+    /// Registers `outbox` as a pending subscriber of the pattern (its
+    /// DELTAs are buffered until it goes live).
+    pub(super) fn add_pending(
+        &self,
+        pattern: &str,
+        prefix: &str,
+        outbox: &Arc<Outbox>,
+        may_read: &ReadCheck,
+    ) {
+        let mut entries = lock(&self.patterns.entries);
+        let entry = entries.entry(prefix.to_owned()).or_insert_with(|| {
+            self.patterns.count.fetch_add(1, Ordering::SeqCst);
+            Entry {
+                pattern: Arc::from(pattern),
+                stream_id: self.next_stream.fetch_add(1, Ordering::Relaxed),
+                subs: HashMap::new(),
+                fed: HashMap::new(),
+            }
+        });
+        entry.subs.insert(
+            outbox.id(),
+            Sub {
+                outbox: outbox.clone(),
+                may_read: may_read.clone(),
+                pending: Some(Vec::new()),
+                after: 0,
+            },
+        );
     }
 
     fn watch_pattern_local(&self, watch: PatternWatch<'_>) -> Result<Option<usize>, Rejection> {
@@ -235,25 +275,7 @@ impl Store {
             since,
         } = watch;
         let session = outbox.id();
-        {
-            let mut entries = lock(&self.patterns.entries);
-            let entry = entries.entry(prefix.to_owned()).or_insert_with(|| {
-                self.patterns.count.fetch_add(1, Ordering::SeqCst);
-                Entry {
-                    pattern: Arc::from(pattern),
-                    stream_id: self.next_stream.fetch_add(1, Ordering::Relaxed),
-                    subs: HashMap::new(),
-                }
-            });
-            entry.subs.insert(
-                session,
-                Sub {
-                    outbox: outbox.clone(),
-                    may_read: may_read.clone(),
-                    pending: Some(Vec::new()),
-                },
-            );
-        }
+        self.add_pending(pattern, prefix, outbox, &may_read);
         let reads = self.read_matching(prefix, &may_read, since);
         let mut entries = lock(&self.patterns.entries);
         let Some(entry) = entries.get_mut(prefix) else {
@@ -404,7 +426,7 @@ impl Store {
         }
     }
 
-    fn unwatch_pattern_local(&self, prefix: &str, session: SessionId) {
+    pub(super) fn unwatch_pattern_local(&self, prefix: &str, session: SessionId) {
         let mut entries = lock(&self.patterns.entries);
         if let Some(entry) = entries.get_mut(prefix) {
             entry.subs.remove(&session);

@@ -39,6 +39,14 @@ pub struct Image {
     pub later: Vec<Change>,
 }
 
+/// Every key below a prefix that has a value, as the engine held them at
+/// one version: (key, the key's version, value), in key order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatternSnapshot {
+    pub version: u64,
+    pub keys: Vec<(String, u64, Value)>,
+}
+
 /// What brings a copy of a key from a version up to the engine's.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CatchUp {
@@ -135,6 +143,14 @@ pub trait Remote: Send + Sync {
 
     /// One pattern subscriber of `prefix` fewer.
     fn unwatch_prefix(&self, prefix: &str);
+
+    /// Every key below `prefix` with a value, at one version (413 when the
+    /// values take more than `limit` bytes).
+    fn pattern_snapshot(
+        &self,
+        prefix: &str,
+        limit: Option<usize>,
+    ) -> Result<PatternSnapshot, Rejection>;
 
     /// Up to `count` keys holding a value, in byte order, from `from` on.
     fn key_range(

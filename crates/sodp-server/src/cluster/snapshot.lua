@@ -1,0 +1,21 @@
+-- A pattern's snapshot in one atomic step (cluster/snapshot.rs): the
+-- version counter, then every key below the prefix that has a value.
+-- KEYS[1] version counter, KEYS[2] index of keys with a value; ARGV[1] the
+-- prefix of key hashes, ARGV[2]/ARGV[3] the ZRANGEBYLEX bounds ("-"/"+"
+-- for every key), ARGV[4] the most value bytes to return (0: no limit).
+-- {version, name, key version, value, ...} | {'toolarge', bytes}
+local names = redis.call('ZRANGEBYLEX', KEYS[2], ARGV[2], ARGV[3])
+local limit = tonumber(ARGV[4])
+local out = {redis.call('GET', KEYS[1]) or '0'}
+local total = 0
+for _, name in ipairs(names) do
+  local h = redis.call('HMGET', ARGV[1] .. name, 'v', 'i', 'val')
+  if h[2] == '1' then
+    total = total + #h[3]
+    if limit > 0 and total > limit then return {'toolarge', tostring(total)} end
+    out[#out + 1] = name
+    out[#out + 1] = h[1]
+    out[#out + 1] = h[3]
+  end
+end
+return out

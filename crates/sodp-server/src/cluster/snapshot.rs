@@ -1,0 +1,122 @@
+//! A pattern's snapshot: `snapshot.lua` reads, in one atomic step, Redis's
+//! version counter and every key below a prefix that has a value. Every
+//! change after that version is published after the script ran, so a node
+//! subscribed to the prefix's channels before running it receives each of
+//! them: the snapshot plus those changes is the pattern stream, exact and in
+//! version order (see `store/cluster_patterns.rs`).
+
+use redis::Script;
+use sodp_proto::codec::decode_value;
+
+use super::entry::{self, decimal};
+use super::Cluster;
+use crate::error::{ErrorCode, Rejection};
+use crate::store::remote::PatternSnapshot;
+
+pub fn script() -> Script {
+    Script::new(include_str!("snapshot.lua"))
+}
+
+/// The ZRANGEBYLEX bounds of the keys below `prefix` (`""`: every key):
+/// from `prefix.` up to, not including, `prefix/` (`/` follows `.`, and no
+/// key holds it).
+fn bounds(prefix: &str) -> (String, String) {
+    match prefix {
+        "" => ("-".to_owned(), "+".to_owned()),
+        p => (format!("[{p}."), format!("({p}/")),
+    }
+}
+
+/// Reads `snapshot.lua`'s answer.
+fn parse(reply: &[Vec<u8>], limit: Option<usize>) -> Result<PatternSnapshot, Rejection> {
+    let bad = |what: &str| Rejection::new(ErrorCode::Internal, format!("snapshot.lua: {what}"));
+    if reply.first().map(Vec::as_slice) == Some(b"toolarge") {
+        let size = reply.get(1).and_then(|v| decimal(v)).unwrap_or(0);
+        return Err(Rejection::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "the snapshot would be over {size} bytes, over the limit of {} bytes",
+                limit.unwrap_or(0)
+            ),
+        ));
+    }
+    let version = reply
+        .first()
+        .and_then(|v| decimal(v))
+        .ok_or_else(|| bad("no version"))?;
+    let rest = &reply[1..];
+    if !rest.len().is_multiple_of(3) {
+        return Err(bad("a key without its version or value"));
+    }
+    let keys = rest
+        .chunks_exact(3)
+        .map(|k| {
+            let name =
+                String::from_utf8(k[0].clone()).map_err(|_| bad("a key that is not UTF-8"))?;
+            let at = decimal(&k[1]).ok_or_else(|| bad("a bad key version"))?;
+            let value = decode_value(&k[2], entry::MAX_DEPTH)
+                .map_err(|e| bad(&format!("a bad value of {name}: {e}")))?;
+            Ok((name, at, value))
+        })
+        .collect::<Result<_, Rejection>>()?;
+    Ok(PatternSnapshot { version, keys })
+}
+
+impl Cluster {
+    /// The snapshot of every key below `prefix`; 413 when the values would
+    /// take more than `limit` bytes (judged before any ACL filter).
+    pub(super) async fn snapshot(
+        &self,
+        prefix: &str,
+        limit: Option<usize>,
+    ) -> Result<PatternSnapshot, Rejection> {
+        let (from, to) = bounds(prefix);
+        let mut con = self.conn.manager();
+        let reply: Vec<Vec<u8>> = self.conn.observe(
+            self.snapshot
+                .key(self.names.version())
+                .key(self.names.keys())
+                .arg(self.names.hash(""))
+                .arg(from)
+                .arg(to)
+                .arg(limit.unwrap_or(0))
+                .invoke_async(&mut con)
+                .await,
+        )?;
+        parse(&reply, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_cover_whole_segments_only() {
+        assert_eq!(bounds(""), ("-".into(), "+".into()));
+        assert_eq!(bounds("a.b"), ("[a.b.".into(), "(a.b/".into()));
+        // "a.b.c" and "a.b.zz" sort inside; "a.bc" and "a.b" outside.
+        let (from, to) = bounds("a.b");
+        let inside = |k: &str| k >= &from[1..] && k < &to[1..];
+        assert!(inside("a.b.c") && inside("a.b.zz") && inside("a.b.c.d"));
+        assert!(!inside("a.bc") && !inside("a.b") && !inside("a.c"));
+    }
+
+    #[test]
+    fn malformed_answers_are_errors_not_panics() {
+        let v = |s: &str| s.as_bytes().to_vec();
+        assert!(parse(&[], None).is_err());
+        assert!(parse(&[v("x")], None).is_err());
+        assert!(parse(&[v("5"), v("k")], None).is_err());
+        assert!(parse(&[v("5"), v("k"), v("x"), vec![0x01]], None).is_err());
+        assert!(parse(&[v("5"), v("k"), v("3"), vec![0xc1]], None).is_err());
+        let ok = parse(&[v("5"), v("k"), v("3"), vec![0x01]], None).unwrap();
+        assert_eq!(ok.version, 5);
+        assert_eq!(
+            ok.keys,
+            vec![("k".to_owned(), 3, sodp_proto::Value::Int(1))]
+        );
+        let refused = parse(&[v("toolarge"), v("99")], Some(10)).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::PayloadTooLarge);
+    }
+}
