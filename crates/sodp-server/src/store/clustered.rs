@@ -10,8 +10,9 @@
 //! arrives over the fanout (whichever comes first; the other is a
 //! duplicate). A change that does not follow the copy is a gap: the copy is
 //! caught up from the engine's history, or reset to the engine's image with
-//! one DELTA from the old value to the new (so key and pattern subscribers
-//! stay exact without a reconnect).
+//! one DELTA from the old value to the new (so key subscribers stay exact
+//! without a reconnect). Pattern streams are fed apart, in Redis's commit
+//! order (`cluster_patterns.rs`).
 //!
 //! No key lock is held while the engine is asked: a draft is made under
 //! the lock on a copy (values are shared, so that is O(1)), proposed with
