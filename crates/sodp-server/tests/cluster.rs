@@ -823,6 +823,110 @@ async fn a_lost_pattern_message_is_healed_by_a_fresh_snapshot() {
     assert!(b.shared.cluster.get().unwrap().gaps() >= 1);
 }
 
+/// Redis's `total_net_input_bytes`: what every client has sent it.
+async fn redis_input_bytes(redis: &RedisServer) -> u64 {
+    let mut con = redis.connection().await;
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_net_input_bytes:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+/// A small patch to a large value sends Redis the ops, not the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_small_patch_to_a_large_value_does_not_ship_the_value() {
+    const PATCHES: u64 = 100;
+    let redis = RedisServer::start().await;
+    let [a, b, _c] = three_nodes(&redis).await;
+    let blob = "x".repeat(64 << 10);
+    let mut writer = a.client().await;
+    writer
+        .ok(
+            "state.set",
+            json!({"state": "big", "value": {"blob": blob, "n": 0}}),
+        )
+        .await;
+    let before = redis_input_bytes(&redis).await;
+    for i in 1..=PATCHES {
+        writer
+            .ok("state.patch", json!({"state": "big", "patch": {"n": i}}))
+            .await;
+    }
+    let sent = redis_input_bytes(&redis).await - before;
+    // Shipping the value would be 6.5 MB; the ops and the script's other
+    // arguments are about 200 bytes a write.
+    assert!(
+        sent < 64 << 10,
+        "{sent} bytes sent to Redis for {PATCHES} small patches"
+    );
+    let mut reader = b.client().await;
+    let value = read(&mut reader, "big").await;
+    assert_eq!(
+        value.get("value"),
+        Some(&v(json!({"blob": blob, "n": PATCHES})))
+    );
+}
+
+/// With a short history, Redis's image is refreshed before the changes
+/// after it could be trimmed; a node that never held a key rebuilds it
+/// from the image and those changes — for WATCH, reads and pattern
+/// snapshots alike — and gets the exact value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_is_rebuilt_exactly_from_its_image_and_the_changes_since() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let short = |url: String| {
+        move |c: &mut sodp_server::config::Config| {
+            c.history_len = 8;
+            c.cluster = Some(ClusterConfig::new(url));
+        }
+    };
+    let a = TestServer::with(short(url.clone())).await;
+    let b = TestServer::with(short(url.clone())).await;
+    let c = TestServer::with(short(url)).await;
+    let mut writer = a.client().await;
+    let blob = "y".repeat(4096);
+    writer
+        .ok(
+            "state.set",
+            json!({"state": "doc.k", "value": {"blob": blob, "list": []}}),
+        )
+        .await;
+    let mut expected = Vec::new();
+    for i in 0..45 {
+        writer
+            .ok(
+                "state.set_in",
+                json!({"state": "doc.k", "path": "/list/-", "value": i}),
+            )
+            .await;
+        expected.push(i);
+        if i % 10 == 9 {
+            writer
+                .ok("state.patch", json!({"state": "doc.k", "patch": {"at": i}}))
+                .await;
+        }
+    }
+    let want_json = json!({"blob": blob, "list": expected, "at": 39});
+    let want = v(want_json.clone());
+    let mut watcher = b.client().await;
+    let init = watcher.watch("doc.k").await;
+    assert_eq!(init.body.get("value"), Some(&want));
+    let mut pattern = c.client().await;
+    let init = pattern.watch("doc.*").await;
+    assert_eq!(
+        init.body.get("value"),
+        Some(&v(json!({ "doc.k": want_json })))
+    );
+    let mut reader = c.client().await;
+    assert_eq!(read(&mut reader, "doc.k").await.get("value"), Some(&want));
+}
+
 /// A CALL body with an `idempotency_key`; the RESULT body.
 async fn idempotent(c: &mut TestClient, key: &str, args: serde_json::Value) -> Value {
     let body = v(json!({

@@ -1,14 +1,20 @@
 -- One atomic mutation of one or more keys (cluster/commit.rs builds the call).
 -- KEYS[1] version counter, KEYS[2] the presence registry of the node the
 -- binding belongs to, KEYS[3] index of keys with a value, KEYS[4] deadlines;
--- then per key: its hash (v, i, val, x), its history list, its presence owners.
+-- then per key: its hash, its history list, its presence owners.
+-- A key's hash: v version, i initialized, x deadline, and its image: val
+-- (MessagePack) at version iv, followed by the oc changes (ob bytes of
+-- ops) since, which the history always still holds. A write ships its
+-- value only when the node finds that worth it; without one the script
+-- asks for it ('needvalue') once the ops since the image outweigh the
+-- image, or the history could trim one of them.
 -- ARGV[1] number of keys, ARGV[2] history length, ARGV[3] channel prefix,
 -- ARGV[4] "1" when the node has lost its connection since its last commit
 -- (Redis may have restarted or failed over), ARGV[5] the idempotency
 -- fingerprint ("a b"; "" for a call without idempotency_key) and ARGV[6]
 -- its window in ms, the record being the last of KEYS; then per key 8
 -- fields: name, base version, initialized after ("1"/"0"),
--- value (MessagePack), deadline ("-" kept, "0" removed, else Unix ms),
+-- value (MessagePack; "" not shipped), deadline ("-" kept, "0" removed, else Unix ms),
 -- ops (MessagePack), binding ("" or "+owner\npath", "-owner\npath",
 -- "~nodeprefix\npath"), the deadline the key must still have ("" none).
 local n = tonumber(ARGV[1])
@@ -49,6 +55,14 @@ for i = 1, n do
     local mine = owner == who or (kind == '~' and owner and string.sub(owner, 1, #who) == who)
     if not mine then return {'notowner'} end
   end
+  if arg(i, 4) == '' then
+    local f = redis.call('HMGET', hash(i), 'iv', 'ob', 'oc')
+    local image = redis.call('HSTRLEN', hash(i), 'val')
+    if not f[1] or tonumber(f[2]) + #arg(i, 6) > math.max(image, 256)
+        or tonumber(f[3]) + 1 >= hlen then
+      return {'needvalue'}
+    end
+  end
 end
 
 -- 2. The version: the persisted counter + 1 (as a single server counts).
@@ -73,7 +87,13 @@ end
 for i = 1, n do
   local name, base, init, value, exp, ops = arg(i, 1), arg(i, 2), arg(i, 3), arg(i, 4), arg(i, 5), arg(i, 6)
   local h = hash(i)
-  redis.call('HSET', h, 'v', vs, 'i', init, 'val', value)
+  if value ~= '' then
+    redis.call('HSET', h, 'v', vs, 'i', init, 'val', value, 'iv', vs, 'ob', 0, 'oc', 0)
+  else
+    redis.call('HSET', h, 'v', vs, 'i', init)
+    redis.call('HINCRBY', h, 'ob', #ops)
+    redis.call('HINCRBY', h, 'oc', 1)
+  end
   if exp == '0' then
     redis.call('HDEL', h, 'x')
     redis.call('ZREM', KEYS[4], name)

@@ -7,7 +7,13 @@
 //! version — the persisted counter + 1, and at least Redis's clock in
 //! microseconds when the counter is missing or the node was cut off since
 //! its last commit — stores each value, appends each history entry (bounded)
-//! and publishes it on the key's channel. An idempotent call's record is
+//! and publishes it on the key's channel.
+//!
+//! A small change to a large value does not ship the value: Redis keeps an
+//! image and the ops since (readers apply them), and the script asks for
+//! the value (`needvalue`, nothing changed) once the ops since the image
+//! outweigh it or the history could trim one of them; the call is then
+//! made again with every value. An idempotent call's record is
 //! checked first and written in the same step, so a node dying right after
 //! the commit cannot leave a change without its record.
 
@@ -23,16 +29,32 @@ pub fn script() -> Script {
     Script::new(include_str!("commit.lua"))
 }
 
-/// Builds the script call for `proposals`.
+/// One commit to make: the proposals (all or nothing), an idempotent
+/// call's record, whether the node was cut off since its last commit (the
+/// version then takes Redis's clock as its floor), and whether every value
+/// must be shipped (the script asked for them).
+#[derive(Clone, Copy)]
+pub struct Call<'c, 'p> {
+    pub proposals: &'c [Proposal<'p>],
+    pub remember: Option<Remember<'c>>,
+    pub refloor: bool,
+    pub every_value: bool,
+}
+
+/// Builds the script call for `call`, made by `node`.
 pub fn invocation<'s>(
     script: &'s Script,
     names: &Names,
     node: &str,
     history_len: usize,
-    refloor: bool,
-    proposals: &[Proposal<'_>],
-    remember: Option<Remember<'_>>,
+    call: Call<'_, '_>,
 ) -> redis::ScriptInvocation<'s> {
+    let Call {
+        proposals,
+        remember,
+        refloor,
+        every_value,
+    } = call;
     let mut inv = script.prepare_invoke();
     let registry = proposals
         .iter()
@@ -65,12 +87,17 @@ pub fn invocation<'s>(
             Binding::Unbind(path, session) => format!("-{node}:{session}\n{path}"),
             Binding::Reap(path, dead) => format!("~{dead}\n{path}"),
         };
+        let ops = encode_ops(p.ops);
+        let value = match every_value || ships_value(p.size, ops.len()) {
+            true => encode_value(p.value),
+            false => Vec::new(),
+        };
         inv.arg(p.key)
             .arg(p.base)
             .arg(if p.initialized { "1" } else { "0" })
-            .arg(encode_value(p.value))
+            .arg(value)
             .arg(encode_deadline(p.expires))
-            .arg(encode_ops(p.ops))
+            .arg(ops)
             .arg(binding)
             .arg(p.expiring_at.map(|at| at.to_string()).unwrap_or_default());
     }
@@ -78,6 +105,12 @@ pub fn invocation<'s>(
         inv.key(names.idempotency(tag.identity.as_deref(), &tag.key));
     }
     inv
+}
+
+/// Whether a change sends its whole value along: unless its ops are under
+/// a quarter of it (a small change to a large value).
+fn ships_value(value_bytes: usize, ops_bytes: usize) -> bool {
+    ops_bytes.saturating_mul(4) >= value_bytes
 }
 
 /// An idempotency record: the fingerprint and the version answered
@@ -93,9 +126,16 @@ pub fn parse_record(raw: &[u8]) -> Option<(crate::idempotency::Fingerprint, u64)
     }
 }
 
-/// Reads the script's answer.
-pub fn outcome(reply: &[Vec<u8>]) -> Result<Outcome, String> {
+/// Reads the script's answer; `None`: call again with every value.
+pub fn outcome(reply: &[Vec<u8>]) -> Result<Option<Outcome>, String> {
     match reply.first().map(Vec::as_slice) {
+        Some(b"needvalue") => Ok(None),
+        other => known_outcome(other, reply).map(Some),
+    }
+}
+
+fn known_outcome(first: Option<&[u8]>, reply: &[Vec<u8>]) -> Result<Outcome, String> {
+    match first {
         Some(b"ok") => reply
             .get(1)
             .and_then(|v| decimal(v))

@@ -230,20 +230,37 @@ impl Remote for Cluster {
         remember: Option<Remember<'_>>,
     ) -> Result<Outcome, Rejection> {
         let refloor = self.conn.cut_off_since_commit();
-        let inv = commit::invocation(
-            &self.commit,
-            &self.names,
-            &self.node,
-            self.history_len,
-            refloor,
-            proposals,
-            remember,
-        );
-        let mut con = self.conn.manager();
-        let reply: Vec<Vec<u8>> = self
-            .conn
-            .observe(self.conn.block(inv.invoke_async(&mut con)))?;
-        let outcome = commit::outcome(&reply).map_err(|e| Rejection::new(ErrorCode::Internal, e));
+        let mut every_value = false;
+        let outcome = loop {
+            let call = commit::Call {
+                proposals,
+                remember,
+                refloor,
+                every_value,
+            };
+            let inv = commit::invocation(
+                &self.commit,
+                &self.names,
+                &self.node,
+                self.history_len,
+                call,
+            );
+            let mut con = self.conn.manager();
+            let reply: Vec<Vec<u8>> = self
+                .conn
+                .observe(self.conn.block(inv.invoke_async(&mut con)))?;
+            match commit::outcome(&reply) {
+                Ok(None) if !every_value => every_value = true,
+                Ok(None) => {
+                    break Err(Rejection::new(
+                        ErrorCode::Internal,
+                        "commit.lua asked for values it was given",
+                    ))
+                }
+                Ok(Some(outcome)) => break Ok(outcome),
+                Err(e) => break Err(Rejection::new(ErrorCode::Internal, e)),
+            }
+        };
         if refloor && outcome.is_ok() {
             self.conn.committed();
         }

@@ -1,7 +1,8 @@
 //! The names of everything the cluster keeps in Redis, in one place.
 //!
-//! Per key: `<p>k:<key>` (hash: `v` version, `i` initialized, `val`
-//! MessagePack value, `x` deadline), `<p>h:<key>` (history list of
+//! Per key: `<p>k:<key>` (hash: `v` version, `i` initialized, `x`
+//! deadline, and the image: `val` MessagePack value at version `iv`, then
+//! `oc` changes of `ob` bytes of ops since), `<p>h:<key>` (history list of
 //! entries), `<p>o:<key>` (presence path → owning session), channel
 //! `<p>c:<key>`. Shared: `<p>version` (the counter), `<p>keys` (keys with
 //! a value, for `state.keys`), `<p>ttl` (deadlines), `<p>nodes`,

@@ -6,8 +6,8 @@
 //! version order (see `store/cluster_patterns.rs`).
 
 use redis::Script;
-use sodp_proto::codec::decode_value;
 
+use super::catch_up::current;
 use super::entry::{self, decimal};
 use super::Cluster;
 use crate::error::{ErrorCode, Rejection};
@@ -44,21 +44,27 @@ fn parse(reply: &[Vec<u8>], limit: Option<usize>) -> Result<PatternSnapshot, Rej
         .first()
         .and_then(|v| decimal(v))
         .ok_or_else(|| bad("no version"))?;
-    let rest = &reply[1..];
-    if !rest.len().is_multiple_of(3) {
-        return Err(bad("a key without its version or value"));
+    let mut rest = &reply[1..];
+    let mut keys = Vec::new();
+    while !rest.is_empty() {
+        let [name, at, image, image_at, count, ..] = rest else {
+            return Err(bad("a key without its version, image or changes"));
+        };
+        let name = String::from_utf8(name.clone()).map_err(|_| bad("a key that is not UTF-8"))?;
+        let at = decimal(at).ok_or_else(|| bad("a bad key version"))?;
+        let image_at = decimal(image_at).ok_or_else(|| bad("a bad image version"))?;
+        let count = decimal(count).ok_or_else(|| bad("a bad change count"))? as usize;
+        let later = rest
+            .get(5..5 + count)
+            .ok_or_else(|| bad("fewer changes than counted"))?;
+        let changes = later
+            .iter()
+            .map(|e| entry::parse(e).map_err(|e| bad(&e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let value = current(image, image_at, &changes).map_err(|e| bad(&format!("{name}: {e}")))?;
+        keys.push((name, at, value));
+        rest = &rest[5 + count..];
     }
-    let keys = rest
-        .chunks_exact(3)
-        .map(|k| {
-            let name =
-                String::from_utf8(k[0].clone()).map_err(|_| bad("a key that is not UTF-8"))?;
-            let at = decimal(&k[1]).ok_or_else(|| bad("a bad key version"))?;
-            let value = decode_value(&k[2], entry::MAX_DEPTH)
-                .map_err(|e| bad(&format!("a bad value of {name}: {e}")))?;
-            Ok((name, at, value))
-        })
-        .collect::<Result<_, Rejection>>()?;
     Ok(PatternSnapshot { version, keys })
 }
 
@@ -80,6 +86,7 @@ impl Cluster {
                 .arg(from)
                 .arg(to)
                 .arg(limit.unwrap_or(0))
+                .arg(self.names.history(""))
                 .invoke_async(&mut con)
                 .await,
         )?;

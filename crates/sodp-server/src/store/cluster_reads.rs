@@ -145,7 +145,14 @@ impl Store {
         let (changes, complete) = match remote.catch_up(key, since)? {
             CatchUp::Current => (Vec::new(), true),
             CatchUp::Changes(changes) => (changes, true),
-            CatchUp::Image(image) => (image.later, false),
+            CatchUp::Image(image) => (
+                image
+                    .later
+                    .into_iter()
+                    .filter(|c| c.version > since)
+                    .collect(),
+                false,
+            ),
         };
         let entries = changes
             .into_iter()

@@ -34,8 +34,9 @@ pub struct Image {
     pub initialized: bool,
     pub value: Value,
     pub expires_at: Option<u64>,
-    /// The changes still retained after the version asked about (some
-    /// before them are missing), for `state.history`.
+    /// Changes still retained, oldest first, including every one after
+    /// the version asked about (some before them are missing), for
+    /// `state.history`; may start earlier.
     pub later: Vec<Change>,
 }
 
@@ -80,6 +81,9 @@ pub struct Proposal<'a> {
     pub base: u64,
     pub initialized: bool,
     pub value: &'a Value,
+    /// The value's encoded size (the engine is sent the value only when
+    /// the ops are not much smaller, or when it asks for it).
+    pub size: usize,
     pub ops: &'a [DeltaOp],
     pub expires: Option<u64>,
     pub binding: Binding<'a>,
