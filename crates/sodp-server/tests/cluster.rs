@@ -274,6 +274,7 @@ async fn a_dropped_pubsub_message_is_healed_by_gap_detection() {
         .to_value()])),
     );
     let value = sodp_proto::codec::encode_value(&v(json!({"x": 1, "lost": 7})));
+    let size = value.len();
     let reply: Vec<Vec<u8>> = redis::Script::new(include_str!("../src/cluster/commit.lua"))
         .key("sodp:version")
         .key("sodp:np:test")
@@ -296,6 +297,7 @@ async fn a_dropped_pubsub_message_is_healed_by_gap_detection() {
         .arg(ops)
         .arg("")
         .arg("")
+        .arg(size)
         .invoke_async(&mut con)
         .await
         .unwrap();
@@ -777,6 +779,7 @@ async fn a_lost_pattern_message_is_healed_by_a_fresh_snapshot() {
         .to_value()])),
     );
     let value = sodp_proto::codec::encode_value(&v(json!({"x": 1, "lost": 7})));
+    let size = value.len();
     let reply: Vec<Vec<u8>> = redis::Script::new(include_str!("../src/cluster/commit.lua"))
         .key("sodp:version")
         .key("sodp:np:test")
@@ -799,6 +802,7 @@ async fn a_lost_pattern_message_is_healed_by_a_fresh_snapshot() {
         .arg(ops)
         .arg("")
         .arg("")
+        .arg(size)
         .invoke_async(&mut con)
         .await
         .unwrap();

@@ -12,17 +12,18 @@
 -- ARGV[4] "1" when the node has lost its connection since its last commit
 -- (Redis may have restarted or failed over), ARGV[5] the idempotency
 -- fingerprint ("a b"; "" for a call without idempotency_key) and ARGV[6]
--- its window in ms, the record being the last of KEYS; then per key 8
+-- its window in ms, the record being the last of KEYS; then per key 9
 -- fields: name, base version, initialized after ("1"/"0"),
 -- value (MessagePack; "" not shipped), deadline ("-" kept, "0" removed, else Unix ms),
 -- ops (MessagePack), binding ("" or "+owner\npath", "-owner\npath",
--- "~nodeprefix\npath"), the deadline the key must still have ("" none).
+-- "~nodeprefix\npath"), the deadline the key must still have ("" none),
+-- the value's encoded size after the change (decimal).
 local n = tonumber(ARGV[1])
 local hlen = tonumber(ARGV[2])
 local chan = ARGV[3]
 local fingerprint = ARGV[5]
 local record = KEYS[4 + n * 3 + 1]
-local function arg(i, j) return ARGV[6 + (i - 1) * 8 + j] end
+local function arg(i, j) return ARGV[6 + (i - 1) * 9 + j] end
 local function hash(i) return KEYS[4 + (i - 1) * 3 + 1] end
 local function hist(i) return KEYS[4 + (i - 1) * 3 + 2] end
 local function owners(i) return KEYS[4 + (i - 1) * 3 + 3] end
@@ -114,7 +115,7 @@ for i = 1, n do
     redis.call('HDEL', owners(i), path)
     redis.call('SREM', KEYS[2], name .. '\n' .. path)
   end
-  local entry = base .. ' ' .. vs .. ' ' .. exp .. ' ' .. ops
+  local entry = base .. ' ' .. vs .. ' ' .. exp .. ' ' .. arg(i, 9) .. ' ' .. ops
   redis.call('RPUSH', hist(i), entry)
   redis.call('LTRIM', hist(i), -hlen, -1)
   redis.call('PUBLISH', chan .. name, entry)

@@ -99,7 +99,8 @@ pub fn invocation<'s>(
             .arg(encode_deadline(p.expires))
             .arg(ops)
             .arg(binding)
-            .arg(p.expiring_at.map(|at| at.to_string()).unwrap_or_default());
+            .arg(p.expiring_at.map(|at| at.to_string()).unwrap_or_default())
+            .arg(p.size);
     }
     if let Some(Remember { tag, .. }) = remember {
         inv.key(names.idempotency(tag.identity.as_deref(), &tag.key));

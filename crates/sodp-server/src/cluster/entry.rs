@@ -1,10 +1,14 @@
 //! A change as the cluster records and publishes it: one history entry,
 //! the same bytes in the key's history list and on its channel.
 //!
-//! `<prev> <version> <deadline> <ops>`: three decimal fields (the deadline
-//! `-` when kept, `0` when removed, else Unix ms) and the ops as a
-//! MessagePack array. Built by `commit.lua` (which assigns the version), so
-//! the text header is what Lua can write without a MessagePack library.
+//! `<prev> <version> <deadline> <size> <ops>`: four decimal fields (the
+//! deadline `-` when kept, `0` when removed, else Unix ms; the value's
+//! encoded size after the change, so receivers need not walk the value to
+//! count it) and the ops as a MessagePack array. Built by `commit.lua`
+//! (which assigns the version), so the text header is what Lua can write
+//! without a MessagePack library. Entries of earlier builds have no size
+//! (a MessagePack array never starts with an ASCII digit, so the two forms
+//! are told apart).
 
 use sodp_proto::codec::{decode_value, encode_value};
 use sodp_proto::{DeltaOp, Value};
@@ -49,7 +53,18 @@ pub fn parse(entry: &[u8]) -> Result<Change, EntryError> {
         b"-" => None,
         d => Some(decimal(d).ok_or(EntryError("deadline"))?),
     };
-    let ops = fields.next().ok_or(EntryError("ops"))?;
+    let rest = fields.next().ok_or(EntryError("ops"))?;
+    let (size, ops) = match rest.first() {
+        Some(b'0'..=b'9') => {
+            let space = rest
+                .iter()
+                .position(|b| *b == b' ')
+                .ok_or(EntryError("size"))?;
+            let size = decimal(&rest[..space]).ok_or(EntryError("size"))?;
+            (Some(size as usize), &rest[space + 1..])
+        }
+        _ => (None, rest),
+    };
     let ops = decode_value(ops, MAX_DEPTH).map_err(|_| EntryError("ops"))?;
     let ops = DeltaOp::list_from_value(&ops).map_err(|_| EntryError("ops"))?;
     Ok(Change {
@@ -57,6 +72,7 @@ pub fn parse(entry: &[u8]) -> Result<Change, EntryError> {
         version,
         ops,
         expires,
+        size,
     })
 }
 
@@ -80,6 +96,13 @@ mod tests {
         let mut entry = b"0 1 0 ".to_vec();
         entry.extend(encode_ops(&[]));
         assert_eq!(parse(&entry).unwrap().expires, Some(0));
+        let mut sized = b"5 9 - 42 ".to_vec();
+        sized.extend(encode_ops(&ops));
+        let change = parse(&sized).unwrap();
+        assert_eq!((change.size, change.ops), (Some(42), ops));
+        assert_eq!(parse(&entry).unwrap().size, None);
+        assert!(parse(b"1 2 - 42").is_err());
+        assert!(parse(b"1 2 - 4x \x90").is_err());
         assert!(parse(b"1 x - \x90").is_err());
         assert!(parse(b"1 2 -").is_err());
         assert!(parse(b"1 2 - \xc1").is_err());

@@ -96,6 +96,8 @@ impl Cluster {
 
 #[cfg(test)]
 mod tests {
+    use sodp_proto::{DeltaOp, Value};
+
     use super::*;
 
     #[test]
@@ -115,14 +117,26 @@ mod tests {
         assert!(parse(&[], None).is_err());
         assert!(parse(&[v("x")], None).is_err());
         assert!(parse(&[v("5"), v("k")], None).is_err());
-        assert!(parse(&[v("5"), v("k"), v("x"), vec![0x01]], None).is_err());
-        assert!(parse(&[v("5"), v("k"), v("3"), vec![0xc1]], None).is_err());
-        let ok = parse(&[v("5"), v("k"), v("3"), vec![0x01]], None).unwrap();
+        // name, key version, image, image version, count of changes after it
+        let key =
+            |at: &str, image: Vec<u8>, count: &str| vec![v("k"), v(at), image, v("2"), v(count)];
+        let snapshot = |fields: Vec<Vec<u8>>| [vec![v("5")], fields].concat();
+        assert!(parse(&snapshot(key("x", vec![0x01], "0")), None).is_err());
+        assert!(parse(&snapshot(key("3", vec![0xc1], "0")), None).is_err());
+        assert!(parse(&snapshot(key("3", vec![0x01], "1")), None).is_err());
+        let ok = parse(&snapshot(key("3", vec![0x01], "0")), None).unwrap();
         assert_eq!(ok.version, 5);
-        assert_eq!(
-            ok.keys,
-            vec![("k".to_owned(), 3, sodp_proto::Value::Int(1))]
-        );
+        assert_eq!(ok.keys, vec![("k".to_owned(), 3, Value::Int(1))]);
+        // The image at 2, and the change 2 → 3 after it.
+        let mut change = b"2 3 - 1 ".to_vec();
+        change.extend(entry::encode_ops(&[DeltaOp::update("/", Value::Int(9))]));
+        let with = |entry: Vec<u8>| snapshot([key("3", vec![0x01], "1"), vec![entry]].concat());
+        let ok = parse(&with(change), None).unwrap();
+        assert_eq!(ok.keys, vec![("k".to_owned(), 3, Value::Int(9))]);
+        // A change that does not follow the image.
+        let mut gap = b"1 3 - 1 ".to_vec();
+        gap.extend(entry::encode_ops(&[]));
+        assert!(parse(&with(gap), None).is_err());
         let refused = parse(&[v("toolarge"), v("99")], Some(10)).unwrap_err();
         assert_eq!(refused.code, ErrorCode::PayloadTooLarge);
     }

@@ -49,7 +49,7 @@ impl Store {
                     initialized = op.kind != OpKind::Remove;
                 }
             }
-            let size = encoded_len(&value);
+            let size = change.size.unwrap_or_else(|| encoded_len(&value));
             self.install(
                 slot,
                 st,

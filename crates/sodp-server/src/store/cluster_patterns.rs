@@ -284,6 +284,7 @@ mod tests {
             version,
             ops,
             expires: None,
+            size: None,
         }
     }
 

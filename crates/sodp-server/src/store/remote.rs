@@ -25,6 +25,9 @@ pub struct Change {
     pub ops: Vec<DeltaOp>,
     /// The deadline the change set (`Some(0)`: removed; `None`: kept).
     pub expires: Option<u64>,
+    /// The value's encoded size after the change, as its writer counted it
+    /// (`None`: an entry without it, counted by the receiver).
+    pub size: Option<usize>,
 }
 
 /// A key as the engine holds it now.
