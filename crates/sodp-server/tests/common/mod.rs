@@ -301,14 +301,20 @@ pub struct Launched {
 impl Launched {
     /// Spawns `cmd` (which must make the server listen on port 0) with stdout
     /// piped, and reads the announcement lines. Panics with the server's
-    /// exit status if it stops first.
+    /// exit status if it stops first — and the child is killed then too
+    /// (it is owned by the `Launched` from the start).
     pub fn spawn(mut cmd: std::process::Command, with_health: bool) -> Launched {
         use std::io::BufRead;
-        let mut child = cmd
+        let child = cmd
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("spawn sodp-server");
-        let stdout = child.stdout.take().expect("stdout");
+        let mut launched = Launched {
+            child,
+            port: 0,
+            health_port: None,
+        };
+        let stdout = launched.child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout).lines() {
@@ -322,29 +328,25 @@ impl Launched {
             let rest = line.rsplit(':').next().unwrap_or_default();
             rest.trim_end_matches("/health").parse().expect("a port")
         };
-        let mut next = |what: &str| match rx.recv_timeout(TIMEOUT) {
+        let next = |what: &str, child: &mut std::process::Child| match rx.recv_timeout(TIMEOUT) {
             Ok(line) => line,
             Err(_) => {
                 let status = child.try_wait().ok().flatten();
                 panic!("sodp-server did not announce {what} (exit: {status:?})");
             }
         };
-        let first = next("its address");
+        let first = next("its address", &mut launched.child);
         assert!(
             first.starts_with("listening ws://") || first.starts_with("listening wss://"),
             "{first}"
         );
-        let port = port_of(&first);
-        let health_port = with_health.then(|| {
-            let line = next("its health port");
+        launched.port = port_of(&first);
+        if with_health {
+            let line = next("its health port", &mut launched.child);
             assert!(line.starts_with("health http://"), "{line}");
-            port_of(&line)
-        });
-        Launched {
-            child,
-            port,
-            health_port,
+            launched.health_port = Some(port_of(&line));
         }
+        launched
     }
 }
 
