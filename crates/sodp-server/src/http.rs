@@ -36,8 +36,13 @@ pub enum Request {
         inspector: bool,
         cross_site: bool,
     },
-    /// `/inspector` or below (answered only with `--inspector`).
-    Inspector(String),
+    /// `/inspector` or below (answered only with `--inspector`), with
+    /// every `X-Forwarded-For` value (the page's loopback check, like the
+    /// upgrade's, is of the client a trusted proxy names).
+    Inspector {
+        path: String,
+        forwarded_for: Option<String>,
+    },
     /// Anything else: answer with this status and message.
     Refuse(u16, &'static str),
 }
@@ -122,7 +127,10 @@ fn classify(req: &httparse::Request<'_, '_>, leftover: Vec<u8>) -> Request {
         };
     }
     if crate::inspector::is_inspector_path(path) {
-        return Request::Inspector(path.to_owned());
+        return Request::Inspector {
+            path: path.to_owned(),
+            forwarded_for: joined(req, "x-forwarded-for"),
+        };
     }
     match path {
         "/health" => Request::Health,

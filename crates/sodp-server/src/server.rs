@@ -266,8 +266,16 @@ where
         Request::Refuse(status, message) => {
             let _ = http::respond(&mut stream, status, "text/plain", message).await;
         }
-        Request::Inspector(path) => {
-            let _ = crate::inspector::serve(&mut stream, &shared, peer, &path).await;
+        Request::Inspector {
+            path,
+            forwarded_for,
+        } => {
+            // The page's loopback check, like its WebSocket's, is of the
+            // client a trusted proxy names.
+            let remote =
+                (shared.config.trusted_proxies).client_ip(peer.ip(), forwarded_for.as_deref());
+            let client = SocketAddr::new(remote, peer.port());
+            let _ = crate::inspector::serve(&mut stream, &shared, client, &path).await;
         }
         Request::Upgrade {
             accept_key,

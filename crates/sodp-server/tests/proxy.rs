@@ -59,3 +59,43 @@ async fn forwarded_for_is_honoured_from_a_trusted_proxy() {
     b.watch("k").await;
     c.watch("k").await;
 }
+
+/// A GET of `path` on `server` claiming to forward for `xff` (from
+/// 127.0.0.1); the status line.
+async fn page_for(server: &TestServer, path: &str, xff: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {xff}\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn the_inspector_page_is_judged_by_the_client_a_trusted_proxy_names() {
+    let server = TestServer::with(|config| {
+        config.inspector.enabled = true;
+        config.trusted_proxies = TrustedProxies::parse("127.0.0.1").unwrap();
+    })
+    .await;
+    // A remote client behind the local proxy is not loopback: the page,
+    // like its WebSocket, is refused.
+    assert!(page_for(&server, "/inspector", "203.0.113.1")
+        .await
+        .contains(" 403 "));
+    assert_eq!(
+        forwarded_for(&server, "203.0.113.1").await.err(),
+        None,
+        "a plain upgrade is not the inspector's"
+    );
+    // A loopback client through the proxy is served.
+    assert!(page_for(&server, "/inspector", "127.0.0.1")
+        .await
+        .contains(" 200 "));
+    // An untrusted peer's claim changes nothing: it is loopback itself.
+    let untrusted = TestServer::with(|config| config.inspector.enabled = true).await;
+    assert!(page_for(&untrusted, "/inspector", "203.0.113.1")
+        .await
+        .contains(" 200 "));
+}
