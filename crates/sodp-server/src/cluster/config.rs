@@ -1,6 +1,7 @@
-//! What cluster mode is told: where the shared engine is, and how fast a
-//! dead node's presence goes away.
+//! What cluster mode is told: where the shared engine is (and which CA
+//! vouches for it over TLS), and how fast a dead node's presence goes away.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// `--redis-url` and the options beside it.
@@ -14,6 +15,9 @@ pub struct ClusterConfig {
     /// Prefix of every Redis key and channel this cluster uses (several
     /// clusters may share one Redis with different prefixes).
     pub prefix: String,
+    /// With a `rediss://` URL: trust only the CA certificates in this PEM
+    /// file (a private CA) instead of the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ClusterConfig {
@@ -22,6 +26,7 @@ impl ClusterConfig {
             url: url.into(),
             lease: Duration::from_secs(10),
             prefix: "sodp:".into(),
+            ca_file: None,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! This needs the multi-threaded runtime, checked at start.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -35,8 +36,16 @@ pub enum ConnectError {
         url: String,
         source: redis::RedisError,
     },
+    #[error("cannot reach Redis at {url}: its TLS certificate is not trusted ({reason}); checked against {roots}")]
+    Untrusted {
+        url: String,
+        reason: String,
+        roots: String,
+    },
     #[error("cluster mode needs tokio's multi-threaded runtime")]
     Runtime,
+    #[error(transparent)]
+    Trust(#[from] super::trust::TrustError),
 }
 
 /// Commands to Redis, and whether it answers.
@@ -52,13 +61,15 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub async fn open(url: &str) -> Result<Connection, ConnectError> {
+    /// Connects to `url`; a `rediss://` URL trusts `ca_file`'s
+    /// certificates if given, the system's otherwise (see `trust`).
+    pub async fn open(url: &str, ca_file: Option<&Path>) -> Result<Connection, ConnectError> {
         let handle = Handle::current();
         if handle.runtime_flavor() != RuntimeFlavor::MultiThread {
             return Err(ConnectError::Runtime);
         }
-        let client = Client::open(url).map_err(|source| ConnectError::Url {
-            url: url.to_owned(),
+        let client = super::trust::client(url, ca_file)?.map_err(|source| ConnectError::Url {
+            url: redacted(url),
             source,
         })?;
         // Fail fast while Redis is away (writes answer 503 within about a
@@ -71,9 +82,16 @@ impl Connection {
         let manager = client
             .get_connection_manager_with_config(config)
             .await
-            .map_err(|source| ConnectError::Unreachable {
-                url: redacted(url),
-                source,
+            .map_err(|source| match super::trust::certificate_refusal(&source) {
+                Some(reason) => ConnectError::Untrusted {
+                    url: redacted(url),
+                    reason,
+                    roots: super::trust::roots(ca_file),
+                },
+                None => ConnectError::Unreachable {
+                    url: redacted(url),
+                    source,
+                },
             })?;
         Ok(Connection {
             client,

@@ -6,6 +6,7 @@
 //! - `names`: every Redis key and channel the cluster uses.
 //! - `connection`: the connection manager, reachability, and the bridge
 //!   from the synchronous write path to Redis.
+//! - `trust`: the certificates `rediss://` trusts (system or `--redis-ca-file`).
 //! - `commit` + `commit.lua`: one atomic script per mutation (condition
 //!   on the drafted base version, version assignment, value, history,
 //!   publish), acknowledged only after it ran.
@@ -32,6 +33,7 @@ mod idempotency;
 pub mod names;
 mod presence;
 mod snapshot;
+mod trust;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -48,6 +50,7 @@ pub use connection::ConnectError;
 use connection::Connection;
 use fanout::Fanout;
 use names::Names;
+pub use trust::TrustError;
 
 /// Stripes of write gates: writes to keys on different stripes never wait
 /// for each other on this node.
@@ -91,7 +94,7 @@ impl Cluster {
         history_len: usize,
         store: &Arc<Store>,
     ) -> Result<Arc<Cluster>, ConnectError> {
-        let conn = Connection::open(&config.url).await?;
+        let conn = Connection::open(&config.url, config.ca_file.as_deref()).await?;
         let names = Names::new(&config.prefix);
         let node: u64 = redis::cmd("INCR")
             .arg(names.node_ids())

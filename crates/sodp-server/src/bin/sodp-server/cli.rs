@@ -198,6 +198,10 @@ pub struct Args {
     /// the Redis side for acknowledged writes to survive its crash.
     #[arg(long, env = "SODP_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Cluster mode over `rediss://`: trust only the CA certificates in
+    /// this PEM file (a private CA) instead of the system's.
+    #[arg(long, env = "SODP_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<String>,
     /// Cluster mode: a node silent this long is dead and the others remove
     /// its sessions' presence paths (renewed every third of it).
     #[arg(long, env = "SODP_CLUSTER_LEASE_MS", default_value_t = 10_000)]
@@ -266,7 +270,11 @@ impl Args {
                 url: url.clone(),
                 lease: Duration::from_millis(self.cluster_lease_ms),
                 prefix: self.cluster_prefix.clone(),
+                ca_file: non_empty(self.redis_ca_file.as_deref()).map(Into::into),
             });
+        if cluster.is_none() && non_empty(self.redis_ca_file.as_deref()).is_some() {
+            return Err("--redis-ca-file needs --redis-url (a rediss:// URL)".into());
+        }
 
         let security = self.security_config()?;
         let mut addr = resolve(self.addr_positional.as_deref().unwrap_or(&self.addr))?;
@@ -523,6 +531,22 @@ mod tests {
         assert!(e.contains("rate-writes-per-sec"), "{e}");
         let e = parse(&["--jwt-secret", ""]).unwrap_err();
         assert!(e.contains("SODP_JWT_SECRET"), "{e}");
+    }
+
+    #[test]
+    fn a_redis_ca_file_goes_with_a_redis_url() {
+        assert_eq!(parse(&[]).unwrap().cluster.map(|c| c.ca_file), None);
+        let c = parse(&[
+            "--redis-url",
+            "rediss://r:6380",
+            "--redis-ca-file",
+            "ca.pem",
+        ])
+        .unwrap();
+        let ca = c.cluster.unwrap().ca_file.unwrap();
+        assert_eq!(ca.to_str(), Some("ca.pem"));
+        let e = parse(&["--redis-ca-file", "ca.pem"]).unwrap_err();
+        assert!(e.contains("--redis-url"), "{e}");
     }
 
     #[test]
