@@ -246,9 +246,11 @@ async fn drive(
             t.patch[k].frame(n, &id, |b| wire::write_uint_map(b, &[("n", n)]))
         }
     };
+    let open = matches!(pacing, Pacing::Rate { .. });
     loop {
         let now = now_ns();
-        let open = matches!(pacing, Pacing::Rate { .. });
+        // Open loop: a write is still due before the stop.
+        let sending = open && pacing.due(conn, n).is_some_and(|d| d < stop_at);
         if !open && now < stop && in_flight.len() < window {
             // Refill the window and flush once.
             while in_flight.len() < window {
@@ -258,12 +260,11 @@ async fn drive(
                 st.sent += 1;
             }
             ws.flush().await?;
-        } else if in_flight.is_empty() && (!open || now >= stop) {
+        } else if in_flight.is_empty() && !sending {
             break;
         }
         // Wait for one reply (or, open loop, the next write due), then take
         // whatever else is already buffered.
-        let sending = open && pacing.due(conn, n).is_some_and(|d| d < stop_at);
         let first = tokio::select! {
             m = ws.next() => m,
             _ = &mut pace, if sending => {

@@ -69,6 +69,9 @@ fn every_scenario_runs_clean_against_the_real_server() {
     );
     assert_eq!(paced["writes_acked"], sent, "{paced}");
     assert_eq!(paced["offered_rate"], 400.0, "{paced}");
+    // Done once the last write due is answered (not at the drain's end).
+    let elapsed = paced["elapsed_s"].as_f64().unwrap();
+    assert!(elapsed < 1.5, "a 1 s run took {elapsed} s: {paced}");
     bench(&server, &["roundtrip", "--count", "100"]);
     bench(
         &server,
