@@ -138,9 +138,13 @@ struct WriteLoad {
     /// Seconds.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
-    /// CALLs in flight per connection.
+    /// CALLs in flight per connection (closed loop).
     #[arg(long, default_value_t = 16)]
     window: usize,
+    /// Writes per second in total across the connections (open loop, the
+    /// window is not used); omit for closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 impl WriteLoad {
@@ -150,6 +154,7 @@ impl WriteLoad {
             keys: self.keys,
             duration: Duration::from_secs_f64(self.duration.min(timeout)),
             window: self.window,
+            rate: self.rate,
             drain: Duration::from_secs(10),
         }
     }

@@ -5,8 +5,15 @@
 //! write, which is the figure that still separates servers once a
 //! single-core load generator saturates.
 //!
+//! Closed loop (default): each connection keeps `--window` CALLs in flight.
+//! Open loop (`--rate N`): N writes per second in total, spread evenly over
+//! the connections and staggered between them (connection `c`'s write `n`
+//! is due at `(n·C + c) / N` seconds), each sent when due whatever is in
+//! flight, paced on tokio's clock — so servers are compared at the same
+//! offered load, and the CPU per write is not that of a saturated server.
+//!
 //! Each connection is one task; replies already buffered are drained
-//! without waiting and the refill goes out in one flush.
+//! without waiting and the refill (or everything due) goes out in one flush.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,8 +38,36 @@ pub struct Params {
     pub keys: usize,
     pub duration: Duration,
     pub window: usize,
+    /// Writes per second in total (open loop); `None`: closed loop.
+    pub rate: Option<f64>,
     /// After the duration, how long to wait for outstanding acks.
     pub drain: Duration,
+}
+
+/// When writes are sent.
+#[derive(Debug, Clone, Copy)]
+enum Pacing {
+    /// Up to `window` in flight.
+    Window(usize),
+    /// Connection `conn` of `conns`, `rate` writes/s in total, from `t0`.
+    Rate {
+        t0: tokio::time::Instant,
+        rate: f64,
+        conns: usize,
+    },
+}
+
+impl Pacing {
+    /// When connection `conn`'s write `n` is due (open loop).
+    fn due(&self, conn: usize, n: u64) -> Option<tokio::time::Instant> {
+        match *self {
+            Pacing::Window(_) => None,
+            Pacing::Rate { t0, rate, conns } => {
+                let slot = n as f64 * conns as f64 + conn as f64;
+                Some(t0 + Duration::from_secs_f64(slot / rate))
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -59,6 +94,9 @@ pub async fn run_on(url: &str, pid: Option<u32>, p: &Params, base: &str) -> Resu
     if p.conns == 0 || p.keys == 0 || p.window == 0 {
         return Err("writes needs --conns, --keys and --window >= 1".into());
     }
+    if p.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err("writes needs --rate > 0".into());
+    }
     let keys: Vec<String> = (0..p.keys).map(|k| format!("{base}.k{k}")).collect();
     let templates = Arc::new(Templates {
         set: keys
@@ -76,6 +114,7 @@ pub async fn run_on(url: &str, pid: Option<u32>, p: &Params, base: &str) -> Resu
     }
 
     let before = pid.and_then(procfs::sample);
+    let t0 = tokio::time::Instant::now();
     let start = now_ns();
     let stop = start + p.duration.as_nanos() as u64;
     let give_up = stop + p.drain.as_nanos() as u64;
@@ -84,8 +123,15 @@ pub async fn run_on(url: &str, pid: Option<u32>, p: &Params, base: &str) -> Resu
         .enumerate()
         .map(|(c, ws)| {
             let t = templates.clone();
-            let window = p.window;
-            tokio::spawn(async move { drive(ws, c, t, window, stop, give_up).await })
+            let pacing = match p.rate {
+                None => Pacing::Window(p.window),
+                Some(rate) => Pacing::Rate {
+                    t0,
+                    rate,
+                    conns: p.conns,
+                },
+            };
+            tokio::spawn(async move { drive(ws, c, t, pacing, stop, give_up).await })
         })
         .collect();
     let mut total = ConnStats::default();
@@ -120,7 +166,8 @@ pub async fn run_on(url: &str, pid: Option<u32>, p: &Params, base: &str) -> Resu
         "conns": p.conns,
         "keys": p.keys,
         "duration_s": p.duration.as_secs_f64(),
-        "window": p.window,
+        "window": p.rate.is_none().then_some(p.window),
+        "offered_rate": p.rate,
         "elapsed_s": round(elapsed),
         "writes_sent": total.sent,
         "writes_acked": total.acked,
@@ -132,10 +179,13 @@ pub async fn run_on(url: &str, pid: Option<u32>, p: &Params, base: &str) -> Resu
         "ack_latency": lat.to_json(),
         "server": usage.map(|u| u.to_json(&[("write", total.acked)])),
     });
+    let load = match p.rate {
+        Some(rate) => format!("at {rate:.0}/s offered"),
+        None => format!("× window {}", p.window),
+    };
     let mut summary = format!(
-        "writes: {} conns × window {} over {} keys for {:.1}s — {} acked ({:.0}/s), {} failed, {} errors{}\n  ack latency {}",
+        "writes: {} conns {load} over {} keys for {:.1}s — {} acked ({:.0}/s), {} failed, {} errors{}\n  ack latency {}",
         p.conns,
-        p.window,
         p.keys,
         elapsed,
         total.acked,
@@ -157,13 +207,13 @@ pub async fn run_on(url: &str, pid: Option<u32>, p: &Params, base: &str) -> Resu
     Ok(Report { json, summary })
 }
 
-/// One pipelining connection until `stop` (no new calls after it) and
-/// then until every call is answered or `give_up`.
+/// One connection until `stop` (no new calls after it) and then until
+/// every call is answered or `give_up`.
 async fn drive(
     mut ws: Ws,
     conn: usize,
     t: Arc<Templates>,
-    window: usize,
+    pacing: Pacing,
     stop: u64,
     give_up: u64,
 ) -> Result<ConnStats, Error> {
@@ -172,38 +222,71 @@ async fn drive(
         ..ConnStats::default()
     };
     let keys = t.set.len();
+    let window = match pacing {
+        Pacing::Window(w) => w,
+        Pacing::Rate { .. } => 64,
+    };
     let mut in_flight: HashMap<u64, u64> = HashMap::with_capacity(window * 2);
     let mut n = 0u64;
     let give_up_at =
         tokio::time::Instant::now() + Duration::from_nanos(give_up.saturating_sub(now_ns()));
     let deadline = tokio::time::sleep_until(give_up_at);
     tokio::pin!(deadline);
+    let stop_at = tokio::time::Instant::now() + Duration::from_nanos(stop.saturating_sub(now_ns()));
+    let pace = tokio::time::sleep_until(pacing.due(conn, 0).unwrap_or(stop_at));
+    tokio::pin!(pace);
+    let frame = |n: u64| {
+        let k = (conn + n as usize) % keys;
+        let id = format!("c{n}");
+        if n.is_multiple_of(2) {
+            t.set[k].frame(n, &id, |b| {
+                wire::write_uint_map(b, &[("n", n), ("c", conn as u64)])
+            })
+        } else {
+            t.patch[k].frame(n, &id, |b| wire::write_uint_map(b, &[("n", n)]))
+        }
+    };
+    let open = matches!(pacing, Pacing::Rate { .. });
     loop {
-        // Refill the window and flush once.
         let now = now_ns();
-        if now < stop && in_flight.len() < window {
+        // Open loop: a write is still due before the stop.
+        let sending = open && pacing.due(conn, n).is_some_and(|d| d < stop_at);
+        if !open && now < stop && in_flight.len() < window {
+            // Refill the window and flush once.
             while in_flight.len() < window {
-                let k = (conn + n as usize) % keys;
-                let id = format!("c{n}");
-                let f = if n.is_multiple_of(2) {
-                    t.set[k].frame(n, &id, |b| {
-                        wire::write_uint_map(b, &[("n", n), ("c", conn as u64)])
-                    })
-                } else {
-                    t.patch[k].frame(n, &id, |b| wire::write_uint_map(b, &[("n", n)]))
-                };
-                ws.feed(wire::message(f)).await?;
+                ws.feed(wire::message(frame(n))).await?;
                 in_flight.insert(n, now);
                 n += 1;
                 st.sent += 1;
             }
             ws.flush().await?;
-        } else if in_flight.is_empty() {
+        } else if in_flight.is_empty() && !sending {
             break;
         }
-        // Wait for one reply, then take whatever else is already buffered.
+        // Wait for one reply (or, open loop, the next write due), then take
+        // whatever else is already buffered.
         let first = tokio::select! {
             m = ws.next() => m,
+            _ = &mut pace, if sending => {
+                // Everything due by now goes out in one flush.
+                let due_now = tokio::time::Instant::now();
+                let mut batch = 0;
+                while let Some(d) = pacing.due(conn, n) {
+                    if d > due_now || d >= stop_at || batch == 256 {
+                        break;
+                    }
+                    ws.feed(wire::message(frame(n))).await?;
+                    in_flight.insert(n, now_ns());
+                    n += 1;
+                    st.sent += 1;
+                    batch += 1;
+                }
+                ws.flush().await?;
+                if let Some(d) = pacing.due(conn, n) {
+                    pace.as_mut().reset(d);
+                }
+                continue;
+            }
             _ = &mut deadline => break,
         };
         let mut next = Some(first);

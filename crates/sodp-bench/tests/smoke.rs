@@ -47,6 +47,31 @@ fn every_scenario_runs_clean_against_the_real_server() {
         &server,
         &["writes", "--conns", "4", "--keys", "4", "--duration", "1"],
     );
+    // Open loop: the offered rate is what is sent, whatever the acks do.
+    let paced = bench(
+        &server,
+        &[
+            "writes",
+            "--conns",
+            "4",
+            "--keys",
+            "4",
+            "--rate",
+            "400",
+            "--duration",
+            "1",
+        ],
+    );
+    let sent = paced["writes_sent"].as_u64().unwrap();
+    assert!(
+        (395..=401).contains(&sent),
+        "400/s for 1 s sent {sent}: {paced}"
+    );
+    assert_eq!(paced["writes_acked"], sent, "{paced}");
+    assert_eq!(paced["offered_rate"], 400.0, "{paced}");
+    // Done once the last write due is answered (not at the drain's end).
+    let elapsed = paced["elapsed_s"].as_f64().unwrap();
+    assert!(elapsed < 1.5, "a 1 s run took {elapsed} s: {paced}");
     bench(&server, &["roundtrip", "--count", "100"]);
     bench(
         &server,

@@ -8,7 +8,7 @@
 //! anything else it returns `None` and the caller decodes the ordinary way,
 //! which classifies the error precisely.
 
-use crate::codec::Decoder;
+use crate::codec::{utf8, Decoder};
 use crate::frame::FrameType;
 use crate::value::Value;
 
@@ -80,23 +80,31 @@ impl<'a> CallFrame<'a> {
         let (mut call_id, mut method, mut args) = (None, None, CallArgs::Absent);
         let mut idempotency_key = None;
         for _ in 0..fields {
-            let Some(name) = dec.str_ref()? else {
+            // The envelope's names are matched as bytes (a match is valid
+            // UTF-8); only other names are checked. This runs on every CALL.
+            let Some(name) = dec.str_bytes()? else {
                 return Ok(None);
             };
-            match name {
-                "call_id" => call_id = dec.str_ref()?,
-                "method" => method = dec.str_ref()?,
-                "args" => args = Self::read_args(dec)?,
-                "idempotency_key" => idempotency_key = dec.str_ref()?,
-                _ => dec.skip()?,
-            }
             // A call_id, method or idempotency key of another type: let the
             // slow path say so.
-            if (name == "call_id" && call_id.is_none())
-                || (name == "method" && method.is_none())
-                || (name == "idempotency_key" && idempotency_key.is_none())
-            {
-                return Ok(None);
+            match name {
+                b"call_id" => match dec.str_ref()? {
+                    Some(s) => call_id = Some(s),
+                    None => return Ok(None),
+                },
+                b"method" => match dec.str_ref()? {
+                    Some(s) => method = Some(s),
+                    None => return Ok(None),
+                },
+                b"args" => args = Self::read_args(dec)?,
+                b"idempotency_key" => match dec.str_ref()? {
+                    Some(s) => idempotency_key = Some(s),
+                    None => return Ok(None),
+                },
+                other => {
+                    utf8(other)?;
+                    dec.skip()?;
+                }
             }
         }
         Ok(call_id.map(|call_id| CallFrame {
@@ -116,14 +124,29 @@ impl<'a> CallFrame<'a> {
         };
         let mut fields = Vec::with_capacity(n);
         for _ in 0..n {
-            let Some(name) = dec.str_ref()? else {
+            let Some(name) = dec.str_bytes()? else {
                 return Err(crate::codec::DecodeError::NonStringKey);
             };
             // body (depth 1) → args (2) → argument values (3).
-            fields.push((name, dec.value(3)?));
+            fields.push((arg_name(name)?, dec.value(3)?));
         }
         Ok(CallArgs::Fields(fields))
     }
+}
+
+/// An argument's name: the common ones matched as bytes (no UTF-8 check
+/// needed for a match), any other checked.
+fn arg_name(bytes: &[u8]) -> Result<&str, crate::codec::DecodeError> {
+    Ok(match bytes {
+        b"state" => "state",
+        b"value" => "value",
+        b"patch" => "patch",
+        b"path" => "path",
+        b"ops" => "ops",
+        b"ttl_ms" => "ttl_ms",
+        b"if_version" => "if_version",
+        other => utf8(other)?,
+    })
 }
 
 #[cfg(test)]
@@ -187,6 +210,54 @@ mod tests {
             CallFrame::decode(&Frame::new(FrameType::Call, 0, body).encode(), 16),
             None
         );
+    }
+
+    #[test]
+    fn names_are_still_checked_to_be_utf8() {
+        let kind = FrameType::Call as u8;
+        // {"call_id": "c", <0xff 0xfe>: nil}
+        let mut envelope = vec![0x94, kind, 0, 0, 0x82, 0xa7];
+        envelope.extend_from_slice(b"call_id");
+        envelope.extend_from_slice(&[0xa1, b'c', 0xa2, 0xff, 0xfe, 0xc0]);
+        assert_eq!(CallFrame::decode(&envelope, 16), None);
+        // {"call_id": "c", "args": {<0xff 0xfe>: 1}}
+        let mut args = vec![0x94, kind, 0, 0, 0x82, 0xa7];
+        args.extend_from_slice(b"call_id");
+        args.extend_from_slice(&[0xa1, b'c', 0xa4]);
+        args.extend_from_slice(b"args");
+        args.extend_from_slice(&[0x81, 0xa2, 0xff, 0xfe, 0x01]);
+        assert_eq!(CallFrame::decode(&args, 16), None);
+        // The same frames with valid names are read.
+        let valid = |mut b: Vec<u8>, at: usize| {
+            b[at..at + 2].copy_from_slice(b"zz");
+            b
+        };
+        let fixed = valid(envelope.clone(), envelope.len() - 3);
+        assert_eq!(CallFrame::decode(&fixed, 16).map(|f| f.call_id), Some("c"));
+        let fixed = valid(args.clone(), args.len() - 3);
+        let ok = CallFrame::decode(&fixed, 16).unwrap();
+        assert_eq!(ok.args, CallArgs::Fields(vec![("zz", Value::Int(1))]));
+        // Known argument names come back as themselves.
+        let bytes = call(serde_json::json!({
+            "call_id": "c", "args": {"state": "k", "path": "/a", "ops": [], "ttl_ms": 1,
+                "if_version": 2, "patch": {}, "value": 0, "other": 3}
+        }));
+        let CallArgs::Fields(fields) = CallFrame::decode(&bytes, 16).unwrap().args else {
+            panic!("fields");
+        };
+        let mut names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        let want = [
+            "if_version",
+            "ops",
+            "other",
+            "patch",
+            "path",
+            "state",
+            "ttl_ms",
+            "value",
+        ];
+        assert_eq!(names, want);
     }
 
     #[test]

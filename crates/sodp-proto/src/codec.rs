@@ -200,6 +200,16 @@ impl<'a> Decoder<'a> {
     /// Reads a string borrowed from the input, or `None` (consuming
     /// nothing) if the next item is not a string.
     pub fn str_ref(&mut self) -> Result<Option<&'a str>, DecodeError> {
+        match self.str_bytes()? {
+            Some(bytes) => utf8(bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`Decoder::str_ref`], but the bytes are not checked to be UTF-8:
+    /// for a caller that compares them with known names first (a byte-equal
+    /// match with a `&str` is valid UTF-8) and checks only the others.
+    pub fn str_bytes(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
         let start = self.pos;
         let n = match self.byte()? {
             m @ 0xa0..=0xbf => (m & 0x1f) as usize,
@@ -211,10 +221,7 @@ impl<'a> Decoder<'a> {
                 return Ok(None);
             }
         };
-        let bytes = self.take(n)?;
-        std::str::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| DecodeError::InvalidUtf8)
+        self.take(n).map(Some)
     }
 
     /// Skips one item (and everything inside it) without building it.
@@ -491,6 +498,11 @@ pub fn write_int(buf: &mut Vec<u8>, i: i64) {
         buf.push(0xd3);
         buf.extend_from_slice(&i.to_be_bytes());
     }
+}
+
+/// `bytes` as a `&str`, or [`DecodeError::InvalidUtf8`].
+pub fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)
 }
 
 pub fn write_str(buf: &mut Vec<u8>, s: &str) {

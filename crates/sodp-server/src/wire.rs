@@ -46,7 +46,9 @@ fn build(encode: impl FnOnce(&mut Vec<u8>)) -> Bytes {
 /// §5.2; servers never mask).
 pub fn ws_message(payload: &[u8]) -> Bytes {
     let n = payload.len();
-    let mut out = Vec::with_capacity(n + 10);
+    // Exactly sized: `Bytes::from` a `Vec` with spare room allocates a
+    // second, shared header for it (one more malloc and free per frame).
+    let mut out = Vec::with_capacity(ws_header_len(n) + n);
     out.push(0x82);
     if n < 126 {
         out.push(n as u8);
@@ -59,6 +61,15 @@ pub fn ws_message(payload: &[u8]) -> Bytes {
     }
     out.extend_from_slice(payload);
     Bytes::from(out)
+}
+
+/// The WebSocket header's length for a payload of `n` bytes.
+fn ws_header_len(n: usize) -> usize {
+    match n {
+        0..126 => 2,
+        126..=0xffff => 4,
+        _ => 10,
+    }
 }
 
 /// The MessagePack frame inside a message built here (tests and tools).
@@ -251,11 +262,13 @@ mod tests {
 
     #[test]
     fn websocket_headers_for_every_length_class() {
-        for n in [0usize, 125, 126, 65_535, 65_536] {
+        for n in [0usize, 1, 125, 126, 127, 65_535, 65_536] {
             let payload = vec![7u8; n];
             let message = ws_message(&payload);
             assert_eq!(message[0], 0x82);
             assert_eq!(ws_payload(&message), &payload[..], "length {n}");
+            // The buffer was sized exactly (see `ws_message`).
+            assert_eq!(message.len(), ws_header_len(n) + n, "length {n}");
         }
     }
 

@@ -437,3 +437,139 @@ async fn a_connection_that_never_sends_its_request_is_closed() {
     assert_eq!(n, 0, "closed without a response");
     assert_eq!(server.shared.connections(), 0);
 }
+
+/// A client frame as raw bytes: masked (with a fixed key), as clients must.
+fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x9c, 0x01, 0x5e, 0xa7];
+    let mut out = vec![(u8::from(fin) << 7) | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Splits the server's unmasked frames off the front of `buf`:
+/// (opcode, payload) for each complete one.
+fn server_frames(buf: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let [b0, b1, ..] = buf[..] {
+        let (len, at) = match b1 & 0x7f {
+            126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+            127 if buf.len() >= 10 => (
+                u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            126 | 127 => break,
+            n => (n as usize, 2),
+        };
+        if buf.len() < at + len {
+            break;
+        }
+        out.push((b0 & 0x0f, buf[at..at + len].to_vec()));
+        buf.drain(..at + len);
+    }
+    out
+}
+
+#[tokio::test]
+async fn websocket_framing_pings_fragments_and_pipelined_bursts_over_a_raw_socket() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The server reads WebSocket frames itself: everything a client may do
+    // at the framing level, sent in awkward pieces, must come out right.
+    let server = TestServer::start().await;
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let call = |i: usize| {
+        let body = Value::map_from(vec![
+            ("call_id", Value::from(format!("c{i}").as_str())),
+            ("method", Value::from("state.set")),
+            ("args", v(json!({"state": "raw.k", "value": i}))),
+        ]);
+        Frame::new(FrameType::Call, 0, body).encode()
+    };
+    // The upgrade request and the first frames in one write (the frames are
+    // read along with the request), a ping among them.
+    let mut first = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .to_vec();
+    first.extend(client_frame(true, 9, b"early"));
+    first.extend(client_frame(true, 2, &call(0)));
+    s.write_all(&first).await.unwrap();
+    // A CALL in three fragments with a ping between them, then 150 CALLs
+    // in one write (more than one read burst), all sent a few bytes at a
+    // time at an odd boundary.
+    let one = call(1);
+    let mut rest = client_frame(false, 2, &one[..5]);
+    rest.extend(client_frame(true, 9, b"mid"));
+    rest.extend(client_frame(false, 0, &one[5..9]));
+    rest.extend(client_frame(true, 0, &one[9..]));
+    for i in 2..152 {
+        rest.extend(client_frame(true, 2, &call(i)));
+    }
+    for piece in rest.chunks(997) {
+        s.write_all(piece).await.unwrap();
+    }
+
+    let (mut buf, mut got) = (Vec::new(), Vec::new());
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let results = |got: &Vec<(u8, Vec<u8>)>| {
+        got.iter()
+            .filter(|(op, p)| *op == 2 && Frame::decode(p, 64).unwrap().kind == FrameType::Result)
+            .count()
+    };
+    let mut upgraded = false;
+    while !upgraded || results(&got) < 152 {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+            .await
+            .expect("every CALL answered in time")
+            .unwrap();
+        assert!(n > 0, "closed early");
+        buf.extend_from_slice(&chunk[..n]);
+        if !upgraded {
+            // Skip the HTTP response head.
+            let Some(head) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            assert!(buf.starts_with(b"HTTP/1.1 101"), "{buf:?}");
+            buf.drain(..head + 4);
+            upgraded = true;
+        }
+        got.extend(server_frames(&mut buf));
+    }
+    let pongs: Vec<&[u8]> = got
+        .iter()
+        .filter(|(op, _)| *op == 10)
+        .map(|(_, p)| p.as_slice())
+        .collect();
+    assert_eq!(pongs, [b"early".as_slice(), b"mid"], "each ping answered");
+    let answered: Vec<Value> = got
+        .iter()
+        .filter(|(op, _)| *op == 2)
+        .map(|(_, p)| Frame::decode(p, 64).unwrap())
+        .filter(|f| f.kind == FrameType::Result)
+        .map(|f| f.body.get("call_id").cloned().unwrap())
+        .collect();
+    let want: Vec<Value> = (0..152)
+        .map(|i| Value::from(format!("c{i}").as_str()))
+        .collect();
+    assert_eq!(answered, want, "every CALL answered, in order");
+
+    // A close frame is answered with the same code.
+    s.write_all(&client_frame(true, 8, &4001u16.to_be_bytes()))
+        .await
+        .unwrap();
+    let mut tail = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut tail))
+        .await
+        .expect("closed after the close frame")
+        .unwrap();
+    buf.extend(tail);
+    let last = server_frames(&mut buf).pop().expect("a close frame");
+    assert_eq!(last, (8, 4001u16.to_be_bytes().to_vec()));
+}

@@ -1,47 +1,54 @@
 //! The connection's I/O loop: one tokio task per connection that waits for
 //! whichever comes first — frames queued in the session's [`Outbox`] (or a
-//! reason to close), a frame from the client, a timer — and hands it to the
+//! reason to close), bytes from the client, a timer — and hands it to the
 //! protocol state machine ([`Session`]), which never touches the socket.
 //!
 //! Outgoing messages are written **raw**: `wire` built each frame as a
 //! complete WebSocket message once, and everything queued leaves in one
-//! `writev` (one `send` for a single message). tungstenite reads frames and
-//! answers control frames itself; it is flushed before raw writes so the two
-//! never interleave. Generic over the stream: a `TcpStream`, or TLS over one
-//! (`server`), each its own monomorphized loop.
+//! `writev` (one `send` for a single message); pongs and the close frame
+//! go the same way. Incoming bytes are read into a buffer shared by the
+//! thread's connections and split into messages by `frames`, so an idle
+//! connection holds no read buffer. Generic over the stream: a
+//! `TcpStream`, or TLS over one (`server`), each its own monomorphized loop.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{self, Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::error::CapacityError;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
+use super::frames::{self, FrameReader, Incoming, ReadError};
 use super::Session;
 use crate::outbox::{Close, Outbox, Wake};
 use crate::shared::Shared;
 
-type Incoming = Option<Result<Message, WsError>>;
-
 /// What woke the session task.
 enum Event {
     Outbox(Wake),
-    Incoming(Incoming),
+    /// Frames were read and handled; false: the session must end.
+    Read(bool),
     HeartbeatTick,
     Deadline,
 }
 
-/// Runs a session on an upgraded WebSocket until it ends.
+/// The connection as the loop reads it.
+struct Reading<S> {
+    io: S,
+    frames: FrameReader,
+    /// The peer's close frame arrived (with its code, if it gave one).
+    peer_closed: Option<Option<u16>>,
+}
+
+/// Runs a session on an upgraded WebSocket connection until it ends;
+/// `leftover` is what was read past the upgrade request.
 ///
 /// One task does both directions: it waits for whichever comes first — frames
 /// queued in the outbox (or a reason to close), a frame from the client, a
@@ -49,13 +56,18 @@ enum Event {
 /// flushed once. Keeping both directions in one task means a delivery wakes
 /// exactly one task, needs no lock between reader and writer, and costs one
 /// task's memory per connection.
-pub async fn run<S>(mut ws: WebSocketStream<S>, shared: Arc<Shared>, outbox: Arc<Outbox>)
+pub async fn run<S>(io: S, leftover: Vec<u8>, shared: Arc<Shared>, outbox: Arc<Outbox>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = &shared.config;
     let id = outbox.id();
     let mut session = Session::new(shared.clone(), outbox.clone());
+    let mut conn = Reading {
+        io,
+        frames: FrameReader::new(leftover, config.limits.max_message_bytes),
+        peer_closed: None,
+    };
 
     let period = config.heartbeat_interval;
     let mut heartbeat = time::interval_at(Instant::now() + period, period);
@@ -66,21 +78,20 @@ where
     loop {
         let deadline = session.deadline();
         // Outgoing first: when frames are waiting nothing else is polled,
-        // which keeps a delivery cheap — a read attempt through tungstenite
-        // is not free (it zero-fills its buffer and builds an error for
-        // WouldBlock), and the socket is read whenever the queue is empty.
-        // Reading cannot starve: every few batches it is checked once
-        // without waiting (below).
+        // which keeps a delivery cheap, and the socket is read whenever the
+        // queue is empty. Reading cannot starve: every few batches it is
+        // checked once without waiting (below).
         let event = tokio::select! {
             biased;
             wake = outbox.next_batch(&mut batch) => Event::Outbox(wake),
-            msg = ws.next() => Event::Incoming(msg),
+            go_on = poll_fn(|cx| conn.poll_frames(cx, &mut session)) => Event::Read(go_on),
             _ = heartbeat.tick() => Event::HeartbeatTick,
             _ = sleep_until_some(deadline) => Event::Deadline,
         };
         match event {
             Event::Outbox(Wake::Frames) => {
-                if !write_batch(&mut ws, &mut batch, &outbox, &shared.metrics.bytes_out).await {
+                if !write_batch(&mut conn.io, &mut batch, &outbox, &shared.metrics.bytes_out).await
+                {
                     break;
                 }
                 // The batch and the queue trade buffers; after a burst, do
@@ -96,7 +107,8 @@ where
                 batches_since_timers += 1;
                 if batches_since_timers >= TIMER_CHECK_EVERY {
                     batches_since_timers = 0;
-                    if !drain_readable(&mut ws, &mut session) {
+                    let read = poll_fn(|cx| conn.poll_frames(cx, &mut session));
+                    if read.now_or_never() == Some(false) {
                         break;
                     }
                     if heartbeat.tick().now_or_never().is_some() {
@@ -107,14 +119,8 @@ where
                     }
                 }
             }
-            Event::Outbox(Wake::Closing) => break,
-            Event::Incoming(msg) => {
-                // Once per wake, not per frame: a clock read is not free.
-                session.mark_received(Instant::now());
-                if !on_message(&mut session, msg) || !drain_readable(&mut ws, &mut session) {
-                    break;
-                }
-            }
+            Event::Outbox(Wake::Closing) | Event::Read(false) => break,
+            Event::Read(true) => {}
             Event::HeartbeatTick => session.on_heartbeat_tick(Instant::now()),
             Event::Deadline => session.on_deadline(Instant::now()),
         }
@@ -136,7 +142,7 @@ where
         })
         .inc();
     if close.flush {
-        let goodbye = say_goodbye(&mut ws, &outbox, close);
+        let goodbye = say_goodbye(&mut conn.io, &outbox, close, conn.peer_closed);
         let _ = time::timeout(config.shutdown_grace, goodbye).await;
     }
     // Evicted or dead connections are simply dropped: nothing useful can be
@@ -155,29 +161,6 @@ const TIMER_CHECK_EVERY: u32 = 16;
 /// Most frames handled in one go before replies are written.
 const READ_BURST: usize = 64;
 
-/// Handles frames that are already readable without waiting, so that the
-/// replies to a burst of pipelined CALLs leave in one write instead of one
-/// write each. Returns false when the session must end.
-fn drain_readable<S>(ws: &mut WebSocketStream<S>, session: &mut Session) -> bool
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    for n in 0..READ_BURST {
-        match ws.next().now_or_never() {
-            Some(msg) => {
-                if n == 0 {
-                    session.mark_received(Instant::now());
-                }
-                if !on_message(session, msg) {
-                    return false;
-                }
-            }
-            None => break,
-        }
-    }
-    true
-}
-
 /// Sleeps until `deadline`, or forever when there is none (no timer is
 /// registered then).
 async fn sleep_until_some(deadline: Option<Instant>) {
@@ -191,23 +174,17 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 /// the session is told to close without flushing (eviction): a peer that
 /// stopped reading must not hold the task.
 async fn write_batch<S>(
-    ws: &mut WebSocketStream<S>,
+    io: &mut S,
     batch: &mut VecDeque<Bytes>,
     outbox: &Outbox,
     sent: &prometheus_client::metrics::counter::Counter,
 ) -> bool
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncWrite + Unpin,
 {
     let bytes: usize = batch.iter().map(|m| m.len()).sum();
-    let write = async {
-        // Whatever tungstenite queued itself (a pong, a close reply) goes
-        // first, so raw messages never interleave with its frames.
-        ws.flush().await.map_err(io::Error::other)?;
-        write_raw(ws.get_mut(), batch).await
-    };
     let ok = tokio::select! {
-        result = write => result.is_ok(),
+        result = write_raw(io, batch) => result.is_ok(),
         _ = outbox.abandoned() => false,
     };
     if ok {
@@ -265,38 +242,100 @@ where
     poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await
 }
 
-/// Sends what is still queued, then the close frame.
-async fn say_goodbye<S>(ws: &mut WebSocketStream<S>, outbox: &Outbox, close: Close)
+/// Sends what is still queued, then the close frame: the peer's own code
+/// echoed when it closed first (RFC 6455 §5.5.1), else ours and its reason.
+async fn say_goodbye<S>(io: &mut S, outbox: &Outbox, close: Close, peer: Option<Option<u16>>)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncWrite + Unpin,
 {
     let mut rest = VecDeque::new();
     outbox.take_all(&mut rest);
-    if ws.flush().await.is_err() || write_raw(ws.get_mut(), &mut rest).await.is_err() {
-        return;
-    }
-    let frame = CloseFrame {
-        code: CloseCode::from(close.code),
-        reason: close.reason.into(),
-    };
-    let _ = ws.send(Message::Close(Some(frame))).await;
-    let _ = ws.close(None).await;
+    rest.push_back(match peer {
+        Some(code) => frames::close_frame(code, ""),
+        None => frames::close_frame(Some(close.code), close.reason),
+    });
+    let _ = write_raw(io, &mut rest).await;
 }
 
-/// Hands one read from the socket to the state machine. Returns false
-/// when the session must end.
-fn on_message(session: &mut Session, msg: Incoming) -> bool {
-    match msg {
-        Some(Ok(Message::Binary(bytes))) => session.on_frame(&bytes),
-        Some(Ok(Message::Text(_))) => session.on_text(),
-        Some(Ok(Message::Close(_))) | None => return false,
-        Some(Ok(_)) => {} // Ping/Pong: tungstenite answers pings itself.
-        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
-            session.on_too_big(size, max_size);
-            return false;
+/// Largest read from the socket: what pipelined frames a burst brings in
+/// at once (see [`Reading::poll_frames`]).
+const READ_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// Every connection of the thread reads into this buffer, so an idle
+    /// connection holds no read buffer at all (see `frames`).
+    static READ_SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BYTES].into_boxed_slice());
+}
+
+impl<S: AsyncRead + Unpin> Reading<S> {
+    /// Handles frames kept from the last burst, or else reads what the
+    /// socket has and handles the complete frames in it (at most
+    /// [`READ_BURST`]). Ready(false) when the session must end.
+    fn poll_frames(&mut self, cx: &mut Context<'_>, session: &mut Session) -> Poll<bool> {
+        let Reading {
+            io,
+            frames,
+            peer_closed,
+        } = self;
+        if frames.has_kept_frames() {
+            let on = |m: Incoming<'_>| on_message(session, peer_closed, m);
+            let result = frames.feed_kept(READ_BURST, on);
+            return Poll::Ready(read_outcome(result, session));
         }
-        Some(Err(e)) => {
+        READ_SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut buf = ReadBuf::new(&mut scratch[..]);
+            let n = match Pin::new(io).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    debug!(session = session.id(), error = %e, "read failed");
+                    return Poll::Ready(false);
+                }
+                Poll::Ready(Ok(())) => buf.filled().len(),
+            };
+            if n == 0 {
+                // The peer went away without a close frame.
+                return Poll::Ready(false);
+            }
+            // Once per read, not per frame: a clock read is not free.
+            session.mark_received(Instant::now());
+            let on = |m: Incoming<'_>| on_message(session, peer_closed, m);
+            let result = frames.feed(&mut scratch[..n], READ_BURST, on);
+            Poll::Ready(read_outcome(result, session))
+        })
+    }
+}
+
+/// Whether the session goes on after a read; a message over the limit is
+/// answered (ERROR, close 1009) before it ends.
+fn read_outcome(result: Result<bool, ReadError>, session: &mut Session) -> bool {
+    match result {
+        Ok(go_on) => go_on,
+        Err(ReadError::TooBig { size, max }) => {
+            session.on_too_big(size, max);
+            false
+        }
+        Err(e @ ReadError::Protocol(_)) => {
             debug!(session = session.id(), error = %e, "read failed");
+            false
+        }
+    }
+}
+
+/// Hands one message to the state machine. Returns false when the session
+/// must end.
+fn on_message(
+    session: &mut Session,
+    peer_closed: &mut Option<Option<u16>>,
+    msg: Incoming<'_>,
+) -> bool {
+    match msg {
+        Incoming::Binary(bytes) => session.on_frame(bytes),
+        Incoming::Text => session.on_text(),
+        Incoming::Ping(payload) => session.send(frames::pong(payload)),
+        Incoming::Pong => {}
+        Incoming::Close(code) => {
+            *peer_closed = Some(code);
             return false;
         }
     }
