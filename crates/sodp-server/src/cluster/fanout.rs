@@ -175,9 +175,11 @@ impl Cluster {
     }
 
     /// Sends every live subscriber of the pattern with `prefix` a fresh
-    /// snapshot (after a missed change, or a reconnect).
+    /// snapshot (after a missed change, or a reconnect). Bounded by the
+    /// node's memory budget: a snapshot the node could not hold is not
+    /// read (the subscribers go on without it, and it is logged).
     async fn resnapshot(&self, store: &Store, prefix: &str) {
-        match self.snapshot(prefix, None).await {
+        match self.snapshot(prefix, Some(store.memory().max)).await {
             Ok(snapshot) => store.reinit_pattern(prefix, &snapshot),
             Err(e) => tracing::warn!(prefix, error = %e, "cannot send a pattern's snapshot yet"),
         }
