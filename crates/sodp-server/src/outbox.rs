@@ -146,19 +146,33 @@ impl Outbox {
     /// Queues a frame. Returns false if the session is ending, or has just
     /// been evicted because its queue was full.
     pub fn push(&self, frame: Bytes) -> bool {
+        let queued = self.enqueue(frame);
+        if queued {
+            self.session_task.wake();
+        }
+        queued
+    }
+
+    /// [`Outbox::push`] for the session task itself (its RESULTs, ERRORs,
+    /// heartbeats and pongs): no wake-up, because that task looks at the
+    /// queue before it next waits (`session::io::run`). Waking a task from
+    /// inside its own poll only makes the runtime poll it once more for
+    /// nothing. Any other thread or task must use `push`.
+    pub fn push_own(&self, frame: Bytes) -> bool {
+        self.enqueue(frame)
+    }
+
+    fn enqueue(&self, frame: Bytes) -> bool {
         if self.closing.get().is_some() {
             return false;
         }
-        {
-            let mut queue = self.queue();
-            if queue.len() >= self.capacity {
-                drop(queue);
-                self.close(Close::EVICTED);
-                return false;
-            }
-            queue.push_back(frame);
+        let mut queue = self.queue();
+        if queue.len() >= self.capacity {
+            drop(queue);
+            self.close(Close::EVICTED);
+            return false;
         }
-        self.session_task.wake();
+        queue.push_back(frame);
         true
     }
 
@@ -233,6 +247,8 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+
     use super::*;
 
     #[test]
@@ -249,6 +265,40 @@ mod tests {
             !outbox.push(Bytes::from_static(b"d")),
             "nothing queues after a close"
         );
+    }
+
+    /// Counts the wake-ups of the task that waits on the outbox.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn own_frames_queue_without_a_wake_up_and_obey_the_same_bounds() {
+        let outbox = Outbox::new(1, 2);
+        let wakes = std::sync::Arc::new(Wakes(Default::default()));
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut batch = VecDeque::new();
+        let mut waiting = std::pin::pin!(outbox.next_batch(&mut batch));
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert!(outbox.push_own(Bytes::from_static(b"a")));
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert!(outbox.push(Bytes::from_static(b"b")));
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(
+            !outbox.push_own(Bytes::from_static(b"c")),
+            "a full queue evicts"
+        );
+        assert_eq!(outbox.closing(), Some(Close::EVICTED));
+        assert_eq!(waiting.as_mut().poll(&mut cx), Poll::Ready(Wake::Closing));
+        assert!(!outbox.push_own(Bytes::from_static(b"d")));
+        let mut rest = VecDeque::new();
+        outbox.take_all(&mut rest);
+        assert_eq!(rest, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
     }
 
     #[test]

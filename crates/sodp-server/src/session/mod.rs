@@ -129,8 +129,10 @@ impl Session {
         self.seq
     }
 
+    /// Queues a frame of this session's own (the session task runs this:
+    /// it writes the queue out before it waits, so no wake-up).
     fn send(&self, frame: Bytes) {
-        self.outbox.push(frame);
+        self.outbox.push_own(frame);
     }
 
     fn send_error(&mut self, stream_id: u32, rejection: &Rejection) {
