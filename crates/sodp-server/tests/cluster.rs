@@ -448,7 +448,9 @@ async fn write(i: i64, writer: &mut TestClient) -> (i64, Value) {
 /// Redis is killed (`kill -9`) and restarted while a writer keeps writing:
 /// writes in between answer 503 on a session that stays open; afterwards
 /// every acknowledged write is there, no version was handed out twice, and
-/// a watcher on another node is caught up without reconnecting.
+/// a watcher on another node is caught up without reconnecting — a key's
+/// watcher by DELTAs, a pattern's by a fresh STATE_INIT and then DELTAs,
+/// its versions never going back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_restarted_under_load_loses_no_acknowledged_write() {
     let mut redis = RedisServer::start().await;
@@ -457,6 +459,10 @@ async fn redis_restarted_under_load_loses_no_acknowledged_write() {
     watcher.watch("load").await;
     let mut cursors = b.client().await;
     cursors.watch("cursors").await;
+    let mut everything = c.client().await;
+    let init = everything.watch("*").await;
+    let mut map = init.body.get("value").cloned().unwrap();
+    let mut seen_at = init.body.get("version").and_then(Value::as_u64).unwrap();
     let mut holder = a.client().await;
     holder
         .ok(
@@ -551,6 +557,31 @@ async fn redis_restarted_under_load_loses_no_acknowledged_write() {
     // that were refused but had reached Redis may be there too.
     assert_eq!(&seen, value);
     assert_eq!(cursors.delta().await.1, vec![DeltaOp::remove("/h")]);
+    let mut snapshots = 0;
+    while !(seen_at >= last && map.get("load") == Some(value)) {
+        let f = everything.recv().await;
+        let version = f.body.get("version").and_then(Value::as_u64).unwrap();
+        match f.kind {
+            FrameType::StateInit => {
+                assert!(version >= seen_at, "snapshot {version} after {seen_at}");
+                map = f.body.get("value").cloned().unwrap();
+                snapshots += 1;
+            }
+            FrameType::Delta => {
+                assert!(version > seen_at, "version {version} after {seen_at}");
+                let ops = DeltaOp::list_from_value(f.body.get("ops").unwrap()).unwrap();
+                for op in &ops {
+                    sodp_proto::delta::apply_in_place(&mut map, op).unwrap();
+                }
+            }
+            other => panic!("unexpected {other:?}: {f:?}"),
+        }
+        seen_at = version;
+    }
+    assert!(
+        snapshots >= 1,
+        "the pattern was not re-snapshotted after Redis came back"
+    );
 }
 
 /// Two counters moved together by `state.transaction` (each op with its
