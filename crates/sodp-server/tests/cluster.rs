@@ -247,6 +247,59 @@ async fn resume_on_another_node_replays_exactly_what_was_missed() {
     assert_eq!(other.recv().await.kind, FrameType::StateInit);
 }
 
+/// Runs the commit script on `key` (at `base`, giving it `value` by `ops`)
+/// with a channel prefix nobody listens to — as if pub/sub had dropped
+/// the change's message. Returns its version.
+async fn commit_unheard(
+    redis: &RedisServer,
+    key: &str,
+    base: u64,
+    value: &Value,
+    ops: &[DeltaOp],
+) -> u64 {
+    let mut con = redis.connection().await;
+    let mut encoded_ops = Vec::new();
+    sodp_proto::codec::write_value(
+        &mut encoded_ops,
+        &Value::Array(std::sync::Arc::new(
+            ops.iter().map(DeltaOp::to_value).collect(),
+        )),
+    );
+    let value = sodp_proto::codec::encode_value(value);
+    let size = value.len();
+    let reply: Vec<Vec<u8>> = redis::Script::new(include_str!("../src/cluster/commit.lua"))
+        .key("sodp:version")
+        .key("sodp:np:test")
+        .key("sodp:keys")
+        .key("sodp:ttl")
+        .key(format!("sodp:k:{key}"))
+        .key(format!("sodp:h:{key}"))
+        .key(format!("sodp:o:{key}"))
+        .arg(1)
+        .arg(1000)
+        .arg("nobody-listens:")
+        .arg("0")
+        .arg("")
+        .arg(0)
+        .arg(key)
+        .arg(base)
+        .arg("1")
+        .arg(value)
+        .arg("-")
+        .arg(encoded_ops)
+        .arg("")
+        .arg("")
+        .arg(size)
+        .invoke_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(reply[0], b"ok", "{reply:?}");
+    String::from_utf8(reply[1].clone())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// A change committed in Redis whose message never reaches the nodes (as
 /// if pub/sub had dropped it): the next change names a version the nodes'
 /// copies do not have, and they catch up from the history.
@@ -261,51 +314,15 @@ async fn a_dropped_pubsub_message_is_healed_by_gap_detection() {
         .ok("state.set", json!({"state": "g", "value": {"x": 1}}))
         .await;
     assert_eq!(watcher.delta().await.0, v1);
-    // Behind the nodes' backs: the commit script with a channel nobody
-    // listens to.
-    let mut con = redis.connection().await;
-    let mut ops = Vec::new();
-    sodp_proto::codec::write_value(
-        &mut ops,
-        &Value::Array(std::sync::Arc::new(vec![DeltaOp::add(
-            "/lost",
-            Value::Int(7),
-        )
-        .to_value()])),
-    );
-    let value = sodp_proto::codec::encode_value(&v(json!({"x": 1, "lost": 7})));
-    let size = value.len();
-    let reply: Vec<Vec<u8>> = redis::Script::new(include_str!("../src/cluster/commit.lua"))
-        .key("sodp:version")
-        .key("sodp:np:test")
-        .key("sodp:keys")
-        .key("sodp:ttl")
-        .key("sodp:k:g")
-        .key("sodp:h:g")
-        .key("sodp:o:g")
-        .arg(1)
-        .arg(1000)
-        .arg("nobody-listens:")
-        .arg("0")
-        .arg("")
-        .arg(0)
-        .arg("g")
-        .arg(v1)
-        .arg("1")
-        .arg(value)
-        .arg("-")
-        .arg(ops)
-        .arg("")
-        .arg("")
-        .arg(size)
-        .invoke_async(&mut con)
-        .await
-        .unwrap();
-    assert_eq!(reply[0], b"ok");
-    let lost: u64 = String::from_utf8(reply[1].clone())
-        .unwrap()
-        .parse()
-        .unwrap();
+    // Behind the nodes' backs: a commit whose message nobody receives.
+    let lost = commit_unheard(
+        &redis,
+        "g",
+        v1,
+        &v(json!({"x": 1, "lost": 7})),
+        &[DeltaOp::add("/lost", Value::Int(7))],
+    )
+    .await;
     // The nodes' copies are behind now; the next write on A is drafted on
     // a stale copy, refused as stale by the script, redrafted.
     let v3 = writer
@@ -798,46 +815,15 @@ async fn a_lost_pattern_message_is_healed_by_a_fresh_snapshot() {
         .ok("state.set", json!({"state": "lost.k", "value": {"x": 1}}))
         .await;
     assert_eq!(watcher.delta().await.0, v1);
-    // Behind the nodes' backs: a commit published where nobody listens.
-    let mut con = redis.connection().await;
-    let mut ops = Vec::new();
-    sodp_proto::codec::write_value(
-        &mut ops,
-        &Value::Array(std::sync::Arc::new(vec![DeltaOp::add(
-            "/lost",
-            Value::Int(7),
-        )
-        .to_value()])),
-    );
-    let value = sodp_proto::codec::encode_value(&v(json!({"x": 1, "lost": 7})));
-    let size = value.len();
-    let reply: Vec<Vec<u8>> = redis::Script::new(include_str!("../src/cluster/commit.lua"))
-        .key("sodp:version")
-        .key("sodp:np:test")
-        .key("sodp:keys")
-        .key("sodp:ttl")
-        .key("sodp:k:lost.k")
-        .key("sodp:h:lost.k")
-        .key("sodp:o:lost.k")
-        .arg(1)
-        .arg(1000)
-        .arg("nobody-listens:")
-        .arg("0")
-        .arg("")
-        .arg(0)
-        .arg("lost.k")
-        .arg(v1)
-        .arg("1")
-        .arg(value)
-        .arg("-")
-        .arg(ops)
-        .arg("")
-        .arg("")
-        .arg(size)
-        .invoke_async(&mut con)
-        .await
-        .unwrap();
-    assert_eq!(reply[0], b"ok");
+    // Behind the nodes' backs: a commit whose message nobody receives.
+    commit_unheard(
+        &redis,
+        "lost.k",
+        v1,
+        &v(json!({"x": 1, "lost": 7})),
+        &[DeltaOp::add("/lost", Value::Int(7))],
+    )
+    .await;
     let v3 = writer
         .ok("state.patch", json!({"state": "lost.k", "patch": {"y": 2}}))
         .await;

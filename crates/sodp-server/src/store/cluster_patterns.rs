@@ -25,10 +25,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sodp_proto::codec::encoded_len;
 use sodp_proto::{DeltaOp, Map, OpKind, Value};
 
-use super::patterns::{prefixed, Entry, PatternWatch, ReadCheck};
+use super::patterns::{fits, prefixed, Entry, PatternWatch, ReadCheck};
 use super::remote::{Change, PatternSnapshot, Remote};
 use super::{lock, Store};
 use crate::error::{ErrorCode, Rejection};
@@ -132,14 +131,8 @@ impl Store {
             Err(e) => return refuse(e),
         };
         let value = visible_map(&snapshot, &may_read);
-        if let Some(max) = max_bytes {
-            let size = encoded_len(&value);
-            if size > max {
-                return refuse(Rejection::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!("{pattern}: the snapshot would be {size} bytes, over the limit of {max} bytes"),
-                ));
-            }
+        if let Err(refusal) = fits(pattern, &value, max_bytes) {
+            return refuse(refusal);
         }
         let mut entries = lock(&self.patterns.entries);
         let Some(entry) = entries.get_mut(prefix) else {

@@ -105,6 +105,23 @@ fn prefixes(key: &str) -> impl Iterator<Item = &str> {
     std::iter::once("").chain(key.match_indices('.').map(move |(i, _)| &key[..i]))
 }
 
+/// 413 when a pattern's snapshot `value` is larger than `max_bytes`.
+pub(super) fn fits(
+    pattern: &str,
+    value: &Value,
+    max_bytes: Option<usize>,
+) -> Result<(), Rejection> {
+    let Some(max) = max_bytes else { return Ok(()) };
+    let size = encoded_len(value);
+    if size <= max {
+        return Ok(());
+    }
+    Err(Rejection::new(
+        ErrorCode::PayloadTooLarge,
+        format!("{pattern}: the snapshot would be {size} bytes, over the limit of {max} bytes"),
+    ))
+}
+
 /// A key's op as an op on the pattern's map: the path below `/<key>`.
 pub(super) fn prefixed(key: &str, op: &DeltaOp) -> DeltaOp {
     let path = if op.path == "/" {
@@ -313,19 +330,9 @@ impl Store {
             ticket = ticket.max(t);
             newer.push((v, ops));
         }
-        if let Some(max) = max_bytes {
-            let size = encoded_len(&value);
-            if size > max {
-                entry.subs.remove(&session);
-                if entry.subs.is_empty() {
-                    entries.remove(prefix);
-                    self.patterns.count.fetch_sub(1, Ordering::SeqCst);
-                }
-                return Err(Rejection::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!("{pattern}: the snapshot would be {size} bytes, over the limit of {max} bytes"),
-                ));
-            }
+        if let Err(refusal) = fits(pattern, &value, max_bytes) {
+            self.remove_sub(&mut entries, prefix, session);
+            return Err(refusal);
         }
         let visible = self.storage.is_visible(ticket);
         let mut replayed = None;
@@ -427,7 +434,12 @@ impl Store {
     }
 
     pub(super) fn unwatch_pattern_local(&self, prefix: &str, session: SessionId) {
-        let mut entries = lock(&self.patterns.entries);
+        self.remove_sub(&mut lock(&self.patterns.entries), prefix, session);
+    }
+
+    /// Removes `session`'s subscription to `prefix` (and the pattern with
+    /// its last one), under the pattern lock `entries` is.
+    fn remove_sub(&self, entries: &mut HashMap<String, Entry>, prefix: &str, session: SessionId) {
         if let Some(entry) = entries.get_mut(prefix) {
             entry.subs.remove(&session);
             if entry.subs.is_empty() {
