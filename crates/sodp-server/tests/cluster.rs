@@ -1106,3 +1106,39 @@ async fn admin_stats_lists_the_nodes_and_a_killed_one_goes() {
         "reaped (seen dead first: {seen_dead})"
     );
 }
+
+/// A pattern snapshot over the value limit is 413 on a cluster node too,
+/// and nothing is subscribed: a later change of a key below it reaches
+/// nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pattern_snapshot_over_the_value_limit_is_413_across_nodes() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let small = TestServer::with(move |c| {
+        c.limits.max_value_bytes = Some(100);
+        c.cluster = Some(ClusterConfig::new(url));
+    })
+    .await;
+    let other = node(&redis).await;
+    let mut writer = other.client().await;
+    for i in 0..3 {
+        writer
+            .ok(
+                "state.set",
+                json!({"state": format!("big.k{i}"), "value": "x".repeat(60)}),
+            )
+            .await;
+    }
+    let mut watcher = small.client().await;
+    watcher
+        .send(FrameType::Watch, 1, v(json!({"state": "big.*"})))
+        .await;
+    let f = watcher.recv().await;
+    assert_eq!(f.kind, FrameType::Error, "{f:?}");
+    assert_eq!(f.body.get("code").and_then(Value::as_i64), Some(413));
+    assert_eq!(small.shared.cluster.get().unwrap().watched(), (0, 0));
+    writer
+        .ok("state.set", json!({"state": "big.k0", "value": 1}))
+        .await;
+    watcher.expect_silence(Duration::from_millis(200)).await;
+}
