@@ -70,6 +70,7 @@ pub mod shared;
 pub mod size;
 pub mod storage;
 pub mod store;
+pub mod tcp;
 pub mod tls;
 pub mod wire;
 pub mod writers;

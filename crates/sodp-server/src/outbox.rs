@@ -1,5 +1,6 @@
-//! One session's outbound side: a bounded queue of encoded frames, and the
-//! signal that ends the session.
+//! One session's outbound side: a bounded queue of encoded frames, the
+//! signal that ends the session, and — for a plain TCP connection — the
+//! socket itself, so a frame can be written by whoever queued it.
 //!
 //! Frames are `Bytes`, so a DELTA encoded once is shared by every
 //! subscriber's queue without copying. `push` never blocks: a session whose
@@ -7,19 +8,37 @@
 //! can never slow the writer or other subscribers, and its memory is bounded
 //! by the queue length.
 //!
-//! The queue is a `std::sync::Mutex<VecDeque>` plus one `AtomicWaker` for the
-//! session task, not a channel: a delivery is one uncontended lock, a push
-//! and a wake, and the session takes everything queued in one swap. The
-//! close signal travels through the same waker, so the session task has one
-//! thing to wait on for "something to send or a reason to stop".
+//! The queue is a `std::sync::Mutex` around a `VecDeque` plus one
+//! `AtomicWaker` for the session task, not a channel: a delivery is one
+//! uncontended lock and a push, and the session takes everything queued in
+//! one swap. The close signal travels through the same waker, so the
+//! session task has one thing to wait on for "something to send or a
+//! reason to stop".
+//!
+//! **Direct delivery.** Waking a subscriber's task to send one DELTA costs a
+//! scheduling round and a poll of that task — more than the send itself in
+//! user space. So while a session task handles a burst of frames it read,
+//! the thread is inside a [`FlushScope`]: a push that finds the queue idle
+//! only notes the outbox, and when the burst is over (every key lock
+//! released) the scope writes each noted queue straight to its socket with
+//! one non-blocking `send`/`writev`. Only what the socket does not take at
+//! once (it would block, or the connection is TLS) is left queued, and then
+//! the session task is woken to write it as before. At most one writer —
+//! the session task or one flush — owns a queue's socket at a time
+//! ([`Writer`]), and both take frames from the front, so frames leave in
+//! the order they were queued.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::io::IoSlice;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Poll;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures_util::task::AtomicWaker;
+use prometheus_client::metrics::counter::Counter;
+use tokio::net::TcpStream;
 
 /// Identifies a session for subscriptions and presence ownership.
 pub type SessionId = u64;
@@ -102,11 +121,40 @@ pub enum Wake {
     Closing,
 }
 
+/// Who is writing a queue's frames to the socket right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    Nobody,
+    /// The session task took a batch and has not finished writing it.
+    SessionTask,
+    /// A [`FlushScope`] on some thread is sending frames it took.
+    Flush,
+}
+
+/// What the lock guards.
+struct Queue {
+    frames: VecDeque<Bytes>,
+    writer: Writer,
+    /// The connection's socket when it is plain TCP, for direct delivery;
+    /// `None` for TLS, in tests, and once the session has ended.
+    socket: Option<Arc<TcpStream>>,
+}
+
+/// How a frame was queued.
+enum Queued {
+    /// Refused: the session is ending, or has just been evicted.
+    No,
+    /// Behind frames someone is already going to write.
+    Behind,
+    /// Into an idle queue: somebody must be told to write it.
+    First,
+}
+
 /// Shared by the session and every key it watches.
 pub struct Outbox {
     id: SessionId,
     capacity: usize,
-    queue: Mutex<VecDeque<Bytes>>,
+    queue: Mutex<Queue>,
     closing: OnceLock<Close>,
     session_task: AtomicWaker,
 }
@@ -116,7 +164,11 @@ impl Outbox {
         Outbox {
             id,
             capacity: capacity.max(1),
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue {
+                frames: VecDeque::new(),
+                writer: Writer::Nobody,
+                socket: None,
+            }),
             closing: OnceLock::new(),
             session_task: AtomicWaker::new(),
         }
@@ -128,7 +180,7 @@ impl Outbox {
 
     /// Frames queued now (for an administrator: one lock).
     pub fn len(&self) -> usize {
-        self.queue().len()
+        self.queue().frames.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -139,61 +191,145 @@ impl Outbox {
         self.capacity
     }
 
-    fn queue(&self) -> MutexGuard<'_, VecDeque<Bytes>> {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lets frames be written straight to this plain TCP socket by whoever
+    /// queued them (see the module doc). The session task calls this once,
+    /// after the upgrade, and [`Outbox::detach`] before it closes.
+    pub fn attach(&self, socket: Arc<TcpStream>) {
+        self.queue().socket = Some(socket);
+    }
+
+    /// Ends direct delivery: waits for a flush in progress to finish, so the
+    /// session's own last writes (its goodbye) cannot interleave with one.
+    /// Only the session task calls this.
+    pub fn detach(&self) {
+        loop {
+            {
+                let mut queue = self.queue();
+                if queue.writer != Writer::Flush {
+                    queue.socket = None;
+                    return;
+                }
+            }
+            // A flush is one non-blocking send on another thread.
+            std::thread::yield_now();
+        }
     }
 
     /// Queues a frame. Returns false if the session is ending, or has just
     /// been evicted because its queue was full.
-    pub fn push(&self, frame: Bytes) -> bool {
-        let queued = self.enqueue(frame);
-        if queued {
-            self.session_task.wake();
-        }
-        queued
+    pub fn push(self: &Arc<Self>, frame: Bytes) -> bool {
+        let queued = self.enqueue(1, |frames| frames.push_back(frame));
+        self.hand_off(queued)
     }
 
     /// [`Outbox::push`] for the session task itself (its RESULTs, ERRORs,
     /// heartbeats and pongs): no wake-up, because that task looks at the
-    /// queue before it next waits (`session::io::run`). Waking a task from
-    /// inside its own poll only makes the runtime poll it once more for
-    /// nothing. Any other thread or task must use `push`.
+    /// queue before it next waits (`session::io::run`), and a burst's own
+    /// frames are flushed with everything else its [`FlushScope`] noted.
+    /// Waking a task from inside its own poll only makes the runtime poll it
+    /// once more for nothing. Any other thread or task must use `push`.
     pub fn push_own(&self, frame: Bytes) -> bool {
-        self.enqueue(frame)
-    }
-
-    fn enqueue(&self, frame: Bytes) -> bool {
-        if self.closing.get().is_some() {
-            return false;
-        }
-        let mut queue = self.queue();
-        if queue.len() >= self.capacity {
-            drop(queue);
-            self.close(Close::EVICTED);
-            return false;
-        }
-        queue.push_back(frame);
-        true
+        !matches!(
+            self.enqueue(1, |frames| frames.push_back(frame)),
+            Queued::No
+        )
     }
 
     /// Queues several frames back to back, with nothing in between (the
     /// DELTAs of one transaction). All or none: a queue without room for
     /// them all is evicted, as by [`Outbox::push`].
-    pub fn push_all(&self, frames: &[Bytes]) -> bool {
+    pub fn push_all(self: &Arc<Self>, frames: &[Bytes]) -> bool {
+        let queued = self.enqueue(frames.len(), |queue| queue.extend(frames.iter().cloned()));
+        self.hand_off(queued)
+    }
+
+    fn enqueue(&self, n: usize, add: impl FnOnce(&mut VecDeque<Bytes>)) -> Queued {
         if self.closing.get().is_some() {
-            return false;
+            return Queued::No;
         }
-        {
-            let mut queue = self.queue();
-            if queue.len() + frames.len() > self.capacity {
-                drop(queue);
-                self.close(Close::EVICTED);
-                return false;
+        let mut queue = self.queue();
+        if queue.frames.len() + n > self.capacity {
+            drop(queue);
+            self.close(Close::EVICTED);
+            return Queued::No;
+        }
+        let first = queue.frames.is_empty() && queue.writer == Writer::Nobody;
+        add(&mut queue.frames);
+        if first {
+            Queued::First
+        } else {
+            Queued::Behind
+        }
+    }
+
+    /// Makes sure a frame just queued gets written: noted for the thread's
+    /// [`FlushScope`] when there is one, else the session task is woken.
+    /// Frames queued behind others need nothing: whoever writes those (the
+    /// session task, a flush, or a scope that noted this outbox) takes them
+    /// too.
+    fn hand_off(self: &Arc<Self>, queued: Queued) -> bool {
+        match queued {
+            Queued::No => false,
+            Queued::Behind => true,
+            Queued::First => {
+                if !FlushScope::note(self) {
+                    self.session_task.wake();
+                }
+                true
             }
-            queue.extend(frames.iter().cloned());
+        }
+    }
+
+    /// Writes what is queued straight to the socket, as much as it takes
+    /// without blocking; what is left stays queued, in order, for the
+    /// session task, which is woken for it. Without a socket (TLS), or when
+    /// somebody else is writing, this leaves the queue to them.
+    fn flush(&self, batch: &mut VecDeque<Bytes>, sent: &Counter) {
+        // Two rounds: frames queued while the first was being sent go in a
+        // second; after that the session task takes over.
+        for _ in 0..2 {
+            let socket = {
+                let mut queue = self.queue();
+                if queue.writer != Writer::Nobody || queue.frames.is_empty() {
+                    return;
+                }
+                if self.closing.get().is_some() {
+                    // `close` woke the session task; it decides what is sent.
+                    return;
+                }
+                let Some(socket) = queue.socket.clone() else {
+                    drop(queue);
+                    self.session_task.wake();
+                    return;
+                };
+                queue.writer = Writer::Flush;
+                std::mem::swap(&mut queue.frames, batch);
+                socket
+            };
+            let bytes: usize = batch.iter().map(|m| m.len()).sum();
+            let finished = write_now(&socket, batch);
+            let left: usize = batch.iter().map(|m| m.len()).sum();
+            sent.inc_by((bytes - left) as u64);
+            let mut queue = self.queue();
+            queue.writer = Writer::Nobody;
+            if !finished {
+                // Put back in front of what was queued meanwhile.
+                while let Some(frame) = batch.pop_back() {
+                    queue.frames.push_front(frame);
+                }
+                drop(queue);
+                self.session_task.wake();
+                return;
+            }
+            if queue.frames.is_empty() {
+                return;
+            }
         }
         self.session_task.wake();
-        true
     }
 
     /// Asks the session to end. The first reason wins.
@@ -209,7 +345,8 @@ impl Outbox {
     }
 
     /// Waits until there are frames (moved into `batch`) or the session is
-    /// closing. Only the session task calls this.
+    /// closing. Only the session task calls this; until it calls
+    /// [`Outbox::written`], nobody else writes to the socket.
     pub async fn next_batch(&self, batch: &mut VecDeque<Bytes>) -> Wake {
         poll_fn(|cx| {
             self.session_task.register(cx.waker());
@@ -217,13 +354,21 @@ impl Outbox {
                 return Poll::Ready(Wake::Closing);
             }
             let mut queue = self.queue();
-            if queue.is_empty() {
+            // A flush in progress wakes the task if it leaves anything.
+            if queue.frames.is_empty() || queue.writer == Writer::Flush {
                 return Poll::Pending;
             }
-            std::mem::swap(&mut *queue, batch);
+            queue.writer = Writer::SessionTask;
+            std::mem::swap(&mut queue.frames, batch);
             Poll::Ready(Wake::Frames)
         })
         .await
+    }
+
+    /// The session task has written the batch [`Outbox::next_batch`] gave
+    /// it.
+    pub fn written(&self) {
+        self.queue().writer = Writer::Nobody;
     }
 
     /// Resolves once the session is closing without a flush (eviction, dead
@@ -241,7 +386,140 @@ impl Outbox {
 
     /// Moves everything queued into `batch` (for the goodbye flush).
     pub fn take_all(&self, batch: &mut VecDeque<Bytes>) {
-        batch.append(&mut self.queue());
+        batch.append(&mut self.queue().frames);
+    }
+}
+
+/// Most messages handed to one `writev`.
+pub const MAX_IOVECS: usize = 64;
+
+/// Sends the batch without blocking, front first, as one `send` or
+/// `writev` per round: true when all of it went, false when the socket
+/// would block or failed (what is left stays in `batch`; the session
+/// task's own write then waits for room or meets the error).
+fn write_now(socket: &TcpStream, batch: &mut VecDeque<Bytes>) -> bool {
+    while !batch.is_empty() {
+        let written = if batch.len() == 1 {
+            socket.try_write(&batch[0])
+        } else {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let n = batch
+                .iter()
+                .zip(slices.iter_mut())
+                .map(|(message, slice)| *slice = IoSlice::new(message))
+                .count();
+            socket.try_write_vectored(&slices[..n])
+        };
+        match written {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => consume(batch, n),
+        }
+    }
+    true
+}
+
+/// Drops the first `n` bytes of the batch: whole frames, then part of one.
+pub fn consume(batch: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = batch.front_mut() else {
+            break;
+        };
+        if n >= front.len() {
+            n -= front.len();
+            batch.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
+        }
+    }
+}
+
+/// Outboxes noted on this thread while a [`FlushScope`] is open.
+struct Noted {
+    open: bool,
+    outboxes: Vec<Arc<Outbox>>,
+    /// Kept between flushes so a flush allocates nothing.
+    spare: VecDeque<Bytes>,
+}
+
+thread_local! {
+    static NOTED: RefCell<Noted> = const {
+        RefCell::new(Noted {
+            open: false,
+            outboxes: Vec::new(),
+            spare: VecDeque::new(),
+        })
+    };
+}
+
+/// While it lives, frames pushed on this thread into idle queues are
+/// noted instead of waking their session tasks; when it is dropped, each
+/// noted queue is written straight to its socket (see the module doc).
+///
+/// Open it only where no key lock is held at its end — around a burst of
+/// incoming frames — so no subscriber's system call runs inside a key's
+/// critical section. Scopes nest: the outermost one flushes. A panic
+/// flushes too (the scope is a drop guard), so nothing noted is stranded.
+pub struct FlushScope<'a> {
+    sent: &'a Counter,
+    /// Also flushed at the end: the session's own outbox, whose replies
+    /// are queued without a note (`push_own`).
+    own: Option<&'a Outbox>,
+    outermost: bool,
+}
+
+impl<'a> FlushScope<'a> {
+    /// Opens a scope; `sent` counts the bytes its flushes write.
+    pub fn open(sent: &'a Counter, own: Option<&'a Outbox>) -> FlushScope<'a> {
+        let outermost = NOTED.with(|noted| !std::mem::replace(&mut noted.borrow_mut().open, true));
+        FlushScope {
+            sent,
+            own,
+            outermost,
+        }
+    }
+
+    /// Notes `outbox` for the open scope; false when none is open.
+    fn note(outbox: &Arc<Outbox>) -> bool {
+        NOTED.with(|noted| {
+            let mut noted = noted.borrow_mut();
+            if noted.open {
+                noted.outboxes.push(outbox.clone());
+            }
+            noted.open
+        })
+    }
+}
+
+impl Drop for FlushScope<'_> {
+    fn drop(&mut self) {
+        if !self.outermost {
+            return;
+        }
+        let (mut outboxes, mut batch) = NOTED.with(|noted| {
+            let mut noted = noted.borrow_mut();
+            noted.open = false;
+            (
+                std::mem::take(&mut noted.outboxes),
+                std::mem::take(&mut noted.spare),
+            )
+        });
+        for outbox in outboxes.drain(..) {
+            outbox.flush(&mut batch, self.sent);
+        }
+        if let Some(own) = self.own {
+            own.flush(&mut batch, self.sent);
+        }
+        NOTED.with(|noted| {
+            let mut noted = noted.borrow_mut();
+            // Keep the larger buffers for the next scope, not a burst's.
+            if outboxes.capacity() <= 1024 {
+                noted.outboxes = outboxes;
+            }
+            if batch.capacity() <= 256 {
+                noted.spare = batch;
+            }
+        });
     }
 }
 
@@ -253,7 +531,7 @@ mod tests {
 
     #[test]
     fn full_queue_evicts() {
-        let outbox = Outbox::new(1, 2);
+        let outbox = Arc::new(Outbox::new(1, 2));
         assert!(outbox.push(Bytes::from_static(b"a")));
         assert!(outbox.push(Bytes::from_static(b"b")));
         assert!(!outbox.push(Bytes::from_static(b"c")));
@@ -276,29 +554,259 @@ mod tests {
         }
     }
 
-    #[test]
-    fn own_frames_queue_without_a_wake_up_and_obey_the_same_bounds() {
-        let outbox = Outbox::new(1, 2);
-        let wakes = std::sync::Arc::new(Wakes(Default::default()));
+    fn count(wakes: &Wakes) -> usize {
+        wakes.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A counting waker, and the outbox's task registered with it.
+    fn registered(outbox: &Outbox) -> (Arc<Wakes>, std::task::Waker) {
+        let wakes = Arc::new(Wakes(Default::default()));
         let waker = std::task::Waker::from(wakes.clone());
         let mut cx = std::task::Context::from_waker(&waker);
         let mut batch = VecDeque::new();
-        let mut waiting = std::pin::pin!(outbox.next_batch(&mut batch));
-        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        let waiting = std::pin::pin!(outbox.next_batch(&mut batch));
+        assert!(waiting.poll(&mut cx).is_pending());
+        (wakes, waker)
+    }
+
+    /// Polls `next_batch` once: the frames it hands the session task.
+    fn take(outbox: &Outbox, waker: &std::task::Waker) -> Option<Vec<Bytes>> {
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut batch = VecDeque::new();
+        let ready = std::pin::pin!(outbox.next_batch(&mut batch)).poll(&mut cx);
+        match ready {
+            Poll::Ready(Wake::Frames) => Some(batch.into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn own_frames_queue_without_a_wake_up_and_obey_the_same_bounds() {
+        let outbox = Arc::new(Outbox::new(1, 2));
+        let (wakes, waker) = registered(&outbox);
         assert!(outbox.push_own(Bytes::from_static(b"a")));
-        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(count(&wakes), 0);
+        // Behind the task's own frame: the task, which is running, writes both.
         assert!(outbox.push(Bytes::from_static(b"b")));
-        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(count(&wakes), 0);
+        assert_eq!(take(&outbox, &waker).unwrap(), [&b"a"[..], b"b"]);
+        outbox.written();
+        // Into an idle queue from elsewhere: the task must be woken.
+        assert!(outbox.push(Bytes::from_static(b"c")));
+        assert_eq!(count(&wakes), 1);
+        assert!(outbox.push_own(Bytes::from_static(b"d")));
         assert!(
-            !outbox.push_own(Bytes::from_static(b"c")),
+            !outbox.push_own(Bytes::from_static(b"e")),
             "a full queue evicts"
         );
         assert_eq!(outbox.closing(), Some(Close::EVICTED));
-        assert_eq!(waiting.as_mut().poll(&mut cx), Poll::Ready(Wake::Closing));
-        assert!(!outbox.push_own(Bytes::from_static(b"d")));
+        assert!(take(&outbox, &waker).is_none(), "closing, not frames");
+        assert!(!outbox.push_own(Bytes::from_static(b"f")));
         let mut rest = VecDeque::new();
         outbox.take_all(&mut rest);
-        assert_eq!(rest, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        assert_eq!(rest, [Bytes::from_static(b"c"), Bytes::from_static(b"d")]);
+    }
+
+    /// A connected pair: the server side as a session holds it, and the
+    /// client.
+    async fn pair() -> (crate::tcp::SharedTcp, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (
+            crate::tcp::SharedTcp::new(accepted.unwrap().0),
+            client.unwrap(),
+        )
+    }
+
+    /// Reads what arrives within a short while.
+    async fn received(client: &mut tokio::net::TcpStream) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let mut buf = [0; 4096];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(100), client.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    use crate::tcp::DirectSocket;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_scope_writes_what_it_noted_to_the_socket_without_waking_the_task() {
+        let (server, mut client) = pair().await;
+        let outbox = Arc::new(Outbox::new(1, 8));
+        outbox.attach(server.direct_socket().unwrap());
+        let (wakes, _waker) = registered(&outbox);
+        let sent = Counter::default();
+        {
+            let _scope = FlushScope::open(&sent, None);
+            assert!(outbox.push(Bytes::from_static(b"one,")));
+            assert!(outbox.push_all(&[Bytes::from_static(b"two,"), Bytes::from_static(b"three")]));
+            assert_eq!(outbox.len(), 3, "nothing is written before the scope ends");
+        }
+        assert_eq!(count(&wakes), 0, "the session task was not woken");
+        assert!(outbox.is_empty());
+        assert_eq!(sent.get(), 13);
+        assert_eq!(received(&mut client).await, b"one,two,three");
+
+        // Without a scope, a push wakes the task as it always did.
+        assert!(outbox.push(Bytes::from_static(b"four")));
+        assert_eq!(count(&wakes), 1);
+        assert_eq!(outbox.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_a_socket_a_scope_wakes_the_task_instead() {
+        let outbox = Arc::new(Outbox::new(1, 8));
+        let (wakes, waker) = registered(&outbox);
+        let sent = Counter::default();
+        {
+            let _scope = FlushScope::open(&sent, None);
+            outbox.push(Bytes::from_static(b"a"));
+            outbox.push(Bytes::from_static(b"b"));
+            assert_eq!(count(&wakes), 0);
+        }
+        assert_eq!(count(&wakes), 1, "TLS: the session task writes");
+        assert_eq!(take(&outbox, &waker).unwrap(), [&b"a"[..], b"b"]);
+    }
+
+    #[tokio::test]
+    async fn a_scope_leaves_a_queue_the_session_task_is_writing() {
+        let (server, mut client) = pair().await;
+        let outbox = Arc::new(Outbox::new(1, 8));
+        outbox.attach(server.direct_socket().unwrap());
+        let (_wakes, waker) = registered(&outbox);
+        outbox.push(Bytes::from_static(b"a"));
+        let in_flight = take(&outbox, &waker).unwrap();
+        let sent = Counter::default();
+        {
+            let _scope = FlushScope::open(&sent, Some(&outbox));
+            outbox.push(Bytes::from_static(b"b"));
+        }
+        assert!(
+            received(&mut client).await.is_empty(),
+            "b must not overtake a"
+        );
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(in_flight, [&b"a"[..]]);
+        outbox.written();
+        assert_eq!(take(&outbox, &waker).unwrap(), [&b"b"[..]]);
+    }
+
+    /// Frames the socket does not take stay queued, in order, for the
+    /// session task; what it then writes follows what the flush sent.
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_stays_queued_in_order() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut server, mut client) = pair().await;
+        let outbox = Arc::new(Outbox::new(1, 64));
+        outbox.attach(server.direct_socket().unwrap());
+        let (wakes, waker) = registered(&outbox);
+        let frames: Vec<Bytes> = (0..32u8)
+            .map(|i| Bytes::from(vec![i; 256 * 1024]))
+            .collect();
+        let sent = Counter::default();
+        {
+            let _scope = FlushScope::open(&sent, None);
+            for frame in &frames {
+                assert!(outbox.push(frame.clone()));
+            }
+        }
+        assert!(!outbox.is_empty(), "8 MiB do not fit a loopback socket");
+        assert!(sent.get() > 0, "but some went directly");
+        assert_eq!(count(&wakes), 1, "the session task takes over");
+        let rest = take(&outbox, &waker).unwrap();
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        for frame in rest {
+            server.write_all(&frame).await.unwrap();
+        }
+        outbox.written();
+        server.shutdown().await.unwrap();
+        let all = reader.await.unwrap();
+        assert_eq!(all, frames.concat());
+    }
+
+    /// Writers on several threads, each committing under one lock (a key's)
+    /// and flushing after it, while the session task writes what flushes
+    /// leave: the subscriber sees every frame once, in commit order.
+    #[test]
+    fn concurrent_committers_deliver_in_commit_order() {
+        use tokio::io::AsyncReadExt;
+        const WRITERS: u64 = 4;
+        const EACH: u64 = 5_000;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut server, mut client) = pair().await;
+            let outbox = Arc::new(Outbox::new(1, 1 << 20));
+            outbox.attach(server.direct_socket().unwrap());
+            // The session task: writes whatever flushes leave to it.
+            let task = {
+                let outbox = outbox.clone();
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let mut batch = VecDeque::new();
+                    while outbox.next_batch(&mut batch).await == Wake::Frames {
+                        for frame in batch.drain(..) {
+                            server.write_all(&frame).await.unwrap();
+                        }
+                        outbox.written();
+                    }
+                    outbox.detach();
+                    let mut rest = VecDeque::new();
+                    outbox.take_all(&mut rest);
+                    for frame in rest {
+                        server.write_all(&frame).await.unwrap();
+                    }
+                    server.shutdown().await.unwrap();
+                })
+            };
+            let key = Arc::new(Mutex::new(0u64));
+            let writers: Vec<_> = (0..WRITERS)
+                .map(|_| {
+                    let (outbox, key) = (outbox.clone(), key.clone());
+                    std::thread::spawn(move || {
+                        let sent = Counter::default();
+                        for _ in 0..EACH {
+                            let _scope = FlushScope::open(&sent, None);
+                            let mut version = key.lock().unwrap();
+                            *version += 1;
+                            assert!(outbox.push(Bytes::copy_from_slice(&version.to_be_bytes())));
+                        }
+                    })
+                })
+                .collect();
+            let reader = tokio::spawn(async move {
+                let mut all = Vec::new();
+                client.read_to_end(&mut all).await.unwrap();
+                all
+            });
+            for writer in writers {
+                writer.join().unwrap();
+            }
+            outbox.close(Close::NORMAL);
+            task.await.unwrap();
+            let all = reader.await.unwrap();
+            let versions: Vec<u64> = all
+                .chunks(8)
+                .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+                .collect();
+            assert_eq!(versions, (1..=WRITERS * EACH).collect::<Vec<_>>());
+        });
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::http::{self, Request};
 use crate::memory;
 use crate::session;
 use crate::shared::{SetupError, Shared};
+use crate::tcp::{DirectSocket, SharedTcp};
 use crate::tls::{self, Certificates, TlsError};
 
 /// Why the server could not start.
@@ -210,7 +211,7 @@ async fn connection(
 ) {
     let _ = tcp.set_nodelay(true);
     match tls {
-        None => serve(tcp, peer, shared).await,
+        None => serve(SharedTcp::new(tcp), peer, shared).await,
         // Boxed: a plain connection's task must not be sized for the TLS
         // handshake and TLS stream (rustls keeps several KiB inline), which
         // every idle connection would otherwise pay for.
@@ -236,7 +237,7 @@ async fn serve_tls(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, accept
 /// Reads the request and answers it, or runs the session it upgrades to.
 async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + DirectSocket + Unpin + Send + 'static,
 {
     // Two steps, so that the handshake's state (the request, its strings,
     // the answers' futures) and the session's share the task's memory
@@ -250,6 +251,9 @@ where
         outbox,
         permit,
     } = upgraded;
+    if let Some(socket) = stream.direct_socket() {
+        outbox.attach(socket);
+    }
     // The session deregisters itself when it ends (its `Holdings`).
     session::run(stream, leftover, shared, outbox).await;
     drop(permit);
@@ -485,7 +489,7 @@ mod tests {
         let shared = Arc::new(Shared::new(Config::default()).unwrap());
         let (alive, _rx) = mpsc::channel(1);
         let (tcp, peer) = accepted.swap_remove(0);
-        let plain = serve(tcp, peer, shared.clone());
+        let plain = serve(SharedTcp::new(tcp), peer, shared.clone());
         let (tcp, peer) = accepted.swap_remove(0);
         let whole = connection(tcp, peer, shared, None, alive);
         let (plain, whole) = (std::mem::size_of_val(&plain), std::mem::size_of_val(&whole));

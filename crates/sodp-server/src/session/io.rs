@@ -19,15 +19,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures_util::FutureExt;
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{self, Instant, MissedTickBehavior};
 use tracing::debug;
 
 use super::frames::{self, FrameReader, Incoming, ReadError};
 use super::Session;
-use crate::outbox::{Close, Outbox, Wake};
+use crate::outbox::{Close, FlushScope, Outbox, Wake, MAX_IOVECS};
 use crate::shared::Shared;
 
 /// What woke the session task.
@@ -84,14 +85,16 @@ where
         let event = tokio::select! {
             biased;
             wake = outbox.next_batch(&mut batch) => Event::Outbox(wake),
-            go_on = poll_fn(|cx| conn.poll_frames(cx, &mut session)) => Event::Read(go_on),
+            go_on = poll_fn(|cx| conn.poll_frames(cx, &mut session, &outbox, &shared.metrics.bytes_out)) => Event::Read(go_on),
             _ = heartbeat.tick() => Event::HeartbeatTick,
             _ = sleep_until_some(deadline) => Event::Deadline,
         };
         match event {
             Event::Outbox(Wake::Frames) => {
-                if !write_batch(&mut conn.io, &mut batch, &outbox, &shared.metrics.bytes_out).await
-                {
+                let written =
+                    write_batch(&mut conn.io, &mut batch, &outbox, &shared.metrics.bytes_out).await;
+                outbox.written();
+                if !written {
                     break;
                 }
                 // The batch and the queue trade buffers; after a burst, do
@@ -107,7 +110,9 @@ where
                 batches_since_timers += 1;
                 if batches_since_timers >= TIMER_CHECK_EVERY {
                     batches_since_timers = 0;
-                    let read = poll_fn(|cx| conn.poll_frames(cx, &mut session));
+                    let read = poll_fn(|cx| {
+                        conn.poll_frames(cx, &mut session, &outbox, &shared.metrics.bytes_out)
+                    });
                     if read.now_or_never() == Some(false) {
                         break;
                     }
@@ -129,6 +134,8 @@ where
         }
     }
 
+    // No more direct deliveries: from here on only this task writes.
+    outbox.detach();
     // Unsubscribes, releases presence, deregisters (also on a panic: the
     // session's `Holdings` is a drop guard).
     drop(session);
@@ -193,9 +200,6 @@ where
     ok
 }
 
-/// Most messages handed to one `writev`.
-const MAX_IOVECS: usize = 64;
-
 /// Writes pre-framed WebSocket messages (see `wire`) straight to the socket,
 /// as many per `writev` as are queued: no per-subscriber framing, no copy.
 async fn write_raw<S>(io: &mut S, batch: &mut VecDeque<Bytes>) -> io::Result<()>
@@ -223,19 +227,7 @@ where
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        let mut left = written;
-        while left > 0 {
-            let Some(front) = batch.front_mut() else {
-                break;
-            };
-            if left >= front.len() {
-                left -= front.len();
-                batch.pop_front();
-            } else {
-                front.advance(left);
-                left = 0;
-            }
-        }
+        crate::outbox::consume(batch, written);
     }
     // TLS holds the records it made until flushed; on a `TcpStream` this
     // is an immediate no-op (the plain path is unchanged).
@@ -271,13 +263,21 @@ impl<S: AsyncRead + Unpin> Reading<S> {
     /// Handles frames kept from the last burst, or else reads what the
     /// socket has and handles the complete frames in it (at most
     /// [`READ_BURST`]). Ready(false) when the session must end.
-    fn poll_frames(&mut self, cx: &mut Context<'_>, session: &mut Session) -> Poll<bool> {
+    /// `own` is the session's outbox and `sent` the bytes-out counter.
+    fn poll_frames(
+        &mut self,
+        cx: &mut Context<'_>,
+        session: &mut Session,
+        own: &Outbox,
+        sent: &Counter,
+    ) -> Poll<bool> {
         let Reading {
             io,
             frames,
             peer_closed,
         } = self;
         if frames.has_kept_frames() {
+            let _flush = FlushScope::open(sent, Some(own));
             let on = |m: Incoming<'_>| on_message(session, peer_closed, m);
             let result = frames.feed_kept(READ_BURST, on);
             return Poll::Ready(read_outcome(result, session));
@@ -299,6 +299,10 @@ impl<S: AsyncRead + Unpin> Reading<S> {
             }
             // Once per read, not per frame: a clock read is not free.
             session.mark_received(Instant::now());
+            // Deliveries these frames cause are written when the burst is
+            // over (see `outbox::FlushScope`), after every key lock is
+            // released; so are the session's own replies.
+            let _flush = FlushScope::open(sent, Some(own));
             let on = |m: Incoming<'_>| on_message(session, peer_closed, m);
             let result = frames.feed(&mut scratch[..n], READ_BURST, on);
             Poll::Ready(read_outcome(result, session))
