@@ -317,10 +317,7 @@ impl Outbox {
             let mut queue = self.queue();
             queue.writer = Writer::Nobody;
             if !finished {
-                // Put back in front of what was queued meanwhile.
-                while let Some(frame) = batch.pop_back() {
-                    queue.frames.push_front(frame);
-                }
+                put_back(&mut queue.frames, batch);
                 drop(queue);
                 self.session_task.wake();
                 return;
@@ -418,6 +415,14 @@ fn write_now(socket: &TcpStream, batch: &mut VecDeque<Bytes>) -> bool {
     true
 }
 
+/// Returns what a flush could not send to the front of the queue, before
+/// what was queued while it was sending.
+fn put_back(queue: &mut VecDeque<Bytes>, left: &mut VecDeque<Bytes>) {
+    while let Some(frame) = left.pop_back() {
+        queue.push_front(frame);
+    }
+}
+
 /// Drops the first `n` bytes of the batch: whole frames, then part of one.
 pub fn consume(batch: &mut VecDeque<Bytes>, mut n: usize) {
     while n > 0 {
@@ -504,11 +509,14 @@ impl Drop for FlushScope<'_> {
                 std::mem::take(&mut noted.spare),
             )
         });
-        for outbox in outboxes.drain(..) {
-            outbox.flush(&mut batch, self.sent);
-        }
+        // The session's own replies first: a writer learns its write was
+        // applied without waiting for a thousand subscribers' sends, and
+        // can send the next one meanwhile.
         if let Some(own) = self.own {
             own.flush(&mut batch, self.sent);
+        }
+        for outbox in outboxes.drain(..) {
+            outbox.flush(&mut batch, self.sent);
         }
         NOTED.with(|noted| {
             let mut noted = noted.borrow_mut();
@@ -737,6 +745,24 @@ mod tests {
         assert_eq!(all, frames.concat());
     }
 
+    #[test]
+    fn what_a_flush_left_goes_before_what_was_queued_meanwhile() {
+        let frames = |names: &[&'static str]| -> VecDeque<Bytes> {
+            names
+                .iter()
+                .map(|n| Bytes::from_static(n.as_bytes()))
+                .collect()
+        };
+        let mut queue = frames(&["c", "d"]);
+        let mut left = frames(&["a", "b"]);
+        put_back(&mut queue, &mut left);
+        assert_eq!(queue, frames(&["a", "b", "c", "d"]));
+        assert!(left.is_empty());
+        let mut partial = frames(&["abc", "de"]);
+        consume(&mut partial, 4);
+        assert_eq!(partial, frames(&["e"]));
+    }
+
     /// Writers on several threads, each committing under one lock (a key's)
     /// and flushing after it, while the session task writes what flushes
     /// leave: the subscriber sees every frame once, in commit order.
@@ -745,6 +771,7 @@ mod tests {
         use tokio::io::AsyncReadExt;
         const WRITERS: u64 = 4;
         const EACH: u64 = 5_000;
+        const FRAME: usize = 64;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -753,7 +780,13 @@ mod tests {
         rt.block_on(async {
             let (mut server, mut client) = pair().await;
             let outbox = Arc::new(Outbox::new(1, 1 << 20));
-            outbox.attach(server.direct_socket().unwrap());
+            let socket = server.direct_socket().unwrap();
+            // A small send buffer, so that flushes often leave frames to
+            // the session task and the two take turns.
+            socket2::SockRef::from(&*socket)
+                .set_send_buffer_size(4096)
+                .unwrap();
+            outbox.attach(socket);
             // The session task: writes whatever flushes leave to it.
             let task = {
                 let outbox = outbox.clone();
@@ -785,15 +818,26 @@ mod tests {
                             let _scope = FlushScope::open(&sent, None);
                             let mut version = key.lock().unwrap();
                             *version += 1;
-                            assert!(outbox.push(Bytes::copy_from_slice(&version.to_be_bytes())));
+                            let mut frame = [0; FRAME];
+                            frame[..8].copy_from_slice(&version.to_be_bytes());
+                            assert!(outbox.push(Bytes::copy_from_slice(&frame)));
                         }
                     })
                 })
                 .collect();
+            // A slow reader: sends would block, flushes leave frames
+            // behind while other writers queue more.
             let reader = tokio::spawn(async move {
                 let mut all = Vec::new();
-                client.read_to_end(&mut all).await.unwrap();
-                all
+                let mut buf = [0; 4096];
+                loop {
+                    let n = client.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break all;
+                    }
+                    all.extend_from_slice(&buf[..n]);
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
             });
             for writer in writers {
                 writer.join().unwrap();
@@ -802,8 +846,8 @@ mod tests {
             task.await.unwrap();
             let all = reader.await.unwrap();
             let versions: Vec<u64> = all
-                .chunks(8)
-                .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+                .chunks(FRAME)
+                .map(|c| u64::from_be_bytes(c[..8].try_into().unwrap()))
                 .collect();
             assert_eq!(versions, (1..=WRITERS * EACH).collect::<Vec<_>>());
         });

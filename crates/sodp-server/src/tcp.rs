@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A connection that may be written by whoever queues a frame for it.
@@ -56,19 +56,39 @@ fn poll_io<T>(
 }
 
 impl AsyncRead for SharedTcp {
+    /// As tokio's own `TcpStream` does, a read that fills less than the
+    /// buffer clears the socket's readiness: it was drained, so the next
+    /// read waits for the next epoll event instead of spending a `recv` to
+    /// learn that it would block. The clearing is tied to the readiness
+    /// seen before the read (the outer `try_io`), so an event that arrives
+    /// meanwhile is not lost.
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let tcp = &*self.0;
-        let n = ready!(poll_io(
-            cx,
-            |cx| tcp.poll_read_ready(cx),
-            || tcp.try_read(buf.initialize_unfilled())
-        ))?;
-        buf.advance(n);
-        Poll::Ready(Ok(()))
+        loop {
+            ready!(tcp.poll_read_ready(cx))?;
+            let room = buf.remaining();
+            let mut got = 0;
+            let read = tcp.try_io(Interest::READABLE, || {
+                got = tcp.try_read(buf.initialize_unfilled())?;
+                if got > 0 && got < room {
+                    // Drained: clear the readiness (the read still counts).
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(())
+            });
+            match read {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && got == 0 => continue,
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Poll::Ready(Err(e)),
+                _ => {
+                    buf.advance(got);
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
     }
 }
 
