@@ -439,6 +439,10 @@ pub fn consume(batch: &mut VecDeque<Bytes>, mut n: usize) {
     }
 }
 
+/// Queues one scope writes itself; a larger fanout's further queues are
+/// written by tasks of this many each (see [`FlushScope`]'s drop).
+const FLUSH_CHUNK: usize = 128;
+
 /// Outboxes noted on this thread while a [`FlushScope`] is open.
 struct Noted {
     open: bool,
@@ -514,6 +518,27 @@ impl Drop for FlushScope<'_> {
         // can send the next one meanwhile.
         if let Some(own) = self.own {
             own.flush(&mut batch, self.sent);
+        }
+        // A large fanout is not written by this one thread alone: beyond
+        // the first chunk, tasks of a chunk each, which idle worker threads
+        // take (on one thread they simply run next).
+        if outboxes.len() > FLUSH_CHUNK {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let mut rest = outboxes.split_off(FLUSH_CHUNK).into_iter();
+                loop {
+                    let chunk: Vec<_> = rest.by_ref().take(FLUSH_CHUNK).collect();
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    let sent = self.sent.clone();
+                    runtime.spawn(async move {
+                        let mut batch = VecDeque::new();
+                        for outbox in chunk {
+                            outbox.flush(&mut batch, &sent);
+                        }
+                    });
+                }
+            }
         }
         for outbox in outboxes.drain(..) {
             outbox.flush(&mut batch, self.sent);
@@ -761,6 +786,59 @@ mod tests {
         let mut partial = frames(&["abc", "de"]);
         consume(&mut partial, 4);
         assert_eq!(partial, frames(&["e"]));
+    }
+
+    /// A fanout larger than one chunk: the scope writes the first chunk
+    /// and tasks the rest; every subscriber gets its frame without its
+    /// session task being woken.
+    #[test]
+    fn a_large_fanout_is_written_in_chunks_by_tasks() {
+        use tokio::io::AsyncReadExt;
+        const SUBSCRIBERS: usize = 2 * FLUSH_CHUNK + 44;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut clients = Vec::new();
+            let mut outboxes = Vec::new();
+            let mut servers = Vec::new();
+            for id in 0..SUBSCRIBERS {
+                let (server, client) = pair().await;
+                let outbox = Arc::new(Outbox::new(id as u64, 8));
+                outbox.attach(server.direct_socket().unwrap());
+                let (wakes, waker) = registered(&outbox);
+                outboxes.push((outbox, wakes, waker));
+                servers.push(server);
+                clients.push(client);
+            }
+            let sent = Counter::default();
+            // On a worker thread, as a session's burst is.
+            let outboxes = tokio::spawn(async move {
+                {
+                    let _scope = FlushScope::open(&sent, None);
+                    for (outbox, _, _) in &outboxes {
+                        assert!(outbox.push(Bytes::from_static(b"delta")));
+                    }
+                }
+                outboxes
+            })
+            .await
+            .unwrap();
+            for client in &mut clients {
+                let mut got = [0; 5];
+                tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got))
+                    .await
+                    .expect("every subscriber gets the frame")
+                    .unwrap();
+                assert_eq!(&got, b"delta");
+            }
+            for (outbox, wakes, _) in &outboxes {
+                assert!(outbox.is_empty());
+                assert_eq!(count(wakes), 0, "no session task was woken");
+            }
+        });
     }
 
     /// Writers on several threads, each committing under one lock (a key's)
