@@ -405,7 +405,7 @@ fn write_now(socket: &TcpStream, batch: &mut VecDeque<Bytes>) -> bool {
                 .zip(slices.iter_mut())
                 .map(|(message, slice)| *slice = IoSlice::new(message))
                 .count();
-            socket.try_write_vectored(&slices[..n])
+            crate::tcp::try_send_vectored(socket, &slices[..n])
         };
         match written {
             Ok(0) | Err(_) => return false,
@@ -519,9 +519,12 @@ impl Drop for FlushScope<'_> {
         if let Some(own) = self.own {
             own.flush(&mut batch, self.sent);
         }
-        // A large fanout is not written by this one thread alone: beyond
-        // the first chunk, tasks of a chunk each, which idle worker threads
-        // take (on one thread they simply run next).
+        // A large fanout is not written by this thread alone: beyond the
+        // first chunk, tasks of a chunk each, which idle worker threads
+        // take. Each first yields, which lets the runtime poll for I/O: on
+        // a busy thread the writer reads what its client sent meanwhile
+        // before they run, and the DELTAs of those writes join the same
+        // sends instead of needing sends of their own.
         if outboxes.len() > FLUSH_CHUNK {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let mut rest = outboxes.split_off(FLUSH_CHUNK).into_iter();
@@ -532,6 +535,7 @@ impl Drop for FlushScope<'_> {
                     }
                     let sent = self.sent.clone();
                     runtime.spawn(async move {
+                        tokio::task::yield_now().await;
                         let mut batch = VecDeque::new();
                         for outbox in chunk {
                             outbox.flush(&mut batch, &sent);

@@ -39,6 +39,16 @@ impl DirectSocket for SharedTcp {
 /// the session task's.
 impl DirectSocket for tokio_rustls::server::TlsStream<TcpStream> {}
 
+/// `TcpStream::try_write_vectored`, but with `sendmsg` instead of `writev`:
+/// the same bytes in one system call without the VFS layer `writev` goes
+/// through (`vfs_writev` and `fdget_pos` were 7 % of a saturated fanout's
+/// server profile). Readiness is kept as tokio's own `try_write_*` keep it.
+pub fn try_send_vectored(tcp: &TcpStream, data: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    tcp.try_io(Interest::WRITABLE, || {
+        socket2::SockRef::from(tcp).send_vectored(data)
+    })
+}
+
 /// Retries `attempt` until it does not report would-block, waiting for
 /// readiness in between (tokio clears readiness on would-block).
 fn poll_io<T>(
@@ -111,7 +121,7 @@ impl AsyncWrite for SharedTcp {
         poll_io(
             cx,
             |cx| tcp.poll_write_ready(cx),
-            || tcp.try_write_vectored(data),
+            || try_send_vectored(tcp, data),
         )
     }
 
