@@ -21,7 +21,7 @@
 //! the thread is inside a [`FlushScope`]: a push that finds the queue idle
 //! only notes the outbox, and when the burst is over (every key lock
 //! released) the scope writes each noted queue straight to its socket with
-//! one non-blocking `send`/`writev`. Only what the socket does not take at
+//! one non-blocking `send` (`sendmsg` for several frames). Only what the socket does not take at
 //! once (it would block, or the connection is TLS) is left queued, and then
 //! the session task is woken to write it as before. At most one writer —
 //! the session task or one flush — owns a queue's socket at a time
@@ -387,11 +387,11 @@ impl Outbox {
     }
 }
 
-/// Most messages handed to one `writev`.
+/// Most messages handed to one vectored send.
 pub const MAX_IOVECS: usize = 64;
 
 /// Sends the batch without blocking, front first, as one `send` or
-/// `writev` per round: true when all of it went, false when the socket
+/// `sendmsg` per round: true when all of it went, false when the socket
 /// would block or failed (what is left stays in `batch`; the session
 /// task's own write then waits for room or meets the error).
 fn write_now(socket: &TcpStream, batch: &mut VecDeque<Bytes>) -> bool {

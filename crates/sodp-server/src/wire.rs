@@ -3,7 +3,7 @@
 //! Every builder returns a complete WebSocket binary message — the
 //! WebSocket header followed by the MessagePack frame — so sessions write
 //! these bytes to the socket as they are (`session::write_raw`), with no
-//! per-subscriber framing or copying, several at once with one `writev`.
+//! per-subscriber framing or copying, several at once with one vectored send.
 //!
 //! DELTA is written straight to bytes from the ops (no intermediate map),
 //! once per mutation; the same bytes go to every subscriber and into the

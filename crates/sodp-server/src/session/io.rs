@@ -5,7 +5,8 @@
 //!
 //! Outgoing messages are written **raw**: `wire` built each frame as a
 //! complete WebSocket message once, and everything queued leaves in one
-//! `writev` (one `send` for a single message); pongs and the close frame
+//! vectored send (`sendmsg` on plain TCP, see `tcp`; one `send` for a single
+//! message); pongs and the close frame
 //! go the same way. Incoming bytes are read into a buffer shared by the
 //! thread's connections and split into messages by `frames`, so an idle
 //! connection holds no read buffer. Generic over the stream: a
@@ -201,16 +202,15 @@ where
 }
 
 /// Writes pre-framed WebSocket messages (see `wire`) straight to the socket,
-/// as many per `writev` as are queued: no per-subscriber framing, no copy.
+/// as many per vectored send as are queued: no per-subscriber framing, no copy.
 async fn write_raw<S>(io: &mut S, batch: &mut VecDeque<Bytes>) -> io::Result<()>
 where
     S: AsyncWrite + Unpin,
 {
     while !batch.is_empty() {
         let written = poll_fn(|cx| {
-            // One message: a plain send. writev goes through the VFS layer
-            // (file-position lock and all), which costs more for a single
-            // buffer than it saves.
+            // One message: a plain send; a vectored one costs more for a
+            // single buffer than it saves.
             if batch.len() == 1 {
                 return Pin::new(&mut *io).poll_write(cx, &batch[0]);
             }
