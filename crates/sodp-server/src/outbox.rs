@@ -21,9 +21,10 @@
 //! the thread is inside a [`FlushScope`]: a push that finds the queue idle
 //! only notes the outbox, and when the burst is over (every key lock
 //! released) the scope writes each noted queue straight to its socket with
-//! one non-blocking `send` (`sendmsg` for several frames). Only what the socket does not take at
-//! once (it would block, or the connection is TLS) is left queued, and then
-//! the session task is woken to write it as before. At most one writer —
+//! one non-blocking `send` (`sendmsg` for several frames). Only what the
+//! socket does not take at once (it would block, or the connection is TLS)
+//! is left queued, and then the session task is woken to write it as
+//! before. At most one writer —
 //! the session task or one flush — owns a queue's socket at a time
 //! ([`Writer`]), and both take frames from the front, so frames leave in
 //! the order they were queued.
@@ -416,7 +417,10 @@ fn write_now(socket: &TcpStream, batch: &mut VecDeque<Bytes>) -> bool {
 }
 
 /// Returns what a flush could not send to the front of the queue, before
-/// what was queued while it was sending.
+/// what was queued while it was sending. The queue may then hold more than
+/// its capacity for a moment (at most twice: what was in flight was taken
+/// from a queue within it); the next push into it evicts, as any push into
+/// a full queue does.
 fn put_back(queue: &mut VecDeque<Bytes>, left: &mut VecDeque<Bytes>) {
     while let Some(frame) = left.pop_back() {
         queue.push_front(frame);
