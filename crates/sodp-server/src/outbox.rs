@@ -287,9 +287,16 @@ impl Outbox {
 
     /// Writes what is queued straight to the socket, as much as it takes
     /// without blocking; what is left stays queued, in order, for the
-    /// session task, which is woken for it. Without a socket (TLS), or when
-    /// somebody else is writing, this leaves the queue to them.
-    fn flush(&self, batch: &mut VecDeque<Bytes>, sent: &Counter) {
+    /// session task, which is woken for it — unless `running`: the flush
+    /// runs inside that task, which writes its queue before it waits.
+    /// Without a socket (TLS), or when somebody else is writing, this
+    /// leaves the queue to them.
+    fn flush(&self, batch: &mut VecDeque<Bytes>, sent: &Counter, running: bool) {
+        let wake = || {
+            if !running {
+                self.session_task.wake();
+            }
+        };
         // Two rounds: frames queued while the first was being sent go in a
         // second; after that the session task takes over.
         for _ in 0..2 {
@@ -304,7 +311,7 @@ impl Outbox {
                 }
                 let Some(socket) = queue.socket.clone() else {
                     drop(queue);
-                    self.session_task.wake();
+                    wake();
                     return;
                 };
                 queue.writer = Writer::Flush;
@@ -320,14 +327,14 @@ impl Outbox {
             if !finished {
                 put_back(&mut queue.frames, batch);
                 drop(queue);
-                self.session_task.wake();
+                wake();
                 return;
             }
             if queue.frames.is_empty() {
                 return;
             }
         }
-        self.session_task.wake();
+        wake();
     }
 
     /// Asks the session to end. The first reason wins.
@@ -521,7 +528,7 @@ impl Drop for FlushScope<'_> {
         // applied without waiting for a thousand subscribers' sends, and
         // can send the next one meanwhile.
         if let Some(own) = self.own {
-            own.flush(&mut batch, self.sent);
+            own.flush(&mut batch, self.sent, true);
         }
         // A large fanout is not written by this thread alone: beyond the
         // first chunk, tasks of a chunk each, which idle worker threads
@@ -542,14 +549,14 @@ impl Drop for FlushScope<'_> {
                         tokio::task::yield_now().await;
                         let mut batch = VecDeque::new();
                         for outbox in chunk {
-                            outbox.flush(&mut batch, &sent);
+                            outbox.flush(&mut batch, &sent, false);
                         }
                     });
                 }
             }
         }
         for outbox in outboxes.drain(..) {
-            outbox.flush(&mut batch, self.sent);
+            outbox.flush(&mut batch, self.sent, false);
         }
         NOTED.with(|noted| {
             let mut noted = noted.borrow_mut();
@@ -716,6 +723,22 @@ mod tests {
         }
         assert_eq!(count(&wakes), 1, "TLS: the session task writes");
         assert_eq!(take(&outbox, &waker).unwrap(), [&b"a"[..], b"b"]);
+    }
+
+    /// The session's own replies on a TLS connection (no socket to write
+    /// directly): its task, which is the one running the scope, writes
+    /// them — no wake-up of itself for nothing.
+    #[tokio::test]
+    async fn a_scope_does_not_wake_its_own_task() {
+        let outbox = Arc::new(Outbox::new(1, 8));
+        let (wakes, waker) = registered(&outbox);
+        let sent = Counter::default();
+        {
+            let _scope = FlushScope::open(&sent, Some(&outbox));
+            assert!(outbox.push_own(Bytes::from_static(b"result")));
+        }
+        assert_eq!(count(&wakes), 0);
+        assert_eq!(take(&outbox, &waker).unwrap(), [&b"result"[..]]);
     }
 
     #[tokio::test]
