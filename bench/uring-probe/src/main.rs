@@ -93,39 +93,35 @@ fn main() {
                 }
             }
         });
-        let mut ring = IoUring::new(4096).unwrap();
-        measure("io_uring, one enter/round", &mut || {
-            for _ in 0..rounds {
-                for (i, &fd) in fds.iter().enumerate() {
-                    let e = opcode::Send::new(types::Fd(fd), msg.as_ptr(), msg.len() as u32)
-                        .flags(flags)
-                        .build()
-                        .user_data(i as u64);
-                    unsafe { ring.submission().push(&e).unwrap() };
-                }
-                ring.submit_and_wait(fds.len()).unwrap();
-                for c in ring.completion() {
-                    assert_eq!(c.result(), msg.len() as i32);
-                }
+        for registered in [false, true] {
+            let mut ring = IoUring::new(4096).unwrap();
+            if registered {
+                ring.submitter().register_files(&fds).unwrap();
             }
-        });
-        let mut ring = IoUring::new(4096).unwrap();
-        ring.submitter().register_files(&fds).unwrap();
-        measure("io_uring, registered files", &mut || {
-            for _ in 0..rounds {
-                for i in 0..fds.len() {
-                    let e = opcode::Send::new(types::Fixed(i as u32), msg.as_ptr(), msg.len() as u32)
-                        .flags(flags)
-                        .build()
-                        .user_data(i as u64);
-                    unsafe { ring.submission().push(&e).unwrap() };
+            let name = if registered {
+                "io_uring, registered files"
+            } else {
+                "io_uring, one enter/round"
+            };
+            measure(name, &mut || {
+                for _ in 0..rounds {
+                    for (i, &fd) in fds.iter().enumerate() {
+                        let (ptr, len) = (msg.as_ptr(), msg.len() as u32);
+                        let send = if registered {
+                            opcode::Send::new(types::Fixed(i as u32), ptr, len)
+                        } else {
+                            opcode::Send::new(types::Fd(fd), ptr, len)
+                        };
+                        let e = send.flags(flags).build().user_data(i as u64);
+                        unsafe { ring.submission().push(&e).unwrap() };
+                    }
+                    ring.submit_and_wait(fds.len()).unwrap();
+                    for c in ring.completion() {
+                        assert_eq!(c.result(), msg.len() as i32);
+                    }
                 }
-                ring.submit_and_wait(fds.len()).unwrap();
-                for c in ring.completion() {
-                    assert_eq!(c.result(), msg.len() as i32);
-                }
-            }
-        });
+            });
+        }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     reader.join().unwrap();

@@ -318,10 +318,8 @@ impl Outbox {
                 std::mem::swap(&mut queue.frames, batch);
                 socket
             };
-            let bytes: usize = batch.iter().map(|m| m.len()).sum();
-            let finished = write_now(&socket, batch);
-            let left: usize = batch.iter().map(|m| m.len()).sum();
-            sent.inc_by((bytes - left) as u64);
+            let (finished, written) = write_now(&socket, batch);
+            sent.inc_by(written as u64);
             let mut queue = self.queue();
             queue.writer = Writer::Nobody;
             if !finished {
@@ -399,28 +397,39 @@ impl Outbox {
 pub const MAX_IOVECS: usize = 64;
 
 /// Sends the batch without blocking, front first, as one `send` or
-/// `sendmsg` per round: true when all of it went, false when the socket
-/// would block or failed (what is left stays in `batch`; the session
-/// task's own write then waits for room or meets the error).
-fn write_now(socket: &TcpStream, batch: &mut VecDeque<Bytes>) -> bool {
+/// `sendmsg` per round. Returns whether all of it went (false: the socket
+/// would block or failed; what is left stays in `batch`, and the session
+/// task's own write then waits for room or meets the error) and how many
+/// bytes did.
+fn write_now(socket: &TcpStream, batch: &mut VecDeque<Bytes>) -> (bool, usize) {
+    let mut total = 0;
     while !batch.is_empty() {
         let written = if batch.len() == 1 {
             socket.try_write(&batch[0])
         } else {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = batch
-                .iter()
-                .zip(slices.iter_mut())
-                .map(|(message, slice)| *slice = IoSlice::new(message))
-                .count();
+            let n = as_slices(batch, &mut slices);
             crate::tcp::try_send_vectored(socket, &slices[..n])
         };
         match written {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => consume(batch, n),
+            Ok(0) | Err(_) => return (false, total),
+            Ok(n) => {
+                consume(batch, n);
+                total += n;
+            }
         }
     }
-    true
+    (true, total)
+}
+
+/// Points `slices` at the batch's first frames (as many as fit) for one
+/// vectored send; returns how many it filled.
+pub fn as_slices<'a>(batch: &'a VecDeque<Bytes>, slices: &mut [IoSlice<'a>]) -> usize {
+    batch
+        .iter()
+        .zip(slices.iter_mut())
+        .map(|(message, slice)| *slice = IoSlice::new(message))
+        .count()
 }
 
 /// Returns what a flush could not send to the front of the queue, before
@@ -655,16 +664,27 @@ mod tests {
         assert_eq!(rest, [Bytes::from_static(b"c"), Bytes::from_static(b"d")]);
     }
 
-    /// A connected pair: the server side as a session holds it, and the
-    /// client.
-    async fn pair() -> (crate::tcp::SharedTcp, tokio::net::TcpStream) {
+    /// A connected pair — the server side as a session holds it, and the
+    /// client — and an outbox of `capacity` with the server side attached.
+    async fn attached(
+        capacity: usize,
+    ) -> (crate::tcp::SharedTcp, tokio::net::TcpStream, Arc<Outbox>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
-        (
-            crate::tcp::SharedTcp::new(accepted.unwrap().0),
-            client.unwrap(),
-        )
+        let server = crate::tcp::SharedTcp::new(accepted.unwrap().0);
+        let outbox = Arc::new(Outbox::new(1, capacity));
+        outbox.attach(server.direct_socket().unwrap());
+        (server, client.unwrap(), outbox)
+    }
+
+    /// Two worker threads, as deliveries from several sessions need.
+    fn two_workers() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
     }
 
     /// Reads what arrives within a short while.
@@ -688,9 +708,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_scope_writes_what_it_noted_to_the_socket_without_waking_the_task() {
-        let (server, mut client) = pair().await;
-        let outbox = Arc::new(Outbox::new(1, 8));
-        outbox.attach(server.direct_socket().unwrap());
+        let (_server, mut client, outbox) = attached(8).await;
         let (wakes, _waker) = registered(&outbox);
         let sent = Counter::default();
         {
@@ -743,9 +761,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_scope_leaves_a_queue_the_session_task_is_writing() {
-        let (server, mut client) = pair().await;
-        let outbox = Arc::new(Outbox::new(1, 8));
-        outbox.attach(server.direct_socket().unwrap());
+        let (_server, mut client, outbox) = attached(8).await;
         let (_wakes, waker) = registered(&outbox);
         outbox.push(Bytes::from_static(b"a"));
         let in_flight = take(&outbox, &waker).unwrap();
@@ -764,14 +780,34 @@ mod tests {
         assert_eq!(take(&outbox, &waker).unwrap(), [&b"b"[..]]);
     }
 
+    /// A peer gone (reset) while a DELTA is flushed: nothing is counted as
+    /// sent, the frame stays queued and the session task is woken, so its
+    /// own write meets the error and ends the session.
+    #[tokio::test]
+    async fn a_failed_send_leaves_the_frame_to_the_session_task() {
+        let (_server, client, outbox) = attached(8).await;
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (wakes, _waker) = registered(&outbox);
+        let sent = Counter::default();
+        {
+            let _scope = FlushScope::open(&sent, None);
+            assert!(outbox.push(Bytes::from_static(b"delta")));
+        }
+        assert_eq!(sent.get(), 0);
+        assert_eq!(outbox.len(), 1, "the frame is not lost");
+        assert_eq!(count(&wakes), 1, "the session task is told");
+    }
+
     /// Frames the socket does not take stay queued, in order, for the
     /// session task; what it then writes follows what the flush sent.
     #[tokio::test]
     async fn what_the_socket_does_not_take_stays_queued_in_order() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (mut server, mut client) = pair().await;
-        let outbox = Arc::new(Outbox::new(1, 64));
-        outbox.attach(server.direct_socket().unwrap());
+        let (mut server, mut client, outbox) = attached(64).await;
         let (wakes, waker) = registered(&outbox);
         let frames: Vec<Bytes> = (0..32u8)
             .map(|i| Bytes::from(vec![i; 256 * 1024]))
@@ -826,19 +862,12 @@ mod tests {
     fn a_large_fanout_is_written_in_chunks_by_tasks() {
         use tokio::io::AsyncReadExt;
         const SUBSCRIBERS: usize = 2 * FLUSH_CHUNK + 44;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        two_workers().block_on(async {
             let mut clients = Vec::new();
             let mut outboxes = Vec::new();
             let mut servers = Vec::new();
-            for id in 0..SUBSCRIBERS {
-                let (server, client) = pair().await;
-                let outbox = Arc::new(Outbox::new(id as u64, 8));
-                outbox.attach(server.direct_socket().unwrap());
+            for _ in 0..SUBSCRIBERS {
+                let (server, client, outbox) = attached(8).await;
                 let (wakes, waker) = registered(&outbox);
                 outboxes.push((outbox, wakes, waker));
                 servers.push(server);
@@ -881,21 +910,13 @@ mod tests {
         const WRITERS: u64 = 4;
         const EACH: u64 = 5_000;
         const FRAME: usize = 64;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (mut server, mut client) = pair().await;
-            let outbox = Arc::new(Outbox::new(1, 1 << 20));
-            let socket = server.direct_socket().unwrap();
+        two_workers().block_on(async {
+            let (mut server, mut client, outbox) = attached(1 << 20).await;
             // A small send buffer, so that flushes often leave frames to
             // the session task and the two take turns.
-            socket2::SockRef::from(&*socket)
+            socket2::SockRef::from(&*server.direct_socket().unwrap())
                 .set_send_buffer_size(4096)
                 .unwrap();
-            outbox.attach(socket);
             // The session task: writes whatever flushes leave to it.
             let task = {
                 let outbox = outbox.clone();

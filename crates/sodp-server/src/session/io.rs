@@ -216,11 +216,7 @@ where
             }
             // Built on each poll so the slices never live in the future.
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = batch
-                .iter()
-                .zip(slices.iter_mut())
-                .map(|(message, slice)| *slice = IoSlice::new(message))
-                .count();
+            let n = crate::outbox::as_slices(batch, &mut slices);
             Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
         })
         .await?;
