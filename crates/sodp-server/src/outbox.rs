@@ -459,9 +459,13 @@ pub fn consume(batch: &mut VecDeque<Bytes>, mut n: usize) {
     }
 }
 
-/// Queues one scope writes itself; a larger fanout's further queues are
-/// written by tasks of this many each (see [`FlushScope`]'s drop).
+/// The largest fanout a scope writes itself; a larger one is written by
+/// tasks of this many queues each (see [`FlushScope`]'s drop).
 const FLUSH_CHUNK: usize = 128;
+
+/// A flush task yields before each slice of this many queues, so the
+/// runtime polls for I/O between slices (see [`FlushScope`]'s drop).
+const FLUSH_SLICE: usize = 16;
 
 /// Outboxes noted on this thread while a [`FlushScope`] is open.
 struct Noted {
@@ -539,26 +543,30 @@ impl Drop for FlushScope<'_> {
         if let Some(own) = self.own {
             own.flush(&mut batch, self.sent, true);
         }
-        // A large fanout is not written by this thread alone: beyond the
-        // first chunk, tasks of a chunk each, which idle worker threads
-        // take. Each first yields, which lets the runtime poll for I/O: on
-        // a busy thread the writer reads what its client sent meanwhile
-        // before they run, and the DELTAs of those writes join the same
-        // sends instead of needing sends of their own.
+        // A large fanout is not written by this thread alone, nor at once:
+        // tasks of a chunk each write it, which idle worker threads take,
+        // and each yields before every slice, which lets the runtime poll
+        // for I/O. On a busy thread the writer then reads the CALLs its
+        // client sent meanwhile before the rest of the fanout goes out, and
+        // the DELTAs of those writes join the sends not yet made instead of
+        // needing sends of their own: the fanout coalesces as the load
+        // rises, and costs a poll per slice when it does not.
         if outboxes.len() > FLUSH_CHUNK {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let mut rest = outboxes.split_off(FLUSH_CHUNK).into_iter();
+                let mut all = std::mem::take(&mut outboxes).into_iter();
                 loop {
-                    let chunk: Vec<_> = rest.by_ref().take(FLUSH_CHUNK).collect();
+                    let chunk: Vec<_> = all.by_ref().take(FLUSH_CHUNK).collect();
                     if chunk.is_empty() {
                         break;
                     }
                     let sent = self.sent.clone();
                     runtime.spawn(async move {
-                        tokio::task::yield_now().await;
                         let mut batch = VecDeque::new();
-                        for outbox in chunk {
-                            outbox.flush(&mut batch, &sent, false);
+                        for slice in chunk.chunks(FLUSH_SLICE) {
+                            tokio::task::yield_now().await;
+                            for outbox in slice {
+                                outbox.flush(&mut batch, &sent, false);
+                            }
                         }
                     });
                 }
@@ -855,9 +863,8 @@ mod tests {
         assert_eq!(partial, frames(&["e"]));
     }
 
-    /// A fanout larger than one chunk: the scope writes the first chunk
-    /// and tasks the rest; every subscriber gets its frame without its
-    /// session task being woken.
+    /// A fanout larger than one chunk is written by tasks; every
+    /// subscriber gets its frame without its session task being woken.
     #[test]
     fn a_large_fanout_is_written_in_chunks_by_tasks() {
         use tokio::io::AsyncReadExt;
@@ -898,6 +905,73 @@ mod tests {
                 assert!(outbox.is_empty());
                 assert_eq!(count(wakes), 0, "no session task was woken");
             }
+        });
+    }
+
+    /// A large fanout gives the runtime back after every slice of queues
+    /// it writes, so other tasks — the writer reading its client's next
+    /// CALLs — run between slices, and what they queue joins the sends not
+    /// yet made. Watched from a task that yields in a loop on a
+    /// current-thread runtime: it sees the fanout advance a few slices at
+    /// a time, never from nothing to done in one step.
+    #[test]
+    fn a_large_fanout_yields_between_slices() {
+        const SUBSCRIBERS: usize = 2 * FLUSH_CHUNK + 44;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut pairs = Vec::new();
+            let mut outboxes = Vec::new();
+            for _ in 0..SUBSCRIBERS {
+                let (server, client, outbox) = attached(8).await;
+                pairs.push((server, client));
+                outboxes.push(outbox);
+            }
+            let outboxes = Arc::new(outboxes);
+            // How much of each task's chunk is written.
+            let written = |outboxes: &[Arc<Outbox>]| -> Vec<usize> {
+                outboxes
+                    .chunks(FLUSH_CHUNK)
+                    .map(|chunk| chunk.iter().filter(|o| o.is_empty()).count())
+                    .collect()
+            };
+            let sent = Counter::default();
+            {
+                let _scope = FlushScope::open(&sent, None);
+                for outbox in outboxes.iter() {
+                    assert!(outbox.push(Bytes::from_static(b"delta")));
+                }
+            }
+            assert!(
+                written(&outboxes).iter().all(|&n| n == 0),
+                "a large fanout is left to tasks"
+            );
+            let watcher = tokio::spawn({
+                let outboxes = outboxes.clone();
+                async move {
+                    let mut seen = vec![written(&outboxes)];
+                    while seen.last().unwrap().iter().sum::<usize>() < SUBSCRIBERS {
+                        tokio::task::yield_now().await;
+                        seen.push(written(&outboxes));
+                    }
+                    seen
+                }
+            });
+            let seen = watcher.await.unwrap();
+            // Between two turns of the watcher a task writes a slice or
+            // two (the scheduler may run it twice), never its whole chunk.
+            let largest_step = seen
+                .windows(2)
+                .flat_map(|w| w[0].iter().zip(&w[1]).map(|(a, b)| b - a))
+                .max()
+                .unwrap();
+            assert!(
+                largest_step <= 2 * FLUSH_SLICE,
+                "a task wrote {largest_step} queues without giving the runtime back (seen {seen:?})"
+            );
+            assert_eq!(sent.get(), (SUBSCRIBERS * 5) as u64);
         });
     }
 
