@@ -383,48 +383,69 @@ pub fn str_encoded_len(n: usize) -> usize {
 }
 
 /// The length of `value`'s MessagePack encoding, without encoding it.
-/// Iterative, so any value is safe.
+/// Iterative, so any value is safe. Scalars are counted where they are
+/// met and only nested containers wait on a stack, so a scalar or a
+/// container of scalars — what most writes carry — allocates nothing.
 pub fn encoded_len(value: &Value) -> usize {
-    let header = |n: usize, _fix: usize| container_header_len(n);
-    let str_len = str_encoded_len;
+    let mut stack: Vec<&Value> = Vec::new();
     let mut total = 0;
-    let mut stack = vec![value];
-    while let Some(v) = stack.pop() {
+    let mut next = Some(value);
+    while let Some(v) = next.take().or_else(|| stack.pop()) {
         total += match v {
-            Value::Nil | Value::Bool(_) => 1,
-            Value::Int(i) => match *i {
-                -32..=127 => 1,
-                -128..=255 => 2,
-                -32_768..=65_535 => 3,
-                -2_147_483_648..=4_294_967_295 => 5,
-                _ => 9,
-            },
-            Value::UInt(_) | Value::Float(_) => 9,
-            Value::Str(s) => str_len(s.len()),
-            Value::Bin(b) => {
-                b.len()
-                    + if b.len() <= u8::MAX as usize {
-                        2
-                    } else if b.len() <= u16::MAX as usize {
-                        3
-                    } else {
-                        5
-                    }
-            }
             Value::Array(a) => {
-                stack.extend(a.iter());
-                header(a.len(), 16)
+                let mut items = 0;
+                for item in a.iter() {
+                    items += scalar_len_or_push(item, &mut stack);
+                }
+                container_header_len(a.len()) + items
             }
             Value::Map(m) => {
+                let mut entries = 0;
                 for (k, v) in m.iter() {
-                    total += str_len(k.len());
-                    stack.push(v);
+                    entries += str_encoded_len(k.len()) + scalar_len_or_push(v, &mut stack);
                 }
-                header(m.len(), 16)
+                container_header_len(m.len()) + entries
             }
+            scalar => scalar_len(scalar).unwrap_or(0),
         };
     }
     total
+}
+
+/// A scalar's encoded length; a container is pushed for later (0 now).
+fn scalar_len_or_push<'a>(value: &'a Value, stack: &mut Vec<&'a Value>) -> usize {
+    scalar_len(value).unwrap_or_else(|| {
+        stack.push(value);
+        0
+    })
+}
+
+/// The encoded length of a value that is not a container (`None` for an
+/// array or a map).
+fn scalar_len(value: &Value) -> Option<usize> {
+    Some(match value {
+        Value::Nil | Value::Bool(_) => 1,
+        Value::Int(i) => match *i {
+            -32..=127 => 1,
+            -128..=255 => 2,
+            -32_768..=65_535 => 3,
+            -2_147_483_648..=4_294_967_295 => 5,
+            _ => 9,
+        },
+        Value::UInt(_) | Value::Float(_) => 9,
+        Value::Str(s) => str_encoded_len(s.len()),
+        Value::Bin(b) => {
+            b.len()
+                + if b.len() <= u8::MAX as usize {
+                    2
+                } else if b.len() <= u16::MAX as usize {
+                    3
+                } else {
+                    5
+                }
+        }
+        Value::Array(_) | Value::Map(_) => return None,
+    })
 }
 
 /// Appends the MessagePack encoding of `value`.
