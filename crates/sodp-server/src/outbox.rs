@@ -553,7 +553,8 @@ impl Drop for FlushScope<'_> {
         // rises, and costs a poll per slice when it does not.
         if outboxes.len() > FLUSH_CHUNK {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let mut all = std::mem::take(&mut outboxes).into_iter();
+                // Drained, not taken: the list keeps its buffer for the next scope.
+                let mut all = outboxes.drain(..);
                 loop {
                     let chunk: Vec<_> = all.by_ref().take(FLUSH_CHUNK).collect();
                     if chunk.is_empty() {
