@@ -56,8 +56,10 @@ pub struct Close {
 
 impl Close {
     /// Every way a session is closed (for metrics).
-    pub const ALL: [Close; 7] = [
+    pub const ALL: [Close; 9] = [
         Close::EVICTED,
+        Close::PROTOCOL_ERROR,
+        Close::NOT_UTF8,
         Close::SHUTDOWN,
         Close::HEARTBEAT_TIMEOUT,
         Close::TOO_BIG,
@@ -104,6 +106,19 @@ impl Close {
     pub const DISCONNECTED: Close = Close {
         code: 1008,
         reason: "disconnected by an administrator",
+        flush: true,
+    };
+    /// A frame that breaks RFC 6455 (unmasked, reserved bits, a bad
+    /// fragment sequence, …).
+    pub const PROTOCOL_ERROR: Close = Close {
+        code: 1002,
+        reason: "WebSocket protocol error",
+        flush: true,
+    };
+    /// A text message or close reason that is not UTF-8 (RFC 6455 §8.1).
+    pub const NOT_UTF8: Close = Close {
+        code: 1007,
+        reason: "text is not valid UTF-8",
         flush: true,
     };
     pub const NORMAL: Close = Close {

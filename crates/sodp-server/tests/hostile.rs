@@ -573,3 +573,120 @@ async fn websocket_framing_pings_fragments_and_pipelined_bursts_over_a_raw_socke
     let last = server_frames(&mut buf).pop().expect("a close frame");
     assert_eq!(last, (8, 4001u16.to_be_bytes().to_vec()));
 }
+
+/// A raw connection past the upgrade and the HELLO frame.
+async fn raw_upgraded(server: &TestServer) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("the upgrade and HELLO arrive")
+            .unwrap();
+        assert!(n > 0, "closed during the upgrade");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(head) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let mut frames = buf[head + 4..].to_vec();
+            let got = server_frames(&mut frames);
+            if let Some((2, hello)) = got.first() {
+                assert_eq!(Frame::decode(hello, 64).unwrap().kind, FrameType::Hello);
+                return (s, frames);
+            }
+        }
+    }
+}
+
+/// Everything the server sends until it closes the connection.
+async fn frames_until_closed(
+    s: &mut tokio::net::TcpStream,
+    mut buf: Vec<u8>,
+) -> Vec<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut tail = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut tail))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    buf.extend(tail);
+    server_frames(&mut buf)
+}
+
+#[tokio::test]
+async fn broken_framing_is_closed_with_1002_and_text_that_is_not_utf8_with_1007() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+
+    // An unmasked client frame: close 1002 with a reason, no ERROR frame.
+    let (mut s, buf) = raw_upgraded(&server).await;
+    s.write_all(&[0x82, 1, 0]).await.unwrap();
+    let got = frames_until_closed(&mut s, buf).await;
+    let (op, payload) = got.last().expect("a close frame").clone();
+    assert_eq!(op, 8, "{got:?}");
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1002);
+    assert_eq!(&payload[2..], b"WebSocket protocol error");
+    assert!(
+        got.iter().all(|(op, _)| *op != 2),
+        "no frame but the close: {got:?}"
+    );
+
+    // A text message that is not UTF-8, split inside the bad sequence: 1007.
+    let (mut s, buf) = raw_upgraded(&server).await;
+    let bad = [0x61, 0xff, 0x62];
+    let mut bytes = client_frame(false, 1, &bad[..2]);
+    bytes.extend(client_frame(true, 0, &bad[2..]));
+    s.write_all(&bytes).await.unwrap();
+    let got = frames_until_closed(&mut s, buf).await;
+    let (op, payload) = got.last().expect("a close frame").clone();
+    assert_eq!(op, 8, "{got:?}");
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1007);
+
+    // A valid text message is only refused: ERROR 400, and the connection
+    // goes on to answer a CALL.
+    let (mut s, mut buf) = raw_upgraded(&server).await;
+    s.write_all(&client_frame(true, 1, "héllo".as_bytes()))
+        .await
+        .unwrap();
+    let call = Frame::new(
+        FrameType::Call,
+        0,
+        Value::map_from(vec![
+            ("call_id", Value::from("after-text")),
+            ("method", Value::from("state.set")),
+            ("args", v(json!({"state": "raw.text", "value": 1}))),
+        ]),
+    )
+    .encode();
+    s.write_all(&client_frame(true, 2, &call)).await.unwrap();
+    let mut decoded = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while decoded.len() < 2 {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("the ERROR and the RESULT arrive")
+            .unwrap();
+        assert!(n > 0, "closed after a valid text message");
+        buf.extend_from_slice(&chunk[..n]);
+        for (op, payload) in server_frames(&mut buf) {
+            assert_eq!(op, 2, "only binary frames");
+            decoded.push(Frame::decode(&payload, 64).unwrap());
+        }
+    }
+    assert_eq!(decoded[0].kind, FrameType::Error);
+    assert_eq!(
+        decoded[0].body.get("code").and_then(Value::as_i64),
+        Some(400)
+    );
+    assert_eq!(decoded[1].kind, FrameType::Result);
+    assert_eq!(
+        decoded[1].body.get("call_id").and_then(Value::as_str),
+        Some("after-text")
+    );
+}

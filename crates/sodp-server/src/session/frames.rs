@@ -32,6 +32,9 @@ pub enum ReadError {
     TooBig { size: usize, max: usize },
     #[error("WebSocket protocol violation: {0}")]
     Protocol(&'static str),
+    /// A text message or a close reason that is not UTF-8 (RFC 6455 §8.1).
+    #[error("{0} is not valid UTF-8")]
+    NotUtf8(&'static str),
 }
 
 /// What the caller's handler says after each message.
@@ -298,6 +301,9 @@ impl FrameReader {
                     return Ok(None);
                 }
                 let f = self.fragments.take().expect("checked above");
+                if f.text && std::str::from_utf8(&f.data).is_err() {
+                    return Err(ReadError::NotUtf8("a text message"));
+                }
                 Assembled::Fragments(*f)
             }
             1 | 2 if self.fragments.is_some() => {
@@ -310,11 +316,17 @@ impl FrameReader {
                 }));
                 return Ok(None);
             }
+            1 if std::str::from_utf8(payload).is_err() => {
+                return Err(ReadError::NotUtf8("a text message"));
+            }
             1 => Assembled::Here(Incoming::Text),
             2 => Assembled::Here(Incoming::Binary(payload)),
             8 => Assembled::Here(Incoming::Close(match *payload {
                 [] => None,
                 [_] => return Err(ReadError::Protocol("close frame of one byte")),
+                [_, _, ref reason @ ..] if std::str::from_utf8(reason).is_err() => {
+                    return Err(ReadError::NotUtf8("a close reason"));
+                }
                 [a, b, ..] => {
                     let code = u16::from_be_bytes([a, b]);
                     Some(if allowed_close_code(code) { code } else { 1002 })
@@ -569,6 +581,34 @@ mod tests {
             let err = FrameReader::new(Vec::new(), 1024).feed(&mut bytes, 64, |_| true);
             assert_eq!(err, Err(ReadError::Protocol(why)));
         }
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_refused_and_valid_text_is_not() {
+        let bad = [0x61, 0xff, 0x62];
+        let mut close_reason = 1000u16.to_be_bytes().to_vec();
+        close_reason.extend(bad);
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (frame(true, 1, &bad), "a text message"),
+            // Split inside the bad sequence: judged on the whole message.
+            (
+                [frame(false, 1, &bad[..2]), frame(true, 0, &bad[2..])].concat(),
+                "a text message",
+            ),
+            (frame(true, 8, &close_reason), "a close reason"),
+        ];
+        for (mut bytes, what) in cases {
+            let err = FrameReader::new(Vec::new(), 1024).feed(&mut bytes, 64, |_| true);
+            assert_eq!(err, Err(ReadError::NotUtf8(what)));
+        }
+        // A character split across fragments is still one valid character.
+        let euro = "€".as_bytes();
+        let mut got = Vec::new();
+        let mut bytes = [frame(false, 1, &euro[..1]), frame(true, 0, &euro[1..])].concat();
+        bytes.extend(frame(true, 1, "ok".as_bytes()));
+        let mut reader = FrameReader::new(Vec::new(), 1024);
+        assert!(reader.feed(&mut bytes, 64, collect(&mut got)).unwrap());
+        assert_eq!(got, vec![Got::Text, Got::Text]);
     }
 
     #[test]

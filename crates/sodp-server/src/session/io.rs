@@ -307,7 +307,8 @@ impl<S: AsyncRead + Unpin> Reading<S> {
 }
 
 /// Whether the session goes on after a read; a message over the limit is
-/// answered (ERROR, close 1009) before it ends.
+/// answered (ERROR, close 1009) before it ends, broken framing with close
+/// 1002 (1007 for text that is not UTF-8).
 fn read_outcome(result: Result<bool, ReadError>, session: &mut Session) -> bool {
     match result {
         Ok(go_on) => go_on,
@@ -315,8 +316,9 @@ fn read_outcome(result: Result<bool, ReadError>, session: &mut Session) -> bool 
             session.on_too_big(size, max);
             false
         }
-        Err(e @ ReadError::Protocol(_)) => {
+        Err(e @ (ReadError::Protocol(_) | ReadError::NotUtf8(_))) => {
             debug!(session = session.id(), error = %e, "read failed");
+            session.on_broken_framing(&e);
             false
         }
     }

@@ -38,6 +38,7 @@ use crate::outbox::{Close, Outbox, SessionId};
 use crate::shared::Shared;
 use crate::storage::Delivery;
 use crate::wire;
+use frames::ReadError;
 
 use auth::AuthState;
 pub use io::run;
@@ -160,6 +161,16 @@ impl Session {
             )),
         );
         self.outbox.close(Close::TOO_BIG);
+    }
+
+    /// Framing the WebSocket layer cannot read on from: close 1002, or
+    /// 1007 for text that is not UTF-8. No ERROR frame: a peer that breaks
+    /// the framing cannot be trusted to parse one.
+    pub fn on_broken_framing(&mut self, error: &ReadError) {
+        self.outbox.close(match error {
+            ReadError::NotUtf8(_) => Close::NOT_UTF8,
+            _ => Close::PROTOCOL_ERROR,
+        });
     }
 
     pub fn on_heartbeat_tick(&mut self, now: Instant) {
