@@ -11,13 +11,17 @@
 //! must be masked, no extension is negotiated (reserved bits must be 0),
 //! control frames are final and at most 125 bytes, and no message (nor any
 //! frame) may exceed the message size limit: the length is checked from the
-//! header, before the payload is waited for.
+//! header, before the payload is waited for. A text message and a close
+//! reason must be UTF-8 (§8.1; checked on the whole message, so a character
+//! split across fragments is fine). Any of these broken is a [`ReadError`],
+//! on which the session closes (1009, 1002 or 1007).
 
 /// A message or control frame, as the session sees it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming<'a> {
     Binary(&'a [u8]),
-    /// A text message (not part of SODP: its content is not needed).
+    /// A text message, valid UTF-8 (not part of SODP: its content is not
+    /// needed).
     Text,
     Ping(&'a [u8]),
     Pong,
