@@ -358,7 +358,14 @@ impl<'a> Decoder<'a> {
     }
 }
 
+// The small writers and length helpers here are `#[inline]`: the server
+// calls them several times per frame from another crate, and without LTO a
+// call cannot be inlined across the crate boundary — nor can a constant
+// field name's length reach the copy, which then becomes a `memcpy` call.
+// (bench/instructions: −5.5 % instructions per small write.)
+
 /// Encoded length of an array or map header holding `n` entries.
+#[inline]
 pub fn container_header_len(n: usize) -> usize {
     if n < 16 {
         1
@@ -370,6 +377,7 @@ pub fn container_header_len(n: usize) -> usize {
 }
 
 /// Encoded length of a string of `n` bytes (header included).
+#[inline]
 pub fn str_encoded_len(n: usize) -> usize {
     n + if n < 32 {
         1
@@ -477,14 +485,17 @@ pub fn write_value(buf: &mut Vec<u8>, value: &Value) {
     }
 }
 
+#[inline]
 pub fn write_nil(buf: &mut Vec<u8>) {
     buf.push(0xc0);
 }
 
+#[inline]
 pub fn write_bool(buf: &mut Vec<u8>, b: bool) {
     buf.push(if b { 0xc3 } else { 0xc2 });
 }
 
+#[inline]
 pub fn write_uint(buf: &mut Vec<u8>, u: u64) {
     if u < 0x80 {
         buf.push(u as u8);
@@ -502,6 +513,7 @@ pub fn write_uint(buf: &mut Vec<u8>, u: u64) {
     }
 }
 
+#[inline]
 pub fn write_int(buf: &mut Vec<u8>, i: i64) {
     if i >= 0 {
         write_uint(buf, i as u64);
@@ -526,6 +538,7 @@ pub fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
     std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)
 }
 
+#[inline]
 pub fn write_str(buf: &mut Vec<u8>, s: &str) {
     let n = s.len();
     if n < 32 {
@@ -556,6 +569,7 @@ pub fn write_bin(buf: &mut Vec<u8>, b: &[u8]) {
     buf.extend_from_slice(b);
 }
 
+#[inline]
 pub fn write_array_len(buf: &mut Vec<u8>, n: usize) {
     if n < 16 {
         buf.push(0x90 | n as u8);
@@ -568,6 +582,7 @@ pub fn write_array_len(buf: &mut Vec<u8>, n: usize) {
     }
 }
 
+#[inline]
 pub fn write_map_len(buf: &mut Vec<u8>, n: usize) {
     if n < 16 {
         buf.push(0x80 | n as u8);
