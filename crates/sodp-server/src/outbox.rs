@@ -702,6 +702,24 @@ mod tests {
         (server, client.unwrap(), outbox)
     }
 
+    /// `n` attached outboxes (capacity 8) and their connections (server
+    /// side, client), for fanout tests.
+    async fn subscribers(
+        n: usize,
+    ) -> (
+        Vec<(crate::tcp::SharedTcp, tokio::net::TcpStream)>,
+        Vec<Arc<Outbox>>,
+    ) {
+        let mut connections = Vec::with_capacity(n);
+        let mut outboxes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (server, client, outbox) = attached(8).await;
+            connections.push((server, client));
+            outboxes.push(outbox);
+        }
+        (connections, outboxes)
+    }
+
     /// Two worker threads, as deliveries from several sessions need.
     fn two_workers() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
@@ -886,16 +904,14 @@ mod tests {
         use tokio::io::AsyncReadExt;
         const SUBSCRIBERS: usize = 2 * FLUSH_CHUNK + 44;
         two_workers().block_on(async {
-            let mut clients = Vec::new();
-            let mut outboxes = Vec::new();
-            let mut servers = Vec::new();
-            for _ in 0..SUBSCRIBERS {
-                let (server, client, outbox) = attached(8).await;
-                let (wakes, waker) = registered(&outbox);
-                outboxes.push((outbox, wakes, waker));
-                servers.push(server);
-                clients.push(client);
-            }
+            let (mut connections, outboxes) = subscribers(SUBSCRIBERS).await;
+            let outboxes: Vec<_> = outboxes
+                .into_iter()
+                .map(|outbox| {
+                    let (wakes, waker) = registered(&outbox);
+                    (outbox, wakes, waker)
+                })
+                .collect();
             let sent = Counter::default();
             // On a worker thread, as a session's burst is.
             let outboxes = tokio::spawn(async move {
@@ -909,7 +925,7 @@ mod tests {
             })
             .await
             .unwrap();
-            for client in &mut clients {
+            for (_, client) in &mut connections {
                 let mut got = [0; 5];
                 tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got))
                     .await
@@ -938,13 +954,7 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let mut pairs = Vec::new();
-            let mut outboxes = Vec::new();
-            for _ in 0..SUBSCRIBERS {
-                let (server, client, outbox) = attached(8).await;
-                pairs.push((server, client));
-                outboxes.push(outbox);
-            }
+            let (_connections, outboxes) = subscribers(SUBSCRIBERS).await;
             let outboxes = Arc::new(outboxes);
             // How much of each task's chunk is written.
             let written = |outboxes: &[Arc<Outbox>]| -> Vec<usize> {

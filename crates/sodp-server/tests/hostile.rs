@@ -387,12 +387,7 @@ async fn an_oversized_message_is_refused_from_its_header_alone() {
     // it: the server must answer at once, not wait for (or buffer) the rest.
     let server = TestServer::start().await;
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    s.write_all(UPGRADE_REQUEST).await.unwrap();
     let mut frame = vec![0x82, 0x80 | 127];
     frame.extend_from_slice(&(100u64 << 20).to_be_bytes());
     frame.extend_from_slice(&[1, 2, 3, 4]); // mask
@@ -437,6 +432,11 @@ async fn a_connection_that_never_sends_its_request_is_closed() {
     assert_eq!(n, 0, "closed without a response");
     assert_eq!(server.shared.connections(), 0);
 }
+
+/// A WebSocket upgrade request, for tests that speak raw TCP.
+const UPGRADE_REQUEST: &[u8] =
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
 /// A client frame as raw bytes: masked (with a fixed key), as clients must.
 fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
@@ -494,9 +494,7 @@ async fn websocket_framing_pings_fragments_and_pipelined_bursts_over_a_raw_socke
     };
     // The upgrade request and the first frames in one write (the frames are
     // read along with the request), a ping among them.
-    let mut first = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        .to_vec();
+    let mut first = UPGRADE_REQUEST.to_vec();
     first.extend(client_frame(true, 9, b"early"));
     first.extend(client_frame(true, 2, &call(0)));
     s.write_all(&first).await.unwrap();
@@ -578,12 +576,7 @@ async fn websocket_framing_pings_fragments_and_pipelined_bursts_over_a_raw_socke
 async fn raw_upgraded(server: &TestServer) -> (tokio::net::TcpStream, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    s.write_all(UPGRADE_REQUEST).await.unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
