@@ -129,7 +129,7 @@ struct Stamp {
 
 /// Shared by every session (cheap to share behind an `Arc`).
 pub struct Store {
-    keys: Mutex<HashMap<Arc<str>, Arc<KeySlot>>>,
+    keys: Mutex<HashMap<Arc<str>, Arc<KeySlot>, foldhash::fast::RandomState>>,
     /// Every key with a slot, in byte order (`state.keys` pages through it).
     /// Changed only with `keys` locked (lock order: keys → order → slot).
     order: Mutex<BTreeSet<Arc<str>>>,
@@ -421,7 +421,7 @@ impl Store {
     pub fn new(options: StoreOptions) -> Store {
         let memory = Arc::new(MemoryBudget::new(options.max_memory));
         Store {
-            keys: Mutex::new(HashMap::new()),
+            keys: Mutex::new(HashMap::default()),
             order: Mutex::new(BTreeSet::new()),
             patterns: Patterns::default(),
             timers: Timers::default(),
