@@ -1,7 +1,8 @@
 //! `sodp-bench`: a load generator for SODP servers.
 //!
 //! Scenarios (see each module): `fanout`, `writes`, `conns`, `roundtrip`,
-//! and for the protocol extensions `patterns`, `cas`, `keyspace`.
+//! for the protocol extensions `patterns`, `cas`, `keyspace`, and `sends`,
+//! the kernel's part of a fanout measured without any server.
 //! Every run is bounded in count and time, prints one JSON line of results
 //! on stdout and a human summary on stderr, and exits non-zero when the run
 //! was not clean (missing, duplicated or out-of-order deltas, failed calls,
@@ -19,6 +20,7 @@ mod procfs;
 mod report;
 mod roundtrip;
 mod scan;
+mod sends;
 mod stats;
 mod wire;
 mod writes;
@@ -114,6 +116,28 @@ enum Scenario {
         /// Seconds.
         #[arg(long, default_value_t = 5.0)]
         duration: f64,
+    },
+    /// No server: N loopback connections, one send each per round — the
+    /// kernel's share of a fanout of N (a lower bound for any server).
+    Sends {
+        /// Connections (the fanout's subscribers).
+        #[arg(long, default_value_t = 100)]
+        conns: usize,
+        /// Rounds (the fanout's writes).
+        #[arg(long, default_value_t = 1000)]
+        rounds: usize,
+        /// Rounds per second.
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        /// Bytes per message (a DELTA's size; at least 8).
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// CPU for the sending thread (where the server would run).
+        #[arg(long)]
+        sender_cpu: Option<usize>,
+        /// CPU for the reading thread (where the generator would run).
+        #[arg(long)]
+        reader_cpu: Option<usize>,
     },
     /// K keys written (optionally with a TTL): RSS per key, CPU while idle.
     Keyspace {
@@ -247,6 +271,30 @@ fn main() -> ExitCode {
                         extensions::keyspace(&url, pid, keys, ttl_ms, idle).await
                     }
                 },
+                Scenario::Sends {
+                    conns,
+                    rounds,
+                    rate,
+                    size,
+                    sender_cpu,
+                    reader_cpu,
+                } => {
+                    if 2 * conns + 16 > fd_limit as usize {
+                        return Err(format!(
+                            "{conns} connection pairs need more than the fd limit {fd_limit}"
+                        )
+                        .into());
+                    }
+                    let p = sends::Params {
+                        conns,
+                        rounds,
+                        rate,
+                        size,
+                        sender_cpu,
+                        reader_cpu,
+                    };
+                    sends::run(&p)
+                }
                 Scenario::Roundtrip { count } => {
                     let p = roundtrip::Params {
                         count,

@@ -78,3 +78,33 @@ fn every_scenario_runs_clean_against_the_real_server() {
         &["conns", "--count", "50", "--hold", "1", "--settle", "0"],
     );
 }
+
+/// `sends` needs no server: every message reaches its reader, one per
+/// connection per round, and the sender's CPU and the latencies are there.
+#[test]
+fn sends_delivers_every_round_to_every_connection() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sodp-bench"))
+        .args(["sends", "--conns", "8", "--rounds", "50", "--rate", "1000"])
+        .args(["--size", "40"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["deliveries"], 400, "{report}");
+    assert_eq!(report["delivery_latency"]["count"], 400, "{report}");
+    assert_eq!(report["round_duration"]["count"], 50, "{report}");
+    assert!(
+        report["server"]["cpu_us"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["delivery_latency"]["p50_us"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+}
