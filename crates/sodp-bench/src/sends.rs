@@ -9,8 +9,9 @@
 //! generator's subscribers do.
 //!
 //! Reported like a fanout, with the sending thread in the server's place:
-//! its CPU per send over the send loops (user space and system,
-//! `getrusage(RUSAGE_THREAD)` around each round; not the sleep between)
+//! its CPU per send over the send loops (`CLOCK_THREAD_CPUTIME_ID` around
+//! each round, not the sleep between; split into user space and system as
+//! the whole run's `getrusage(RUSAGE_THREAD)` is)
 //! under `server.*_per_delivery`, and the delivery latency from the start
 //! of a round to the reader's `recv` of that connection's message. Neither
 //! includes a writer's CALL reaching a server, parsing or encoding, so both
@@ -56,6 +57,19 @@ fn thread_cpu_ns() -> (u64, u64) {
     }
     let ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1_000;
     (ns(ru.ru_utime), ns(ru.ru_stime))
+}
+
+/// CPU time of the calling thread in nanoseconds, exact (the scheduler's
+/// own count, `CLOCK_THREAD_CPUTIME_ID`) — `getrusage` moves in clock
+/// ticks, far coarser than one round's sends.
+fn thread_cpu_exact_ns() -> u64 {
+    // SAFETY: a zeroed `timespec` is valid; clock_gettime writes it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a `timespec` owned by this frame.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Pins the calling thread to one CPU (no-op for `None`).
@@ -193,10 +207,12 @@ pub fn run(p: &Params) -> Result<Report, Error> {
     thread::sleep(Duration::from_millis(100));
     let mut msg = vec![0x5au8; size];
     let mut round_ns = Vec::with_capacity(p.rounds);
-    // CPU is summed over the send loops alone: the sleep between rounds
-    // (a timer wake-up per round) is no part of a delivery, and with one
-    // connection it would be most of what is measured.
-    let (mut user, mut sys) = (0u64, 0u64);
+    // CPU is summed over the send loops alone (exact clock): the sleep
+    // between rounds (a timer wake-up per round) is no part of a delivery,
+    // and with one connection it would be most of what is measured. The
+    // user/system split of that sum is the whole run's (`getrusage`).
+    let mut cpu_ns = 0u64;
+    let (user0, sys0) = thread_cpu_ns();
     let t0 = Instant::now();
     let start = now_ns();
     for r in 0..p.rounds {
@@ -205,23 +221,28 @@ pub fn run(p: &Params) -> Result<Report, Error> {
         if due > now {
             thread::sleep(due - now);
         }
-        let (user0, sys0) = thread_cpu_ns();
+        let cpu0 = thread_cpu_exact_ns();
         let stamp = now_ns();
         msg[..8].copy_from_slice(&stamp.to_le_bytes());
         for s in &mut senders {
             s.write_all(&msg)?;
         }
         round_ns.push(now_ns() - stamp);
-        let (user1, sys1) = thread_cpu_ns();
-        user += user1.saturating_sub(user0);
-        sys += sys1.saturating_sub(sys0);
+        cpu_ns += thread_cpu_exact_ns().saturating_sub(cpu0);
     }
+    let (user1, sys1) = thread_cpu_ns();
+    let (run_user, run_sys) = (user1.saturating_sub(user0), sys1.saturating_sub(sys0));
+    let user_share = if run_user + run_sys > 0 {
+        run_user as f64 / (run_user + run_sys) as f64
+    } else {
+        0.0
+    };
     let elapsed = (now_ns() - start) as f64 / 1e9;
     let received = reader.join().map_err(|_| "the reader thread panicked")??;
     drop(senders);
     let sends = (p.conns * p.rounds) as f64;
-    let user = user as f64 / 1e3;
-    let sys = sys as f64 / 1e3;
+    let user = cpu_ns as f64 * user_share / 1e3;
+    let sys = cpu_ns as f64 * (1.0 - user_share) / 1e3;
     let delivered = received.latencies.len() as u64;
     let mut latencies = received.latencies;
     let lat = summarize(&mut latencies);

@@ -360,7 +360,9 @@ async fn a_missing_segment_stops_the_server() {
 #[tokio::test]
 async fn checkpoints_bound_the_log_and_keep_everything() {
     let dir = DataDir::new("checkpoint");
-    let server = start(&dir.0, &["--checkpoint-bytes", "20000"]);
+    // 400 patches of about 40 log bytes each (only `i` changes) pass the
+    // threshold at least once.
+    let server = start(&dir.0, &["--checkpoint-bytes", "8000"]);
     let mut c = TestClient::connect(&url(&server)).await;
     let mut last = 0;
     for i in 0..400 {
@@ -381,7 +383,7 @@ async fn checkpoints_bound_the_log_and_keep_everything() {
         "old segments are deleted: {:?}",
         dir.segments()
     );
-    let server = start(&dir.0, &["--checkpoint-bytes", "20000"]);
+    let server = start(&dir.0, &["--checkpoint-bytes", "8000"]);
     let (value, version, _) = read(&server, "k19").await;
     assert_eq!(value.get("i"), Some(&Value::from(399u64)));
     assert_eq!(version, last);

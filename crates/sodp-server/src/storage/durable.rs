@@ -272,7 +272,7 @@ fn write_change_body(buf: &mut Vec<u8>, change: &Change<'_>) {
     write_str(buf, change.key);
     write_array_len(buf, change.ops.len());
     for op in change.ops {
-        op.write(buf);
+        record::write_op(buf, op);
     }
     if let Some(at) = change.expires {
         write_uint(buf, at);
