@@ -184,6 +184,15 @@ impl WriteLoad {
     }
 }
 
+/// Refuses a run that would need more descriptors than the process may
+/// open (`n` sockets, plus a margin for the writer, stdio and the like).
+fn fits_fd_limit(n: usize, what: &str, fd_limit: u64) -> Result<(), wire::Error> {
+    if n.saturating_add(16) > fd_limit as usize {
+        return Err(format!("{n} {what} need more than the fd limit {fd_limit}").into());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let fd_limit = procfs::raise_nofile_limit();
@@ -211,12 +220,7 @@ fn main() -> ExitCode {
                     stall,
                     writer_url,
                 } => {
-                    if subs + 16 > fd_limit as usize {
-                        return Err(format!(
-                            "{subs} subscribers need more than the fd limit {fd_limit}"
-                        )
-                        .into());
-                    }
+                    fits_fd_limit(subs, "subscribers", fd_limit)?;
                     let p = fanout::Params {
                         subs,
                         writes,
@@ -237,12 +241,7 @@ fn main() -> ExitCode {
                     hold,
                     settle,
                 } => {
-                    if count + 16 > fd_limit as usize {
-                        return Err(format!(
-                            "{count} connections need more than the fd limit {fd_limit}"
-                        )
-                        .into());
-                    }
+                    fits_fd_limit(count, "connections", fd_limit)?;
                     let p = conns::Params {
                         count,
                         hold: Duration::from_secs_f64(hold.min(cli.timeout)),
@@ -279,12 +278,8 @@ fn main() -> ExitCode {
                     sender_cpu,
                     reader_cpu,
                 } => {
-                    if 2 * conns + 16 > fd_limit as usize {
-                        return Err(format!(
-                            "{conns} connection pairs need more than the fd limit {fd_limit}"
-                        )
-                        .into());
-                    }
+                    // Both ends of every pair are this process's.
+                    fits_fd_limit(2 * conns, "sockets", fd_limit)?;
                     let p = sends::Params {
                         conns,
                         rounds,

@@ -12,10 +12,9 @@ use std::process::Command;
 
 use common::TestServer;
 
-fn bench(server: &TestServer, args: &[&str]) -> serde_json::Value {
+/// Runs sodp-bench with `args`; it must exit 0 with a clean JSON report.
+fn run_clean(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_sodp-bench"))
-        .args(["--url", &server.url()])
-        .args(["--server-pid", &server.pid().to_string(), "--timeout", "60"])
         .args(args)
         .output()
         .unwrap();
@@ -29,6 +28,13 @@ fn bench(server: &TestServer, args: &[&str]) -> serde_json::Value {
     assert_eq!(report["ok"], true, "{args:?}: {report}");
     assert!(report["server"]["cpu_us"].is_number(), "{report}");
     report
+}
+
+fn bench(server: &TestServer, args: &[&str]) -> serde_json::Value {
+    let (url, pid) = (server.url(), server.pid().to_string());
+    let mut all = vec!["--url", &url, "--server-pid", &pid, "--timeout", "60"];
+    all.extend_from_slice(args);
+    run_clean(&all)
 }
 
 #[test]
@@ -83,19 +89,9 @@ fn every_scenario_runs_clean_against_the_real_server() {
 /// connection per round, and the sender's CPU and the latencies are there.
 #[test]
 fn sends_delivers_every_round_to_every_connection() {
-    let out = Command::new(env!("CARGO_BIN_EXE_sodp-bench"))
-        .args(["sends", "--conns", "8", "--rounds", "50", "--rate", "1000"])
-        .args(["--size", "40"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(report["ok"], true, "{report}");
+    let report = run_clean(&[
+        "sends", "--conns", "8", "--rounds", "50", "--rate", "1000", "--size", "40",
+    ]);
     assert_eq!(report["deliveries"], 400, "{report}");
     assert_eq!(report["delivery_latency"]["count"], 400, "{report}");
     assert_eq!(report["round_duration"]["count"], 50, "{report}");
@@ -107,4 +103,18 @@ fn sends_delivers_every_round_to_every_connection() {
         report["delivery_latency"]["p50_us"].as_f64().unwrap() > 0.0,
         "{report}"
     );
+}
+
+/// A run that would need more descriptors than the process may open is
+/// refused before it opens any, with exit code 1 and the reason.
+#[test]
+fn a_run_beyond_the_fd_limit_is_refused_up_front() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sodp-bench"))
+        .args(["sends", "--conns", "100000000", "--rounds", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("need more than the fd limit"), "{stderr}");
+    assert!(out.stdout.is_empty());
 }
