@@ -6,13 +6,15 @@
 //! every watcher sees), and the session leaves the server's registry. Being
 //! a drop guard, it runs however the session task ends — a return, an early
 //! `?`, a panic unwinding through it — so a bug can never leave a ghost
-//! cursor behind.
+//! cursor behind. In cluster mode the release (which waits for Redis) is a
+//! task of its own, so that a runtime shutting down never waits on it.
 
 use std::sync::Arc;
 
 use crate::outbox::SessionId;
-use crate::registry::SessionInfo;
+use crate::registry::{Held, SessionInfo};
 use crate::shared::Shared;
+use crate::store::Store;
 
 /// The sets themselves live in the session's [`SessionInfo`], so that an
 /// administrator can list them; only this session and an admin call lock
@@ -81,32 +83,43 @@ impl Holdings {
         }
     }
 
-    /// Releases everything now (also done on drop). The sets are taken out
-    /// first: the store is never called with them locked.
-    pub fn release_all(&mut self) {
-        let (watched, presence) = {
-            let mut held = self.info.held();
-            held.presence_count = 0;
-            (
-                std::mem::take(&mut held.watched),
-                std::mem::take(&mut held.presence),
-            )
-        };
-        let store = &self.shared.store;
-        for key in watched {
-            store.unwatch(&key, self.session);
-        }
-        for (key, paths) in presence {
-            for path in paths {
-                store.release_presence(&key, &path, self.session);
-            }
+    /// Takes the sets out of the session's info: the store is never called
+    /// with them locked.
+    fn take(&mut self) -> Held {
+        std::mem::take(&mut *self.info.held())
+    }
+}
+
+/// Lets go of everything in `held` in the store.
+fn release(held: Held, store: &Store, session: SessionId) {
+    for key in held.watched {
+        store.unwatch(&key, session);
+    }
+    for (key, paths) in held.presence {
+        for path in paths {
+            store.release_presence(&key, &path, session);
         }
     }
 }
 
 impl Drop for Holdings {
     fn drop(&mut self) {
-        self.release_all();
+        let held = self.take();
+        if self.shared.store.remote().is_none() {
+            release(held, &self.shared.store, self.session);
+        } else if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            // In cluster mode a release waits for Redis
+            // (`cluster::Connection::block`), which needs the runtime's
+            // other tasks to run. A session task the runtime drops while it
+            // shuts down must not wait for them — they are never polled
+            // again, so it would wait forever and the process would never
+            // exit. The release is a task of its own instead: run at once
+            // normally, dropped unrun during a shutdown, when the other
+            // nodes reap this node's paths once its lease runs out.
+            let shared = Arc::clone(&self.shared);
+            let session = self.session;
+            runtime.spawn(async move { release(held, &shared.store, session) });
+        }
         self.shared.deregister(self.session);
     }
 }

@@ -1142,3 +1142,44 @@ async fn a_pattern_snapshot_over_the_value_limit_is_413_across_nodes() {
         .await;
     watcher.expect_silence(Duration::from_millis(200)).await;
 }
+
+/// A node's runtime shutting down while its sessions still watch keys and
+/// hold presence paths (a process exiting, this test's own runtime ending)
+/// finishes. Each session's release went through Redis from inside the
+/// shutdown, blocking on tasks the runtime no longer ran: it never did.
+#[test]
+fn a_runtime_shutting_down_under_live_sessions_finishes() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let redis = runtime.block_on(RedisServer::start());
+    let live = runtime.block_on(async {
+        let node = node(&redis).await;
+        let mut clients = Vec::new();
+        for i in 0..24 {
+            let key = format!("shutdown.k{i}");
+            let mut client = node.client().await;
+            client.watch(&key).await;
+            client
+                .ok(
+                    "state.presence",
+                    json!({"state": key, "path": "/here", "value": i}),
+                )
+                .await;
+            clients.push(client);
+        }
+        (node, clients)
+    });
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(runtime);
+        let _ = done.send(());
+        drop(live);
+    });
+    assert!(
+        finished.recv_timeout(Duration::from_secs(30)).is_ok(),
+        "the runtime was still shutting down after 30 s"
+    );
+}

@@ -4,9 +4,10 @@
 //! [`KeyImage`] per key and an end marker. Every record is an array whose
 //! first element says what it is, so the format can grow new kinds. Ops
 //! are stored compact (`[code, path, value]`, see [`write_op`]); the wire's
-//! `{op, path, value}` maps of records written before that still read.
+//! `{op, path, value}` maps of records written before that still read. So
+//! are idempotency tags ([`write_tag`]); their first, longer form still reads.
 
-use sodp_proto::codec::{write_array_len, write_str, write_uint};
+use sodp_proto::codec::{write_array_len, write_bin, write_str, write_uint};
 use sodp_proto::{DeltaOp, OpKind, Value};
 
 use crate::idempotency::{Remembered, Tag};
@@ -88,41 +89,113 @@ const KEY: i64 = 10;
 const END: i64 = 11;
 const REMEMBERED: i64 = 12;
 
-/// `[identity or nil, idempotency key, fingerprint (2 × u64), at_ms]`.
+/// `[identity or nil, idempotency key, fingerprint (16 bytes), at (Unix
+/// seconds, rounded up)]`, 20 bytes less than the first form (below) for a
+/// Python client's key. A key of lowercase hex digits (even in number, as
+/// Python's client makes them) is stored as the bytes it spells, half its
+/// length; any other key as its string, so reading is unambiguous. The time
+/// is rounded up so that a remembered outcome is never forgotten early after a
+/// restart (it may be kept up to a second longer).
+///
+/// Still read: the first form, `[identity or nil, key, fingerprint (2 × u64),
+/// at_ms]`, five elements where this one has four.
 pub fn write_tag(buf: &mut Vec<u8>, tag: &Tag) {
-    write_array_len(buf, 5);
+    write_array_len(buf, 4);
     match &tag.identity {
         Some(identity) => write_str(buf, identity),
         None => buf.push(0xc0),
     }
-    write_str(buf, &tag.key);
-    write_uint(buf, tag.fingerprint.0);
-    write_uint(buf, tag.fingerprint.1);
-    write_uint(buf, tag.at_ms);
+    match hex_bytes(&tag.key) {
+        Some(bytes) => write_bin(buf, &bytes),
+        None => write_str(buf, &tag.key),
+    }
+    write_bin(buf, &fingerprint_bytes(tag.fingerprint));
+    write_uint(buf, tag.at_ms.div_ceil(1000));
 }
 
 fn tag_value(tag: &Tag) -> Value {
     list(vec![
         tag.identity.as_deref().map_or(Value::Nil, Value::from),
-        Value::from(tag.key.as_str()),
-        Value::from(tag.fingerprint.0),
-        Value::from(tag.fingerprint.1),
-        Value::from(tag.at_ms),
+        match hex_bytes(&tag.key) {
+            Some(bytes) => Value::Bin(bytes),
+            None => Value::from(tag.key.as_str()),
+        },
+        Value::Bin(fingerprint_bytes(tag.fingerprint).to_vec()),
+        Value::from(tag.at_ms.div_ceil(1000)),
     ])
 }
 
 fn tag_from(v: &Value) -> Option<Tag> {
     let items = v.as_array()?;
+    let identity = match items.first()? {
+        Value::Nil => None,
+        other => Some(other.as_str()?.to_owned()),
+    };
     let u = |i: usize| items.get(i).and_then(Value::as_u64);
+    let (key, fingerprint, at_ms) = match items.len() {
+        4 => {
+            let key = match items.get(1)? {
+                Value::Bin(bytes) if !bytes.is_empty() => hex_string(bytes),
+                other => other.as_str()?.to_owned(),
+            };
+            let fingerprint = match items.get(2)? {
+                Value::Bin(bytes) => fingerprint_from(bytes)?,
+                _ => return None,
+            };
+            (key, fingerprint, u(3)?.checked_mul(1000)?)
+        }
+        5 => (items.get(1)?.as_str()?.to_owned(), (u(2)?, u(3)?), u(4)?),
+        _ => return None,
+    };
     Some(Tag {
-        identity: match items.first()? {
-            Value::Nil => None,
-            other => Some(other.as_str()?.to_owned()),
-        },
-        key: items.get(1)?.as_str()?.to_owned(),
-        fingerprint: (u(2)?, u(3)?),
-        at_ms: u(4)?,
+        identity,
+        key,
+        fingerprint,
+        at_ms,
     })
+}
+
+/// The bytes a key of lowercase hex digits spells (`None` for any other key,
+/// and for the empty one, so that the string round-trips exactly).
+fn hex_bytes(key: &str) -> Option<Vec<u8>> {
+    let digits = key.as_bytes();
+    if digits.is_empty() || !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    digits
+        .chunks_exact(2)
+        .map(|pair| Some((nibble(pair[0])? << 4) | nibble(pair[1])?))
+        .collect()
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
+fn fingerprint_bytes((high, low): (u64, u64)) -> [u8; 16] {
+    let mut bytes = [0; 16];
+    bytes[..8].copy_from_slice(&high.to_be_bytes());
+    bytes[8..].copy_from_slice(&low.to_be_bytes());
+    bytes
+}
+
+fn fingerprint_from(bytes: &[u8]) -> Option<(u64, u64)> {
+    let (high, low) = bytes.split_at_checked(8)?;
+    Some((
+        u64::from_be_bytes(high.try_into().ok()?),
+        u64::from_be_bytes(low.try_into().ok()?),
+    ))
 }
 
 /// A deadline field: absent = unchanged.
@@ -566,6 +639,89 @@ mod tests {
             Value::from(items[..3].to_vec()),          // no tag field at all
         ] {
             assert_eq!(LogRecord::from_value(&bad), None, "{bad:?}");
+        }
+    }
+
+    /// A tag is written compact — a hex key as its bytes, the fingerprint as
+    /// 16 bytes, the time in seconds rounded up — and the first form, five
+    /// elements with the time in ms, still reads.
+    #[test]
+    fn tags_are_stored_compact_and_the_first_form_still_reads() {
+        let python_key = "0123456789abcdef0123456789abcdef";
+        let tag = Tag {
+            identity: None,
+            key: python_key.into(),
+            fingerprint: (u64::MAX - 1, 1 << 63),
+            at_ms: 1_800_000_000_001,
+        };
+        let mut buf = Vec::new();
+        write_tag(&mut buf, &tag);
+        let value = sodp_proto::codec::decode_value(&buf, 8).unwrap();
+        assert_eq!(value, tag_value(&tag));
+        let read = tag_from(&value).unwrap();
+        assert_eq!(
+            (read.key.as_str(), read.fingerprint),
+            (python_key, tag.fingerprint)
+        );
+        // Rounded up to the second: never remembered for less than its window.
+        assert_eq!(read.at_ms, 1_800_000_001_000);
+
+        // The first form, as servers before this one wrote it.
+        let first = list(vec![
+            Value::Nil,
+            Value::from(python_key),
+            Value::from(tag.fingerprint.0),
+            Value::from(tag.fingerprint.1),
+            Value::from(tag.at_ms),
+        ]);
+        assert_eq!(tag_from(&first), Some(tag.clone()));
+        let first_len = sodp_proto::codec::encode_value(&first).len();
+        assert_eq!(first_len - buf.len(), 20, "{first_len} vs {}", buf.len());
+
+        // Only keys that round-trip as bytes are stored as bytes.
+        for key in ["ABCDEF01", "abc", "rs-0a1b", "", "0x12", "été"] {
+            let tag = Tag {
+                key: key.into(),
+                at_ms: 5_000,
+                ..tag.clone()
+            };
+            assert!(
+                !matches!(tag_value(&tag).as_array().unwrap()[1], Value::Bin(_)),
+                "{key}"
+            );
+            assert_eq!(tag_from(&tag_value(&tag)), Some(tag.clone()), "{key}");
+        }
+
+        // Malformed compact tags are refused.
+        let fingerprint = Value::Bin(fingerprint_bytes(tag.fingerprint).to_vec());
+        for bad in [
+            list(vec![
+                Value::Nil,
+                Value::Bin(vec![1]),
+                Value::Bin(vec![0; 15]),
+                Value::from(1u64),
+            ]),
+            list(vec![
+                Value::Nil,
+                Value::Bin(vec![1]),
+                Value::from(7u64),
+                Value::from(1u64),
+            ]),
+            list(vec![
+                Value::Nil,
+                Value::Bin(vec![]),
+                fingerprint.clone(),
+                Value::from(1u64),
+            ]),
+            list(vec![
+                Value::Nil,
+                Value::from("k"),
+                fingerprint.clone(),
+                Value::from(u64::MAX),
+            ]),
+            list(vec![Value::Nil, Value::from("k"), fingerprint]),
+        ] {
+            assert_eq!(tag_from(&bad), None, "{bad:?}");
         }
     }
 
