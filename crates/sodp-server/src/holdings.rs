@@ -6,8 +6,10 @@
 //! every watcher sees), and the session leaves the server's registry. Being
 //! a drop guard, it runs however the session task ends — a return, an early
 //! `?`, a panic unwinding through it — so a bug can never leave a ghost
-//! cursor behind. In cluster mode the release (which waits for Redis) is a
-//! task of its own, so that a runtime shutting down never waits on it.
+//! cursor behind. A session that ends normally releases from its own task
+//! ([`Holdings::release_all`]); the guard, in cluster mode, hands its release
+//! (which waits for Redis) to a task of its own, so that a runtime shutting
+//! down never waits on it.
 
 use std::sync::Arc;
 
@@ -83,6 +85,14 @@ impl Holdings {
         }
     }
 
+    /// Releases everything now, from the session's own task: how a session
+    /// that ends normally lets go (in cluster mode this waits for Redis, so
+    /// a shutdown's grace period covers it). The drop guard is for a
+    /// session that never gets here.
+    pub fn release_all(&mut self) {
+        release(self.take(), &self.shared.store, self.session);
+    }
+
     /// Takes the sets out of the session's info: the store is never called
     /// with them locked.
     fn take(&mut self) -> Held {
@@ -108,14 +118,15 @@ impl Drop for Holdings {
         if self.shared.store.remote().is_none() {
             release(held, &self.shared.store, self.session);
         } else if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            // In cluster mode a release waits for Redis
-            // (`cluster::Connection::block`), which needs the runtime's
-            // other tasks to run. A session task the runtime drops while it
-            // shuts down must not wait for them — they are never polled
-            // again, so it would wait forever and the process would never
-            // exit. The release is a task of its own instead: run at once
-            // normally, dropped unrun during a shutdown, when the other
-            // nodes reap this node's paths once its lease runs out.
+            // Here the session did not end normally (a panic unwinding, or
+            // its task dropped by a runtime shutting down). In cluster mode
+            // a release waits for Redis (`cluster::Connection::block`),
+            // which needs the runtime's other tasks to run; a task dropped
+            // during a shutdown must not wait for them — they are never
+            // polled again, so it would wait forever and the process would
+            // never exit. The release is a task of its own instead: run at
+            // once after a panic, dropped unrun during a shutdown, when the
+            // other nodes reap this node's paths once its lease runs out.
             let shared = Arc::clone(&self.shared);
             let session = self.session;
             runtime.spawn(async move { release(held, &shared.store, session) });

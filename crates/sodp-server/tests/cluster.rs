@@ -1183,3 +1183,45 @@ fn a_runtime_shutting_down_under_live_sessions_finishes() {
         "the runtime was still shutting down after 30 s"
     );
 }
+
+/// A node stopped with SIGTERM releases its sessions' presence paths
+/// before it exits — at once, not when its lease runs out — and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_stopped_with_sigterm_releases_its_presence_paths_before_exiting() {
+    let redis = RedisServer::start().await;
+    let b = node(&redis).await;
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["--addr", "127.0.0.1:0", "--redis-url", &redis.url()])
+        .args(["--cluster-lease-ms", "60000"])
+        .stderr(std::process::Stdio::null());
+    let mut a = Launched::spawn(cmd, false);
+    let mut watcher = b.client().await;
+    watcher.watch("lobby").await;
+    let mut alice = TestClient::connect(&format!("ws://127.0.0.1:{}", a.port)).await;
+    alice
+        .ok(
+            "state.presence",
+            json!({"state": "lobby", "path": "/alice", "value": 1}),
+        )
+        .await;
+    assert_eq!(
+        watcher.delta().await.1,
+        vec![DeltaOp::add("/", v(json!({"alice": 1})))]
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &a.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (_, ops) = tokio::time::timeout(Duration::from_secs(10), watcher.delta())
+        .await
+        .expect("the path was not released within 10 s (the lease is 60 s)");
+    assert_eq!(ops, vec![DeltaOp::remove("/alice")]);
+    let exited = tokio::task::spawn_blocking(move || a.child.wait().unwrap());
+    let exit = tokio::time::timeout(Duration::from_secs(15), exited)
+        .await
+        .expect("node A did not exit")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    drop(alice);
+}

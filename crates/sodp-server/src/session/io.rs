@@ -139,7 +139,7 @@ where
     outbox.detach();
     // Unsubscribes, releases presence, deregisters (also on a panic: the
     // session's `Holdings` is a drop guard).
-    drop(session);
+    session.end();
     outbox.close(Close::NORMAL);
     let close = outbox.closing().unwrap_or(Close::NORMAL);
     shared

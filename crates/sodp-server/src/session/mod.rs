@@ -112,6 +112,12 @@ impl Session {
         self.id
     }
 
+    /// The session is over: it lets go of its subscriptions and presence
+    /// paths now, from its own task, and leaves the registry.
+    pub fn end(mut self) {
+        self.holdings.release_all();
+    }
+
     /// Something arrived from the client at `now` (liveness).
     pub fn mark_received(&mut self, now: Instant) {
         self.last_received = now;
