@@ -250,3 +250,35 @@ fn the_shipped_example_config_is_valid() {
         "{out}"
     );
 }
+
+/// The server runs without transparent huge pages unless `--huge-pages`
+/// (the kernel's `THP_enabled` of the process, in /proc).
+#[test]
+fn transparent_huge_pages_are_off_unless_asked_for() {
+    let thp = |extra: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--addr", "127.0.0.1:0"])
+            .args(extra)
+            .stderr(Stdio::null());
+        let mut server = Launched::spawn(cmd, false);
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .map(|v| v.trim().to_owned())
+            .expect("THP_enabled in /proc/PID/status")
+    };
+    // With the flag the server has what any process here has (1, or 0 on
+    // a kernel built without THP).
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let ours = ours
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_owned())
+        .unwrap();
+    assert_eq!(thp(&[]), "0");
+    assert_eq!(thp(&["--huge-pages"]), ours);
+}

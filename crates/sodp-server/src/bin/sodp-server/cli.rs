@@ -103,6 +103,10 @@ pub struct Args {
     /// Seconds between server HEARTBEATs; two silent intervals close a connection.
     #[arg(long, env = "SODP_WS_PING_INTERVAL", default_value_t = 30.0)]
     pub heartbeat_secs: f64,
+    /// Let the kernel back the heap with transparent huge pages (off by
+    /// default: each one faulted in is 2 MiB zeroed on a worker thread).
+    #[arg(long, env = "SODP_HUGE_PAGES")]
+    pub huge_pages: bool,
     /// TOML file holding any of these options by their long names
     /// (`max_memory = 1000000`); flags and SODP_* variables take precedence.
     #[arg(long, env = "SODP_CONFIG", value_name = "FILE")]

@@ -18,6 +18,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::load();
+    if !args.huge_pages {
+        disable_transparent_huge_pages();
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -113,6 +116,23 @@ fn reload_on_sighup(
             }
         }
     });
+}
+
+/// Asks the kernel for no transparent huge pages in this process (Linux's
+/// `PR_SET_THP_DISABLE`, what `MIMALLOC_ALLOW_THP=0` does at start-up).
+/// mimalloc marks its regions `MADV_HUGEPAGE`; as the heap grows (the RESUME
+/// history filling, a burst of connections), each first touch of a 2 MiB
+/// page then zeroes it whole (and may compact memory inside the fault) on
+/// the worker thread. Measured (docs/BENCHMARKS.md, "transparent huge
+/// pages"): CPU per write −5 to −10 % and RSS −10 % while the history
+/// fills; no effect once the heap stops growing. `--huge-pages` keeps them.
+fn disable_transparent_huge_pages() {
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers and only
+    // sets a flag of the calling process.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if rc != 0 {
+        tracing::debug!("PR_SET_THP_DISABLE: {}", std::io::Error::last_os_error());
+    }
 }
 
 /// Returns free heap memory to the OS (the library calls it after bulk
