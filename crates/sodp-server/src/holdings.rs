@@ -131,6 +131,8 @@ impl Drop for Holdings {
             let session = self.session;
             runtime.spawn(async move { release(held, &shared.store, session) });
         }
+        // (Cluster mode with no runtime at all: nothing can reach Redis;
+        // the lease reaps the paths.)
         self.shared.deregister(self.session);
     }
 }

@@ -124,7 +124,7 @@ fn reload_on_sighup(
 /// history filling, a burst of connections), each first touch of a 2 MiB
 /// page then zeroes it whole (and may compact memory inside the fault) on
 /// the worker thread. Measured (docs/BENCHMARKS.md, "transparent huge
-/// pages"): CPU per write −5 to −10 % and RSS −10 % while the history
+/// pages"): CPU per write −4 to −6 % and RSS ~10 % lower while the history
 /// fills; no effect once the heap stops growing. `--huge-pages` keeps them.
 fn disable_transparent_huge_pages() {
     // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers and only
