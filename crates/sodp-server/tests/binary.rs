@@ -22,10 +22,7 @@ async fn sigterm_closes_sessions_and_exits_zero() {
         json!({"state": "p", "path": "/me", "value": 1}),
     )
     .await;
-    Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
+    server.terminate();
     assert_eq!(c.expect_close().await, Some(1001));
     let status = tokio::task::spawn_blocking(move || server.child.wait())
         .await
@@ -125,10 +122,7 @@ async fn json_logs_are_one_object_per_line() {
     let mut c = TestClient::connect(&format!("ws://127.0.0.1:{}", server.port)).await;
     c.call("state.nope", json!({"state": "k"})).await;
     drop(c);
-    Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
+    server.terminate();
     server.child.wait().unwrap();
     let mut stderr = String::new();
     use std::io::Read;

@@ -32,6 +32,16 @@ async fn node_with_lease(redis: &RedisServer, lease: Duration) -> TestServer {
     .await
 }
 
+/// A node as its own `sodp-server` process (so that it can be killed or
+/// stopped with a signal), with a lease of `lease_ms`.
+fn node_process(redis: &RedisServer, lease_ms: u64) -> Launched {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["--addr", "127.0.0.1:0", "--redis-url", &redis.url()])
+        .args(["--cluster-lease-ms", &lease_ms.to_string()])
+        .stderr(std::process::Stdio::null());
+    Launched::spawn(cmd, false)
+}
+
 async fn three_nodes(redis: &RedisServer) -> [TestServer; 3] {
     [node(redis).await, node(redis).await, node(redis).await]
 }
@@ -345,11 +355,7 @@ async fn a_killed_nodes_presence_paths_are_removed_by_the_survivors_within_the_l
     let redis = RedisServer::start().await;
     let lease = Duration::from_millis(1000);
     let b = node_with_lease(&redis, lease).await;
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["--addr", "127.0.0.1:0", "--redis-url", &redis.url()])
-        .args(["--cluster-lease-ms", "1000"])
-        .stderr(std::process::Stdio::null());
-    let mut a = Launched::spawn(cmd, false);
+    let mut a = node_process(&redis, 1000);
     let a_url = format!("ws://127.0.0.1:{}", a.port);
     let mut watcher = b.client().await;
     watcher.watch("room").await;
@@ -1056,11 +1062,7 @@ async fn admin_stats_lists_the_nodes_and_a_killed_one_goes() {
         });
     })
     .await;
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["--addr", "127.0.0.1:0", "--redis-url", &redis.url()])
-        .args(["--cluster-lease-ms", "1000"])
-        .stderr(std::process::Stdio::null());
-    let mut a = Launched::spawn(cmd, false);
+    let mut a = node_process(&redis, 1000);
     let mut admin = b.client().await;
     let nodes = |stats: &Value| -> Vec<(bool, bool)> {
         let cluster = stats.get("cluster").unwrap();
@@ -1190,11 +1192,7 @@ fn a_runtime_shutting_down_under_live_sessions_finishes() {
 async fn a_node_stopped_with_sigterm_releases_its_presence_paths_before_exiting() {
     let redis = RedisServer::start().await;
     let b = node(&redis).await;
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["--addr", "127.0.0.1:0", "--redis-url", &redis.url()])
-        .args(["--cluster-lease-ms", "60000"])
-        .stderr(std::process::Stdio::null());
-    let mut a = Launched::spawn(cmd, false);
+    let mut a = node_process(&redis, 60000);
     let mut watcher = b.client().await;
     watcher.watch("lobby").await;
     let mut alice = TestClient::connect(&format!("ws://127.0.0.1:{}", a.port)).await;
@@ -1208,11 +1206,7 @@ async fn a_node_stopped_with_sigterm_releases_its_presence_paths_before_exiting(
         watcher.delta().await.1,
         vec![DeltaOp::add("/", v(json!({"alice": 1})))]
     );
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &a.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    a.terminate();
     let (_, ops) = tokio::time::timeout(Duration::from_secs(10), watcher.delta())
         .await
         .expect("the path was not released within 10 s (the lease is 60 s)");

@@ -101,10 +101,7 @@ fn url(server: &Launched) -> String {
 }
 
 fn sigterm(mut server: Launched) {
-    Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
+    server.terminate();
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }

@@ -113,16 +113,12 @@ pub fn write_tag(buf: &mut Vec<u8>, tag: &Tag) {
     write_uint(buf, tag.at_ms.div_ceil(1000));
 }
 
+/// The tag as a `Value` (for records and checkpoints built as values):
+/// what [`write_tag`] writes, read back, so the two forms cannot differ.
 fn tag_value(tag: &Tag) -> Value {
-    list(vec![
-        tag.identity.as_deref().map_or(Value::Nil, Value::from),
-        match hex_bytes(&tag.key) {
-            Some(bytes) => Value::Bin(bytes),
-            None => Value::from(tag.key.as_str()),
-        },
-        Value::Bin(fingerprint_bytes(tag.fingerprint).to_vec()),
-        Value::from(tag.at_ms.div_ceil(1000)),
-    ])
+    let mut buf = Vec::with_capacity(64);
+    write_tag(&mut buf, tag);
+    sodp_proto::codec::decode_value(&buf, 2).expect("write_tag writes one flat array")
 }
 
 fn tag_from(v: &Value) -> Option<Tag> {
@@ -657,7 +653,21 @@ mod tests {
         let mut buf = Vec::new();
         write_tag(&mut buf, &tag);
         let value = sodp_proto::codec::decode_value(&buf, 8).unwrap();
-        assert_eq!(value, tag_value(&tag));
+        let mut fingerprint = (u64::MAX - 1).to_be_bytes().to_vec();
+        fingerprint.extend((1u64 << 63).to_be_bytes());
+        assert_eq!(
+            value,
+            list(vec![
+                Value::Nil,
+                Value::Bin(
+                    (0..16)
+                        .map(|i| [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef][i % 8])
+                        .collect()
+                ),
+                Value::Bin(fingerprint),
+                Value::from(1_800_000_001u64),
+            ])
+        );
         let read = tag_from(&value).unwrap();
         assert_eq!(
             (read.key.as_str(), read.fingerprint),

@@ -348,6 +348,15 @@ impl Launched {
         }
         launched
     }
+
+    /// Sends the server SIGTERM (it then drains and exits on its own).
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM: {status:?}");
+    }
 }
 
 impl Drop for Launched {
