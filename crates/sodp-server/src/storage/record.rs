@@ -588,6 +588,11 @@ mod tests {
             write_op(&mut buf, op);
         }
         let direct = sodp_proto::codec::decode_value(&buf, 8).unwrap();
+        assert_eq!(
+            direct,
+            ops_value(&ops),
+            "the two writers of the form differ"
+        );
         assert_eq!(ops_from(&direct), Some(ops));
         // Shorter than the map form: 20 bytes for an UPDATE of a short path.
         let one = DeltaOp::update("/f00001", Value::UInt(256));
