@@ -46,6 +46,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod batch;
 pub mod budget;
 pub mod clock;
 pub mod cluster;

@@ -21,7 +21,7 @@
 //! the thread is inside a [`FlushScope`]: a push that finds the queue idle
 //! only notes the outbox, and when the burst is over (every key lock
 //! released) the scope writes each noted queue straight to its socket with
-//! one non-blocking `send` (`sendmsg` for several frames). Only what the
+//! one non-blocking `send` (several frames gathered, see [`crate::batch`]). Only what the
 //! socket does not take at once (it would block, or the connection is TLS)
 //! is left queued, and then the session task is woken to write it as
 //! before. At most one writer —
@@ -32,14 +32,15 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io::IoSlice;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Poll;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
+
+use crate::batch::{self, Front};
 
 /// Identifies a session for subscriptions and presence ownership.
 pub type SessionId = u64;
@@ -408,43 +409,27 @@ impl Outbox {
     }
 }
 
-/// Most messages handed to one vectored send.
-pub const MAX_IOVECS: usize = 64;
-
-/// Sends the batch without blocking, front first, as one `send` or
-/// `sendmsg` per round. Returns whether all of it went (false: the socket
-/// would block or failed; what is left stays in `batch`, and the session
-/// task's own write then waits for room or meets the error) and how many
-/// bytes did.
+/// Sends the batch without blocking, front first, one system call per
+/// round (see [`crate::batch`]). Returns whether all of it went (false: the
+/// socket would block or failed; what is left stays in `batch`, and the
+/// session task's own write then waits for room or meets the error) and
+/// how many bytes did.
 fn write_now(socket: &TcpStream, batch: &mut VecDeque<Bytes>) -> (bool, usize) {
     let mut total = 0;
     while !batch.is_empty() {
-        let written = if batch.len() == 1 {
-            socket.try_write(&batch[0])
-        } else {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = as_slices(batch, &mut slices);
-            crate::tcp::try_send_vectored(socket, &slices[..n])
-        };
+        let written = batch::with_front(batch, |front| match front {
+            Front::Contiguous(bytes) => socket.try_write(bytes),
+            Front::Slices(slices) => crate::tcp::try_send_vectored(socket, slices),
+        });
         match written {
             Ok(0) | Err(_) => return (false, total),
             Ok(n) => {
-                consume(batch, n);
+                batch::consume(batch, n);
                 total += n;
             }
         }
     }
     (true, total)
-}
-
-/// Points `slices` at the batch's first frames (as many as fit) for one
-/// vectored send; returns how many it filled.
-pub fn as_slices<'a>(batch: &'a VecDeque<Bytes>, slices: &mut [IoSlice<'a>]) -> usize {
-    batch
-        .iter()
-        .zip(slices.iter_mut())
-        .map(|(message, slice)| *slice = IoSlice::new(message))
-        .count()
 }
 
 /// Returns what a flush could not send to the front of the queue, before
@@ -455,22 +440,6 @@ pub fn as_slices<'a>(batch: &'a VecDeque<Bytes>, slices: &mut [IoSlice<'a>]) -> 
 fn put_back(queue: &mut VecDeque<Bytes>, left: &mut VecDeque<Bytes>) {
     while let Some(frame) = left.pop_back() {
         queue.push_front(frame);
-    }
-}
-
-/// Drops the first `n` bytes of the batch: whole frames, then part of one.
-pub fn consume(batch: &mut VecDeque<Bytes>, mut n: usize) {
-    while n > 0 {
-        let Some(front) = batch.front_mut() else {
-            break;
-        };
-        if n >= front.len() {
-            n -= front.len();
-            batch.pop_front();
-        } else {
-            front.advance(n);
-            n = 0;
-        }
     }
 }
 
@@ -892,9 +861,6 @@ mod tests {
         put_back(&mut queue, &mut left);
         assert_eq!(queue, frames(&["a", "b", "c", "d"]));
         assert!(left.is_empty());
-        let mut partial = frames(&["abc", "de"]);
-        consume(&mut partial, 4);
-        assert_eq!(partial, frames(&["e"]));
     }
 
     /// A fanout larger than one chunk is written by tasks; every

@@ -5,9 +5,8 @@
 //!
 //! Outgoing messages are written **raw**: `wire` built each frame as a
 //! complete WebSocket message once, and everything queued leaves in one
-//! vectored send (`sendmsg` on plain TCP, see `tcp`; one `send` for a single
-//! message); pongs and the close frame
-//! go the same way. Incoming bytes are read into a buffer shared by the
+//! system call (small messages gathered into one `send`, larger batches one
+//! `sendmsg`: see `batch`); pongs and the close frame go the same way. Incoming bytes are read into a buffer shared by the
 //! thread's connections and split into messages by `frames`, so an idle
 //! connection holds no read buffer. Generic over the stream: a
 //! `TcpStream`, or TLS over one (`server`), each its own monomorphized loop.
@@ -15,7 +14,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -29,7 +28,8 @@ use tracing::debug;
 
 use super::frames::{self, FrameReader, Incoming, ReadError};
 use super::Session;
-use crate::outbox::{Close, FlushScope, Outbox, Wake, MAX_IOVECS};
+use crate::batch::{self, Front};
+use crate::outbox::{Close, FlushScope, Outbox, Wake};
 use crate::shared::Shared;
 
 /// What woke the session task.
@@ -202,28 +202,25 @@ where
 }
 
 /// Writes pre-framed WebSocket messages (see `wire`) straight to the socket,
-/// as many per vectored send as are queued: no per-subscriber framing, no copy.
+/// as much of the batch per system call as [`batch::with_front`] gives: no
+/// per-subscriber framing.
 async fn write_raw<S>(io: &mut S, batch: &mut VecDeque<Bytes>) -> io::Result<()>
 where
     S: AsyncWrite + Unpin,
 {
     while !batch.is_empty() {
         let written = poll_fn(|cx| {
-            // One message: a plain send; a vectored one costs more for a
-            // single buffer than it saves.
-            if batch.len() == 1 {
-                return Pin::new(&mut *io).poll_write(cx, &batch[0]);
-            }
-            // Built on each poll so the slices never live in the future.
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = crate::outbox::as_slices(batch, &mut slices);
-            Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
+            // Built on each poll, so nothing borrowed lives in the future.
+            batch::with_front(batch, |front| match front {
+                Front::Contiguous(bytes) => Pin::new(&mut *io).poll_write(cx, bytes),
+                Front::Slices(slices) => Pin::new(&mut *io).poll_write_vectored(cx, slices),
+            })
         })
         .await?;
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        crate::outbox::consume(batch, written);
+        batch::consume(batch, written);
     }
     // TLS holds the records it made until flushed; on a `TcpStream` this
     // is an immediate no-op (the plain path is unchanged).
