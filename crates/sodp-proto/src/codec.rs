@@ -333,7 +333,7 @@ impl<'a> Decoder<'a> {
             return self.too_deep(n.saturating_mul(2));
         }
         self.claimed(n, 2)?;
-        let mut map = Map::with_capacity_and_hasher(n, Default::default());
+        let mut map = Map::with_capacity(n);
         for _ in 0..n {
             let key = match self.byte()? {
                 m @ 0xa0..=0xbf => self.string((m & 0x1f) as usize)?,

@@ -78,7 +78,7 @@ impl DeltaOp {
 
     /// The op as a wire map.
     pub fn to_value(&self) -> Value {
-        let mut m = Map::with_capacity_and_hasher(3, Default::default());
+        let mut m = Map::with_capacity(3);
         m.insert("op".into(), self.kind.as_str().into());
         m.insert("path".into(), self.path.to_owned().into());
         if let Some(v) = &self.value {
@@ -182,7 +182,7 @@ pub fn apply_in_place(target: &mut Value, op: &DeltaOp) -> Result<(), ApplyError
         node = match node {
             Value::Map(m) => {
                 let m = Arc::make_mut(m);
-                let child = m.entry(seg.clone()).or_insert(Value::Nil);
+                let child = m.get_or_insert_with(seg, || Value::Nil);
                 if !child.is_container() {
                     *child = container_for(next);
                 }

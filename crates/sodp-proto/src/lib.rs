@@ -27,6 +27,7 @@ pub mod frame;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod key;
+pub mod map;
 pub mod merge;
 pub mod pointer;
 pub mod value;

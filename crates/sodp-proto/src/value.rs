@@ -10,14 +10,7 @@
 
 use std::sync::Arc;
 
-use indexmap::IndexMap;
-
-/// An object: string keys in insertion order.
-///
-/// Hashed with foldhash (randomly seeded per process): decoding maps is the
-/// hottest step of every write, and SipHash costs several times more on
-/// short keys, while a fixed-seed hash would let a client flood one bucket.
-pub type Map = IndexMap<String, Value, foldhash::fast::RandomState>;
+pub use crate::map::Map;
 
 /// A state value.
 ///

@@ -46,7 +46,7 @@ fn parse_one(i: usize, entry: Value) -> Result<(Target, EditFn), Rejection> {
             ),
         ));
     };
-    let args: Map = match entry.swap_remove("args") {
+    let args: Map = match entry.shift_remove("args") {
         Some(Value::Map(args)) => Arc::try_unwrap(args).unwrap_or_else(|a| (*a).clone()),
         _ => return Err(bad(i, "`args` must be a map")),
     };
