@@ -573,8 +573,9 @@ impl Drop for FlushScope<'_> {
     }
 }
 
+/// Also the helpers of other modules' tests that need an attached outbox.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::future::Future;
 
     use super::*;
@@ -596,7 +597,7 @@ mod tests {
     }
 
     /// Counts the wake-ups of the task that waits on the outbox.
-    struct Wakes(std::sync::atomic::AtomicUsize);
+    pub(crate) struct Wakes(std::sync::atomic::AtomicUsize);
 
     impl std::task::Wake for Wakes {
         fn wake(self: std::sync::Arc<Self>) {
@@ -604,12 +605,12 @@ mod tests {
         }
     }
 
-    fn count(wakes: &Wakes) -> usize {
+    pub(crate) fn count(wakes: &Wakes) -> usize {
         wakes.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A counting waker, and the outbox's task registered with it.
-    fn registered(outbox: &Outbox) -> (Arc<Wakes>, std::task::Waker) {
+    pub(crate) fn registered(outbox: &Outbox) -> (Arc<Wakes>, std::task::Waker) {
         let wakes = Arc::new(Wakes(Default::default()));
         let waker = std::task::Waker::from(wakes.clone());
         let mut cx = std::task::Context::from_waker(&waker);
@@ -659,7 +660,7 @@ mod tests {
 
     /// A connected pair — the server side as a session holds it, and the
     /// client — and an outbox of `capacity` with the server side attached.
-    async fn attached(
+    pub(crate) async fn attached(
         capacity: usize,
     ) -> (crate::tcp::SharedTcp, tokio::net::TcpStream, Arc<Outbox>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -690,7 +691,7 @@ mod tests {
     }
 
     /// Two worker threads, as deliveries from several sessions need.
-    fn two_workers() -> tokio::runtime::Runtime {
+    pub(crate) fn two_workers() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -699,7 +700,7 @@ mod tests {
     }
 
     /// Reads what arrives within a short while.
-    async fn received(client: &mut tokio::net::TcpStream) -> Vec<u8> {
+    pub(crate) async fn received(client: &mut tokio::net::TcpStream) -> Vec<u8> {
         use tokio::io::AsyncReadExt;
         let mut got = Vec::new();
         let mut buf = [0; 4096];

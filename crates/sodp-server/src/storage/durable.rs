@@ -9,7 +9,10 @@
 //! `write`, syncs once (`fsync = always`), then delivers every frame that
 //! waited for those records — DELTAs, RESULTs, STATE_INITs — in order. While
 //! it syncs, new writes gather for the next round: concurrent writers share
-//! one sync, the pattern of Redis's `appendfsync always`.
+//! one sync, the pattern of Redis's `appendfsync always`. The committer
+//! writes those frames to their sockets itself (an `outbox::FlushScope`
+//! around the round's deliveries), so a durable write's RESULT costs no
+//! wake-up of its session task.
 //!
 //! With `batch` and `never` frames are delivered at once and the committer
 //! is not woken per write: it writes what gathered every 10 ms (sooner when
@@ -52,6 +55,7 @@ use super::record::{CheckpointRecord, KeyImage, LogRecord};
 use super::{Change, Delivery, Storage, Ticket};
 use crate::error::{ErrorCode, Rejection};
 use crate::idempotency::{Remembered, Tag};
+use crate::outbox::FlushScope;
 
 /// Versions reserved by one `Ceiling` record.
 const CEILING_STEP: u64 = 1_000_000;
@@ -211,6 +215,7 @@ impl Durable {
         lock(&self.inner.pending).ceiling = ceiling;
         let committer = Committer {
             inner: self.inner.clone(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
             file,
             segment,
             since_checkpoint: replayed_bytes,
@@ -418,6 +423,10 @@ impl Drop for Durable {
 /// The committer thread's own state.
 struct Committer {
     inner: Arc<Inner>,
+    /// The server's runtime, entered while delivering so a large fanout's
+    /// sends go to its tasks (see [`FlushScope`]); none when the engine was
+    /// started outside one (tests), and then the committer writes them all.
+    runtime: Option<tokio::runtime::Handle>,
     file: File,
     segment: u64,
     since_checkpoint: u64,
@@ -509,9 +518,7 @@ impl Committer {
                 }
                 continue;
             }
-            for (_, delivery) in deliveries {
-                delivery.deliver();
-            }
+            self.deliver(deliveries);
             {
                 let mut p = lock(&self.inner.pending);
                 p.durable = p.durable.max(upto);
@@ -527,6 +534,19 @@ impl Committer {
             {
                 self.checkpoint();
             }
+        }
+    }
+
+    /// Hands out the frames that waited for the sync, writing them to their
+    /// sockets from this thread (direct delivery, as a session task does
+    /// for its own burst): the RESULT of a durable write leaves as soon as
+    /// it is synced, without waking the writer's session task for it — on
+    /// this VM a wake-up costs more than the send.
+    fn deliver(&self, deliveries: Vec<(Ticket, Delivery)>) {
+        let _runtime = self.runtime.as_ref().map(|r| r.enter());
+        let _flush = FlushScope::open(&self.inner.options.metrics.bytes_out, None);
+        for (_, delivery) in deliveries {
+            delivery.deliver();
         }
     }
 
@@ -640,4 +660,52 @@ fn write_checkpoint(
     }
     log::sync_dir(dir)?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::outbox::tests::{attached, count, received, registered, two_workers};
+
+    /// A fresh data directory under the system's temporary directory.
+    fn data_dir(name: &str) -> PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!("sodp-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_synced_frame_is_sent_by_the_committer_without_waking_the_session_task() {
+        let dir = data_dir("committer-sends");
+        two_workers().block_on(async {
+            let engine = Durable::new(DurableOptions {
+                dir: dir.clone(),
+                fsync: Fsync::Always,
+                checkpoint_bytes: u64::MAX,
+                max_pending_bytes: 1 << 20,
+                metrics: Arc::new(crate::metrics::Metrics::default()),
+            })
+            .unwrap();
+            engine.start(1, 0, 0).unwrap();
+            let (_server, mut client, outbox) = attached(8).await;
+            let (wakes, _waker) = registered(&outbox);
+            let ticket = engine.append_bind("k", "/p");
+            engine.deliver(
+                ticket,
+                Delivery::Frame(outbox.clone(), Bytes::from_static(b"synced")),
+            );
+            // Only the committer can have written it: the session task is a
+            // counting waker that never runs.
+            assert_eq!(received(&mut client).await, b"synced");
+            assert!(engine.is_visible(ticket));
+            assert_eq!(count(&wakes), 0, "the session task was woken");
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
