@@ -6,8 +6,9 @@
 //! into one thread-local buffer and sent with a plain `send`, because a
 //! `sendmsg` pays the kernel for every segment of its vector (importing and
 //! walking it) and a loopback `send` of the same bytes from one buffer was
-//! 3–15 % cheaper at 7–64 segments of 60 bytes (docs/BENCHMARKS.md,
-//! "Gathered sends"); copying a few kilobytes costs far less than that.
+//! 2–14 % cheaper at 2–64 segments of 60–1,000 bytes (`bench/gather-probe`,
+//! docs/BENCHMARKS.md); copying a few kilobytes costs less than that, while
+//! segments of several kilobytes each lose the gain to the copy.
 //! Over TLS it means one record instead of one per message. Batches too
 //! large to copy cheaply go as a vector of slices, up to [`MAX_IOVECS`].
 //!
