@@ -220,6 +220,8 @@ impl Durable {
             segment,
             since_checkpoint: replayed_bytes,
             checkpointing: None,
+            spare_buf: Vec::new(),
+            spare_deliveries: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("sodp-committer".into())
@@ -255,9 +257,7 @@ impl Durable {
                 log::frame(&mut p.buf, &record);
             }
         }
-        let mut payload = Vec::with_capacity(64);
-        encode(&mut payload);
-        log::frame_bytes(&mut p.buf, &payload);
+        log::frame_with(&mut p.buf, encode);
         p.last_ticket += 1;
         let ticket = p.last_ticket;
         // `committer_waiting` is set only while the committer waits with no
@@ -431,7 +431,15 @@ struct Committer {
     segment: u64,
     since_checkpoint: u64,
     checkpointing: Option<JoinHandle<()>>,
+    /// Last round's buffers, emptied (see [`SPARE_BYTES`]).
+    spare_buf: Vec<u8>,
+    spare_deliveries: Vec<(Ticket, Delivery)>,
 }
+
+/// Largest emptied buffers the committer keeps for the next round; after a
+/// burst larger ones are freed rather than held.
+const SPARE_BYTES: usize = 1 << 20;
+const SPARE_DELIVERIES: usize = 4096;
 
 impl Committer {
     fn run(mut self) {
@@ -439,7 +447,7 @@ impl Committer {
         let mut last_sync = Instant::now();
         let mut unsynced = false;
         loop {
-            let (buf, deliveries, upto, stop, checkpoint_requested) = {
+            let (mut buf, mut deliveries, upto, stop, checkpoint_requested) = {
                 let mut p = lock(&self.inner.pending);
                 loop {
                     let idle = p.buf.is_empty() && p.deliveries.is_empty();
@@ -475,9 +483,14 @@ impl Committer {
                     }
                 }
                 p.committer_waiting = false;
+                // The emptied buffers of the last round take their place,
+                // so appends do not grow a fresh one every round.
                 (
-                    std::mem::take(&mut p.buf),
-                    std::mem::take(&mut p.deliveries),
+                    std::mem::replace(&mut p.buf, std::mem::take(&mut self.spare_buf)),
+                    std::mem::replace(
+                        &mut p.deliveries,
+                        std::mem::take(&mut self.spare_deliveries),
+                    ),
                     p.last_ticket,
                     p.stop,
                     std::mem::take(&mut p.checkpoint_requested),
@@ -518,7 +531,15 @@ impl Committer {
                 }
                 continue;
             }
-            self.deliver(deliveries);
+            self.deliver(&mut deliveries);
+            // Kept for the next round unless a burst made them large.
+            buf.clear();
+            if buf.capacity() <= SPARE_BYTES {
+                self.spare_buf = buf;
+            }
+            if deliveries.capacity() <= SPARE_DELIVERIES {
+                self.spare_deliveries = deliveries;
+            }
             {
                 let mut p = lock(&self.inner.pending);
                 p.durable = p.durable.max(upto);
@@ -542,10 +563,10 @@ impl Committer {
     /// for its own burst): the RESULT of a durable write leaves as soon as
     /// it is synced, without waking the writer's session task for it — on
     /// this VM a wake-up costs more than the send.
-    fn deliver(&self, deliveries: Vec<(Ticket, Delivery)>) {
+    fn deliver(&self, deliveries: &mut Vec<(Ticket, Delivery)>) {
         let _runtime = self.runtime.as_ref().map(|r| r.enter());
         let _flush = FlushScope::open(&self.inner.options.metrics.bytes_out, None);
-        for (_, delivery) in deliveries {
+        for (_, delivery) in deliveries.drain(..) {
             delivery.deliver();
         }
     }

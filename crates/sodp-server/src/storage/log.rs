@@ -16,7 +16,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use sodp_proto::codec::{decode_value, encode_value};
+use sodp_proto::codec::{decode_value, write_value};
 use sodp_proto::Value;
 
 pub const LOG_MAGIC: &[u8; 8] = b"SODPLOG1";
@@ -32,14 +32,21 @@ const RECORD_DEPTH: usize = 1024;
 
 /// Appends one framed record to `buf`.
 pub fn frame(buf: &mut Vec<u8>, payload: &Value) {
-    frame_bytes(buf, &encode_value(payload));
+    frame_with(buf, |b| write_value(b, payload));
 }
 
-/// Appends one framed record whose payload is already encoded.
-pub fn frame_bytes(buf: &mut Vec<u8>, payload: &[u8]) {
-    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    buf.extend_from_slice(payload);
+/// Appends one framed record whose payload `encode` writes in place: the
+/// header is reserved first and filled in after, so the payload needs no
+/// buffer of its own (the durable engine frames every write this way).
+pub fn frame_with(buf: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>)) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 8]);
+    encode(buf);
+    let payload = &buf[start + 8..];
+    let len = (payload.len() as u32).to_le_bytes();
+    let crc = crc32fast::hash(payload).to_le_bytes();
+    buf[start..start + 4].copy_from_slice(&len);
+    buf[start + 4..start + 8].copy_from_slice(&crc);
 }
 
 /// Why reading a file stopped before its end.
@@ -144,6 +151,8 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use sodp_proto::codec::encode_value;
+
     use super::*;
 
     /// The records and the damage, collected.
@@ -163,6 +172,22 @@ mod tests {
             frame(&mut buf, r);
         }
         buf
+    }
+
+    #[test]
+    fn a_record_is_its_length_its_checksum_and_its_payload() {
+        let mut buf = b"before".to_vec();
+        frame_with(&mut buf, |b| b.extend_from_slice(b"payload"));
+        assert_eq!(&buf[..6], b"before");
+        assert_eq!(buf[6..10], 7u32.to_le_bytes());
+        assert_eq!(buf[10..14], crc32fast::hash(b"payload").to_le_bytes());
+        assert_eq!(&buf[14..], b"payload");
+        // `frame` encodes the value in place: the same bytes.
+        let value = Value::from("x");
+        let (mut direct, mut encoded) = (Vec::new(), Vec::new());
+        frame(&mut direct, &value);
+        frame_with(&mut encoded, |b| b.extend_from_slice(&encode_value(&value)));
+        assert_eq!(direct, encoded);
     }
 
     #[test]
