@@ -35,6 +35,8 @@ fi
 step "ruff + mypy --strict"
 .venv/bin/ruff check python
 .venv/bin/ruff format --check python
+# The benchmark scripts (no .py suffix, so named; settings in bench/ruff.toml).
+.venv/bin/ruff check bench/compare bench/durable bench/instructions bench/extensions bench/cluster
 .venv/bin/mypy --strict python/src/sodp
 
 step "pytest"
