@@ -76,9 +76,22 @@ where
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut batch = VecDeque::new();
     let mut batches_since_timers = 0;
+    // The auth deadline (a pending AUTH, a token's `exp`) as one timer,
+    // moved only when the deadline does: a live authenticated session has
+    // one on every turn of the loop, and a timer made per turn would be
+    // registered and removed each time.
+    let deadline_timer = time::sleep_until(Instant::now() + period);
+    tokio::pin!(deadline_timer);
+    let mut armed: Option<Instant> = None;
 
     loop {
         let deadline = session.deadline();
+        if deadline != armed {
+            if let Some(at) = deadline {
+                deadline_timer.as_mut().reset(at);
+            }
+            armed = deadline;
+        }
         // Outgoing first: when frames are waiting nothing else is polled,
         // which keeps a delivery cheap, and the socket is read whenever the
         // queue is empty. Reading cannot starve: every few batches it is
@@ -88,7 +101,7 @@ where
             wake = outbox.next_batch(&mut batch) => Event::Outbox(wake),
             go_on = poll_fn(|cx| conn.poll_frames(cx, &mut session, &outbox, &shared.metrics.bytes_out)) => Event::Read(go_on),
             _ = heartbeat.tick() => Event::HeartbeatTick,
-            _ = sleep_until_some(deadline) => Event::Deadline,
+            _ = deadline_timer.as_mut(), if armed.is_some() => Event::Deadline,
         };
         match event {
             Event::Outbox(Wake::Frames) => {
@@ -168,15 +181,6 @@ const TIMER_CHECK_EVERY: u32 = 16;
 
 /// Most frames handled in one go before replies are written.
 const READ_BURST: usize = 64;
-
-/// Sleeps until `deadline`, or forever when there is none (no timer is
-/// registered then).
-async fn sleep_until_some(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// Writes the batch. Gives up (returns false) on a write error, or as soon as
 /// the session is told to close without flushing (eviction): a peer that
