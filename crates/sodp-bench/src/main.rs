@@ -49,6 +49,10 @@ struct Cli {
     /// Connections opened concurrently while setting up.
     #[arg(long, global = true, default_value_t = 200)]
     connect_concurrency: usize,
+    /// A JWT every connection authenticates with, for a server run with
+    /// auth (e.g. `--jwt-secret`): the authenticated sessions' path.
+    #[arg(long, global = true, env = "SODP_BENCH_TOKEN")]
+    token: Option<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -195,6 +199,9 @@ fn fits_fd_limit(n: usize, what: &str, fd_limit: u64) -> Result<(), wire::Error>
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(token) = cli.token.clone() {
+        wire::use_token(token);
+    }
     let fd_limit = procfs::raise_nofile_limit();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,5 +1,5 @@
 //! The client side of the protocol as the load generator needs it:
-//! connecting (TCP_NODELAY, WebSocket upgrade, HELLO), building request
+//! connecting (TCP_NODELAY, WebSocket upgrade, HELLO, AUTH when asked), building request
 //! frames from pre-encoded pieces, and reading the few fields of server
 //! frames the scenarios look at.
 
@@ -35,7 +35,17 @@ pub fn host_port(url: &str) -> Result<String, Error> {
     })
 }
 
-/// Opens a connection and reads HELLO. Refuses servers that require auth.
+/// The token every connection authenticates with when the server asks
+/// (`--token`; set once, before any connection).
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Authenticate with `token` when a server asks for it (HELLO `auth: true`).
+pub fn use_token(token: String) {
+    let _ = TOKEN.set(token);
+}
+
+/// Opens a connection and reads HELLO; when the server requires auth, sends
+/// the `--token` and waits for AUTH_OK (refused without one).
 /// `read_buffer` sizes the WebSocket read buffer (small for many idle
 /// connections, larger for busy ones).
 pub async fn connect(url: &str, read_buffer: usize) -> Result<Ws, Error> {
@@ -50,9 +60,26 @@ pub async fn connect(url: &str, read_buffer: usize) -> Result<Ws, Error> {
         return Err(format!("expected HELLO, got {:?}", hello.kind).into());
     }
     if hello.body.get("auth").and_then(Value::as_bool) == Some(true) {
-        return Err("server requires auth; run it without auth for benchmarks".into());
+        let token = TOKEN
+            .get()
+            .ok_or("server requires auth: pass --token (a JWT it accepts)")?;
+        send(&mut ws, auth_frame(token)).await?;
+        let answer = next_frame(&mut ws).await?;
+        if answer.kind != FrameType::AuthOk {
+            return Err(format!("AUTH refused: {:?}", answer.body.to_json()).into());
+        }
     }
     Ok(ws)
+}
+
+/// `AUTH {token}`.
+pub fn auth_frame(token: &str) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(16 + token.len());
+    write_header(&mut buf, FrameType::Auth, 0, 0);
+    codec::write_map_len(&mut buf, 1);
+    codec::write_str(&mut buf, "token");
+    codec::write_str(&mut buf, token);
+    buf
 }
 
 /// Connects and watches `key`; returns the connection and the stream id the

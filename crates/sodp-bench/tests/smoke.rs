@@ -118,3 +118,47 @@ fn a_run_beyond_the_fd_limit_is_refused_up_front() {
     assert!(stderr.contains("need more than the fd limit"), "{stderr}");
     assert!(out.stdout.is_empty());
 }
+
+/// HS256 over `{"sub":"sodp-bench","exp":4102444800}` (1 January 2100) with
+/// the secret below: a token with an expiry, as live sessions carry one.
+const TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJzb2RwLWJlbmNoIiwiZXhwIjo0MTAyNDQ0ODAwfQ._ZV6iTXrx5kEGI9XVWuOlUBpmHqfwjpHNtX4KpYnehg";
+
+#[test]
+fn authenticated_sessions_are_measured_with_a_token() {
+    let server = TestServer::start_with(&["--jwt-secret", "sodp-bench-test-secret"]);
+    let writes = bench(
+        &server,
+        &[
+            "--token",
+            TOKEN,
+            "writes",
+            "--conns",
+            "4",
+            "--keys",
+            "4",
+            "--window",
+            "1",
+            "--duration",
+            "1",
+        ],
+    );
+    assert!(writes["writes_acked"].as_u64().unwrap() > 0, "{writes}");
+    let fanout = bench(
+        &server,
+        &[
+            "--token", TOKEN, "fanout", "--subs", "5", "--writes", "20", "--window", "2",
+        ],
+    );
+    assert_eq!(fanout["missing"], 0, "{fanout}");
+    // Without a token the run stops at once and says why.
+    let (url, pid) = (server.url(), server.pid().to_string());
+    let out = Command::new(env!("CARGO_BIN_EXE_sodp-bench"))
+        .args(["--url", &url, "--server-pid", &pid, "--timeout", "10"])
+        .args(["writes", "--conns", "1", "--keys", "1", "--duration", "1"])
+        .env_remove("SODP_BENCH_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pass --token"), "{stderr}");
+}
