@@ -621,7 +621,7 @@ pub(crate) mod tests {
     }
 
     /// Polls `next_batch` once: the frames it hands the session task.
-    fn take(outbox: &Outbox, waker: &std::task::Waker) -> Option<Vec<Bytes>> {
+    pub(crate) fn take(outbox: &Outbox, waker: &std::task::Waker) -> Option<Vec<Bytes>> {
         let mut cx = std::task::Context::from_waker(waker);
         let mut batch = VecDeque::new();
         let ready = std::pin::pin!(outbox.next_batch(&mut batch)).poll(&mut cx);

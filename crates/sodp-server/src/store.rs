@@ -1203,6 +1203,39 @@ mod tests {
         Store::in_memory(options())
     }
 
+    /// A change that arrives from outside any session's burst (the cluster
+    /// fanout's receiver) is written to the subscriber's socket by the call
+    /// itself, after the key's lock: its session task is not woken for it.
+    #[test]
+    fn a_change_from_the_fanout_is_sent_without_waking_the_subscriber_task() {
+        use crate::outbox::tests::{attached, count, received, registered, take, two_workers};
+        use crate::store::remote::Change;
+        two_workers().block_on(async {
+            let s = store();
+            let version = set(&s, "k", Value::from(json!({"a": 1}))).unwrap();
+            let (_server, mut client, outbox) = attached(8).await;
+            let (wakes, waker) = registered(&outbox);
+            s.watch("k", &outbox, 1, None).unwrap();
+            // The STATE_INIT, as the session task would take it.
+            assert_eq!(take(&outbox, &waker).map(|f| f.len()), Some(1));
+            outbox.written();
+            let before = count(&wakes);
+            let change = Change {
+                prev: version,
+                version: version + 1,
+                ops: vec![DeltaOp::update("/a", Value::Int(2))],
+                expires: None,
+                size: None,
+            };
+            assert_eq!(s.apply_change("k", change, false), Applied::Applied);
+            let got = received(&mut client).await;
+            assert!(!got.is_empty(), "nothing was sent to the subscriber");
+            let frame = Frame::decode(crate::wire::ws_payload(&got), 16).unwrap();
+            assert_eq!(frame.kind, FrameType::Delta, "{frame:?}");
+            assert_eq!(count(&wakes), before, "the subscriber's task was woken");
+        });
+    }
+
     /// `state.set`, as its method does it.
     fn set(s: &Store, key: &str, value: Value) -> Result<u64, Rejection> {
         set_written(s, key, value).map(|w| w.version)

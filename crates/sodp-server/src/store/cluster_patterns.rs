@@ -179,6 +179,8 @@ impl Store {
     /// pattern with `prefix`, sent to its live subscribers (buffered for
     /// pending ones) unless it was fed already or does not follow.
     pub fn publish_remote(&self, prefix: &str, key: &str, change: &Change) -> Fed {
+        // Sends after the pattern's lock is released (see `apply_change`).
+        let _flush = crate::outbox::FlushScope::open(&self.metrics.bytes_out, None);
         let mut entries = lock(&self.patterns.entries);
         let Some(entry) = entries.get_mut(prefix) else {
             return Fed::Sent;

@@ -84,7 +84,10 @@ impl Store {
     }
 
     /// Deletes `key` if its deadline is still `at`.
+    /// Its DELTA is written straight to the subscribers' sockets once the
+    /// key's lock is released, without waking their tasks.
     pub(super) fn expire(&self, key: &str, at: u64) {
+        let _flush = crate::outbox::FlushScope::open(&self.metrics.bytes_out, None);
         if let Some(remote) = self.remote() {
             return self.expire_remote(remote, key, at);
         }
