@@ -150,15 +150,27 @@ fn authenticated_sessions_are_measured_with_a_token() {
         ],
     );
     assert_eq!(fanout["missing"], 0, "{fanout}");
-    // Without a token the run stops at once and says why.
+    // Without a token, or with one the server refuses, the run stops at
+    // once and says why.
     let (url, pid) = (server.url(), server.pid().to_string());
-    let out = Command::new(env!("CARGO_BIN_EXE_sodp-bench"))
-        .args(["--url", &url, "--server-pid", &pid, "--timeout", "10"])
-        .args(["writes", "--conns", "1", "--keys", "1", "--duration", "1"])
-        .env_remove("SODP_BENCH_TOKEN")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let refused = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sodp-bench"));
+        cmd.args(["--url", &url, "--server-pid", &pid, "--timeout", "10"]);
+        if let Some(token) = token {
+            cmd.args(["--token", token]);
+        }
+        let out = cmd
+            .args(["writes", "--conns", "1", "--keys", "1", "--duration", "1"])
+            .env_remove("SODP_BENCH_TOKEN")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{token:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = refused(None);
     assert!(stderr.contains("pass --token"), "{stderr}");
+    // The same claims with the signature altered.
+    let forged = format!("{}x", &TOKEN[..TOKEN.len() - 1]);
+    let stderr = refused(Some(&forged));
+    assert!(stderr.contains("AUTH refused"), "{stderr}");
 }

@@ -139,15 +139,15 @@ impl Map {
 
     pub fn iter(&self) -> Iter<'_> {
         Iter(match &self.repr {
-            Repr::Small(v) => IterRepr::Small(v.iter()),
-            Repr::Large(m) => IterRepr::Large(m.iter()),
+            Repr::Small(v) => Forms::Small(v.iter()),
+            Repr::Large(m) => Forms::Large(m.iter()),
         })
     }
 
     pub fn iter_mut(&mut self) -> IterMut<'_> {
         IterMut(match &mut self.repr {
-            Repr::Small(v) => IterMutRepr::Small(v.iter_mut()),
-            Repr::Large(m) => IterMutRepr::Large(m.iter_mut()),
+            Repr::Small(v) => Forms::Small(v.iter_mut()),
+            Repr::Large(m) => Forms::Large(m.iter_mut()),
         })
     }
 
@@ -224,117 +224,69 @@ impl IntoIterator for Map {
     type IntoIter = IntoIter;
     fn into_iter(self) -> IntoIter {
         IntoIter(match self.repr {
-            Repr::Small(v) => IntoIterRepr::Small(v.into_iter()),
-            Repr::Large(m) => IntoIterRepr::Large(m.into_iter()),
+            Repr::Small(v) => Forms::Small(v.into_iter()),
+            Repr::Large(m) => Forms::Large(m.into_iter()),
         })
     }
 }
 
+/// An iterator of either form: the vector's or the index's.
+enum Forms<S, L> {
+    Small(S),
+    Large(L),
+}
+
+/// `Iterator`, `DoubleEndedIterator` and `ExactSizeIterator` for a wrapper
+/// of [`Forms`], the vector's items turned into `$item` by `|$x| $small`.
+macro_rules! forms_iterator {
+    ($name:ident $(<$l:lifetime>)?, $item:ty, |$x:pat_param| $small:expr) => {
+        impl$(<$l>)? Iterator for $name$(<$l>)? {
+            type Item = $item;
+            #[inline]
+            fn next(&mut self) -> Option<$item> {
+                match &mut self.0 {
+                    Forms::Small(i) => i.next().map(|$x| $small),
+                    Forms::Large(i) => i.next(),
+                }
+            }
+            fn size_hint(&self) -> (usize, Option<usize>) {
+                match &self.0 {
+                    Forms::Small(i) => i.size_hint(),
+                    Forms::Large(i) => i.size_hint(),
+                }
+            }
+        }
+
+        impl$(<$l>)? DoubleEndedIterator for $name$(<$l>)? {
+            fn next_back(&mut self) -> Option<$item> {
+                match &mut self.0 {
+                    Forms::Small(i) => i.next_back().map(|$x| $small),
+                    Forms::Large(i) => i.next_back(),
+                }
+            }
+        }
+
+        impl$(<$l>)? ExactSizeIterator for $name$(<$l>)? {}
+    };
+}
+
 /// The entries of a [`Map`] in order, by reference.
-pub struct Iter<'a>(IterRepr<'a>);
-
-enum IterRepr<'a> {
-    Small(std::slice::Iter<'a, (String, Value)>),
-    Large(indexmap::map::Iter<'a, String, Value>),
-}
-
-impl<'a> Iterator for Iter<'a> {
-    type Item = (&'a String, &'a Value);
-    #[inline]
-    fn next(&mut self) -> Option<Self::Item> {
-        match &mut self.0 {
-            IterRepr::Small(i) => i.next().map(|(k, v)| (k, v)),
-            IterRepr::Large(i) => i.next(),
-        }
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        match &self.0 {
-            IterRepr::Small(i) => i.size_hint(),
-            IterRepr::Large(i) => i.size_hint(),
-        }
-    }
-}
-
-impl DoubleEndedIterator for Iter<'_> {
-    fn next_back(&mut self) -> Option<Self::Item> {
-        match &mut self.0 {
-            IterRepr::Small(i) => i.next_back().map(|(k, v)| (k, v)),
-            IterRepr::Large(i) => i.next_back(),
-        }
-    }
-}
-
-impl ExactSizeIterator for Iter<'_> {}
+pub struct Iter<'a>(
+    Forms<std::slice::Iter<'a, (String, Value)>, indexmap::map::Iter<'a, String, Value>>,
+);
+forms_iterator!(Iter<'a>, (&'a String, &'a Value), |(k, v)| (k, v));
 
 /// The entries of a [`Map`] in order, values mutable.
-pub struct IterMut<'a>(IterMutRepr<'a>);
-
-enum IterMutRepr<'a> {
-    Small(std::slice::IterMut<'a, (String, Value)>),
-    Large(indexmap::map::IterMut<'a, String, Value>),
-}
-
-impl<'a> Iterator for IterMut<'a> {
-    type Item = (&'a String, &'a mut Value);
-    fn next(&mut self) -> Option<Self::Item> {
-        match &mut self.0 {
-            IterMutRepr::Small(i) => i.next().map(|(k, v)| (&*k, v)),
-            IterMutRepr::Large(i) => i.next(),
-        }
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        match &self.0 {
-            IterMutRepr::Small(i) => i.size_hint(),
-            IterMutRepr::Large(i) => i.size_hint(),
-        }
-    }
-}
-
-impl DoubleEndedIterator for IterMut<'_> {
-    fn next_back(&mut self) -> Option<Self::Item> {
-        match &mut self.0 {
-            IterMutRepr::Small(i) => i.next_back().map(|(k, v)| (&*k, v)),
-            IterMutRepr::Large(i) => i.next_back(),
-        }
-    }
-}
-
-impl ExactSizeIterator for IterMut<'_> {}
+pub struct IterMut<'a>(
+    Forms<std::slice::IterMut<'a, (String, Value)>, indexmap::map::IterMut<'a, String, Value>>,
+);
+forms_iterator!(IterMut<'a>, (&'a String, &'a mut Value), |(k, v)| (&*k, v));
 
 /// The entries of a [`Map`] in order, owned.
-pub struct IntoIter(IntoIterRepr);
-
-enum IntoIterRepr {
-    Small(std::vec::IntoIter<(String, Value)>),
-    Large(indexmap::map::IntoIter<String, Value>),
-}
-
-impl Iterator for IntoIter {
-    type Item = (String, Value);
-    fn next(&mut self) -> Option<Self::Item> {
-        match &mut self.0 {
-            IntoIterRepr::Small(i) => i.next(),
-            IntoIterRepr::Large(i) => i.next(),
-        }
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        match &self.0 {
-            IntoIterRepr::Small(i) => i.size_hint(),
-            IntoIterRepr::Large(i) => i.size_hint(),
-        }
-    }
-}
-
-impl DoubleEndedIterator for IntoIter {
-    fn next_back(&mut self) -> Option<Self::Item> {
-        match &mut self.0 {
-            IntoIterRepr::Small(i) => i.next_back(),
-            IntoIterRepr::Large(i) => i.next_back(),
-        }
-    }
-}
-
-impl ExactSizeIterator for IntoIter {}
+pub struct IntoIter(
+    Forms<std::vec::IntoIter<(String, Value)>, indexmap::map::IntoIter<String, Value>>,
+);
+forms_iterator!(IntoIter, (String, Value), |entry| entry);
 
 #[cfg(test)]
 mod tests {

@@ -247,6 +247,15 @@ fn the_shipped_example_config_is_valid() {
 
 /// The server runs without transparent huge pages unless `--huge-pages`
 /// (the kernel's `THP_enabled` of the process, in /proc).
+/// The `THP_enabled:` field of a /proc/PID/status text.
+fn thp_enabled(status: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_owned())
+        .expect("THP_enabled in /proc/PID/status")
+}
+
 #[test]
 fn transparent_huge_pages_are_off_unless_asked_for() {
     let thp = |extra: &[&str]| {
@@ -259,20 +268,11 @@ fn transparent_huge_pages_are_off_unless_asked_for() {
             std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
         server.child.kill().unwrap();
         server.child.wait().unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("THP_enabled:"))
-            .map(|v| v.trim().to_owned())
-            .expect("THP_enabled in /proc/PID/status")
+        thp_enabled(&status)
     };
     // With the flag the server has what any process here has (1, or 0 on
     // a kernel built without THP).
-    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
-    let ours = ours
-        .lines()
-        .find_map(|l| l.strip_prefix("THP_enabled:"))
-        .map(|v| v.trim().to_owned())
-        .unwrap();
+    let ours = thp_enabled(&std::fs::read_to_string("/proc/self/status").unwrap());
     assert_eq!(thp(&[]), "0");
     assert_eq!(thp(&["--huge-pages"]), ours);
 }
