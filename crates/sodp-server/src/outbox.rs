@@ -358,6 +358,11 @@ impl Outbox {
         }
     }
 
+    /// Wakes the session task (for one of its timers: `session::due`).
+    pub fn wake_session_task(&self) {
+        self.session_task.wake();
+    }
+
     /// The reason the session is ending, if it is.
     pub fn closing(&self) -> Option<Close> {
         self.closing.get().copied()

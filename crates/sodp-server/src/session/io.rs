@@ -13,7 +13,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{self, Instant, MissedTickBehavior};
 use tracing::debug;
 
+use super::due::Due;
 use super::frames::{self, FrameReader, Incoming, ReadError};
 use super::Session;
 use crate::batch::{self, Front};
@@ -74,6 +75,9 @@ where
     let period = config.heartbeat_interval;
     let mut heartbeat = time::interval_at(Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Both timers are polled only once they fired (see `due`).
+    let heartbeat_due = Due::new(outbox.clone());
+    let deadline_due = Due::new(outbox.clone());
     let mut batch = VecDeque::new();
     let mut batches_since_timers = 0;
     // The auth deadline (a pending AUTH, a token's `exp`) as one timer,
@@ -89,6 +93,7 @@ where
         if deadline != armed {
             if let Some(at) = deadline {
                 deadline_timer.as_mut().reset(at);
+                deadline_due.rearm();
             }
             armed = deadline;
         }
@@ -100,8 +105,8 @@ where
             biased;
             wake = outbox.next_batch(&mut batch) => Event::Outbox(wake),
             go_on = poll_fn(|cx| conn.poll_frames(cx, &mut session, &outbox, &shared.metrics.bytes_out)) => Event::Read(go_on),
-            _ = heartbeat.tick() => Event::HeartbeatTick,
-            _ = deadline_timer.as_mut(), if armed.is_some() => Event::Deadline,
+            _ = poll_fn(|_| heartbeat_due.poll(|cx| heartbeat.poll_tick(cx))) => Event::HeartbeatTick,
+            _ = poll_fn(|_| deadline_due.poll(|cx| deadline_timer.as_mut().poll(cx))), if armed.is_some() => Event::Deadline,
         };
         match event {
             Event::Outbox(Wake::Frames) => {
@@ -130,7 +135,7 @@ where
                     if read.now_or_never() == Some(false) {
                         break;
                     }
-                    if heartbeat.tick().now_or_never().is_some() {
+                    if heartbeat_due.poll(|cx| heartbeat.poll_tick(cx)).is_ready() {
                         session.on_heartbeat_tick(Instant::now());
                     }
                     if session.deadline().is_some_and(|d| d <= Instant::now()) {

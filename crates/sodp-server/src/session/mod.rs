@@ -12,6 +12,7 @@
 //! connection's I/O loop); CALLs are dispatched here to `methods`.
 
 mod auth;
+mod due;
 mod frames;
 mod hello;
 mod idempotent;
