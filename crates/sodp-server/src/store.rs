@@ -1236,6 +1236,42 @@ mod tests {
         });
     }
 
+    /// An expiry, like a change from the fanout, is written to the
+    /// subscribers' sockets by the expiry task itself.
+    #[test]
+    fn an_expiry_is_sent_without_waking_the_subscriber_task() {
+        use crate::outbox::tests::{attached, count, received, registered, take, two_workers};
+        two_workers().block_on(async {
+            let s = store();
+            let at = 4_102_444_800_000; // 2100-01-01, Unix ms
+            let value = Value::from(json!({"a": 1}));
+            s.write("k", |doc| {
+                doc.admit(size::after_set(&value))?;
+                let ops = diff(doc.value(), &value);
+                let previous = std::mem::replace(doc.value_mut(), value);
+                Ok(Edit::change(ops, Undo::Root(previous)).with_deadline(Some(Deadline::At(at))))
+            })
+            .unwrap();
+            let (_server, mut client, outbox) = attached(8).await;
+            let (wakes, waker) = registered(&outbox);
+            s.watch("k", &outbox, 1, None).unwrap();
+            assert_eq!(take(&outbox, &waker).map(|f| f.len()), Some(1));
+            outbox.written();
+            let before = count(&wakes);
+            s.expire("k", at);
+            let got = received(&mut client).await;
+            assert!(!got.is_empty(), "nothing was sent to the subscriber");
+            let frame = Frame::decode(crate::wire::ws_payload(&got), 16).unwrap();
+            assert_eq!(frame.kind, FrameType::Delta, "{frame:?}");
+            assert_eq!(
+                frame.body.get("expires_at").and_then(Value::as_u64),
+                Some(0),
+                "{frame:?}"
+            );
+            assert_eq!(count(&wakes), before, "the subscriber's task was woken");
+        });
+    }
+
     /// `state.set`, as its method does it.
     fn set(s: &Store, key: &str, value: Value) -> Result<u64, Rejection> {
         set_written(s, key, value).map(|w| w.version)
