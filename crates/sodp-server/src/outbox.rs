@@ -32,8 +32,9 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::task::Poll;
+use std::task::{Poll, Waker};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
@@ -174,6 +175,21 @@ pub struct Outbox {
     queue: Mutex<Queue>,
     closing: OnceLock<Close>,
     session_task: AtomicWaker,
+    /// A timer of the session fired (see [`Outbox::timers_waker`]); set at
+    /// first, so that the timers are polled once to register.
+    timers_fired: AtomicBool,
+}
+
+/// An outbox is its session's timers' waker (`session::due`).
+impl std::task::Wake for Outbox {
+    fn wake(self: Arc<Self>) {
+        std::task::Wake::wake_by_ref(&self);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.rearm_timers();
+        self.session_task.wake();
+    }
 }
 
 impl Outbox {
@@ -188,6 +204,7 @@ impl Outbox {
             }),
             closing: OnceLock::new(),
             session_task: AtomicWaker::new(),
+            timers_fired: AtomicBool::new(true),
         }
     }
 
@@ -358,9 +375,22 @@ impl Outbox {
         }
     }
 
-    /// Wakes the session task (for one of its timers: `session::due`).
-    pub fn wake_session_task(&self) {
-        self.session_task.wake();
+    /// The waker of the session's timers (`session::due`): a timer that
+    /// fires marks this outbox and wakes the session task.
+    pub fn timers_waker(self: &Arc<Self>) -> Waker {
+        Waker::from(self.clone())
+    }
+
+    /// Whether a timer of the session fired (or was moved) since the last
+    /// call; clears the mark.
+    pub fn take_timers_mark(&self) -> bool {
+        self.timers_fired.load(Ordering::Acquire) && self.timers_fired.swap(false, Ordering::AcqRel)
+    }
+
+    /// Makes the next [`Outbox::take_timers_mark`] say yes: a timer was
+    /// moved, or one is ready and must be polled again.
+    pub fn rearm_timers(&self) {
+        self.timers_fired.store(true, Ordering::Release);
     }
 
     /// The reason the session is ending, if it is.

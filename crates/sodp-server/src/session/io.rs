@@ -13,7 +13,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{self, Instant, MissedTickBehavior};
 use tracing::debug;
 
-use super::due::Due;
+use super::due::{self, Fired};
 use super::frames::{self, FrameReader, Incoming, ReadError};
 use super::Session;
 use crate::batch::{self, Front};
@@ -38,8 +38,7 @@ enum Event {
     Outbox(Wake),
     /// Frames were read and handled; false: the session must end.
     Read(bool),
-    HeartbeatTick,
-    Deadline,
+    Timer(Fired),
 }
 
 /// The connection as the loop reads it.
@@ -75,9 +74,6 @@ where
     let period = config.heartbeat_interval;
     let mut heartbeat = time::interval_at(Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // Both timers are polled only once they fired (see `due`).
-    let heartbeat_due = Due::new(outbox.clone());
-    let deadline_due = Due::new(outbox.clone());
     let mut batch = VecDeque::new();
     let mut batches_since_timers = 0;
     // The auth deadline (a pending AUTH, a token's `exp`) as one timer,
@@ -93,7 +89,7 @@ where
         if deadline != armed {
             if let Some(at) = deadline {
                 deadline_timer.as_mut().reset(at);
-                deadline_due.rearm();
+                outbox.rearm_timers();
             }
             armed = deadline;
         }
@@ -105,8 +101,8 @@ where
             biased;
             wake = outbox.next_batch(&mut batch) => Event::Outbox(wake),
             go_on = poll_fn(|cx| conn.poll_frames(cx, &mut session, &outbox, &shared.metrics.bytes_out)) => Event::Read(go_on),
-            _ = poll_fn(|_| heartbeat_due.poll(|cx| heartbeat.poll_tick(cx))) => Event::HeartbeatTick,
-            _ = poll_fn(|_| deadline_due.poll(|cx| deadline_timer.as_mut().poll(cx))), if armed.is_some() => Event::Deadline,
+            // Both timers, polled only once one fired (see `due`).
+            fired = poll_fn(|_| due::poll(&outbox, &mut heartbeat, armed.and(Some(deadline_timer.as_mut())))) => Event::Timer(fired),
         };
         match event {
             Event::Outbox(Wake::Frames) => {
@@ -135,18 +131,18 @@ where
                     if read.now_or_never() == Some(false) {
                         break;
                     }
-                    if heartbeat_due.poll(|cx| heartbeat.poll_tick(cx)).is_ready() {
-                        session.on_heartbeat_tick(Instant::now());
-                    }
-                    if session.deadline().is_some_and(|d| d <= Instant::now()) {
-                        session.on_deadline(Instant::now());
+                    let deadline = armed.and(Some(deadline_timer.as_mut()));
+                    match due::poll(&outbox, &mut heartbeat, deadline) {
+                        Poll::Ready(Fired::Heartbeat) => session.on_heartbeat_tick(Instant::now()),
+                        Poll::Ready(Fired::Deadline) => session.on_deadline(Instant::now()),
+                        Poll::Pending => {}
                     }
                 }
             }
             Event::Outbox(Wake::Closing) | Event::Read(false) => break,
             Event::Read(true) => {}
-            Event::HeartbeatTick => session.on_heartbeat_tick(Instant::now()),
-            Event::Deadline => session.on_deadline(Instant::now()),
+            Event::Timer(Fired::Heartbeat) => session.on_heartbeat_tick(Instant::now()),
+            Event::Timer(Fired::Deadline) => session.on_deadline(Instant::now()),
         }
         if outbox.closing().is_some() {
             break;
