@@ -102,7 +102,7 @@ where
             wake = outbox.next_batch(&mut batch) => Event::Outbox(wake),
             go_on = poll_fn(|cx| conn.poll_frames(cx, &mut session, &outbox, &shared.metrics.bytes_out)) => Event::Read(go_on),
             // Both timers, polled only once one fired (see `due`).
-            fired = poll_fn(|_| due::poll(&outbox, &mut heartbeat, armed.and(Some(deadline_timer.as_mut())))) => Event::Timer(fired),
+            fired = poll_fn(|_| due::poll(&outbox, &mut heartbeat, armed.map(|_| deadline_timer.as_mut()))) => Event::Timer(fired),
         };
         match event {
             Event::Outbox(Wake::Frames) => {
@@ -131,11 +131,18 @@ where
                     if read.now_or_never() == Some(false) {
                         break;
                     }
-                    let deadline = armed.and(Some(deadline_timer.as_mut()));
+                    let deadline = armed.map(|_| deadline_timer.as_mut());
                     match due::poll(&outbox, &mut heartbeat, deadline) {
                         Poll::Ready(Fired::Heartbeat) => session.on_heartbeat_tick(Instant::now()),
                         Poll::Ready(Fired::Deadline) => session.on_deadline(Instant::now()),
                         Poll::Pending => {}
+                    }
+                    // By the clock too (a busy worker may not have run the
+                    // timer wheel yet), unless that just ended the session.
+                    if outbox.closing().is_none()
+                        && session.deadline().is_some_and(|d| d <= Instant::now())
+                    {
+                        session.on_deadline(Instant::now());
                     }
                 }
             }
