@@ -1208,18 +1208,10 @@ mod tests {
     /// itself, after the key's lock: its session task is not woken for it.
     #[test]
     fn a_change_from_the_fanout_is_sent_without_waking_the_subscriber_task() {
-        use crate::outbox::tests::{attached, count, received, registered, take, two_workers};
         use crate::store::remote::Change;
-        two_workers().block_on(async {
+        crate::outbox::tests::two_workers().block_on(async {
             let s = store();
             let version = set(&s, "k", Value::from(json!({"a": 1}))).unwrap();
-            let (_server, mut client, outbox) = attached(8).await;
-            let (wakes, waker) = registered(&outbox);
-            s.watch("k", &outbox, 1, None).unwrap();
-            // The STATE_INIT, as the session task would take it.
-            assert_eq!(take(&outbox, &waker).map(|f| f.len()), Some(1));
-            outbox.written();
-            let before = count(&wakes);
             let change = Change {
                 prev: version,
                 version: version + 1,
@@ -1227,12 +1219,11 @@ mod tests {
                 expires: None,
                 size: None,
             };
-            assert_eq!(s.apply_change("k", change, false), Applied::Applied);
-            let got = received(&mut client).await;
-            assert!(!got.is_empty(), "nothing was sent to the subscriber");
-            let frame = Frame::decode(crate::wire::ws_payload(&got), 16).unwrap();
+            let frame = sent_without_a_wake(&s, "k", || {
+                assert_eq!(s.apply_change("k", change, false), Applied::Applied);
+            })
+            .await;
             assert_eq!(frame.kind, FrameType::Delta, "{frame:?}");
-            assert_eq!(count(&wakes), before, "the subscriber's task was woken");
         });
     }
 
@@ -1240,36 +1231,38 @@ mod tests {
     /// subscribers' sockets by the expiry task itself.
     #[test]
     fn an_expiry_is_sent_without_waking_the_subscriber_task() {
-        use crate::outbox::tests::{attached, count, received, registered, take, two_workers};
-        two_workers().block_on(async {
+        crate::outbox::tests::two_workers().block_on(async {
             let s = store();
             let at = 4_102_444_800_000; // 2100-01-01, Unix ms
             let value = Value::from(json!({"a": 1}));
-            s.write("k", |doc| {
-                doc.admit(size::after_set(&value))?;
-                let ops = diff(doc.value(), &value);
-                let previous = std::mem::replace(doc.value_mut(), value);
-                Ok(Edit::change(ops, Undo::Root(previous)).with_deadline(Some(Deadline::At(at))))
-            })
-            .unwrap();
-            let (_server, mut client, outbox) = attached(8).await;
-            let (wakes, waker) = registered(&outbox);
-            s.watch("k", &outbox, 1, None).unwrap();
-            assert_eq!(take(&outbox, &waker).map(|f| f.len()), Some(1));
-            outbox.written();
-            let before = count(&wakes);
-            s.expire("k", at);
-            let got = received(&mut client).await;
-            assert!(!got.is_empty(), "nothing was sent to the subscriber");
-            let frame = Frame::decode(crate::wire::ws_payload(&got), 16).unwrap();
+            set_with_deadline(&s, "k", value, Some(Deadline::At(at))).unwrap();
+            let frame = sent_without_a_wake(&s, "k", || s.expire("k", at)).await;
             assert_eq!(frame.kind, FrameType::Delta, "{frame:?}");
             assert_eq!(
                 frame.body.get("expires_at").and_then(Value::as_u64),
                 Some(0),
                 "{frame:?}"
             );
-            assert_eq!(count(&wakes), before, "the subscriber's task was woken");
         });
+    }
+
+    /// Watches `key` from an outbox attached to a real socket, runs
+    /// `change`, and returns the frame that reached the subscriber's socket;
+    /// fails if nothing did or if the subscriber's task was woken for it.
+    async fn sent_without_a_wake(s: &Store, key: &str, change: impl FnOnce()) -> Frame {
+        use crate::outbox::tests::{attached, count, received, registered, take};
+        let (_server, mut client, outbox) = attached(8).await;
+        let (wakes, waker) = registered(&outbox);
+        s.watch(key, &outbox, 1, None).unwrap();
+        // The STATE_INIT, as the session task would take it.
+        assert_eq!(take(&outbox, &waker).map(|f| f.len()), Some(1));
+        outbox.written();
+        let before = count(&wakes);
+        change();
+        let got = received(&mut client).await;
+        assert!(!got.is_empty(), "nothing was sent to the subscriber");
+        assert_eq!(count(&wakes), before, "the subscriber's task was woken");
+        Frame::decode(crate::wire::ws_payload(&got), 16).unwrap()
     }
 
     /// `state.set`, as its method does it.
@@ -1278,11 +1271,21 @@ mod tests {
     }
 
     fn set_written(s: &Store, key: &str, value: Value) -> Result<Written, Rejection> {
+        set_with_deadline(s, key, value, None)
+    }
+
+    /// `state.set` with a `ttl_ms` (as the deadline it gives).
+    fn set_with_deadline(
+        s: &Store,
+        key: &str,
+        value: Value,
+        deadline: Option<Deadline>,
+    ) -> Result<Written, Rejection> {
         s.write(key, |doc| {
             doc.admit(size::after_set(&value))?;
             let ops = diff(doc.value(), &value);
             let previous = std::mem::replace(doc.value_mut(), value);
-            Ok(Edit::change(ops, Undo::Root(previous)))
+            Ok(Edit::change(ops, Undo::Root(previous)).with_deadline(deadline))
         })
     }
 

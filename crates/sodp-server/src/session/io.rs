@@ -132,10 +132,8 @@ where
                         break;
                     }
                     let deadline = armed.map(|_| deadline_timer.as_mut());
-                    match due::poll(&outbox, &mut heartbeat, deadline) {
-                        Poll::Ready(Fired::Heartbeat) => session.on_heartbeat_tick(Instant::now()),
-                        Poll::Ready(Fired::Deadline) => session.on_deadline(Instant::now()),
-                        Poll::Pending => {}
+                    if let Poll::Ready(fired) = due::poll(&outbox, &mut heartbeat, deadline) {
+                        session.on_timer(fired, Instant::now());
                     }
                     // By the clock too (a busy worker may not have run the
                     // timer wheel yet), unless that just ended the session.
@@ -148,8 +146,7 @@ where
             }
             Event::Outbox(Wake::Closing) | Event::Read(false) => break,
             Event::Read(true) => {}
-            Event::Timer(Fired::Heartbeat) => session.on_heartbeat_tick(Instant::now()),
-            Event::Timer(Fired::Deadline) => session.on_deadline(Instant::now()),
+            Event::Timer(fired) => session.on_timer(fired, Instant::now()),
         }
         if outbox.closing().is_some() {
             break;

@@ -180,6 +180,14 @@ impl Session {
         });
     }
 
+    /// One of the I/O loop's timers fired (`due`).
+    pub fn on_timer(&mut self, fired: due::Fired, now: Instant) {
+        match fired {
+            due::Fired::Heartbeat => self.on_heartbeat_tick(now),
+            due::Fired::Deadline => self.on_deadline(now),
+        }
+    }
+
     pub fn on_heartbeat_tick(&mut self, now: Instant) {
         let interval = self.shared.config.heartbeat_interval;
         if now.saturating_duration_since(self.last_received) >= interval * 2 {
