@@ -66,7 +66,7 @@ use sodp_proto::{pointer, DeltaOp, Value};
 
 use crate::budget::{MemoryBudget, PRESENCE_OVERHEAD, SLOT_OVERHEAD};
 use crate::error::Rejection;
-use crate::history::{History, HistoryBudget};
+use crate::history::{History, HistoryBudget, Retained};
 use crate::idempotency::{Idempotency, Remembered, Tag};
 use crate::metrics::{Metrics, Reason};
 use crate::outbox::{Outbox, SessionId};
@@ -644,14 +644,20 @@ impl Store {
         }
         self.with_slot(key, |slot, st| {
             let visible = self.storage.is_visible(st.last_ticket);
-            let replayed = st.history.replay_since(since).map(|frames| {
-                let mut n = 0;
-                for frame in frames {
-                    self.send(visible, st.last_ticket, outbox, frame.clone());
-                    n += 1;
-                }
-                n
-            });
+            let encode = |version, ops: &[DeltaOp], expires| {
+                wire::delta_expiring(slot.stream_id, &slot.key, version, ops, expires)
+            };
+            let replayed = st
+                .history
+                .replay_since(since, &self.history, encode)
+                .map(|frames| {
+                    let mut n = 0;
+                    for frame in frames {
+                        self.send(visible, st.last_ticket, outbox, frame.clone());
+                        n += 1;
+                    }
+                    n
+                });
             self.subscribe(slot, st, outbox, seq, params);
             replayed
         })
@@ -904,12 +910,19 @@ impl Store {
             expires,
             ticket,
         } = stamp;
-        let frame = wire::delta_expiring(slot.stream_id, &slot.key, version, &ops, expires);
         st.version = version;
         st.last_ticket = ticket;
+        // History gets what the memory budget has left (up to its own
+        // limit): on a full server RESUME falls back to STATE_INIT sooner.
+        let room = self.memory.max().saturating_sub(self.memory.used());
         if st.subscribers.is_empty() {
-            // Nobody to tell.
-        } else if let Some(gathered) = gather {
+            // Nobody to tell: the DELTA is encoded only if a RESUME asks.
+            let change = Retained::Ops(ops, expires);
+            st.history.push(version, change, &self.history, room);
+            return;
+        }
+        let frame = wire::delta_expiring(slot.stream_id, &slot.key, version, &ops, expires);
+        if let Some(gathered) = gather {
             self.metrics.deliveries.inc_by(st.subscribers.len() as u64);
             gathered.add(st.subscribers.values(), &frame);
         } else if self.storage.is_visible(ticket) {
@@ -938,11 +951,8 @@ impl Store {
             self.storage
                 .deliver(ticket, Delivery::Fanout(to, frame.clone()));
         }
-        // Moved, not cloned: with no subscribers the frame is never shared.
-        // History gets what the memory budget has left (up to its own
-        // limit): on a full server RESUME falls back to STATE_INIT sooner.
-        let room = self.memory.max().saturating_sub(self.memory.used());
-        st.history.push(version, frame, &self.history, room);
+        st.history
+            .push(version, Retained::Frame(frame), &self.history, room);
     }
 
     /// Queues STATE_INIT — the key's current state, the "live" marker — and
@@ -1027,12 +1037,8 @@ impl Store {
                 }
                 let history = st
                     .history
-                    .frames()
-                    .filter_map(|(version, frame)| {
-                        let f = sodp_proto::Frame::decode(wire::ws_payload(frame), 1024).ok()?;
-                        let ops = DeltaOp::list_from_value(f.body.get("ops")?).ok()?;
-                        Some((version, ops))
-                    })
+                    .changes()
+                    .filter_map(|(version, change)| Some((version, change.ops()?)))
                     .collect();
                 Some(KeyImage {
                     key: slot.key.to_string(),
@@ -1117,8 +1123,8 @@ impl Sink for Loader<'_> {
                 .unwrap_or_else(|| image.history.first().map_or(image.version, |(v, _)| *v));
             st.history.start_above(floor);
             for (version, ops) in image.history {
-                let frame = wire::delta(slot.stream_id, &slot.key, version, &ops);
-                st.history.push(version, frame, &store.history, usize::MAX);
+                let change = Retained::Ops(ops, None);
+                st.history.push(version, change, &store.history, usize::MAX);
             }
         });
     }
@@ -1152,8 +1158,8 @@ impl Sink for Loader<'_> {
                     store.timers.moved(&slot.key, st.expires_at, new);
                     st.expires_at = new;
                 }
-                let frame = wire::delta_expiring(slot.stream_id, &slot.key, version, &ops, expires);
-                st.history.push(version, frame, &store.history, usize::MAX);
+                let change = Retained::Ops(ops, expires);
+                st.history.push(version, change, &store.history, usize::MAX);
                 Ok(())
             })
             .unwrap_or(Ok(()))

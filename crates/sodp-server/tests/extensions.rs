@@ -1688,3 +1688,43 @@ async fn a_durable_transaction_survives_a_restart_with_one_version() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_resume_replays_the_deadlines_set_while_nobody_watched() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let v1 = c
+        .ok("state.set", json!({"state": "ttl.r", "value": 1}))
+        .await;
+    let before = unix_ms();
+    let v2 = c
+        .ok(
+            "state.set",
+            json!({"state": "ttl.r", "value": 2, "ttl_ms": 60_000}),
+        )
+        .await;
+    let v3 = c
+        .ok(
+            "state.set",
+            json!({"state": "ttl.r", "value": 3, "ttl_ms": 0}),
+        )
+        .await;
+    let mut r = server.client().await;
+    r.send(
+        FrameType::Resume,
+        4,
+        v(json!({"state": "ttl.r", "since_version": v1})),
+    )
+    .await;
+    let set = r.recv().await;
+    assert_eq!(set.body.get("version").and_then(Value::as_u64), Some(v2));
+    let deadline = expires_at(&set).expect("the replayed DELTA says the deadline");
+    assert!(deadline >= before + 60_000 && deadline <= unix_ms() + 60_000);
+    let removed = r.recv().await;
+    assert_eq!(
+        removed.body.get("version").and_then(Value::as_u64),
+        Some(v3)
+    );
+    assert_eq!(expires_at(&removed), Some(0), "the deadline's removal");
+    assert_eq!(r.recv().await.kind, FrameType::StateInit);
+}

@@ -216,13 +216,19 @@ async fn resume_replays_missed_changes_then_marks_live() {
         v(json!({"state": "r", "since_version": v1})),
     )
     .await;
-    for expected in [v2, v3] {
+    // Nobody watched while these were written: the server kept them as ops
+    // and encodes the DELTAs now, exactly as a watcher would have got them.
+    for (expected, n) in [(v2, 2), (v3, 3)] {
         let f = c.recv().await;
         assert_eq!(f.kind, FrameType::Delta);
         assert_eq!(f.body.get("state"), Some(&Value::from("r")));
         assert_eq!(
             f.body.get("version").and_then(Value::as_u64),
             Some(expected)
+        );
+        assert_eq!(
+            f.body.get("ops"),
+            Some(&v(json!([{"op": "UPDATE", "path": "/n", "value": n}])))
         );
     }
     let marker = c.recv().await;

@@ -183,7 +183,7 @@ impl Store {
     ) -> Result<Option<usize>, Rejection> {
         let counted = self.watch_engine(remote, key, outbox)?;
         let local = self
-            .with_existing(key, |_, st| st.history.replay_since(since).is_some())
+            .with_existing(key, |_, st| st.history.can_replay_since(since))
             .unwrap_or(false);
         let fetched = match local {
             true => None,
@@ -194,36 +194,40 @@ impl Store {
             },
         };
         let result = self.with_slot(key, |slot, st| {
-            let replayed = if let Some(frames) = st.history.replay_since(since) {
-                let frames: Vec<_> = frames.cloned().collect();
-                let n = frames.len();
-                outbox.push_all(&frames);
-                Some(n)
-            } else {
-                fetched.and_then(|changes| {
-                    let upto: Vec<&Change> =
-                        changes.iter().filter(|c| c.version <= st.version).collect();
-                    let reaches = upto
-                        .last()
-                        .map_or(since == st.version, |c| c.version == st.version);
-                    reaches.then(|| {
-                        let frames: Vec<_> = upto
-                            .iter()
-                            .map(|c| {
-                                wire::delta_expiring(
-                                    slot.stream_id,
-                                    &slot.key,
-                                    c.version,
-                                    &c.ops,
-                                    c.expires,
-                                )
-                            })
-                            .collect();
-                        outbox.push_all(&frames);
-                        frames.len()
-                    })
-                })
+            let encode = |version, ops: &[DeltaOp], expires| {
+                wire::delta_expiring(slot.stream_id, &slot.key, version, ops, expires)
             };
+            let replayed =
+                if let Some(frames) = st.history.replay_since(since, &self.history, encode) {
+                    let frames: Vec<_> = frames.cloned().collect();
+                    let n = frames.len();
+                    outbox.push_all(&frames);
+                    Some(n)
+                } else {
+                    fetched.and_then(|changes| {
+                        let upto: Vec<&Change> =
+                            changes.iter().filter(|c| c.version <= st.version).collect();
+                        let reaches = upto
+                            .last()
+                            .map_or(since == st.version, |c| c.version == st.version);
+                        reaches.then(|| {
+                            let frames: Vec<_> = upto
+                                .iter()
+                                .map(|c| {
+                                    wire::delta_expiring(
+                                        slot.stream_id,
+                                        &slot.key,
+                                        c.version,
+                                        &c.ops,
+                                        c.expires,
+                                    )
+                                })
+                                .collect();
+                            outbox.push_all(&frames);
+                            frames.len()
+                        })
+                    })
+                };
             self.subscribe(slot, st, outbox, seq, params);
             replayed
         });

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sodp_proto::codec::encoded_len;
-use sodp_proto::{delta, DeltaOp, Frame, Map, Value};
+use sodp_proto::{delta, DeltaOp, Map, Value};
 
 use super::{lock, Store};
 use crate::error::{ErrorCode, Rejection};
@@ -392,12 +392,9 @@ impl Store {
                 self.with_existing(&key, |_, st| {
                     let (history, complete) = match since {
                         Some(since) => {
-                            let (frames, complete) = st.history.since(since, usize::MAX);
-                            let history = frames
-                                .filter_map(|(v, frame)| {
-                                    let f = Frame::decode(wire::ws_payload(frame), 1024).ok()?;
-                                    Some((v, DeltaOp::list_from_value(f.body.get("ops")?).ok()?))
-                                })
+                            let (changes, complete) = st.history.since(since, usize::MAX);
+                            let history = changes
+                                .filter_map(|(v, change)| Some((v, change.ops()?)))
                                 .collect();
                             (history, complete)
                         }

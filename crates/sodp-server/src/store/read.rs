@@ -8,11 +8,10 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use sodp_proto::{Frame, Value};
+use sodp_proto::Value;
 
 use super::{lock, Snapshot, Store};
 use crate::storage::Ticket;
-use crate::wire;
 
 /// How many key names are taken from the ordered index per lock of it.
 const BATCH: usize = 128;
@@ -146,12 +145,9 @@ impl Store {
             }
         }
         self.with_existing(key, |_, st| {
-            let (frames, complete) = st.history.since(since, limit);
-            let entries = frames
-                .filter_map(|(version, frame)| {
-                    let f = Frame::decode(wire::ws_payload(frame), 1024).ok()?;
-                    Some((version, f.body.get("ops")?.clone()))
-                })
+            let (changes, complete) = st.history.since(since, limit);
+            let entries = changes
+                .filter_map(|(version, change)| Some((version, change.ops_value()?)))
                 .collect();
             HistoryPage {
                 entries,
