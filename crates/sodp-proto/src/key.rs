@@ -30,25 +30,55 @@ pub fn validate_key(key: &str, max_len: usize) -> Result<(), KeyError> {
             max: max_len,
         });
     }
-    // Two passes without early exits or table lookups (this runs on every
-    // CALL), so the compiler turns both into SIMD compares: every byte
-    // allowed, and no dot right after a dot; then the ends. The exact error
-    // is found only on failure.
     let bytes = key.as_bytes();
-    let all_allowed = bytes.iter().fold(true, |ok, &b| ok & allowed(b));
-    let double_dot = bytes
-        .iter()
-        .zip(&bytes[1..])
-        .fold(false, |found, (&a, &b)| found | ((a == b'.') & (b == b'.')));
-    if !all_allowed {
-        let i = bytes.iter().position(|&b| !allowed(b)).unwrap_or(0);
-        let c = key[i..].chars().next().unwrap_or('?');
-        return Err(KeyError::BadChar(c));
-    }
-    if double_dot || bytes[0] == b'.' || bytes[bytes.len() - 1] == b'.' {
+    if !well_formed(bytes) {
+        if let Some(i) = bytes.iter().position(|&b| !allowed(b)) {
+            let c = key[i..].chars().next().unwrap_or('?');
+            return Err(KeyError::BadChar(c));
+        }
         return Err(KeyError::EmptySegment);
     }
     Ok(())
+}
+
+/// Every byte allowed, no dot right after a dot, no dot at either end. This
+/// runs on every CALL: a key is checked in windows of 17 bytes (16 bytes and
+/// the one after, for the pair test) without early exits or table lookups,
+/// which the compiler turns into SIMD compares; the last window overlaps the
+/// one before it instead of leaving a tail for a byte-by-byte loop. Which
+/// rule failed is found only on failure.
+fn well_formed(bytes: &[u8]) -> bool {
+    const LANE: usize = 16;
+    let n = bytes.len();
+    let ends = n > 0 && bytes[0] != b'.' && bytes[n - 1] != b'.';
+    if n <= LANE {
+        let allowed_all = bytes.iter().fold(true, |ok, &b| ok & allowed(b));
+        let pairs = bytes
+            .iter()
+            .zip(&bytes[1.min(n)..])
+            .fold(false, |found, (&a, &b)| found | ((a == b'.') & (b == b'.')));
+        return ends & allowed_all & !pairs;
+    }
+    // Windows start at 0, 16, 32, … and the last at n - 17; each checks its
+    // first 16 bytes and the pairs they start, so together they cover every
+    // byte and every pair.
+    let window = |at: usize| {
+        let w: &[u8; LANE + 1] = bytes[at..at + LANE + 1].try_into().expect("in range");
+        let mut bad = false;
+        for j in 0..LANE {
+            bad |= !allowed(w[j]) | ((w[j] == b'.') & (w[j + 1] == b'.'));
+        }
+        bad
+    };
+    let last = n - (LANE + 1);
+    let mut bad = !allowed(bytes[n - 1]);
+    let mut at = 0;
+    while at < last {
+        bad |= window(at);
+        at += LANE;
+    }
+    bad |= window(last);
+    ends & !bad
 }
 
 /// A segment character (`[A-Za-z0-9_-]`) or the separator.
@@ -113,6 +143,39 @@ mod tests {
         );
         let doubled = long.replacen("a.a", "a..", 1);
         assert_eq!(validate_key(&doubled, 256), Err(KeyError::EmptySegment));
+    }
+
+    #[test]
+    fn finds_a_doubled_dot_or_a_bad_byte_anywhere_in_keys_of_every_length() {
+        for len in 1..=70 {
+            let plain = "a".repeat(len);
+            assert_eq!(validate_key(&plain, 256), Ok(()), "{len}");
+            for at in 0..len {
+                let mut bad = plain.clone().into_bytes();
+                bad[at] = b' ';
+                let bad = String::from_utf8(bad).unwrap();
+                assert_eq!(
+                    validate_key(&bad, 256),
+                    Err(KeyError::BadChar(' ')),
+                    "{bad:?}"
+                );
+                if at + 1 < len {
+                    let mut dots = plain.clone().into_bytes();
+                    dots[at] = b'.';
+                    dots[at + 1] = b'.';
+                    let dots = String::from_utf8(dots).unwrap();
+                    assert_eq!(
+                        validate_key(&dots, 256),
+                        Err(KeyError::EmptySegment),
+                        "{dots:?}"
+                    );
+                    let mut one = plain.clone().into_bytes();
+                    one[at] = b'.';
+                    let one = String::from_utf8(one).unwrap();
+                    assert_eq!(validate_key(&one, 256).is_ok(), reference(&one), "{one:?}");
+                }
+            }
+        }
     }
 
     #[test]
