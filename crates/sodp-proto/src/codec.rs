@@ -395,6 +395,9 @@ pub fn str_encoded_len(n: usize) -> usize {
 /// met and only nested containers wait on a stack, so a scalar or a
 /// container of scalars — what most writes carry — allocates nothing.
 pub fn encoded_len(value: &Value) -> usize {
+    if let Some(n) = scalar_len(value) {
+        return n;
+    }
     let mut stack: Vec<&Value> = Vec::new();
     let mut total = 0;
     let mut next = Some(value);
