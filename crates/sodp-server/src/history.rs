@@ -63,10 +63,7 @@ impl Retained {
     pub fn ops(&self) -> Option<Vec<DeltaOp>> {
         match self {
             Retained::Ops(ops, _) => Some(ops.clone()),
-            Retained::Frame(frame) => {
-                let f = Frame::decode(wire::ws_payload(frame), 1024).ok()?;
-                DeltaOp::list_from_value(f.body.get("ops")?).ok()
-            }
+            Retained::Frame(frame) => DeltaOp::list_from_value(&ops_of_frame(frame)?).ok(),
         }
     }
 
@@ -76,12 +73,15 @@ impl Retained {
             Retained::Ops(ops, _) => Some(Value::from(
                 ops.iter().map(DeltaOp::to_value).collect::<Vec<_>>(),
             )),
-            Retained::Frame(frame) => {
-                let f = Frame::decode(wire::ws_payload(frame), 1024).ok()?;
-                f.body.get("ops").cloned()
-            }
+            Retained::Frame(frame) => ops_of_frame(frame),
         }
     }
+}
+
+/// The `ops` field of a DELTA message.
+fn ops_of_frame(frame: &Bytes) -> Option<Value> {
+    let f = Frame::decode(wire::ws_payload(frame), 1024).ok()?;
+    f.body.get("ops").cloned()
 }
 
 /// The server-wide history limits and the bytes currently held.
@@ -169,24 +169,24 @@ impl History {
         since: u64,
         budget: &HistoryBudget,
         mut encode: impl FnMut(u64, &[DeltaOp], Option<u64>) -> Bytes,
-    ) -> Option<impl Iterator<Item = &Bytes>> {
+    ) -> Option<Vec<Bytes>> {
         let start = self.replay_start(since)?;
-        for (version, change) in self.entries.range_mut(start..) {
-            if let Retained::Ops(ops, expires) = change {
-                let encoded = Retained::Frame(encode(*version, ops, *expires));
-                budget
-                    .used_bytes
-                    .fetch_add(encoded.cost(), Ordering::Relaxed);
-                budget
-                    .used_bytes
-                    .fetch_sub(change.cost(), Ordering::Relaxed);
-                *change = encoded;
-            }
-        }
-        Some(self.entries.range(start..).map(|(_, change)| match change {
-            Retained::Frame(frame) => frame,
-            Retained::Ops(..) => unreachable!("encoded above"),
-        }))
+        let frames = self.entries.range_mut(start..).map(|(version, change)| {
+            let frame = match change {
+                Retained::Frame(frame) => return frame.clone(),
+                Retained::Ops(ops, expires) => encode(*version, ops, *expires),
+            };
+            let encoded = Retained::Frame(frame.clone());
+            budget
+                .used_bytes
+                .fetch_add(encoded.cost(), Ordering::Relaxed);
+            budget
+                .used_bytes
+                .fetch_sub(change.cost(), Ordering::Relaxed);
+            *change = encoded;
+            frame
+        });
+        Some(frames.collect())
     }
 
     /// At most `limit` retained changes after `since`, oldest first, and
@@ -259,7 +259,7 @@ mod tests {
         }
         let count = |h: &mut History, since| {
             h.replay_since(since, &budget, no_encoding)
-                .map(Iterator::count)
+                .map(|frames| frames.len())
         };
         // Version 2 was trimmed: resuming from 1 or 0 is impossible, but
         // from 2 itself everything after it is still held.
@@ -322,9 +322,7 @@ mod tests {
                 encoded.push(v);
                 encode(7)(v, o, e)
             })
-            .expect("nothing trimmed")
-            .cloned()
-            .collect();
+            .expect("nothing trimmed");
         assert_eq!(encoded, [1, 3], "only what was kept as ops is encoded");
         let expected = [
             wire::delta(7, "k", 1, &ops(1)),
@@ -345,7 +343,8 @@ mod tests {
 
         // A second replay encodes nothing.
         assert_eq!(
-            h.replay_since(1, &budget, no_encoding).map(Iterator::count),
+            h.replay_since(1, &budget, no_encoding)
+                .map(|frames| frames.len()),
             Some(2)
         );
         h.clear(&budget);

@@ -163,6 +163,14 @@ pub struct KeySlot {
     state: Mutex<KeyState>,
 }
 
+impl KeySlot {
+    /// The key's DELTA for a change (`expires`: the deadline it set, see
+    /// [`wire::delta_expiring`]), as every subscriber is sent it.
+    fn delta(&self, version: u64, ops: &[DeltaOp], expires: Option<u64>) -> bytes::Bytes {
+        wire::delta_expiring(self.stream_id, &self.key, version, ops, expires)
+    }
+}
+
 struct KeyState {
     value: Value,
     /// Exact encoded size of `value` (see `size`): what the key counts
@@ -644,17 +652,14 @@ impl Store {
         }
         self.with_slot(key, |slot, st| {
             let visible = self.storage.is_visible(st.last_ticket);
-            let encode = |version, ops: &[DeltaOp], expires| {
-                wire::delta_expiring(slot.stream_id, &slot.key, version, ops, expires)
-            };
+            let encode = |version, ops: &[DeltaOp], expires| slot.delta(version, ops, expires);
             let replayed = st
                 .history
                 .replay_since(since, &self.history, encode)
                 .map(|frames| {
-                    let mut n = 0;
+                    let n = frames.len();
                     for frame in frames {
-                        self.send(visible, st.last_ticket, outbox, frame.clone());
-                        n += 1;
+                        self.send(visible, st.last_ticket, outbox, frame);
                     }
                     n
                 });
@@ -921,7 +926,7 @@ impl Store {
             st.history.push(version, change, &self.history, room);
             return;
         }
-        let frame = wire::delta_expiring(slot.stream_id, &slot.key, version, &ops, expires);
+        let frame = slot.delta(version, &ops, expires);
         if let Some(gathered) = gather {
             self.metrics.deliveries.inc_by(st.subscribers.len() as u64);
             gathered.add(st.subscribers.values(), &frame);

@@ -12,7 +12,6 @@ use super::remote::{CatchUp, Change, Remote};
 use super::Store;
 use crate::error::Rejection;
 use crate::outbox::{Outbox, SessionId};
-use crate::wire;
 
 impl Store {
     /// WATCH in cluster mode: subscribe at the engine, catch the copy up,
@@ -194,15 +193,11 @@ impl Store {
             },
         };
         let result = self.with_slot(key, |slot, st| {
-            let encode = |version, ops: &[DeltaOp], expires| {
-                wire::delta_expiring(slot.stream_id, &slot.key, version, ops, expires)
-            };
+            let encode = |version, ops: &[DeltaOp], expires| slot.delta(version, ops, expires);
             let replayed =
                 if let Some(frames) = st.history.replay_since(since, &self.history, encode) {
-                    let frames: Vec<_> = frames.cloned().collect();
-                    let n = frames.len();
                     outbox.push_all(&frames);
-                    Some(n)
+                    Some(frames.len())
                 } else {
                     fetched.and_then(|changes| {
                         let upto: Vec<&Change> =
@@ -213,15 +208,7 @@ impl Store {
                         reaches.then(|| {
                             let frames: Vec<_> = upto
                                 .iter()
-                                .map(|c| {
-                                    wire::delta_expiring(
-                                        slot.stream_id,
-                                        &slot.key,
-                                        c.version,
-                                        &c.ops,
-                                        c.expires,
-                                    )
-                                })
+                                .map(|c| slot.delta(c.version, &c.ops, c.expires))
                                 .collect();
                             outbox.push_all(&frames);
                             frames.len()
