@@ -92,8 +92,8 @@ impl<'a> CallFrame<'a> {
                     Some(s) => call_id = Some(s),
                     None => return Ok(None),
                 },
-                b"method" => match dec.str_ref()? {
-                    Some(s) => method = Some(s),
+                b"method" => match dec.str_bytes()? {
+                    Some(bytes) => method = Some(method_name(bytes)?),
                     None => return Ok(None),
                 },
                 b"args" => args = Self::read_args(dec)?,
@@ -132,6 +132,21 @@ impl<'a> CallFrame<'a> {
         }
         Ok(CallArgs::Fields(fields))
     }
+}
+
+/// A method's name: the protocol's own matched as bytes (no UTF-8 check
+/// needed for a match), any other checked.
+fn method_name(bytes: &[u8]) -> Result<&str, crate::codec::DecodeError> {
+    Ok(match bytes {
+        b"state.set" => "state.set",
+        b"state.patch" => "state.patch",
+        b"state.set_in" => "state.set_in",
+        b"state.delete" => "state.delete",
+        b"state.presence" => "state.presence",
+        b"state.get" => "state.get",
+        b"state.transaction" => "state.transaction",
+        other => utf8(other)?,
+    })
 }
 
 /// An argument's name: the common ones matched as bytes (no UTF-8 check
@@ -258,6 +273,35 @@ mod tests {
             "value",
         ];
         assert_eq!(names, want);
+    }
+
+    #[test]
+    fn method_names_come_back_as_themselves_and_others_are_checked() {
+        for method in [
+            "state.set",
+            "state.patch",
+            "state.set_in",
+            "state.delete",
+            "state.presence",
+            "state.get",
+            "state.transaction",
+            "state.keys",
+            "state.sett",
+            "admin.stats",
+            "é",
+            "",
+        ] {
+            let bytes = call(serde_json::json!({"call_id": "c", "method": method}));
+            assert_eq!(CallFrame::decode(&bytes, 16).unwrap().method, Some(method));
+        }
+        // {"call_id": "c", "method": <0xff 0xfe>}: not a string, so not a CALL here.
+        let kind = FrameType::Call as u8;
+        let mut bad = vec![0x94, kind, 0, 0, 0x82, 0xa7];
+        bad.extend_from_slice(b"call_id");
+        bad.extend_from_slice(&[0xa1, b'c', 0xa6]);
+        bad.extend_from_slice(b"method");
+        bad.extend_from_slice(&[0xa2, 0xff, 0xfe]);
+        assert_eq!(CallFrame::decode(&bad, 16), None);
     }
 
     #[test]

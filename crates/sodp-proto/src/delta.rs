@@ -343,9 +343,28 @@ pub fn lookup<'v>(value: &'v Value, segments: &[String]) -> Option<&'v Value> {
 /// index; anything else is one UPDATE of the whole array.
 pub fn diff(old: &Value, new: &Value) -> Vec<DeltaOp> {
     let mut ops = Vec::new();
-    diff_at(old, new, &mut String::new(), &mut ops);
+    PATH.with(|path| match path.try_borrow_mut() {
+        Ok(mut path) => {
+            path.clear();
+            diff_at(old, new, &mut path, &mut ops);
+            if path.capacity() > MAX_KEPT_PATH {
+                *path = String::new();
+            }
+        }
+        // Not reached (a diff does not start another), but never a panic.
+        Err(_) => diff_at(old, new, &mut String::new(), &mut ops),
+    });
     ops
 }
+
+thread_local! {
+    /// The path buffer of [`diff`], kept between calls: a diff allocates
+    /// only the ops it returns.
+    static PATH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// A path buffer grown beyond this by a deep diff is not kept.
+const MAX_KEPT_PATH: usize = 1024;
 
 /// The pointer in `path` (a buffer: `""` is the root, written `"/"`).
 fn at(path: &str) -> String {

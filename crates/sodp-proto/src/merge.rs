@@ -47,7 +47,10 @@ fn merge_into(target: &mut Arc<Map>, patch: &Map, path: &str, ops: &mut Vec<Delt
             (Some(ov), pv) if ov == pv => {}
             (Some(_), pv) => {
                 ops.push(DeltaOp::update(pointer::child(path, k), pv.clone()));
-                Arc::make_mut(target).insert(k.clone(), pv.clone());
+                // The key is there: its value is replaced, the key kept.
+                if let Some(slot) = Arc::make_mut(target).get_mut(k.as_str()) {
+                    *slot = pv.clone();
+                }
             }
             (None, pv) => {
                 ops.push(DeltaOp::add(pointer::child(path, k), pv.clone()));

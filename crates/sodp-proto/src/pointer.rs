@@ -47,14 +47,20 @@ fn unescape(seg: &str) -> Option<String> {
 
 /// Appends `/segment`, escaped, to `pointer`.
 pub fn push(pointer: &mut String, segment: &str) {
+    pointer.reserve(segment.len() + 1);
     pointer.push('/');
-    for c in segment.chars() {
-        match c {
-            '~' => pointer.push_str("~0"),
-            '/' => pointer.push_str("~1"),
-            c => pointer.push(c),
-        }
+    // Runs between escapes are copied whole (most segments have none).
+    let mut rest = segment;
+    while let Some(i) = rest.find(['~', '/']) {
+        pointer.push_str(&rest[..i]);
+        pointer.push_str(if rest.as_bytes()[i] == b'~' {
+            "~0"
+        } else {
+            "~1"
+        });
+        rest = &rest[i + 1..];
     }
+    pointer.push_str(rest);
 }
 
 /// Formats segments as a pointer; no segments gives the root `"/"`.
@@ -71,11 +77,9 @@ pub fn format<S: AsRef<str>>(segments: &[S]) -> String {
 
 /// `pointer` extended by one segment (`"/"` + `x` gives `"/x"`).
 pub fn child(pointer: &str, segment: &str) -> String {
-    let mut p = if pointer == "/" {
-        String::new()
-    } else {
-        pointer.to_owned()
-    };
+    let base = if pointer == "/" { "" } else { pointer };
+    let mut p = String::with_capacity(base.len() + 1 + segment.len());
+    p.push_str(base);
     push(&mut p, segment);
     p
 }
@@ -97,5 +101,56 @@ mod tests {
         assert_eq!(format::<&str>(&[]), "/");
         assert_eq!(child("/", "x"), "/x");
         assert_eq!(child("/x", "y/z"), "/x/y~1z");
+    }
+
+    /// The escaping of one character at a time, as RFC 6901 states it.
+    fn escaped_char_by_char(segment: &str) -> String {
+        segment
+            .chars()
+            .map(|c| match c {
+                '~' => "~0".to_owned(),
+                '/' => "~1".to_owned(),
+                c => c.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn push_escapes_every_run_and_round_trips() {
+        for segment in [
+            "",
+            "a",
+            "~",
+            "/",
+            "~~",
+            "//",
+            "~/",
+            "/~",
+            "a~b/c",
+            "~a/",
+            "é/~ü",
+            "x~0y",
+            "ß~1",
+            "名前/値~",
+            "/a/b/",
+            "~~/~/",
+        ] {
+            let mut p = "/root".to_owned();
+            push(&mut p, segment);
+            assert_eq!(
+                p,
+                format!("/root/{}", escaped_char_by_char(segment)),
+                "{segment:?}"
+            );
+            assert_eq!(parse(&p).unwrap(), vec!["root", segment], "{segment:?}");
+            assert_eq!(
+                child("/", segment),
+                format!("/{}", escaped_char_by_char(segment))
+            );
+            assert_eq!(
+                child(&child("/", "k"), segment),
+                format!("/k/{}", escaped_char_by_char(segment))
+            );
+        }
     }
 }
