@@ -65,13 +65,13 @@ impl<'a> CallFrame<'a> {
         if dec.array_len()? != Some(4) {
             return Ok(None);
         }
-        if dec.value(1)?.as_u64() != Some(FrameType::Call as u64) {
+        if dec.uint()? != Some(FrameType::Call as u64) {
             return Ok(None);
         }
-        let Some(stream_id) = dec.value(1)?.as_u64().and_then(|s| u32::try_from(s).ok()) else {
+        let Some(stream_id) = dec.uint()?.and_then(|s| u32::try_from(s).ok()) else {
             return Ok(None);
         };
-        let Some(seq) = dec.value(1)?.as_u64() else {
+        let Some(seq) = dec.uint()? else {
             return Ok(None);
         };
         let Some(fields) = dec.map_len()? else {

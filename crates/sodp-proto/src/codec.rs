@@ -180,6 +180,30 @@ impl<'a> Decoder<'a> {
         Ok(Some(len))
     }
 
+    /// Reads an integer ≥ 0 (any of MessagePack's integer encodings), or
+    /// `None` (consuming nothing) if the next item is anything else — a
+    /// negative integer included: what [`Value::as_u64`] accepts of
+    /// [`Decoder::value`], without building the value.
+    pub fn uint(&mut self) -> Result<Option<u64>, DecodeError> {
+        let start = self.pos;
+        let n = match self.byte()? {
+            m @ 0x00..=0x7f => Some(m as u64),
+            0xcc => Some(self.byte()? as u64),
+            0xcd => Some(u16::from_be_bytes(self.be()?) as u64),
+            0xce => Some(u32::from_be_bytes(self.be()?) as u64),
+            0xcf => Some(u64::from_be_bytes(self.be()?)),
+            0xd0 => u64::try_from(i8::from_be_bytes(self.be()?)).ok(),
+            0xd1 => u64::try_from(i16::from_be_bytes(self.be()?)).ok(),
+            0xd2 => u64::try_from(i32::from_be_bytes(self.be()?)).ok(),
+            0xd3 => u64::try_from(i64::from_be_bytes(self.be()?)).ok(),
+            _ => None,
+        };
+        if n.is_none() {
+            self.pos = start;
+        }
+        Ok(n)
+    }
+
     /// Reads a map header and returns its length, or `None` (consuming
     /// nothing) if the next item is not a map.
     pub fn map_len(&mut self) -> Result<Option<usize>, DecodeError> {
@@ -605,6 +629,55 @@ mod tests {
     fn rt(v: Value) {
         let bytes = encode_value(&v);
         assert_eq!(decode_value(&bytes, DEFAULT_MAX_DEPTH).unwrap(), v);
+    }
+
+    #[test]
+    fn uint_reads_what_as_u64_accepts_and_consumes_nothing_else() {
+        let mut encodings: Vec<Vec<u8>> = [
+            0i64,
+            1,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            -1,
+            -32,
+            -33,
+            -129,
+            i64::MIN,
+            i64::MAX,
+        ]
+        .iter()
+        .map(|i| encode_value(&Value::Int(*i)))
+        .collect();
+        encodings.push(encode_value(&Value::from(u64::MAX)));
+        // The signed encodings of non-negative numbers, which other encoders emit.
+        encodings.extend([vec![0xd0, 5], vec![0xd1, 0, 7], vec![0xd2, 0, 0, 1, 0]]);
+        encodings.push([0xd3].into_iter().chain(9i64.to_be_bytes()).collect());
+        for other in [
+            Value::Nil,
+            Value::Bool(true),
+            Value::Float(1.0),
+            Value::from("7"),
+        ] {
+            encodings.push(encode_value(&other));
+        }
+        for bytes in encodings {
+            let want = decode_value(&bytes, DEFAULT_MAX_DEPTH).unwrap().as_u64();
+            let mut dec = Decoder::new(&bytes, DEFAULT_MAX_DEPTH);
+            assert_eq!(dec.uint().unwrap(), want, "{bytes:x?}");
+            match want {
+                Some(_) => assert!(dec.finish().is_ok(), "{bytes:x?} read whole"),
+                None => assert_eq!(
+                    dec.value(1).unwrap().as_u64(),
+                    None,
+                    "{bytes:x?} left as it was"
+                ),
+            }
+        }
+        assert!(Decoder::new(&[0xcd, 1], 4).uint().is_err(), "truncated");
     }
 
     #[test]

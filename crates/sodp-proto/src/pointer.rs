@@ -51,7 +51,8 @@ pub fn push(pointer: &mut String, segment: &str) {
     pointer.push('/');
     // Runs between escapes are copied whole (most segments have none).
     let mut rest = segment;
-    while let Some(i) = rest.find(['~', '/']) {
+    // Both are ASCII, never part of another character: `i` is a boundary.
+    while let Some(i) = rest.bytes().position(|b| b == b'~' || b == b'/') {
         pointer.push_str(&rest[..i]);
         pointer.push_str(if rest.as_bytes()[i] == b'~' {
             "~0"
