@@ -10,14 +10,8 @@ use crate::error::Rejection;
 use crate::size;
 use crate::store::{Doc, Edit};
 
-struct Delete {
+pub(super) struct Delete {
     target: Target,
-}
-
-pub(super) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    Ok(Box::new(Delete {
-        target: Target::parse(args)?,
-    }))
 }
 
 pub(super) fn parse_op(args: &mut Args<'_>) -> Result<(Target, EditFn), Rejection> {
@@ -34,7 +28,13 @@ fn edit(doc: &mut Doc<'_>) -> Result<Edit, Rejection> {
 }
 
 impl Method for Delete {
-    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+    fn parse(args: &mut Args<'_>) -> Result<Self, Rejection> {
+        Ok(Delete {
+            target: Target::parse(args)?,
+        })
+    }
+
+    fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         let written = self.target.write(cx, edit)?;
         Ok(Reply::Written(written))
     }

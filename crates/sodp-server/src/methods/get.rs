@@ -6,18 +6,18 @@ use sodp_proto::Value;
 use super::{Args, Context, Method, Reply};
 use crate::error::Rejection;
 
-struct Get {
+pub(super) struct Get {
     key: String,
 }
 
-pub(super) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    Ok(Box::new(Get {
-        key: args.string("state")?,
-    }))
-}
-
 impl Method for Get {
-    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+    fn parse(args: &mut Args<'_>) -> Result<Self, Rejection> {
+        Ok(Get {
+            key: args.string("state")?,
+        })
+    }
+
+    fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         cx.check_readable(&self.key)?;
         let (snapshot, ticket) = cx.shared.store.read(&self.key);
         let data = Value::map_from([

@@ -11,22 +11,22 @@ use crate::error::Rejection;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-struct History {
+pub(super) struct History {
     key: String,
     since: u64,
     limit: usize,
 }
 
-pub(super) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    Ok(Box::new(History {
-        key: args.string("state")?,
-        since: args.opt_u64("since_version")?.unwrap_or(0),
-        limit: args.limit(DEFAULT_LIMIT, MAX_LIMIT)?,
-    }))
-}
-
 impl Method for History {
-    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+    fn parse(args: &mut Args<'_>) -> Result<Self, Rejection> {
+        Ok(History {
+            key: args.string("state")?,
+            since: args.opt_u64("since_version")?.unwrap_or(0),
+            limit: args.limit(DEFAULT_LIMIT, MAX_LIMIT)?,
+        })
+    }
+
+    fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         cx.check_readable(&self.key)?;
         let page = cx.shared.store.history(&self.key, self.since, self.limit);
         let entries = page

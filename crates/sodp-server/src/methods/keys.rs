@@ -12,22 +12,22 @@ use crate::error::Rejection;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-struct Keys {
+pub(super) struct Keys {
     prefix: Option<String>,
     after: Option<String>,
     limit: usize,
 }
 
-pub(super) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    Ok(Box::new(Keys {
-        prefix: args.opt_string("prefix")?,
-        after: args.opt_string("after")?,
-        limit: args.limit(DEFAULT_LIMIT, MAX_LIMIT)?,
-    }))
-}
-
 impl Method for Keys {
-    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+    fn parse(args: &mut Args<'_>) -> Result<Self, Rejection> {
+        Ok(Keys {
+            prefix: args.opt_string("prefix")?,
+            after: args.opt_string("after")?,
+            limit: args.limit(DEFAULT_LIMIT, MAX_LIMIT)?,
+        })
+    }
+
+    fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         let max_key_len = cx.shared.config.limits.max_key_len;
         if let Some(prefix) = &self.prefix {
             sodp_proto::key::validate_key(prefix, max_key_len).map_err(|e| {

@@ -37,53 +37,89 @@ pub enum Reply {
     Data { data: Value, ticket: Ticket },
 }
 
-/// A parsed CALL, ready to run.
-pub trait Method {
-    /// Runs the call on behalf of the session in `cx`.
-    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection>;
+/// A CALL method: how its `args` are parsed, and what it then does.
+pub trait Method: Sized {
+    /// Takes the arguments out of `args` (moved, not copied).
+    fn parse(args: &mut Args<'_>) -> Result<Self, Rejection>;
+
+    /// Runs the parsed call on behalf of the session in `cx`.
+    fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection>;
 }
 
-type Parse = fn(&mut Args<'_>) -> Result<Box<dyn Method>, Rejection>;
+/// One row of [`METHODS`]: a method's name and its parse-then-run,
+/// dispatched statically (nothing is boxed per call).
+pub struct Entry {
+    pub name: &'static str,
+    call: fn(&mut Args<'_>, &mut Context<'_>) -> Result<Reply, Rejection>,
+    #[cfg(test)]
+    parse_only: fn(&mut Args<'_>) -> Result<(), Rejection>,
+}
 
-/// Every method this server implements, with its parser.
-pub const METHODS: &[(&str, Parse)] = &[
-    ("state.set", set::parse),
-    ("state.patch", patch::parse),
-    ("state.set_in", set_in::parse),
-    ("state.delete", delete::parse),
-    ("state.presence", presence::parse),
-    ("state.get", get::parse),
-    ("state.keys", keys::parse),
-    ("state.history", history::parse),
-    ("state.transaction", transaction::parse),
-    ("admin.sessions", admin::parse_sessions),
-    ("admin.session", admin::parse_session),
-    ("admin.disconnect", admin::parse_disconnect),
-    ("admin.stats", admin::parse_stats),
-    ("admin.writers", admin::parse_writers),
-    ("admin.keys", admin::parse_keys),
+const fn entry<M: Method>(name: &'static str) -> Entry {
+    Entry {
+        name,
+        call: parse_and_run::<M>,
+        #[cfg(test)]
+        parse_only: |args| M::parse(args).map(drop),
+    }
+}
+
+fn parse_and_run<M: Method>(args: &mut Args<'_>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+    M::parse(args)?.run(cx)
+}
+
+/// Every method this server implements.
+pub const METHODS: &[Entry] = &[
+    entry::<set::Set>("state.set"),
+    entry::<patch::Patch>("state.patch"),
+    entry::<set_in::SetIn>("state.set_in"),
+    entry::<delete::Delete>("state.delete"),
+    entry::<presence::Presence>("state.presence"),
+    entry::<get::Get>("state.get"),
+    entry::<keys::Keys>("state.keys"),
+    entry::<history::History>("state.history"),
+    entry::<transaction::Transaction>("state.transaction"),
+    entry::<admin::Sessions>("admin.sessions"),
+    entry::<admin::Session>("admin.session"),
+    entry::<admin::Disconnect>("admin.disconnect"),
+    entry::<admin::Stats>("admin.stats"),
+    entry::<admin::Writers>("admin.writers"),
+    entry::<admin::Keys>("admin.keys"),
 ];
 
 /// The method names, for messages and HELLO.
 pub fn names() -> impl Iterator<Item = &'static str> {
-    METHODS.iter().map(|(name, _)| *name)
+    METHODS.iter().map(|entry| entry.name)
 }
 
-/// Parses `method` and its `args`, taking ownership so that values and
-/// patches move into the method instead of being copied. Unknown methods
-/// are 404.
-pub fn parse(method: &str, args: CallArgs<'_>) -> Result<Box<dyn Method>, Rejection> {
-    let Some((_, parse)) = METHODS.iter().find(|(name, _)| *name == method) else {
-        return Err(Rejection::new(
-            ErrorCode::NotFound,
-            format!(
-                "unknown method {method:?}; known: {}",
-                names().collect::<Vec<_>>().join(", ")
-            ),
-        ));
-    };
-    let mut args = Args::new(method, args)?;
-    parse(&mut args)
+/// The row of `method`; unknown methods are 404.
+fn lookup(method: &str) -> Result<&'static Entry, Rejection> {
+    METHODS
+        .iter()
+        .find(|entry| entry.name == method)
+        .ok_or_else(|| {
+            Rejection::new(
+                ErrorCode::NotFound,
+                format!(
+                    "unknown method {method:?}; known: {}",
+                    names().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+}
+
+/// Parses `method`'s `args`, taking ownership so that values and patches
+/// move into the method instead of being copied, and runs it.
+pub fn call(method: &str, args: CallArgs<'_>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+    let entry = lookup(method)?;
+    (entry.call)(&mut Args::new(method, args)?, cx)
+}
+
+/// Only parses (for the tests of the parsers).
+#[cfg(test)]
+fn parse(method: &str, args: CallArgs<'_>) -> Result<(), Rejection> {
+    let entry = lookup(method)?;
+    (entry.parse_only)(&mut Args::new(method, args)?)
 }
 
 /// What a method may see and touch of the server and of the calling

@@ -11,7 +11,7 @@ use crate::error::Rejection;
 use crate::size;
 use crate::store::{Doc, Edit};
 
-struct Patch {
+pub(super) struct Patch {
     target: Target,
     patch: Map,
 }
@@ -21,10 +21,6 @@ fn parse_patch(args: &mut Args<'_>) -> Result<Patch, Rejection> {
         target: Target::parse_with_ttl(args)?,
         patch: args.map("patch")?,
     })
-}
-
-pub(super) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    Ok(Box::new(parse_patch(args)?))
 }
 
 pub(super) fn parse_op(args: &mut Args<'_>) -> Result<(Target, EditFn), Rejection> {
@@ -40,8 +36,12 @@ fn edit(doc: &mut Doc<'_>, patch: &Map) -> Result<Edit, Rejection> {
 }
 
 impl Method for Patch {
-    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
-        let Patch { target, patch } = *self;
+    fn parse(args: &mut Args<'_>) -> Result<Self, Rejection> {
+        parse_patch(args)
+    }
+
+    fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+        let Patch { target, patch } = self;
         let written = target.write(cx, |doc| edit(doc, &patch))?;
         Ok(Reply::Written(written))
     }

@@ -8,27 +8,27 @@ use sodp_proto::{pointer, Value};
 use super::{parse_path, set_in, Args, Context, Method, Reply, Target};
 use crate::error::Rejection;
 
-struct Presence {
+pub(super) struct Presence {
     target: Target,
     path: String,
     value: Value,
 }
 
-pub(super) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    Ok(Box::new(Presence {
-        target: Target::parse(args)?,
-        path: args.string("path")?,
-        value: args.value("value")?,
-    }))
-}
-
 impl Method for Presence {
-    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+    fn parse(args: &mut Args<'_>) -> Result<Self, Rejection> {
+        Ok(Presence {
+            target: Target::parse(args)?,
+            path: args.string("path")?,
+            value: args.value("value")?,
+        })
+    }
+
+    fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         let Presence {
             target,
             path,
             value,
-        } = *self;
+        } = self;
         cx.check_writable(&target.key)?;
         let key = &target.key;
         let segments = parse_path(&path)?;

@@ -9,7 +9,7 @@ use crate::error::Rejection;
 use crate::size;
 use crate::store::{Doc, Edit};
 
-struct Set {
+pub(super) struct Set {
     target: Target,
     value: Value,
 }
@@ -19,10 +19,6 @@ fn parse_set(args: &mut Args<'_>) -> Result<Set, Rejection> {
         target: Target::parse_with_ttl(args)?,
         value: args.value("value")?,
     })
-}
-
-pub(super) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    Ok(Box::new(parse_set(args)?))
 }
 
 pub(super) fn parse_op(args: &mut Args<'_>) -> Result<(Target, EditFn), Rejection> {
@@ -38,8 +34,12 @@ fn edit(doc: &mut Doc<'_>, value: Value) -> Result<Edit, Rejection> {
 }
 
 impl Method for Set {
-    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
-        let Set { target, value } = *self;
+    fn parse(args: &mut Args<'_>) -> Result<Self, Rejection> {
+        parse_set(args)
+    }
+
+    fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+        let Set { target, value } = self;
         let written = target.write(cx, |doc| edit(doc, value))?;
         Ok(Reply::Written(written))
     }

@@ -10,7 +10,7 @@ use crate::error::Rejection;
 use crate::size;
 use crate::store::{Doc, Edit};
 
-struct SetIn {
+pub(super) struct SetIn {
     target: Target,
     path: String,
     value: Value,
@@ -22,10 +22,6 @@ fn parse_set_in(args: &mut Args<'_>) -> Result<SetIn, Rejection> {
         path: args.string("path")?,
         value: args.value("value")?,
     })
-}
-
-pub(super) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    Ok(Box::new(parse_set_in(args)?))
 }
 
 pub(super) fn parse_op(args: &mut Args<'_>) -> Result<(Target, EditFn), Rejection> {
@@ -42,12 +38,16 @@ pub(super) fn parse_op(args: &mut Args<'_>) -> Result<(Target, EditFn), Rejectio
 }
 
 impl Method for SetIn {
-    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+    fn parse(args: &mut Args<'_>) -> Result<Self, Rejection> {
+        parse_set_in(args)
+    }
+
+    fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         let SetIn {
             target,
             path,
             value,
-        } = *self;
+        } = self;
         cx.check_writable(&target.key)?;
         let segments = parse_path(&path)?;
         let written = target.write_checked(cx, |doc| apply(doc, &path, &segments, value))?;

@@ -18,7 +18,7 @@ pub const MAX_OPS: usize = 64;
 
 const NAME: &str = "state.transaction";
 
-struct Transaction {
+pub(super) struct Transaction {
     ops: Vec<(Target, EditFn)>,
 }
 
@@ -65,31 +65,31 @@ fn parse_one(i: usize, entry: Value) -> Result<(Target, EditFn), Rejection> {
     })
 }
 
-pub(super) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    let ops = match args.value("ops")? {
-        Value::Array(ops) => Arc::try_unwrap(ops).unwrap_or_else(|a| (*a).clone()),
-        _ => {
-            return Err(Rejection::bad_request(format!(
-                "{NAME}: argument `ops` must be an array"
-            )))
-        }
-    };
-    if ops.is_empty() || ops.len() > MAX_OPS {
-        return Err(Rejection::bad_request(format!(
-            "{NAME}: argument `ops` must hold 1 to {MAX_OPS} ops, not {}",
-            ops.len()
-        )));
-    }
-    let ops = ops
-        .into_iter()
-        .enumerate()
-        .map(|(i, entry)| parse_one(i, entry))
-        .collect::<Result<_, _>>()?;
-    Ok(Box::new(Transaction { ops }))
-}
-
 impl Method for Transaction {
-    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+    fn parse(args: &mut Args<'_>) -> Result<Self, Rejection> {
+        let ops = match args.value("ops")? {
+            Value::Array(ops) => Arc::try_unwrap(ops).unwrap_or_else(|a| (*a).clone()),
+            _ => {
+                return Err(Rejection::bad_request(format!(
+                    "{NAME}: argument `ops` must be an array"
+                )))
+            }
+        };
+        if ops.is_empty() || ops.len() > MAX_OPS {
+            return Err(Rejection::bad_request(format!(
+                "{NAME}: argument `ops` must hold 1 to {MAX_OPS} ops, not {}",
+                ops.len()
+            )));
+        }
+        let ops = ops
+            .into_iter()
+            .enumerate()
+            .map(|(i, entry)| parse_one(i, entry))
+            .collect::<Result<_, _>>()?;
+        Ok(Transaction { ops })
+    }
+
+    fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         for (i, (target, _)) in self.ops.iter().enumerate() {
             cx.check_writable(&target.key).map_err(|refusal| {
                 let mut refusal = refusal.at_op(i);

@@ -435,14 +435,17 @@ impl Session {
         args: CallArgs<'_>,
         tag: Option<&Tag>,
     ) -> Result<Reply, Rejection> {
-        let call = methods::parse(method, args)?;
-        call.run(&mut Context {
-            shared: &self.shared,
-            session: self.id,
-            identity: &self.identity,
-            holdings: &mut self.holdings,
-            tag,
-        })
+        methods::call(
+            method,
+            args,
+            &mut Context {
+                shared: &self.shared,
+                session: self.id,
+                identity: &self.identity,
+                holdings: &mut self.holdings,
+                tag,
+            },
+        )
     }
 
     /// Remembers that this session made the change (only with the

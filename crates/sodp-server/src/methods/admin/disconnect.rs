@@ -11,18 +11,18 @@ use super::{data, no_session, session_id, Args, Context, Method, Reply};
 use crate::error::Rejection;
 use crate::outbox::Close;
 
-struct Disconnect {
+pub(in crate::methods) struct Disconnect {
     id: u64,
 }
 
-pub(in crate::methods) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    Ok(Box::new(Disconnect {
-        id: session_id(args)?,
-    }))
-}
-
 impl Method for Disconnect {
-    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+    fn parse(args: &mut Args<'_>) -> Result<Self, Rejection> {
+        Ok(Disconnect {
+            id: session_id(args)?,
+        })
+    }
+
+    fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         let info = cx
             .shared
             .sessions

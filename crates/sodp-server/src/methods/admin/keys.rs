@@ -13,22 +13,22 @@ use crate::error::Rejection;
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 200;
 
-struct Keys {
+pub(in crate::methods) struct Keys {
     prefix: Option<String>,
     after: Option<String>,
     limit: usize,
 }
 
-pub(in crate::methods) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    Ok(Box::new(Keys {
-        prefix: args.opt_string("prefix")?,
-        after: args.opt_string("after")?,
-        limit: args.limit(DEFAULT_LIMIT, MAX_LIMIT)?,
-    }))
-}
-
 impl Method for Keys {
-    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+    fn parse(args: &mut Args<'_>) -> Result<Self, Rejection> {
+        Ok(Keys {
+            prefix: args.opt_string("prefix")?,
+            after: args.opt_string("after")?,
+            limit: args.limit(DEFAULT_LIMIT, MAX_LIMIT)?,
+        })
+    }
+
+    fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         let store = &cx.shared.store;
         if let Some(prefix) = &self.prefix {
             sodp_proto::key::validate_key(prefix, cx.shared.config.limits.max_key_len).map_err(

@@ -21,38 +21,25 @@ use crate::registry::SessionInfo;
 
 /// A parsed admin method, or why its arguments were refused — revealed
 /// only to an administrator.
-struct AdminOnly(Result<Box<dyn Method>, Rejection>);
+pub(super) struct AdminOnly<M>(Result<M, Rejection>);
 
-impl Method for AdminOnly {
-    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+impl<M: Method> Method for AdminOnly<M> {
+    fn parse(args: &mut Args<'_>) -> Result<Self, Rejection> {
+        Ok(AdminOnly(M::parse(args)))
+    }
+
+    fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         crate::admin::require_admin(cx.shared, cx.holdings.info(), cx.identity)?;
         self.0?.run(cx)
     }
 }
 
-/// Wraps an admin method's parser in the permission check.
-fn gate(parsed: Result<Box<dyn Method>, Rejection>) -> Result<Box<dyn Method>, Rejection> {
-    Ok(Box::new(AdminOnly(parsed)))
-}
-
-pub(super) fn parse_sessions(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    gate(sessions::parse(args))
-}
-pub(super) fn parse_session(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    gate(session::parse(args))
-}
-pub(super) fn parse_disconnect(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    gate(disconnect::parse(args))
-}
-pub(super) fn parse_stats(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    gate(stats::parse(args))
-}
-pub(super) fn parse_writers(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    gate(writers::parse(args))
-}
-pub(super) fn parse_keys(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    gate(keys::parse(args))
-}
+pub(super) type Sessions = AdminOnly<sessions::Sessions>;
+pub(super) type Session = AdminOnly<session::Session>;
+pub(super) type Disconnect = AdminOnly<disconnect::Disconnect>;
+pub(super) type Stats = AdminOnly<stats::Stats>;
+pub(super) type Writers = AdminOnly<writers::Writers>;
+pub(super) type Keys = AdminOnly<keys::Keys>;
 
 /// An admin method's answer (not hot: built through JSON for clarity).
 fn data(json: Json) -> Result<Reply, Rejection> {

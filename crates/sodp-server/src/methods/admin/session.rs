@@ -12,18 +12,18 @@ use crate::error::Rejection;
 /// Most watched keys, and presence paths, listed.
 pub const MAX_LISTED: usize = 1000;
 
-struct Session {
+pub(in crate::methods) struct Session {
     id: u64,
 }
 
-pub(in crate::methods) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    Ok(Box::new(Session {
-        id: session_id(args)?,
-    }))
-}
-
 impl Method for Session {
-    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+    fn parse(args: &mut Args<'_>) -> Result<Self, Rejection> {
+        Ok(Session {
+            id: session_id(args)?,
+        })
+    }
+
+    fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         let info = cx
             .shared
             .sessions

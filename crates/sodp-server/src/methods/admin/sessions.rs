@@ -12,20 +12,20 @@ use crate::error::Rejection;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-struct Sessions {
+pub(in crate::methods) struct Sessions {
     after: u64,
     limit: usize,
 }
 
-pub(in crate::methods) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    Ok(Box::new(Sessions {
-        after: args.opt_u64("after")?.unwrap_or(0),
-        limit: args.limit(DEFAULT_LIMIT, MAX_LIMIT)?,
-    }))
-}
-
 impl Method for Sessions {
-    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+    fn parse(args: &mut Args<'_>) -> Result<Self, Rejection> {
+        Ok(Sessions {
+            after: args.opt_u64("after")?.unwrap_or(0),
+            limit: args.limit(DEFAULT_LIMIT, MAX_LIMIT)?,
+        })
+    }
+
+    fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         let (page, more) = cx.shared.sessions.page(self.after, self.limit);
         let mut out = json!({
             "sessions": page.iter().map(|s| summary(s)).collect::<Vec<_>>(),

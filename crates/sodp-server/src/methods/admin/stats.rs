@@ -11,14 +11,14 @@ use super::{data, Args, Context, Method, Reply};
 use crate::error::Rejection;
 use crate::shared::Shared;
 
-struct Stats;
-
-pub(in crate::methods) fn parse(_: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    Ok(Box::new(Stats))
-}
+pub(in crate::methods) struct Stats;
 
 impl Method for Stats {
-    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+    fn parse(_: &mut Args<'_>) -> Result<Self, Rejection> {
+        Ok(Stats)
+    }
+
+    fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         let shared = cx.shared;
         let store = &shared.store;
         let m = &shared.metrics;

@@ -12,31 +12,31 @@ use crate::error::Rejection;
 
 pub const MAX_VERSIONS: usize = 1000;
 
-struct Writers {
+pub(in crate::methods) struct Writers {
     versions: Vec<u64>,
 }
 
-pub(in crate::methods) fn parse(args: &mut Args<'_>) -> Result<Box<dyn Method>, Rejection> {
-    let bad = || {
-        Rejection::bad_request(format!(
-            "admin.writers: argument `versions` must be a list of at most {MAX_VERSIONS} integers ≥ 0"
-        ))
-    };
-    let list = args.value("versions")?;
-    let items = list.as_array().ok_or_else(bad)?;
-    if items.len() > MAX_VERSIONS {
-        return Err(bad());
-    }
-    let versions = items
-        .iter()
-        .map(Value::as_u64)
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(bad)?;
-    Ok(Box::new(Writers { versions }))
-}
-
 impl Method for Writers {
-    fn run(self: Box<Self>, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
+    fn parse(args: &mut Args<'_>) -> Result<Self, Rejection> {
+        let bad = || {
+            Rejection::bad_request(format!(
+                "admin.writers: argument `versions` must be a list of at most {MAX_VERSIONS} integers ≥ 0"
+            ))
+        };
+        let list = args.value("versions")?;
+        let items = list.as_array().ok_or_else(bad)?;
+        if items.len() > MAX_VERSIONS {
+            return Err(bad());
+        }
+        let versions = items
+            .iter()
+            .map(Value::as_u64)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(bad)?;
+        Ok(Writers { versions })
+    }
+
+    fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         let found = match &cx.shared.writers {
             Some(w) => w.lookup(&self.versions),
             None => Default::default(),
