@@ -294,7 +294,8 @@ mod tests {
             let bytes = call(serde_json::json!({"call_id": "c", "method": method}));
             assert_eq!(CallFrame::decode(&bytes, 16).unwrap().method, Some(method));
         }
-        // {"call_id": "c", "method": <0xff 0xfe>}: not a string, so not a CALL here.
+        // {"call_id": "c", "method": <0xff 0xfe>}: not UTF-8, so left to the slow
+        // path, which reports it.
         let kind = FrameType::Call as u8;
         let mut bad = vec![0x94, kind, 0, 0, 0x82, 0xa7];
         bad.extend_from_slice(b"call_id");
