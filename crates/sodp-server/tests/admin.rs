@@ -301,6 +301,13 @@ async fn writers_are_recorded_with_the_inspector_on_and_no_op_writes_are_not() {
     assert_eq!(page["next"], "doc.a");
     let r = admin.call("admin.writers", json!({"versions": [-1]})).await;
     assert_eq!(failure_code(&r), Some(400), "{r:?}");
+    // An administrator learns what is wrong with a bad prefix.
+    let r = admin
+        .call("admin.keys", json!({"prefix": "bad key!"}))
+        .await;
+    assert_eq!(failure_code(&r), Some(400), "{r:?}");
+    let said = r.get("data").and_then(Value::as_str).unwrap_or_default();
+    assert!(said.contains("admin.keys: argument `prefix`"), "{r:?}");
     let stats = data(&mut admin, "admin.stats", json!({})).await;
     assert_eq!(stats["inspector"]["writers_recorded"], true);
 }

@@ -9,40 +9,21 @@ use serde_json::json;
 
 use super::{data_at, Args, Context, Method, Reply};
 use crate::error::Rejection;
+use crate::methods::keys::KeyQuery;
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 200;
 
-pub(in crate::methods) struct Keys {
-    prefix: Option<String>,
-    after: Option<String>,
-    limit: usize,
-}
+pub(in crate::methods) struct Keys(KeyQuery);
 
 impl Method for Keys {
     fn parse(args: &mut Args<'_>) -> Result<Self, Rejection> {
-        Ok(Keys {
-            prefix: args.opt_string("prefix")?,
-            after: args.opt_string("after")?,
-            limit: args.limit(DEFAULT_LIMIT, MAX_LIMIT)?,
-        })
+        KeyQuery::parse(args, DEFAULT_LIMIT, MAX_LIMIT).map(Keys)
     }
 
     fn run(self, cx: &mut Context<'_>) -> Result<Reply, Rejection> {
         let store = &cx.shared.store;
-        if let Some(prefix) = &self.prefix {
-            sodp_proto::key::validate_key(prefix, cx.shared.config.limits.max_key_len).map_err(
-                |e| {
-                    Rejection::bad_request(format!("admin.keys: argument `prefix` {prefix:?}: {e}"))
-                },
-            )?;
-        }
-        let page = store.keys(
-            self.prefix.as_deref().unwrap_or(""),
-            self.after.as_deref(),
-            self.limit,
-            |key| cx.may_read(key),
-        );
+        let page = self.0.page(cx, "admin.keys")?;
         let reads: Vec<_> = page.keys.iter().map(|k| store.read(k)).collect();
         let ticket = reads
             .iter()
