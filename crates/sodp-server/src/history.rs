@@ -1,11 +1,25 @@
 //! Per-key history of recent changes, for RESUME replays and reads of what
 //! changed (`state.history`, pattern resumes, checkpoints).
 //!
-//! A change that was sent to a subscriber is kept as the DELTA frame it was
-//! sent as, so a RESUME replays it without re-encoding. A change nobody was
-//! sent (the key had no subscriber) is kept as its ops: most such changes
-//! are never replayed, and encoding a DELTA that nobody reads was about 8 %
-//! of a small write. A replay encodes them then, once, and keeps the frame.
+//! A change that was sent to a subscriber is kept as the bytes of the DELTA
+//! frame it was sent as, so a RESUME replays it without re-encoding. A
+//! change nobody was sent (the key had no subscriber) is kept as its ops in
+//! the compact form the durable log uses (`[code, path, value]`, see
+//! `storage::record::write_op`): encoding a whole DELTA that nobody reads
+//! was about 8 % of a small write; a replay encodes the frame then.
+//!
+//! # Layout: one byte ring per key
+//! Both kinds live in one ring of bytes per key (`bytes`), indexed by a
+//! deque of small fixed-size entries (version, length, form). Dropping the
+//! oldest change only moves the ring's head: nothing of it is read or
+//! freed. That matters because the oldest change is, by then, cold — a
+//! thousand changes old — and with one heap block per op, path and value,
+//! evicting it (and reusing its freed blocks for the next write) missed
+//! the cache several times per write: ~10 % of a small write's server time
+//! at a fixed rate (`perf record`, see docs/BENCHMARKS.md). Changes too
+//! large to be worth copying (over [`INLINE_MAX`] bytes) are kept as they
+//! were handed over, in a side deque: a frame shares its buffer with the
+//! subscribers' queues, ops share their values with the key's value.
 //!
 //! Two bounds: a number of changes per key, and a byte budget shared by all
 //! keys (`HistoryBudget`). A write that pushes the total over the budget
@@ -13,75 +27,168 @@
 //! by more than one change; a key starved by the budget simply answers
 //! RESUME with a fresh STATE_INIT.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use sodp_proto::codec::encoded_len;
+use sodp_proto::codec::{decode_value, encoded_len, write_array_len, write_nil, write_uint};
 use sodp_proto::{DeltaOp, Frame, Value};
 
+use crate::storage::record::{op_from, write_op};
 use crate::wire;
 
-/// Memory an entry costs beyond its payload: the deque slot (version +
-/// `Retained`), the shared-buffer header and allocator overhead. Counted so
-/// the byte budget bounds real memory, not just payload.
-const ENTRY_OVERHEAD: usize = 96;
+/// Memory an entry costs beyond its bytes: its index slot (24 B) and as
+/// much again for the two deques' growth. Counted so the byte budget
+/// bounds real memory, not just payload.
+const ENTRY_OVERHEAD: usize = 48;
 
 /// What an op kept unencoded costs beyond its path and encoded value: the
 /// op itself and its path's allocation.
 const OP_OVERHEAD: usize = std::mem::size_of::<DeltaOp>() + 16;
 
-/// What an entry holds of its change.
+/// A frame longer than this, or ops whose paths and values come to more,
+/// are kept as they are instead of being copied into the ring.
+pub const INLINE_MAX: usize = 512;
+
+/// Nesting accepted when a kept change is decoded again (what this server
+/// encoded, so only a bound against a bug).
+const DECODE_DEPTH: usize = 1024;
+
+/// A change to keep, as the store hands it over.
 #[derive(Debug)]
 pub enum Retained {
-    /// The DELTA frame the change was sent (or replayed) as.
+    /// The DELTA frame the change was sent as.
     Frame(Bytes),
     /// The ops of a change nobody was sent, and the deadline it set
-    /// (`Some(0)`: removed), encoded only when a replay needs the frame.
+    /// (`Some(0)`: removed).
     Ops(Vec<DeltaOp>, Option<u64>),
 }
 
-impl Retained {
-    /// Bytes counted against the budget: a frame's length, or what ops
-    /// would encode to plus their in-memory overhead (the same measure, the
-    /// encoded size, the memory budget counts values in).
-    fn cost(&self) -> usize {
-        ENTRY_OVERHEAD
-            + match self {
-                Retained::Frame(frame) => frame.len(),
-                Retained::Ops(ops, _) => ops
-                    .iter()
-                    .map(|op| {
-                        OP_OVERHEAD + op.path.len() + op.value.as_ref().map_or(0, encoded_len)
-                    })
-                    .sum(),
-            }
-    }
+/// How an entry's change is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// DELTA frame bytes in the ring.
+    Frame,
+    /// `[deadline | nil, op…]` in the compact op form, in the ring.
+    Ops,
+    /// The next of `large`, as it was handed over.
+    Large,
+}
 
-    /// The change's ops (a frame is decoded; `None` if it does not hold a
-    /// DELTA, which a frame this server encoded always does).
+#[derive(Debug)]
+struct Entry {
+    version: u64,
+    /// Bytes in the ring (0 for [`Form::Large`]).
+    len: usize,
+    form: Form,
+}
+
+/// A retained change, borrowed from its history.
+#[derive(Debug)]
+pub enum Kept<'a> {
+    Frame(Cow<'a, [u8]>),
+    Ops(Cow<'a, [u8]>),
+    Large(&'a [DeltaOp], Option<u64>),
+}
+
+impl Kept<'_> {
+    /// The change's ops (`None` if its bytes do not decode, which bytes this
+    /// server wrote always do).
     pub fn ops(&self) -> Option<Vec<DeltaOp>> {
-        match self {
-            Retained::Ops(ops, _) => Some(ops.clone()),
-            Retained::Frame(frame) => DeltaOp::list_from_value(&ops_of_frame(frame)?).ok(),
-        }
+        Some(self.ops_and_deadline()?.0)
     }
 
     /// The change's ops as their wire maps (`state.history` answers these).
     pub fn ops_value(&self) -> Option<Value> {
         match self {
-            Retained::Ops(ops, _) => Some(Value::from(
-                ops.iter().map(DeltaOp::to_value).collect::<Vec<_>>(),
+            Kept::Frame(frame) => ops_of_frame(frame),
+            _ => Some(Value::from(
+                self.ops()?
+                    .iter()
+                    .map(DeltaOp::to_value)
+                    .collect::<Vec<_>>(),
             )),
-            Retained::Frame(frame) => ops_of_frame(frame),
+        }
+    }
+
+    fn ops_and_deadline(&self) -> Option<(Vec<DeltaOp>, Option<u64>)> {
+        match self {
+            Kept::Frame(frame) => {
+                let ops = DeltaOp::list_from_value(&ops_of_frame(frame)?).ok()?;
+                Some((ops, None))
+            }
+            Kept::Ops(bytes) => decode_ops(bytes),
+            Kept::Large(ops, expires) => Some((ops.to_vec(), *expires)),
+        }
+    }
+
+    /// The DELTA frame of the change: its own bytes, or `encode(version,
+    /// ops, deadline)` for one kept as ops.
+    fn frame(
+        &self,
+        version: u64,
+        encode: &mut impl FnMut(u64, &[DeltaOp], Option<u64>) -> Bytes,
+    ) -> Option<Bytes> {
+        match self {
+            Kept::Frame(frame) => Some(Bytes::copy_from_slice(frame)),
+            Kept::Large(ops, expires) => Some(encode(version, ops, *expires)),
+            Kept::Ops(bytes) => {
+                let (ops, expires) = decode_ops(bytes)?;
+                Some(encode(version, &ops, expires))
+            }
         }
     }
 }
 
+/// Bytes `range` of a ring split into `head` and `tail` (borrowed unless
+/// the range wraps).
+fn ring_range<'a>(head: &'a [u8], tail: &'a [u8], range: std::ops::Range<usize>) -> Cow<'a, [u8]> {
+    let split = head.len();
+    if range.end <= split {
+        Cow::Borrowed(&head[range])
+    } else if range.start >= split {
+        Cow::Borrowed(&tail[range.start - split..range.end - split])
+    } else {
+        let mut joined = head[range.start..].to_vec();
+        joined.extend_from_slice(&tail[..range.end - split]);
+        Cow::Owned(joined)
+    }
+}
+
 /// The `ops` field of a DELTA message.
-fn ops_of_frame(frame: &Bytes) -> Option<Value> {
-    let f = Frame::decode(wire::ws_payload(frame), 1024).ok()?;
+fn ops_of_frame(frame: &[u8]) -> Option<Value> {
+    let f = Frame::decode(wire::ws_payload(frame), DECODE_DEPTH).ok()?;
     f.body.get("ops").cloned()
+}
+
+/// Writes `[deadline | nil, op…]` (see [`Form::Ops`]).
+fn encode_ops(buf: &mut Vec<u8>, ops: &[DeltaOp], expires: Option<u64>) {
+    write_array_len(buf, ops.len() + 1);
+    match expires {
+        Some(at) => write_uint(buf, at),
+        None => write_nil(buf),
+    }
+    for op in ops {
+        write_op(buf, op);
+    }
+}
+
+fn decode_ops(bytes: &[u8]) -> Option<(Vec<DeltaOp>, Option<u64>)> {
+    let value = decode_value(bytes, DECODE_DEPTH).ok()?;
+    let (first, ops) = value.as_array()?.split_first()?;
+    let expires = match first {
+        Value::Nil => None,
+        at => Some(at.as_u64()?),
+    };
+    Some((ops.iter().map(op_from).collect::<Option<_>>()?, expires))
+}
+
+thread_local! {
+    /// Where ops are encoded before they are copied into a ring (kept
+    /// between writes; dropped if a large change grew it).
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The server-wide history limits and the bytes currently held.
@@ -110,7 +217,11 @@ impl HistoryBudget {
 /// The retained changes of one key, oldest first.
 #[derive(Debug, Default)]
 pub struct History {
-    entries: VecDeque<(u64, Retained)>,
+    entries: VecDeque<Entry>,
+    /// The ring: the bytes of every entry but the large ones, in order.
+    bytes: VecDeque<u8>,
+    /// The large entries and their cost, in order.
+    large: VecDeque<(usize, Retained)>,
     /// The newest version that is no longer retained (0: nothing dropped).
     /// A RESUME from below it cannot be served by replay.
     floor: u64,
@@ -122,24 +233,96 @@ impl History {
     /// budget has left).
     pub fn push(&mut self, version: u64, change: Retained, budget: &HistoryBudget, room: usize) {
         let max_bytes = budget.max_bytes.min(room);
-        budget
-            .used_bytes
-            .fetch_add(change.cost(), Ordering::Relaxed);
-        self.entries.push_back((version, change));
+        let (form, len, cost) = match change {
+            Retained::Frame(frame) if frame.len() > INLINE_MAX => {
+                let cost = ENTRY_OVERHEAD + frame.len();
+                self.large.push_back((cost, Retained::Frame(frame)));
+                (Form::Large, 0, cost)
+            }
+            Retained::Frame(frame) => {
+                self.bytes.extend(frame.iter());
+                (Form::Frame, frame.len(), ENTRY_OVERHEAD + frame.len())
+            }
+            Retained::Ops(ops, expires) => {
+                let payload: usize = ops
+                    .iter()
+                    .map(|op| op.path.len() + op.value.as_ref().map_or(0, encoded_len))
+                    .sum();
+                if payload > INLINE_MAX {
+                    let cost = ENTRY_OVERHEAD + ops.len() * OP_OVERHEAD + payload;
+                    self.large.push_back((cost, Retained::Ops(ops, expires)));
+                    (Form::Large, 0, cost)
+                } else {
+                    let len = SCRATCH.with(|scratch| {
+                        let mut scratch = scratch.borrow_mut();
+                        scratch.clear();
+                        encode_ops(&mut scratch, &ops, expires);
+                        self.bytes.extend(scratch.iter());
+                        let len = scratch.len();
+                        if scratch.capacity() > 4 * INLINE_MAX {
+                            *scratch = Vec::new();
+                        }
+                        len
+                    });
+                    (Form::Ops, len, ENTRY_OVERHEAD + len)
+                }
+            }
+        };
+        budget.used_bytes.fetch_add(cost, Ordering::Relaxed);
+        self.entries.push_back(Entry { version, len, form });
+        let mut trimmed = false;
         while self.entries.len() > budget.max_entries
             || (budget.used_bytes() > max_bytes && !self.entries.is_empty())
         {
             self.drop_oldest(budget);
+            trimmed = true;
+        }
+        // A ring trimmed far below what it once held gives memory back.
+        if trimmed && self.bytes.capacity() > 4 * self.bytes.len().max(1024) {
+            self.bytes.shrink_to(2 * self.bytes.len());
         }
     }
 
+    /// Drops the oldest change: the ring's head moves past its bytes, which
+    /// are neither read nor freed (see the module doc).
     fn drop_oldest(&mut self, budget: &HistoryBudget) {
-        if let Some((v, change)) = self.entries.pop_front() {
-            budget
-                .used_bytes
-                .fetch_sub(change.cost(), Ordering::Relaxed);
-            self.floor = v;
-        }
+        let Some(entry) = self.entries.pop_front() else {
+            return;
+        };
+        let cost = match entry.form {
+            Form::Large => self.large.pop_front().map_or(0, |(cost, _)| cost),
+            Form::Frame | Form::Ops => {
+                self.bytes.drain(..entry.len);
+                ENTRY_OVERHEAD + entry.len
+            }
+        };
+        budget.used_bytes.fetch_sub(cost, Ordering::Relaxed);
+        self.floor = entry.version;
+    }
+
+    /// The changes from the `start`th on, oldest first.
+    fn kept_from(&self, start: usize) -> impl Iterator<Item = (u64, Kept<'_>)> {
+        let before = self.entries.range(..start);
+        let mut offset: usize = before.clone().map(|e| e.len).sum();
+        let mut large = before.filter(|e| e.form == Form::Large).count();
+        let (head, tail) = self.bytes.as_slices();
+        self.entries.range(start..).map(move |entry| {
+            let bytes = || ring_range(head, tail, offset..offset + entry.len);
+            let kept = match entry.form {
+                Form::Frame => Kept::Frame(bytes()),
+                Form::Ops => Kept::Ops(bytes()),
+                Form::Large => {
+                    let (_, change) = &self.large[large];
+                    large += 1;
+                    match change {
+                        Retained::Frame(frame) => Kept::Frame(Cow::Borrowed(frame)),
+                        Retained::Ops(ops, expires) => Kept::Large(ops, *expires),
+                    }
+                }
+            };
+            offset += entry.len;
+            (entry.version, kept)
+        })
     }
 
     /// Where the changes after `since` start, if `since` is a version this
@@ -147,9 +330,9 @@ impl History {
     /// Anything else — trimmed history, a version from before a restart, a
     /// version of another key — cannot be replayed safely.
     fn replay_start(&self, since: u64) -> Option<usize> {
-        let start = self.entries.partition_point(|(v, _)| *v < since);
+        let start = self.entries.partition_point(|e| e.version < since);
         match self.entries.get(start) {
-            Some((v, _)) if *v == since => Some(start + 1),
+            Some(e) if e.version == since => Some(start + 1),
             _ if since == self.floor => Some(start),
             _ => None,
         }
@@ -162,48 +345,24 @@ impl History {
 
     /// The DELTA frames of every change after `since`, if they can be
     /// replayed (see [`History::replay_start`]). A change kept as ops is
-    /// encoded by `encode(version, ops, expires)` now and kept as that frame
-    /// from then on (its cost in `budget` updated).
+    /// encoded by `encode(version, ops, expires)`.
     pub fn replay_since(
-        &mut self,
+        &self,
         since: u64,
-        budget: &HistoryBudget,
         mut encode: impl FnMut(u64, &[DeltaOp], Option<u64>) -> Bytes,
     ) -> Option<Vec<Bytes>> {
         let start = self.replay_start(since)?;
-        let frames = self.entries.range_mut(start..).map(|(version, change)| {
-            let frame = match change {
-                Retained::Frame(frame) => return frame.clone(),
-                Retained::Ops(ops, expires) => encode(*version, ops, *expires),
-            };
-            let encoded = Retained::Frame(frame.clone());
-            budget
-                .used_bytes
-                .fetch_add(encoded.cost(), Ordering::Relaxed);
-            budget
-                .used_bytes
-                .fetch_sub(change.cost(), Ordering::Relaxed);
-            *change = encoded;
-            frame
-        });
-        Some(frames.collect())
+        self.kept_from(start)
+            .map(|(version, kept)| kept.frame(version, &mut encode))
+            .collect()
     }
 
     /// At most `limit` retained changes after `since`, oldest first, and
     /// whether none after `since` is missing before them (nothing after
     /// `since` was dropped).
-    pub fn since(
-        &self,
-        since: u64,
-        limit: usize,
-    ) -> (impl Iterator<Item = (u64, &Retained)>, bool) {
-        let start = self.entries.partition_point(|(v, _)| *v <= since);
-        let changes = self
-            .entries
-            .range(start..)
-            .take(limit)
-            .map(|(v, c)| (*v, c));
-        (changes, since >= self.floor)
+    pub fn since(&self, since: u64, limit: usize) -> (impl Iterator<Item = (u64, Kept<'_>)>, bool) {
+        let start = self.entries.partition_point(|e| e.version <= since);
+        (self.kept_from(start).take(limit), since >= self.floor)
     }
 
     /// The newest version no longer retained (0: nothing was dropped).
@@ -218,8 +377,8 @@ impl History {
     }
 
     /// Every retained change, oldest first (for checkpoints).
-    pub fn changes(&self) -> impl Iterator<Item = (u64, &Retained)> {
-        self.entries.iter().map(|(v, c)| (*v, c))
+    pub fn changes(&self) -> impl Iterator<Item = (u64, Kept<'_>)> {
+        self.kept_from(0)
     }
 
     /// Forgets everything and starts again after `floor` (cluster mode: the
@@ -230,11 +389,16 @@ impl History {
         self.floor = floor;
     }
 
-    /// Releases everything (the key is being dropped).
+    /// Releases everything (the key is being dropped), memory included.
     pub fn clear(&mut self, budget: &HistoryBudget) {
         while !self.entries.is_empty() {
             self.drop_oldest(budget);
         }
+        let floor = self.floor;
+        *self = History {
+            floor,
+            ..History::default()
+        };
     }
 }
 
@@ -257,35 +421,39 @@ mod tests {
         for v in [2, 5, 9, 11] {
             h.push(v, frame(v as u8), &budget, usize::MAX);
         }
-        let count = |h: &mut History, since| {
-            h.replay_since(since, &budget, no_encoding)
-                .map(|frames| frames.len())
-        };
+        let count = |h: &History, since| h.replay_since(since, no_encoding).map(|f| f.len());
         // Version 2 was trimmed: resuming from 1 or 0 is impossible, but
         // from 2 itself everything after it is still held.
-        assert_eq!(count(&mut h, 1), None);
-        assert_eq!(count(&mut h, 0), None);
-        assert_eq!(count(&mut h, 2), Some(3));
-        assert_eq!(count(&mut h, 9), Some(1));
-        assert_eq!(count(&mut h, 11), Some(0));
-        assert_eq!(count(&mut h, 12), None, "ahead of the key");
-        assert_eq!(count(&mut h, 6), None, "not a version of this key");
+        assert_eq!(count(&h, 1), None);
+        assert_eq!(count(&h, 0), None);
+        assert_eq!(count(&h, 2), Some(3));
+        assert_eq!(count(&h, 9), Some(1));
+        assert_eq!(count(&h, 11), Some(0));
+        assert_eq!(count(&h, 12), None, "ahead of the key");
+        assert_eq!(count(&h, 6), None, "not a version of this key");
         assert!(h.can_replay_since(2) && !h.can_replay_since(6));
+        assert_eq!(
+            h.replay_since(2, no_encoding).unwrap(),
+            [vec![5u8; 10], vec![9; 10], vec![11; 10]],
+            "the frames' own bytes, oldest first"
+        );
         // Nothing trimmed: a client that never saw a version can replay all.
         let mut fresh = History::default();
         fresh.push(4, frame(4), &budget, usize::MAX);
-        assert_eq!(count(&mut fresh, 0), Some(1));
+        assert_eq!(count(&fresh, 0), Some(1));
     }
 
     #[test]
     fn byte_budget_is_shared_and_bounded() {
-        let one = frame(0).cost();
+        let one = ENTRY_OVERHEAD + 10;
         let budget = HistoryBudget::new(1000, 2 * one + one / 2);
         let (mut a, mut b) = (History::default(), History::default());
         a.push(1, frame(1), &budget, usize::MAX);
         a.push(2, frame(2), &budget, usize::MAX);
+        assert_eq!(budget.used_bytes(), 2 * one);
         b.push(3, frame(3), &budget, usize::MAX);
         assert!(budget.used_bytes() <= 2 * one + one / 2);
+        assert_eq!(b.changes().count(), 0, "b's own change went over");
         b.clear(&budget);
         a.clear(&budget);
         assert_eq!(budget.used_bytes(), 0);
@@ -298,12 +466,21 @@ mod tests {
         ]
     }
 
+    /// Ops whose value is over [`INLINE_MAX`]: kept as they are.
+    fn large_ops(n: i64) -> Vec<DeltaOp> {
+        let big = Value::from("x".repeat(INLINE_MAX + n as usize));
+        vec![
+            DeltaOp::add("/big", big),
+            DeltaOp::update("/n", Value::Int(n)),
+        ]
+    }
+
     fn encode(stream_id: u32) -> impl FnMut(u64, &[DeltaOp], Option<u64>) -> Bytes {
         move |version, ops, expires| wire::delta_expiring(stream_id, "k", version, ops, expires)
     }
 
     #[test]
-    fn changes_kept_as_ops_are_encoded_once_when_replayed() {
+    fn changes_kept_as_ops_are_encoded_when_replayed() {
         let budget = HistoryBudget::new(10, 1 << 20);
         let mut h = History::default();
         h.push(1, Retained::Ops(ops(1), None), &budget, usize::MAX);
@@ -314,66 +491,171 @@ mod tests {
             usize::MAX,
         );
         h.push(3, Retained::Ops(ops(3), Some(99)), &budget, usize::MAX);
+        h.push(4, Retained::Ops(large_ops(4), Some(0)), &budget, usize::MAX);
         let before = budget.used_bytes();
 
         let mut encoded = Vec::new();
         let frames: Vec<Bytes> = h
-            .replay_since(0, &budget, |v, o, e| {
+            .replay_since(0, |v, o, e| {
                 encoded.push(v);
                 encode(7)(v, o, e)
             })
             .expect("nothing trimmed");
-        assert_eq!(encoded, [1, 3], "only what was kept as ops is encoded");
+        assert_eq!(encoded, [1, 3, 4], "only what was kept as ops is encoded");
         let expected = [
             wire::delta(7, "k", 1, &ops(1)),
             wire::delta(7, "k", 2, &ops(2)),
             wire::delta_expiring(7, "k", 3, &ops(3), Some(99)),
+            wire::delta_expiring(7, "k", 4, &large_ops(4), Some(0)),
         ];
         assert_eq!(
             frames, expected,
             "the frames a subscriber would have been sent"
         );
-        // The budget now counts the frames, exactly.
-        let frames_cost: usize = expected
-            .iter()
-            .map(|f| Retained::Frame(f.clone()).cost())
-            .sum();
-        assert_eq!(budget.used_bytes(), frames_cost);
-        assert_ne!(before, frames_cost);
-
-        // A second replay encodes nothing.
-        assert_eq!(
-            h.replay_since(1, &budget, no_encoding)
-                .map(|frames| frames.len()),
-            Some(2)
-        );
+        assert_eq!(budget.used_bytes(), before, "a replay changes nothing held");
         h.clear(&budget);
         assert_eq!(budget.used_bytes(), 0);
     }
 
     #[test]
     fn ops_read_the_same_whichever_way_a_change_is_kept() {
-        let kept = Retained::Ops(ops(5), Some(0));
-        let sent = Retained::Frame(wire::delta_expiring(3, "k", 8, &ops(5), Some(0)));
-        assert_eq!(kept.ops(), Some(ops(5)));
-        assert_eq!(sent.ops(), Some(ops(5)));
-        assert_eq!(kept.ops_value(), sent.ops_value());
-        assert!(kept.ops_value().is_some());
+        let budget = HistoryBudget::new(10, 1 << 20);
+        let mut h = History::default();
+        h.push(1, Retained::Ops(ops(5), Some(0)), &budget, usize::MAX);
+        let frame = wire::delta_expiring(3, "k", 2, &ops(5), Some(0));
+        h.push(2, Retained::Frame(frame), &budget, usize::MAX);
+        h.push(3, Retained::Ops(large_ops(5), None), &budget, usize::MAX);
+        let kept: Vec<_> = h.changes().collect();
+        let forms: Vec<_> = kept
+            .iter()
+            .map(|(_, k)| std::mem::discriminant(k))
+            .collect();
+        assert!(forms[0] != forms[1] && forms[1] != forms[2] && forms[0] != forms[2]);
+        assert_eq!(kept[0].1.ops(), Some(ops(5)));
+        assert_eq!(kept[1].1.ops(), Some(ops(5)));
+        assert_eq!(kept[2].1.ops(), Some(large_ops(5)));
+        assert_eq!(kept[0].1.ops_value(), kept[1].1.ops_value());
+        assert!(kept[0].1.ops_value().is_some());
+        let wire: Vec<Value> = large_ops(5).iter().map(DeltaOp::to_value).collect();
+        assert_eq!(kept[2].1.ops_value(), Some(Value::from(wire)));
     }
 
     #[test]
-    fn ops_cost_what_they_would_encode_to_plus_their_overhead() {
-        let kept = Retained::Ops(ops(5), None);
-        let payload: usize = ops(5)
-            .iter()
-            .map(|op| op.path.len() + op.value.as_ref().map_or(0, encoded_len))
-            .sum();
-        assert_eq!(kept.cost(), ENTRY_OVERHEAD + 2 * OP_OVERHEAD + payload);
-        let budget = HistoryBudget::new(10, kept.cost() + 1);
+    fn what_a_change_costs() {
+        let mut bytes = Vec::new();
+        encode_ops(&mut bytes, &ops(5), None);
+        let kept = ENTRY_OVERHEAD + bytes.len();
+        let budget = HistoryBudget::new(10, kept + 1);
         let mut h = History::default();
         h.push(1, Retained::Ops(ops(1), None), &budget, usize::MAX);
+        assert_eq!(
+            budget.used_bytes(),
+            kept,
+            "its encoded bytes and the overhead"
+        );
         h.push(2, Retained::Ops(ops(2), None), &budget, usize::MAX);
         assert_eq!(h.changes().count(), 1, "the budget trims ops entries too");
         assert_eq!(h.floor(), 1);
+        h.clear(&budget);
+
+        let large = large_ops(1);
+        let payload: usize = large
+            .iter()
+            .map(|op| op.path.len() + op.value.as_ref().map_or(0, encoded_len))
+            .sum();
+        let budget = HistoryBudget::new(10, 1 << 20);
+        h.push(1, Retained::Ops(large, None), &budget, usize::MAX);
+        assert_eq!(
+            budget.used_bytes(),
+            ENTRY_OVERHEAD + 2 * OP_OVERHEAD + payload
+        );
+        let frame = wire::delta(1, "k", 2, &large_ops(2));
+        h.push(2, Retained::Frame(frame.clone()), &budget, usize::MAX);
+        assert!(h.bytes.is_empty(), "a large change is not copied");
+        assert_eq!(h.replay_since(1, no_encoding), Some(vec![frame]));
+    }
+
+    /// Many changes of every form through a small history: the ring wraps
+    /// (so some changes straddle its end) and every read still gives back
+    /// exactly what was pushed, the budget exactly what is held.
+    #[test]
+    fn the_ring_wraps_and_reads_back_every_change_exactly() {
+        let budget = HistoryBudget::new(7, 1 << 20);
+        let mut h = History::default();
+        let mut pushed: Vec<(u64, Vec<DeltaOp>)> = Vec::new();
+        let mut expected_cost = Vec::new();
+        let (mut wrapped, mut straddled) = (false, false);
+        for v in 1..=200u64 {
+            let n = v as i64;
+            // Vary the lengths so entries end at every offset of the ring.
+            let mut ops = ops(n);
+            ops.push(DeltaOp::add("/s", Value::from("y".repeat(v as usize % 23))));
+            let (change, cost) = match v % 6 {
+                0 => (Retained::Ops(large_ops(n), None), None),
+                5 => {
+                    ops = large_ops(n);
+                    let f = wire::delta(1, "k", v, &ops);
+                    assert!(f.len() > INLINE_MAX);
+                    let cost = ENTRY_OVERHEAD + f.len();
+                    (Retained::Frame(f), Some(cost))
+                }
+                1 | 3 => {
+                    let f = wire::delta(1, "k", v, &ops);
+                    let cost = ENTRY_OVERHEAD + f.len();
+                    (Retained::Frame(f), Some(cost))
+                }
+                _ => {
+                    let mut b = Vec::new();
+                    encode_ops(&mut b, &ops, Some(v));
+                    (
+                        Retained::Ops(ops.clone(), Some(v)),
+                        Some(ENTRY_OVERHEAD + b.len()),
+                    )
+                }
+            };
+            let ops = match &change {
+                Retained::Ops(o, _) => o.clone(),
+                Retained::Frame(_) => ops,
+            };
+            h.push(v, change, &budget, usize::MAX);
+            pushed.push((v, ops));
+            expected_cost.push(cost);
+            let tail = &pushed[pushed.len().saturating_sub(7)..];
+            let read: Vec<(u64, Vec<DeltaOp>)> = h
+                .changes()
+                .map(|(v, k)| (v, k.ops().expect("decodes")))
+                .collect();
+            assert_eq!(read, tail, "after pushing version {v}");
+            let frames = h.replay_since(h.floor(), encode(1)).expect("complete");
+            assert_eq!(frames.len(), tail.len());
+            for (frame, (v, ops)) in frames.iter().zip(tail) {
+                let f = Frame::decode(wire::ws_payload(frame), 64).unwrap();
+                assert_eq!(f.body.get("version").and_then(Value::as_u64), Some(*v));
+                let got = DeltaOp::list_from_value(f.body.get("ops").unwrap()).unwrap();
+                assert_eq!(&got, ops);
+            }
+            let since = v.saturating_sub(3);
+            let (page, complete) = h.since(since, 2);
+            assert!(complete, "nothing after {since} was dropped");
+            assert!(page.map(|(pv, _)| pv).eq((since + 1..=v).take(2)));
+            wrapped |= !h.bytes.as_slices().1.is_empty();
+            straddled |= h
+                .changes()
+                .any(|(_, k)| matches!(k, Kept::Frame(Cow::Owned(_)) | Kept::Ops(Cow::Owned(_))));
+            let known: Option<usize> = expected_cost[expected_cost.len().saturating_sub(7)..]
+                .iter()
+                .copied()
+                .sum();
+            if let Some(known) = known {
+                assert_eq!(budget.used_bytes(), known, "after pushing version {v}");
+            }
+        }
+        assert!(
+            wrapped && straddled,
+            "the ring wrapped, with a change across its end"
+        );
+        h.clear(&budget);
+        assert_eq!(budget.used_bytes(), 0);
+        assert_eq!(h.floor(), 200);
     }
 }

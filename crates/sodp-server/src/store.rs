@@ -653,16 +653,13 @@ impl Store {
         self.with_slot(key, |slot, st| {
             let visible = self.storage.is_visible(st.last_ticket);
             let encode = |version, ops: &[DeltaOp], expires| slot.delta(version, ops, expires);
-            let replayed = st
-                .history
-                .replay_since(since, &self.history, encode)
-                .map(|frames| {
-                    let n = frames.len();
-                    for frame in frames {
-                        self.send(visible, st.last_ticket, outbox, frame);
-                    }
-                    n
-                });
+            let replayed = st.history.replay_since(since, encode).map(|frames| {
+                let n = frames.len();
+                for frame in frames {
+                    self.send(visible, st.last_ticket, outbox, frame);
+                }
+                n
+            });
             self.subscribe(slot, st, outbox, seq, params);
             replayed
         })

@@ -239,7 +239,7 @@ fn ops_value(ops: &[DeltaOp]) -> Value {
 }
 
 /// One op in either form: compact (`[code, path, value]`) or the wire's map.
-fn op_from(v: &Value) -> Option<DeltaOp> {
+pub(crate) fn op_from(v: &Value) -> Option<DeltaOp> {
     let Some(items) = v.as_array() else {
         return DeltaOp::from_value(v).ok();
     };

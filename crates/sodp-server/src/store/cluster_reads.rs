@@ -194,27 +194,26 @@ impl Store {
         };
         let result = self.with_slot(key, |slot, st| {
             let encode = |version, ops: &[DeltaOp], expires| slot.delta(version, ops, expires);
-            let replayed =
-                if let Some(frames) = st.history.replay_since(since, &self.history, encode) {
-                    outbox.push_all(&frames);
-                    Some(frames.len())
-                } else {
-                    fetched.and_then(|changes| {
-                        let upto: Vec<&Change> =
-                            changes.iter().filter(|c| c.version <= st.version).collect();
-                        let reaches = upto
-                            .last()
-                            .map_or(since == st.version, |c| c.version == st.version);
-                        reaches.then(|| {
-                            let frames: Vec<_> = upto
-                                .iter()
-                                .map(|c| slot.delta(c.version, &c.ops, c.expires))
-                                .collect();
-                            outbox.push_all(&frames);
-                            frames.len()
-                        })
+            let replayed = if let Some(frames) = st.history.replay_since(since, encode) {
+                outbox.push_all(&frames);
+                Some(frames.len())
+            } else {
+                fetched.and_then(|changes| {
+                    let upto: Vec<&Change> =
+                        changes.iter().filter(|c| c.version <= st.version).collect();
+                    let reaches = upto
+                        .last()
+                        .map_or(since == st.version, |c| c.version == st.version);
+                    reaches.then(|| {
+                        let frames: Vec<_> = upto
+                            .iter()
+                            .map(|c| slot.delta(c.version, &c.ops, c.expires))
+                            .collect();
+                        outbox.push_all(&frames);
+                        frames.len()
                     })
-                };
+                })
+            };
             self.subscribe(slot, st, outbox, seq, params);
             replayed
         });
