@@ -22,9 +22,10 @@
 //! subscribers' queues, ops share their values with the key's value.
 //!
 //! Two bounds: a number of changes per key, and a byte budget shared by all
-//! keys (`HistoryBudget`). A write that pushes the total over the budget
-//! trims its own key's oldest entries, so the total never exceeds the budget
-//! by more than one change; a key starved by the budget simply answers
+//! keys (`HistoryBudget`). A write that would push the total over the
+//! budget first trims its own key's oldest entries, and a change that does
+//! not fit even then is not kept; writers of other keys racing with it can
+//! overshoot by one change each. A key starved by the budget simply answers
 //! RESUME with a fresh STATE_INIT.
 
 use std::borrow::Cow;
@@ -39,7 +40,7 @@ use sodp_proto::{DeltaOp, Frame, Value};
 use crate::storage::record::{op_from, write_op};
 use crate::wire;
 
-/// Memory an entry costs beyond its bytes: its index slot (24 B) and as
+/// Memory an entry costs beyond its bytes: its index slot (16 B) and as
 /// much again for the two deques' growth. Counted so the byte budget
 /// bounds real memory, not just payload.
 const ENTRY_OVERHEAD: usize = 48;
@@ -80,8 +81,8 @@ enum Form {
 #[derive(Debug)]
 struct Entry {
     version: u64,
-    /// Bytes in the ring (0 for [`Form::Large`]).
-    len: usize,
+    /// Bytes in the ring (0 for [`Form::Large`]; at most [`INLINE_MAX`]).
+    len: u32,
     form: Form,
 }
 
@@ -232,16 +233,37 @@ impl History {
     /// `room` caps the shared budget further (what the server's memory
     /// budget has left).
     pub fn push(&mut self, version: u64, change: Retained, budget: &HistoryBudget, room: usize) {
-        let max_bytes = budget.max_bytes.min(room);
-        let (form, len, cost) = match change {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            self.push_with(version, change, budget, room, &mut scratch);
+            if scratch.capacity() > 4 * INLINE_MAX {
+                *scratch = Vec::new();
+            }
+        });
+    }
+
+    fn push_with(
+        &mut self,
+        version: u64,
+        change: Retained,
+        budget: &HistoryBudget,
+        room: usize,
+        scratch: &mut Vec<u8>,
+    ) {
+        // What the change costs and how it is held, before anything moves.
+        enum Held {
+            Frame(Bytes),
+            Ops,
+            Large(Retained),
+        }
+        let (held, cost) = match change {
             Retained::Frame(frame) if frame.len() > INLINE_MAX => {
                 let cost = ENTRY_OVERHEAD + frame.len();
-                self.large.push_back((cost, Retained::Frame(frame)));
-                (Form::Large, 0, cost)
+                (Held::Large(Retained::Frame(frame)), cost)
             }
             Retained::Frame(frame) => {
-                self.bytes.extend(frame.iter());
-                (Form::Frame, frame.len(), ENTRY_OVERHEAD + frame.len())
+                let cost = ENTRY_OVERHEAD + frame.len();
+                (Held::Frame(frame), cost)
             }
             Retained::Ops(ops, expires) => {
                 let payload: usize = ops
@@ -250,64 +272,89 @@ impl History {
                     .sum();
                 if payload > INLINE_MAX {
                     let cost = ENTRY_OVERHEAD + ops.len() * OP_OVERHEAD + payload;
-                    self.large.push_back((cost, Retained::Ops(ops, expires)));
-                    (Form::Large, 0, cost)
+                    (Held::Large(Retained::Ops(ops, expires)), cost)
                 } else {
-                    let len = SCRATCH.with(|scratch| {
-                        let mut scratch = scratch.borrow_mut();
-                        scratch.clear();
-                        encode_ops(&mut scratch, &ops, expires);
-                        self.bytes.extend(scratch.iter());
-                        let len = scratch.len();
-                        if scratch.capacity() > 4 * INLINE_MAX {
-                            *scratch = Vec::new();
-                        }
-                        len
-                    });
-                    (Form::Ops, len, ENTRY_OVERHEAD + len)
+                    scratch.clear();
+                    encode_ops(scratch, &ops, expires);
+                    (Held::Ops, ENTRY_OVERHEAD + scratch.len())
                 }
             }
         };
-        budget.used_bytes.fetch_add(cost, Ordering::Relaxed);
-        self.entries.push_back(Entry { version, len, form });
-        let mut trimmed = false;
-        while self.entries.len() > budget.max_entries
-            || (budget.used_bytes() > max_bytes && !self.entries.is_empty())
-        {
-            self.drop_oldest(budget);
-            trimmed = true;
+        // Make room: drop the oldest until the change fits both bounds.
+        // The shared total is read once and updated once (by the net
+        // amount): each atomic update waits for every store before it.
+        let max_bytes = budget.max_bytes.min(room);
+        let used = budget.used_bytes();
+        let fits = |freed: usize, entries: usize| {
+            entries < budget.max_entries && used.saturating_sub(freed) + cost <= max_bytes
+        };
+        let mut freed = 0;
+        while !self.entries.is_empty() && !fits(freed, self.entries.len()) {
+            freed += self.drop_oldest();
         }
+        let keep = fits(freed, self.entries.len());
+        let added = if keep { cost } else { 0 };
+        if added >= freed {
+            budget
+                .used_bytes
+                .fetch_add(added - freed, Ordering::Relaxed);
+        } else {
+            budget
+                .used_bytes
+                .fetch_sub(freed - added, Ordering::Relaxed);
+        }
+        if !keep {
+            // Over the budget on its own: kept nowhere, so no RESUME from
+            // before it can be replayed.
+            self.floor = version;
+            return;
+        }
+        let (form, len) = match held {
+            Held::Large(change) => {
+                self.large.push_back((cost, change));
+                (Form::Large, 0)
+            }
+            Held::Frame(frame) => {
+                self.bytes.extend(frame.iter());
+                (Form::Frame, frame.len() as u32)
+            }
+            Held::Ops => {
+                self.bytes.extend(scratch.iter());
+                (Form::Ops, scratch.len() as u32)
+            }
+        };
+        self.entries.push_back(Entry { version, len, form });
         // A ring trimmed far below what it once held gives memory back.
-        if trimmed && self.bytes.capacity() > 4 * self.bytes.len().max(1024) {
+        if freed > 0 && self.bytes.capacity() > 4 * self.bytes.len().max(1024) {
             self.bytes.shrink_to(2 * self.bytes.len());
         }
     }
 
-    /// Drops the oldest change: the ring's head moves past its bytes, which
-    /// are neither read nor freed (see the module doc).
-    fn drop_oldest(&mut self, budget: &HistoryBudget) {
+    /// Drops the oldest change and answers what it cost (the caller updates
+    /// the budget): the ring's head moves past its bytes, which are neither
+    /// read nor freed (see the module doc).
+    fn drop_oldest(&mut self) -> usize {
         let Some(entry) = self.entries.pop_front() else {
-            return;
+            return 0;
         };
-        let cost = match entry.form {
+        self.floor = entry.version;
+        match entry.form {
             Form::Large => self.large.pop_front().map_or(0, |(cost, _)| cost),
             Form::Frame | Form::Ops => {
-                self.bytes.drain(..entry.len);
-                ENTRY_OVERHEAD + entry.len
+                self.bytes.drain(..entry.len as usize);
+                ENTRY_OVERHEAD + entry.len as usize
             }
-        };
-        budget.used_bytes.fetch_sub(cost, Ordering::Relaxed);
-        self.floor = entry.version;
+        }
     }
 
     /// The changes from the `start`th on, oldest first.
     fn kept_from(&self, start: usize) -> impl Iterator<Item = (u64, Kept<'_>)> {
         let before = self.entries.range(..start);
-        let mut offset: usize = before.clone().map(|e| e.len).sum();
+        let mut offset: usize = before.clone().map(|e| e.len as usize).sum();
         let mut large = before.filter(|e| e.form == Form::Large).count();
         let (head, tail) = self.bytes.as_slices();
         self.entries.range(start..).map(move |entry| {
-            let bytes = || ring_range(head, tail, offset..offset + entry.len);
+            let bytes = || ring_range(head, tail, offset..offset + entry.len as usize);
             let kept = match entry.form {
                 Form::Frame => Kept::Frame(bytes()),
                 Form::Ops => Kept::Ops(bytes()),
@@ -320,7 +367,7 @@ impl History {
                     }
                 }
             };
-            offset += entry.len;
+            offset += entry.len as usize;
             (entry.version, kept)
         })
     }
@@ -391,9 +438,11 @@ impl History {
 
     /// Releases everything (the key is being dropped), memory included.
     pub fn clear(&mut self, budget: &HistoryBudget) {
+        let mut freed = 0;
         while !self.entries.is_empty() {
-            self.drop_oldest(budget);
+            freed += self.drop_oldest();
         }
+        budget.used_bytes.fetch_sub(freed, Ordering::Relaxed);
         let floor = self.floor;
         *self = History {
             floor,
@@ -454,6 +503,16 @@ mod tests {
         b.push(3, frame(3), &budget, usize::MAX);
         assert!(budget.used_bytes() <= 2 * one + one / 2);
         assert_eq!(b.changes().count(), 0, "b's own change went over");
+        assert_eq!(b.floor(), 3, "so nothing from before it replays");
+        assert!(!b.can_replay_since(0) && b.can_replay_since(3));
+        assert_eq!(budget.used_bytes(), 2 * one, "and it costs nothing");
+        let none = HistoryBudget::new(0, 1 << 20);
+        let mut c = History::default();
+        c.push(4, frame(4), &none, usize::MAX);
+        assert_eq!(
+            (c.changes().count(), c.floor(), none.used_bytes()),
+            (0, 4, 0)
+        );
         b.clear(&budget);
         a.clear(&budget);
         assert_eq!(budget.used_bytes(), 0);
