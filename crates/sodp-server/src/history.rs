@@ -40,9 +40,9 @@ use sodp_proto::{DeltaOp, Frame, Value};
 use crate::storage::record::{op_from, write_op};
 use crate::wire;
 
-/// Memory an entry costs beyond its bytes: its index slot (16 B) and as
-/// much again for the two deques' growth. Counted so the byte budget
-/// bounds real memory, not just payload.
+/// Memory an entry costs beyond its bytes: its index slot (16 B) and an
+/// allowance for the two deques' growth (each doubles when full). Counted
+/// so the byte budget bounds real memory, not just payload.
 const ENTRY_OVERHEAD: usize = 48;
 
 /// What an op kept unencoded costs beyond its path and encoded value: the
@@ -81,7 +81,8 @@ enum Form {
 #[derive(Debug)]
 struct Entry {
     version: u64,
-    /// Bytes in the ring (0 for [`Form::Large`]; at most [`INLINE_MAX`]).
+    /// Bytes in the ring (0 for [`Form::Large`]; otherwise [`INLINE_MAX`]
+    /// plus the ops' small headers at most).
     len: u32,
     form: Form,
 }
