@@ -99,7 +99,11 @@ impl Kept<'_> {
     /// The change's ops (`None` if its bytes do not decode, which bytes this
     /// server wrote always do).
     pub fn ops(&self) -> Option<Vec<DeltaOp>> {
-        Some(self.ops_and_deadline()?.0)
+        match self {
+            Kept::Frame(frame) => DeltaOp::list_from_value(&ops_of_frame(frame)?).ok(),
+            Kept::Ops(bytes) => Some(decode_ops(bytes)?.0),
+            Kept::Large(ops, _) => Some(ops.to_vec()),
+        }
     }
 
     /// The change's ops as their wire maps (`state.history` answers these).
@@ -112,17 +116,6 @@ impl Kept<'_> {
                     .map(DeltaOp::to_value)
                     .collect::<Vec<_>>(),
             )),
-        }
-    }
-
-    fn ops_and_deadline(&self) -> Option<(Vec<DeltaOp>, Option<u64>)> {
-        match self {
-            Kept::Frame(frame) => {
-                let ops = DeltaOp::list_from_value(&ops_of_frame(frame)?).ok()?;
-                Some((ops, None))
-            }
-            Kept::Ops(bytes) => decode_ops(bytes),
-            Kept::Large(ops, expires) => Some((ops.to_vec(), *expires)),
         }
     }
 
