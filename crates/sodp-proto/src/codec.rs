@@ -129,6 +129,11 @@ impl<'a> Decoder<'a> {
         Ok(Value::Nil)
     }
 
+    /// How many bytes have been read so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     /// Errors if any bytes are left.
     pub fn finish(&self) -> Result<(), DecodeError> {
         match self.buf.len() - self.pos {

@@ -67,6 +67,15 @@ pub enum Retained {
     Ops(Vec<DeltaOp>, Option<u64>),
 }
 
+/// How a replay turns kept changes back into the DELTAs it sends (the
+/// store's key slot: a replayed DELTA names its key, see `wire::with_state`).
+pub trait Replay {
+    /// A change kept as the live DELTA it was sent as.
+    fn resend(&mut self, sent: &[u8]) -> Bytes;
+    /// A change kept as its ops (`expires`: the deadline it set).
+    fn encode(&mut self, version: u64, ops: &[DeltaOp], expires: Option<u64>) -> Bytes;
+}
+
 /// How an entry's change is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Form {
@@ -119,19 +128,14 @@ impl Kept<'_> {
         }
     }
 
-    /// The DELTA frame of the change: its own bytes, or `encode(version,
-    /// ops, deadline)` for one kept as ops.
-    fn frame(
-        &self,
-        version: u64,
-        encode: &mut impl FnMut(u64, &[DeltaOp], Option<u64>) -> Bytes,
-    ) -> Option<Bytes> {
+    /// The DELTA frame `replay` makes of the change.
+    fn frame(&self, version: u64, replay: &mut impl Replay) -> Option<Bytes> {
         match self {
-            Kept::Frame(frame) => Some(Bytes::copy_from_slice(frame)),
-            Kept::Large(ops, expires) => Some(encode(version, ops, *expires)),
+            Kept::Frame(frame) => Some(replay.resend(frame)),
+            Kept::Large(ops, expires) => Some(replay.encode(version, ops, *expires)),
             Kept::Ops(bytes) => {
                 let (ops, expires) = decode_ops(bytes)?;
-                Some(encode(version, &ops, expires))
+                Some(replay.encode(version, &ops, expires))
             }
         }
     }
@@ -384,17 +388,12 @@ impl History {
         self.replay_start(since).is_some()
     }
 
-    /// The DELTA frames of every change after `since`, if they can be
-    /// replayed (see [`History::replay_start`]). A change kept as ops is
-    /// encoded by `encode(version, ops, expires)`.
-    pub fn replay_since(
-        &self,
-        since: u64,
-        mut encode: impl FnMut(u64, &[DeltaOp], Option<u64>) -> Bytes,
-    ) -> Option<Vec<Bytes>> {
+    /// The DELTA frames `replay` makes of every change after `since`, if
+    /// they can be replayed (see [`History::replay_start`]).
+    pub fn replay_since(&self, since: u64, mut replay: impl Replay) -> Option<Vec<Bytes>> {
         let start = self.replay_start(since)?;
         self.kept_from(start)
-            .map(|(version, kept)| kept.frame(version, &mut encode))
+            .map(|(version, kept)| kept.frame(version, &mut replay))
             .collect()
     }
 
@@ -453,8 +452,17 @@ mod tests {
         Retained::Frame(Bytes::from(vec![n; 10]))
     }
 
-    fn no_encoding(_: u64, _: &[DeltaOp], _: Option<u64>) -> Bytes {
-        panic!("nothing here is kept as ops")
+    /// Replays frames as they were kept; nothing it replays is kept as ops.
+    struct AsKept;
+
+    impl Replay for AsKept {
+        fn resend(&mut self, sent: &[u8]) -> Bytes {
+            Bytes::copy_from_slice(sent)
+        }
+
+        fn encode(&mut self, _: u64, _: &[DeltaOp], _: Option<u64>) -> Bytes {
+            panic!("nothing here is kept as ops")
+        }
     }
 
     #[test]
@@ -464,7 +472,7 @@ mod tests {
         for v in [2, 5, 9, 11] {
             h.push(v, frame(v as u8), &budget, usize::MAX);
         }
-        let count = |h: &History, since| h.replay_since(since, no_encoding).map(|f| f.len());
+        let count = |h: &History, since| h.replay_since(since, AsKept).map(|f| f.len());
         // Version 2 was trimmed: resuming from 1 or 0 is impossible, but
         // from 2 itself everything after it is still held.
         assert_eq!(count(&h, 1), None);
@@ -476,7 +484,7 @@ mod tests {
         assert_eq!(count(&h, 6), None, "not a version of this key");
         assert!(h.can_replay_since(2) && !h.can_replay_since(6));
         assert_eq!(
-            h.replay_since(2, no_encoding).unwrap(),
+            h.replay_since(2, AsKept).unwrap(),
             [vec![5u8; 10], vec![9; 10], vec![11; 10]],
             "the frames' own bytes, oldest first"
         );
@@ -528,8 +536,22 @@ mod tests {
         ]
     }
 
-    fn encode(stream_id: u32) -> impl FnMut(u64, &[DeltaOp], Option<u64>) -> Bytes {
-        move |version, ops, expires| wire::delta_expiring(stream_id, "k", version, ops, expires)
+    /// Replays as the store does for key `k` on stream 7, noting the
+    /// versions it had to encode from ops.
+    #[derive(Default)]
+    struct AsStore {
+        encoded: Vec<u64>,
+    }
+
+    impl Replay for &mut AsStore {
+        fn resend(&mut self, sent: &[u8]) -> Bytes {
+            wire::with_state(sent, "k")
+        }
+
+        fn encode(&mut self, version: u64, ops: &[DeltaOp], expires: Option<u64>) -> Bytes {
+            self.encoded.push(version);
+            wire::delta_naming(7, "k", version, ops, expires)
+        }
     }
 
     #[test]
@@ -539,7 +561,7 @@ mod tests {
         h.push(1, Retained::Ops(ops(1), None), &budget, usize::MAX);
         h.push(
             2,
-            Retained::Frame(wire::delta(7, "k", 2, &ops(2))),
+            Retained::Frame(wire::delta(7, 2, &ops(2))),
             &budget,
             usize::MAX,
         );
@@ -547,24 +569,22 @@ mod tests {
         h.push(4, Retained::Ops(large_ops(4), Some(0)), &budget, usize::MAX);
         let before = budget.used_bytes();
 
-        let mut encoded = Vec::new();
-        let frames: Vec<Bytes> = h
-            .replay_since(0, |v, o, e| {
-                encoded.push(v);
-                encode(7)(v, o, e)
-            })
-            .expect("nothing trimmed");
-        assert_eq!(encoded, [1, 3, 4], "only what was kept as ops is encoded");
-        let expected = [
-            wire::delta(7, "k", 1, &ops(1)),
-            wire::delta(7, "k", 2, &ops(2)),
-            wire::delta_expiring(7, "k", 3, &ops(3), Some(99)),
-            wire::delta_expiring(7, "k", 4, &large_ops(4), Some(0)),
-        ];
+        let mut replay = AsStore::default();
+        let frames: Vec<Bytes> = h.replay_since(0, &mut replay).expect("nothing trimmed");
         assert_eq!(
-            frames, expected,
-            "the frames a subscriber would have been sent"
+            replay.encoded,
+            [1, 3, 4],
+            "only what was kept as ops is encoded"
         );
+        // The one kept as its live frame gets `state` spliced in, and comes
+        // out byte for byte as if it had been built naming the key.
+        let expected = [
+            wire::delta_naming(7, "k", 1, &ops(1), None),
+            wire::delta_naming(7, "k", 2, &ops(2), None),
+            wire::delta_naming(7, "k", 3, &ops(3), Some(99)),
+            wire::delta_naming(7, "k", 4, &large_ops(4), Some(0)),
+        ];
+        assert_eq!(frames, expected, "live frames, naming the key");
         assert_eq!(budget.used_bytes(), before, "a replay changes nothing held");
         h.clear(&budget);
         assert_eq!(budget.used_bytes(), 0);
@@ -575,7 +595,7 @@ mod tests {
         let budget = HistoryBudget::new(10, 1 << 20);
         let mut h = History::default();
         h.push(1, Retained::Ops(ops(5), Some(0)), &budget, usize::MAX);
-        let frame = wire::delta_expiring(3, "k", 2, &ops(5), Some(0));
+        let frame = wire::delta_expiring(3, 2, &ops(5), Some(0));
         h.push(2, Retained::Frame(frame), &budget, usize::MAX);
         h.push(3, Retained::Ops(large_ops(5), None), &budget, usize::MAX);
         let kept: Vec<_> = h.changes().collect();
@@ -622,10 +642,10 @@ mod tests {
             budget.used_bytes(),
             ENTRY_OVERHEAD + 2 * OP_OVERHEAD + payload
         );
-        let frame = wire::delta(1, "k", 2, &large_ops(2));
+        let frame = wire::delta(1, 2, &large_ops(2));
         h.push(2, Retained::Frame(frame.clone()), &budget, usize::MAX);
         assert!(h.bytes.is_empty(), "a large change is not copied");
-        assert_eq!(h.replay_since(1, no_encoding), Some(vec![frame]));
+        assert_eq!(h.replay_since(1, AsKept), Some(vec![frame]));
     }
 
     /// Many changes of every form through a small history: the ring wraps
@@ -647,13 +667,13 @@ mod tests {
                 0 => (Retained::Ops(large_ops(n), None), None),
                 5 => {
                     ops = large_ops(n);
-                    let f = wire::delta(1, "k", v, &ops);
+                    let f = wire::delta(1, v, &ops);
                     assert!(f.len() > INLINE_MAX);
                     let cost = ENTRY_OVERHEAD + f.len();
                     (Retained::Frame(f), Some(cost))
                 }
                 1 | 3 => {
-                    let f = wire::delta(1, "k", v, &ops);
+                    let f = wire::delta(1, v, &ops);
                     let cost = ENTRY_OVERHEAD + f.len();
                     (Retained::Frame(f), Some(cost))
                 }
@@ -679,11 +699,14 @@ mod tests {
                 .map(|(v, k)| (v, k.ops().expect("decodes")))
                 .collect();
             assert_eq!(read, tail, "after pushing version {v}");
-            let frames = h.replay_since(h.floor(), encode(1)).expect("complete");
+            let frames = h
+                .replay_since(h.floor(), &mut AsStore::default())
+                .expect("complete");
             assert_eq!(frames.len(), tail.len());
             for (frame, (v, ops)) in frames.iter().zip(tail) {
                 let f = Frame::decode(wire::ws_payload(frame), 64).unwrap();
                 assert_eq!(f.body.get("version").and_then(Value::as_u64), Some(*v));
+                assert_eq!(f.body.get("state"), Some(&Value::from("k")));
                 let got = DeltaOp::list_from_value(f.body.get("ops").unwrap()).unwrap();
                 assert_eq!(&got, ops);
             }

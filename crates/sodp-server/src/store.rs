@@ -66,7 +66,7 @@ use sodp_proto::{pointer, DeltaOp, Value};
 
 use crate::budget::{MemoryBudget, PRESENCE_OVERHEAD, SLOT_OVERHEAD};
 use crate::error::Rejection;
-use crate::history::{History, HistoryBudget, Retained};
+use crate::history::{History, HistoryBudget, Replay, Retained};
 use crate::idempotency::{Idempotency, Remembered, Tag};
 use crate::metrics::{Metrics, Reason};
 use crate::outbox::{Outbox, SessionId};
@@ -165,9 +165,26 @@ pub struct KeySlot {
 
 impl KeySlot {
     /// The key's DELTA for a change (`expires`: the deadline it set, see
-    /// [`wire::delta_expiring`]), as every subscriber is sent it.
+    /// [`wire::delta_expiring`]), as every subscriber is sent it live.
     fn delta(&self, version: u64, ops: &[DeltaOp], expires: Option<u64>) -> bytes::Bytes {
-        wire::delta_expiring(self.stream_id, &self.key, version, ops, expires)
+        wire::delta_expiring(self.stream_id, version, ops, expires)
+    }
+
+    /// The same change as a RESUME replays it: naming the key.
+    fn replayed_delta(&self, version: u64, ops: &[DeltaOp], expires: Option<u64>) -> bytes::Bytes {
+        wire::delta_naming(self.stream_id, &self.key, version, ops, expires)
+    }
+}
+
+/// A RESUME's DELTAs come before the STATE_INIT that maps their stream to
+/// the key, so they name it.
+impl Replay for &KeySlot {
+    fn resend(&mut self, sent: &[u8]) -> bytes::Bytes {
+        wire::with_state(sent, &self.key)
+    }
+
+    fn encode(&mut self, version: u64, ops: &[DeltaOp], expires: Option<u64>) -> bytes::Bytes {
+        self.replayed_delta(version, ops, expires)
     }
 }
 
@@ -652,8 +669,7 @@ impl Store {
         }
         self.with_slot(key, |slot, st| {
             let visible = self.storage.is_visible(st.last_ticket);
-            let encode = |version, ops: &[DeltaOp], expires| slot.delta(version, ops, expires);
-            let replayed = st.history.replay_since(since, encode).map(|frames| {
+            let replayed = st.history.replay_since(since, slot).map(|frames| {
                 let n = frames.len();
                 for frame in frames {
                     self.send(visible, st.last_ticket, outbox, frame);

@@ -8,7 +8,8 @@
 //! DELTA is written straight to bytes from the ops (no intermediate map),
 //! once per mutation; the same bytes go to every subscriber and into the
 //! key's history for RESUME. That is why DELTAs carry seq 0 and the key's
-//! server-wide stream id: nothing in them is per-session.
+//! server-wide stream id: nothing in them is per-session. A live DELTA
+//! leaves out the key's name (the stream says it); a replay adds it.
 
 use std::cell::RefCell;
 
@@ -81,36 +82,94 @@ pub fn ws_payload(message: &[u8]) -> &[u8] {
     }
 }
 
-/// `[DELTA, stream_id, 0, {version, ops, state}]`.
-pub fn delta(stream_id: u32, key: &str, version: u64, ops: &[DeltaOp]) -> Bytes {
-    delta_expiring(stream_id, key, version, ops, None)
+/// `[DELTA, stream_id, 0, {version, ops}]`: a key's DELTA as its
+/// subscribers are sent it live. It does not name the key: a client maps
+/// the stream to the key from the STATE_INIT that came first (PROTOCOL.md,
+/// "Subscriptions"), and the name would be most of a small DELTA's bytes —
+/// copied, checksummed and parsed once per delivery. A RESUME replays it
+/// with `state` ([`with_state`]), since a replay comes before its STATE_INIT.
+pub fn delta(stream_id: u32, version: u64, ops: &[DeltaOp]) -> Bytes {
+    delta_expiring(stream_id, version, ops, None)
 }
 
-/// A DELTA that also says the key's new deadline (extension `ttl`):
+/// A live DELTA that also says the key's new deadline (extension `ttl`):
 /// `expires_at` in Unix ms, 0 when the deadline was removed.
 pub fn delta_expiring(
     stream_id: u32,
-    key: &str,
     version: u64,
     ops: &[DeltaOp],
     expires_at: Option<u64>,
 ) -> Bytes {
+    build(|buf| write_delta(buf, stream_id, None, version, ops, expires_at))
+}
+
+/// A DELTA that names what it belongs to: `state` is the key of a replayed
+/// change, or the pattern of a pattern subscription's DELTA.
+pub fn delta_naming(
+    stream_id: u32,
+    state: &str,
+    version: u64,
+    ops: &[DeltaOp],
+    expires_at: Option<u64>,
+) -> Bytes {
+    build(|buf| write_delta(buf, stream_id, Some(state), version, ops, expires_at))
+}
+
+fn write_delta(
+    buf: &mut Vec<u8>,
+    stream_id: u32,
+    state: Option<&str>,
+    version: u64,
+    ops: &[DeltaOp],
+    expires_at: Option<u64>,
+) {
+    write_header(buf, FrameType::Delta, stream_id, 0);
+    write_map_len(
+        buf,
+        2 + usize::from(state.is_some()) + usize::from(expires_at.is_some()),
+    );
+    write_str(buf, "version");
+    write_uint(buf, version);
+    write_str(buf, "ops");
+    codec::write_array_len(buf, ops.len());
+    for op in ops {
+        op.write(buf);
+    }
+    if let Some(at) = expires_at {
+        write_str(buf, "expires_at");
+        write_uint(buf, at);
+    }
+    if let Some(state) = state {
+        write_str(buf, "state");
+        write_str(buf, state);
+    }
+}
+
+/// A live DELTA built by [`delta`] or [`delta_expiring`], with `state: key`
+/// added — how a RESUME replays a change kept as the frame it was sent as.
+/// The body is the frame's last element, so the field is appended after
+/// the map's length is raised by one; nothing else is re-encoded.
+pub fn with_state(message: &[u8], key: &str) -> Bytes {
+    let payload = ws_payload(message);
+    let mut d = codec::Decoder::new(payload, 1);
+    let header = (d.array_len(), d.uint(), d.uint(), d.uint());
+    let map_start = d.position();
+    let fields = d.map_len();
+    let (Ok(Some(4)), Ok(Some(_)), Ok(Some(_)), Ok(Some(_)), Ok(Some(fields))) =
+        (header.0, header.1, header.2, header.3, fields)
+    else {
+        // Only this module's DELTAs are kept for replay; should another
+        // shape ever get here, it is sent as it is rather than mangled.
+        debug_assert!(false, "not a frame built by wire::delta");
+        return Bytes::copy_from_slice(message);
+    };
+    let body = &payload[d.position()..];
     build(|buf| {
-        write_header(buf, FrameType::Delta, stream_id, 0);
-        write_map_len(buf, if expires_at.is_some() { 4 } else { 3 });
-        write_str(buf, "version");
-        write_uint(buf, version);
-        write_str(buf, "ops");
-        codec::write_array_len(buf, ops.len());
-        for op in ops {
-            op.write(buf);
-        }
+        buf.extend_from_slice(&payload[..map_start]);
+        write_map_len(buf, fields + 1);
+        buf.extend_from_slice(body);
         write_str(buf, "state");
         write_str(buf, key);
-        if let Some(at) = expires_at {
-            write_str(buf, "expires_at");
-            write_uint(buf, at);
-        }
     })
 }
 
@@ -229,19 +288,44 @@ mod tests {
 
     #[test]
     fn delta_decodes_to_the_contract_shape() {
-        let bytes = delta(
-            12,
-            "game.player",
-            7,
-            &[DeltaOp::update("/x", Value::Int(5))],
-        );
+        let bytes = delta(12, 7, &[DeltaOp::update("/x", Value::Int(5))]);
         let f = Frame::decode(ws_payload(&bytes), 16).unwrap();
         assert_eq!(f.kind, FrameType::Delta);
         assert_eq!(f.stream_id, 12);
         assert_eq!(f.body.get("version"), Some(&Value::Int(7)));
-        assert_eq!(f.body.get("state"), Some(&Value::from("game.player")));
+        assert_eq!(
+            f.body.get("state"),
+            None,
+            "a live DELTA does not name its key"
+        );
         let ops = DeltaOp::list_from_value(f.body.get("ops").unwrap()).unwrap();
         assert_eq!(ops, vec![DeltaOp::update("/x", Value::Int(5))]);
+    }
+
+    #[test]
+    fn a_replayed_delta_names_its_key_and_keeps_everything_else() {
+        let ops = [DeltaOp::update("/x", Value::Int(5)), DeltaOp::remove("/y")];
+        // Stream ids of every encoded length, with and without a deadline,
+        // and values whose WebSocket header grows when `state` is added.
+        let long = DeltaOp::add("/s", Value::from("v".repeat(100)));
+        for stream_id in [10, 200, 70_000, u32::MAX] {
+            for expires in [None, Some(0), Some(1 << 41)] {
+                for ops in [&ops[..], std::slice::from_ref(&long)] {
+                    let live = delta_expiring(stream_id, 1 << 40, ops, expires);
+                    let replayed = with_state(&live, "game.player");
+                    let naming = delta_naming(stream_id, "game.player", 1 << 40, ops, expires);
+                    assert_eq!(replayed, naming, "stream {stream_id}, expires {expires:?}");
+                    let f = Frame::decode(ws_payload(&replayed), 16).unwrap();
+                    assert_eq!(f.stream_id, stream_id);
+                    assert_eq!(f.body.get("state"), Some(&Value::from("game.player")));
+                    assert_eq!(f.body.get("version"), Some(&Value::from(1u64 << 40)));
+                    let back = DeltaOp::list_from_value(f.body.get("ops").unwrap()).unwrap();
+                    assert_eq!(back, ops);
+                    let at = f.body.get("expires_at").and_then(Value::as_u64);
+                    assert_eq!(at, expires);
+                }
+            }
+        }
     }
 
     /// The generic form, to check the hand-written one against.

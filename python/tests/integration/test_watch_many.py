@@ -39,13 +39,20 @@ def acl_server(sodp_server_bin: Path, tmp_path: Path) -> Iterator[ServerProcess]
 
 @pytest.fixture
 def frames_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, Any]]:
-    """Every (frame type, ``state``) any client in this test receives."""
+    """Every (frame type, key) any client in this test receives. A live DELTA
+    names its key by stream only, mapped from the STATE_INIT before it."""
     seen: list[tuple[int, Any]] = []
+    streams: dict[int, Any] = {}
     original = ClientProtocol.receive_frame
 
     def spy(self: ClientProtocol, frame: Frame) -> list[Event]:
         body = frame.body if isinstance(frame.body, dict) else {}
-        seen.append((frame.type, body.get("state")))
+        key = body.get("state")
+        if frame.type == FrameType.STATE_INIT:
+            streams[frame.stream_id] = key
+        elif frame.type == FrameType.DELTA and key is None:
+            key = streams.get(frame.stream_id)
+        seen.append((frame.type, key))
         return original(self, frame)
 
     monkeypatch.setattr(ClientProtocol, "receive_frame", spy)

@@ -166,7 +166,13 @@ impl Store {
             if first_live {
                 entry.feed(&key, version, &ops);
             }
-            outbox.push(wire::delta(entry.stream_id, &entry.pattern, version, &ops));
+            outbox.push(wire::delta_naming(
+                entry.stream_id,
+                &entry.pattern,
+                version,
+                &ops,
+                None,
+            ));
             after = version - 1;
         }
         if let Some(sub) = entry.subs.get_mut(&session) {
@@ -213,7 +219,8 @@ impl Store {
         }
         if !to.is_empty() {
             self.metrics.deliveries.inc_by(to.len() as u64);
-            let frame = wire::delta(entry.stream_id, &entry.pattern, change.version, &ops);
+            let frame =
+                wire::delta_naming(entry.stream_id, &entry.pattern, change.version, &ops, None);
             for outbox in to {
                 outbox.push(frame.clone());
             }

@@ -193,8 +193,7 @@ impl Store {
             },
         };
         let result = self.with_slot(key, |slot, st| {
-            let encode = |version, ops: &[DeltaOp], expires| slot.delta(version, ops, expires);
-            let replayed = if let Some(frames) = st.history.replay_since(since, encode) {
+            let replayed = if let Some(frames) = st.history.replay_since(since, slot) {
                 outbox.push_all(&frames);
                 Some(frames.len())
             } else {
@@ -207,7 +206,7 @@ impl Store {
                     reaches.then(|| {
                         let frames: Vec<_> = upto
                             .iter()
-                            .map(|c| slot.delta(c.version, &c.ops, c.expires))
+                            .map(|c| slot.replayed_delta(c.version, &c.ops, c.expires))
                             .collect();
                         outbox.push_all(&frames);
                         frames.len()

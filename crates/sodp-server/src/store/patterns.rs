@@ -181,7 +181,8 @@ impl Publishing<'_> {
             }
             if !to.is_empty() {
                 delivered += to.len();
-                let frame = wire::delta(entry.stream_id, &entry.pattern, version, &ops);
+                let frame =
+                    wire::delta_naming(entry.stream_id, &entry.pattern, version, &ops, None);
                 deliver(storage, ticket, to, frame);
             }
         }
@@ -351,7 +352,7 @@ impl Store {
                 changes.sort_by_key(|(v, _)| *v);
                 replayed = Some(changes.len());
                 for (v, ops) in changes {
-                    let frame = wire::delta(entry.stream_id, &entry.pattern, v, &ops);
+                    let frame = wire::delta_naming(entry.stream_id, &entry.pattern, v, &ops, None);
                     self.send(visible, ticket, outbox, frame);
                 }
             }
