@@ -17,6 +17,7 @@ mod conns;
 mod extensions;
 mod fanout;
 mod procfs;
+mod rawws;
 mod report;
 mod roundtrip;
 mod scan;

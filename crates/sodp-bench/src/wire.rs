@@ -44,6 +44,11 @@ pub fn use_token(token: String) {
     let _ = TOKEN.set(token);
 }
 
+/// The `--token`, when one was given.
+pub fn token() -> Option<&'static str> {
+    TOKEN.get().map(String::as_str)
+}
+
 /// Opens a connection and reads HELLO; when the server requires auth, sends
 /// the `--token` and waits for AUTH_OK (refused without one).
 /// `read_buffer` sizes the WebSocket read buffer (small for many idle
@@ -60,9 +65,7 @@ pub async fn connect(url: &str, read_buffer: usize) -> Result<Ws, Error> {
         return Err(format!("expected HELLO, got {:?}", hello.kind).into());
     }
     if hello.body.get("auth").and_then(Value::as_bool) == Some(true) {
-        let token = TOKEN
-            .get()
-            .ok_or("server requires auth: pass --token (a JWT it accepts)")?;
+        let token = token().ok_or("server requires auth: pass --token (a JWT it accepts)")?;
         send(&mut ws, auth_frame(token)).await?;
         let answer = next_frame(&mut ws).await?;
         if answer.kind != FrameType::AuthOk {

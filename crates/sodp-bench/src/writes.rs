@@ -12,24 +12,24 @@
 //! flight, paced on tokio's clock — so servers are compared at the same
 //! offered load, and the CPU per write is not that of a saturated server.
 //!
-//! Each connection is one task; replies already buffered are drained
-//! without waiting and the refill (or everything due) goes out in one flush.
+//! Each connection is one task on a lean WebSocket (`rawws`); every reply
+//! a read brings is handled before the refill (or everything due) goes out
+//! in one flush.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::json;
 use sodp_proto::FrameType;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::clock::now_ns;
 use crate::procfs::{self, round, Usage};
+use crate::rawws::{Message, RawWs};
 use crate::report::{per_second, Report};
 use crate::scan;
 use crate::stats::summarize;
-use crate::wire::{self, CallTemplate, Error, Ws};
+use crate::wire::{self, CallTemplate, Error};
 
 /// Parameters of a writes run.
 #[derive(Debug, Clone)]
@@ -110,7 +110,7 @@ pub async fn run_on(url: &str, pid: Option<u32>, p: &Params, base: &str) -> Resu
     });
     let mut conns = Vec::with_capacity(p.conns);
     for _ in 0..p.conns {
-        conns.push(wire::connect(url, 64 * 1024).await?);
+        conns.push(RawWs::connect(url).await?);
     }
 
     let before = pid.and_then(procfs::sample);
@@ -210,7 +210,7 @@ pub async fn run_on(url: &str, pid: Option<u32>, p: &Params, base: &str) -> Resu
 /// One connection until `stop` (no new calls after it) and then until
 /// every call is answered or `give_up`.
 async fn drive(
-    mut ws: Ws,
+    mut ws: RawWs,
     conn: usize,
     t: Arc<Templates>,
     pacing: Pacing,
@@ -218,7 +218,7 @@ async fn drive(
     give_up: u64,
 ) -> Result<ConnStats, Error> {
     let mut st = ConnStats {
-        latencies: Vec::with_capacity(1 << 16),
+        latencies: Vec::with_capacity(1 << 12),
         ..ConnStats::default()
     };
     let keys = t.set.len();
@@ -235,16 +235,20 @@ async fn drive(
     let stop_at = tokio::time::Instant::now() + Duration::from_nanos(stop.saturating_sub(now_ns()));
     let pace = tokio::time::sleep_until(pacing.due(conn, 0).unwrap_or(stop_at));
     tokio::pin!(pace);
-    let frame = |n: u64| {
+    let mut id = String::with_capacity(24);
+    let mut queue = |ws: &mut RawWs, n: u64| {
+        use std::fmt::Write;
         let k = (conn + n as usize) % keys;
-        let id = format!("c{n}");
-        if n.is_multiple_of(2) {
+        id.clear();
+        let _ = write!(id, "c{n}");
+        let frame = if n.is_multiple_of(2) {
             t.set[k].frame(n, &id, |b| {
                 wire::write_uint_map(b, &[("n", n), ("c", conn as u64)])
             })
         } else {
             t.patch[k].frame(n, &id, |b| wire::write_uint_map(b, &[("n", n)]))
-        }
+        };
+        ws.queue(&frame);
     };
     let open = matches!(pacing, Pacing::Rate { .. });
     loop {
@@ -254,7 +258,7 @@ async fn drive(
         if !open && now < stop && in_flight.len() < window {
             // Refill the window and flush once.
             while in_flight.len() < window {
-                ws.feed(wire::message(frame(n))).await?;
+                queue(&mut ws, n);
                 in_flight.insert(n, now);
                 n += 1;
                 st.sent += 1;
@@ -263,10 +267,10 @@ async fn drive(
         } else if in_flight.is_empty() && !sending {
             break;
         }
-        // Wait for one reply (or, open loop, the next write due), then take
-        // whatever else is already buffered.
-        let first = tokio::select! {
-            m = ws.next() => m,
+        // Wait for replies (or, open loop, the next write due), then take
+        // every complete one the read brought.
+        tokio::select! {
+            r = ws.read() => r?,
             _ = &mut pace, if sending => {
                 // Everything due by now goes out in one flush.
                 let due_now = tokio::time::Instant::now();
@@ -275,7 +279,7 @@ async fn drive(
                     if d > due_now || d >= stop_at || batch == 256 {
                         break;
                     }
-                    ws.feed(wire::message(frame(n))).await?;
+                    queue(&mut ws, n);
                     in_flight.insert(n, now_ns());
                     n += 1;
                     st.sent += 1;
@@ -288,30 +292,23 @@ async fn drive(
                 continue;
             }
             _ = &mut deadline => break,
-        };
-        let mut next = Some(first);
-        while let Some(m) = next {
+        }
+        let now = now_ns();
+        let mut heartbeats = 0;
+        while let Some(m) = ws.next_message()? {
             let bytes = match m {
-                Some(Ok(Message::Binary(b))) => b,
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                    return Err("connection closed by the server".into())
-                }
-                Some(Ok(_)) => {
-                    next = ws.next().now_or_never();
-                    continue;
-                }
+                Message::Binary(b) => b,
+                Message::Close => return Err("connection closed by the server".into()),
             };
-            let now = now_ns();
-            if let Some(r) = scan::result(&bytes, "c") {
+            if let Some(r) = scan::result(bytes, "c") {
                 if let Some(sent_at) = in_flight.remove(&r.call) {
                     st.latencies.push(now.saturating_sub(sent_at));
                     st.acked += 1;
                     st.failed += u64::from(!r.success);
                 }
-                next = ws.next().now_or_never();
                 continue;
             }
-            let f = wire::decode(&bytes)?;
+            let f = wire::decode(bytes)?;
             match f.kind {
                 FrameType::Result => {
                     if let Some(sent_at) =
@@ -324,11 +321,16 @@ async fn drive(
                         }
                     }
                 }
-                FrameType::Heartbeat => ws.send(wire::message(wire::heartbeat_frame())).await?,
+                FrameType::Heartbeat => heartbeats += 1,
                 FrameType::Error => st.errors += 1,
                 _ => {}
             }
-            next = ws.next().now_or_never();
+        }
+        for _ in 0..heartbeats {
+            ws.queue(&wire::heartbeat_frame());
+        }
+        if ws.has_queued() {
+            ws.flush().await?;
         }
     }
     Ok(st)
