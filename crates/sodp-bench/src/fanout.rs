@@ -13,19 +13,21 @@
 //!
 //! All connections are driven from one task (one `SelectAll` over the
 //! subscriber streams) on the current-thread runtime: no task wake-up or
-//! channel hop per delivery, no locks.
+//! channel hop per delivery, no locks. Every connection is a lean
+//! WebSocket (`rawws`) whose DELTAs are read in place, so the generator
+//! can take deliveries faster than a server sends them.
 
 use std::time::Duration;
 
 use futures_util::stream::SelectAll;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::json;
 use sodp_proto::FrameType;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::clock::now_ns;
 use crate::procfs::{self, round, Usage};
+use crate::rawws::{self, Inbound, Incoming, Message, RawWs};
 use crate::report::{per_second, Report};
 use crate::scan;
 use crate::stats::summarize;
@@ -67,6 +69,39 @@ impl Sub {
     }
 }
 
+/// What a subscriber's message is, read in place from its bytes: a DELTA
+/// on the fast path (`scan::delta`), anything else decoded fully.
+enum Received {
+    Delta(scan::Delta),
+    Heartbeat,
+    Error,
+    Other,
+    Undecodable,
+}
+
+impl Inbound for Received {
+    fn read(bytes: &[u8]) -> Received {
+        if let Some(d) = scan::delta(bytes, "n") {
+            return Received::Delta(d);
+        }
+        match wire::decode(bytes) {
+            Ok(f) if f.kind == FrameType::Delta => Received::Delta(scan::Delta {
+                stream_id: f.stream_id,
+                version: f.body.get("version").and_then(|v| v.as_u64()).unwrap_or(0),
+                field: wire::delta_field(&f.body, "n"),
+            }),
+            Ok(f) if f.kind == FrameType::Heartbeat => Received::Heartbeat,
+            Ok(f) if f.kind == FrameType::Error => Received::Error,
+            Ok(_) => Received::Other,
+            Err(_) => Received::Undecodable,
+        }
+    }
+
+    fn reply(&self) -> Option<Vec<u8>> {
+        matches!(self, Received::Heartbeat).then(wire::heartbeat_frame)
+    }
+}
+
 /// Counters of everything that must be zero in a correct run.
 #[derive(Default)]
 struct Faults {
@@ -90,25 +125,20 @@ pub async fn run(url: &str, pid: Option<u32>, p: &Params) -> Result<Report, Erro
     }
     let key = wire::run_key("fanout", "");
     let t_connect = now_ns();
-    let conns =
-        wire::connect_watching_many(url, &key, p.subs, p.connect_concurrency, 16 * 1024).await?;
+    let conns = rawws::connect_watching_many(url, &key, p.subs, p.connect_concurrency).await?;
     let connect_s = (now_ns() - t_connect) as f64 / 1e9;
-    let writer = wire::connect(p.writer_url.as_deref().unwrap_or(url), 64 * 1024).await?;
-    let (mut wsink, mut wstream) = writer.split();
+    let mut writer = RawWs::connect(p.writer_url.as_deref().unwrap_or(url)).await?;
 
-    let mut sinks = Vec::with_capacity(p.subs);
     let mut subs = Vec::with_capacity(p.subs);
     let mut streams = SelectAll::new();
     for (i, (ws, stream_id)) in conns.into_iter().enumerate() {
-        let (sink, stream) = ws.split();
-        sinks.push(sink);
         subs.push(Sub {
             stream_id,
             seen: vec![0; p.writes.div_ceil(64)],
             max_n: None,
             last_version: 0,
         });
-        streams.push(stream.map(move |m| (i, m)));
+        streams.push(Incoming::<Received>::new(ws).map(move |m| (i, m)));
     }
 
     let w = p.writes;
@@ -150,13 +180,13 @@ pub async fn run(url: &str, pid: Option<u32>, p: &Params) -> Result<Report, Erro
                     let f = template.frame(next_write as u64, &format!("w{next_write}"), |b| {
                         wire::write_uint_map(b, &[("n", next_write as u64), ("t", t)])
                     });
-                    wsink.feed(wire::message(f)).await?;
+                    writer.queue(&f);
                     batch += 1;
                     next_write += 1;
                 }
                 let t = now_ns();
                 send_ts[next_write - batch..next_write].fill(t);
-                wsink.flush().await?;
+                writer.flush().await?;
                 if next_write < w {
                     sleep.as_mut().reset(due(next_write));
                 }
@@ -169,125 +199,118 @@ pub async fn run(url: &str, pid: Option<u32>, p: &Params) -> Result<Report, Erro
                     let f = template.frame(next_write as u64, &format!("w{next_write}"), |b| {
                         wire::write_uint_map(b, &[("n", next_write as u64), ("t", t)])
                     });
-                    wsink.feed(wire::message(f)).await?;
+                    writer.queue(&f);
                     next_write += 1;
                 }
                 let t = now_ns();
                 send_ts[first..next_write].fill(t);
-                wsink.flush().await?;
+                writer.flush().await?;
             }
             Some((i, m)) = streams.next() => {
-                let bytes = match m {
-                    Ok(Message::Binary(b)) => b,
-                    Ok(Message::Close(_)) | Err(_) => {
+                let batch = match m {
+                    Ok(batch) => batch,
+                    Err(_) => {
                         faults.closed_conns += 1;
                         continue;
                     }
-                    Ok(_) => continue,
                 };
                 let now = now_ns();
-                // Fast path: read the DELTA in place; anything else is decoded fully.
-                let d = match scan::delta(&bytes, "n") {
-                    Some(d) => d,
-                    None => match wire::decode(&bytes) {
-                        Ok(f) if f.kind == FrameType::Delta => scan::Delta {
-                            stream_id: f.stream_id,
-                            version: f.body.get("version").and_then(|v| v.as_u64()).unwrap_or(0),
-                            field: wire::delta_field(&f.body, "n"),
-                        },
-                        Ok(f) => {
-                            match f.kind {
-                                FrameType::Heartbeat => {
-                                    sinks[i].send(wire::message(wire::heartbeat_frame())).await?;
-                                }
-                                FrameType::Error => faults.error_frames += 1,
-                                _ => {}
-                            }
+                for received in batch {
+                    let d = match received {
+                        Received::Delta(d) => d,
+                        Received::Error => {
+                            faults.error_frames += 1;
                             continue;
                         }
-                        Err(_) => {
+                        Received::Undecodable => {
                             faults.decode_errors += 1;
                             continue;
                         }
-                    },
-                };
-                let s = &mut subs[i];
-                if d.stream_id != s.stream_id {
-                    faults.wrong_stream += 1;
-                }
-                if d.version <= s.last_version {
-                    faults.version_regressions += 1;
-                }
-                s.last_version = d.version;
-                let n = match d.field {
-                    Some(n) if (n as usize) < next_write => n as usize,
-                    _ => {
-                        faults.unknown_write += 1;
+                        // Heartbeats were echoed by the stream itself.
+                        Received::Heartbeat | Received::Other => continue,
+                    };
+                    let s = &mut subs[i];
+                    if d.stream_id != s.stream_id {
+                        faults.wrong_stream += 1;
+                    }
+                    if d.version <= s.last_version {
+                        faults.version_regressions += 1;
+                    }
+                    s.last_version = d.version;
+                    let n = match d.field {
+                        Some(n) if (n as usize) < next_write => n as usize,
+                        _ => {
+                            faults.unknown_write += 1;
+                            continue;
+                        }
+                    };
+                    if !s.mark(n) {
+                        faults.duplicated += 1;
                         continue;
                     }
-                };
-                if !s.mark(n) {
-                    faults.duplicated += 1;
-                    continue;
-                }
-                if s.max_n.is_some_and(|m| n < m) {
-                    faults.out_of_order += 1;
-                }
-                s.max_n = Some(s.max_n.map_or(n, |m| m.max(n)));
-                latencies.push(now.saturating_sub(send_ts[n]));
-                delivered[n] += 1;
-                unique += 1;
-                last_progress = now;
-                while completed < next_write
-                    && acked[completed]
-                    && delivered[completed] as usize == p.subs
-                {
-                    completed += 1;
+                    if s.max_n.is_some_and(|m| n < m) {
+                        faults.out_of_order += 1;
+                    }
+                    s.max_n = Some(s.max_n.map_or(n, |m| m.max(n)));
+                    latencies.push(now.saturating_sub(send_ts[n]));
+                    delivered[n] += 1;
+                    unique += 1;
+                    last_progress = now;
+                    while completed < next_write
+                        && acked[completed]
+                        && delivered[completed] as usize == p.subs
+                    {
+                        completed += 1;
+                    }
                 }
             }
-            m = wstream.next() => {
-                let bytes = match m {
-                    Some(Ok(Message::Binary(b))) => b,
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                        return Err("the writer connection was closed".into())
-                    }
-                    Some(Ok(_)) => continue,
-                };
-                let now = now_ns();
-                let Ok(f) = wire::decode(&bytes) else {
-                    faults.decode_errors += 1;
-                    continue;
-                };
-                match f.kind {
-                    FrameType::Result => {
-                        let Some(n) = wire::call_number(&f.body, "w").map(|n| n as usize) else {
-                            faults.unknown_write += 1;
-                            continue;
-                        };
-                        if n >= next_write || acked[n] {
-                            faults.unknown_write += 1;
-                            continue;
-                        }
-                        if f.body.get("success").and_then(|v| v.as_bool()) != Some(true) {
-                            faults.failed_calls += 1;
-                        }
-                        acked[n] = true;
-                        n_acked += 1;
-                        ack_latencies.push(now.saturating_sub(send_ts[n]));
-                        last_progress = now;
-                        while completed < next_write
-                            && acked[completed]
-                            && delivered[completed] as usize == p.subs
-                        {
-                            completed += 1;
-                        }
-                    }
-                    FrameType::Heartbeat => {
-                        wsink.send(wire::message(wire::heartbeat_frame())).await?;
-                    }
-                    FrameType::Error => faults.error_frames += 1,
-                    _ => {}
+            r = writer.read() => {
+                if r.is_err() {
+                    return Err("the writer connection was closed".into());
                 }
+                let now = now_ns();
+                let mut heartbeats = 0;
+                while let Some(m) = writer.next_message()? {
+                    let Message::Binary(bytes) = m else {
+                        return Err("the writer connection was closed".into());
+                    };
+                    let Ok(f) = wire::decode(bytes) else {
+                        faults.decode_errors += 1;
+                        continue;
+                    };
+                    match f.kind {
+                        FrameType::Result => {
+                            let Some(n) = wire::call_number(&f.body, "w").map(|n| n as usize) else {
+                                faults.unknown_write += 1;
+                                continue;
+                            };
+                            if n >= next_write || acked[n] {
+                                faults.unknown_write += 1;
+                                continue;
+                            }
+                            if f.body.get("success").and_then(|v| v.as_bool()) != Some(true) {
+                                faults.failed_calls += 1;
+                            }
+                            acked[n] = true;
+                            n_acked += 1;
+                            ack_latencies.push(now.saturating_sub(send_ts[n]));
+                            last_progress = now;
+                            while completed < next_write
+                                && acked[completed]
+                                && delivered[completed] as usize == p.subs
+                            {
+                                completed += 1;
+                            }
+                        }
+                        FrameType::Heartbeat => heartbeats += 1,
+                        FrameType::Error => faults.error_frames += 1,
+                        _ => {}
+                    }
+                }
+                for _ in 0..heartbeats {
+                    writer.queue(&wire::heartbeat_frame());
+                }
+                writer.flush().await?;
             }
             _ = tick.tick() => {
                 let now = now_ns();

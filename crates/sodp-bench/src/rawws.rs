@@ -18,9 +18,12 @@
 //! byte, which at 1,000 small writers was most of the generator's core.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
+use futures_util::Stream;
 use sodp_proto::{Frame, FrameType, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::wire::{self, Error};
@@ -28,8 +31,9 @@ use crate::wire::{self, Error};
 /// The largest message accepted (the benchmarks' frames are < 1 KB).
 const MAX_MESSAGE: usize = 16 << 20;
 
-/// How much room a read is given at least.
-const READ_CHUNK: usize = 16 * 1024;
+/// The read buffer's initial size, and the room a read is given at least.
+const READ_BUFFER: usize = 16 * 1024;
+const MIN_FREE: usize = 4 * 1024;
 
 /// The `Sec-WebSocket-Key` every connection sends, and the accept value a
 /// server must answer with (RFC 6455 §1.3's example nonce).
@@ -39,9 +43,11 @@ const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 /// One client connection.
 pub struct RawWs {
     tcp: TcpStream,
-    /// Received bytes; `rbuf[start..]` are not yet parsed.
+    /// Received bytes are `rbuf[..end]`; `rbuf[start..end]` are not yet
+    /// parsed.
     rbuf: Vec<u8>,
     start: usize,
+    end: usize,
     /// Frames queued for the next flush.
     wbuf: Vec<u8>,
 }
@@ -67,8 +73,9 @@ impl RawWs {
             .unwrap_or("/");
         let mut ws = RawWs {
             tcp,
-            rbuf: Vec::with_capacity(READ_CHUNK),
+            rbuf: vec![0; READ_BUFFER],
             start: 0,
+            end: 0,
             wbuf: Vec::with_capacity(4096),
         };
         ws.upgrade(&host_port, path).await?;
@@ -77,8 +84,8 @@ impl RawWs {
             return Err(format!("expected HELLO, got {:?}", hello.kind).into());
         }
         if hello.body.get("auth").and_then(Value::as_bool) == Some(true) {
-            let token = wire::token()
-                .ok_or("server requires auth: pass --token (a JWT it accepts)")?;
+            let token =
+                wire::token().ok_or("server requires auth: pass --token (a JWT it accepts)")?;
             ws.queue(&wire::auth_frame(token));
             ws.flush().await?;
             let answer = ws.next_frame().await?;
@@ -96,10 +103,13 @@ impl RawWs {
         );
         self.tcp.write_all(request.as_bytes()).await?;
         let end = loop {
-            if let Some(i) = self.rbuf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if let Some(i) = self.rbuf[..self.end]
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+            {
                 break i + 4;
             }
-            if self.rbuf.len() > 16 * 1024 {
+            if self.end > 8 * 1024 {
                 return Err("the upgrade response has no end".into());
             }
             self.read().await?;
@@ -158,28 +168,64 @@ impl RawWs {
         Ok(())
     }
 
+    /// Writes what is queued as far as the socket takes it now, without
+    /// waiting (for replies sent from inside [`Incoming`]).
+    fn try_flush(&mut self) -> io::Result<()> {
+        while !self.wbuf.is_empty() {
+            match self.tcp.try_write(&self.wbuf) {
+                Ok(n) => drop(self.wbuf.drain(..n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes room for a read: drops parsed bytes, keeps at least
+    /// [`MIN_FREE`] bytes free (growing only for a message larger than the
+    /// buffer).
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        } else if self.rbuf.len() - self.end < MIN_FREE {
+            self.rbuf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+            if self.rbuf.len() - self.end < MIN_FREE {
+                self.rbuf.resize(self.rbuf.len() * 2, 0);
+            }
+        }
+    }
+
+    fn received(&mut self, n: usize) -> Result<(), Error> {
+        if n == 0 {
+            return Err(closed().into());
+        }
+        self.end += n;
+        Ok(())
+    }
+
     /// One read of whatever the socket holds (waits until it holds
     /// something). Cancel-safe: nothing is lost if the future is dropped.
     pub async fn read(&mut self) -> Result<(), Error> {
-        if self.start == self.rbuf.len() {
-            self.rbuf.clear();
-            self.start = 0;
-        } else if self.start > 0 && self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK {
-            self.rbuf.drain(..self.start);
-            self.start = 0;
-        }
-        self.rbuf.reserve(READ_CHUNK);
-        if self.tcp.read_buf(&mut self.rbuf).await? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed by the server").into());
-        }
-        Ok(())
+        self.make_room();
+        let n = self.tcp.read(&mut self.rbuf[self.end..]).await?;
+        self.received(n)
+    }
+
+    /// [`RawWs::read`] as a poll, for [`Incoming`].
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.make_room();
+        let mut buf = ReadBuf::new(&mut self.rbuf[self.end..]);
+        ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut buf))?;
+        let n = buf.filled().len();
+        Poll::Ready(self.received(n))
     }
 
     /// The next complete message already received, if any. Pings are
     /// answered (queued) and skipped, pongs skipped.
     pub fn next_message(&mut self) -> Result<Option<Message<'_>>, Error> {
         loop {
-            let Some((opcode, payload)) = parse(&self.rbuf[self.start..])? else {
+            let Some((opcode, payload)) = parse(&self.rbuf[self.start..self.end])? else {
                 return Ok(None);
             };
             let at = self.start;
@@ -209,6 +255,128 @@ impl RawWs {
             }
         }
     }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "closed by the server")
+}
+
+/// What a stream of [`Incoming`] messages yields: read from a message's
+/// bytes in place, with the frame (if any) to answer it with.
+pub trait Inbound: Sized {
+    fn read(bytes: &[u8]) -> Self;
+    /// A frame to send back on the same connection (a heartbeat's echo).
+    fn reply(&self) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// A connection's messages as a `Stream` of batches of `T`: everything
+/// one read brought, for driving many connections from one task
+/// (`SelectAll`) at one poll per read rather than per message. Replies go
+/// out from inside the poll, without waiting. A close or a failure is
+/// yielded as an error (after the messages before it), and then the stream
+/// ends.
+pub struct Incoming<T> {
+    ws: RawWs,
+    /// The close or failure to yield next.
+    failure: Option<Error>,
+    ended: bool,
+    _item: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Incoming<T> {
+    pub fn new(ws: RawWs) -> Incoming<T> {
+        Incoming {
+            ws,
+            failure: None,
+            ended: false,
+            _item: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: Inbound> Stream for Incoming<T> {
+    type Item = Result<Vec<T>, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(e) = this.failure.take() {
+            this.ended = true;
+            return Poll::Ready(Some(Err(e)));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let ws = &mut this.ws;
+        let mut batch = Vec::new();
+        loop {
+            match ws.next_message() {
+                Ok(Some(Message::Binary(bytes))) => {
+                    let item = T::read(bytes);
+                    if let Some(reply) = item.reply() {
+                        ws.queue(&reply);
+                    }
+                    batch.push(item);
+                    continue;
+                }
+                Ok(Some(Message::Close)) => {
+                    this.failure = Some("connection closed by the server".into())
+                }
+                Err(e) => this.failure = Some(e),
+                Ok(None) if batch.is_empty() => match ws.poll_read(cx) {
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Ready(Err(e)) => this.failure = Some(e),
+                    Poll::Pending => return Poll::Pending,
+                },
+                Ok(None) => {}
+            }
+            break;
+        }
+        if let Err(e) = ws.try_flush() {
+            this.failure.get_or_insert(e.into());
+        }
+        if batch.is_empty() {
+            this.ended = true;
+            return Poll::Ready(this.failure.take().map(Err));
+        }
+        Poll::Ready(Some(Ok(batch)))
+    }
+}
+
+/// Connects and watches `key` (as [`wire::connect_watching`]): the
+/// connection and the stream id its STATE_INIT announced.
+pub async fn connect_watching(url: &str, key: &str) -> Result<(RawWs, u32), Error> {
+    let mut ws = RawWs::connect(url).await?;
+    ws.queue(&wire::watch_frame(key, 0));
+    ws.flush().await?;
+    loop {
+        let f = ws.next_frame().await?;
+        match f.kind {
+            FrameType::StateInit => return Ok((ws, f.stream_id)),
+            FrameType::Heartbeat => {
+                ws.queue(&wire::heartbeat_frame());
+                ws.flush().await?;
+            }
+            FrameType::Error => return Err(format!("WATCH refused: {:?}", f.body.to_json()).into()),
+            _ => {}
+        }
+    }
+}
+
+/// `count` watching connections on `key`, at most `concurrency` being set
+/// up at a time; in no particular order.
+pub async fn connect_watching_many(
+    url: &str,
+    key: &str,
+    count: usize,
+    concurrency: usize,
+) -> Result<Vec<(RawWs, u32)>, Error> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    stream::iter((0..count).map(|_| connect_watching(url, key)))
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await
 }
 
 /// Parses one frame at the front of `buf`: its opcode and the range of its
@@ -342,7 +510,10 @@ mod tests {
         ws.queue(b"hi");
         ws.flush().await.unwrap();
         let got = server.await.unwrap();
-        assert_eq!(got, [0x8A, 0x82, 0, 0, 0, 0, b'p', b'i', 0x82, 0x82, 0, 0, 0, 0, b'h', b'i']);
+        assert_eq!(
+            got,
+            [0x8A, 0x82, 0, 0, 0, 0, b'p', b'i', 0x82, 0x82, 0, 0, 0, 0, b'h', b'i']
+        );
         loop {
             match ws.next_message().unwrap() {
                 Some(m) => {
