@@ -136,11 +136,14 @@ pub async fn run_on(url: &str, pid: Option<u32>, p: &Params, base: &str) -> Resu
         .collect();
     let mut total = ConnStats::default();
     let mut first_error = None;
+    // Acked writes per connection: how evenly the server served them.
+    let mut per_conn: Vec<u64> = Vec::with_capacity(p.conns);
     for t in tasks {
         match t.await {
             Ok(Ok(s)) => {
                 total.sent += s.sent;
                 total.acked += s.acked;
+                per_conn.push(s.acked);
                 total.failed += s.failed;
                 total.errors += s.errors;
                 total.latencies.extend(s.latencies);
@@ -171,6 +174,7 @@ pub async fn run_on(url: &str, pid: Option<u32>, p: &Params, base: &str) -> Resu
         "elapsed_s": round(elapsed),
         "writes_sent": total.sent,
         "writes_acked": total.acked,
+        "acked_per_conn": fairness(&mut per_conn),
         "failed_calls": total.failed,
         "error_frames": total.errors,
         "connection_error": first_error,
@@ -205,6 +209,19 @@ pub async fn run_on(url: &str, pid: Option<u32>, p: &Params, base: &str) -> Resu
         ));
     }
     Ok(Report { json, summary })
+}
+
+/// Min, median and max of the acked writes per connection.
+fn fairness(per_conn: &mut [u64]) -> serde_json::Value {
+    per_conn.sort_unstable();
+    match (per_conn.first(), per_conn.last()) {
+        (Some(min), Some(max)) => json!({
+            "min": min,
+            "p50": per_conn[per_conn.len() / 2],
+            "max": max,
+        }),
+        _ => serde_json::Value::Null,
+    }
 }
 
 /// One connection until `stop` (no new calls after it) and then until

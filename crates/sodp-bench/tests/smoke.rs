@@ -75,6 +75,14 @@ fn every_scenario_runs_clean_against_the_real_server() {
     );
     assert_eq!(paced["writes_acked"], sent, "{paced}");
     assert_eq!(paced["offered_rate"], 400.0, "{paced}");
+    // Open loop spreads the rate evenly: every connection gets ~100 writes.
+    let per_conn = &paced["acked_per_conn"];
+    let (min, max) = (
+        per_conn["min"].as_u64().unwrap(),
+        per_conn["max"].as_u64().unwrap(),
+    );
+    assert!(min <= per_conn["p50"].as_u64().unwrap(), "{paced}");
+    assert!(max - min <= 1 && min * 4 + 3 >= sent, "{paced}");
     // Done once the last write due is answered (not at the drain's end).
     let elapsed = paced["elapsed_s"].as_f64().unwrap();
     assert!(elapsed < 1.5, "a 1 s run took {elapsed} s: {paced}");
