@@ -40,8 +40,10 @@ pub async fn run(url: &str, pid: Option<u32>, p: &Params) -> Result<Report, Erro
     let key = wire::run_key("conns", "");
     let s_before = pid.and_then(procfs::sample);
     let t_connect = now_ns();
-    let conns =
-        wire::connect_watching_many(url, &key, p.count, p.connect_concurrency, 4096).await?;
+    let conns = wire::open_many(p.count, p.connect_concurrency, || {
+        wire::connect_watching(url, &key, 4096)
+    })
+    .await?;
     let connect_s = (now_ns() - t_connect) as f64 / 1e9;
     let s_during = pid.and_then(procfs::sample);
 

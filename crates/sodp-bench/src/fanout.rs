@@ -125,7 +125,10 @@ pub async fn run(url: &str, pid: Option<u32>, p: &Params) -> Result<Report, Erro
     }
     let key = wire::run_key("fanout", "");
     let t_connect = now_ns();
-    let conns = rawws::connect_watching_many(url, &key, p.subs, p.connect_concurrency).await?;
+    let conns = wire::open_many(p.subs, p.connect_concurrency, || {
+        rawws::connect_watching(url, &key)
+    })
+    .await?;
     let connect_s = (now_ns() - t_connect) as f64 / 1e9;
     let mut writer = RawWs::connect(p.writer_url.as_deref().unwrap_or(url)).await?;
 

@@ -344,39 +344,22 @@ impl<T: Inbound> Stream for Incoming<T> {
     }
 }
 
+impl wire::FrameLink for RawWs {
+    async fn send_frame(&mut self, frame: &[u8]) -> Result<(), Error> {
+        self.queue(frame);
+        Ok(self.flush().await?)
+    }
+    async fn next_frame(&mut self) -> Result<Frame, Error> {
+        RawWs::next_frame(self).await
+    }
+}
+
 /// Connects and watches `key` (as [`wire::connect_watching`]): the
 /// connection and the stream id its STATE_INIT announced.
 pub async fn connect_watching(url: &str, key: &str) -> Result<(RawWs, u32), Error> {
     let mut ws = RawWs::connect(url).await?;
-    ws.queue(&wire::watch_frame(key, 0));
-    ws.flush().await?;
-    loop {
-        let f = ws.next_frame().await?;
-        match f.kind {
-            FrameType::StateInit => return Ok((ws, f.stream_id)),
-            FrameType::Heartbeat => {
-                ws.queue(&wire::heartbeat_frame());
-                ws.flush().await?;
-            }
-            FrameType::Error => return Err(format!("WATCH refused: {:?}", f.body.to_json()).into()),
-            _ => {}
-        }
-    }
-}
-
-/// `count` watching connections on `key`, at most `concurrency` being set
-/// up at a time; in no particular order.
-pub async fn connect_watching_many(
-    url: &str,
-    key: &str,
-    count: usize,
-    concurrency: usize,
-) -> Result<Vec<(RawWs, u32)>, Error> {
-    use futures_util::stream::{self, StreamExt, TryStreamExt};
-    stream::iter((0..count).map(|_| connect_watching(url, key)))
-        .buffer_unordered(concurrency.max(1))
-        .try_collect()
-        .await
+    let stream_id = wire::watch(&mut ws, key).await?;
+    Ok((ws, stream_id))
 }
 
 /// Parses one frame at the front of `buf`: its opcode and the range of its

@@ -85,38 +85,64 @@ pub fn auth_frame(token: &str) -> Vec<u8> {
     buf
 }
 
-/// Connects and watches `key`; returns the connection and the stream id the
-/// server assigned (announced in STATE_INIT).
-pub async fn connect_watching(
-    url: &str,
-    key: &str,
-    read_buffer: usize,
-) -> Result<(Ws, u32), Error> {
-    let mut ws = connect(url, read_buffer).await?;
-    send(&mut ws, watch_frame(key, 0)).await?;
+/// The two things connection set-up needs from a client WebSocket, whichever
+/// one a scenario uses (tungstenite's [`Ws`] or the lean `rawws::RawWs`):
+/// send one frame now, read the next frame.
+pub trait FrameLink {
+    /// Sends one encoded frame and flushes it.
+    async fn send_frame(&mut self, frame: &[u8]) -> Result<(), Error>;
+    /// The next frame the server sent.
+    async fn next_frame(&mut self) -> Result<Frame, Error>;
+}
+
+impl FrameLink for Ws {
+    async fn send_frame(&mut self, frame: &[u8]) -> Result<(), Error> {
+        send(self, frame.to_vec()).await
+    }
+    async fn next_frame(&mut self) -> Result<Frame, Error> {
+        next_frame(self).await
+    }
+}
+
+/// Watches `key` on an open connection and returns the stream id the server
+/// assigned (announced in STATE_INIT); heartbeats that arrive first are echoed.
+pub async fn watch(link: &mut impl FrameLink, key: &str) -> Result<u32, Error> {
+    link.send_frame(&watch_frame(key, 0)).await?;
     loop {
-        let f = next_frame(&mut ws).await?;
+        let f = link.next_frame().await?;
         match f.kind {
-            FrameType::StateInit => return Ok((ws, f.stream_id)),
-            FrameType::Heartbeat => send(&mut ws, heartbeat_frame()).await?,
+            FrameType::StateInit => return Ok(f.stream_id),
+            FrameType::Heartbeat => link.send_frame(&heartbeat_frame()).await?,
             FrameType::Error => return Err(format!("WATCH refused: {:?}", f.body.to_json()).into()),
             _ => {}
         }
     }
 }
 
-/// Opens `count` watching connections on `key`, at most `concurrency` at a
-/// time (a burst of thousands would overflow the server's accept backlog).
-/// Returns them in no particular order with their stream ids.
-pub async fn connect_watching_many(
+/// Connects and watches `key`; returns the connection and its stream id.
+pub async fn connect_watching(
     url: &str,
     key: &str,
+    read_buffer: usize,
+) -> Result<(Ws, u32), Error> {
+    let mut ws = connect(url, read_buffer).await?;
+    let stream_id = watch(&mut ws, key).await?;
+    Ok((ws, stream_id))
+}
+
+/// Runs `open` `count` times, at most `concurrency` at a time (a burst of
+/// thousands of connects would overflow the server's accept backlog), and
+/// collects the results in no particular order; the first error wins.
+pub async fn open_many<T, Fut>(
     count: usize,
     concurrency: usize,
-    read_buffer: usize,
-) -> Result<Vec<(Ws, u32)>, Error> {
+    mut open: impl FnMut() -> Fut,
+) -> Result<Vec<T>, Error>
+where
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
     use futures_util::stream::{self, TryStreamExt};
-    stream::iter((0..count).map(|_| connect_watching(url, key, read_buffer)))
+    stream::iter((0..count).map(|_| open()))
         .buffer_unordered(concurrency.max(1))
         .try_collect()
         .await
