@@ -65,6 +65,10 @@ pub enum Command {
         /// instead of the whole value.
         #[arg(long)]
         ops: bool,
+        /// Send this JSON as the WATCH `params` of every KEY (and with every
+        /// RESUME after a reconnect); `-` reads it from stdin.
+        #[arg(long, value_name = "JSON")]
+        params: Option<String>,
     },
     /// Print the current value of KEY as JSON and exit (a one-shot
     /// state.get when the server supports it, else a watch of one update).
@@ -232,7 +236,11 @@ mod tests {
         assert_eq!(cli.url, "sodp://h:1");
         assert!(matches!(cli.command, Command::SetIn { ref path, .. } if path == "/a/b"));
         let cli = Cli::try_parse_from(["sodp", "watch", "a", "b", "--ops"]).unwrap();
-        assert!(matches!(cli.command, Command::Watch { ref keys, ops: true } if keys.len() == 2));
+        assert!(
+            matches!(cli.command, Command::Watch { ref keys, ops: true, params: None } if keys.len() == 2)
+        );
+        let cli = Cli::try_parse_from(["sodp", "watch", "a", "--params", "{}"]).unwrap();
+        assert!(matches!(cli.command, Command::Watch { params: Some(ref p), .. } if p == "{}"));
         assert!(Cli::try_parse_from(["sodp", "watch"]).is_err());
         assert!(Cli::try_parse_from(["sodp", "get", "k", "--timeout", "0"]).is_err());
         let cli = Cli::try_parse_from([

@@ -2,7 +2,7 @@
 
 use futures_util::stream::{select_all, StreamExt};
 use serde_json::Value as Json;
-use sodp_client::{Client, ClientBuilder, Error, Source, WriteOptions};
+use sodp_client::{Client, ClientBuilder, Error, Source, Value, WatchOptions, WriteOptions};
 use tokio::sync::watch;
 
 use crate::args::{Cli, Command, ConditionFlags, WriteFlags};
@@ -13,7 +13,13 @@ use crate::output;
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match &cli.command {
-        Command::Watch { keys, ops } => watch(&cli, keys, *ops).await,
+        Command::Watch { keys, ops, params } => {
+            let params = params
+                .as_deref()
+                .map(|p| json_arg::parse("PARAMS", p))
+                .transpose()?;
+            watch(&cli, keys, *ops, params.map(Value::from)).await
+        }
         Command::Get { key, meta } => get(&cli, key, *meta).await,
         Command::Set { key, json, write } => {
             let value = json_arg::parse("VALUE", json)?;
@@ -260,7 +266,12 @@ async fn tx(cli: &Cli, json: &str, idempotency_key: Option<&str>) -> Result<(), 
     print_version(&client, version)
 }
 
-async fn watch(cli: &Cli, keys: &[String], ops: bool) -> Result<(), CliError> {
+async fn watch(
+    cli: &Cli,
+    keys: &[String],
+    ops: bool,
+    params: Option<Value>,
+) -> Result<(), CliError> {
     let client = connect_lasting(cli, || {})?;
     client.ready().await?;
     if keys.iter().any(|k| k.contains('*')) && !client.supports("prefix_watch") {
@@ -270,7 +281,12 @@ async fn watch(cli: &Cli, keys: &[String], ops: bool) -> Result<(), CliError> {
     let mut unique = keys.to_vec();
     unique.sort();
     unique.dedup();
-    let mut updates = select_all(unique.iter().map(|k| client.subscribe(k)));
+    let options = WatchOptions { params };
+    let mut updates = select_all(
+        unique
+            .iter()
+            .map(|k| client.subscribe_with(k, options.clone())),
+    );
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {

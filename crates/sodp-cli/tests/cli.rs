@@ -164,6 +164,17 @@ fn watch_ops_prints_raw_delta_ops() {
 }
 
 #[test]
+fn watch_with_params_is_served() {
+    let server = TestServer::start();
+    let url = server.url();
+    ok_json(&url, &["set", "k", "1"]);
+    let watch = Running::start(&url, &["watch", "--params", r#"{"view":"compact"}"#, "k"]);
+    assert_eq!(watch.next()["value"], json!(1));
+    ok_json(&url, &["set", "k", "2"]);
+    assert_eq!(watch.next()["value"], json!(2));
+}
+
+#[test]
 fn one_shot_commands() {
     let server = TestServer::start();
     let url = server.url();
@@ -225,6 +236,14 @@ fn bad_input_and_failures_give_clear_messages_and_exit_codes() {
 
     let out = sodp(&url, &["set", "k", "hello"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("strings need quotes"));
+
+    let out = sodp(&url, &["watch", "--params", "{oops", "k"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid JSON for PARAMS"),
+        "{:?}",
+        out.stderr
+    );
 
     let out = sodp(&url, &["patch", "k", "[1]"]);
     assert_eq!(out.status.code(), Some(2));

@@ -176,7 +176,7 @@ mod url;
 pub use builder::ClientBuilder;
 pub use client::{Client, Status};
 pub use error::{Error, Result};
-pub use options::WriteOptions;
+pub use options::{WatchOptions, WriteOptions};
 pub use reads::{Fetched, HistoryEntry, HistoryPage, KeysPage};
 pub use sodp_proto::{DeltaOp, OpKind, Value};
 pub use state_ref::StateRef;

@@ -5,25 +5,21 @@ use sodp_proto::{Frame, FrameType, Value};
 
 use crate::error::Error;
 
-/// `WATCH {state}` on the stream id the client suggests.
-pub fn watch(stream_id: u32, key: &str) -> Frame {
-    Frame::new(
-        FrameType::Watch,
-        stream_id,
-        Value::map_from([("state", Value::from(key))]),
-    )
+/// `WATCH {state, params?}` on the stream id the client suggests.
+pub fn watch(stream_id: u32, key: &str, params: Option<&Value>) -> Frame {
+    let mut fields = vec![("state", Value::from(key))];
+    fields.extend(params.map(|p| ("params", p.clone())));
+    Frame::new(FrameType::Watch, stream_id, Value::map_from(fields))
 }
 
-/// `RESUME {state, since_version}`.
-pub fn resume(stream_id: u32, key: &str, since_version: u64) -> Frame {
-    Frame::new(
-        FrameType::Resume,
-        stream_id,
-        Value::map_from([
-            ("state", Value::from(key)),
-            ("since_version", Value::from(since_version)),
-        ]),
-    )
+/// `RESUME {state, since_version, params?}`.
+pub fn resume(stream_id: u32, key: &str, since_version: u64, params: Option<&Value>) -> Frame {
+    let mut fields = vec![
+        ("state", Value::from(key)),
+        ("since_version", Value::from(since_version)),
+    ];
+    fields.extend(params.map(|p| ("params", p.clone())));
+    Frame::new(FrameType::Resume, stream_id, Value::map_from(fields))
 }
 
 /// `UNWATCH {state}`.
@@ -169,10 +165,23 @@ mod tests {
 
     #[test]
     fn outgoing_frames() {
-        let f = resume(12, "a.b", 7);
+        let f = resume(12, "a.b", 7, None);
         assert_eq!(f.kind, FrameType::Resume);
         assert_eq!(f.stream_id, 12);
         assert_eq!(f.body, body(json!({"state": "a.b", "since_version": 7})));
+        let p = body(json!({"view": [1]}));
+        let f = resume(12, "a.b", 7, Some(&p));
+        assert_eq!(
+            f.body,
+            body(json!({"state": "a.b", "since_version": 7, "params": {"view": [1]}}))
+        );
+        let w = watch(3, "a.b", Some(&p));
+        assert_eq!((w.kind, w.stream_id), (FrameType::Watch, 3));
+        assert_eq!(
+            w.body,
+            body(json!({"state": "a.b", "params": {"view": [1]}}))
+        );
+        assert_eq!(watch(3, "a.b", None).body, body(json!({"state": "a.b"})));
         let c = call(
             "3",
             "state.set",

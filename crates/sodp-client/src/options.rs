@@ -1,6 +1,7 @@
 //! [`WriteOptions`]: the extension arguments a write may carry —
 //! `if_version` (extension `conditional`), a TTL (`ttl`) and an explicit
-//! idempotency key (`idempotency`) — and how they become CALL arguments.
+//! idempotency key (`idempotency`) — and how they become CALL arguments;
+//! [`WatchOptions`]: what a WATCH may carry (`params`).
 //!
 //! Each option names the capability it needs; a call with an option the
 //! server did not advertise fails with
@@ -85,6 +86,37 @@ impl WriteOptions {
             requires.push("ttl");
         }
         Value::map_from(args)
+    }
+}
+
+/// Options of one watch ([`Client::subscribe_with`](crate::Client::subscribe_with),
+/// [`Client::watch_with`](crate::Client::watch_with)).
+///
+/// ```
+/// use sodp_client::{Value, WatchOptions};
+/// let opts = WatchOptions::new().params(Value::from(serde_json::json!({"view": "compact"})));
+/// assert!(opts.params.is_some());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WatchOptions {
+    /// Sent as `params` with the key's WATCH and with every RESUME after a
+    /// reconnect: a value the application and the server agree on (the
+    /// protocol leaves it opaque; the server echoes it in STATE_INIT).
+    /// Watchers of one key share one subscription, so only the first
+    /// watcher's params are sent; a later watcher's are not, while the key
+    /// stays watched.
+    pub params: Option<Value>,
+}
+
+impl WatchOptions {
+    pub fn new() -> WatchOptions {
+        WatchOptions::default()
+    }
+
+    /// See [`WatchOptions::params`](#structfield.params).
+    pub fn params(mut self, params: Value) -> Self {
+        self.params = Some(params);
+        self
     }
 }
 

@@ -40,6 +40,9 @@ struct Entry {
     expires_at: Option<u64>,
     /// The stream id this client suggests for the key.
     local_stream: u32,
+    /// The first watcher's `params`, sent with every WATCH and RESUME of
+    /// the key.
+    params: Option<Value>,
     watchers: Vec<(WatcherId, Sender)>,
 }
 
@@ -94,8 +97,14 @@ pub struct Subscriptions {
 impl Subscriptions {
     /// Registers a watcher of `key`. Replays the cached value to it when the
     /// key is known. Returns the watcher's id and, for the first watcher of
-    /// the key, the WATCH frame to send.
-    pub fn add_watcher(&mut self, key: &str, tx: Sender) -> (WatcherId, Option<Frame>) {
+    /// the key, the WATCH frame to send, carrying `params`; a later
+    /// watcher's `params` are not sent (it shares the subscription).
+    pub fn add_watcher(
+        &mut self,
+        key: &str,
+        params: Option<Value>,
+        tx: Sender,
+    ) -> (WatcherId, Option<Frame>) {
         self.next_watcher += 1;
         let id = self.next_watcher;
         if let Some(entry) = self.entries.get_mut(key) {
@@ -107,6 +116,7 @@ impl Subscriptions {
         }
         let stream = self.alloc_stream();
         let key: Arc<str> = Arc::from(key);
+        let watch = messages::watch(stream, &key, params.as_ref());
         self.streams.insert(stream, key.clone());
         self.entries.insert(
             key.clone(),
@@ -121,9 +131,10 @@ impl Subscriptions {
                 expires_at: None,
                 local_stream: stream,
                 watchers: vec![(id, tx)],
+                params,
             },
         );
-        (id, Some(messages::watch(stream, &key)))
+        (id, Some(watch))
     }
 
     /// Removes one watcher. When it was the key's last, forgets the key and
@@ -177,9 +188,9 @@ impl Subscriptions {
             .values()
             .map(|e| {
                 if e.known {
-                    messages::resume(e.local_stream, &e.key, e.version)
+                    messages::resume(e.local_stream, &e.key, e.version, e.params.as_ref())
                 } else {
-                    messages::watch(e.local_stream, &e.key)
+                    messages::watch(e.local_stream, &e.key, e.params.as_ref())
                 }
             })
             .collect();
@@ -255,7 +266,7 @@ impl Subscriptions {
                 // Our copy can no longer be trusted: drop it and ask again.
                 entry.known = false;
                 return Err(DeltaFailure {
-                    resync: messages::watch(entry.local_stream, &entry.key),
+                    resync: messages::watch(entry.local_stream, &entry.key, entry.params.as_ref()),
                     error: Error::Protocol(format!("DELTA for {:?}: {e}", entry.key)),
                 });
             }
@@ -334,7 +345,7 @@ mod tests {
     fn shared_subscription_sends_one_watch_and_replays_cache() {
         let mut subs = Subscriptions::default();
         let (tx1, mut rx1) = roomy();
-        let (id1, watch) = subs.add_watcher("game.player", tx1);
+        let (id1, watch) = subs.add_watcher("game.player", None, tx1);
         let watch = watch.expect("first watcher sends WATCH");
         assert_eq!(watch.kind, FrameType::Watch);
         assert!(watch.stream_id >= FIRST_SUBSCRIPTION_STREAM);
@@ -347,7 +358,7 @@ mod tests {
         assert_eq!(drain(&mut rx1), [(Source::Init, 3, json!({"hp": 1}))]);
 
         let (tx2, mut rx2) = roomy();
-        let (id2, again) = subs.add_watcher("game.player", tx2);
+        let (id2, again) = subs.add_watcher("game.player", None, tx2);
         assert!(again.is_none(), "second watcher shares the subscription");
         assert_eq!(drain(&mut rx2), [(Source::Cache, 3, json!({"hp": 1}))]);
 
@@ -376,9 +387,9 @@ mod tests {
         let mut subs = Subscriptions::default();
         let (tx1, mut rx1) = roomy();
         let (tx2, mut rx2) = roomy();
-        assert!(subs.add_watcher("k", tx1).1.is_some());
+        assert!(subs.add_watcher("k", None, tx1).1.is_some());
         // WATCH is out, STATE_INIT not back yet: nothing cached to replay.
-        assert!(subs.add_watcher("k", tx2).1.is_none());
+        assert!(subs.add_watcher("k", None, tx2).1.is_none());
         assert!(drain(&mut rx2).is_empty());
         subs.on_state_init(10, &v(json!({"state": "k", "version": 0, "value": null})))
             .unwrap();
@@ -391,8 +402,8 @@ mod tests {
         let mut subs = Subscriptions::default();
         let (txa, mut rxa) = roomy();
         let (txb, mut rxb) = roomy();
-        subs.add_watcher("a", txa);
-        subs.add_watcher("b", txb);
+        subs.add_watcher("a", None, txa);
+        subs.add_watcher("b", None, txb);
         subs.on_state_init(
             10,
             &v(json!({"state": "a", "version": 1, "value": null, "initialized": false})),
@@ -428,8 +439,8 @@ mod tests {
         let mut subs = Subscriptions::default();
         let (tx1, _rx1) = roomy();
         let (tx2, _rx2) = roomy();
-        subs.add_watcher("known", tx1);
-        subs.add_watcher("fresh", tx2);
+        subs.add_watcher("known", None, tx1);
+        subs.add_watcher("fresh", None, tx2);
         subs.on_state_init(0, &v(json!({"state": "known", "version": 9, "value": 1})))
             .unwrap();
         let frames = subs.resubscribe();
@@ -440,10 +451,48 @@ mod tests {
     }
 
     #[test]
+    fn the_first_watchers_params_go_with_every_watch_and_resume_of_the_key() {
+        let mut subs = Subscriptions::default();
+        let params = v(json!({"view": "compact", "limit": 3}));
+        let (tx1, _rx1) = roomy();
+        let (tx2, _rx2) = roomy();
+        let (tx3, _rx3) = roomy();
+        let watch = subs.add_watcher("k", Some(params.clone()), tx1).1.unwrap();
+        assert_eq!(watch.body.get("params"), Some(&params));
+        assert_eq!(watch.body.get("state").and_then(Value::as_str), Some("k"));
+        // A second watcher shares the subscription: nothing sent, first params kept.
+        assert!(subs.add_watcher("k", Some(v(json!(1))), tx2).1.is_none());
+        // A watch without params sends none.
+        let plain = subs.add_watcher("p", None, tx3).1.unwrap();
+        assert_eq!(plain.body.get("params"), None);
+
+        // Before STATE_INIT a reconnect watches again, with the params.
+        let frames = subs.resubscribe();
+        assert_eq!(frames[0].kind, FrameType::Watch);
+        assert_eq!(frames[0].body.get("params"), Some(&params));
+        assert_eq!(frames[1].body.get("params"), None);
+
+        subs.on_state_init(
+            0,
+            &v(json!({"state": "k", "version": 4, "value": {}, "params": params.to_json()})),
+        )
+        .unwrap();
+        let resume = &subs.resubscribe()[0];
+        assert_eq!(resume.kind, FrameType::Resume);
+        assert_eq!(resume.body.get("since_version"), Some(&Value::Int(4)));
+        assert_eq!(resume.body.get("params"), Some(&params));
+
+        // A DELTA that cannot apply asks again with the same params.
+        let bad = json!({"state": "k", "version": 5, "ops": [{"op": "MOVE", "path": "/a"}]});
+        let failure = subs.on_delta(0, &v(bad)).unwrap_err();
+        assert_eq!(failure.resync.body.get("params"), Some(&params));
+    }
+
+    #[test]
     fn unknown_op_fails_loudly_and_asks_for_resync() {
         let mut subs = Subscriptions::default();
         let (tx, mut rx) = roomy();
-        subs.add_watcher("k", tx);
+        subs.add_watcher("k", None, tx);
         subs.on_state_init(0, &v(json!({"state": "k", "version": 1, "value": {}})))
             .unwrap();
         drain(&mut rx);
@@ -465,7 +514,7 @@ mod tests {
             v(json!({"state": "x", "version": 1, "ops": [{"op": "ADD", "path": "/", "value": 1}]}));
         assert_eq!(subs.on_delta(10, &d).unwrap(), DeltaOutcome::Ignored);
         let (tx, _rx) = roomy();
-        subs.add_watcher("x", tx);
+        subs.add_watcher("x", None, tx);
         assert_eq!(
             subs.on_delta(10, &d).unwrap(),
             DeltaOutcome::Ignored,
@@ -479,8 +528,8 @@ mod tests {
         let (fast_tx, mut fast) = roomy();
         let (slow_tx, mut slow) = mailbox(8);
         let gauge = slow.gauge();
-        subs.add_watcher("k", fast_tx);
-        subs.add_watcher("k", slow_tx);
+        subs.add_watcher("k", None, fast_tx);
+        subs.add_watcher("k", None, slow_tx);
         subs.on_state_init(10, &v(json!({"state": "k", "version": 1, "value": 0})))
             .unwrap();
         assert_eq!(drain(&mut fast).len(), 1);
@@ -526,7 +575,7 @@ mod tests {
             let name = case["name"].as_str().unwrap();
             let mut subs = Subscriptions::default();
             let (tx, mut rx) = roomy();
-            subs.add_watcher("k", tx);
+            subs.add_watcher("k", None, tx);
             let init =
                 json!({"state": "k", "version": 1, "value": case[from], "initialized": true});
             subs.on_state_init(10, &v(init)).unwrap();
@@ -549,7 +598,7 @@ mod tests {
     fn a_pattern_applies_each_delta_of_one_transaction() {
         let mut subs = Subscriptions::default();
         let (tx, mut rx) = roomy();
-        subs.add_watcher("game.*", tx);
+        subs.add_watcher("game.*", None, tx);
         subs.on_state_init(
             10,
             &v(json!({"state": "game.*", "version": 5, "value": {"game.a": 1}, "initialized": true})),
@@ -572,7 +621,7 @@ mod tests {
 
         // A plain key never takes two DELTAs of one version.
         let (tx, _rx) = roomy();
-        subs.add_watcher("k", tx);
+        subs.add_watcher("k", None, tx);
         subs.on_state_init(11, &v(json!({"state": "k", "version": 7, "value": 1})))
             .unwrap();
         let again =
@@ -584,7 +633,7 @@ mod tests {
     fn deadlines_follow_state_init_and_deltas() {
         let mut subs = Subscriptions::default();
         let (tx, _rx) = roomy();
-        subs.add_watcher("k", tx);
+        subs.add_watcher("k", None, tx);
         let expires = |subs: &Subscriptions| subs.get("k").unwrap().1.expires_at;
         subs.on_state_init(
             10,

@@ -21,6 +21,7 @@ use futures_util::Stream;
 
 use crate::client::Client;
 use crate::mailbox::{mailbox, Gauge, Receiver};
+use crate::options::WatchOptions;
 use crate::shared::{Command, Status};
 use crate::subscriptions::WatcherId;
 use crate::update::Update;
@@ -135,13 +136,17 @@ impl Stream for Subscription {
 }
 
 impl Client {
-    fn register(&self, key: &str) -> (Receiver, WatchGuard) {
+    fn register(&self, key: &str, options: WatchOptions) -> (Receiver, WatchGuard) {
         let (tx, rx) = mailbox(self.inner.config.watch_buffer);
         let mut id = 0;
         // A stopped client has nobody to feed a watcher: dropping `tx` ends
         // the stream at once instead of leaving it pending forever.
         if !matches!(self.status(), Status::Closed(_)) {
-            let (watcher, frame) = self.inner.shared.subs().add_watcher(key, tx);
+            let (watcher, frame) = self
+                .inner
+                .shared
+                .subs()
+                .add_watcher(key, options.params, tx);
             id = watcher;
             if let Some(frame) = frame {
                 let _ = self.inner.commands.send(Command::Send(frame));
@@ -163,18 +168,31 @@ impl Client {
     /// baseline (`Init`) and each change (`Delta`). Several watchers of one
     /// key share a single server subscription.
     pub fn subscribe(&self, key: &str) -> Subscription {
-        let (rx, guard) = self.register(key);
+        self.subscribe_with(key, WatchOptions::new())
+    }
+
+    /// [`subscribe`](Self::subscribe) with options (WATCH `params`).
+    pub fn subscribe_with(&self, key: &str, options: WatchOptions) -> Subscription {
+        let (rx, guard) = self.register(key, options);
         Subscription { rx, guard }
     }
 
     /// Calls `callback` for every update of `key` (see
     /// [`subscribe`](Self::subscribe) for which updates). The callback runs
     /// on its own task; it stops when the returned guard is dropped.
-    pub fn watch<F>(&self, key: &str, mut callback: F) -> WatchGuard
+    pub fn watch<F>(&self, key: &str, callback: F) -> WatchGuard
     where
         F: FnMut(Update) + Send + 'static,
     {
-        let (mut rx, guard) = self.register(key);
+        self.watch_with(key, WatchOptions::new(), callback)
+    }
+
+    /// [`watch`](Self::watch) with options (WATCH `params`).
+    pub fn watch_with<F>(&self, key: &str, options: WatchOptions, mut callback: F) -> WatchGuard
+    where
+        F: FnMut(Update) + Send + 'static,
+    {
+        let (mut rx, guard) = self.register(key, options);
         let active = guard.active.clone();
         self.inner.runtime.spawn(async move {
             while let Some(update) = rx.recv().await {
@@ -194,7 +212,7 @@ impl Client {
         F: FnMut(Update) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send,
     {
-        let (mut rx, guard) = self.register(key);
+        let (mut rx, guard) = self.register(key, WatchOptions::new());
         let active = guard.active.clone();
         self.inner.runtime.spawn(async move {
             while let Some(update) = rx.recv().await {

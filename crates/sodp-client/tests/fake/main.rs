@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use sodp_client::{Client, Error, Source, Status, WriteOptions};
+use sodp_client::{Client, Error, Source, Status, WatchOptions, WriteOptions};
 use sodp_proto::{Frame, FrameType, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -437,6 +437,49 @@ async fn heartbeat_is_echoed_and_unwatch_sent_for_the_last_watcher() {
         (FrameType::Unwatch, "u.k")
     );
     assert_eq!(fake.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn watch_params_are_sent_with_the_watch_and_with_the_resume_after_a_reconnect() {
+    let fake = Fake::start().await;
+    let client = fake.reconnecting().build().unwrap();
+    let mut conn = fake.accept().await;
+    conn.hello(false, json!({"params": true, "resume": true}))
+        .await;
+    client.ready().await.unwrap();
+
+    let params = Value::from(json!({"view": "compact", "fields": ["hp"]}));
+    let mut sub = client.subscribe_with("game.player", WatchOptions::new().params(params.clone()));
+    let watch = conn.recv().await;
+    assert_eq!(watch.kind, FrameType::Watch);
+    assert_eq!(body_str(&watch, "state"), "game.player");
+    assert_eq!(watch.body.get("params"), Some(&params));
+    conn.send(
+        FrameType::StateInit,
+        12,
+        json!({"state": "game.player", "version": 5, "value": {"hp": 3},
+               "initialized": true, "params": params.to_json()}),
+    )
+    .await;
+    assert_eq!(sub.recv().await.unwrap().meta.version, 5);
+    // A watcher without params of the same key shares the subscription.
+    let _second = client.subscribe("game.player");
+
+    drop(conn);
+    let mut conn = fake.accept().await;
+    conn.hello(false, json!({"params": true, "resume": true}))
+        .await;
+    let resume = conn.recv().await;
+    assert_eq!(resume.kind, FrameType::Resume);
+    assert_eq!(body_str(&resume, "state"), "game.player");
+    assert_eq!(resume.body.get("since_version"), Some(&Value::Int(5)));
+    assert_eq!(resume.body.get("params"), Some(&params));
+
+    // A plain watch carries no params at all.
+    let _plain = client.subscribe("other");
+    let plain = conn.recv().await;
+    assert_eq!(plain.kind, FrameType::Watch);
+    assert_eq!(plain.body.get("params"), None);
 }
 
 // Paused time: the heartbeats below come exactly 100 ms apart (on a loaded

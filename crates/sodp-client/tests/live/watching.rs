@@ -190,3 +190,36 @@ async fn many_keys_route_to_the_right_watchers() {
         assert_eq!(json(&u.value), json!(i));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_with_params_is_served_like_any_other() {
+    let server = TestServer::start();
+    let c = client(&server.url()).await;
+    let writer = client(&server.url()).await;
+    writer.set("params.k", &json!({"hp": 1})).await.unwrap();
+
+    let params = sodp_client::Value::from(json!({"view": "compact"}));
+    let opts = sodp_client::WatchOptions::new().params(params);
+    let (seen, callback) = recorder();
+    let _guard = c.watch_with("params.k", opts, callback);
+    eventually(
+        "the baseline",
+        || seen.lock().unwrap().clone(),
+        |s| s.len() == 1,
+    )
+    .await;
+    writer.patch("params.k", &json!({"hp": 2})).await.unwrap();
+    eventually(
+        "the change",
+        || seen.lock().unwrap().clone(),
+        |s| s.len() == 2,
+    )
+    .await;
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        [
+            (Source::Init, json!({"hp": 1})),
+            (Source::Delta, json!({"hp": 2}))
+        ]
+    );
+}
