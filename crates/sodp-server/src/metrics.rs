@@ -130,6 +130,10 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter,
     /// Certificate reloads by `result` (`ok`, `failed`).
     pub tls_reloads: Family<Outcome, Counter>,
+    /// The served certificate's `notAfter`, Unix seconds; exposed only
+    /// while it is set (a server with `--tls-cert` whose certificate's
+    /// expiry could be read).
+    pub tls_certificate_expiry: Gauge,
     pub storage_sync_seconds: Histogram,
     pub connections: Gauge,
     state: StateGauges,
@@ -237,6 +241,7 @@ impl Metrics {
             acl_denials: Counter::default(),
             tls_handshake_failures: Counter::default(),
             tls_reloads: Family::default(),
+            tls_certificate_expiry: Gauge::default(),
             storage_sync_seconds: latency(),
             connections: Gauge::default(),
             state: StateGauges {
@@ -254,6 +259,7 @@ impl Metrics {
 }
 
 /// What the state gauges read at scrape time.
+#[derive(Debug, Default)]
 pub struct StateReading {
     pub keys: usize,
     pub history_bytes: usize,
@@ -385,6 +391,13 @@ impl Metrics {
             "TLS certificate reloads (file change or SIGHUP), by result",
             self.tls_reloads.clone(),
         );
+        if self.tls_certificate_expiry.get() > 0 {
+            r.register(
+                "sodp_tls_certificate_expiry_timestamp_seconds",
+                "When the served TLS certificate expires (its notAfter), Unix seconds",
+                self.tls_certificate_expiry.clone(),
+            );
+        }
         r.register(
             "sodp_storage_sync_duration_seconds",
             "Durable storage: time of one write + sync of a group commit",

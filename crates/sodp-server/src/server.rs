@@ -86,6 +86,9 @@ impl Server {
             None => None,
         };
         let shared = Arc::new(Shared::new(config)?);
+        if let Some(tls) = &tls {
+            tls.certificates.publish_expiry(&shared.metrics);
+        }
         if let Some(cc) = &shared.config.cluster {
             let cluster =
                 crate::cluster::Cluster::start(cc, shared.config.history_len, &shared.store)

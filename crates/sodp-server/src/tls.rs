@@ -9,12 +9,20 @@
 //! from [`watch_files`], which polls the files' metadata on tokio's clock
 //! (paused in tests). A reload that fails keeps the old certificate and
 //! reports why; at start the same failure stops the server.
+//!
+//! The served certificate's `notAfter` is kept beside it, for the
+//! `sodp_tls_certificate_expiry_timestamp_seconds` gauge and a warning when
+//! an expired certificate is loaded.
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use der::asn1::{GeneralizedTime, UtcTime};
+use der::{Decode, Reader, SliceReader, Tag, TagNumber};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -150,11 +158,77 @@ fn load(config: &TlsConfig, provider: &CryptoProvider) -> Result<CertifiedKey, T
     })
 }
 
+/// When an X.509 certificate (DER) stops being valid: the `notAfter` of
+/// its validity (Certificate → tbsCertificate → validity).
+fn not_after(cert: &[u8]) -> der::Result<SystemTime> {
+    let mut reader = SliceReader::new(cert)?;
+    let at = reader.sequence(|certificate| {
+        let at = certificate.sequence(|tbs| {
+            let version = Tag::ContextSpecific {
+                constructed: true,
+                number: TagNumber::N0,
+            };
+            if tbs.peek_tag()? == version {
+                tbs.tlv_bytes()?;
+            }
+            for _serial_signature_issuer in 0..3 {
+                tbs.tlv_bytes()?;
+            }
+            let at = tbs.sequence(|validity| {
+                let _not_before = x509_time(validity)?;
+                x509_time(validity)
+            })?;
+            skip_rest(tbs)?;
+            Ok(at)
+        })?;
+        skip_rest(certificate)?;
+        Ok(at)
+    })?;
+    reader.finish(at)
+}
+
+/// An X.509 `Time`: UTCTime, or GeneralizedTime from 2050 on.
+fn x509_time<'r>(reader: &mut impl Reader<'r>) -> der::Result<SystemTime> {
+    Ok(match reader.peek_tag()? {
+        Tag::UtcTime => UtcTime::decode(reader)?.to_system_time(),
+        _ => GeneralizedTime::decode(reader)?.to_system_time(),
+    })
+}
+
+fn skip_rest<'r>(reader: &mut impl Reader<'r>) -> der::Result<()> {
+    while !reader.is_finished() {
+        reader.tlv_bytes()?;
+    }
+    Ok(())
+}
+
+/// The served certificate's expiry in Unix seconds (0: unreadable), with a
+/// warning when it has passed already.
+fn expiry_of(key: &CertifiedKey, path: &Path) -> u64 {
+    let Some(leaf) = key.cert.first() else {
+        return 0;
+    };
+    match not_after(leaf) {
+        Ok(at) => {
+            if at <= SystemTime::now() {
+                warn!(cert = %path.display(), "the TLS certificate has expired: clients will refuse it");
+            }
+            at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+        }
+        Err(e) => {
+            warn!(cert = %path.display(), error = %e, "cannot read the TLS certificate's expiry");
+            0
+        }
+    }
+}
+
 /// The certificate being served, and the files it came from.
 pub struct Certificates {
     config: TlsConfig,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
+    /// The current certificate's `notAfter`, Unix seconds (0: unreadable).
+    expiry: AtomicU64,
     /// The files' stamps when last loaded (or last tried).
     seen: Mutex<(Option<Stamp>, Option<Stamp>)>,
 }
@@ -173,12 +247,32 @@ impl Certificates {
         let provider = provider();
         let seen = (stamp(&config.cert), stamp(&config.key));
         let key = load(&config, &provider)?;
+        let expiry = expiry_of(&key, &config.cert);
         Ok(Arc::new(Certificates {
             config,
             provider,
             current: RwLock::new(Arc::new(key)),
+            expiry: AtomicU64::new(expiry),
             seen: Mutex::new(seen),
         }))
+    }
+
+    /// When the certificate served now expires (its `notAfter`); `None` when
+    /// it could not be read from the certificate.
+    pub fn expiry(&self) -> Option<SystemTime> {
+        match self.expiry.load(Ordering::Relaxed) {
+            0 => None,
+            secs => Some(UNIX_EPOCH + Duration::from_secs(secs)),
+        }
+    }
+
+    /// Sets `sodp_tls_certificate_expiry_timestamp_seconds` to the served
+    /// certificate's expiry.
+    pub fn publish_expiry(&self, metrics: &Metrics) {
+        let secs = self.expiry.load(Ordering::Relaxed);
+        metrics
+            .tls_certificate_expiry
+            .set(i64::try_from(secs).unwrap_or(i64::MAX));
     }
 
     pub fn config(&self) -> &TlsConfig {
@@ -210,7 +304,9 @@ impl Certificates {
         // retried when the files change again, not logged every interval.
         *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = seen;
         let key = load(&self.config, &self.provider)?;
+        let expiry = expiry_of(&key, &self.config.cert);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
+        self.expiry.store(expiry, Ordering::Relaxed);
         Ok(())
     }
 
@@ -228,6 +324,7 @@ impl Certificates {
     pub fn reload_and_log(&self, why: &str, metrics: &Metrics) {
         let result = self.reload();
         count(metrics, result.is_ok());
+        self.publish_expiry(metrics);
         match result {
             Ok(()) => info!(cert = %self.config.cert.display(), why, "TLS certificate reloaded"),
             Err(e) => {
@@ -265,6 +362,7 @@ pub async fn watch_files(certs: Arc<Certificates>, metrics: Arc<Metrics>) {
         let result = certs.reload_if_changed();
         if !matches!(result, Ok(false)) {
             count(&metrics, result.is_ok());
+            certs.publish_expiry(&metrics);
         }
         match result {
             Ok(true) => {
@@ -293,6 +391,72 @@ mod tests {
             cert: c.cert.pem(),
             key: c.signing_key.serialize_pem(),
         }
+    }
+
+    /// A self-signed certificate for `name` valid until midnight UTC of
+    /// the given day.
+    fn valid_until(name: &str, year: i32, month: u8, day: u8) -> Pair {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(year, month, day);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Pair {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    fn unix(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn not_after_is_read_from_utc_and_generalized_times() {
+        // 2031-05-17 is encoded as UTCTime, 2051-01-02 as GeneralizedTime.
+        let utc = valid_until("a", 2031, 5, 17);
+        assert_eq!(not_after(&der(&utc.cert)), Ok(unix(1_936_742_400)));
+        let generalized = valid_until("a", 2051, 1, 2);
+        assert_eq!(not_after(&der(&generalized.cert)), Ok(unix(2_556_230_400)));
+        // Not a certificate, a truncated one, trailing bytes: errors, no panic.
+        let good = der(&utc.cert);
+        assert!(not_after(b"").is_err());
+        assert!(not_after(&[0x30, 0x03, 0x02, 0x01, 0x01]).is_err());
+        assert!(not_after(&good[..good.len() / 2]).is_err());
+        assert!(not_after(&[good.as_slice(), &[0]].concat()).is_err());
+        for cut in 0..good.len() {
+            let _ = not_after(&good[..cut]);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_expiry_gauge_follows_the_served_certificate() {
+        let d = dir("expiry");
+        let mut config = write(&d, &valid_until("a", 2031, 5, 17));
+        config.reload_interval = Duration::from_secs(60);
+        let certs = Certificates::load(config.clone()).unwrap();
+        assert_eq!(certs.expiry(), Some(unix(1_936_742_400)));
+        let metrics = Arc::new(Metrics::default());
+        let gauge = "sodp_tls_certificate_expiry_timestamp_seconds";
+        let rendered = || metrics.render(crate::metrics::StateReading::default());
+        assert!(!rendered().contains(gauge), "not exposed before it is set");
+        certs.publish_expiry(&metrics);
+        assert!(
+            rendered().contains(&format!("{gauge} 1936742400")),
+            "{}",
+            rendered()
+        );
+
+        let watcher = tokio::spawn(watch_files(certs.clone(), metrics.clone()));
+        let renewed = valid_until("a", 2051, 1, 2);
+        std::fs::write(d.join("new-cert"), &renewed.cert).unwrap();
+        std::fs::write(d.join("new-key"), &renewed.key).unwrap();
+        std::fs::rename(d.join("new-cert"), &config.cert).unwrap();
+        std::fs::rename(d.join("new-key"), &config.key).unwrap();
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        assert_eq!(certs.expiry(), Some(unix(2_556_230_400)));
+        assert!(rendered().contains(&format!("{gauge} 2556230400")));
+        watcher.abort();
+        let _ = std::fs::remove_dir_all(d);
     }
 
     fn dir(name: &str) -> PathBuf {

@@ -124,6 +124,11 @@ async fn counters_match_the_traffic_exactly() {
     assert!(sample(&samples, "sodp_bytes_out_total").unwrap() > 0.0);
     assert!(sample(&samples, "process_resident_memory_bytes").unwrap() > 0.0);
     assert!(sample(&samples, "process_open_fds").unwrap() > 0.0);
+    // No certificate served, no expiry to report.
+    assert_eq!(
+        sample(&samples, "sodp_tls_certificate_expiry_timestamp_seconds"),
+        None
+    );
     // Not on the public port.
     let public = get(server.addr, "/metrics").await;
     assert!(public.starts_with("HTTP/1.1 404"), "{public}");

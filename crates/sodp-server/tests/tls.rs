@@ -88,7 +88,21 @@ async fn start(
 async fn sessions_and_health_over_tls_and_a_wrong_ca_is_refused() {
     let ca = TestCa::new("serve");
     let files = ca.issue_server();
-    let (addr, _, shared) = start(&files).await;
+    let (addr, certificates, shared) = start(&files).await;
+    // The served certificate's expiry is exposed from the start.
+    let expiry = certificates.expiry().expect("a readable notAfter");
+    assert!(expiry > std::time::SystemTime::now());
+    let secs = expiry
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let text = shared.metrics_text();
+    assert!(
+        text.contains(&format!(
+            "sodp_tls_certificate_expiry_timestamp_seconds {secs}\n"
+        )),
+        "{text}"
+    );
 
     let stream = tls_connect(addr, &ca.ca_pem).await.expect("TLS handshake");
     assert_eq!(served(&stream), files.der);
