@@ -2,6 +2,8 @@
 //! traffic, and an exposition every line of which parses.
 
 mod common;
+#[path = "../../sodp-client/tests/common/test_ca.rs"]
+mod test_ca;
 
 use common::*;
 use serde_json::json;
@@ -174,13 +176,23 @@ async fn refusals_are_counted_by_reason() {
 }
 
 /// Every metric the shipped Grafana dashboard queries exists in a scrape, so
-/// the dashboard cannot drift from the server.
+/// the dashboard cannot drift from the server. Scraped from a plain server
+/// after a write and from one serving TLS (the certificate's expiry exists
+/// only there).
 #[tokio::test]
 async fn the_grafana_dashboard_queries_only_metrics_the_server_exposes() {
     let server = TestServer::with(|c| c.metrics_addr = Some("127.0.0.1:0".parse().unwrap())).await;
     let mut c = server.client().await;
     c.ok("state.set", json!({"state": "k", "value": 1})).await;
-    let scrape = get(server.metrics_addr.unwrap(), "/metrics").await;
+    let mut scrape = get(server.metrics_addr.unwrap(), "/metrics").await;
+    let ca = test_ca::TestCa::new("dashboard");
+    let files = ca.issue_server();
+    let tls = TestServer::with(|c| {
+        c.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+        c.tls = Some(sodp_server::tls::TlsConfig::new(&files.cert, &files.key));
+    })
+    .await;
+    scrape += &get(tls.metrics_addr.unwrap(), "/metrics").await;
     let families: std::collections::HashSet<&str> = scrape
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
