@@ -459,6 +459,54 @@ mod tests {
         let _ = std::fs::remove_dir_all(d);
     }
 
+    /// What `f` logs at WARN and above, as plain text.
+    fn warnings_of(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = buffer.0.lock().unwrap().clone();
+        String::from_utf8(text).unwrap()
+    }
+
+    #[test]
+    fn loading_an_expired_certificate_warns_and_still_serves_it() {
+        let d = dir("expired");
+        let config = write(&d, &valid_until("a", 2001, 1, 1));
+        let mut loaded = None;
+        let logs = warnings_of(|| loaded = Some(Certificates::load(config.clone()).unwrap()));
+        assert!(logs.contains("WARN"), "{logs}");
+        assert!(logs.contains("the TLS certificate has expired"), "{logs}");
+        assert!(
+            logs.contains(&config.cert.display().to_string()),
+            "names the file: {logs}"
+        );
+        // Served all the same (refusing to start would take the service
+        // down for a renewal that may be minutes away), and the gauge says
+        // when it ran out, so an alert fires.
+        assert_eq!(loaded.unwrap().expiry(), Some(unix(978_307_200)));
+
+        let valid = write(&d, &valid_until("a", 2051, 1, 2));
+        let logs = warnings_of(|| drop(Certificates::load(valid).unwrap()));
+        assert_eq!(logs, "", "a valid certificate loads quietly");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
     fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("sodp-tls-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
