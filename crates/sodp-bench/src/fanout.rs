@@ -5,6 +5,10 @@
 //! the moment the CALL was flushed to the socket to the moment the DELTA was
 //! decoded; each subscriber checks that it sees every write exactly once and
 //! in order (missing, duplicated, out-of-order deltas must all be 0).
+//! Per write, the latency of its last delivery is how long the write took
+//! to reach every subscriber (`all_delivered_latency`): the time one fanout
+//! takes, so the spread of the per-pair latencies can be told apart from
+//! writes that were held up as a whole.
 //!
 //! Open loop (`--rate R`): write `i` is due at `i / R` seconds, sent
 //! whenever due regardless of progress. Closed loop (no rate): at most
@@ -148,6 +152,7 @@ pub async fn run(url: &str, pid: Option<u32>, p: &Params) -> Result<Report, Erro
     let template = CallTemplate::new("state.patch", &key, "patch");
     let mut send_ts = vec![0u64; w];
     let mut delivered = vec![0u32; w];
+    let mut last_delivery = vec![0u64; w];
     let mut acked = vec![false; w];
     let mut latencies: Vec<u64> = Vec::with_capacity(w * p.subs);
     let mut ack_latencies: Vec<u64> = Vec::with_capacity(w);
@@ -255,7 +260,9 @@ pub async fn run(url: &str, pid: Option<u32>, p: &Params) -> Result<Report, Erro
                         faults.out_of_order += 1;
                     }
                     s.max_n = Some(s.max_n.map_or(n, |m| m.max(n)));
-                    latencies.push(now.saturating_sub(send_ts[n]));
+                    let latency = now.saturating_sub(send_ts[n]);
+                    latencies.push(latency);
+                    last_delivery[n] = last_delivery[n].max(latency);
                     delivered[n] += 1;
                     unique += 1;
                     last_progress = now;
@@ -331,6 +338,11 @@ pub async fn run(url: &str, pid: Option<u32>, p: &Params) -> Result<Report, Erro
 
     let dl = summarize(&mut latencies);
     let al = summarize(&mut ack_latencies);
+    let mut to_all: Vec<u64> = (0..sent)
+        .filter(|&n| delivered[n] as usize == p.subs)
+        .map(|n| last_delivery[n])
+        .collect();
+    let all = summarize(&mut to_all);
     let usage = before
         .zip(after)
         .map(|(before, after)| Usage { before, after });
@@ -369,11 +381,12 @@ pub async fn run(url: &str, pid: Option<u32>, p: &Params) -> Result<Report, Erro
         "deliveries_per_s": per_second(unique, elapsed),
         "delivery_latency": dl.to_json(),
         "ack_latency": al.to_json(),
+        "all_delivered_latency": all.to_json(),
         "server": usage.map(|u| u.to_json(&[("write", n_acked as u64), ("delivery", unique)])),
     });
     let mut summary = format!(
         "fanout: {} subs × {} writes ({}) in {:.2}s — {:.0} deliveries/s, {:.0} writes/s\n  \
-         delivery latency {}\n  ack latency      {}\n  \
+         delivery latency {}\n  to every sub     {}\n  ack latency      {}\n  \
          missing {} duplicated {} out-of-order {} (version regressions {}, closed {}, errors {}){}",
         p.subs,
         w,
@@ -385,6 +398,7 @@ pub async fn run(url: &str, pid: Option<u32>, p: &Params) -> Result<Report, Erro
         unique as f64 / elapsed,
         n_acked as f64 / elapsed,
         dl.line(),
+        all.line(),
         al.line(),
         missing,
         faults.duplicated,

@@ -13,7 +13,8 @@
 //! each round, not the sleep between; split into user space and system as
 //! the whole run's `getrusage(RUSAGE_THREAD)` is)
 //! under `server.*_per_delivery`, and the delivery latency from the start
-//! of a round to the reader's `recv` of that connection's message. Neither
+//! of a round to the reader's `recv` of that connection's message (and per
+//! round, to the last connection's: `all_delivered_latency`). Neither
 //! includes a writer's CALL reaching a server, parsing or encoding, so both
 //! are lower bounds for any server's CPU per delivery and delivery latency
 //! at the same load on this machine — `bench/compare` runs this beside
@@ -106,9 +107,11 @@ fn pairs(n: usize) -> io::Result<Vec<(TcpStream, TcpStream)>> {
     Ok(out)
 }
 
-/// What the reader saw: a latency per message, and whether all arrived.
+/// What the reader saw: a latency per message, per round the latency of
+/// its last message (when every connection had it), and whether all arrived.
 struct Received {
     latencies: Vec<u64>,
+    all_delivered: Vec<u64>,
     complete: bool,
 }
 
@@ -144,6 +147,8 @@ fn read_all(
     let mut counts = vec![0usize; fds.len()];
     let mut remaining = fds.len() * expected;
     let mut latencies = Vec::with_capacity(remaining);
+    // A connection's k-th message is round k's.
+    let mut round_last = vec![0u64; expected];
     let mut buf = vec![0u8; 64 * 1024];
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     while remaining > 0 && Instant::now() < deadline {
@@ -172,7 +177,11 @@ fn read_all(
             for msg in carry[..whole].chunks_exact(size) {
                 let mut stamp = [0u8; 8];
                 stamp.copy_from_slice(&msg[..8]);
-                latencies.push(now.saturating_sub(u64::from_le_bytes(stamp)));
+                let latency = now.saturating_sub(u64::from_le_bytes(stamp));
+                latencies.push(latency);
+                if let Some(last) = round_last.get_mut(counts[i]) {
+                    *last = (*last).max(latency);
+                }
                 counts[i] += 1;
                 remaining = remaining.saturating_sub(1);
             }
@@ -182,8 +191,11 @@ fn read_all(
     // SAFETY: as above.
     unsafe { libc::close(ep) };
     drop(readers);
+    let rounds_done = counts.iter().copied().min().unwrap_or(0).min(expected);
+    round_last.truncate(rounds_done);
     Ok(Received {
         latencies,
+        all_delivered: round_last,
         complete: counts.iter().all(|&c| c == expected),
     })
 }
@@ -247,6 +259,8 @@ pub fn run(p: &Params) -> Result<Report, Error> {
     let mut latencies = received.latencies;
     let lat = summarize(&mut latencies);
     let rounds_lat = summarize(&mut round_ns);
+    let mut all_delivered = received.all_delivered;
+    let all = summarize(&mut all_delivered);
     let json = json!({
         "scenario": "sends",
         "conns": p.conns,
@@ -259,6 +273,7 @@ pub fn run(p: &Params) -> Result<Report, Error> {
         "ok": received.complete,
         "delivery_latency": lat.to_json(),
         "round_duration": rounds_lat.to_json(),
+        "all_delivered_latency": all.to_json(),
         "server": {
             "cpu_us": round(user + sys),
             "cpu_us_per_delivery": round((user + sys) / sends),
@@ -269,7 +284,7 @@ pub fn run(p: &Params) -> Result<Report, Error> {
     let summary = format!(
         "sends: {} connections × {} rounds at {:.0}/s, {} bytes each — {} of {} received\n  \
          sender CPU per send {:.2} µs (user {:.2}, system {:.2}); a round took {}\n  \
-         delivery latency {}",
+         delivery latency {}\n  to every conn    {}",
         p.conns,
         p.rounds,
         p.rate,
@@ -281,6 +296,7 @@ pub fn run(p: &Params) -> Result<Report, Error> {
         sys / sends,
         rounds_lat.line(),
         lat.line(),
+        all.line(),
     );
     Ok(Report { json, summary })
 }

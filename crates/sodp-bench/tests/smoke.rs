@@ -45,6 +45,19 @@ fn every_scenario_runs_clean_against_the_real_server() {
         &["fanout", "--subs", "20", "--writes", "50", "--window", "4"],
     );
     assert_eq!(fanout["missing"], 0, "{fanout}");
+    // Per write, the last of its deliveries: one sample per write, none
+    // earlier than the median delivery, the slowest the slowest delivery.
+    let (all, each) = (
+        &fanout["all_delivered_latency"],
+        &fanout["delivery_latency"],
+    );
+    assert_eq!(all["count"], 50, "{fanout}");
+    assert_eq!(each["count"], 1000, "{fanout}");
+    assert!(
+        all["p50_us"].as_f64().unwrap() >= each["p50_us"].as_f64().unwrap(),
+        "{fanout}"
+    );
+    assert_eq!(all["max_us"], each["max_us"], "{fanout}");
     bench(
         &server,
         &["fanout", "--subs", "5", "--writes", "40", "--rate", "400"],
@@ -103,6 +116,11 @@ fn sends_delivers_every_round_to_every_connection() {
     assert_eq!(report["deliveries"], 400, "{report}");
     assert_eq!(report["delivery_latency"]["count"], 400, "{report}");
     assert_eq!(report["round_duration"]["count"], 50, "{report}");
+    assert_eq!(report["all_delivered_latency"]["count"], 50, "{report}");
+    assert_eq!(
+        report["all_delivered_latency"]["max_us"], report["delivery_latency"]["max_us"],
+        "{report}"
+    );
     assert!(
         report["server"]["cpu_us"].as_f64().unwrap() > 0.0,
         "{report}"
